@@ -1,0 +1,49 @@
+//! The protocol's one error type: every way a peer's bytes can be wrong, named precisely.
+
+use thiserror::Error;
+
+/// What was wrong with bytes received from (or about to be sent to) a peer.
+///
+/// Each variant names the fault so that a log line tells the operator what the peer did.
+#[derive(Debug, Error)]
+pub enum ProtocolError {
+    /// The length prefix announces a body bigger than this endpoint accepts.
+    #[error("frame of {len} bytes exceeds the maximum frame size of {max} bytes")]
+    FrameTooLarge { len: u64, max: u32 },
+
+    /// A length prefix of zero: no valid body is empty.
+    #[error("empty frame: the length prefix is 0")]
+    EmptyFrame,
+
+    /// The stream ended part-way through a frame.
+    #[error("connection closed in the middle of a frame ({have} of {need} bytes received)")]
+    Truncated { have: usize, need: usize },
+
+    /// The handshake did not start with Greenroom's magic bytes.
+    #[error("bad magic {found:02x?} (expected \"GRNR\"): the peer does not speak the Greenroom protocol")]
+    BadMagic { found: Vec<u8> },
+
+    /// The peer speaks another protocol version.
+    #[error("peer speaks protocol version {peer}, this build speaks version {ours}")]
+    VersionMismatch { peer: u16, ours: u16 },
+
+    /// The handshake frame is shorter than magic plus version.
+    #[error("handshake frame too short: {len} bytes, need at least 6 (magic + version)")]
+    ShortHandshake { len: usize },
+
+    /// A body did not decode as the type the channel carries.
+    #[error("could not decode {what}: {source}")]
+    Decode {
+        what: &'static str,
+        #[source]
+        source: postcard::Error,
+    },
+
+    /// A value could not be encoded (a serde type that postcard cannot represent).
+    #[error("could not encode {what}: {source}")]
+    Encode {
+        what: &'static str,
+        #[source]
+        source: postcard::Error,
+    },
+}

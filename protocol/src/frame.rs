@@ -1,0 +1,345 @@
+//! Framing: a little-endian `u32` length prefix, then the postcard body.
+//!
+//! ```text
+//! | 0x05 0x00 0x00 0x00 | 0x01 0x02 0x03 0x04 0x05 | 0x02 0x00 0x00 0x00 | 0xaa 0xbb | ...
+//! |  len = 5            |  body (5 bytes)          |  len = 2            |  body     |
+//! ```
+//!
+//! [`encode_frame`] appends one frame to a buffer, so a sender can coalesce many frames into
+//! one `write`. [`FrameReader`] accumulates bytes from a (non-blocking) stream and hands out
+//! complete frame bodies; it checks each length prefix against the maximum frame size
+//! *before* reserving memory for the body, so a lying header costs nothing.
+
+use std::io::{self, Read};
+
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::{ProtocolError, LEN_PREFIX};
+
+/// Appends `value` to `buf` as one frame (length prefix + postcard body).
+///
+/// On error `buf` is left as it was. `what` names the value in the error message.
+///
+/// ```
+/// use greenroom_protocol::{encode_frame, FrameReader, DEFAULT_MAX_FRAME};
+/// let mut buf = Vec::new();
+/// encode_frame(&mut buf, &("hello", 7u32), DEFAULT_MAX_FRAME, "example")?;
+/// let mut reader = FrameReader::new(DEFAULT_MAX_FRAME);
+/// reader.push(&buf);
+/// let body = reader.next_frame()?.expect("one whole frame");
+/// let value: (String, u32) = greenroom_protocol::frame::decode(body, "example")?;
+/// assert_eq!(value, ("hello".to_string(), 7));
+/// # Ok::<(), greenroom_protocol::ProtocolError>(())
+/// ```
+pub fn encode_frame<T: Serialize + ?Sized>(
+    buf: &mut Vec<u8>,
+    value: &T,
+    max_frame: u32,
+    what: &'static str,
+) -> Result<usize, ProtocolError> {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; LEN_PREFIX]);
+    if let Err(source) = postcard::to_io(value, &mut *buf) {
+        buf.truncate(start);
+        return Err(ProtocolError::Encode { what, source });
+    }
+    let body_len = buf.len() - start - LEN_PREFIX;
+    if body_len as u64 > u64::from(max_frame) {
+        buf.truncate(start);
+        return Err(ProtocolError::FrameTooLarge {
+            len: body_len as u64,
+            max: max_frame,
+        });
+    }
+    buf[start..start + LEN_PREFIX].copy_from_slice(&(body_len as u32).to_le_bytes());
+    Ok(body_len + LEN_PREFIX)
+}
+
+/// Appends an already-encoded body as one frame.
+pub fn encode_raw_frame(buf: &mut Vec<u8>, body: &[u8], max_frame: u32) -> Result<(), ProtocolError> {
+    if body.is_empty() {
+        return Err(ProtocolError::EmptyFrame);
+    }
+    if body.len() as u64 > u64::from(max_frame) {
+        return Err(ProtocolError::FrameTooLarge {
+            len: body.len() as u64,
+            max: max_frame,
+        });
+    }
+    buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    buf.extend_from_slice(body);
+    Ok(())
+}
+
+/// Decodes one frame body as `T`; `what` names the expected type in the error.
+pub fn decode<T: DeserializeOwned>(body: &[u8], what: &'static str) -> Result<T, ProtocolError> {
+    postcard::from_bytes(body).map_err(|source| ProtocolError::Decode { what, source })
+}
+
+/// What one [`FrameReader::fill_from`] call saw on the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fill {
+    /// Bytes read by this call.
+    pub bytes: usize,
+    /// The peer closed its side of the stream.
+    pub eof: bool,
+}
+
+/// How much the reader asks of the stream per `read` call.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Reassembles frames from a byte stream.
+///
+/// Bytes live in one buffer `data[start..end]`; consumed frames advance `start`, and the
+/// buffer is compacted only when more room is needed, so back-to-back small frames cost no
+/// copying and no allocation.
+#[derive(Debug)]
+pub struct FrameReader {
+    data: Vec<u8>,
+    start: usize,
+    end: usize,
+    max_frame: u32,
+}
+
+impl FrameReader {
+    /// A reader that refuses frames whose body exceeds `max_frame` bytes.
+    pub fn new(max_frame: u32) -> Self {
+        FrameReader {
+            data: Vec::new(),
+            start: 0,
+            end: 0,
+            max_frame,
+        }
+    }
+
+    /// Bytes received but not yet handed out as frames.
+    pub fn buffered(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Appends bytes obtained elsewhere (tests, or a reader that already read).
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.reserve(bytes.len());
+        self.data[self.end..self.end + bytes.len()].copy_from_slice(bytes);
+        self.end += bytes.len();
+    }
+
+    /// Reads from `stream` until it would block, reaches end of stream, or `budget` bytes
+    /// have been read (so one busy peer cannot starve the others in an event loop).
+    ///
+    /// Interrupted reads are retried; any other I/O error is returned.
+    pub fn fill_from<R: Read>(&mut self, stream: &mut R, budget: usize) -> io::Result<Fill> {
+        let mut fill = Fill {
+            bytes: 0,
+            eof: false,
+        };
+        while fill.bytes < budget {
+            self.reserve(READ_CHUNK);
+            match stream.read(&mut self.data[self.end..]) {
+                Ok(0) => {
+                    fill.eof = true;
+                    break;
+                }
+                Ok(n) => {
+                    self.end += n;
+                    fill.bytes += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(fill)
+    }
+
+    /// The body of the next complete frame, or `None` if more bytes are needed.
+    ///
+    /// A length prefix of zero or above the maximum is an error; the reader should then be
+    /// dropped together with its connection (the stream can no longer be trusted).
+    pub fn next_frame(&mut self) -> Result<Option<&[u8]>, ProtocolError> {
+        let available = self.end - self.start;
+        if available < LEN_PREFIX {
+            return Ok(None);
+        }
+        let mut prefix = [0u8; LEN_PREFIX];
+        prefix.copy_from_slice(&self.data[self.start..self.start + LEN_PREFIX]);
+        let len = u32::from_le_bytes(prefix);
+        if len == 0 {
+            return Err(ProtocolError::EmptyFrame);
+        }
+        if len > self.max_frame {
+            return Err(ProtocolError::FrameTooLarge {
+                len: u64::from(len),
+                max: self.max_frame,
+            });
+        }
+        let total = LEN_PREFIX + len as usize;
+        if available < total {
+            // Make room for the whole frame now that the header has been validated.
+            self.reserve(total - available);
+            return Ok(None);
+        }
+        let body_start = self.start + LEN_PREFIX;
+        self.start += total;
+        if self.start == self.end {
+            // Everything consumed: the next read starts at the front again, no copy needed.
+            let (s, e) = (body_start, body_start + len as usize);
+            self.start = 0;
+            self.end = 0;
+            return Ok(Some(&self.data[s..e]));
+        }
+        Ok(Some(&self.data[body_start..body_start + len as usize]))
+    }
+
+    /// Call when the stream has ended: an error if it ended inside a frame.
+    pub fn finish(&self) -> Result<(), ProtocolError> {
+        let have = self.end - self.start;
+        if have == 0 {
+            return Ok(());
+        }
+        let need = if have >= LEN_PREFIX {
+            let mut prefix = [0u8; LEN_PREFIX];
+            prefix.copy_from_slice(&self.data[self.start..self.start + LEN_PREFIX]);
+            LEN_PREFIX + u32::from_le_bytes(prefix) as usize
+        } else {
+            LEN_PREFIX
+        };
+        Err(ProtocolError::Truncated { have, need })
+    }
+
+    /// Ensures room for `extra` more bytes after `end`, compacting before growing.
+    fn reserve(&mut self, extra: usize) {
+        if self.data.len() - self.end >= extra {
+            return;
+        }
+        if self.start > 0 {
+            self.data.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.data.len() - self.end < extra {
+            let want = (self.end + extra).max(READ_CHUNK);
+            self.data.resize(want, 0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DEFAULT_MAX_FRAME;
+    use proptest::prelude::*;
+
+    fn frames_of(values: &[Vec<u8>]) -> Vec<u8> {
+        let mut buf = Vec::new();
+        for v in values {
+            encode_frame(&mut buf, v, DEFAULT_MAX_FRAME, "bytes").unwrap();
+        }
+        buf
+    }
+
+    #[test]
+    fn back_to_back_frames_in_one_read() {
+        let values = vec![vec![1u8, 2, 3], vec![], vec![9; 1000]];
+        let mut r = FrameReader::new(DEFAULT_MAX_FRAME);
+        r.push(&frames_of(&values));
+        for v in &values {
+            let body = r.next_frame().unwrap().unwrap();
+            assert_eq!(&decode::<Vec<u8>>(body, "bytes").unwrap(), v);
+        }
+        assert!(r.next_frame().unwrap().is_none());
+        r.finish().unwrap();
+    }
+
+    #[test]
+    fn lying_header_is_refused_before_allocating() {
+        let mut r = FrameReader::new(1024);
+        r.push(&u32::MAX.to_le_bytes());
+        match r.next_frame() {
+            Err(ProtocolError::FrameTooLarge { len, max }) => {
+                assert_eq!(len, u64::from(u32::MAX));
+                assert_eq!(max, 1024);
+            }
+            other => panic!("expected FrameTooLarge, got {other:?}"),
+        }
+        assert!(r.data.len() < 1024 * 1024, "no allocation for the lying length");
+    }
+
+    #[test]
+    fn zero_length_prefix_is_refused() {
+        let mut r = FrameReader::new(1024);
+        r.push(&[0, 0, 0, 0, 1]);
+        assert!(matches!(r.next_frame(), Err(ProtocolError::EmptyFrame)));
+    }
+
+    #[test]
+    fn truncated_stream_is_reported() {
+        let buf = frames_of(&[vec![7; 100]]);
+        let mut r = FrameReader::new(DEFAULT_MAX_FRAME);
+        r.push(&buf[..50]);
+        assert!(r.next_frame().unwrap().is_none());
+        match r.finish() {
+            Err(ProtocolError::Truncated { have: 50, need }) => assert_eq!(need, buf.len()),
+            other => panic!("expected Truncated, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn oversize_value_is_refused_at_encode() {
+        let mut buf = vec![42u8];
+        let err = encode_frame(&mut buf, &vec![0u8; 2000], 1000, "big").unwrap_err();
+        assert!(matches!(err, ProtocolError::FrameTooLarge { max: 1000, .. }));
+        assert_eq!(buf, vec![42u8], "buffer untouched on error");
+    }
+
+    #[test]
+    fn huge_frame_at_the_limit_round_trips() {
+        let big = vec![0xabu8; 4 * 1024 * 1024];
+        let mut buf = Vec::new();
+        encode_frame(&mut buf, &big, DEFAULT_MAX_FRAME, "big").unwrap();
+        let mut r = FrameReader::new(DEFAULT_MAX_FRAME);
+        let mut cursor = std::io::Cursor::new(buf);
+        loop {
+            let fill = r.fill_from(&mut cursor, usize::MAX).unwrap();
+            if fill.eof {
+                break;
+            }
+        }
+        let body = r.next_frame().unwrap().unwrap();
+        assert_eq!(decode::<Vec<u8>>(body, "big").unwrap(), big);
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip_in_any_chunking(
+            values in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 1..20),
+            chunk in 1usize..64,
+        ) {
+            let buf = frames_of(&values);
+            let mut r = FrameReader::new(DEFAULT_MAX_FRAME);
+            let mut got = Vec::new();
+            for piece in buf.chunks(chunk) {
+                r.push(piece);
+                while let Some(body) = r.next_frame().unwrap() {
+                    got.push(decode::<Vec<u8>>(body, "bytes").unwrap());
+                }
+            }
+            prop_assert_eq!(got, values);
+            prop_assert!(r.finish().is_ok());
+        }
+
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let mut r = FrameReader::new(4096);
+            r.push(&bytes);
+            loop {
+                match r.next_frame() {
+                    Ok(Some(body)) => { let _ = decode::<crate::DataFrame>(body, "data frame"); }
+                    Ok(None) => break,
+                    Err(_) => break,
+                }
+            }
+            let _ = r.finish();
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! The types that travel inside frames, one enum per direction of each kind of connection.
+//!
+//! | connection                      | connector → acceptor | acceptor → connector |
+//! |---------------------------------|----------------------|----------------------|
+//! | data (endpoint → endpoint)      | [`DataFrame`]        | [`DataReply`]        |
+//! | control (host or client → admin)| [`ToAdmin`]          | [`FromAdmin`]        |
+//!
+//! A message is carried as a [`Payload`]: a stable type tag and the postcard bytes of the
+//! value. Only the receiver that asks "is this a `Greeting`?" decodes the bytes.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Which machine (admin) an address lives on. `0` is the local system; conventions of
+/// several machines number their members from 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+pub struct NodeId(pub u32);
+
+/// The name of an endpoint — an actor or an external client — in an actor system.
+///
+/// An address names a *supervised actor*, not a process: it stays the same for the actor's
+/// whole life. It is small (12 bytes), `Copy`, and serialisable, so it travels inside
+/// messages.
+///
+/// ```
+/// use greenroom_protocol::Address;
+/// let a = Address::local(7);
+/// assert_eq!(a.to_string(), "@7");
+/// assert_eq!(a.id(), 7);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Address {
+    node: NodeId,
+    id: u64,
+}
+
+impl Address {
+    /// The address of endpoint `id` on the local node.
+    pub const fn local(id: u64) -> Self {
+        Address {
+            node: NodeId(0),
+            id,
+        }
+    }
+
+    /// The endpoint number, unique within its node for the life of the system.
+    pub const fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The node the endpoint lives on.
+    pub const fn node(&self) -> NodeId {
+        self.node
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.node.0 == 0 {
+            write!(f, "@{}", self.id)
+        } else {
+            write!(f, "@{}.{}", self.node.0, self.id)
+        }
+    }
+}
+
+/// One encoded message: its type tag and its postcard bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payload {
+    /// The message type's stable tag (see `greenroom::Message`).
+    pub tag: String,
+    /// The value, postcard-encoded.
+    #[serde(with = "serde_bytes")]
+    pub bytes: Vec<u8>,
+}
+
+/// Sender → receiver on a data connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DataFrame {
+    /// One message. `seq` numbers the messages of this connection from 1, without gaps.
+    Message { seq: u64, payload: Payload },
+}
+
+/// Receiver → sender on a data connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DataReply {
+    /// Every message up to and including `upto` has been processed (cumulative; sent in
+    /// batches, not once per message). The sender may forget them.
+    Ack { upto: u64 },
+}
+
+/// Why an actor's host process ended.
+///
+/// Built from the wait status the admin reaps, so it says what really happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExitCause {
+    /// The actor finished an `ActorExitRequest` and its host exited cleanly.
+    Normal,
+    /// The host exited on its own with this status code.
+    ExitCode(i32),
+    /// The host was killed by a signal.
+    Signal { signal: i32, core_dumped: bool },
+    /// The host could not start the actor (unknown type, constructor panic, exec failure).
+    StartFailed(String),
+    /// The system shut down (the actor was stopped by its admin).
+    Shutdown,
+}
+
+impl fmt::Display for ExitCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitCause::Normal => write!(f, "exited normally"),
+            ExitCause::ExitCode(code) => write!(f, "exited with status {code}"),
+            ExitCause::Signal {
+                signal,
+                core_dumped,
+            } => {
+                write!(f, "killed by signal {signal}")?;
+                if *core_dumped {
+                    write!(f, " (core dumped)")?;
+                }
+                Ok(())
+            }
+            ExitCause::StartFailed(why) => write!(f, "failed to start: {why}"),
+            ExitCause::Shutdown => write!(f, "stopped at system shutdown"),
+        }
+    }
+}
+
+/// An actor's state as the admin sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ActorState {
+    /// Its host has been spawned and has not yet reported ready.
+    Starting,
+    /// Its host is up and serving.
+    Running,
+    /// It received `ActorExitRequest` and waits for its children before stopping.
+    Exiting,
+    /// It is gone for good; its address is dead.
+    Gone(ExitCause),
+    /// This admin never issued that address.
+    Unknown,
+}
+
+/// Why `create_actor` failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CreateFailure {
+    /// The host binary has no actor type registered under that name.
+    UnknownType { type_name: String, known: Vec<String> },
+    /// The admin could not start a host process.
+    SpawnFailed(String),
+    /// The host started but could not construct the actor.
+    StartFailed(String),
+    /// The system is shutting down and creates no more actors.
+    ShuttingDown,
+    /// The actor asking is itself exiting.
+    ParentExiting,
+}
+
+impl fmt::Display for CreateFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CreateFailure::UnknownType { type_name, known } => write!(
+                f,
+                "unknown actor type `{type_name}`: the host binary registers {known:?}; add it to the registry passed to greenroom_host"
+            ),
+            CreateFailure::SpawnFailed(why) => write!(f, "could not start a host process: {why}"),
+            CreateFailure::StartFailed(why) => write!(f, "the host could not start the actor: {why}"),
+            CreateFailure::ShuttingDown => write!(f, "the actor system is shutting down"),
+            CreateFailure::ParentExiting => write!(f, "the creating actor is exiting"),
+        }
+    }
+}
+
+/// Host or client → admin, on a control connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ToAdmin {
+    /// Client: give me an endpoint address (answered by [`FromAdmin::ClientWelcome`]).
+    RegisterClient,
+    /// Create an actor of the registered type `type_name`. The asker becomes its parent
+    /// (a client's actors are top-level). Answered by [`FromAdmin::Created`].
+    CreateActor { request: u64, type_name: String },
+    /// What state is `actor` in? With `settle`, the admin answers only once the actor is
+    /// not `Running`/`Starting` (the asker saw its connection end and wants the outcome).
+    ActorStatus { request: u64, actor: Address, settle: bool },
+    /// Host: the actor is constructed and serving; these are the types this binary hosts.
+    HostReady { types: Vec<String> },
+    /// Host: the actor could not be constructed.
+    HostStartFailed { reason: String },
+    /// Host: the actor has handled `ActorExitRequest` and sent one to each of its children.
+    Exiting,
+    /// Client: stop every actor and the admin. Answered by [`FromAdmin::ShutdownComplete`].
+    Shutdown { request: u64 },
+}
+
+/// Admin → host or client, on a control connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FromAdmin {
+    /// To a client: your endpoint address and the system's runtime directory.
+    ClientWelcome {
+        address: Address,
+        runtime_dir: String,
+        max_frame: u32,
+    },
+    /// To a new host: the actor you host.
+    Start {
+        actor: Address,
+        type_name: String,
+        parent: Option<Address>,
+        runtime_dir: String,
+        max_frame: u32,
+    },
+    /// The answer to [`ToAdmin::CreateActor`].
+    Created {
+        request: u64,
+        result: Result<Address, CreateFailure>,
+    },
+    /// The answer to [`ToAdmin::ActorStatus`].
+    Status {
+        request: u64,
+        actor: Address,
+        state: ActorState,
+    },
+    /// A system notice for the actor (e.g. `ChildActorExited`), from `sender`.
+    Deliver { sender: Address, payload: Payload },
+    /// To an exiting host: all its children are gone; finish and exit.
+    ExitNow,
+    /// The answer to [`ToAdmin::Shutdown`]: every actor is stopped.
+    ShutdownComplete { request: u64 },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{encode_frame, frame::decode, FrameReader, DEFAULT_MAX_FRAME};
+    use proptest::prelude::*;
+
+    fn round_trip<T>(value: &T) -> T
+    where
+        T: Serialize + serde::de::DeserializeOwned,
+    {
+        let mut buf = Vec::new();
+        encode_frame(&mut buf, value, DEFAULT_MAX_FRAME, "value").unwrap();
+        let mut r = FrameReader::new(DEFAULT_MAX_FRAME);
+        r.push(&buf);
+        decode(r.next_frame().unwrap().unwrap(), "value").unwrap()
+    }
+
+    fn arb_address() -> impl Strategy<Value = Address> {
+        (any::<u32>(), any::<u64>()).prop_map(|(n, id)| Address { node: NodeId(n), id })
+    }
+
+    fn arb_payload() -> impl Strategy<Value = Payload> {
+        (".{0,40}", proptest::collection::vec(any::<u8>(), 0..200))
+            .prop_map(|(tag, bytes)| Payload { tag, bytes })
+    }
+
+    proptest! {
+        #[test]
+        fn data_frames_round_trip(seq in any::<u64>(), payload in arb_payload()) {
+            let f = DataFrame::Message { seq, payload };
+            prop_assert_eq!(round_trip(&f), f);
+        }
+
+        #[test]
+        fn control_frames_round_trip(request in any::<u64>(), actor in arb_address(), payload in arb_payload(), name in ".{0,30}") {
+            let frames = vec![
+                FromAdmin::Created { request, result: Ok(actor) },
+                FromAdmin::Created { request, result: Err(CreateFailure::UnknownType { type_name: name.clone(), known: vec![name.clone()] }) },
+                FromAdmin::Status { request, actor, state: ActorState::Gone(ExitCause::Signal { signal: 9, core_dumped: false }) },
+                FromAdmin::Deliver { sender: actor, payload },
+                FromAdmin::Start { actor, type_name: name.clone(), parent: Some(actor), runtime_dir: name, max_frame: 7 },
+            ];
+            for f in frames {
+                prop_assert_eq!(round_trip(&f), f);
+            }
+            let t = ToAdmin::ActorStatus { request, actor, settle: true };
+            prop_assert_eq!(round_trip(&t), t);
+        }
+
+        #[test]
+        fn garbage_bodies_are_decode_errors_not_panics(bytes in proptest::collection::vec(any::<u8>(), 1..256)) {
+            let _ = decode::<DataFrame>(&bytes, "data frame");
+            let _ = decode::<DataReply>(&bytes, "data reply");
+            let _ = decode::<ToAdmin>(&bytes, "control frame");
+            let _ = decode::<FromAdmin>(&bytes, "control frame");
+        }
+    }
+
+    #[test]
+    fn address_display() {
+        assert_eq!(Address::local(3).to_string(), "@3");
+        assert_eq!(Address { node: NodeId(2), id: 5 }.to_string(), "@2.5");
+    }
+}
