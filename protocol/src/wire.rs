@@ -82,6 +82,25 @@ pub enum DataFrame {
     Message { seq: u64, payload: Payload },
 }
 
+impl DataFrame {
+    /// Appends `DataFrame::Message { seq, payload }` to `buf` as one frame without cloning
+    /// the payload (the hot path: a sender keeps its own copy of nothing but these bytes).
+    /// Returns the frame's length in bytes.
+    pub fn encode_message(
+        buf: &mut Vec<u8>,
+        seq: u64,
+        payload: &Payload,
+        max_frame: u32,
+    ) -> Result<usize, crate::ProtocolError> {
+        /// Serialises exactly like [`DataFrame`]: same variant, same field order.
+        #[derive(Serialize)]
+        enum DataFrameRef<'a> {
+            Message { seq: u64, payload: &'a Payload },
+        }
+        crate::encode_frame(buf, &DataFrameRef::Message { seq, payload }, max_frame, "data frame")
+    }
+}
+
 /// Receiver → sender on a data connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DataReply {
@@ -187,7 +206,7 @@ pub enum ToAdmin {
     /// Host: the actor is constructed and serving; these are the types this binary hosts.
     HostReady { types: Vec<String> },
     /// Host: the actor could not be constructed.
-    HostStartFailed { reason: String },
+    HostStartFailed { failure: CreateFailure },
     /// Host: the actor has handled `ActorExitRequest` and sent one to each of its children.
     Exiting,
     /// Client: stop every actor and the admin. Answered by [`FromAdmin::ShutdownComplete`].
@@ -221,6 +240,8 @@ pub enum FromAdmin {
         request: u64,
         actor: Address,
         state: ActorState,
+        /// The host process serving the actor now, if any.
+        pid: Option<u32>,
     },
     /// A system notice for the actor (e.g. `ChildActorExited`), from `sender`.
     Deliver { sender: Address, payload: Payload },
@@ -268,7 +289,7 @@ mod tests {
             let frames = vec![
                 FromAdmin::Created { request, result: Ok(actor) },
                 FromAdmin::Created { request, result: Err(CreateFailure::UnknownType { type_name: name.clone(), known: vec![name.clone()] }) },
-                FromAdmin::Status { request, actor, state: ActorState::Gone(ExitCause::Signal { signal: 9, core_dumped: false }) },
+                FromAdmin::Status { request, actor, state: ActorState::Gone(ExitCause::Signal { signal: 9, core_dumped: false }), pid: Some(7) },
                 FromAdmin::Deliver { sender: actor, payload },
                 FromAdmin::Start { actor, type_name: name.clone(), parent: Some(actor), runtime_dir: name, max_frame: 7 },
             ];
@@ -286,6 +307,16 @@ mod tests {
             let _ = decode::<ToAdmin>(&bytes, "control frame");
             let _ = decode::<FromAdmin>(&bytes, "control frame");
         }
+    }
+
+    #[test]
+    fn borrowed_encoding_matches_owned() {
+        let payload = Payload { tag: "t".into(), bytes: vec![1, 2, 3] };
+        let mut a = Vec::new();
+        DataFrame::encode_message(&mut a, 9, &payload, DEFAULT_MAX_FRAME).unwrap();
+        let mut b = Vec::new();
+        encode_frame(&mut b, &DataFrame::Message { seq: 9, payload }, DEFAULT_MAX_FRAME, "x").unwrap();
+        assert_eq!(a, b);
     }
 
     #[test]

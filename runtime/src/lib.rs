@@ -1,1 +1,55 @@
-//! placeholder
+//! # Greenroom: actors in their own OS processes
+//!
+//! Greenroom is an actor runtime in the spirit of Python's Thespian where **every actor is
+//! its own OS process**: a panic, an abort or a segfault in one actor never takes down
+//! another. An admin process spawns one host process per actor; actors and clients talk
+//! directly over Unix sockets with a small framed protocol.
+//!
+//! A complete program — the executable doubles as admin and host binary:
+//!
+//! ```no_run
+//! use greenroom::{Actor, ActorExitRequest, ActorResult, ActorSystem, Address, AnyMessage, Context, Registry};
+//! use std::time::Duration;
+//!
+//! #[derive(Default)]
+//! struct Hello;
+//!
+//! impl Actor for Hello {
+//!     fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, sender: Address) -> ActorResult {
+//!         if msg.is::<String>() {
+//!             ctx.send(sender, "Hello, World!".to_string())?;
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! fn main() -> Result<(), greenroom::Error> {
+//!     // In an admin or host process this call runs that role and never returns.
+//!     greenroom_host::init(Registry::new().register::<Hello>());
+//!     let system = ActorSystem::start()?;
+//!     let hello = system.create_actor::<Hello>()?;
+//!     let reply: String = system.ask(hello, "hi".to_string(), Duration::from_secs(1))?;
+//!     println!("{reply}");
+//!     system.tell(hello, ActorExitRequest)?;
+//!     Ok(())
+//! }
+//! # mod greenroom_host { pub fn init(_: greenroom::Registry) {} }
+//! ```
+//!
+//! See `ARCHITECTURE.md` in the repository for how the processes and sockets fit together.
+
+pub mod actor;
+pub mod admin;
+pub mod error;
+pub mod message;
+#[doc(hidden)]
+pub mod net;
+pub mod process_role;
+pub mod runtime_dir;
+pub mod system;
+
+pub use actor::{actor_type_name, Actor, ActorResult, Backend, Context, Registry};
+pub use error::{Error, Result};
+pub use greenroom_protocol::{ActorState, Address, CreateFailure, ExitCause};
+pub use message::{ActorExitRequest, AnyMessage, ChildActorExited, Message, PoisonMessage};
+pub use system::{ActorInfo, ActorSystem, SystemConfig};

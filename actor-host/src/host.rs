@@ -1,0 +1,316 @@
+//! The host loop: one actor, one process, one thread.
+//!
+//! ```text
+//! admin ──Start──▶ host constructs the actor ──HostReady──▶ admin
+//! loop:
+//!   pump sockets ─▶ for each message: receive (panic caught) ─▶ mark processed
+//!   flush everything the actor sent (one batch per wake-up)
+//! ```
+//!
+//! Fault rules, as Thespian's: a `receive` that panics or returns an error is given the same
+//! message once more; if it fails again the sender gets [`PoisonMessage`] and the actor goes
+//! on with the next message, its state as the failed call left it. `ActorExitRequest` and
+//! `PoisonMessage` are never retried.
+
+use std::{
+    os::fd::FromRawFd,
+    panic::{catch_unwind, AssertUnwindSafe},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use greenroom::{
+    net::endpoint::{Endpoint, Inbound},
+    process_role::{self, CONTROL_FD, LISTENER_FD},
+    ActorExitRequest, Address, AnyMessage, Backend, ChildActorExited, Context, CreateFailure, Error, PoisonMessage,
+    Registry,
+};
+use greenroom_protocol::{FromAdmin, PeerRole, ToAdmin, DEFAULT_MAX_FRAME};
+
+const EXIT_OK: i32 = 0;
+const EXIT_START_FAILED: i32 = 2;
+const EXIT_ADMIN_GONE: i32 = 3;
+const EXIT_INTERNAL: i32 = 70;
+
+/// How long a finishing host keeps trying to write what its actor sent.
+const FINAL_FLUSH: Duration = Duration::from_secs(5);
+
+pub(crate) fn run(registry: &Registry) -> ! {
+    process_role::init_process_logging();
+    // SAFETY: fds 3 and 4 are the control socket and the actor's listening socket, put there
+    // by the admin that spawned this process (admin::spawn); nothing else owns them.
+    let (control, listener) = unsafe {
+        (
+            std::os::unix::net::UnixStream::from_raw_fd(CONTROL_FD),
+            std::os::unix::net::UnixListener::from_raw_fd(LISTENER_FD),
+        )
+    };
+    for fd in [CONTROL_FD, LISTENER_FD] {
+        // Keep them out of anything this actor spawns.
+        let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
+    }
+    let code = match Host::start(registry, control, listener) {
+        Ok(Some(mut host)) => host.serve(),
+        Ok(None) => EXIT_START_FAILED,
+        Err(e) => {
+            tracing::error!(error = %e, "actor host failed to start");
+            EXIT_INTERNAL
+        }
+    };
+    std::process::exit(code)
+}
+
+struct Host {
+    endpoint: Endpoint,
+    actor: Box<dyn greenroom::Actor>,
+    me: Address,
+    type_name: String,
+    children: Vec<Address>,
+    exiting: bool,
+}
+
+impl Host {
+    /// Handshakes with the admin, constructs the actor, reports ready. `Ok(None)` if the
+    /// actor could not be constructed (the admin has been told why).
+    fn start(
+        registry: &Registry,
+        control: std::os::unix::net::UnixStream,
+        listener: std::os::unix::net::UnixListener,
+    ) -> Result<Option<Host>, Error> {
+        let mut endpoint = Endpoint::new(control, PeerRole::Host, DEFAULT_MAX_FRAME)?;
+        let start = endpoint.wait_control(Duration::from_secs(30), |f| matches!(f, FromAdmin::Start { .. }))?;
+        let FromAdmin::Start {
+            actor: me,
+            type_name,
+            runtime_dir,
+            max_frame,
+            ..
+        } = start
+        else {
+            unreachable!("wait_control returned the frame it was asked for");
+        };
+        let constructed = catch_unwind(AssertUnwindSafe(|| registry.construct(&type_name)));
+        let failure = match constructed {
+            Ok(Some(actor)) => {
+                endpoint.attach(me, &PathBuf::from(runtime_dir), max_frame, listener)?;
+                endpoint.send_control(&ToAdmin::HostReady {
+                    types: registry.type_names(),
+                })?;
+                tracing::debug!(actor = %me, actor_type = %type_name, pid = std::process::id(), "actor host ready");
+                return Ok(Some(Host {
+                    endpoint,
+                    actor,
+                    me,
+                    type_name,
+                    children: Vec::new(),
+                    exiting: false,
+                }));
+            }
+            Ok(None) => CreateFailure::UnknownType {
+                type_name: type_name.clone(),
+                known: registry.type_names(),
+            },
+            Err(panic) => CreateFailure::StartFailed(format!("the constructor panicked: {}", panic_text(&*panic))),
+        };
+        tracing::error!(actor = %me, actor_type = %type_name, %failure, "cannot start the actor");
+        endpoint.send_control(&ToAdmin::HostStartFailed { failure })?;
+        endpoint.flush_blocking(Instant::now() + FINAL_FLUSH);
+        Ok(None)
+    }
+
+    /// The main loop; returns the process exit code.
+    fn serve(&mut self) -> i32 {
+        loop {
+            while let Some(inbound) = self.endpoint.next_inbound() {
+                match inbound {
+                    Inbound::Message { sender, msg, receipt } => {
+                        if self.deliver(sender, &msg) {
+                            self.endpoint.processed(receipt);
+                        }
+                    }
+                    Inbound::Control(FromAdmin::Deliver { sender, payload }) => {
+                        self.deliver(sender, &AnyMessage::from_payload(payload));
+                    }
+                    Inbound::Control(FromAdmin::ExitNow) => {
+                        self.endpoint.flush_blocking(Instant::now() + FINAL_FLUSH);
+                        tracing::debug!(actor = %self.me, "actor exited");
+                        return EXIT_OK;
+                    }
+                    Inbound::Control(other) => {
+                        tracing::debug!(actor = %self.me, frame = ?other, "ignoring an unexpected control frame");
+                    }
+                    Inbound::PeerLost { peer, cause, undelivered } => {
+                        for msg in undelivered {
+                            tracing::warn!(
+                                sender = %self.me, target_actor = %peer, message_type = msg.tag(), cause = ?cause,
+                                "dead letter: message was never processed"
+                            );
+                        }
+                    }
+                    Inbound::AdminLost => {
+                        tracing::info!(actor = %self.me, "the admin has gone; exiting");
+                        return EXIT_ADMIN_GONE;
+                    }
+                }
+            }
+            self.endpoint.flush();
+            if let Err(e) = self.endpoint.pump(None) {
+                tracing::error!(actor = %self.me, error = %e, "host event loop failed");
+                return EXIT_INTERNAL;
+            }
+        }
+    }
+
+    /// Runs the actor on one message. Returns whether the message counts as processed (an
+    /// exiting actor leaves ordinary messages unprocessed, so their senders learn that they
+    /// were never handled).
+    fn deliver(&mut self, sender: Address, msg: &AnyMessage) -> bool {
+        let is_exit = msg.is::<ActorExitRequest>();
+        if let Some(exited) = msg.downcast::<ChildActorExited>() {
+            self.children.retain(|c| *c != exited.child);
+        } else if self.exiting && !is_exit {
+            tracing::warn!(
+                actor = %self.me, %sender, message_type = msg.tag(),
+                "actor is exiting; message left unprocessed"
+            );
+            return false;
+        }
+        let attempts = if is_exit || msg.is::<PoisonMessage>() { 1 } else { 2 };
+        let mut failure = None;
+        for attempt in 1..=attempts {
+            match self.receive_once(sender, msg) {
+                Ok(()) => {
+                    failure = None;
+                    break;
+                }
+                Err(details) => {
+                    tracing::warn!(
+                        actor = %self.me, actor_type = %self.type_name, %sender, message_type = msg.tag(), attempt, %details,
+                        "receive failed"
+                    );
+                    failure = Some(details);
+                }
+            }
+        }
+        if let Some(details) = failure {
+            if attempts == 2 {
+                self.return_poisoned(sender, msg, details);
+            }
+        }
+        if is_exit && !self.exiting {
+            self.begin_exit();
+        }
+        true
+    }
+
+    fn receive_once(&mut self, sender: Address, msg: &AnyMessage) -> Result<(), String> {
+        let mut backend = HostBackend {
+            endpoint: &mut self.endpoint,
+            children: &mut self.children,
+            me: self.me,
+            exiting: self.exiting,
+        };
+        let mut ctx = Context::new(self.me, &mut backend);
+        let actor = &mut self.actor;
+        match catch_unwind(AssertUnwindSafe(|| actor.receive(&mut ctx, msg, sender))) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("receive returned an error: {e}")),
+            Err(panic) => Err(format!("receive panicked: {}", panic_text(&*panic))),
+        }
+    }
+
+    fn return_poisoned(&mut self, sender: Address, msg: &AnyMessage, details: String) {
+        let poison = PoisonMessage {
+            message: msg.clone(),
+            details,
+        };
+        let sent = AnyMessage::new(&poison).and_then(|p| self.endpoint.send(sender, &p));
+        if let Err(e) = sent {
+            tracing::warn!(actor = %self.me, %sender, message_type = msg.tag(), error = %e, "could not return a poison message to its sender");
+        }
+    }
+
+    /// After `receive(ActorExitRequest)`: ask every child to exit, then tell the admin, which
+    /// answers `ExitNow` once the children are gone.
+    fn begin_exit(&mut self) {
+        self.exiting = true;
+        let exit = match AnyMessage::new(&ActorExitRequest) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(error = %e, "could not encode ActorExitRequest");
+                return;
+            }
+        };
+        for child in self.children.clone() {
+            if let Err(e) = self.endpoint.send(child, &exit) {
+                tracing::debug!(actor = %self.me, %child, error = %e, "child already gone");
+            }
+        }
+        self.endpoint.flush();
+        if let Err(e) = self.endpoint.send_control(&ToAdmin::Exiting) {
+            tracing::error!(actor = %self.me, error = %e, "could not tell the admin that the actor is exiting");
+        }
+    }
+}
+
+/// What `Context` does inside a host process.
+struct HostBackend<'a> {
+    endpoint: &'a mut Endpoint,
+    children: &'a mut Vec<Address>,
+    me: Address,
+    exiting: bool,
+}
+
+impl Backend for HostBackend<'_> {
+    fn send(&mut self, to: Address, msg: AnyMessage) -> greenroom::Result<()> {
+        match self.endpoint.send(to, &msg) {
+            Ok(()) => Ok(()),
+            // Thespian's rule: sending to a dead actor is not the sender's failure; the
+            // message becomes a dead letter.
+            Err(e @ (Error::ActorGone { .. } | Error::UnknownActor(_))) => {
+                tracing::warn!(sender = %self.me, target_actor = %to, message_type = msg.tag(), reason = %e, "dead letter");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn create_actor(&mut self, type_name: &str) -> greenroom::Result<Address> {
+        if self.exiting {
+            return Err(Error::Create {
+                type_name: type_name.to_owned(),
+                failure: CreateFailure::ParentExiting,
+            });
+        }
+        let request = self.endpoint.next_request();
+        let answer = self.endpoint.control_request(
+            &ToAdmin::CreateActor {
+                request,
+                type_name: type_name.to_owned(),
+            },
+            Duration::from_secs(50),
+            |f| matches!(f, FromAdmin::Created { request: r, .. } if *r == request),
+        )?;
+        match answer {
+            FromAdmin::Created { result: Ok(child), .. } => {
+                self.children.push(child);
+                Ok(child)
+            }
+            FromAdmin::Created { result: Err(failure), .. } => Err(Error::Create {
+                type_name: type_name.to_owned(),
+                failure,
+            }),
+            other => Err(Error::AdminProtocol(format!("expected Created, got {other:?}"))),
+        }
+    }
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a non-string panic payload".to_owned()
+    }
+}

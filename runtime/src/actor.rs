@@ -1,0 +1,159 @@
+//! What a user writes: the [`Actor`] trait, and the [`Context`] its `receive` acts through.
+//!
+//! An actor handles one message at a time. Whatever it sends during `receive` is buffered
+//! and written when `receive` returns — a natural batching point — so a `send` never blocks
+//! on a slow peer.
+//!
+//! ```
+//! use greenroom::{Actor, ActorResult, Address, AnyMessage, Context};
+//!
+//! #[derive(Default)]
+//! struct Hello;
+//!
+//! impl Actor for Hello {
+//!     fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, sender: Address) -> ActorResult {
+//!         if msg.is::<String>() {
+//!             ctx.send(sender, "Hello, World!".to_string())?;
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//! ```
+
+use greenroom_protocol::Address;
+
+use crate::{
+    error::Result,
+    message::{AnyMessage, Message},
+};
+
+/// What `receive` returns. An error counts like a panic: the message is retried once, then
+/// returned to its sender as a [`crate::PoisonMessage`].
+pub type ActorResult = std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// An actor: state plus a `receive` that reacts to one message at a time.
+///
+/// Register each actor type in a [`Registry`] so that hosts can construct it by name.
+pub trait Actor: Send + 'static {
+    /// Handles one message from `sender`.
+    ///
+    /// `msg` is borrowed because a failed message is offered once more before it is returned
+    /// to its sender; use [`AnyMessage::downcast`] to decode it.
+    fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, sender: Address)
+        -> ActorResult;
+}
+
+/// The name an actor type is registered and created under: its Rust type name.
+pub fn actor_type_name<A: Actor>() -> &'static str {
+    std::any::type_name::<A>()
+}
+
+/// What a base (the process host, or the in-process simple base) provides to `receive`.
+///
+/// Users do not implement this; it is the seam that lets the same actor code run on every
+/// base.
+pub trait Backend {
+    /// Queues an encoded message for `to`, to be written when `receive` returns.
+    fn send(&mut self, to: Address, msg: AnyMessage) -> Result<()>;
+    /// Creates a child actor of the registered type `type_name` and returns its address at
+    /// once; messages to it wait until it is up.
+    fn create_actor(&mut self, type_name: &str) -> Result<Address>;
+}
+
+/// The actor's handle on the system during one `receive` call.
+pub struct Context<'a> {
+    me: Address,
+    backend: &'a mut dyn Backend,
+}
+
+impl<'a> Context<'a> {
+    /// A context for the actor at `me`, acting through `backend`. Called by the bases.
+    pub fn new(me: Address, backend: &'a mut dyn Backend) -> Self {
+        Context { me, backend }
+    }
+
+    /// This actor's own address.
+    pub fn my_address(&self) -> Address {
+        self.me
+    }
+
+    /// Sends `msg` to `to`. Messages from one sender to one receiver arrive in order.
+    pub fn send<M: Message>(&mut self, to: Address, msg: M) -> Result<()> {
+        let msg = AnyMessage::new(&msg)?;
+        self.backend.send(to, msg)
+    }
+
+    /// Sends an already-encoded message (e.g. forwards one received).
+    pub fn send_any(&mut self, to: Address, msg: AnyMessage) -> Result<()> {
+        self.backend.send(to, msg)
+    }
+
+    /// Creates a child actor of type `A`; this actor becomes its parent and will receive
+    /// [`crate::ChildActorExited`] when it exits.
+    pub fn create_actor<A: Actor>(&mut self) -> Result<Address> {
+        self.backend.create_actor(actor_type_name::<A>())
+    }
+
+    /// Creates a child actor by registered type name.
+    pub fn create_actor_named(&mut self, type_name: &str) -> Result<Address> {
+        self.backend.create_actor(type_name)
+    }
+}
+
+type Factory = Box<dyn Fn() -> Box<dyn Actor> + Send + Sync>;
+
+/// The actor types a host binary can run, by name.
+///
+/// ```
+/// use greenroom::{Actor, ActorResult, Address, AnyMessage, Context, Registry};
+/// #[derive(Default)]
+/// struct Echo;
+/// impl Actor for Echo {
+///     fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, sender: Address) -> ActorResult {
+///         ctx.send_any(sender, msg.clone())?;
+///         Ok(())
+///     }
+/// }
+/// let registry = Registry::new().register::<Echo>();
+/// assert!(registry.contains(greenroom::actor_type_name::<Echo>()));
+/// ```
+#[derive(Default)]
+pub struct Registry {
+    factories: std::collections::BTreeMap<String, Factory>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Registry::default()
+    }
+
+    /// Registers `A`, constructed with `A::default()`.
+    pub fn register<A: Actor + Default>(self) -> Self {
+        self.register_with(A::default)
+    }
+
+    /// Registers `A`, constructed by `make`.
+    pub fn register_with<A: Actor>(mut self, make: impl Fn() -> A + Send + Sync + 'static) -> Self {
+        self.factories.insert(
+            actor_type_name::<A>().to_owned(),
+            Box::new(move || Box::new(make()) as Box<dyn Actor>),
+        );
+        self
+    }
+
+    /// Whether `type_name` is registered.
+    pub fn contains(&self, type_name: &str) -> bool {
+        self.factories.contains_key(type_name)
+    }
+
+    /// The registered type names, sorted.
+    pub fn type_names(&self) -> Vec<String> {
+        self.factories.keys().cloned().collect()
+    }
+
+    /// Constructs an actor of the registered type, or `None` if the name is unknown.
+    pub fn construct(&self, type_name: &str) -> Option<Box<dyn Actor>> {
+        self.factories.get(type_name).map(|make| make())
+    }
+}

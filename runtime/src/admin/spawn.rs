@@ -1,0 +1,66 @@
+//! Starting a process with exactly the sockets it needs at fixed fd numbers.
+//!
+//! The admin starts hosts this way, and a client starts its admin this way. Every fd the
+//! runtime opens is close-on-exec, so a child inherits nothing by accident; the ones it must
+//! have are duplicated onto fds 3, 4, … in the child between `fork` and `exec`.
+
+use std::{
+    io,
+    os::{
+        fd::{AsFd, AsRawFd, OwnedFd, RawFd},
+        unix::process::CommandExt,
+    },
+    process::{Child, Command},
+};
+
+use nix::fcntl::{fcntl, FcntlArg};
+
+/// Fds at or above this number are safe sources for `dup2` onto the low fixed numbers.
+const HIGH_FD: RawFd = 64;
+
+/// How the child should react when its parent dies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ParentDeath {
+    /// SIGKILL the child (hosts: no orphans, ever).
+    Kill,
+    /// Nothing; the child notices its control socket's EOF (the admin, which must clean up).
+    Ignore,
+}
+
+/// Spawns `cmd` with each of `fds` duplicated onto 3, 4, … in order.
+pub(crate) fn spawn_with_fds(cmd: &mut Command, fds: &[&dyn AsFd], on_parent_death: ParentDeath) -> io::Result<Child> {
+    // Duplicate the sources high (close-on-exec) so that no dup2 below clobbers another.
+    let mut high: Vec<OwnedFd> = Vec::with_capacity(fds.len());
+    for fd in fds {
+        let raw = fcntl(fd.as_fd().as_raw_fd(), FcntlArg::F_DUPFD_CLOEXEC(HIGH_FD)).map_err(io::Error::from)?;
+        // SAFETY: F_DUPFD_CLOEXEC just returned this new descriptor, owned by nobody else.
+        high.push(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) });
+    }
+    let sources: Vec<RawFd> = high.iter().map(|f| f.as_raw_fd()).collect();
+    let parent_pid = nix::unistd::getpid().as_raw();
+    // SAFETY: the closure runs in the forked child before exec; it only calls
+    // async-signal-safe functions (dup2, prctl, getppid) and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            for (i, src) in sources.iter().enumerate() {
+                if libc::dup2(*src, 3 + i as RawFd) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            if on_parent_death == ParentDeath::Kill {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // The parent may have died before prctl took effect: then nobody would
+                // send the signal, so refuse to start an orphan.
+                if libc::getppid() != parent_pid {
+                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
+                }
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn();
+    drop(high);
+    child
+}

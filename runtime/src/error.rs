@@ -1,0 +1,121 @@
+//! The runtime's one error type. Every message says what went wrong and, where it can, what
+//! to do about it.
+
+use std::{io, path::PathBuf, time::Duration};
+
+use greenroom_protocol::{Address, CreateFailure, ExitCause, ProtocolError};
+use thiserror::Error;
+
+/// Everything that can go wrong in the `greenroom` crate.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// A message value could not be encoded with postcard.
+    #[error("could not encode a message of type `{type_name}`: {source}")]
+    Encode {
+        type_name: &'static str,
+        #[source]
+        source: postcard::Error,
+    },
+
+    /// A message carried the expected type tag but its bytes did not decode.
+    #[error("message tagged `{tag}` did not decode as `{expected}`: {source}")]
+    Decode {
+        tag: String,
+        expected: &'static str,
+        #[source]
+        source: postcard::Error,
+    },
+
+    /// The actor at this address has exited for good; messages to it cannot be delivered.
+    #[error("actor {address} is gone ({cause}); messages to it can no longer be delivered")]
+    ActorGone { address: Address, cause: ExitCause },
+
+    /// No actor was ever created at this address in this system.
+    #[error("no actor at {0}: this actor system never created that address")]
+    UnknownActor(Address),
+
+    /// `ask` waited the whole timeout without a reply.
+    #[error("no reply from {address} within {timeout:?}")]
+    Timeout { address: Address, timeout: Duration },
+
+    /// The actor failed on the message twice (panic or error) and returned it.
+    #[error("actor {address} could not process the message `{tag}` and returned it: {details}")]
+    Poisoned {
+        address: Address,
+        tag: String,
+        details: String,
+    },
+
+    /// `ask` got a reply of another type than the one asked for.
+    #[error("expected a reply of type `{expected}` from {address}, got `{got}`")]
+    UnexpectedReply {
+        address: Address,
+        expected: &'static str,
+        got: String,
+    },
+
+    /// `create_actor` failed.
+    #[error("create_actor(`{type_name}`) failed: {failure}")]
+    Create {
+        type_name: String,
+        failure: CreateFailure,
+    },
+
+    /// The admin process is no longer there.
+    #[error("the actor system's admin process has gone away; start a new ActorSystem")]
+    AdminGone,
+
+    /// The admin refused or garbled the conversation.
+    #[error("unexpected answer from the admin: {0}")]
+    AdminProtocol(String),
+
+    /// The runtime directory could not be prepared.
+    #[error("runtime directory {path}: {why}")]
+    RuntimeDir { path: PathBuf, why: String },
+
+    /// A peer sent bytes that break the protocol.
+    #[error("protocol error from {peer}: {source}")]
+    Protocol {
+        peer: String,
+        #[source]
+        source: ProtocolError,
+    },
+
+    /// The admin process could not be started.
+    #[error("could not start the admin process from {exe}: {source}")]
+    SpawnAdmin {
+        exe: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// This process was asked to act as a host or admin but was not started by Greenroom.
+    #[error("{0}")]
+    NotStartedByGreenroom(String),
+
+    /// Too many messages are waiting for an actor to process them.
+    #[error("{address} has {bytes} bytes of unprocessed messages from this sender (limit {limit}); it is not keeping up")]
+    Backpressure {
+        address: Address,
+        bytes: usize,
+        limit: usize,
+    },
+
+    /// An operating-system call failed.
+    #[error("{doing}: {source}")]
+    Io {
+        doing: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(doing: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
+        let doing = doing.into();
+        move |source| Error::Io { doing, source }
+    }
+}
+
+/// `Result` with the runtime's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

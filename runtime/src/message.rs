@@ -1,0 +1,157 @@
+//! The message model: any serde type is a message; on the wire it is a type tag plus bytes.
+//!
+//! A receiver gets an [`AnyMessage`] and asks for the type it expects:
+//!
+//! ```
+//! use greenroom::{AnyMessage, Message};
+//! #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+//! struct Greeting { text: String }
+//!
+//! let msg = AnyMessage::new(&Greeting { text: "hi".into() })?;
+//! assert!(msg.is::<Greeting>());
+//! assert!(!msg.is::<u32>());
+//! assert_eq!(msg.downcast::<Greeting>(), Some(Greeting { text: "hi".into() }));
+//! # Ok::<(), greenroom::Error>(())
+//! ```
+//!
+//! Decoding happens only when asked, and only if the tag matches, so an actor that forwards a
+//! message never pays to decode it.
+//!
+//! ## The type tag
+//! The tag is [`std::any::type_name`] of the message type, e.g. `my_app::Greeting`. It is the
+//! same in every process built from the same source with the same compiler, which is what a
+//! Greenroom system is (the client, the admin and the hosts run one binary, or binaries built
+//! together). Renaming or moving a message type changes its tag.
+
+use std::fmt;
+
+use greenroom_protocol::{Address, ExitCause, Payload};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// A type that can be sent between actors: any `Serialize + DeserializeOwned + Send` type.
+///
+/// Implemented for every such type; there is nothing to derive beyond serde's traits.
+pub trait Message: Serialize + DeserializeOwned + Send + 'static {
+    /// The stable tag naming this type on the wire.
+    fn type_tag() -> &'static str {
+        std::any::type_name::<Self>()
+    }
+}
+
+impl<T: Serialize + DeserializeOwned + Send + 'static> Message for T {}
+
+/// A received message whose type is not yet known: a tag plus encoded bytes.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AnyMessage(Payload);
+
+impl AnyMessage {
+    /// Encodes `value` as a message.
+    pub fn new<M: Message>(value: &M) -> Result<Self> {
+        let bytes = postcard::to_allocvec(value).map_err(|source| Error::Encode {
+            type_name: M::type_tag(),
+            source,
+        })?;
+        Ok(AnyMessage(Payload {
+            tag: M::type_tag().to_owned(),
+            bytes,
+        }))
+    }
+
+    /// The message type's tag.
+    pub fn tag(&self) -> &str {
+        &self.0.tag
+    }
+
+    /// Is this a message of type `M`?
+    pub fn is<M: Message>(&self) -> bool {
+        self.0.tag == M::type_tag()
+    }
+
+    /// Decodes the message as `M`: `Ok(None)` if it is another type, an error if the tag
+    /// says `M` but the bytes do not decode (a peer built from other source).
+    pub fn try_downcast<M: Message>(&self) -> Result<Option<M>> {
+        if !self.is::<M>() {
+            return Ok(None);
+        }
+        postcard::from_bytes(&self.0.bytes)
+            .map(Some)
+            .map_err(|source| Error::Decode {
+                tag: self.0.tag.clone(),
+                expected: M::type_tag(),
+                source,
+            })
+    }
+
+    /// Decodes the message as `M`, or `None` if it is another type. A message that carries
+    /// `M`'s tag but does not decode is logged and treated as not-`M`.
+    pub fn downcast<M: Message>(&self) -> Option<M> {
+        match self.try_downcast() {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "undecodable message treated as unhandled");
+                None
+            }
+        }
+    }
+
+    /// The size of the encoded value in bytes.
+    pub fn encoded_len(&self) -> usize {
+        self.0.bytes.len()
+    }
+
+    #[doc(hidden)]
+    pub fn from_payload(payload: Payload) -> Self {
+        AnyMessage(payload)
+    }
+
+    #[doc(hidden)]
+    pub fn into_payload(self) -> Payload {
+        self.0
+    }
+
+    #[doc(hidden)]
+    pub fn payload(&self) -> &Payload {
+        &self.0
+    }
+}
+
+impl fmt::Debug for AnyMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AnyMessage({}, {} bytes)", self.0.tag, self.0.bytes.len())
+    }
+}
+
+/// Asks an actor to stop. Its `receive` is called with this message first (to clean up or
+/// reply), then each of its children is asked to exit, and once they are gone the actor's
+/// process exits and its parent receives [`ChildActorExited`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ActorExitRequest;
+
+/// Tells a parent that one of its children has exited for good.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildActorExited {
+    /// The child's address (now dead).
+    pub child: Address,
+    /// Why it exited.
+    pub cause: ExitCause,
+}
+
+/// Returned to a sender whose message the receiver failed on twice (panic or error).
+///
+/// The receiver keeps running; the message is not retried again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoisonMessage {
+    /// The message that failed.
+    pub message: AnyMessage,
+    /// What went wrong (the panic message or the error's text).
+    pub details: String,
+}
+
+/// True for the runtime's own message types, which external clients do not receive
+/// (except [`PoisonMessage`], which answers their `ask`).
+pub fn is_system_tag(tag: &str) -> bool {
+    tag == ActorExitRequest::type_tag() || tag == ChildActorExited::type_tag()
+}

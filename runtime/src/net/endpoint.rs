@@ -1,0 +1,1030 @@
+//! The data path of one endpoint (an actor host or a client): its listening socket, the
+//! connections other endpoints opened to it, the connections it opened to them, and its
+//! control connection to the admin — all in one `mio` poll, on one thread.
+//!
+//! ## Connections are one-way and numbered
+//! A data connection carries messages from the endpoint that opened it to the endpoint that
+//! accepted it; acknowledgements flow back. A reply therefore travels on the replier's own
+//! connection, opened lazily to the asker's socket and cached. Because each sender uses one
+//! connection per receiver, messages from one sender to one receiver arrive in order.
+//!
+//! ```text
+//!  sender                                   receiver
+//!  OutConn ── Handshake{Data{from,to}} ──▶ InConn   (peer uid checked at accept)
+//!          ◀── HandshakeReply ──────────
+//!          ── Message{seq: 1, payload} ─▶           (many frames per write)
+//!          ── Message{seq: 2, payload} ─▶
+//!          ◀── Ack{upto: 2} ─────────────           (after processing; batched)
+//! ```
+//!
+//! ## Nothing is forgotten until it is processed
+//! A sender keeps the encoded bytes of every message until the receiver acknowledges it as
+//! *processed* (not merely read). Acks are cumulative and batched: one every
+//! [`ACK_BATCH`] messages, or [`ACK_DELAY`] after the receiver goes idle — never a write per
+//! message. When a connection ends, the endpoint asks the admin what became of the peer
+//! (`ActorStatus { settle: true }`); if the peer is gone for good, every unacknowledged
+//! message is handed back as [`Inbound::PeerLost`], so the caller can dead-letter it or fail
+//! the `ask` waiting on it at once.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    io::{self, IoSlice, Write},
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use greenroom_protocol::{
+    encode_frame, frame::decode, ActorState, Address, DataFrame, DataReply, ExitCause, FrameReader,
+    FromAdmin, Handshake, HandshakeReply, PeerRole, ProtocolError, ToAdmin,
+};
+use mio::{
+    net::{UnixListener, UnixStream},
+    Events, Interest, Poll, Token,
+};
+
+use super::{
+    framed::{Framed, READ_BUDGET},
+    peer::check_same_user,
+};
+use crate::{
+    error::{Error, Result},
+    message::AnyMessage,
+    runtime_dir,
+};
+
+/// Acknowledge after this many processed messages even if more keep coming.
+pub const ACK_BATCH: u64 = 64;
+/// Acknowledge this long after the last processed message if no batch filled up.
+pub const ACK_DELAY: Duration = Duration::from_millis(10);
+
+const CONTROL: Token = Token(0);
+const LISTENER: Token = Token(1);
+const FIRST_CONN: usize = 2;
+
+/// Something that arrived for this endpoint.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A message from another endpoint. Report it processed with [`Endpoint::processed`].
+    Message {
+        sender: Address,
+        msg: AnyMessage,
+        receipt: Receipt,
+    },
+    /// A frame from the admin that nobody was waiting for as a reply.
+    Control(FromAdmin),
+    /// The connection to `peer` ended and the peer will not come back.
+    PeerLost {
+        peer: Address,
+        cause: LostCause,
+        /// Messages sent to the peer that it never processed, oldest first.
+        undelivered: Vec<AnyMessage>,
+    },
+    /// The control connection to the admin ended.
+    AdminLost,
+}
+
+/// Identifies a received message, to acknowledge it once processed.
+#[derive(Debug, Clone, Copy)]
+pub struct Receipt {
+    token: Token,
+    seq: u64,
+}
+
+/// Why a peer will not come back.
+#[derive(Debug, Clone)]
+pub enum LostCause {
+    Gone(ExitCause),
+    Unknown,
+    Refused(String),
+    AdminGone,
+}
+
+impl LostCause {
+    pub fn into_error(self, peer: Address) -> Error {
+        match self {
+            LostCause::Gone(cause) => Error::ActorGone {
+                address: peer,
+                cause,
+            },
+            LostCause::Unknown => Error::UnknownActor(peer),
+            LostCause::Refused(why) => Error::AdminProtocol(format!("{peer} refused our connection: {why}")),
+            LostCause::AdminGone => Error::AdminGone,
+        }
+    }
+}
+
+/// The receiving side of a connection another endpoint opened to us.
+struct InConn {
+    stream: UnixStream,
+    reader: FrameReader,
+    /// Who is sending; `None` until its handshake has been read.
+    peer: Option<Address>,
+    last_seq: u64,
+    processed: u64,
+    acked: u64,
+    out: Vec<u8>,
+    out_pos: usize,
+}
+
+/// The sending side of a connection we opened to a peer.
+struct OutConn {
+    peer: Address,
+    /// `None` while we wait for the admin's word on a lost peer.
+    stream: Option<UnixStream>,
+    reader: FrameReader,
+    accepted: bool,
+    hello: Vec<u8>,
+    hello_written: usize,
+    /// Encoded frames not yet acknowledged, oldest first; `bounds` splits them.
+    frames: VecDeque<u8>,
+    bounds: VecDeque<(u64, usize)>,
+    /// How many bytes at the front of `frames` have been written.
+    written: usize,
+    next_seq: u64,
+}
+
+enum Conn {
+    In(InConn),
+    Out(OutConn),
+}
+
+/// One endpoint's sockets. See the module docs.
+pub struct Endpoint {
+    poll: Poll,
+    events: Events,
+    me: Address,
+    rundir: PathBuf,
+    max_frame: u32,
+    control: Framed,
+    control_accepted: bool,
+    control_open: bool,
+    listener: Option<UnixListener>,
+    conns: HashMap<Token, Conn>,
+    next_token: usize,
+    out_by_peer: HashMap<Address, Token>,
+    inbox: VecDeque<Inbound>,
+    next_request: u64,
+    settling: HashMap<u64, Token>,
+    rescan: Vec<Token>,
+    dirty: Vec<Token>,
+    ack_due: Option<Instant>,
+    scratch: Vec<u8>,
+}
+
+impl Endpoint {
+    /// Wraps a control connection to the admin and sends our handshake on it.
+    pub fn new(control: std::os::unix::net::UnixStream, role: PeerRole, max_frame: u32) -> Result<Self> {
+        control
+            .set_nonblocking(true)
+            .map_err(Error::io("making the control socket non-blocking"))?;
+        let mut control = Framed::new(UnixStream::from_std(control), max_frame);
+        let mut hello = Vec::new();
+        Handshake { role }
+            .encode(&mut hello)
+            .map_err(|e| Error::AdminProtocol(e.to_string()))?;
+        control.queue_raw(&hello);
+        let poll = Poll::new().map_err(Error::io("creating an epoll instance"))?;
+        poll.registry()
+            .register(&mut control.stream, CONTROL, Interest::READABLE | Interest::WRITABLE)
+            .map_err(Error::io("registering the control socket"))?;
+        let mut ep = Endpoint {
+            poll,
+            events: Events::with_capacity(256),
+            me: Address::local(0),
+            rundir: PathBuf::new(),
+            max_frame,
+            control,
+            control_accepted: false,
+            control_open: true,
+            listener: None,
+            conns: HashMap::new(),
+            next_token: FIRST_CONN,
+            out_by_peer: HashMap::new(),
+            inbox: VecDeque::new(),
+            next_request: 1,
+            settling: HashMap::new(),
+            rescan: Vec::new(),
+            dirty: Vec::new(),
+            ack_due: None,
+            scratch: Vec::new(),
+        };
+        ep.flush_control();
+        Ok(ep)
+    }
+
+    /// Sets who we are and starts accepting connections on `listener`.
+    pub fn attach(&mut self, me: Address, rundir: &Path, max_frame: u32, listener: std::os::unix::net::UnixListener) -> Result<()> {
+        listener
+            .set_nonblocking(true)
+            .map_err(Error::io("making the listening socket non-blocking"))?;
+        let mut listener = UnixListener::from_std(listener);
+        self.poll
+            .registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)
+            .map_err(Error::io("registering the listening socket"))?;
+        self.listener = Some(listener);
+        self.me = me;
+        self.rundir = rundir.to_path_buf();
+        self.max_frame = max_frame;
+        Ok(())
+    }
+
+    pub fn me(&self) -> Address {
+        self.me
+    }
+
+    pub fn rundir(&self) -> &Path {
+        &self.rundir
+    }
+
+    /// A fresh request number for a control request.
+    pub fn next_request(&mut self) -> u64 {
+        let r = self.next_request;
+        self.next_request += 1;
+        r
+    }
+
+    /// The next thing that arrived, if any. Call [`Endpoint::pump`] to wait for more.
+    pub fn next_inbound(&mut self) -> Option<Inbound> {
+        self.inbox.pop_front()
+    }
+
+    /// Puts back something taken with [`Endpoint::next_inbound`] (it stays first in line).
+    pub fn unread(&mut self, inbound: Inbound) {
+        self.inbox.push_front(inbound);
+    }
+
+    /// Sends a frame to the admin.
+    pub fn send_control(&mut self, frame: &ToAdmin) -> Result<()> {
+        if !self.control_open {
+            return Err(Error::AdminGone);
+        }
+        self.control
+            .queue(frame, "control frame")
+            .map_err(|e| Error::AdminProtocol(e.to_string()))?;
+        self.flush_control();
+        Ok(())
+    }
+
+    /// Sends `request` to the admin and waits (up to `timeout`) for the answer that `is_reply`
+    /// recognises. Everything else that arrives meanwhile stays queued, in order.
+    pub fn control_request(
+        &mut self,
+        request: &ToAdmin,
+        timeout: Duration,
+        is_reply: impl Fn(&FromAdmin) -> bool,
+    ) -> Result<FromAdmin> {
+        self.send_control(request)?;
+        self.wait_control(timeout, is_reply)
+    }
+
+    /// Waits for a control frame that `is_reply` recognises.
+    pub fn wait_control(&mut self, timeout: Duration, is_reply: impl Fn(&FromAdmin) -> bool) -> Result<FromAdmin> {
+        let deadline = Instant::now() + timeout;
+        let mut scanned = 0;
+        loop {
+            for i in scanned..self.inbox.len() {
+                match &self.inbox[i] {
+                    Inbound::Control(f) if is_reply(f) => {
+                        if let Some(Inbound::Control(f)) = self.inbox.remove(i) {
+                            return Ok(f);
+                        }
+                        unreachable!("the element was just matched as a control frame");
+                    }
+                    Inbound::AdminLost => return Err(Error::AdminGone),
+                    _ => {}
+                }
+            }
+            scanned = self.inbox.len();
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::AdminProtocol(format!(
+                    "the admin did not answer within {timeout:?}"
+                )));
+            }
+            self.pump(Some(deadline - now))?;
+        }
+    }
+
+    /// Queues `msg` for `to`. It is written by the next [`Endpoint::flush`].
+    ///
+    /// Fails at once if `to` is known to be gone or was never created.
+    pub fn send(&mut self, to: Address, msg: &AnyMessage) -> Result<()> {
+        let token = match self.out_by_peer.get(&to) {
+            Some(t) => *t,
+            None => self.open(to)?,
+        };
+        let max = self.max_frame;
+        let Some(Conn::Out(conn)) = self.conns.get_mut(&token) else {
+            unreachable!("out_by_peer always names an out connection");
+        };
+        let seq = conn.next_seq;
+        self.scratch.clear();
+        let len = DataFrame::encode_message(&mut self.scratch, seq, msg.payload(), max).map_err(|source| {
+            Error::Protocol {
+                peer: to.to_string(),
+                source,
+            }
+        })?;
+        conn.next_seq += 1;
+        conn.frames.extend(self.scratch.iter().copied());
+        conn.bounds.push_back((seq, len));
+        self.dirty.push(token);
+        Ok(())
+    }
+
+    /// Bytes sent to `to` that it has not yet acknowledged as processed.
+    pub fn unacked_bytes(&self, to: Address) -> usize {
+        match self.out_by_peer.get(&to).and_then(|t| self.conns.get(t)) {
+            Some(Conn::Out(c)) => c.frames.len(),
+            _ => 0,
+        }
+    }
+
+    /// Records that the message behind `receipt` has been processed (acknowledged in batches).
+    pub fn processed(&mut self, receipt: Receipt) {
+        let Some(Conn::In(conn)) = self.conns.get_mut(&receipt.token) else {
+            return;
+        };
+        conn.processed = conn.processed.max(receipt.seq);
+        if conn.processed - conn.acked >= ACK_BATCH {
+            self.send_ack(receipt.token);
+        } else if self.ack_due.is_none() {
+            self.ack_due = Some(Instant::now() + ACK_DELAY);
+        }
+    }
+
+    /// Writes everything queued, as far as the sockets take it without blocking.
+    pub fn flush(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        for token in dirty.drain(..) {
+            self.write_out(token);
+        }
+        self.dirty = dirty;
+        self.flush_control();
+    }
+
+    /// Whether any written-but-unsent bytes remain (data or control).
+    pub fn has_unwritten(&self) -> bool {
+        self.control.has_pending_output()
+            || self.conns.values().any(|c| match c {
+                Conn::Out(o) => o.stream.is_some() && (o.written < o.frames.len() || o.hello_written < o.hello.len()),
+                Conn::In(_) => false,
+            })
+    }
+
+    /// Flushes and keeps pumping until everything is written or `deadline` passes.
+    pub fn flush_blocking(&mut self, deadline: Instant) {
+        self.flush_acks();
+        loop {
+            self.flush();
+            if !self.has_unwritten() {
+                return;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                tracing::warn!(endpoint = %self.me, "gave up flushing unwritten messages at the deadline");
+                return;
+            }
+            if self.pump(Some((deadline - now).min(Duration::from_millis(50)))).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Waits up to `timeout` (forever if `None`) for socket activity and turns it into
+    /// [`Inbound`] items. Returns early as soon as anything happened.
+    pub fn pump(&mut self, timeout: Option<Duration>) -> Result<()> {
+        let now = Instant::now();
+        let mut timeout = timeout;
+        if let Some(due) = self.ack_due {
+            let until = due.saturating_duration_since(now);
+            timeout = Some(timeout.map_or(until, |t| t.min(until)));
+        }
+        if !self.rescan.is_empty() {
+            timeout = Some(Duration::ZERO);
+        }
+        match self.poll.poll(&mut self.events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("waiting for socket events")(e)),
+        }
+        let ready: Vec<(Token, bool, bool)> = self
+            .events
+            .iter()
+            .map(|e| (e.token(), e.is_readable() || e.is_read_closed() || e.is_error(), e.is_writable()))
+            .collect();
+        let rescan = std::mem::take(&mut self.rescan);
+        for token in rescan {
+            self.on_readable(token);
+        }
+        for (token, readable, writable) in ready {
+            match token {
+                CONTROL => {
+                    if writable {
+                        self.flush_control();
+                    }
+                    if readable {
+                        self.read_control();
+                    }
+                }
+                LISTENER => self.accept_all(),
+                token => {
+                    if writable {
+                        self.write_out(token);
+                        self.write_in_replies(token);
+                    }
+                    if readable {
+                        self.on_readable(token);
+                    }
+                }
+            }
+        }
+        if self.ack_due.is_some_and(|due| Instant::now() >= due) {
+            self.flush_acks();
+        }
+        Ok(())
+    }
+
+    /// Sends every pending acknowledgement now.
+    pub fn flush_acks(&mut self) {
+        self.ack_due = None;
+        let tokens: Vec<Token> = self
+            .conns
+            .iter()
+            .filter_map(|(t, c)| match c {
+                Conn::In(i) if i.processed > i.acked => Some(*t),
+                _ => None,
+            })
+            .collect();
+        for t in tokens {
+            self.send_ack(t);
+        }
+    }
+
+    // ---- opening and losing out connections ----
+
+    fn open(&mut self, to: Address) -> Result<Token> {
+        let path = runtime_dir::socket_path(&self.rundir, to);
+        let stream = match UnixStream::connect(&path) {
+            Ok(s) => s,
+            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) => {
+                return Err(self.why_unreachable(to));
+            }
+            Err(e) => return Err(Error::io(format!("connecting to {to} at {}", path.display()))(e)),
+        };
+        let token = Token(self.next_token);
+        self.next_token += 1;
+        let mut hello = Vec::new();
+        Handshake {
+            role: PeerRole::Data { from: self.me, to },
+        }
+        .encode(&mut hello)
+        .map_err(|source| Error::Protocol {
+            peer: to.to_string(),
+            source,
+        })?;
+        let mut conn = OutConn {
+            peer: to,
+            stream: Some(stream),
+            reader: FrameReader::new(self.max_frame),
+            accepted: false,
+            hello,
+            hello_written: 0,
+            frames: VecDeque::new(),
+            bounds: VecDeque::new(),
+            written: 0,
+            next_seq: 1,
+        };
+        if let Some(s) = conn.stream.as_mut() {
+            self.poll
+                .registry()
+                .register(s, token, Interest::READABLE | Interest::WRITABLE)
+                .map_err(Error::io("registering a data connection"))?;
+        }
+        self.conns.insert(token, Conn::Out(conn));
+        self.out_by_peer.insert(to, token);
+        Ok(token)
+    }
+
+    /// Asks the admin why `to` has no socket, and turns the answer into an error.
+    fn why_unreachable(&mut self, to: Address) -> Error {
+        let request = self.next_request();
+        let answer = self.control_request(
+            &ToAdmin::ActorStatus {
+                request,
+                actor: to,
+                settle: false,
+            },
+            Duration::from_secs(30),
+            |f| matches!(f, FromAdmin::Status { request: r, .. } if *r == request),
+        );
+        match answer {
+            Ok(FromAdmin::Status {
+                state: ActorState::Gone(cause),
+                ..
+            }) => Error::ActorGone { address: to, cause },
+            Ok(FromAdmin::Status {
+                state: ActorState::Unknown,
+                ..
+            }) => Error::UnknownActor(to),
+            Ok(other) => Error::AdminProtocol(format!("{to} has no socket but the admin reports {other:?}")),
+            Err(e) => e,
+        }
+    }
+
+    /// The connection to a peer ended: find out from the admin whether it comes back.
+    fn out_lost(&mut self, token: Token, why: &str) {
+        let Some(Conn::Out(conn)) = self.conns.get_mut(&token) else {
+            return;
+        };
+        if let Some(mut s) = conn.stream.take() {
+            let _ = self.poll.registry().deregister(&mut s);
+        }
+        let peer = conn.peer;
+        tracing::debug!(endpoint = %self.me, %peer, why, unacked = conn.bounds.len(), "data connection ended");
+        if !self.control_open {
+            self.give_up(token, LostCause::AdminGone);
+            return;
+        }
+        let request = self.next_request();
+        self.settling.insert(request, token);
+        if self
+            .send_control(&ToAdmin::ActorStatus {
+                request,
+                actor: peer,
+                settle: true,
+            })
+            .is_err()
+        {
+            self.settling.remove(&request);
+            self.give_up(token, LostCause::AdminGone);
+        }
+    }
+
+    /// The peer is not coming back: hand back what it never processed.
+    fn give_up(&mut self, token: Token, cause: LostCause) {
+        let Some(Conn::Out(mut conn)) = self.conns.remove(&token) else {
+            return;
+        };
+        if let Some(mut s) = conn.stream.take() {
+            let _ = self.poll.registry().deregister(&mut s);
+        }
+        if self.out_by_peer.get(&conn.peer) == Some(&token) {
+            self.out_by_peer.remove(&conn.peer);
+        }
+        let bytes: Vec<u8> = conn.frames.iter().copied().collect();
+        let mut undelivered = Vec::with_capacity(conn.bounds.len());
+        let mut at = 0;
+        for (_, len) in &conn.bounds {
+            let frame = &bytes[at + 4..at + len];
+            at += len;
+            match decode::<DataFrame>(frame, "data frame") {
+                Ok(DataFrame::Message { payload, .. }) => undelivered.push(AnyMessage::from_payload(payload)),
+                Err(e) => tracing::error!(error = %e, "could not re-read an undelivered message"),
+            }
+        }
+        self.inbox.push_back(Inbound::PeerLost {
+            peer: conn.peer,
+            cause,
+            undelivered,
+        });
+    }
+
+    /// The admin answered a settle query for a lost connection.
+    fn settled(&mut self, token: Token, state: ActorState) {
+        match state {
+            ActorState::Gone(cause) => self.give_up(token, LostCause::Gone(cause)),
+            ActorState::Unknown => self.give_up(token, LostCause::Unknown),
+            ActorState::Starting | ActorState::Running | ActorState::Exiting => self.reconnect(token),
+        }
+    }
+
+    /// The peer is back (a new incarnation at the same address): resend what it never
+    /// acknowledged, in order, on a fresh connection.
+    fn reconnect(&mut self, token: Token) {
+        let Some(Conn::Out(conn)) = self.conns.get_mut(&token) else {
+            return;
+        };
+        let path = runtime_dir::socket_path(&self.rundir, conn.peer);
+        match UnixStream::connect(&path) {
+            Ok(mut s) => {
+                if self
+                    .poll
+                    .registry()
+                    .register(&mut s, token, Interest::READABLE | Interest::WRITABLE)
+                    .is_err()
+                {
+                    self.give_up(token, LostCause::Refused("could not register the new connection".into()));
+                    return;
+                }
+                conn.stream = Some(s);
+                conn.reader = FrameReader::new(self.max_frame);
+                conn.accepted = false;
+                conn.hello_written = 0;
+                conn.written = 0;
+                self.dirty.push(token);
+            }
+            Err(e) => {
+                let cause = LostCause::Refused(format!("reconnect to {} failed: {e}", path.display()));
+                self.give_up(token, cause);
+            }
+        }
+    }
+
+    // ---- reading and writing ----
+
+    fn on_readable(&mut self, token: Token) {
+        match self.conns.get(&token) {
+            Some(Conn::In(_)) => self.read_in(token),
+            Some(Conn::Out(_)) => self.read_out(token),
+            None => {}
+        }
+    }
+
+    fn accept_all(&mut self) {
+        loop {
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
+            let (mut stream, _) = match listener.accept() {
+                Ok(pair) => pair,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::warn!(endpoint = %self.me, error = %e, "accept failed");
+                    return;
+                }
+            };
+            if let Err(reason) = check_same_user(&stream) {
+                tracing::warn!(endpoint = %self.me, %reason, "refused a data connection");
+                continue;
+            }
+            let token = Token(self.next_token);
+            self.next_token += 1;
+            if let Err(e) = self
+                .poll
+                .registry()
+                .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+            {
+                tracing::warn!(endpoint = %self.me, error = %e, "could not register an accepted connection");
+                continue;
+            }
+            self.conns.insert(
+                token,
+                Conn::In(InConn {
+                    stream,
+                    reader: FrameReader::new(self.max_frame),
+                    peer: None,
+                    last_seq: 0,
+                    processed: 0,
+                    acked: 0,
+                    out: Vec::new(),
+                    out_pos: 0,
+                }),
+            );
+            // Data may already be waiting; edge-triggered readiness would not tell us again.
+            self.rescan.push(token);
+        }
+    }
+
+    fn read_in(&mut self, token: Token) {
+        let me = self.me;
+        let Some(Conn::In(conn)) = self.conns.get_mut(&token) else {
+            return;
+        };
+        let fill = match conn.reader.fill_from(&mut conn.stream, READ_BUDGET) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::debug!(endpoint = %me, error = %e, "data connection read failed");
+                self.close_in(token);
+                return;
+            }
+        };
+        let mut failure: Option<String> = None;
+        loop {
+            let body = match conn.reader.next_frame() {
+                Ok(Some(b)) => b,
+                Ok(None) => break,
+                Err(e) => {
+                    failure = Some(e.to_string());
+                    break;
+                }
+            };
+            match conn.peer {
+                None => match Handshake::decode(body) {
+                    Ok(Handshake {
+                        role: PeerRole::Data { from, to },
+                    }) if to == me => {
+                        conn.peer = Some(from);
+                        let _ = HandshakeReply { refusal: None }.encode(&mut conn.out);
+                    }
+                    Ok(Handshake { role }) => {
+                        let why = format!("unexpected handshake {role:?} on {me}'s data socket");
+                        let _ = HandshakeReply {
+                            refusal: Some(why.clone()),
+                        }
+                        .encode(&mut conn.out);
+                        failure = Some(why);
+                        break;
+                    }
+                    Err(e) => {
+                        let _ = HandshakeReply {
+                            refusal: Some(e.to_string()),
+                        }
+                        .encode(&mut conn.out);
+                        failure = Some(format!("bad handshake: {e}"));
+                        break;
+                    }
+                },
+                Some(sender) => match decode::<DataFrame>(body, "data frame") {
+                    Ok(DataFrame::Message { seq, payload }) => {
+                        if conn.last_seq == 0 {
+                            // First message on this connection (possibly a resend after a
+                            // reconnect): everything before it was settled elsewhere.
+                            conn.processed = seq - 1;
+                            conn.acked = seq - 1;
+                        } else if seq != conn.last_seq + 1 {
+                            failure = Some(format!("message {seq} after {}: sequence broken", conn.last_seq));
+                            break;
+                        }
+                        conn.last_seq = seq;
+                        self.inbox.push_back(Inbound::Message {
+                            sender,
+                            msg: AnyMessage::from_payload(payload),
+                            receipt: Receipt { token, seq },
+                        });
+                    }
+                    Err(e) => {
+                        failure = Some(e.to_string());
+                        break;
+                    }
+                },
+            }
+        }
+        if fill.eof && failure.is_none() {
+            if let Err(e) = conn.reader.finish() {
+                failure = Some(e.to_string());
+            }
+        }
+        if !conn.out.is_empty() {
+            self.write_in_replies(token);
+        }
+        if let Some(reason) = failure {
+            let peer = match self.conns.get(&token) {
+                Some(Conn::In(c)) => c.peer.map_or("an unidentified peer".to_string(), |p| p.to_string()),
+                _ => String::new(),
+            };
+            tracing::warn!(endpoint = %me, %peer, %reason, "closing a data connection that broke the protocol");
+            self.close_in(token);
+        } else if fill.eof {
+            self.close_in(token);
+        } else if fill.bytes >= READ_BUDGET {
+            self.rescan.push(token);
+        }
+    }
+
+    fn close_in(&mut self, token: Token) {
+        if let Some(Conn::In(mut c)) = self.conns.remove(&token) {
+            let _ = self.poll.registry().deregister(&mut c.stream);
+        }
+    }
+
+    fn send_ack(&mut self, token: Token) {
+        let Some(Conn::In(conn)) = self.conns.get_mut(&token) else {
+            return;
+        };
+        if conn.processed <= conn.acked {
+            return;
+        }
+        let upto = conn.processed;
+        if encode_frame(&mut conn.out, &DataReply::Ack { upto }, u32::MAX, "ack").is_ok() {
+            conn.acked = upto;
+        }
+        self.write_in_replies(token);
+    }
+
+    fn write_in_replies(&mut self, token: Token) {
+        let Some(Conn::In(conn)) = self.conns.get_mut(&token) else {
+            return;
+        };
+        while conn.out_pos < conn.out.len() {
+            match conn.stream.write(&conn.out[conn.out_pos..]) {
+                Ok(n) => conn.out_pos += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                // The sender went away; it will learn the outcome from the admin.
+                Err(_) => {
+                    conn.out.clear();
+                    conn.out_pos = 0;
+                    return;
+                }
+            }
+        }
+        conn.out.clear();
+        conn.out_pos = 0;
+    }
+
+    fn read_out(&mut self, token: Token) {
+        let Some(Conn::Out(conn)) = self.conns.get_mut(&token) else {
+            return;
+        };
+        let Some(stream) = conn.stream.as_mut() else {
+            return;
+        };
+        let fill = match conn.reader.fill_from(stream, READ_BUDGET) {
+            Ok(f) => f,
+            Err(e) => {
+                self.out_lost(token, &format!("read failed: {e}"));
+                return;
+            }
+        };
+        let mut refused: Option<String> = None;
+        loop {
+            let body = match conn.reader.next_frame() {
+                Ok(Some(b)) => b,
+                Ok(None) => break,
+                Err(e) => {
+                    refused = Some(format!("peer broke the protocol: {e}"));
+                    break;
+                }
+            };
+            if !conn.accepted {
+                match HandshakeReply::decode(body) {
+                    Ok(HandshakeReply { refusal: None }) => conn.accepted = true,
+                    Ok(HandshakeReply { refusal: Some(why) }) => {
+                        refused = Some(why);
+                        break;
+                    }
+                    Err(e) => {
+                        refused = Some(format!("bad handshake reply: {e}"));
+                        break;
+                    }
+                }
+                continue;
+            }
+            match decode::<DataReply>(body, "data reply") {
+                Ok(DataReply::Ack { upto }) => {
+                    let mut drop_bytes = 0;
+                    while let Some(&(seq, len)) = conn.bounds.front() {
+                        if seq > upto {
+                            break;
+                        }
+                        drop_bytes += len;
+                        conn.bounds.pop_front();
+                    }
+                    conn.frames.drain(..drop_bytes);
+                    conn.written = conn.written.saturating_sub(drop_bytes);
+                }
+                Err(e) => {
+                    refused = Some(format!("peer broke the protocol: {e}"));
+                    break;
+                }
+            }
+        }
+        if let Some(why) = refused {
+            let peer = conn.peer;
+            tracing::error!(endpoint = %self.me, %peer, reason = %why, "peer refused our data connection");
+            self.give_up(token, LostCause::Refused(why));
+        } else if fill.eof {
+            self.out_lost(token, "peer closed the connection");
+        } else if fill.bytes >= READ_BUDGET {
+            self.rescan.push(token);
+        }
+    }
+
+    fn write_out(&mut self, token: Token) {
+        let Some(Conn::Out(conn)) = self.conns.get_mut(&token) else {
+            return;
+        };
+        if let Err(e) = write_out_conn(conn) {
+            self.out_lost(token, &format!("write failed: {e}"));
+        }
+    }
+
+    fn flush_control(&mut self) {
+        if !self.control_open {
+            return;
+        }
+        if let Err(e) = self.control.flush() {
+            tracing::debug!(error = %e, "control connection write failed");
+            self.control_closed();
+        }
+    }
+
+    fn read_control(&mut self) {
+        loop {
+            let outcome = match self.control.read() {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::error!(error = %e, "control connection to the admin failed");
+                    self.control_closed();
+                    return;
+                }
+            };
+            for body in outcome.frames {
+                if !self.control_accepted {
+                    match HandshakeReply::decode(&body) {
+                        Ok(HandshakeReply { refusal: None }) => self.control_accepted = true,
+                        Ok(HandshakeReply { refusal: Some(why) }) => {
+                            tracing::error!(reason = %why, "the admin refused this process");
+                            self.control_closed();
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "the admin's handshake reply is invalid");
+                            self.control_closed();
+                            return;
+                        }
+                    }
+                    continue;
+                }
+                match decode::<FromAdmin>(&body, "control frame") {
+                    Ok(FromAdmin::Status { request, state, .. }) if self.settling.contains_key(&request) => {
+                        if let Some(token) = self.settling.remove(&request) {
+                            self.settled(token, state);
+                        }
+                    }
+                    Ok(frame) => self.inbox.push_back(Inbound::Control(frame)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "undecodable frame from the admin");
+                        self.control_closed();
+                        return;
+                    }
+                }
+            }
+            if outcome.closed {
+                self.control_closed();
+                return;
+            }
+            if !outcome.more {
+                return;
+            }
+        }
+    }
+
+    fn control_closed(&mut self) {
+        if !self.control_open {
+            return;
+        }
+        self.control_open = false;
+        let _ = self.poll.registry().deregister(&mut self.control.stream);
+        let waiting: Vec<Token> = self.settling.drain().map(|(_, t)| t).collect();
+        for token in waiting {
+            self.give_up(token, LostCause::AdminGone);
+        }
+        self.inbox.push_back(Inbound::AdminLost);
+    }
+}
+
+/// Writes the handshake then the unwritten frames of `conn`, gathering many frames into one
+/// `writev`. Stops at `WouldBlock`; an error means the connection is gone.
+fn write_out_conn(conn: &mut OutConn) -> io::Result<()> {
+    let OutConn {
+        stream: Some(stream),
+        hello,
+        hello_written,
+        frames,
+        written,
+        ..
+    } = conn
+    else {
+        return Ok(());
+    };
+    while *hello_written < hello.len() {
+        match stream.write(&hello[*hello_written..]) {
+            Ok(n) => *hello_written += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    while *written < frames.len() {
+        let (a, b) = frames.as_slices();
+        let w = *written;
+        let slices = if w < a.len() {
+            [IoSlice::new(&a[w..]), IoSlice::new(b)]
+        } else {
+            [IoSlice::new(&b[w - a.len()..]), IoSlice::new(&[])]
+        };
+        match stream.write_vectored(&slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => *written += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+impl From<ProtocolError> for Error {
+    fn from(source: ProtocolError) -> Self {
+        Error::Protocol {
+            peer: "a peer".into(),
+            source,
+        }
+    }
+}

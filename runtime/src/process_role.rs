@@ -1,0 +1,65 @@
+//! How one executable knows whether it was started as a client, an admin or an actor host.
+//!
+//! Greenroom starts the admin and every host by running an executable (the user's own, by
+//! default) with `GREENROOM_ROLE` set and the sockets it needs already open at fixed fd
+//! numbers. `greenroom_host::init` reads the role first thing in `main`.
+
+use std::os::fd::RawFd;
+
+/// Environment variable naming the role of a process Greenroom started.
+pub const ROLE_ENV: &str = "GREENROOM_ROLE";
+/// Environment variable: the runtime directory an admin should create and own.
+pub const RUNTIME_DIR_ENV: &str = "GREENROOM_RUNTIME_DIR";
+/// Environment variable: the executable an admin runs for hosts.
+pub const HOST_EXE_ENV: &str = "GREENROOM_HOST_EXE";
+/// Environment variable: the largest frame body accepted, in bytes.
+pub const MAX_FRAME_ENV: &str = "GREENROOM_MAX_FRAME";
+/// Environment variable: log filter for admin and host processes (`tracing` syntax,
+/// default `warn`), e.g. `GREENROOM_LOG=greenroom=debug`.
+pub const LOG_ENV: &str = "GREENROOM_LOG";
+
+/// The control socket a started process inherits (to its admin, or from its owner).
+pub const CONTROL_FD: RawFd = 3;
+/// The listening socket a host inherits: its actor's address on disk.
+pub const LISTENER_FD: RawFd = 4;
+
+/// What this process is in a Greenroom system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A user program (the default).
+    Client,
+    /// An admin started by a client.
+    Admin,
+    /// An actor host started by an admin.
+    Host,
+}
+
+impl Role {
+    /// The role this process was started in, from `GREENROOM_ROLE`.
+    pub fn current() -> Role {
+        match std::env::var(ROLE_ENV).as_deref() {
+            Ok("admin") => Role::Admin,
+            Ok("host") => Role::Host,
+            _ => Role::Client,
+        }
+    }
+
+    pub(crate) fn env_value(self) -> &'static str {
+        match self {
+            Role::Client => "client",
+            Role::Admin => "admin",
+            Role::Host => "host",
+        }
+    }
+}
+
+/// Installs a `tracing` subscriber writing to stderr, filtered by `GREENROOM_LOG` (default
+/// `warn`). Used by admin and host processes; a client program sets up its own.
+pub fn init_process_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env(LOG_ENV)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,427 @@
+//! [`ActorSystem`]: how a program outside any actor creates actors and talks to them.
+//!
+//! Starting a system starts an **admin** process (the current executable, re-run with
+//! `GREENROOM_ROLE=admin`), which creates the runtime directory and spawns one host process
+//! per actor. The `ActorSystem` value is itself an endpoint with an address and a socket, so
+//! actors reply to it directly — the admin is never on the data path.
+//!
+//! `tell`, `ask` and `listen` take `&self` and may be called from several threads; replies
+//! go to whichever call is waiting, as with Thespian's `ActorSystem`.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Child,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Mutex, MutexGuard,
+    },
+    time::{Duration, Instant},
+};
+
+use greenroom_protocol::{ActorState, Address, FromAdmin, PeerRole, ToAdmin, DEFAULT_MAX_FRAME};
+
+use crate::{
+    actor::{actor_type_name, Actor},
+    admin,
+    error::{Error, Result},
+    message::{is_system_tag, AnyMessage, Message, PoisonMessage},
+    net::endpoint::{Endpoint, Inbound},
+    process_role::Role,
+    runtime_dir,
+};
+
+/// How long `create_actor` waits for the new actor to report ready.
+const CREATE_TIMEOUT: Duration = Duration::from_secs(50);
+/// How long `tell` waits for room when an actor is not keeping up.
+const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long `shutdown` waits for every actor to stop.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Settings for [`ActorSystem::start_with`]. Every field has a default.
+///
+/// | setting | default |
+/// |---|---|
+/// | `runtime_base` | `$XDG_RUNTIME_DIR/greenroom`, else `/tmp/greenroom-<uid>` |
+/// | `host_executable` | the current executable |
+/// | `max_frame` | 16 MiB |
+/// | `send_window` | 8 MiB of unprocessed messages per target before `tell` waits |
+#[derive(Debug, Clone)]
+pub struct SystemConfig {
+    runtime_base: Option<PathBuf>,
+    host_executable: Option<PathBuf>,
+    max_frame: u32,
+    send_window: usize,
+}
+
+impl Default for SystemConfig {
+    fn default() -> Self {
+        SystemConfig {
+            runtime_base: None,
+            host_executable: None,
+            max_frame: DEFAULT_MAX_FRAME,
+            send_window: 8 * 1024 * 1024,
+        }
+    }
+}
+
+impl SystemConfig {
+    /// Where the system's runtime directory is created (a fresh subdirectory per system).
+    pub fn runtime_base(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.runtime_base = Some(dir.into());
+        self
+    }
+
+    /// The executable run for the admin and for every host. It must call
+    /// `greenroom_host::init` (or `serve`) first thing in `main`.
+    pub fn host_executable(mut self, exe: impl Into<PathBuf>) -> Self {
+        self.host_executable = Some(exe.into());
+        self
+    }
+
+    /// The largest message frame accepted, in bytes.
+    pub fn max_frame(mut self, bytes: u32) -> Self {
+        self.max_frame = bytes;
+        self
+    }
+
+    /// How many bytes of unprocessed messages to one actor `tell` lets pile up before waiting.
+    pub fn send_window(mut self, bytes: usize) -> Self {
+        self.send_window = bytes;
+        self
+    }
+}
+
+/// What the admin reports about one actor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActorInfo {
+    pub state: ActorState,
+    /// The pid of the host process serving it now, if any.
+    pub pid: Option<u32>,
+}
+
+struct Client {
+    endpoint: Endpoint,
+    admin: Option<Child>,
+    stopped: bool,
+}
+
+/// A running actor system, seen from a program outside the actors.
+///
+/// ```no_run
+/// # use greenroom::{ActorSystem, ActorExitRequest};
+/// # #[derive(Default)] struct Hello;
+/// # impl greenroom::Actor for Hello {
+/// #     fn receive(&mut self, _: &mut greenroom::Context<'_>, _: &greenroom::AnyMessage, _: greenroom::Address) -> greenroom::ActorResult { Ok(()) }
+/// # }
+/// # fn main() -> Result<(), greenroom::Error> {
+/// let system = ActorSystem::start()?;
+/// let hello = system.create_actor::<Hello>()?;
+/// let reply: String = system.ask(hello, "hi".to_string(), std::time::Duration::from_secs(1))?;
+/// system.tell(hello, ActorExitRequest)?;
+/// system.shutdown()?;
+/// # Ok(()) }
+/// ```
+pub struct ActorSystem {
+    client: Mutex<Client>,
+    address: Address,
+    rundir: PathBuf,
+    admin_pid: u32,
+    send_window: usize,
+}
+
+impl ActorSystem {
+    /// Starts a new actor system with default settings.
+    pub fn start() -> Result<Self> {
+        Self::start_with(SystemConfig::default())
+    }
+
+    /// Starts a new actor system.
+    pub fn start_with(config: SystemConfig) -> Result<Self> {
+        if Role::current() != Role::Client {
+            return Err(Error::NotStartedByGreenroom(
+                "ActorSystem::start called in an admin or host process: call greenroom_host::init(registry) first thing in main".into(),
+            ));
+        }
+        static SYSTEMS: AtomicU64 = AtomicU64::new(0);
+        let base = config.runtime_base.clone().unwrap_or_else(runtime_dir::default_base);
+        let rundir = base.join(format!(
+            "s{}-{}",
+            std::process::id(),
+            SYSTEMS.fetch_add(1, Ordering::Relaxed)
+        ));
+        let exe = match &config.host_executable {
+            Some(p) => p.clone(),
+            None => std::env::current_exe().map_err(Error::io("finding the current executable"))?,
+        };
+        let (mut child, control) = admin::start_admin(&exe, &rundir, config.max_frame)?;
+        let admin_pid = child.id();
+        let mut endpoint = match Endpoint::new(control, PeerRole::Client, config.max_frame) {
+            Ok(e) => e,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
+        };
+        let welcome = endpoint.control_request(&ToAdmin::RegisterClient, Duration::from_secs(30), |f| {
+            matches!(f, FromAdmin::ClientWelcome { .. })
+        });
+        let (address, max_frame) = match welcome {
+            Ok(FromAdmin::ClientWelcome { address, max_frame, .. }) => (address, max_frame),
+            Ok(other) => return Err(Error::AdminProtocol(format!("expected a welcome, got {other:?}"))),
+            Err(e) => {
+                // The admin logs its own reason on stderr; reap it so nothing is left behind.
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
+        };
+        let path = runtime_dir::socket_path(&rundir, address);
+        let listener = std::os::unix::net::UnixListener::bind(&path)
+            .map_err(Error::io(format!("binding the client socket {}", path.display())))?;
+        endpoint.attach(address, &rundir, max_frame, listener)?;
+        Ok(ActorSystem {
+            client: Mutex::new(Client {
+                endpoint,
+                admin: Some(child),
+                stopped: false,
+            }),
+            address,
+            rundir,
+            admin_pid,
+            send_window: config.send_window,
+        })
+    }
+
+    /// This client's own address (the `sender` actors see).
+    pub fn address(&self) -> Address {
+        self.address
+    }
+
+    /// The system's runtime directory.
+    pub fn runtime_dir(&self) -> &Path {
+        &self.rundir
+    }
+
+    /// The admin process's pid.
+    pub fn admin_pid(&self) -> u32 {
+        self.admin_pid
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Client>> {
+        let client = self.client.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if client.stopped {
+            return Err(Error::AdminGone);
+        }
+        Ok(client)
+    }
+
+    /// Creates a top-level actor of type `A` and waits until it is running.
+    pub fn create_actor<A: Actor>(&self) -> Result<Address> {
+        self.create_actor_named(actor_type_name::<A>())
+    }
+
+    /// Creates a top-level actor by registered type name and waits until it is running.
+    pub fn create_actor_named(&self, type_name: &str) -> Result<Address> {
+        let mut client = self.lock()?;
+        let request = client.endpoint.next_request();
+        let answer = client.endpoint.control_request(
+            &ToAdmin::CreateActor {
+                request,
+                type_name: type_name.to_owned(),
+            },
+            CREATE_TIMEOUT,
+            |f| matches!(f, FromAdmin::Created { request: r, .. } if *r == request),
+        )?;
+        match answer {
+            FromAdmin::Created { result: Ok(address), .. } => Ok(address),
+            FromAdmin::Created { result: Err(failure), .. } => Err(Error::Create {
+                type_name: type_name.to_owned(),
+                failure,
+            }),
+            other => Err(Error::AdminProtocol(format!("expected Created, got {other:?}"))),
+        }
+    }
+
+    /// Sends `msg` to `to` without waiting for an answer.
+    ///
+    /// Fails at once if `to` is gone; waits (up to 60 s) if `to` has more than the send
+    /// window of unprocessed messages from this client.
+    pub fn tell<M: Message>(&self, to: Address, msg: M) -> Result<()> {
+        let msg = AnyMessage::new(&msg)?;
+        let mut client = self.lock()?;
+        self.send_locked(&mut client, to, &msg)
+    }
+
+    fn send_locked(&self, client: &mut Client, to: Address, msg: &AnyMessage) -> Result<()> {
+        client.endpoint.send(to, msg)?;
+        client.endpoint.flush();
+        let deadline = Instant::now() + SEND_TIMEOUT;
+        loop {
+            let bytes = client.endpoint.unacked_bytes(to);
+            if bytes <= self.send_window {
+                return Ok(());
+            }
+            // Surface a lost peer now rather than waiting out the timeout.
+            if let Some(lost) = take_lost(&mut client.endpoint, to) {
+                return Err(lost);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::Backpressure {
+                    address: to,
+                    bytes,
+                    limit: self.send_window,
+                });
+            }
+            client.endpoint.pump(Some(deadline - now))?;
+        }
+    }
+
+    /// Sends `msg` to `to` and waits up to `timeout` for the next message to this client,
+    /// decoded as `R`.
+    ///
+    /// Errors: [`Error::Timeout`]; [`Error::ActorGone`] or [`Error::UnknownActor`] at once if
+    /// `to` is not there; [`Error::Poisoned`] if `to` failed on the message twice;
+    /// [`Error::UnexpectedReply`] if the reply has another type.
+    pub fn ask<M: Message, R: Message>(&self, to: Address, msg: M, timeout: Duration) -> Result<R> {
+        let (sender, reply) = self.ask_any(to, msg, timeout)?;
+        match reply.try_downcast::<R>()? {
+            Some(r) => Ok(r),
+            None => Err(Error::UnexpectedReply {
+                address: sender,
+                expected: R::type_tag(),
+                got: reply.tag().to_owned(),
+            }),
+        }
+    }
+
+    /// Like [`ActorSystem::ask`], but returns the reply undecoded with its sender.
+    pub fn ask_any<M: Message>(&self, to: Address, msg: M, timeout: Duration) -> Result<(Address, AnyMessage)> {
+        let msg = AnyMessage::new(&msg)?;
+        let mut client = self.lock()?;
+        let deadline = Instant::now() + timeout;
+        self.send_locked(&mut client, to, &msg)?;
+        match wait_for_message(&mut client.endpoint, Some(to), deadline)? {
+            Some(reply) => Ok(reply),
+            None => Err(Error::Timeout { address: to, timeout }),
+        }
+    }
+
+    /// Waits up to `timeout` for the next message to this client, without sending.
+    pub fn listen(&self, timeout: Duration) -> Result<Option<(Address, AnyMessage)>> {
+        let mut client = self.lock()?;
+        wait_for_message(&mut client.endpoint, None, Instant::now() + timeout)
+    }
+
+    /// What the admin knows of the actor at `address`: its state and host pid.
+    pub fn actor_info(&self, address: Address) -> Result<ActorInfo> {
+        let mut client = self.lock()?;
+        let request = client.endpoint.next_request();
+        let answer = client.endpoint.control_request(
+            &ToAdmin::ActorStatus {
+                request,
+                actor: address,
+                settle: false,
+            },
+            Duration::from_secs(10),
+            |f| matches!(f, FromAdmin::Status { request: r, .. } if *r == request),
+        )?;
+        match answer {
+            FromAdmin::Status { state, pid, .. } => Ok(ActorInfo { state, pid }),
+            other => Err(Error::AdminProtocol(format!("expected Status, got {other:?}"))),
+        }
+    }
+
+    /// Stops every actor (each gets `ActorExitRequest`; stragglers are killed after 5 s),
+    /// stops the admin, and removes the runtime directory. A second call does nothing.
+    pub fn shutdown(&self) -> Result<()> {
+        let mut client = self.client.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if client.stopped {
+            return Ok(());
+        }
+        client.stopped = true;
+        let request = client.endpoint.next_request();
+        let answer = client.endpoint.control_request(&ToAdmin::Shutdown { request }, SHUTDOWN_TIMEOUT, |f| {
+            matches!(f, FromAdmin::ShutdownComplete { .. })
+        });
+        let _ = std::fs::remove_file(runtime_dir::socket_path(&self.rundir, self.address));
+        if let Some(mut admin) = client.admin.take() {
+            if answer.is_err() {
+                let _ = admin.kill();
+            }
+            let _ = admin.wait();
+        }
+        // The admin removes the directory; make sure of it if the admin died early.
+        runtime_dir::remove(&self.rundir);
+        answer.map(|_| ())
+    }
+}
+
+impl Drop for ActorSystem {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            tracing::warn!(error = %e, "actor system shutdown on drop did not complete cleanly");
+        }
+    }
+}
+
+/// Takes a `PeerLost` for `peer` out of the inbox, as an error.
+fn take_lost(endpoint: &mut Endpoint, peer: Address) -> Option<Error> {
+    let mut kept = Vec::new();
+    let mut found = None;
+    while let Some(inbound) = endpoint.next_inbound() {
+        match inbound {
+            Inbound::PeerLost { peer: p, cause, .. } if p == peer && found.is_none() => found = Some(cause.into_error(p)),
+            other => kept.push(other),
+        }
+    }
+    for inbound in kept.into_iter().rev() {
+        endpoint.unread(inbound);
+    }
+    found
+}
+
+/// The client's receive loop: the next message for the caller, an error if `target` is lost
+/// or the admin is gone, or `None` at the deadline.
+fn wait_for_message(
+    endpoint: &mut Endpoint,
+    target: Option<Address>,
+    deadline: Instant,
+) -> Result<Option<(Address, AnyMessage)>> {
+    loop {
+        while let Some(inbound) = endpoint.next_inbound() {
+            match inbound {
+                Inbound::Message { sender, msg, receipt } => {
+                    endpoint.processed(receipt);
+                    if let Some(poison) = msg.try_downcast::<PoisonMessage>()? {
+                        return Err(Error::Poisoned {
+                            address: sender,
+                            tag: poison.message.tag().to_owned(),
+                            details: poison.details,
+                        });
+                    }
+                    if is_system_tag(msg.tag()) {
+                        continue;
+                    }
+                    return Ok(Some((sender, msg)));
+                }
+                Inbound::PeerLost { peer, cause, undelivered } => {
+                    if Some(peer) == target {
+                        return Err(cause.into_error(peer));
+                    }
+                    for msg in undelivered {
+                        tracing::warn!(target_actor = %peer, message_type = msg.tag(), "dead letter: message was never processed");
+                    }
+                }
+                Inbound::Control(frame) => tracing::debug!(?frame, "unexpected control frame for a client"),
+                Inbound::AdminLost => return Err(Error::AdminGone),
+            }
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(None);
+        }
+        endpoint.pump(Some(deadline - now))?;
+    }
+}
