@@ -139,7 +139,11 @@ impl Host {
                     Inbound::Control(other) => {
                         tracing::debug!(actor = %self.me, frame = ?other, "ignoring an unexpected control frame");
                     }
-                    Inbound::PeerLost { peer, cause, undelivered } => {
+                    Inbound::PeerLost {
+                        peer,
+                        cause,
+                        undelivered,
+                    } => {
                         for msg in undelivered {
                             tracing::warn!(
                                 sender = %self.me, target_actor = %peer, message_type = msg.tag(), cause = ?cause,
@@ -169,7 +173,10 @@ impl Host {
         if let Some(exited) = msg.downcast::<ChildActorExited>() {
             self.children.retain(|c| *c != exited.child);
         } else if self.exiting && !is_exit {
-            tracing::warn!(
+            // Left unacknowledged on purpose: when this host exits, the sender gets the
+            // message back as undelivered (its `ask` fails at once, an actor logs a dead
+            // letter), which is more than a log line here could do.
+            tracing::debug!(
                 actor = %self.me, %sender, message_type = msg.tag(),
                 "actor is exiting; message left unprocessed"
             );
@@ -296,7 +303,9 @@ impl Backend for HostBackend<'_> {
                 self.children.push(child);
                 Ok(child)
             }
-            FromAdmin::Created { result: Err(failure), .. } => Err(Error::Create {
+            FromAdmin::Created {
+                result: Err(failure), ..
+            } => Err(Error::Create {
                 type_name: type_name.to_owned(),
                 failure,
             }),

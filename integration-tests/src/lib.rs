@@ -1,1 +1,24 @@
-//! placeholder
+//! Test support for Greenroom's black-box tests: the actor types the tests create, and a
+//! harness that owns a real actor system and leaves nothing behind.
+//!
+//! The actors run in `greenroom-test-host`, this crate's binary, which is the admin and host
+//! executable of every test system.
+
+pub mod actors;
+pub mod harness;
+
+pub use harness::TestSystem;
+
+/// Every actor type the test host binary can run.
+pub fn registry() -> greenroom::Registry {
+    use actors::*;
+    greenroom::Registry::new()
+        .register::<Echo>()
+        .register::<Silent>()
+        .register::<Recorder>()
+        .register::<Blaster>()
+        .register::<Forwarder>()
+        .register::<Spawner>()
+        .register::<Panicker>()
+        .register::<Whoami>()
+}

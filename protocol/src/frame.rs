@@ -129,10 +129,7 @@ impl FrameReader {
     ///
     /// Interrupted reads are retried; any other I/O error is returned.
     pub fn fill_from<R: Read>(&mut self, stream: &mut R, budget: usize) -> io::Result<Fill> {
-        let mut fill = Fill {
-            bytes: 0,
-            eof: false,
-        };
+        let mut fill = Fill { bytes: 0, eof: false };
         while fill.bytes < budget {
             self.reserve(READ_CHUNK);
             match stream.read(&mut self.data[self.end..]) {

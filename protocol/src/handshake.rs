@@ -68,11 +68,7 @@ fn check_header(body: &[u8]) -> Result<&[u8], ProtocolError> {
     Ok(&body[HEADER..])
 }
 
-fn encode_with_header<T: Serialize>(
-    buf: &mut Vec<u8>,
-    value: &T,
-    what: &'static str,
-) -> Result<(), ProtocolError> {
+fn encode_with_header<T: Serialize>(buf: &mut Vec<u8>, value: &T, what: &'static str) -> Result<(), ProtocolError> {
     let mut body = Vec::with_capacity(64);
     body.extend_from_slice(&MAGIC);
     body.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());

@@ -28,8 +28,7 @@ pub use error::ProtocolError;
 pub use frame::{encode_frame, FrameReader};
 pub use handshake::{Handshake, HandshakeReply, PeerRole};
 pub use wire::{
-    Address, ActorState, CreateFailure, DataFrame, DataReply, ExitCause, FromAdmin, NodeId,
-    Payload, ToAdmin,
+    ActorState, Address, CreateFailure, DataFrame, DataReply, ExitCause, FromAdmin, NodeId, Payload, ToAdmin,
 };
 
 /// The four bytes that open every handshake: `GRNR`.

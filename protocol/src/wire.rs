@@ -38,10 +38,7 @@ pub struct Address {
 impl Address {
     /// The address of endpoint `id` on the local node.
     pub const fn local(id: u64) -> Self {
-        Address {
-            node: NodeId(0),
-            id,
-        }
+        Address { node: NodeId(0), id }
     }
 
     /// The endpoint number, unique within its node for the life of the system.
@@ -131,10 +128,7 @@ impl fmt::Display for ExitCause {
         match self {
             ExitCause::Normal => write!(f, "exited normally"),
             ExitCause::ExitCode(code) => write!(f, "exited with status {code}"),
-            ExitCause::Signal {
-                signal,
-                core_dumped,
-            } => {
+            ExitCause::Signal { signal, core_dumped } => {
                 write!(f, "killed by signal {signal}")?;
                 if *core_dumped {
                     write!(f, " (core dumped)")?;
@@ -273,8 +267,7 @@ mod tests {
     }
 
     fn arb_payload() -> impl Strategy<Value = Payload> {
-        (".{0,40}", proptest::collection::vec(any::<u8>(), 0..200))
-            .prop_map(|(tag, bytes)| Payload { tag, bytes })
+        (".{0,40}", proptest::collection::vec(any::<u8>(), 0..200)).prop_map(|(tag, bytes)| Payload { tag, bytes })
     }
 
     proptest! {
@@ -311,7 +304,10 @@ mod tests {
 
     #[test]
     fn borrowed_encoding_matches_owned() {
-        let payload = Payload { tag: "t".into(), bytes: vec![1, 2, 3] };
+        let payload = Payload {
+            tag: "t".into(),
+            bytes: vec![1, 2, 3],
+        };
         let mut a = Vec::new();
         DataFrame::encode_message(&mut a, 9, &payload, DEFAULT_MAX_FRAME).unwrap();
         let mut b = Vec::new();

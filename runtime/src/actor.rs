@@ -39,8 +39,7 @@ pub trait Actor: Send + 'static {
     ///
     /// `msg` is borrowed because a failed message is offered once more before it is returned
     /// to its sender; use [`AnyMessage::downcast`] to decode it.
-    fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, sender: Address)
-        -> ActorResult;
+    fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, sender: Address) -> ActorResult;
 }
 
 /// The name an actor type is registered and created under: its Rust type name.

@@ -56,10 +56,7 @@ pub enum Error {
 
     /// `create_actor` failed.
     #[error("create_actor(`{type_name}`) failed: {failure}")]
-    Create {
-        type_name: String,
-        failure: CreateFailure,
-    },
+    Create { type_name: String, failure: CreateFailure },
 
     /// The admin process is no longer there.
     #[error("the actor system's admin process has gone away; start a new ActorSystem")]
@@ -94,7 +91,9 @@ pub enum Error {
     NotStartedByGreenroom(String),
 
     /// Too many messages are waiting for an actor to process them.
-    #[error("{address} has {bytes} bytes of unprocessed messages from this sender (limit {limit}); it is not keeping up")]
+    #[error(
+        "{address} has {bytes} bytes of unprocessed messages from this sender (limit {limit}); it is not keeping up"
+    )]
     Backpressure {
         address: Address,
         bytes: usize,

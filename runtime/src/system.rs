@@ -234,8 +234,12 @@ impl ActorSystem {
             |f| matches!(f, FromAdmin::Created { request: r, .. } if *r == request),
         )?;
         match answer {
-            FromAdmin::Created { result: Ok(address), .. } => Ok(address),
-            FromAdmin::Created { result: Err(failure), .. } => Err(Error::Create {
+            FromAdmin::Created {
+                result: Ok(address), ..
+            } => Ok(address),
+            FromAdmin::Created {
+                result: Err(failure), ..
+            } => Err(Error::Create {
                 type_name: type_name.to_owned(),
                 failure,
             }),
@@ -342,9 +346,11 @@ impl ActorSystem {
         }
         client.stopped = true;
         let request = client.endpoint.next_request();
-        let answer = client.endpoint.control_request(&ToAdmin::Shutdown { request }, SHUTDOWN_TIMEOUT, |f| {
-            matches!(f, FromAdmin::ShutdownComplete { .. })
-        });
+        let answer = client
+            .endpoint
+            .control_request(&ToAdmin::Shutdown { request }, SHUTDOWN_TIMEOUT, |f| {
+                matches!(f, FromAdmin::ShutdownComplete { .. })
+            });
         let _ = std::fs::remove_file(runtime_dir::socket_path(&self.rundir, self.address));
         if let Some(mut admin) = client.admin.take() {
             if answer.is_err() {
@@ -372,7 +378,9 @@ fn take_lost(endpoint: &mut Endpoint, peer: Address) -> Option<Error> {
     let mut found = None;
     while let Some(inbound) = endpoint.next_inbound() {
         match inbound {
-            Inbound::PeerLost { peer: p, cause, .. } if p == peer && found.is_none() => found = Some(cause.into_error(p)),
+            Inbound::PeerLost { peer: p, cause, .. } if p == peer && found.is_none() => {
+                found = Some(cause.into_error(p))
+            }
             other => kept.push(other),
         }
     }
@@ -406,7 +414,11 @@ fn wait_for_message(
                     }
                     return Ok(Some((sender, msg)));
                 }
-                Inbound::PeerLost { peer, cause, undelivered } => {
+                Inbound::PeerLost {
+                    peer,
+                    cause,
+                    undelivered,
+                } => {
                     if Some(peer) == target {
                         return Err(cause.into_error(peer));
                     }

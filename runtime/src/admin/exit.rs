@@ -26,11 +26,17 @@ mod tests {
     fn statuses_map_to_causes() {
         let pid = Pid::from_raw(1);
         assert_eq!(cause_of(WaitStatus::Exited(pid, 0), true), Some(ExitCause::Normal));
-        assert_eq!(cause_of(WaitStatus::Exited(pid, 0), false), Some(ExitCause::ExitCode(0)));
+        assert_eq!(
+            cause_of(WaitStatus::Exited(pid, 0), false),
+            Some(ExitCause::ExitCode(0))
+        );
         assert_eq!(cause_of(WaitStatus::Exited(pid, 3), true), Some(ExitCause::ExitCode(3)));
         assert_eq!(
             cause_of(WaitStatus::Signaled(pid, Signal::SIGSEGV, true), false),
-            Some(ExitCause::Signal { signal: 11, core_dumped: true })
+            Some(ExitCause::Signal {
+                signal: 11,
+                core_dumped: true
+            })
         );
         assert_eq!(cause_of(WaitStatus::StillAlive, false), None);
     }

@@ -54,7 +54,7 @@ use signal_hook_mio::v1_0::Signals;
 use crate::{
     error::{Error, Result},
     message::{ActorExitRequest, AnyMessage, ChildActorExited},
-    net::framed::Framed,
+    net::framed::{Framed, ReadError},
     net::peer::check_same_user,
     process_role::{self, CONTROL_FD},
     runtime_dir,
@@ -67,6 +67,8 @@ const FIRST_PEER: usize = 2;
 /// How long an exiting actor's children get before they are SIGKILLed, and how long a
 /// shutdown waits for actors to finish before killing them.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a host that closed its control connection may take to exit before it is killed.
+const CLOSED_CONTROL_GRACE: Duration = Duration::from_secs(1);
 /// How long a host has to report ready (or fail) before it is killed.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -168,7 +170,8 @@ impl Admin {
         runtime_dir::create(&rundir)?;
 
         let poll = Poll::new().map_err(Error::io("creating an epoll instance"))?;
-        let mut signals = Signals::new([SIGCHLD, SIGTERM, SIGINT, SIGHUP]).map_err(Error::io("installing signal handlers"))?;
+        let mut signals =
+            Signals::new([SIGCHLD, SIGTERM, SIGINT, SIGHUP]).map_err(Error::io("installing signal handlers"))?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(Error::io("registering signals"))?;
@@ -177,8 +180,11 @@ impl Admin {
         // this admin (see `ActorSystem::start`); nothing else in this process owns it.
         let owner = unsafe { std::os::unix::net::UnixStream::from_raw_fd(CONTROL_FD) };
         // Make sure no later child inherits the owner's socket.
-        nix::fcntl::fcntl(CONTROL_FD, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))
-            .map_err(|e| Error::io("marking the owner socket close-on-exec")(e.into()))?;
+        nix::fcntl::fcntl(
+            CONTROL_FD,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .map_err(|e| Error::io("marking the owner socket close-on-exec")(e.into()))?;
         owner
             .set_nonblocking(true)
             .map_err(Error::io("making the owner socket non-blocking"))?;
@@ -218,7 +224,9 @@ impl Admin {
 
     fn run(mut self) -> Result<()> {
         loop {
-            let timeout = self.next_deadline().map(|d| d.saturating_duration_since(Instant::now()));
+            let timeout = self
+                .next_deadline()
+                .map(|d| d.saturating_duration_since(Instant::now()));
             match self.poll.poll(&mut self.events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -227,7 +235,13 @@ impl Admin {
             let ready: Vec<(Token, bool, bool)> = self
                 .events
                 .iter()
-                .map(|e| (e.token(), e.is_readable() || e.is_read_closed() || e.is_error(), e.is_writable()))
+                .map(|e| {
+                    (
+                        e.token(),
+                        e.is_readable() || e.is_read_closed() || e.is_error(),
+                        e.is_writable(),
+                    )
+                })
                 .collect();
             for (token, readable, writable) in ready {
                 if token == SIGNALS {
@@ -304,10 +318,13 @@ impl Admin {
         }
         if let Some((token, request)) = creator {
             let failure = failure.unwrap_or_else(|| CreateFailure::StartFailed(cause.to_string()));
-            self.send(token, &FromAdmin::Created {
-                request,
-                result: Err(failure),
-            });
+            self.send(
+                token,
+                &FromAdmin::Created {
+                    request,
+                    result: Err(failure),
+                },
+            );
         }
         // Children never outlive their parent.
         for child in orphans {
@@ -321,19 +338,28 @@ impl Admin {
 
     /// Tells a parent that its child is gone and lets an exiting parent finish.
     fn child_gone(&mut self, parent_id: u64, child_id: u64, cause: ExitCause) {
-        let Some(parent) = self.actors.get_mut(&parent_id) else { return };
+        let Some(parent) = self.actors.get_mut(&parent_id) else {
+            return;
+        };
         parent.children.retain(|c| *c != child_id);
         if !parent.is_live() {
             return;
         }
-        let (control, exiting, no_children) = (parent.control, parent.state == ActorState::Exiting, parent.children.is_empty());
+        let (control, exiting, no_children) = (
+            parent.control,
+            parent.state == ActorState::Exiting,
+            parent.children.is_empty(),
+        );
         let child = Address::local(child_id);
         if let Some(token) = control {
             match AnyMessage::new(&ChildActorExited { child, cause }) {
-                Ok(msg) => self.send(token, &FromAdmin::Deliver {
-                    sender: child,
-                    payload: msg.into_payload(),
-                }),
+                Ok(msg) => self.send(
+                    token,
+                    &FromAdmin::Deliver {
+                        sender: child,
+                        payload: msg.into_payload(),
+                    },
+                ),
                 Err(e) => tracing::error!(error = %e, "could not encode ChildActorExited"),
             }
             if exiting && no_children {
@@ -351,10 +377,13 @@ impl Admin {
         let control = rec.control;
         let pid = rec.pid;
         if let (Some(token), Ok(msg)) = (control, AnyMessage::new(&ActorExitRequest)) {
-            self.send(token, &FromAdmin::Deliver {
-                sender: on_behalf_of,
-                payload: msg.into_payload(),
-            });
+            self.send(
+                token,
+                &FromAdmin::Deliver {
+                    sender: on_behalf_of,
+                    payload: msg.into_payload(),
+                },
+            );
             if let Some(rec) = self.actors.get_mut(&id) {
                 rec.deadline = Some(Instant::now() + STOP_TIMEOUT);
             }
@@ -383,7 +412,7 @@ impl Admin {
             let Some(rec) = self.actors.get_mut(&id) else { continue };
             rec.deadline = None;
             match rec.state {
-                ActorState::Exiting => {
+                ActorState::Exiting if rec.control.is_some() => {
                     // Its children did not finish in time: kill them (their reaping lets the
                     // parent finish).
                     let children = rec.children.clone();
@@ -402,7 +431,12 @@ impl Admin {
             if !s.killed && s.deadline <= now {
                 s.killed = true;
                 tracing::warn!("actors did not stop in time for shutdown; killing them");
-                let live: Vec<u64> = self.actors.iter().filter(|(_, a)| a.is_live()).map(|(id, _)| *id).collect();
+                let live: Vec<u64> = self
+                    .actors
+                    .iter()
+                    .filter(|(_, a)| a.is_live())
+                    .map(|(id, _)| *id)
+                    .collect();
                 for id in live {
                     self.kill_tree(id);
                 }
@@ -445,7 +479,13 @@ impl Admin {
             let Some(peer) = self.peers.get_mut(&token) else { return };
             let outcome = match peer.framed.read() {
                 Ok(o) => o,
-                Err(e) => {
+                Err(ReadError::Io(e)) => {
+                    // A reset is how a peer that exits with unread frames says goodbye.
+                    tracing::debug!(peer = ?peer.kind, error = %e, "control connection ended");
+                    self.peer_closed(token);
+                    return;
+                }
+                Err(ReadError::Protocol(e)) => {
                     tracing::warn!(peer = ?peer.kind, reason = %e, "closing a control connection that broke the protocol");
                     self.peer_closed(token);
                     return;
@@ -511,12 +551,13 @@ impl Admin {
         let Some(kind) = self.drop_peer(token) else { return };
         match kind {
             PeerKind::Host(id) => {
-                // A host without its control connection cannot be managed: end it. Reaping
-                // reports the outcome.
+                // A host closes its control connection when it exits; reaping reports the
+                // outcome. One that closed it and lingers cannot be managed: it is killed
+                // after a grace period.
                 if let Some(rec) = self.actors.get_mut(&id) {
                     rec.control = None;
-                    if let Some(pid) = rec.pid {
-                        let _ = kill(pid, Signal::SIGKILL);
+                    if rec.pid.is_some() {
+                        rec.deadline = Some(Instant::now() + CLOSED_CONTROL_GRACE);
                     }
                 }
             }
@@ -535,7 +576,9 @@ impl Admin {
     }
 
     fn on_frame(&mut self, token: Token, frame: ToAdmin) {
-        let Some(kind) = self.peers.get(&token).map(|p| p.kind) else { return };
+        let Some(kind) = self.peers.get(&token).map(|p| p.kind) else {
+            return;
+        };
         match (frame, kind) {
             (ToAdmin::RegisterClient, PeerKind::Client(None)) => {
                 let id = self.allocate_id();
@@ -543,11 +586,14 @@ impl Admin {
                     p.kind = PeerKind::Client(Some(id));
                 }
                 self.clients.insert(id, token);
-                self.send(token, &FromAdmin::ClientWelcome {
-                    address: Address::local(id),
-                    runtime_dir: self.rundir.to_string_lossy().into_owned(),
-                    max_frame: self.max_frame,
-                });
+                self.send(
+                    token,
+                    &FromAdmin::ClientWelcome {
+                        address: Address::local(id),
+                        runtime_dir: self.rundir.to_string_lossy().into_owned(),
+                        max_frame: self.max_frame,
+                    },
+                );
             }
             (ToAdmin::CreateActor { request, type_name }, kind) => self.create_actor(token, kind, request, type_name),
             (ToAdmin::ActorStatus { request, actor, settle }, _) => {
@@ -556,7 +602,15 @@ impl Admin {
                 if settle && unsettled {
                     self.settle_waiters.push((token, request, actor));
                 } else {
-                    self.send(token, &FromAdmin::Status { request, actor, state, pid });
+                    self.send(
+                        token,
+                        &FromAdmin::Status {
+                            request,
+                            actor,
+                            state,
+                            pid,
+                        },
+                    );
                 }
             }
             (ToAdmin::HostReady { types }, PeerKind::Host(id)) => {
@@ -569,10 +623,13 @@ impl Admin {
                 let address = rec.address;
                 tracing::info!(actor = %address, actor_type = %rec.type_name, pid = rec.pid.map(|p| p.as_raw()), "actor ready");
                 if let Some((creator, request)) = rec.creator.take() {
-                    self.send(creator, &FromAdmin::Created {
-                        request,
-                        result: Ok(address),
-                    });
+                    self.send(
+                        creator,
+                        &FromAdmin::Created {
+                            request,
+                            result: Ok(address),
+                        },
+                    );
                 }
             }
             (ToAdmin::HostStartFailed { failure }, PeerKind::Host(id)) => {
@@ -595,7 +652,11 @@ impl Admin {
             }
             (ToAdmin::Shutdown { request }, PeerKind::Client(Some(_))) => self.begin_shutdown(Some((token, request))),
             (frame, kind) => {
-                tracing::warn!(?kind, ?frame, "control frame not allowed from this peer; closing its connection");
+                tracing::warn!(
+                    ?kind,
+                    ?frame,
+                    "control frame not allowed from this peer; closing its connection"
+                );
                 self.peer_closed(token);
             }
         }
@@ -634,12 +695,15 @@ impl Admin {
             .collect();
         self.settle_waiters.retain(|(_, _, a)| *a != actor);
         for (token, request) in waiting {
-            self.send(token, &FromAdmin::Status {
-                request,
-                actor,
-                state: state.clone(),
-                pid,
-            });
+            self.send(
+                token,
+                &FromAdmin::Status {
+                    request,
+                    actor,
+                    state: state.clone(),
+                    pid,
+                },
+            );
         }
     }
 
@@ -688,10 +752,13 @@ impl Admin {
                         p.children.push(id);
                     }
                     // An actor's create returns at once; messages wait in the socket.
-                    self.send(token, &FromAdmin::Created {
-                        request,
-                        result: Ok(address),
-                    });
+                    self.send(
+                        token,
+                        &FromAdmin::Created {
+                            request,
+                            result: Ok(address),
+                        },
+                    );
                 } else if let Some(rec) = self.actors.get_mut(&id) {
                     // A client's create returns once the actor is up (or failed).
                     rec.creator = Some((token, request));
@@ -704,7 +771,12 @@ impl Admin {
         }
     }
 
-    fn spawn_host(&mut self, address: Address, type_name: &str, parent: Option<u64>) -> std::result::Result<(), String> {
+    fn spawn_host(
+        &mut self,
+        address: Address,
+        type_name: &str,
+        parent: Option<u64>,
+    ) -> std::result::Result<(), String> {
         let path = runtime_dir::socket_path(&self.rundir, address);
         let listener = UnixListener::bind(&path).map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
         let (admin_end, host_end) =
@@ -713,10 +785,11 @@ impl Admin {
         cmd.env(process_role::ROLE_ENV, process_role::Role::Host.env_value())
             .arg0(format!("greenroom-host {}", short_type_name(type_name)))
             .stdin(Stdio::null());
-        let child = spawn::spawn_with_fds(&mut cmd, &[&host_end, &listener], spawn::ParentDeath::Kill).map_err(|e| {
-            let _ = std::fs::remove_file(&path);
-            format!("cannot run {}: {e}", self.host_exe.display())
-        })?;
+        let child =
+            spawn::spawn_with_fds(&mut cmd, &[&host_end, &listener], spawn::ParentDeath::Kill).map_err(|e| {
+                let _ = std::fs::remove_file(&path);
+                format!("cannot run {}: {e}", self.host_exe.display())
+            })?;
         drop(host_end);
         let pid = Pid::from_raw(child.id() as i32);
         // The admin reaps with waitpid(-1); the std handle is not needed.
@@ -849,7 +922,8 @@ pub(crate) fn start_admin(
     rundir: &std::path::Path,
     max_frame: u32,
 ) -> Result<(std::process::Child, std::os::unix::net::UnixStream)> {
-    let (client_end, admin_end) = std::os::unix::net::UnixStream::pair().map_err(Error::io("creating a socket pair"))?;
+    let (client_end, admin_end) =
+        std::os::unix::net::UnixStream::pair().map_err(Error::io("creating a socket pair"))?;
     if let Err(reason) = check_same_user(&client_end) {
         return Err(Error::AdminProtocol(reason));
     }

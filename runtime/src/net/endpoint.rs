@@ -34,8 +34,8 @@ use std::{
 };
 
 use greenroom_protocol::{
-    encode_frame, frame::decode, ActorState, Address, DataFrame, DataReply, ExitCause, FrameReader,
-    FromAdmin, Handshake, HandshakeReply, PeerRole, ProtocolError, ToAdmin,
+    encode_frame, frame::decode, ActorState, Address, DataFrame, DataReply, ExitCause, FrameReader, FromAdmin,
+    Handshake, HandshakeReply, PeerRole, ProtocolError, ToAdmin,
 };
 use mio::{
     net::{UnixListener, UnixStream},
@@ -102,10 +102,7 @@ pub enum LostCause {
 impl LostCause {
     pub fn into_error(self, peer: Address) -> Error {
         match self {
-            LostCause::Gone(cause) => Error::ActorGone {
-                address: peer,
-                cause,
-            },
+            LostCause::Gone(cause) => Error::ActorGone { address: peer, cause },
             LostCause::Unknown => Error::UnknownActor(peer),
             LostCause::Refused(why) => Error::AdminProtocol(format!("{peer} refused our connection: {why}")),
             LostCause::AdminGone => Error::AdminGone,
@@ -213,7 +210,13 @@ impl Endpoint {
     }
 
     /// Sets who we are and starts accepting connections on `listener`.
-    pub fn attach(&mut self, me: Address, rundir: &Path, max_frame: u32, listener: std::os::unix::net::UnixListener) -> Result<()> {
+    pub fn attach(
+        &mut self,
+        me: Address,
+        rundir: &Path,
+        max_frame: u32,
+        listener: std::os::unix::net::UnixListener,
+    ) -> Result<()> {
         listener
             .set_nonblocking(true)
             .map_err(Error::io("making the listening socket non-blocking"))?;
@@ -388,7 +391,10 @@ impl Endpoint {
                 tracing::warn!(endpoint = %self.me, "gave up flushing unwritten messages at the deadline");
                 return;
             }
-            if self.pump(Some((deadline - now).min(Duration::from_millis(50)))).is_err() {
+            if self
+                .pump(Some((deadline - now).min(Duration::from_millis(50))))
+                .is_err()
+            {
                 return;
             }
         }
@@ -414,7 +420,13 @@ impl Endpoint {
         let ready: Vec<(Token, bool, bool)> = self
             .events
             .iter()
-            .map(|e| (e.token(), e.is_readable() || e.is_read_closed() || e.is_error(), e.is_writable()))
+            .map(|e| {
+                (
+                    e.token(),
+                    e.is_readable() || e.is_read_closed() || e.is_error(),
+                    e.is_writable(),
+                )
+            })
             .collect();
         let rescan = std::mem::take(&mut self.rescan);
         for token in rescan {
@@ -617,7 +629,10 @@ impl Endpoint {
                     .register(&mut s, token, Interest::READABLE | Interest::WRITABLE)
                     .is_err()
                 {
-                    self.give_up(token, LostCause::Refused("could not register the new connection".into()));
+                    self.give_up(
+                        token,
+                        LostCause::Refused("could not register the new connection".into()),
+                    );
                     return;
                 }
                 conn.stream = Some(s);

@@ -1,0 +1,239 @@
+//! Actor types used by the integration tests. Each does one thing a test needs to observe.
+
+use greenroom::{Actor, ActorResult, Address, AnyMessage, ChildActorExited, Context};
+use serde::{Deserialize, Serialize};
+
+/// Replies to every message with the same message.
+#[derive(Default)]
+pub struct Echo;
+
+impl Actor for Echo {
+    fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, sender: Address) -> ActorResult {
+        if !msg.is::<greenroom::ActorExitRequest>() {
+            ctx.send_any(sender, msg.clone())?;
+        }
+        Ok(())
+    }
+}
+
+/// Never replies.
+#[derive(Default)]
+pub struct Silent;
+
+impl Actor for Silent {
+    fn receive(&mut self, _: &mut Context<'_>, _: &AnyMessage, _: Address) -> ActorResult {
+        Ok(())
+    }
+}
+
+/// Ask for the numbers a [`Recorder`] has seen.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Report;
+
+/// What a [`Recorder`] saw: how many numbers, and whether each was one more than the last.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recorded {
+    pub count: u64,
+    pub in_order: bool,
+    pub last: Option<u64>,
+}
+
+/// Records `u64` messages and answers [`Report`] with a [`Recorded`].
+#[derive(Default)]
+pub struct Recorder {
+    count: u64,
+    in_order: bool,
+    last: Option<u64>,
+}
+
+impl Actor for Recorder {
+    fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, sender: Address) -> ActorResult {
+        if let Some(n) = msg.downcast::<u64>() {
+            let expected = self.last.map_or(0, |l| l + 1);
+            if self.count == 0 {
+                self.in_order = true;
+            }
+            self.in_order &= n == expected;
+            self.last = Some(n);
+            self.count += 1;
+        } else if msg.is::<Report>() {
+            ctx.send(
+                sender,
+                Recorded {
+                    count: self.count,
+                    in_order: self.in_order,
+                    last: self.last,
+                },
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Tells a [`Blaster`] to send `0..count` to `to`, then reply `true` to the asker.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Blast {
+    pub to: Address,
+    pub count: u64,
+}
+
+/// Sends runs of numbers to another actor (actor-to-actor ordering).
+#[derive(Default)]
+pub struct Blaster;
+
+impl Actor for Blaster {
+    fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, sender: Address) -> ActorResult {
+        if let Some(blast) = msg.downcast::<Blast>() {
+            for n in 0..blast.count {
+                ctx.send(blast.to, n)?;
+            }
+            ctx.send(sender, true)?;
+        }
+        Ok(())
+    }
+}
+
+/// Tells a [`Forwarder`] to send `text` to `to`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Forward {
+    pub to: Address,
+    pub text: String,
+}
+
+/// Sends what it is told to whom it is told: an address received in a message, used.
+#[derive(Default)]
+pub struct Forwarder;
+
+impl Actor for Forwarder {
+    fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, _sender: Address) -> ActorResult {
+        if let Some(f) = msg.downcast::<Forward>() {
+            ctx.send(f.to, f.text)?;
+        }
+        Ok(())
+    }
+}
+
+/// Asks a [`Spawner`] to create `children` child spawners, each with `grandchildren` of
+/// their own; every spawner reports to `watcher`. Answered with the children's addresses.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SpawnChildren {
+    pub children: u32,
+    pub grandchildren: u32,
+    pub watcher: Address,
+}
+
+/// The addresses a [`Spawner`] created.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Spawned(pub Vec<Address>);
+
+/// Sent by a [`Spawner`] to its watcher for every `ChildActorExited` it receives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildExitSeen {
+    pub parent: Address,
+    pub child: Address,
+    pub cause: greenroom::ExitCause,
+}
+
+/// Creates children on request and reports their exits to a watcher.
+#[derive(Default)]
+pub struct Spawner {
+    watcher: Option<Address>,
+}
+
+impl Actor for Spawner {
+    fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, sender: Address) -> ActorResult {
+        if let Some(req) = msg.downcast::<SpawnChildren>() {
+            self.watcher = Some(req.watcher);
+            let mut spawned = Vec::new();
+            for _ in 0..req.children {
+                let child = ctx.create_actor::<Spawner>()?;
+                let grand = SpawnChildren {
+                    children: req.grandchildren,
+                    grandchildren: 0,
+                    watcher: req.watcher,
+                };
+                ctx.send(child, grand)?;
+                spawned.push(child);
+            }
+            ctx.send(sender, Spawned(spawned))?;
+        } else if let Some(exited) = msg.downcast::<ChildActorExited>() {
+            if let Some(watcher) = self.watcher {
+                let seen = ChildExitSeen {
+                    parent: ctx.my_address(),
+                    child: exited.child,
+                    cause: exited.cause,
+                };
+                ctx.send(watcher, seen)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Commands for [`Panicker`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum PanicCommand {
+    /// Panic every time.
+    Always,
+    /// Panic on the first delivery only (the retry succeeds).
+    Once,
+    /// Return an error every time.
+    Error,
+    /// Reply `Pong` with this process's pid.
+    Ping,
+}
+
+/// The reply to [`PanicCommand::Ping`], and to a successful [`PanicCommand::Once`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pong {
+    pub pid: u32,
+    pub deliveries: u32,
+}
+
+/// Panics on command; counts deliveries so tests can see retries.
+#[derive(Default)]
+pub struct Panicker {
+    deliveries: u32,
+    panicked_on_once: bool,
+}
+
+impl Actor for Panicker {
+    fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, sender: Address) -> ActorResult {
+        let Some(cmd) = msg.downcast::<PanicCommand>() else {
+            return Ok(());
+        };
+        self.deliveries += 1;
+        match cmd {
+            PanicCommand::Always => panic!("told to panic"),
+            PanicCommand::Once if !self.panicked_on_once => {
+                self.panicked_on_once = true;
+                panic!("told to panic once")
+            }
+            PanicCommand::Error => Err("told to fail".into()),
+            PanicCommand::Once | PanicCommand::Ping => {
+                self.panicked_on_once = false;
+                ctx.send(
+                    sender,
+                    Pong {
+                        pid: std::process::id(),
+                        deliveries: self.deliveries,
+                    },
+                )?;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Replies to any message with its host's pid (`u32`).
+#[derive(Default)]
+pub struct Whoami;
+
+impl Actor for Whoami {
+    fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, sender: Address) -> ActorResult {
+        if !msg.is::<greenroom::ActorExitRequest>() {
+            ctx.send(sender, std::process::id())?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,178 @@
+//! A real actor system per test that cleans up after itself, and /proc helpers.
+//!
+//! [`TestSystem`] starts an admin from the test host binary in a private temporary runtime
+//! base. On drop — including when the test panics — it shuts the system down, kills any
+//! process of the system that is still alive, and removes the temporary directory, so a
+//! failing test leaves nothing behind for the next one.
+
+use std::{
+    collections::BTreeSet,
+    fs,
+    ops::Deref,
+    os::fd::{FromRawFd, OwnedFd},
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use greenroom::{ActorSystem, SystemConfig};
+use nix::{
+    poll::{poll, PollFd, PollFlags, PollTimeout},
+    sys::signal::{kill, Signal},
+    unistd::Pid,
+};
+
+/// An actor system started for one test.
+pub struct TestSystem {
+    system: Option<ActorSystem>,
+    base: tempfile::TempDir,
+    admin_pid: u32,
+    seen_hosts: std::cell::RefCell<BTreeSet<u32>>,
+}
+
+impl TestSystem {
+    /// Starts a system whose admin and hosts run `host_exe` (pass
+    /// `env!("CARGO_BIN_EXE_greenroom-test-host")`).
+    pub fn start(host_exe: &str) -> TestSystem {
+        Self::start_with(host_exe, SystemConfig::default())
+    }
+
+    /// Like [`TestSystem::start`], with settings.
+    pub fn start_with(host_exe: &str, config: SystemConfig) -> TestSystem {
+        let base = tempfile::Builder::new()
+            .prefix("gr")
+            .tempdir_in("/tmp")
+            .expect("create a temporary runtime base");
+        let system = ActorSystem::start_with(config.runtime_base(base.path()).host_executable(host_exe))
+            .expect("start an actor system");
+        let admin_pid = system.admin_pid();
+        TestSystem {
+            system: Some(system),
+            base,
+            admin_pid,
+            seen_hosts: Default::default(),
+        }
+    }
+
+    /// The admin's pid.
+    pub fn admin_pid(&self) -> u32 {
+        self.admin_pid
+    }
+
+    /// The temporary base under which the system's runtime directory lives.
+    pub fn base(&self) -> &Path {
+        self.base.path()
+    }
+
+    /// Live processes whose parent is the admin: the actor hosts.
+    pub fn host_pids(&self) -> Vec<u32> {
+        let pids = children_of(self.admin_pid);
+        self.seen_hosts.borrow_mut().extend(pids.iter().copied());
+        pids
+    }
+
+    /// Shuts the system down and returns the result, leaving the harness only its cleanup.
+    pub fn shutdown(&mut self) -> greenroom::Result<()> {
+        self.host_pids();
+        match self.system.take() {
+            Some(system) => system.shutdown(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Deref for TestSystem {
+    type Target = ActorSystem;
+    fn deref(&self) -> &ActorSystem {
+        self.system.as_ref().expect("the test system was shut down")
+    }
+}
+
+impl Drop for TestSystem {
+    fn drop(&mut self) {
+        self.host_pids();
+        if let Some(system) = self.system.take() {
+            if system.shutdown().is_err() {
+                let _ = kill(Pid::from_raw(self.admin_pid as i32), Signal::SIGKILL);
+            }
+        }
+        for pid in self.seen_hosts.borrow().iter() {
+            if is_alive(*pid) {
+                eprintln!("harness: host {pid} outlived its test system; killing it");
+                let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Parses `/proc/<pid>/stat`: (state, ppid).
+fn stat_of(pid: u32) -> Option<(char, u32)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may contain spaces: parse after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
+/// Whether `pid` is a running (not zombie, not reaped) process.
+pub fn is_alive(pid: u32) -> bool {
+    matches!(stat_of(pid), Some((state, _)) if state != 'Z' && state != 'X')
+}
+
+/// The parent pid of `pid`, if it is alive.
+pub fn parent_of(pid: u32) -> Option<u32> {
+    stat_of(pid).filter(|(s, _)| *s != 'Z').map(|(_, ppid)| ppid)
+}
+
+/// Live children of `parent`, from /proc.
+pub fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids: Vec<u32> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| matches!(stat_of(*pid), Some((state, ppid)) if ppid == parent && state != 'Z'))
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+/// The executable of `pid`.
+pub fn exe_of(pid: u32) -> Option<PathBuf> {
+    fs::read_link(format!("/proc/{pid}/exe")).ok()
+}
+
+/// Number of open fds of `pid`.
+pub fn fd_count(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// Waits until `pid` has exited (an event: its pidfd becoming readable), up to `timeout`.
+/// Returns whether it exited in time. A pid that is already gone counts as exited.
+pub fn wait_for_exit(pid: u32, timeout: Duration) -> bool {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; no memory is
+    // passed.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return !is_alive(pid);
+    }
+    // SAFETY: the syscall just returned this fd; we own it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let deadline = Instant::now() + timeout;
+    loop {
+        if !is_alive(pid) {
+            return true;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        let mut fds = [PollFd::new(std::os::fd::AsFd::as_fd(&fd), PollFlags::POLLIN)];
+        let ms = PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX);
+        match poll(&mut fds, ms) {
+            Ok(n) if n > 0 => return true,
+            _ => {}
+        }
+    }
+}
