@@ -35,8 +35,26 @@ const EXIT_INTERNAL: i32 = 70;
 /// How long a finishing host keeps trying to write what its actor sent.
 const FINAL_FLUSH: Duration = Duration::from_secs(5);
 
+thread_local! {
+    /// The last panic's message and location, recorded by the host's panic hook.
+    static LAST_PANIC: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Replaces the default panic hook (which prints to stderr) with one that records the panic
+/// for the `receive failed` log line and the `PoisonMessage` details.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let text = match info.location() {
+            Some(at) => format!("{} (at {}:{})", panic_text(info.payload()), at.file(), at.line()),
+            None => panic_text(info.payload()),
+        };
+        LAST_PANIC.with(|p| *p.borrow_mut() = Some(text));
+    }));
+}
+
 pub(crate) fn run(registry: &Registry) -> ! {
     process_role::init_process_logging();
+    install_panic_hook();
     // SAFETY: fds 3 and 4 are the control socket and the actor's listening socket, put there
     // by the admin that spawned this process (admin::spawn); nothing else owns them.
     let (control, listener) = unsafe {
@@ -110,7 +128,7 @@ impl Host {
                 type_name: type_name.clone(),
                 known: registry.type_names(),
             },
-            Err(panic) => CreateFailure::StartFailed(format!("the constructor panicked: {}", panic_text(&*panic))),
+            Err(panic) => CreateFailure::StartFailed(format!("the constructor panicked: {}", last_panic_text(&*panic))),
         };
         tracing::error!(actor = %me, actor_type = %type_name, %failure, "cannot start the actor");
         endpoint.send_control(&ToAdmin::HostStartFailed { failure })?;
@@ -222,7 +240,7 @@ impl Host {
         match catch_unwind(AssertUnwindSafe(|| actor.receive(&mut ctx, msg, sender))) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(format!("receive returned an error: {e}")),
-            Err(panic) => Err(format!("receive panicked: {}", panic_text(&*panic))),
+            Err(panic) => Err(format!("receive panicked: {}", last_panic_text(&*panic))),
         }
     }
 
@@ -312,6 +330,11 @@ impl Backend for HostBackend<'_> {
             other => Err(Error::AdminProtocol(format!("expected Created, got {other:?}"))),
         }
     }
+}
+
+/// The recorded panic message with its location, or the payload's text.
+fn last_panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    LAST_PANIC.with(|p| p.borrow_mut().take()).unwrap_or_else(|| panic_text(panic))
 }
 
 fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {

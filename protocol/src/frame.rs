@@ -127,7 +127,8 @@ impl FrameReader {
     /// Reads from `stream` until it would block, reaches end of stream, or `budget` bytes
     /// have been read (so one busy peer cannot starve the others in an event loop).
     ///
-    /// Interrupted reads are retried; any other I/O error is returned.
+    /// Interrupted reads are retried; a connection reset counts as end of stream; any other
+    /// I/O error is returned.
     pub fn fill_from<R: Read>(&mut self, stream: &mut R, budget: usize) -> io::Result<Fill> {
         let mut fill = Fill { bytes: 0, eof: false };
         while fill.bytes < budget {
@@ -143,6 +144,12 @@ impl FrameReader {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // A Unix socket whose peer closed with unread data reports ECONNRESET after
+                // the last byte: the stream has ended, and what was read must not be lost.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                    fill.eof = true;
+                    break;
+                }
                 Err(e) => return Err(e),
             }
         }

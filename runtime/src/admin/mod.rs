@@ -470,6 +470,8 @@ impl Admin {
         let Some(peer) = self.peers.get_mut(&token) else { return };
         if let Err(e) = peer.framed.flush() {
             tracing::debug!(error = %e, "control connection write failed");
+            // Act on whatever the peer sent before it went away, then forget it.
+            self.read_peer(token);
             self.peer_closed(token);
         }
     }

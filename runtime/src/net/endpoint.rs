@@ -925,6 +925,9 @@ impl Endpoint {
         }
         if let Err(e) = self.control.flush() {
             tracing::debug!(error = %e, "control connection write failed");
+            // The admin may have written its last frames before closing: read them (and the
+            // end of stream) first, so that a final answer is not lost behind the error.
+            self.read_control();
             self.control_closed();
         }
     }

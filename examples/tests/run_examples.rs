@@ -1,0 +1,56 @@
+//! The examples, run as a user runs them: the real binaries, their real output, and nothing
+//! left behind afterwards.
+
+use std::{fs, path::Path, process::Command};
+
+/// Runs an example binary with a private runtime base; returns its stdout after checking
+/// that it succeeded and left no process, socket or directory behind.
+fn run_example(exe: &str) -> String {
+    let base = tempfile::Builder::new().prefix("grx").tempdir_in("/tmp").unwrap();
+    let output = Command::new(exe)
+        .env("XDG_RUNTIME_DIR", base.path())
+        .output()
+        .expect("run the example");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{exe} failed: {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}", output.status);
+    assert!(stderr.is_empty(), "{exe} logged:\n{stderr}");
+
+    let systems = base.path().join("greenroom");
+    let left: Vec<_> = fs::read_dir(&systems).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "runtime directories left behind: {left:?}");
+    let survivors = processes_running(Path::new(exe));
+    assert!(survivors.is_empty(), "processes of {exe} still running: {survivors:?}");
+    stdout
+}
+
+/// Pids of live processes whose executable is `exe`.
+fn processes_running(exe: &Path) -> Vec<u32> {
+    let exe = fs::canonicalize(exe).unwrap();
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let state = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let zombie = state.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z'));
+            !zombie && fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p == exe)
+        })
+        .collect()
+}
+
+#[test]
+fn hello_prints_hello_world() {
+    assert_eq!(run_example(env!("CARGO_BIN_EXE_hello")), "Hello, World!\n");
+}
+
+#[test]
+fn hello_redux_prints_twice_then_says_the_actor_is_gone() {
+    let out = run_example(env!("CARGO_BIN_EXE_hello_redux"));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert_eq!(lines[0], "Hello, World!");
+    assert_eq!(lines[1], "Hello, World!");
+    assert!(lines[2].starts_with("No reply: actor @"), "{}", lines[2]);
+    assert!(lines[2].contains("is gone (exited normally)"), "{}", lines[2]);
+}
