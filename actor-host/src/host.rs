@@ -334,7 +334,9 @@ impl Backend for HostBackend<'_> {
 
 /// The recorded panic message with its location, or the payload's text.
 fn last_panic_text(panic: &(dyn std::any::Any + Send)) -> String {
-    LAST_PANIC.with(|p| p.borrow_mut().take()).unwrap_or_else(|| panic_text(panic))
+    LAST_PANIC
+        .with(|p| p.borrow_mut().take())
+        .unwrap_or_else(|| panic_text(panic))
 }
 
 fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {

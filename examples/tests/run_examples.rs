@@ -13,11 +13,17 @@ fn run_example(exe: &str) -> String {
         .expect("run the example");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{exe} failed: {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}", output.status);
+    assert!(
+        output.status.success(),
+        "{exe} failed: {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        output.status
+    );
     assert!(stderr.is_empty(), "{exe} logged:\n{stderr}");
 
     let systems = base.path().join("greenroom");
-    let left: Vec<_> = fs::read_dir(&systems).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    let left: Vec<_> = fs::read_dir(&systems)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
     assert!(left.is_empty(), "runtime directories left behind: {left:?}");
     let survivors = processes_running(Path::new(exe));
     assert!(survivors.is_empty(), "processes of {exe} still running: {survivors:?}");
@@ -33,7 +39,10 @@ fn processes_running(exe: &Path) -> Vec<u32> {
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
             let state = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let zombie = state.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z'));
+            let zombie = state
+                .rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'));
             !zombie && fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p == exe)
         })
         .collect()

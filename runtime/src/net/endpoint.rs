@@ -116,6 +116,8 @@ struct InConn {
     reader: FrameReader,
     /// Who is sending; `None` until its handshake has been read.
     peer: Option<Address>,
+    /// The connecting process, as the kernel reported it at accept (for logs).
+    peer_pid: i32,
     last_seq: u64,
     processed: u64,
     acked: u64,
@@ -587,13 +589,14 @@ impl Endpoint {
         if self.out_by_peer.get(&conn.peer) == Some(&token) {
             self.out_by_peer.remove(&conn.peer);
         }
-        let bytes: Vec<u8> = conn.frames.iter().copied().collect();
+        // The retained bytes are whole frames: read them back with the protocol's own reader.
+        let mut reader = FrameReader::new(u32::MAX);
+        let (a, b) = conn.frames.as_slices();
+        reader.push(a);
+        reader.push(b);
         let mut undelivered = Vec::with_capacity(conn.bounds.len());
-        let mut at = 0;
-        for (_, len) in &conn.bounds {
-            let frame = &bytes[at + 4..at + len];
-            at += len;
-            match decode::<DataFrame>(frame, "data frame") {
+        while let Ok(Some(body)) = reader.next_frame() {
+            match decode::<DataFrame>(body, "data frame") {
                 Ok(DataFrame::Message { payload, .. }) => undelivered.push(AnyMessage::from_payload(payload)),
                 Err(e) => tracing::error!(error = %e, "could not re-read an undelivered message"),
             }
@@ -673,10 +676,13 @@ impl Endpoint {
                     return;
                 }
             };
-            if let Err(reason) = check_same_user(&stream) {
-                tracing::warn!(endpoint = %self.me, %reason, "refused a data connection");
-                continue;
-            }
+            let cred = match check_same_user(&stream) {
+                Ok(cred) => cred,
+                Err(reason) => {
+                    tracing::warn!(endpoint = %self.me, %reason, "refused a data connection");
+                    continue;
+                }
+            };
             let token = Token(self.next_token);
             self.next_token += 1;
             if let Err(e) = self
@@ -693,6 +699,7 @@ impl Endpoint {
                     stream,
                     reader: FrameReader::new(self.max_frame),
                     peer: None,
+                    peer_pid: cred.pid,
                     last_seq: 0,
                     processed: 0,
                     acked: 0,
@@ -789,7 +796,10 @@ impl Endpoint {
         }
         if let Some(reason) = failure {
             let peer = match self.conns.get(&token) {
-                Some(Conn::In(c)) => c.peer.map_or("an unidentified peer".to_string(), |p| p.to_string()),
+                Some(Conn::In(c)) => match c.peer {
+                    Some(p) => format!("{p} (pid {})", c.peer_pid),
+                    None => format!("pid {} before its handshake", c.peer_pid),
+                },
                 _ => String::new(),
             };
             tracing::warn!(endpoint = %me, %peer, %reason, "closing a data connection that broke the protocol");
