@@ -116,5 +116,5 @@ impl Error {
     }
 }
 
-/// `Result` with the runtime's [`Error`].
+/// `Result` with the runtime's [`enum@Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
