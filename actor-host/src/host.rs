@@ -20,12 +20,13 @@ use std::{
 };
 
 use greenroom::{
+    ledger::{Ledger, LEDGER_FD},
     net::endpoint::{Endpoint, Inbound},
     process_role::{self, CONTROL_FD, LISTENER_FD},
-    ActorExitRequest, Address, AnyMessage, Backend, ChildActorExited, Context, CreateFailure, Error, PoisonMessage,
-    Registry,
+    ActorExitRequest, Address, AnyMessage, Backend, ChildActorExited, ChildRestarted, Context, CreateFailure, Error,
+    PoisonMessage, Registry,
 };
-use greenroom_protocol::{FromAdmin, PeerRole, ToAdmin, DEFAULT_MAX_FRAME};
+use greenroom_protocol::{ChildSpec, FromAdmin, PeerRole, ToAdmin, DEFAULT_MAX_FRAME};
 
 const EXIT_OK: i32 = 0;
 const EXIT_START_FAILED: i32 = 2;
@@ -55,19 +56,21 @@ fn install_panic_hook() {
 pub(crate) fn run(registry: &Registry) -> ! {
     process_role::init_process_logging();
     install_panic_hook();
-    // SAFETY: fds 3 and 4 are the control socket and the actor's listening socket, put there
-    // by the admin that spawned this process (admin::spawn); nothing else owns them.
-    let (control, listener) = unsafe {
+    // SAFETY: fds 3, 4 and 5 are the control socket, the actor's listening socket and its
+    // delivery ledger, put there by the admin that spawned this process (admin::spawn);
+    // nothing else in this process owns them.
+    let (control, listener, ledger) = unsafe {
         (
             std::os::unix::net::UnixStream::from_raw_fd(CONTROL_FD),
             std::os::unix::net::UnixListener::from_raw_fd(LISTENER_FD),
+            std::os::fd::OwnedFd::from_raw_fd(LEDGER_FD),
         )
     };
-    for fd in [CONTROL_FD, LISTENER_FD] {
+    for fd in [CONTROL_FD, LISTENER_FD, LEDGER_FD] {
         // Keep them out of anything this actor spawns.
         let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
     }
-    let code = match Host::start(registry, control, listener) {
+    let code = match Host::start(registry, control, listener, ledger) {
         Ok(Some(mut host)) => host.serve(),
         Ok(None) => EXIT_START_FAILED,
         Err(e) => {
@@ -94,11 +97,13 @@ impl Host {
         registry: &Registry,
         control: std::os::unix::net::UnixStream,
         listener: std::os::unix::net::UnixListener,
+        ledger: std::os::fd::OwnedFd,
     ) -> Result<Option<Host>, Error> {
         let mut endpoint = Endpoint::new(control, PeerRole::Host, DEFAULT_MAX_FRAME)?;
         let start = endpoint.wait_control(Duration::from_secs(30), |f| matches!(f, FromAdmin::Start { .. }))?;
         let FromAdmin::Start {
             actor: me,
+            incarnation,
             type_name,
             runtime_dir,
             max_frame,
@@ -110,11 +115,18 @@ impl Host {
         let constructed = catch_unwind(AssertUnwindSafe(|| registry.construct(&type_name)));
         let failure = match constructed {
             Ok(Some(actor)) => {
-                endpoint.attach(me, &PathBuf::from(runtime_dir), max_frame, listener)?;
+                let ledger = Ledger::map(ledger).map_err(Error::io("mapping the delivery ledger"))?;
+                endpoint.attach(
+                    me,
+                    &PathBuf::from(runtime_dir),
+                    max_frame,
+                    listener,
+                    Some((incarnation, ledger)),
+                )?;
                 endpoint.send_control(&ToAdmin::HostReady {
                     types: registry.type_names(),
                 })?;
-                tracing::debug!(actor = %me, actor_type = %type_name, pid = std::process::id(), "actor host ready");
+                tracing::debug!(actor = %me, actor_type = %type_name, pid = std::process::id(), incarnation, "actor host ready");
                 return Ok(Some(Host {
                     endpoint,
                     actor,
@@ -142,9 +154,19 @@ impl Host {
             while let Some(inbound) = self.endpoint.next_inbound() {
                 match inbound {
                     Inbound::Message { sender, msg, receipt } => {
-                        if self.deliver(sender, &msg) {
-                            self.endpoint.processed(receipt);
+                        if self.exiting && !is_exit_traffic(&msg) {
+                            // Left unprocessed and unacknowledged on purpose: when this host
+                            // exits, the sender gets the message back as undelivered (its
+                            // `ask` fails at once, an actor logs a dead letter).
+                            tracing::debug!(
+                                actor = %self.me, %sender, message_type = msg.tag(),
+                                "actor is exiting; message left unprocessed"
+                            );
+                            continue;
                         }
+                        self.endpoint.begin(&receipt);
+                        self.deliver(sender, &msg);
+                        self.endpoint.processed(receipt);
                     }
                     Inbound::Control(FromAdmin::Deliver { sender, payload }) => {
                         self.deliver(sender, &AnyMessage::from_payload(payload));
@@ -183,22 +205,11 @@ impl Host {
         }
     }
 
-    /// Runs the actor on one message. Returns whether the message counts as processed (an
-    /// exiting actor leaves ordinary messages unprocessed, so their senders learn that they
-    /// were never handled).
-    fn deliver(&mut self, sender: Address, msg: &AnyMessage) -> bool {
+    /// Runs the actor on one message, with the retry and poison rules.
+    fn deliver(&mut self, sender: Address, msg: &AnyMessage) {
         let is_exit = msg.is::<ActorExitRequest>();
         if let Some(exited) = msg.downcast::<ChildActorExited>() {
             self.children.retain(|c| *c != exited.child);
-        } else if self.exiting && !is_exit {
-            // Left unacknowledged on purpose: when this host exits, the sender gets the
-            // message back as undelivered (its `ask` fails at once, an actor logs a dead
-            // letter), which is more than a log line here could do.
-            tracing::debug!(
-                actor = %self.me, %sender, message_type = msg.tag(),
-                "actor is exiting; message left unprocessed"
-            );
-            return false;
         }
         let attempts = if is_exit || msg.is::<PoisonMessage>() { 1 } else { 2 };
         let mut failure = None;
@@ -225,7 +236,6 @@ impl Host {
         if is_exit && !self.exiting {
             self.begin_exit();
         }
-        true
     }
 
     fn receive_once(&mut self, sender: Address, msg: &AnyMessage) -> Result<(), String> {
@@ -278,6 +288,12 @@ impl Host {
     }
 }
 
+/// Messages an exiting actor still receives: further exit requests and news of its
+/// children.
+fn is_exit_traffic(msg: &AnyMessage) -> bool {
+    msg.is::<ActorExitRequest>() || msg.is::<ChildActorExited>() || msg.is::<ChildRestarted>()
+}
+
 /// What `Context` does inside a host process.
 struct HostBackend<'a> {
     endpoint: &'a mut Endpoint,
@@ -300,7 +316,7 @@ impl Backend for HostBackend<'_> {
         }
     }
 
-    fn create_actor(&mut self, type_name: &str) -> greenroom::Result<Address> {
+    fn create_actor(&mut self, type_name: &str, spec: ChildSpec) -> greenroom::Result<Address> {
         if self.exiting {
             return Err(Error::Create {
                 type_name: type_name.to_owned(),
@@ -312,6 +328,7 @@ impl Backend for HostBackend<'_> {
             &ToAdmin::CreateActor {
                 request,
                 type_name: type_name.to_owned(),
+                spec,
             },
             Duration::from_secs(50),
             |f| matches!(f, FromAdmin::Created { request: r, .. } if *r == request),

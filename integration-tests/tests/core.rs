@@ -376,13 +376,17 @@ fn a_panicking_receive_does_not_kill_the_host() {
 #[test]
 fn unknown_actor_types_are_refused_clearly() {
     let sys = system();
-    let err = sys.create_actor_named("no::such::Actor").unwrap_err();
+    let err = sys
+        .create_actor_named("no::such::Actor", Default::default())
+        .unwrap_err();
     let text = err.to_string();
     assert!(text.contains("unknown actor type `no::such::Actor`"), "{text}");
     assert!(text.contains("Echo"), "the error lists what is registered: {text}");
     // Also once the admin knows the registry (after a first actor).
     sys.create_actor::<Echo>().unwrap();
-    let err = sys.create_actor_named("no::such::Actor").unwrap_err();
+    let err = sys
+        .create_actor_named("no::such::Actor", Default::default())
+        .unwrap_err();
     assert!(matches!(err, Error::Create { .. }), "{err}");
     // The system still works.
     let echo = sys.create_actor::<Echo>().unwrap();

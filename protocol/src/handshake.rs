@@ -6,8 +6,8 @@
 //!
 //! ```text
 //! handshake body:  | "GRNR" (4) | version: u16 LE (2) | postcard(PeerRole)            |
-//! reply body:      | "GRNR" (4) | version: u16 LE (2) | postcard(Option<String>)      |
-//!                                                        None = accepted, Some(reason) = refused
+//! reply body:      | "GRNR" (4) | version: u16 LE (2) | postcard((Option<String>, u32)) |
+//!                          refusal: None = accepted, Some(reason) = refused; then incarnation
 //! ```
 //!
 //! A connector may pipeline frames after its handshake without waiting for the reply: if the
@@ -40,6 +40,10 @@ pub struct Handshake {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HandshakeReply {
     pub refusal: Option<String>,
+    /// On a data connection, the incarnation of the actor that accepted it (1 for the first
+    /// process, +1 per restart), so that a sender whose connection ends can ask the admin
+    /// about exactly that incarnation. 0 elsewhere.
+    pub incarnation: u32,
 }
 
 const HEADER: usize = 6;
@@ -95,15 +99,14 @@ impl Handshake {
 impl HandshakeReply {
     /// Appends this reply as a frame to `buf`.
     pub fn encode(&self, buf: &mut Vec<u8>) -> Result<(), ProtocolError> {
-        encode_with_header(buf, &self.refusal, "handshake reply")
+        encode_with_header(buf, &(&self.refusal, self.incarnation), "handshake reply")
     }
 
     /// Parses a reply frame body, checking magic and version first.
     pub fn decode(body: &[u8]) -> Result<Self, ProtocolError> {
         let rest = check_header(body)?;
-        Ok(HandshakeReply {
-            refusal: frame::decode(rest, "handshake reply")?,
-        })
+        let (refusal, incarnation) = frame::decode(rest, "handshake reply")?;
+        Ok(HandshakeReply { refusal, incarnation })
     }
 }
 
@@ -133,6 +136,7 @@ mod tests {
 
         let reply = HandshakeReply {
             refusal: Some("no".into()),
+            incarnation: 3,
         };
         let mut buf = Vec::new();
         reply.encode(&mut buf).unwrap();

@@ -22,13 +22,15 @@
 pub mod error;
 pub mod frame;
 pub mod handshake;
+pub mod supervision;
 pub mod wire;
 
 pub use error::ProtocolError;
 pub use frame::{encode_frame, FrameReader};
 pub use handshake::{Handshake, HandshakeReply, PeerRole};
+pub use supervision::{Backoff, ChildSpec, RestartType, Strategy, SupervisorSpec};
 pub use wire::{
-    ActorState, Address, CreateFailure, DataFrame, DataReply, ExitCause, FromAdmin, NodeId, Payload, ToAdmin,
+    ActorState, Address, CreateFailure, DataFrame, DataReply, ExitCause, FromAdmin, NodeId, Payload, Recovery, ToAdmin,
 };
 
 /// The four bytes that open every handshake: `GRNR`.

@@ -121,6 +121,26 @@ pub enum ExitCause {
     StartFailed(String),
     /// The system shut down (the actor was stopped by its admin).
     Shutdown,
+    /// Its supervisor gave up: more than `max_restarts` restarts within `within_ms`; `last`
+    /// is the failure that tipped it over.
+    RestartLimit {
+        restarts: u32,
+        within_ms: u64,
+        last: Box<ExitCause>,
+    },
+    /// Its parent is gone for good, so it was stopped.
+    ParentGone,
+}
+
+impl ExitCause {
+    /// Whether this ending is a failure: anything but a requested stop or a clean exit
+    /// with status 0. `Transient` actors are restarted only after abnormal endings.
+    pub fn is_abnormal(&self) -> bool {
+        !matches!(
+            self,
+            ExitCause::Normal | ExitCause::ExitCode(0) | ExitCause::Shutdown | ExitCause::ParentGone
+        )
+    }
 }
 
 impl fmt::Display for ExitCause {
@@ -137,6 +157,15 @@ impl fmt::Display for ExitCause {
             }
             ExitCause::StartFailed(why) => write!(f, "failed to start: {why}"),
             ExitCause::Shutdown => write!(f, "stopped at system shutdown"),
+            ExitCause::RestartLimit {
+                restarts,
+                within_ms,
+                last,
+            } => write!(
+                f,
+                "its supervisor gave up after {restarts} restarts within {within_ms} ms (last failure: {last})"
+            ),
+            ExitCause::ParentGone => write!(f, "stopped because its parent is gone"),
         }
     }
 }
@@ -150,10 +179,23 @@ pub enum ActorState {
     Running,
     /// It received `ActorExitRequest` and waits for its children before stopping.
     Exiting,
+    /// Its process ended and its supervisor will start it again; messages to it wait.
+    Restarting,
     /// It is gone for good; its address is dead.
     Gone(ExitCause),
     /// This admin never issued that address.
     Unknown,
+}
+
+/// What a dead incarnation did with one sender's messages, read from its delivery ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recovery {
+    /// Every message of the sender's connection up to this sequence number was processed.
+    pub processed_upto: Option<u64>,
+    /// This message was being processed when the process died.
+    pub in_flight: Option<u64>,
+    /// How the process ended.
+    pub cause: ExitCause,
 }
 
 /// Why `create_actor` failed.
@@ -193,10 +235,19 @@ pub enum ToAdmin {
     RegisterClient,
     /// Create an actor of the registered type `type_name`. The asker becomes its parent
     /// (a client's actors are top-level). Answered by [`FromAdmin::Created`].
-    CreateActor { request: u64, type_name: String },
-    /// What state is `actor` in? With `settle`, the admin answers only once the actor is
-    /// not `Running`/`Starting` (the asker saw its connection end and wants the outcome).
-    ActorStatus { request: u64, actor: Address, settle: bool },
+    CreateActor {
+        request: u64,
+        type_name: String,
+        spec: crate::ChildSpec,
+    },
+    /// What state is `actor` in? With `settle: Some(n)`, the asker saw its connection to
+    /// incarnation `n` end (0: before learning the incarnation), and the admin answers once
+    /// that incarnation's process has been reaped, with a [`Recovery`] for the asker.
+    ActorStatus {
+        request: u64,
+        actor: Address,
+        settle: Option<u32>,
+    },
     /// Host: the actor is constructed and serving; these are the types this binary hosts.
     HostReady { types: Vec<String> },
     /// Host: the actor could not be constructed.
@@ -219,6 +270,7 @@ pub enum FromAdmin {
     /// To a new host: the actor you host.
     Start {
         actor: Address,
+        incarnation: u32,
         type_name: String,
         parent: Option<Address>,
         runtime_dir: String,
@@ -236,6 +288,10 @@ pub enum FromAdmin {
         state: ActorState,
         /// The host process serving the actor now, if any.
         pid: Option<u32>,
+        /// The current incarnation (1 for the first process, +1 per restart).
+        incarnation: u32,
+        /// For a settle query: what the dead incarnation did with the asker's messages.
+        recovery: Option<Recovery>,
     },
     /// A system notice for the actor (e.g. `ChildActorExited`), from `sender`.
     Deliver { sender: Address, payload: Payload },
@@ -282,14 +338,14 @@ mod tests {
             let frames = vec![
                 FromAdmin::Created { request, result: Ok(actor) },
                 FromAdmin::Created { request, result: Err(CreateFailure::UnknownType { type_name: name.clone(), known: vec![name.clone()] }) },
-                FromAdmin::Status { request, actor, state: ActorState::Gone(ExitCause::Signal { signal: 9, core_dumped: false }), pid: Some(7) },
+                FromAdmin::Status { request, actor, state: ActorState::Gone(ExitCause::Signal { signal: 9, core_dumped: false }), pid: Some(7), incarnation: 2, recovery: Some(Recovery { processed_upto: Some(3), in_flight: None, cause: ExitCause::Normal }) },
                 FromAdmin::Deliver { sender: actor, payload },
-                FromAdmin::Start { actor, type_name: name.clone(), parent: Some(actor), runtime_dir: name, max_frame: 7 },
+                FromAdmin::Start { actor, incarnation: 1, type_name: name.clone(), parent: Some(actor), runtime_dir: name, max_frame: 7 },
             ];
             for f in frames {
                 prop_assert_eq!(round_trip(&f), f);
             }
-            let t = ToAdmin::ActorStatus { request, actor, settle: true };
+            let t = ToAdmin::ActorStatus { request, actor, settle: Some(4) };
             prop_assert_eq!(round_trip(&t), t);
         }
 

@@ -20,7 +20,7 @@
 //! }
 //! ```
 
-use greenroom_protocol::Address;
+use greenroom_protocol::{Address, ChildSpec};
 
 use crate::{
     error::Result,
@@ -54,9 +54,9 @@ pub fn actor_type_name<A: Actor>() -> &'static str {
 pub trait Backend {
     /// Queues an encoded message for `to`, to be written when `receive` returns.
     fn send(&mut self, to: Address, msg: AnyMessage) -> Result<()>;
-    /// Creates a child actor of the registered type `type_name` and returns its address at
-    /// once; messages to it wait until it is up.
-    fn create_actor(&mut self, type_name: &str) -> Result<Address>;
+    /// Creates a child actor of the registered type `type_name`, supervised as `spec` says,
+    /// and returns its address at once; messages to it wait until it is up.
+    fn create_actor(&mut self, type_name: &str, spec: ChildSpec) -> Result<Address>;
 }
 
 /// The actor's handle on the system during one `receive` call.
@@ -87,15 +87,34 @@ impl<'a> Context<'a> {
         self.backend.send(to, msg)
     }
 
-    /// Creates a child actor of type `A`; this actor becomes its parent and will receive
-    /// [`crate::ChildActorExited`] when it exits.
+    /// Creates a child actor of type `A` with the default [`ChildSpec`] (permanent, restarted
+    /// on failure). This actor becomes its supervisor: it receives
+    /// [`crate::ChildRestarted`] when the child is restarted and
+    /// [`crate::ChildActorExited`] when it is gone for good.
     pub fn create_actor<A: Actor>(&mut self) -> Result<Address> {
-        self.backend.create_actor(actor_type_name::<A>())
+        self.backend.create_actor(actor_type_name::<A>(), ChildSpec::default())
+    }
+
+    /// Creates a child actor of type `A`, supervised as `spec` says.
+    ///
+    /// ```
+    /// # use greenroom::{Context, ChildSpec, RestartType, Strategy, SupervisorSpec};
+    /// # fn example(ctx: &mut Context<'_>) -> greenroom::Result<()> {
+    /// # #[derive(Default)] struct Worker;
+    /// # impl greenroom::Actor for Worker {
+    /// #     fn receive(&mut self, _: &mut Context<'_>, _: &greenroom::AnyMessage, _: greenroom::Address) -> greenroom::ActorResult { Ok(()) }
+    /// # }
+    /// let spec = ChildSpec { restart: RestartType::Transient, ..ChildSpec::default() };
+    /// let worker = ctx.create_actor_with::<Worker>(spec)?;
+    /// # let _ = worker; Ok(()) }
+    /// ```
+    pub fn create_actor_with<A: Actor>(&mut self, spec: ChildSpec) -> Result<Address> {
+        self.backend.create_actor(actor_type_name::<A>(), spec)
     }
 
     /// Creates a child actor by registered type name.
-    pub fn create_actor_named(&mut self, type_name: &str) -> Result<Address> {
-        self.backend.create_actor(type_name)
+    pub fn create_actor_named(&mut self, type_name: &str, spec: ChildSpec) -> Result<Address> {
+        self.backend.create_actor(type_name, spec)
     }
 }
 

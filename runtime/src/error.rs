@@ -110,7 +110,8 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn io(doing: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
+    #[doc(hidden)]
+    pub fn io(doing: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
         let doing = doing.into();
         move |source| Error::Io { doing, source }
     }

@@ -41,6 +41,7 @@
 pub mod actor;
 pub mod admin;
 pub mod error;
+pub mod ledger;
 pub mod message;
 #[doc(hidden)]
 pub mod net;
@@ -50,6 +51,8 @@ pub mod system;
 
 pub use actor::{actor_type_name, Actor, ActorResult, Backend, Context, Registry};
 pub use error::{Error, Result};
-pub use greenroom_protocol::{ActorState, Address, CreateFailure, ExitCause};
-pub use message::{ActorExitRequest, AnyMessage, ChildActorExited, Message, PoisonMessage};
+pub use greenroom_protocol::{
+    ActorState, Address, Backoff, ChildSpec, CreateFailure, ExitCause, RestartType, Strategy, SupervisorSpec,
+};
+pub use message::{ActorExitRequest, AnyMessage, ChildActorExited, ChildRestarted, Message, PoisonMessage};
 pub use system::{ActorInfo, ActorSystem, SystemConfig};

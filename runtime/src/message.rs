@@ -139,7 +139,22 @@ pub struct ChildActorExited {
     pub cause: ExitCause,
 }
 
-/// Returned to a sender whose message the receiver failed on twice (panic or error).
+/// Tells a parent that one of its children died and has been restarted by its supervision
+/// policy, at the same address. Messages to the child are kept and delivered to the new
+/// incarnation; the one it was processing when it died went back to its sender as a
+/// [`PoisonMessage`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildRestarted {
+    /// The child's address (unchanged).
+    pub child: Address,
+    /// Why its previous process ended.
+    pub cause: ExitCause,
+    /// How many times it has been restarted so far.
+    pub restart_count: u32,
+}
+
+/// Returned to a sender whose message the receiver failed on twice (panic or error), or
+/// was processing when its process died.
 ///
 /// The receiver keeps running; the message is not retried again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,5 +168,5 @@ pub struct PoisonMessage {
 /// True for the runtime's own message types, which external clients do not receive
 /// (except [`PoisonMessage`], which answers their `ask`).
 pub fn is_system_tag(tag: &str) -> bool {
-    tag == ActorExitRequest::type_tag() || tag == ChildActorExited::type_tag()
+    tag == ActorExitRequest::type_tag() || tag == ChildActorExited::type_tag() || tag == ChildRestarted::type_tag()
 }

@@ -18,7 +18,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use greenroom_protocol::{ActorState, Address, FromAdmin, PeerRole, ToAdmin, DEFAULT_MAX_FRAME};
+use greenroom_protocol::{
+    ActorState, Address, ChildSpec, FromAdmin, PeerRole, SupervisorSpec, ToAdmin, DEFAULT_MAX_FRAME,
+};
 
 use crate::{
     actor::{actor_type_name, Actor},
@@ -45,12 +47,14 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// | `host_executable` | the current executable |
 /// | `max_frame` | 16 MiB |
 /// | `send_window` | 8 MiB of unprocessed messages per target before `tell` waits |
+/// | `root_supervision` | [`SupervisorSpec::default`]: one-for-one, 5 restarts in 10 s |
 #[derive(Debug, Clone)]
 pub struct SystemConfig {
     runtime_base: Option<PathBuf>,
     host_executable: Option<PathBuf>,
     max_frame: u32,
     send_window: usize,
+    root_supervision: SupervisorSpec,
 }
 
 impl Default for SystemConfig {
@@ -60,6 +64,7 @@ impl Default for SystemConfig {
             host_executable: None,
             max_frame: DEFAULT_MAX_FRAME,
             send_window: 8 * 1024 * 1024,
+            root_supervision: SupervisorSpec::default(),
         }
     }
 }
@@ -89,6 +94,13 @@ impl SystemConfig {
         self.send_window = bytes;
         self
     }
+
+    /// How the root supervisor restarts top-level actors. When it gives up on one (too many
+    /// restarts), only that actor is gone; the others keep running.
+    pub fn root_supervision(mut self, spec: SupervisorSpec) -> Self {
+        self.root_supervision = spec;
+        self
+    }
 }
 
 /// What the admin reports about one actor.
@@ -97,6 +109,8 @@ pub struct ActorInfo {
     pub state: ActorState,
     /// The pid of the host process serving it now, if any.
     pub pid: Option<u32>,
+    /// 1 for the first process, +1 per restart.
+    pub incarnation: u32,
 }
 
 struct Client {
@@ -153,7 +167,7 @@ impl ActorSystem {
             Some(p) => p.clone(),
             None => std::env::current_exe().map_err(Error::io("finding the current executable"))?,
         };
-        let (mut child, control) = admin::start_admin(&exe, &rundir, config.max_frame)?;
+        let (mut child, control) = admin::start_admin(&exe, &rundir, config.max_frame, &config.root_supervision)?;
         let admin_pid = child.id();
         let mut endpoint = match Endpoint::new(control, PeerRole::Client, config.max_frame) {
             Ok(e) => e,
@@ -179,7 +193,7 @@ impl ActorSystem {
         let path = runtime_dir::socket_path(&rundir, address);
         let listener = std::os::unix::net::UnixListener::bind(&path)
             .map_err(Error::io(format!("binding the client socket {}", path.display())))?;
-        endpoint.attach(address, &rundir, max_frame, listener)?;
+        endpoint.attach(address, &rundir, max_frame, listener, None)?;
         Ok(ActorSystem {
             client: Mutex::new(Client {
                 endpoint,
@@ -216,19 +230,26 @@ impl ActorSystem {
         Ok(client)
     }
 
-    /// Creates a top-level actor of type `A` and waits until it is running.
+    /// Creates a top-level actor of type `A` and waits until it is running. It is
+    /// supervised by the root supervisor with the default [`ChildSpec`] (permanent).
     pub fn create_actor<A: Actor>(&self) -> Result<Address> {
-        self.create_actor_named(actor_type_name::<A>())
+        self.create_actor_named(actor_type_name::<A>(), ChildSpec::default())
+    }
+
+    /// Creates a top-level actor of type `A`, supervised as `spec` says.
+    pub fn create_actor_with<A: Actor>(&self, spec: ChildSpec) -> Result<Address> {
+        self.create_actor_named(actor_type_name::<A>(), spec)
     }
 
     /// Creates a top-level actor by registered type name and waits until it is running.
-    pub fn create_actor_named(&self, type_name: &str) -> Result<Address> {
+    pub fn create_actor_named(&self, type_name: &str, spec: ChildSpec) -> Result<Address> {
         let mut client = self.lock()?;
         let request = client.endpoint.next_request();
         let answer = client.endpoint.control_request(
             &ToAdmin::CreateActor {
                 request,
                 type_name: type_name.to_owned(),
+                spec,
             },
             CREATE_TIMEOUT,
             |f| matches!(f, FromAdmin::Created { request: r, .. } if *r == request),
@@ -326,13 +347,22 @@ impl ActorSystem {
             &ToAdmin::ActorStatus {
                 request,
                 actor: address,
-                settle: false,
+                settle: None,
             },
             Duration::from_secs(10),
             |f| matches!(f, FromAdmin::Status { request: r, .. } if *r == request),
         )?;
         match answer {
-            FromAdmin::Status { state, pid, .. } => Ok(ActorInfo { state, pid }),
+            FromAdmin::Status {
+                state,
+                pid,
+                incarnation,
+                ..
+            } => Ok(ActorInfo {
+                state,
+                pid,
+                incarnation,
+            }),
             other => Err(Error::AdminProtocol(format!("expected Status, got {other:?}"))),
         }
     }

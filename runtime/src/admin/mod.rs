@@ -2,31 +2,31 @@
 //! on the data path.
 //!
 //! It owns:
-//! * the **actor table** — every address it issued, its type, parent, children, host pid and
-//!   [`ActorState`];
-//! * **spawning** — one host process per actor, started with its control socket (fd 3) and
-//!   the actor's listening socket (fd 4), `PR_SET_PDEATHSIG(SIGKILL)` set;
+//! * the **supervision tree** ([`supervisor`]) — every actor's parent, children, phase,
+//!   incarnation and restart policy, and every decision to restart, stop or give up;
+//! * the **resources** behind each address — the actor's listening socket (held for the
+//!   actor's whole life, across restarts, so its address never disappears while it is
+//!   down), its delivery ledger ([`crate::ledger`]), its current host pid and control
+//!   connection;
+//! * **spawning** — one host process per incarnation, started with its control socket (fd
+//!   3), the listening socket (fd 4) and the ledger (fd 5), `PR_SET_PDEATHSIG(SIGKILL)` set;
 //! * **reaping** — `SIGCHLD` arrives as a poll event (signal-hook-mio); each one drains
-//!   `waitpid(-1, WNOHANG)`, because signals coalesce;
-//! * **exit and shutdown** — the recursive `ActorExitRequest` protocol, deadlines after which
-//!   stragglers are SIGKILLed, and removal of the runtime directory.
+//!   `waitpid(-1, WNOHANG)`, because signals coalesce. A new incarnation is only spawned
+//!   after the old process was reaped;
+//! * **recovery answers** — a sender that lost its connection asks (`ActorStatus` with
+//!   `settle`) and is told, from the dead incarnation's ledger, which of its messages were
+//!   processed and which one was in flight;
+//! * **exit and shutdown** — and removal of the runtime directory.
 //!
-//! The admin keeps each actor's listening socket open for the actor's whole life, so the
-//! address (a path in the runtime directory) exists from `create_actor` until the actor is
-//! gone for good: messages sent before the host is up wait in the socket.
-//!
-//! ## Life of an actor
-//! ```text
-//! CreateActor ─▶ bind <id>.sock, spawn host ─▶ Starting ─HostReady─▶ Running
-//!   Running ─host: Exiting─▶ Exiting ─(children gone)─ ExitNow ─▶ host exits ─▶ reaped ─▶ Gone
-//!   any state ─host dies─▶ reaped ─▶ Gone(cause); parent gets ChildActorExited; children stopped
-//! ```
+//! The loop is: wait for events (sockets, signals) or the tree's next deadline; turn each
+//! into events for the tree; carry out the [`supervisor::Command`]s it returns.
 
 mod exit;
 pub(crate) mod spawn;
+pub mod supervisor;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{HashMap, VecDeque},
     os::{
         fd::FromRawFd,
         unix::{net::UnixListener, process::CommandExt},
@@ -37,8 +37,8 @@ use std::{
 };
 
 use greenroom_protocol::{
-    frame::decode, ActorState, Address, CreateFailure, ExitCause, FromAdmin, Handshake, HandshakeReply, PeerRole,
-    ToAdmin, DEFAULT_MAX_FRAME,
+    frame::decode, ActorState, Address, ChildSpec, CreateFailure, ExitCause, FromAdmin, Handshake, HandshakeReply,
+    PeerRole, SupervisorSpec, ToAdmin, DEFAULT_MAX_FRAME,
 };
 use mio::{net::UnixStream, Events, Interest, Poll, Token};
 use nix::{
@@ -50,10 +50,12 @@ use nix::{
 };
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
+use supervisor::{ActorId, Notice, Tree};
 
 use crate::{
     error::{Error, Result},
-    message::{ActorExitRequest, AnyMessage, ChildActorExited},
+    ledger::{LedgerFile, LedgerReport},
+    message::{ActorExitRequest, AnyMessage, ChildActorExited, ChildRestarted},
     net::framed::{Framed, ReadError},
     net::peer::check_same_user,
     process_role::{self, CONTROL_FD},
@@ -64,13 +66,13 @@ const SIGNALS: Token = Token(0);
 const OWNER: Token = Token(1);
 const FIRST_PEER: usize = 2;
 
-/// How long an exiting actor's children get before they are SIGKILLed, and how long a
-/// shutdown waits for actors to finish before killing them.
-const STOP_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a host that closed its control connection may take to exit before it is killed.
-const CLOSED_CONTROL_GRACE: Duration = Duration::from_secs(1);
-/// How long a host has to report ready (or fail) before it is killed.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a shutdown waits for actors to finish before killing whatever is left.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many dead incarnations' ledgers an actor keeps for late recovery questions.
+const REPORTS_KEPT: usize = 4;
+
+/// Environment variable carrying the root supervisor's spec (postcard, hex) to the admin.
+pub(crate) const ROOT_SPEC_ENV: &str = "GREENROOM_ROOT_SUPERVISION";
 
 /// Entry point of an admin process: reads its settings from the environment, serves until
 /// shutdown, and exits. Called by `greenroom_host::init` when `GREENROOM_ROLE=admin`.
@@ -101,28 +103,30 @@ struct ControlPeer {
     handshake_done: bool,
 }
 
+/// The resources behind one address.
 struct ActorRecord {
     address: Address,
     type_name: String,
-    parent: Option<u64>,
-    /// Live children, in start order.
-    children: Vec<u64>,
     pid: Option<Pid>,
     control: Option<Token>,
-    /// Kept open for the actor's life: its address on disk.
+    /// The address on disk, held across restarts; dropped when the actor is gone.
     listener: Option<UnixListener>,
-    state: ActorState,
-    /// A top-level create waiting for this actor to be ready: (client connection, request).
+    ledger: LedgerFile,
+    /// A client's create waiting for the first incarnation to be ready.
     creator: Option<(Token, u64)>,
     start_failure: Option<CreateFailure>,
-    /// Kill the host (or, when exiting, its remaining children) if this passes.
-    deadline: Option<Instant>,
+    /// An `ActorExitRequest` to deliver once the host has completed its handshake.
+    stop_pending: bool,
+    /// What recent dead incarnations did: (incarnation, ledger, cause).
+    reports: VecDeque<(u32, LedgerReport, ExitCause)>,
 }
 
-impl ActorRecord {
-    fn is_live(&self) -> bool {
-        !matches!(self.state, ActorState::Gone(_))
-    }
+/// A sender waiting to hear what became of an incarnation it lost its connection to.
+struct SettleWaiter {
+    token: Token,
+    request: u64,
+    actor: Address,
+    incarnation: u32,
 }
 
 struct ShutdownState {
@@ -141,11 +145,12 @@ struct Admin {
     next_id: u64,
     peers: HashMap<Token, ControlPeer>,
     next_token: usize,
-    actors: BTreeMap<u64, ActorRecord>,
-    by_pid: HashMap<Pid, u64>,
+    tree: Tree,
+    actors: HashMap<ActorId, ActorRecord>,
+    by_pid: HashMap<Pid, ActorId>,
     clients: HashMap<u64, Token>,
     known_types: Option<Vec<String>>,
-    settle_waiters: Vec<(Token, u64, Address)>,
+    settle_waiters: Vec<SettleWaiter>,
     shutdown: Option<ShutdownState>,
 }
 
@@ -167,6 +172,10 @@ impl Admin {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(DEFAULT_MAX_FRAME);
+        let root_spec = std::env::var(ROOT_SPEC_ENV)
+            .ok()
+            .and_then(|hex| decode_spec(&hex))
+            .unwrap_or_default();
         runtime_dir::create(&rundir)?;
 
         let poll = Poll::new().map_err(Error::io("creating an epoll instance"))?;
@@ -177,7 +186,7 @@ impl Admin {
             .map_err(Error::io("registering signals"))?;
 
         // SAFETY: fd 3 is the owner's control socket, put there by the client that started
-        // this admin (see `ActorSystem::start`); nothing else in this process owns it.
+        // this admin (see `start_admin`); nothing else in this process owns it.
         let owner = unsafe { std::os::unix::net::UnixStream::from_raw_fd(CONTROL_FD) };
         // Make sure no later child inherits the owner's socket.
         nix::fcntl::fcntl(
@@ -213,7 +222,8 @@ impl Admin {
             next_id: 1,
             peers,
             next_token: FIRST_PEER,
-            actors: BTreeMap::new(),
+            tree: Tree::new(root_spec),
+            actors: HashMap::new(),
             by_pid: HashMap::new(),
             clients: HashMap::new(),
             known_types: None,
@@ -224,9 +234,14 @@ impl Admin {
 
     fn run(mut self) -> Result<()> {
         loop {
-            let timeout = self
-                .next_deadline()
-                .map(|d| d.saturating_duration_since(Instant::now()));
+            let next = [
+                self.tree.next_deadline(),
+                self.shutdown.as_ref().filter(|s| !s.killed).map(|s| s.deadline),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let timeout = next.map(|d| d.saturating_duration_since(Instant::now()));
             match self.poll.poll(&mut self.events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -255,12 +270,131 @@ impl Admin {
                     self.read_peer(token);
                 }
             }
-            self.check_deadlines();
+            let cmds = self.tree.tick(Instant::now());
+            self.execute(cmds);
+            self.check_shutdown_deadline();
             if self.shutdown_finished() {
                 self.finish_shutdown();
                 return Ok(());
             }
         }
+    }
+
+    // ---- carrying out the supervisor's decisions ----
+
+    fn execute(&mut self, cmds: Vec<supervisor::Command>) {
+        let mut queue: VecDeque<supervisor::Command> = cmds.into();
+        while let Some(cmd) = queue.pop_front() {
+            use supervisor::Command as C;
+            match cmd {
+                C::Spawn { id, incarnation } => {
+                    if let Err(why) = self.spawn_host(id, incarnation) {
+                        tracing::error!(actor = %Address::local(id), reason = %why, "could not start a host");
+                        if let Some(rec) = self.actors.get_mut(&id) {
+                            rec.start_failure = Some(CreateFailure::SpawnFailed(why.clone()));
+                        }
+                        queue.extend(self.tree.died(id, ExitCause::StartFailed(why), Instant::now()));
+                    }
+                }
+                C::RequestStop { id } => self.request_stop(id),
+                C::Kill { id } => {
+                    if let Some(pid) = self.actors.get(&id).and_then(|r| r.pid) {
+                        tracing::warn!(actor = %Address::local(id), pid = pid.as_raw(), "killing an actor host that did not stop in time");
+                        let _ = kill(pid, Signal::SIGKILL);
+                    }
+                }
+                C::ExitNow { id } => {
+                    if let Some(token) = self.actors.get(&id).and_then(|r| r.control) {
+                        self.send(token, &FromAdmin::ExitNow);
+                    }
+                }
+                C::Notify { parent, notice } => self.notify(parent, notice),
+                C::Release { id, cause } => self.release(id, cause),
+            }
+        }
+    }
+
+    fn request_stop(&mut self, id: ActorId) {
+        let Some(rec) = self.actors.get_mut(&id) else { return };
+        let ready_for_frames = rec
+            .control
+            .and_then(|t| self.peers.get(&t))
+            .is_some_and(|p| p.handshake_done);
+        if !ready_for_frames {
+            rec.stop_pending = true;
+            return;
+        }
+        if let (Some(token), Ok(msg)) = (rec.control, AnyMessage::new(&ActorExitRequest)) {
+            self.send(
+                token,
+                &FromAdmin::Deliver {
+                    sender: Address::local(0),
+                    payload: msg.into_payload(),
+                },
+            );
+        }
+    }
+
+    fn notify(&mut self, parent: ActorId, notice: Notice) {
+        let Some(token) = self.actors.get(&parent).and_then(|r| r.control) else {
+            return;
+        };
+        let (sender, msg) = match notice {
+            Notice::Restarted {
+                child,
+                cause,
+                restart_count,
+            } => {
+                let child = Address::local(child);
+                let msg = AnyMessage::new(&ChildRestarted {
+                    child,
+                    cause,
+                    restart_count,
+                });
+                (child, msg)
+            }
+            Notice::Exited { child, cause } => {
+                let child = Address::local(child);
+                (child, AnyMessage::new(&ChildActorExited { child, cause }))
+            }
+        };
+        match msg {
+            Ok(msg) => self.send(
+                token,
+                &FromAdmin::Deliver {
+                    sender,
+                    payload: msg.into_payload(),
+                },
+            ),
+            Err(e) => tracing::error!(error = %e, "could not encode a notice for a parent"),
+        }
+    }
+
+    /// The actor is gone for good: its address goes with it.
+    fn release(&mut self, id: ActorId, cause: ExitCause) {
+        let Some(rec) = self.actors.get_mut(&id) else { return };
+        let level_error = matches!(cause, ExitCause::RestartLimit { .. });
+        if level_error {
+            tracing::error!(actor = %rec.address, actor_type = %rec.type_name, %cause, "supervisor gave up on the actor");
+        } else {
+            tracing::info!(actor = %rec.address, actor_type = %rec.type_name, %cause, "actor is gone");
+        }
+        rec.listener = None;
+        let address = rec.address;
+        let creator = rec.creator.take();
+        let failure = rec.start_failure.take();
+        let _ = std::fs::remove_file(runtime_dir::socket_path(&self.rundir, address));
+        if let Some((token, request)) = creator {
+            let failure = failure.unwrap_or_else(|| CreateFailure::StartFailed(cause.to_string()));
+            self.send(
+                token,
+                &FromAdmin::Created {
+                    request,
+                    result: Err(failure),
+                },
+            );
+        }
+        self.answer_settled(id);
     }
 
     // ---- signals and reaping ----
@@ -294,165 +428,36 @@ impl Admin {
         }
     }
 
-    fn on_host_exit(&mut self, id: u64, status: WaitStatus) {
+    fn on_host_exit(&mut self, id: ActorId, status: WaitStatus) {
+        let exit_requested = self.tree.exit_was_requested(id);
+        let incarnation = self.tree.state(id).map_or(0, |(_, inc)| inc);
         let Some(rec) = self.actors.get_mut(&id) else { return };
-        let exiting = rec.state == ActorState::Exiting;
-        let cause = match rec.start_failure.clone() {
+        let cause = match &rec.start_failure {
             Some(failure) => ExitCause::StartFailed(failure.to_string()),
-            None => exit::cause_of(status, exiting).unwrap_or(ExitCause::ExitCode(-1)),
+            None => exit::cause_of(status, exit_requested).unwrap_or(ExitCause::ExitCode(-1)),
         };
         let pid = rec.pid.take().map_or(0, |p| p.as_raw());
-        tracing::info!(actor = %rec.address, actor_type = %rec.type_name, pid, %cause, "actor host exited");
-        rec.state = ActorState::Gone(cause.clone());
-        rec.deadline = None;
-        rec.listener = None;
-        let address = rec.address;
-        let parent = rec.parent;
-        let orphans = std::mem::take(&mut rec.children);
-        let creator = rec.creator.take();
-        let failure = rec.start_failure.take();
-        let control = rec.control.take();
-        let _ = std::fs::remove_file(runtime_dir::socket_path(&self.rundir, address));
-        if let Some(token) = control {
+        tracing::info!(actor = %rec.address, actor_type = %rec.type_name, pid, incarnation, %cause, "actor host exited");
+        // What the dead incarnation did with each sender's messages, before the next one
+        // starts writing.
+        match rec.ledger.read() {
+            Ok(report) => {
+                rec.reports.push_back((incarnation, report, cause.clone()));
+                if rec.reports.len() > REPORTS_KEPT {
+                    rec.reports.pop_front();
+                }
+            }
+            Err(e) => tracing::error!(actor = %rec.address, error = %e, "could not read the delivery ledger"),
+        }
+        if let Err(e) = rec.ledger.reset() {
+            tracing::error!(actor = %rec.address, error = %e, "could not reset the delivery ledger");
+        }
+        if let Some(token) = rec.control.take() {
             self.drop_peer(token);
         }
-        if let Some((token, request)) = creator {
-            let failure = failure.unwrap_or_else(|| CreateFailure::StartFailed(cause.to_string()));
-            self.send(
-                token,
-                &FromAdmin::Created {
-                    request,
-                    result: Err(failure),
-                },
-            );
-        }
-        // Children never outlive their parent.
-        for child in orphans {
-            self.stop_actor(child, address);
-        }
-        if let Some(parent_id) = parent {
-            self.child_gone(parent_id, id, cause);
-        }
-        self.answer_settled(address);
-    }
-
-    /// Tells a parent that its child is gone and lets an exiting parent finish.
-    fn child_gone(&mut self, parent_id: u64, child_id: u64, cause: ExitCause) {
-        let Some(parent) = self.actors.get_mut(&parent_id) else {
-            return;
-        };
-        parent.children.retain(|c| *c != child_id);
-        if !parent.is_live() {
-            return;
-        }
-        let (control, exiting, no_children) = (
-            parent.control,
-            parent.state == ActorState::Exiting,
-            parent.children.is_empty(),
-        );
-        let child = Address::local(child_id);
-        if let Some(token) = control {
-            match AnyMessage::new(&ChildActorExited { child, cause }) {
-                Ok(msg) => self.send(
-                    token,
-                    &FromAdmin::Deliver {
-                        sender: child,
-                        payload: msg.into_payload(),
-                    },
-                ),
-                Err(e) => tracing::error!(error = %e, "could not encode ChildActorExited"),
-            }
-            if exiting && no_children {
-                self.send(token, &FromAdmin::ExitNow);
-            }
-        }
-    }
-
-    /// Asks a live actor to exit, on behalf of `on_behalf_of` (its dead parent, or the admin).
-    fn stop_actor(&mut self, id: u64, on_behalf_of: Address) {
-        let Some(rec) = self.actors.get(&id) else { return };
-        if !rec.is_live() {
-            return;
-        }
-        let control = rec.control;
-        let pid = rec.pid;
-        if let (Some(token), Ok(msg)) = (control, AnyMessage::new(&ActorExitRequest)) {
-            self.send(
-                token,
-                &FromAdmin::Deliver {
-                    sender: on_behalf_of,
-                    payload: msg.into_payload(),
-                },
-            );
-            if let Some(rec) = self.actors.get_mut(&id) {
-                rec.deadline = Some(Instant::now() + STOP_TIMEOUT);
-            }
-        } else if let Some(pid) = pid {
-            let _ = kill(pid, Signal::SIGKILL);
-        }
-    }
-
-    // ---- deadlines ----
-
-    fn next_deadline(&self) -> Option<Instant> {
-        let actor_deadlines = self.actors.values().filter_map(|a| a.deadline);
-        let shutdown = self.shutdown.as_ref().filter(|s| !s.killed).map(|s| s.deadline);
-        actor_deadlines.chain(shutdown).min()
-    }
-
-    fn check_deadlines(&mut self) {
-        let now = Instant::now();
-        let expired: Vec<u64> = self
-            .actors
-            .iter()
-            .filter(|(_, a)| a.deadline.is_some_and(|d| d <= now))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
-            let Some(rec) = self.actors.get_mut(&id) else { continue };
-            rec.deadline = None;
-            match rec.state {
-                ActorState::Exiting if rec.control.is_some() => {
-                    // Its children did not finish in time: kill them (their reaping lets the
-                    // parent finish).
-                    let children = rec.children.clone();
-                    tracing::warn!(actor = %rec.address, "children did not exit in time; killing them");
-                    for child in children {
-                        self.kill_tree(child);
-                    }
-                }
-                _ => {
-                    tracing::warn!(actor = %rec.address, state = ?rec.state, "actor host did not respond in time; killing it");
-                    self.kill_tree(id);
-                }
-            }
-        }
-        if let Some(s) = self.shutdown.as_mut() {
-            if !s.killed && s.deadline <= now {
-                s.killed = true;
-                tracing::warn!("actors did not stop in time for shutdown; killing them");
-                let live: Vec<u64> = self
-                    .actors
-                    .iter()
-                    .filter(|(_, a)| a.is_live())
-                    .map(|(id, _)| *id)
-                    .collect();
-                for id in live {
-                    self.kill_tree(id);
-                }
-            }
-        }
-    }
-
-    fn kill_tree(&mut self, id: u64) {
-        let Some(rec) = self.actors.get(&id) else { return };
-        let children = rec.children.clone();
-        if let Some(pid) = rec.pid {
-            let _ = kill(pid, Signal::SIGKILL);
-        }
-        for child in children {
-            self.kill_tree(child);
-        }
+        let cmds = self.tree.died(id, cause, Instant::now());
+        self.execute(cmds);
+        self.answer_settled(id);
     }
 
     // ---- control connections ----
@@ -482,7 +487,6 @@ impl Admin {
             let outcome = match peer.framed.read() {
                 Ok(o) => o,
                 Err(ReadError::Io(e)) => {
-                    // A reset is how a peer that exits with unread frames says goodbye.
                     tracing::debug!(peer = ?peer.kind, error = %e, "control connection ended");
                     self.peer_closed(token);
                     return;
@@ -496,30 +500,8 @@ impl Admin {
             for body in outcome.frames {
                 let Some(peer) = self.peers.get_mut(&token) else { return };
                 if !peer.handshake_done {
-                    match Handshake::decode(&body) {
-                        Ok(Handshake { role }) if role_fits(&role, peer.kind) => {
-                            peer.handshake_done = true;
-                            let mut buf = Vec::new();
-                            let _ = HandshakeReply { refusal: None }.encode(&mut buf);
-                            peer.framed.queue_raw(&buf);
-                            if let PeerKind::Host(id) = peer.kind {
-                                self.send_start(token, id);
-                            }
-                            self.flush_peer(token);
-                        }
-                        other => {
-                            let why = match other {
-                                Ok(Handshake { role }) => format!("unexpected role {role:?} on this control socket"),
-                                Err(e) => e.to_string(),
-                            };
-                            tracing::warn!(peer = ?peer.kind, reason = %why, "refused a control connection");
-                            let mut buf = Vec::new();
-                            let _ = HandshakeReply { refusal: Some(why) }.encode(&mut buf);
-                            peer.framed.queue_raw(&buf);
-                            let _ = peer.framed.flush();
-                            self.peer_closed(token);
-                            return;
-                        }
+                    if !self.accept_handshake(token, &body) {
+                        return;
                     }
                     continue;
                 }
@@ -542,10 +524,41 @@ impl Admin {
         }
     }
 
+    /// Checks a control connection's handshake; `false` if it was refused and closed.
+    fn accept_handshake(&mut self, token: Token, body: &[u8]) -> bool {
+        let Some(peer) = self.peers.get_mut(&token) else {
+            return false;
+        };
+        let refusal = match Handshake::decode(body) {
+            Ok(Handshake { role }) if role_fits(&role, peer.kind) => None,
+            Ok(Handshake { role }) => Some(format!("unexpected role {role:?} on this control socket")),
+            Err(e) => Some(e.to_string()),
+        };
+        let mut buf = Vec::new();
+        let _ = HandshakeReply {
+            refusal: refusal.clone(),
+            incarnation: 0,
+        }
+        .encode(&mut buf);
+        peer.framed.queue_raw(&buf);
+        if let Some(why) = refusal {
+            tracing::warn!(peer = ?peer.kind, reason = %why, "refused a control connection");
+            let _ = peer.framed.flush();
+            self.peer_closed(token);
+            return false;
+        }
+        peer.handshake_done = true;
+        if let PeerKind::Host(id) = peer.kind {
+            self.send_start(token, id);
+        }
+        self.flush_peer(token);
+        true
+    }
+
     fn drop_peer(&mut self, token: Token) -> Option<PeerKind> {
         let mut peer = self.peers.remove(&token)?;
         let _ = self.poll.registry().deregister(&mut peer.framed.stream);
-        self.settle_waiters.retain(|(t, _, _)| *t != token);
+        self.settle_waiters.retain(|w| w.token != token);
         Some(peer.kind)
     }
 
@@ -554,12 +567,16 @@ impl Admin {
         match kind {
             PeerKind::Host(id) => {
                 // A host closes its control connection when it exits; reaping reports the
-                // outcome. One that closed it and lingers cannot be managed: it is killed
-                // after a grace period.
+                // outcome. One that closed it and lingers cannot be managed: kill it.
                 if let Some(rec) = self.actors.get_mut(&id) {
-                    rec.control = None;
-                    if rec.pid.is_some() {
-                        rec.deadline = Some(Instant::now() + CLOSED_CONTROL_GRACE);
+                    if rec.control == Some(token) {
+                        rec.control = None;
+                        if let Some(pid) = rec.pid {
+                            if !self.tree.exit_was_requested(id) {
+                                tracing::warn!(actor = %rec.address, pid = pid.as_raw(), "host closed its control connection; killing it");
+                                let _ = kill(pid, Signal::SIGKILL);
+                            }
+                        }
                     }
                 }
             }
@@ -567,7 +584,7 @@ impl Admin {
                 if let Some(id) = client {
                     self.clients.remove(&id);
                     let _ = std::fs::remove_file(runtime_dir::socket_path(&self.rundir, Address::local(id)));
-                    self.answer_settled(Address::local(id));
+                    self.answer_settled(id);
                 }
                 if token == OWNER {
                     tracing::info!("the program that started this system has gone; shutting down");
@@ -597,31 +614,50 @@ impl Admin {
                     },
                 );
             }
-            (ToAdmin::CreateActor { request, type_name }, kind) => self.create_actor(token, kind, request, type_name),
-            (ToAdmin::ActorStatus { request, actor, settle }, _) => {
-                let (state, pid) = self.status_of(actor);
-                let unsettled = matches!(state, ActorState::Starting | ActorState::Running | ActorState::Exiting);
-                if settle && unsettled {
-                    self.settle_waiters.push((token, request, actor));
-                } else {
-                    self.send(
-                        token,
-                        &FromAdmin::Status {
+            (
+                ToAdmin::CreateActor {
+                    request,
+                    type_name,
+                    spec,
+                },
+                kind,
+            ) => self.create_actor(token, kind, request, type_name, spec),
+            (ToAdmin::ActorStatus { request, actor, settle }, kind) => {
+                let asker = match kind {
+                    PeerKind::Host(id) => id,
+                    PeerKind::Client(id) => id.unwrap_or(0),
+                };
+                match settle {
+                    Some(incarnation) => {
+                        self.settle_waiters.push(SettleWaiter {
+                            token,
                             request,
                             actor,
-                            state,
-                            pid,
-                        },
-                    );
+                            incarnation,
+                        });
+                        let _ = asker;
+                        self.answer_settled(actor.id());
+                    }
+                    None => {
+                        let (state, pid, incarnation) = self.status_of(actor);
+                        self.send(
+                            token,
+                            &FromAdmin::Status {
+                                request,
+                                actor,
+                                state,
+                                pid,
+                                incarnation,
+                                recovery: None,
+                            },
+                        );
+                    }
                 }
             }
             (ToAdmin::HostReady { types }, PeerKind::Host(id)) => {
                 self.known_types = Some(types);
+                self.tree.ready(id, Instant::now());
                 let Some(rec) = self.actors.get_mut(&id) else { return };
-                if rec.state == ActorState::Starting {
-                    rec.state = ActorState::Running;
-                }
-                rec.deadline = None;
                 let address = rec.address;
                 tracing::info!(actor = %address, actor_type = %rec.type_name, pid = rec.pid.map(|p| p.as_raw()), "actor ready");
                 if let Some((creator, request)) = rec.creator.take() {
@@ -644,13 +680,8 @@ impl Admin {
                 }
             }
             (ToAdmin::Exiting, PeerKind::Host(id)) => {
-                let Some(rec) = self.actors.get_mut(&id) else { return };
-                rec.state = ActorState::Exiting;
-                if rec.children.is_empty() {
-                    self.send(token, &FromAdmin::ExitNow);
-                } else {
-                    rec.deadline = Some(Instant::now() + STOP_TIMEOUT);
-                }
+                let cmds = self.tree.exit_requested(id, Instant::now());
+                self.execute(cmds);
             }
             (ToAdmin::Shutdown { request }, PeerKind::Client(Some(_))) => self.begin_shutdown(Some((token, request))),
             (frame, kind) => {
@@ -670,40 +701,62 @@ impl Admin {
         id
     }
 
-    fn status_of(&self, actor: Address) -> (ActorState, Option<u32>) {
-        if let Some(rec) = self.actors.get(&actor.id()) {
-            return (rec.state.clone(), rec.pid.map(|p| p.as_raw() as u32));
+    /// State, host pid and incarnation of any address.
+    fn status_of(&self, actor: Address) -> (ActorState, Option<u32>, u32) {
+        if let Some((state, incarnation)) = self.tree.state(actor.id()) {
+            let pid = self
+                .actors
+                .get(&actor.id())
+                .and_then(|r| r.pid)
+                .map(|p| p.as_raw() as u32);
+            return (state, pid, incarnation);
         }
         if self.clients.contains_key(&actor.id()) {
-            return (ActorState::Running, None);
+            return (ActorState::Running, None, 0);
         }
         if actor.id() > 0 && actor.id() < self.next_id {
             // A client that has disconnected.
-            return (ActorState::Gone(ExitCause::Normal), None);
+            return (ActorState::Gone(ExitCause::Normal), None, 0);
         }
-        (ActorState::Unknown, None)
+        (ActorState::Unknown, None, 0)
     }
 
-    fn answer_settled(&mut self, actor: Address) {
-        let (state, pid) = self.status_of(actor);
-        if matches!(state, ActorState::Starting | ActorState::Running | ActorState::Exiting) {
-            return;
-        }
-        let waiting: Vec<(Token, u64)> = self
-            .settle_waiters
-            .iter()
-            .filter(|(_, _, a)| *a == actor)
-            .map(|(t, r, _)| (*t, *r))
-            .collect();
-        self.settle_waiters.retain(|(_, _, a)| *a != actor);
-        for (token, request) in waiting {
+    /// Answers the senders waiting to learn what became of `id`'s lost incarnation, once it
+    /// is known: the incarnation they saw has been reaped (or the actor is gone).
+    fn answer_settled(&mut self, id: ActorId) {
+        let (state, pid, current) = self.status_of(Address::local(id));
+        let reaped = self.actors.get(&id).is_none_or(|r| r.pid.is_none());
+        let settled = |w: &SettleWaiter| {
+            w.actor.id() == id
+                && (w.incarnation == 0
+                    || current > w.incarnation
+                    || (current == w.incarnation && reaped)
+                    || matches!(state, ActorState::Gone(_) | ActorState::Unknown))
+        };
+        let (ready, waiting): (Vec<SettleWaiter>, Vec<SettleWaiter>) =
+            std::mem::take(&mut self.settle_waiters).into_iter().partition(settled);
+        self.settle_waiters = waiting;
+        for w in ready {
+            let asker = match self.peers.get(&w.token).map(|p| p.kind) {
+                Some(PeerKind::Host(a)) => a,
+                Some(PeerKind::Client(Some(c))) => c,
+                _ => continue,
+            };
+            let recovery = self.actors.get(&id).and_then(|r| {
+                r.reports
+                    .iter()
+                    .find(|(inc, _, _)| *inc == w.incarnation)
+                    .map(|(_, report, cause)| report.recovery_for(asker, cause.clone()))
+            });
             self.send(
-                token,
+                w.token,
                 &FromAdmin::Status {
-                    request,
-                    actor,
+                    request: w.request,
+                    actor: w.actor,
                     state: state.clone(),
                     pid,
+                    incarnation: current,
+                    recovery,
                 },
             );
         }
@@ -711,7 +764,7 @@ impl Admin {
 
     // ---- creating actors ----
 
-    fn create_actor(&mut self, token: Token, kind: PeerKind, request: u64, type_name: String) {
+    fn create_actor(&mut self, token: Token, kind: PeerKind, request: u64, type_name: String, spec: ChildSpec) {
         let parent = match kind {
             PeerKind::Host(id) => Some(id),
             PeerKind::Client(Some(_)) => None,
@@ -739,63 +792,82 @@ impl Admin {
                 return;
             }
         }
-        if let Some(pid) = parent {
-            if self.actors.get(&pid).is_some_and(|p| p.state == ActorState::Exiting) {
+        if let Some(p) = parent {
+            if !matches!(
+                self.tree.state(p),
+                Some((ActorState::Running | ActorState::Starting, _))
+            ) {
                 self.send(token, &refuse(CreateFailure::ParentExiting));
                 return;
             }
         }
         let id = self.allocate_id();
         let address = Address::local(id);
-        match self.spawn_host(address, &type_name, parent) {
-            Ok(()) => {
-                if let Some(parent_id) = parent {
-                    if let Some(p) = self.actors.get_mut(&parent_id) {
-                        p.children.push(id);
-                    }
-                    // An actor's create returns at once; messages wait in the socket.
-                    self.send(
-                        token,
-                        &FromAdmin::Created {
-                            request,
-                            result: Ok(address),
-                        },
-                    );
-                } else if let Some(rec) = self.actors.get_mut(&id) {
-                    // A client's create returns once the actor is up (or failed).
-                    rec.creator = Some((token, request));
-                }
-            }
+        let path = runtime_dir::socket_path(&self.rundir, address);
+        let resources = UnixListener::bind(&path)
+            .map_err(|e| format!("cannot bind {}: {e}", path.display()))
+            .and_then(|l| {
+                LedgerFile::create()
+                    .map(|ledger| (l, ledger))
+                    .map_err(|e| format!("cannot create a delivery ledger: {e}"))
+            });
+        let (listener, ledger) = match resources {
+            Ok(r) => r,
             Err(why) => {
-                tracing::error!(actor = %address, actor_type = %type_name, reason = %why, "could not start a host");
+                let _ = std::fs::remove_file(&path);
                 self.send(token, &refuse(CreateFailure::SpawnFailed(why)));
+                return;
             }
+        };
+        self.actors.insert(
+            id,
+            ActorRecord {
+                address,
+                type_name,
+                pid: None,
+                control: None,
+                listener: Some(listener),
+                ledger,
+                creator: parent.is_none().then_some((token, request)),
+                start_failure: None,
+                stop_pending: false,
+                reports: VecDeque::new(),
+            },
+        );
+        let cmds = self.tree.add(id, parent, spec, Instant::now());
+        self.execute(cmds);
+        if parent.is_some() {
+            // An actor's create returns at once; messages wait in the socket.
+            let result = match self.tree.state(id) {
+                Some((ActorState::Gone(cause), _)) => Err(CreateFailure::SpawnFailed(cause.to_string())),
+                _ => Ok(address),
+            };
+            self.send(token, &FromAdmin::Created { request, result });
         }
     }
 
-    fn spawn_host(
-        &mut self,
-        address: Address,
-        type_name: &str,
-        parent: Option<u64>,
-    ) -> std::result::Result<(), String> {
-        let path = runtime_dir::socket_path(&self.rundir, address);
-        let listener = UnixListener::bind(&path).map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
+    fn spawn_host(&mut self, id: ActorId, incarnation: u32) -> std::result::Result<(), String> {
+        let Some(rec) = self.actors.get_mut(&id) else {
+            return Err("no such actor".into());
+        };
+        let Some(listener) = rec.listener.as_ref() else {
+            return Err("the actor's socket is gone".into());
+        };
         let (admin_end, host_end) =
             std::os::unix::net::UnixStream::pair().map_err(|e| format!("cannot create a socket pair: {e}"))?;
         let mut cmd = Command::new(&self.host_exe);
         cmd.env(process_role::ROLE_ENV, process_role::Role::Host.env_value())
-            .arg0(format!("greenroom-host {}", short_type_name(type_name)))
+            .arg0(format!("greenroom-host {}", short_type_name(&rec.type_name)))
             .stdin(Stdio::null());
-        let child =
-            spawn::spawn_with_fds(&mut cmd, &[&host_end, &listener], spawn::ParentDeath::Kill).map_err(|e| {
-                let _ = std::fs::remove_file(&path);
-                format!("cannot run {}: {e}", self.host_exe.display())
-            })?;
+        let child = spawn::spawn_with_fds(&mut cmd, &[&host_end, listener, &rec.ledger], spawn::ParentDeath::Kill)
+            .map_err(|e| format!("cannot run {}: {e}", self.host_exe.display()))?;
         drop(host_end);
         let pid = Pid::from_raw(child.id() as i32);
         // The admin reaps with waitpid(-1); the std handle is not needed.
         drop(child);
+        rec.pid = Some(pid);
+        rec.start_failure = None;
+        self.by_pid.insert(pid, id);
 
         admin_end
             .set_nonblocking(true)
@@ -808,49 +880,41 @@ impl Admin {
             .registry()
             .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
         {
+            // Reaping reports the end of the process.
             let _ = kill(pid, Signal::SIGKILL);
             return Err(format!("cannot register the host's control socket: {e}"));
         }
+        rec.control = Some(token);
         self.peers.insert(
             token,
             ControlPeer {
                 framed: Framed::new(stream, DEFAULT_MAX_FRAME),
-                kind: PeerKind::Host(address.id()),
+                kind: PeerKind::Host(id),
                 handshake_done: false,
             },
         );
-        self.by_pid.insert(pid, address.id());
-        self.actors.insert(
-            address.id(),
-            ActorRecord {
-                address,
-                type_name: type_name.to_owned(),
-                parent,
-                children: Vec::new(),
-                pid: Some(pid),
-                control: Some(token),
-                listener: Some(listener),
-                state: ActorState::Starting,
-                creator: None,
-                start_failure: None,
-                deadline: Some(Instant::now() + START_TIMEOUT),
-            },
-        );
-        tracing::info!(actor = %address, actor_type = %type_name, pid = pid.as_raw(), "spawned actor host");
+        tracing::info!(actor = %rec.address, actor_type = %rec.type_name, pid = pid.as_raw(), incarnation, "spawned actor host");
         Ok(())
     }
 
     /// Tells a host that has completed its handshake which actor it hosts.
-    fn send_start(&mut self, token: Token, id: u64) {
-        let Some(rec) = self.actors.get(&id) else { return };
+    fn send_start(&mut self, token: Token, id: ActorId) {
+        let incarnation = self.tree.state(id).map_or(1, |(_, inc)| inc);
+        let parent = self.tree.parent(id).map(Address::local);
+        let Some(rec) = self.actors.get_mut(&id) else { return };
         let start = FromAdmin::Start {
             actor: rec.address,
+            incarnation,
             type_name: rec.type_name.clone(),
-            parent: rec.parent.map(Address::local),
+            parent,
             runtime_dir: self.rundir.to_string_lossy().into_owned(),
             max_frame: self.max_frame,
         };
+        let stop_pending = std::mem::take(&mut rec.stop_pending);
         self.send(token, &start);
+        if stop_pending {
+            self.request_stop(id);
+        }
     }
 
     // ---- shutdown ----
@@ -865,27 +929,33 @@ impl Admin {
         tracing::info!("shutting down");
         self.shutdown = Some(ShutdownState {
             reply_to,
-            deadline: Instant::now() + STOP_TIMEOUT,
+            deadline: Instant::now() + SHUTDOWN_TIMEOUT,
             killed: false,
         });
-        let top_level: Vec<u64> = self
-            .actors
-            .iter()
-            .filter(|(_, a)| a.is_live() && a.parent.is_none())
-            .map(|(id, _)| *id)
-            .collect();
-        for id in top_level {
-            self.stop_actor(id, Address::local(0));
+        let cmds = self.tree.shutdown(Instant::now());
+        self.execute(cmds);
+    }
+
+    /// The safety net: whatever is still running at the shutdown deadline is killed.
+    fn check_shutdown_deadline(&mut self) {
+        let Some(s) = self.shutdown.as_mut() else { return };
+        if s.killed || s.deadline > Instant::now() {
+            return;
+        }
+        s.killed = true;
+        tracing::warn!("actors did not stop in time for shutdown; killing them");
+        for pid in self.by_pid.keys() {
+            let _ = kill(*pid, Signal::SIGKILL);
         }
     }
 
     fn shutdown_finished(&self) -> bool {
-        self.shutdown.is_some() && self.actors.values().all(|a| !a.is_live())
+        self.shutdown.is_some() && !self.tree.any_live() && self.by_pid.is_empty()
     }
 
     fn finish_shutdown(&mut self) {
+        runtime_dir::remove(&self.rundir);
         if let Some((token, request)) = self.shutdown.as_mut().and_then(|s| s.reply_to.take()) {
-            runtime_dir::remove(&self.rundir);
             self.send(token, &FromAdmin::ShutdownComplete { request });
             if let Some(peer) = self.peers.get_mut(&token) {
                 // Best effort: the client may already be gone.
@@ -897,8 +967,6 @@ impl Admin {
                     std::thread::yield_now();
                 }
             }
-        } else {
-            runtime_dir::remove(&self.rundir);
         }
         tracing::info!("admin stopped");
     }
@@ -917,12 +985,28 @@ fn short_type_name(type_name: &str) -> &str {
     type_name.rsplit("::").next().unwrap_or(type_name)
 }
 
+/// The root supervisor's spec as an environment value: postcard bytes in hex.
+pub(crate) fn encode_spec(spec: &SupervisorSpec) -> String {
+    postcard::to_allocvec(spec)
+        .map(|bytes| bytes.iter().map(|b| format!("{b:02x}")).collect())
+        .unwrap_or_default()
+}
+
+fn decode_spec(hex: &str) -> Option<SupervisorSpec> {
+    let bytes: Option<Vec<u8>> = (0..hex.len())
+        .step_by(2)
+        .map(|i| hex.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+        .collect();
+    postcard::from_bytes(&bytes?).ok()
+}
+
 /// Starts an admin process for a new system rooted at `rundir`; returns it and the client's
 /// end of the owner control connection.
 pub(crate) fn start_admin(
     exe: &std::path::Path,
     rundir: &std::path::Path,
     max_frame: u32,
+    root_spec: &SupervisorSpec,
 ) -> Result<(std::process::Child, std::os::unix::net::UnixStream)> {
     let (client_end, admin_end) =
         std::os::unix::net::UnixStream::pair().map_err(Error::io("creating a socket pair"))?;
@@ -934,6 +1018,7 @@ pub(crate) fn start_admin(
         .env(process_role::RUNTIME_DIR_ENV, rundir)
         .env(process_role::HOST_EXE_ENV, exe)
         .env(process_role::MAX_FRAME_ENV, max_frame.to_string())
+        .env(ROOT_SPEC_ENV, encode_spec(root_spec))
         .arg0("greenroom-admin")
         .stdin(Stdio::null());
     let child = spawn::spawn_with_fds(&mut cmd, &[&admin_end], spawn::ParentDeath::Ignore).map_err(|source| {

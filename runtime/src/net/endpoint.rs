@@ -22,7 +22,7 @@
 //! *processed* (not merely read). Acks are cumulative and batched: one every
 //! [`ACK_BATCH`] messages, or [`ACK_DELAY`] after the receiver goes idle — never a write per
 //! message. When a connection ends, the endpoint asks the admin what became of the peer
-//! (`ActorStatus { settle: true }`); if the peer is gone for good, every unacknowledged
+//! (`ActorStatus { settle: Some(incarnation) }`); if the peer is gone for good, every unacknowledged
 //! message is handed back as [`Inbound::PeerLost`], so the caller can dead-letter it or fail
 //! the `ask` waiting on it at once.
 
@@ -35,7 +35,7 @@ use std::{
 
 use greenroom_protocol::{
     encode_frame, frame::decode, ActorState, Address, DataFrame, DataReply, ExitCause, FrameReader, FromAdmin,
-    Handshake, HandshakeReply, PeerRole, ProtocolError, ToAdmin,
+    Handshake, HandshakeReply, PeerRole, ProtocolError, Recovery, ToAdmin,
 };
 use mio::{
     net::{UnixListener, UnixStream},
@@ -48,7 +48,8 @@ use super::{
 };
 use crate::{
     error::{Error, Result},
-    message::AnyMessage,
+    ledger::Ledger,
+    message::{AnyMessage, PoisonMessage},
     runtime_dir,
 };
 
@@ -83,11 +84,27 @@ pub enum Inbound {
     AdminLost,
 }
 
-/// Identifies a received message, to acknowledge it once processed.
+/// Identifies a received message, to record it in the ledger and acknowledge it.
 #[derive(Debug, Clone, Copy)]
 pub struct Receipt {
     token: Token,
     seq: u64,
+    sender: u64,
+    slot: Option<u32>,
+}
+
+/// The token of no connection: receipts for messages made up locally (a returned poison).
+const NO_CONN: Token = Token(usize::MAX);
+
+impl Receipt {
+    fn local() -> Self {
+        Receipt {
+            token: NO_CONN,
+            seq: 0,
+            sender: 0,
+            slot: None,
+        }
+    }
 }
 
 /// Why a peer will not come back.
@@ -118,6 +135,8 @@ struct InConn {
     peer: Option<Address>,
     /// The connecting process, as the kernel reported it at accept (for logs).
     peer_pid: i32,
+    /// This connection's ledger slot, if one was free.
+    slot: Option<u32>,
     last_seq: u64,
     processed: u64,
     acked: u64,
@@ -132,6 +151,8 @@ struct OutConn {
     stream: Option<UnixStream>,
     reader: FrameReader,
     accepted: bool,
+    /// The incarnation that accepted the connection (0 until it did).
+    incarnation: u32,
     hello: Vec<u8>,
     hello_written: usize,
     /// Encoded frames not yet acknowledged, oldest first; `bounds` splits them.
@@ -168,6 +189,10 @@ pub struct Endpoint {
     dirty: Vec<Token>,
     ack_due: Option<Instant>,
     scratch: Vec<u8>,
+    /// This host's delivery ledger (hosts only; clients keep none).
+    ledger: Option<Ledger>,
+    /// The incarnation of the actor this endpoint hosts (0 for clients).
+    incarnation: u32,
 }
 
 impl Endpoint {
@@ -206,19 +231,27 @@ impl Endpoint {
             dirty: Vec::new(),
             ack_due: None,
             scratch: Vec::new(),
+            ledger: None,
+            incarnation: 0,
         };
         ep.flush_control();
         Ok(ep)
     }
 
-    /// Sets who we are and starts accepting connections on `listener`.
+    /// Sets who we are and starts accepting connections on `listener`. A host passes its
+    /// incarnation and its delivery ledger.
     pub fn attach(
         &mut self,
         me: Address,
         rundir: &Path,
         max_frame: u32,
         listener: std::os::unix::net::UnixListener,
+        hosted: Option<(u32, Ledger)>,
     ) -> Result<()> {
+        if let Some((incarnation, ledger)) = hosted {
+            self.incarnation = incarnation;
+            self.ledger = Some(ledger);
+        }
         listener
             .set_nonblocking(true)
             .map_err(Error::io("making the listening socket non-blocking"))?;
@@ -346,13 +379,30 @@ impl Endpoint {
         }
     }
 
-    /// Records that the message behind `receipt` has been processed (acknowledged in batches).
+    /// Records in the ledger that the message behind `receipt` is about to be processed.
+    pub fn begin(&self, receipt: &Receipt) {
+        if let Some(ledger) = &self.ledger {
+            if receipt.token != NO_CONN {
+                ledger.begin(receipt.sender, receipt.seq);
+            }
+        }
+    }
+
+    /// Records that the message behind `receipt` has been processed (acknowledged in batches,
+    /// or at once when the ledger had no slot for its connection).
     pub fn processed(&mut self, receipt: Receipt) {
+        if receipt.token == NO_CONN {
+            return;
+        }
+        if let Some(ledger) = &self.ledger {
+            ledger.end(receipt.slot, receipt.seq);
+        }
+        let unrecorded = self.ledger.is_some() && receipt.slot.is_none();
         let Some(Conn::In(conn)) = self.conns.get_mut(&receipt.token) else {
             return;
         };
         conn.processed = conn.processed.max(receipt.seq);
-        if conn.processed - conn.acked >= ACK_BATCH {
+        if unrecorded || conn.processed - conn.acked >= ACK_BATCH {
             self.send_ack(receipt.token);
         } else if self.ack_due.is_none() {
             self.ack_due = Some(Instant::now() + ACK_DELAY);
@@ -505,6 +555,7 @@ impl Endpoint {
             stream: Some(stream),
             reader: FrameReader::new(self.max_frame),
             accepted: false,
+            incarnation: 0,
             hello,
             hello_written: 0,
             frames: VecDeque::new(),
@@ -530,7 +581,7 @@ impl Endpoint {
             &ToAdmin::ActorStatus {
                 request,
                 actor: to,
-                settle: false,
+                settle: None,
             },
             Duration::from_secs(30),
             |f| matches!(f, FromAdmin::Status { request: r, .. } if *r == request),
@@ -558,6 +609,7 @@ impl Endpoint {
             let _ = self.poll.registry().deregister(&mut s);
         }
         let peer = conn.peer;
+        let incarnation = conn.incarnation;
         tracing::debug!(endpoint = %self.me, %peer, why, unacked = conn.bounds.len(), "data connection ended");
         if !self.control_open {
             self.give_up(token, LostCause::AdminGone);
@@ -569,7 +621,7 @@ impl Endpoint {
             .send_control(&ToAdmin::ActorStatus {
                 request,
                 actor: peer,
-                settle: true,
+                settle: Some(incarnation),
             })
             .is_err()
         {
@@ -609,11 +661,69 @@ impl Endpoint {
     }
 
     /// The admin answered a settle query for a lost connection.
-    fn settled(&mut self, token: Token, state: ActorState) {
+    fn settled(&mut self, token: Token, state: ActorState, recovery: Option<Recovery>) {
+        if let Some(recovery) = recovery {
+            self.recover(token, &recovery);
+        }
         match state {
             ActorState::Gone(cause) => self.give_up(token, LostCause::Gone(cause)),
             ActorState::Unknown => self.give_up(token, LostCause::Unknown),
-            ActorState::Starting | ActorState::Running | ActorState::Exiting => self.reconnect(token),
+            ActorState::Starting | ActorState::Running | ActorState::Exiting | ActorState::Restarting => {
+                self.reconnect(token)
+            }
+        }
+    }
+
+    /// Applies what the dead incarnation's ledger says about our messages: forget the ones it
+    /// processed, and return the one it died processing to ourselves as a [`PoisonMessage`]
+    /// (it may be what killed it, so it is not sent again).
+    fn recover(&mut self, token: Token, recovery: &Recovery) {
+        let Some(Conn::Out(conn)) = self.conns.get_mut(&token) else {
+            return;
+        };
+        let mut processed_bytes = 0;
+        while let Some(&(seq, len)) = conn.bounds.front() {
+            if recovery.processed_upto.is_none_or(|p| seq > p) {
+                break;
+            }
+            processed_bytes += len;
+            conn.bounds.pop_front();
+        }
+        conn.frames.drain(..processed_bytes);
+        conn.written = 0;
+        let Some(in_flight) = recovery.in_flight else { return };
+        let Some(&(seq, len)) = conn.bounds.front() else { return };
+        if seq != in_flight {
+            return;
+        }
+        conn.bounds.pop_front();
+        let frame: Vec<u8> = conn.frames.drain(..len).collect();
+        let peer = conn.peer;
+        let mut reader = FrameReader::new(u32::MAX);
+        reader.push(&frame);
+        let payload = match reader.next_frame() {
+            Ok(Some(body)) => match decode::<DataFrame>(body, "data frame") {
+                Ok(DataFrame::Message { payload, .. }) => payload,
+                Err(e) => {
+                    tracing::error!(error = %e, "could not re-read the in-flight message");
+                    return;
+                }
+            },
+            _ => return,
+        };
+        let poison = PoisonMessage {
+            message: AnyMessage::from_payload(payload),
+            details: format!("{peer}'s process died while processing it ({})", recovery.cause),
+        };
+        tracing::warn!(endpoint = %self.me, %peer, message_type = poison.message.tag(), cause = %recovery.cause,
+            "returning the message the receiver died on to its sender");
+        match AnyMessage::new(&poison) {
+            Ok(msg) => self.inbox.push_back(Inbound::Message {
+                sender: peer,
+                msg,
+                receipt: Receipt::local(),
+            }),
+            Err(e) => tracing::error!(error = %e, "could not encode a PoisonMessage"),
         }
     }
 
@@ -641,6 +751,7 @@ impl Endpoint {
                 conn.stream = Some(s);
                 conn.reader = FrameReader::new(self.max_frame);
                 conn.accepted = false;
+                conn.incarnation = 0;
                 conn.hello_written = 0;
                 conn.written = 0;
                 self.dirty.push(token);
@@ -700,6 +811,7 @@ impl Endpoint {
                     reader: FrameReader::new(self.max_frame),
                     peer: None,
                     peer_pid: cred.pid,
+                    slot: None,
                     last_seq: 0,
                     processed: 0,
                     acked: 0,
@@ -741,12 +853,18 @@ impl Endpoint {
                         role: PeerRole::Data { from, to },
                     }) if to == me => {
                         conn.peer = Some(from);
-                        let _ = HandshakeReply { refusal: None }.encode(&mut conn.out);
+                        conn.slot = self.ledger.as_mut().and_then(|l| l.claim(from.id()));
+                        let _ = HandshakeReply {
+                            refusal: None,
+                            incarnation: self.incarnation,
+                        }
+                        .encode(&mut conn.out);
                     }
                     Ok(Handshake { role }) => {
                         let why = format!("unexpected handshake {role:?} on {me}'s data socket");
                         let _ = HandshakeReply {
                             refusal: Some(why.clone()),
+                            incarnation: self.incarnation,
                         }
                         .encode(&mut conn.out);
                         failure = Some(why);
@@ -755,6 +873,7 @@ impl Endpoint {
                     Err(e) => {
                         let _ = HandshakeReply {
                             refusal: Some(e.to_string()),
+                            incarnation: self.incarnation,
                         }
                         .encode(&mut conn.out);
                         failure = Some(format!("bad handshake: {e}"));
@@ -776,7 +895,12 @@ impl Endpoint {
                         self.inbox.push_back(Inbound::Message {
                             sender,
                             msg: AnyMessage::from_payload(payload),
-                            receipt: Receipt { token, seq },
+                            receipt: Receipt {
+                                token,
+                                seq,
+                                sender: sender.id(),
+                                slot: conn.slot,
+                            },
                         });
                     }
                     Err(e) => {
@@ -814,6 +938,9 @@ impl Endpoint {
     fn close_in(&mut self, token: Token) {
         if let Some(Conn::In(mut c)) = self.conns.remove(&token) {
             let _ = self.poll.registry().deregister(&mut c.stream);
+            if let (Some(slot), Some(ledger)) = (c.slot, self.ledger.as_mut()) {
+                ledger.release(slot);
+            }
         }
     }
 
@@ -878,8 +1005,14 @@ impl Endpoint {
             };
             if !conn.accepted {
                 match HandshakeReply::decode(body) {
-                    Ok(HandshakeReply { refusal: None }) => conn.accepted = true,
-                    Ok(HandshakeReply { refusal: Some(why) }) => {
+                    Ok(HandshakeReply {
+                        refusal: None,
+                        incarnation,
+                    }) => {
+                        conn.accepted = true;
+                        conn.incarnation = incarnation;
+                    }
+                    Ok(HandshakeReply { refusal: Some(why), .. }) => {
                         refused = Some(why);
                         break;
                     }
@@ -955,8 +1088,8 @@ impl Endpoint {
             for body in outcome.frames {
                 if !self.control_accepted {
                     match HandshakeReply::decode(&body) {
-                        Ok(HandshakeReply { refusal: None }) => self.control_accepted = true,
-                        Ok(HandshakeReply { refusal: Some(why) }) => {
+                        Ok(HandshakeReply { refusal: None, .. }) => self.control_accepted = true,
+                        Ok(HandshakeReply { refusal: Some(why), .. }) => {
                             tracing::error!(reason = %why, "the admin refused this process");
                             self.control_closed();
                             return;
@@ -970,9 +1103,14 @@ impl Endpoint {
                     continue;
                 }
                 match decode::<FromAdmin>(&body, "control frame") {
-                    Ok(FromAdmin::Status { request, state, .. }) if self.settling.contains_key(&request) => {
+                    Ok(FromAdmin::Status {
+                        request,
+                        state,
+                        recovery,
+                        ..
+                    }) if self.settling.contains_key(&request) => {
                         if let Some(token) = self.settling.remove(&request) {
-                            self.settled(token, state);
+                            self.settled(token, state, recovery);
                         }
                     }
                     Ok(frame) => self.inbox.push_back(Inbound::Control(frame)),

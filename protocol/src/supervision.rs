@@ -1,0 +1,136 @@
+//! Supervision policy as it travels from the creator of an actor to the admin.
+//!
+//! The runtime crate documents these with examples; they live here because they are part of
+//! `CreateActor` on the wire.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// When a child is restarted after its process ends.
+///
+/// | type | restarted after a crash | after a clean exit without `ActorExitRequest` | after `ActorExitRequest` |
+/// |---|---|---|---|
+/// | `Permanent` (default) | yes | yes | no |
+/// | `Transient` | yes | no | no |
+/// | `Temporary` | no | no | no |
+///
+/// An actor that handled `ActorExitRequest` asked to stop and is never restarted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum RestartType {
+    #[default]
+    Permanent,
+    Transient,
+    Temporary,
+}
+
+/// Which siblings restart with a failed child (as in OTP).
+///
+/// | strategy | restarted when child C fails |
+/// |---|---|
+/// | `OneForOne` (default) | C only |
+/// | `OneForAll` | every child of the supervisor: the others are stopped (reverse start order), then all start again (start order) |
+/// | `RestForOne` | C and the children started after it, the same way |
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Strategy {
+    #[default]
+    OneForOne,
+    OneForAll,
+    RestForOne,
+}
+
+/// How long to wait before restarting a child that keeps failing.
+///
+/// The first restart after a healthy run is immediate; the n-th consecutive one waits
+/// `min(initial × multiplier^(n-2), max)`. A child that stays up for `reset_after` counts as
+/// healthy again.
+///
+/// | field | default |
+/// |---|---|
+/// | `initial` | 10 ms |
+/// | `max` | 1 s |
+/// | `multiplier` | 2 |
+/// | `reset_after` | 5 s |
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+    pub multiplier: u32,
+    pub reset_after: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_millis(10),
+            max: Duration::from_secs(1),
+            multiplier: 2,
+            reset_after: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay before the `consecutive`-th restart in a row (1 = the first).
+    pub fn delay(&self, consecutive: u32) -> Duration {
+        if consecutive <= 1 {
+            return Duration::ZERO;
+        }
+        let factor = self.multiplier.max(1).saturating_pow(consecutive - 2);
+        self.initial.saturating_mul(factor).min(self.max)
+    }
+}
+
+/// How an actor supervises its children (or the root supervisor its top-level actors).
+///
+/// | field | default |
+/// |---|---|
+/// | `strategy` | `OneForOne` |
+/// | `max_restarts` | 5 |
+/// | `within` | 10 s (more than `max_restarts` restarts in this window: give up and escalate) |
+/// | `backoff` | see [`Backoff`] |
+/// | `stop_timeout` | 5 s (a child asked to stop is killed after this) |
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SupervisorSpec {
+    pub strategy: Strategy,
+    pub max_restarts: u32,
+    pub within: Duration,
+    pub backoff: Backoff,
+    pub stop_timeout: Duration,
+}
+
+impl Default for SupervisorSpec {
+    fn default() -> Self {
+        SupervisorSpec {
+            strategy: Strategy::OneForOne,
+            max_restarts: 5,
+            within: Duration::from_secs(10),
+            backoff: Backoff::default(),
+            stop_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What the creator of an actor decides for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ChildSpec {
+    /// When this actor is restarted by its parent.
+    pub restart: RestartType,
+    /// How this actor supervises its own children.
+    pub supervision: SupervisorSpec,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let b = Backoff::default();
+        assert_eq!(b.delay(1), Duration::ZERO);
+        assert_eq!(b.delay(2), Duration::from_millis(10));
+        assert_eq!(b.delay(3), Duration::from_millis(20));
+        assert_eq!(b.delay(5), Duration::from_millis(80));
+        assert_eq!(b.delay(40), Duration::from_secs(1));
+    }
+}
