@@ -126,6 +126,24 @@ pub struct SpawnChildren {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Spawned(pub Vec<Address>);
 
+/// Sent by a [`Spawner`] to its watcher for every `ChildRestarted` it receives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildRestartSeen {
+    pub parent: Address,
+    pub child: Address,
+    pub cause: greenroom::ExitCause,
+    pub restart_count: u32,
+}
+
+/// Asks a [`Spawner`] to create one child of type `type_name` with `spec`; answered with
+/// [`Spawned`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SpawnTyped {
+    pub type_name: String,
+    pub spec: greenroom::ChildSpec,
+    pub watcher: Address,
+}
+
 /// Sent by a [`Spawner`] to its watcher for every `ChildActorExited` it receives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChildExitSeen {
@@ -156,6 +174,20 @@ impl Actor for Spawner {
                 spawned.push(child);
             }
             ctx.send(sender, Spawned(spawned))?;
+        } else if let Some(req) = msg.downcast::<SpawnTyped>() {
+            self.watcher = Some(req.watcher);
+            let child = ctx.create_actor_named(&req.type_name, req.spec)?;
+            ctx.send(sender, Spawned(vec![child]))?;
+        } else if let Some(restarted) = msg.downcast::<greenroom::ChildRestarted>() {
+            if let Some(watcher) = self.watcher {
+                let seen = ChildRestartSeen {
+                    parent: ctx.my_address(),
+                    child: restarted.child,
+                    cause: restarted.cause,
+                    restart_count: restarted.restart_count,
+                };
+                ctx.send(watcher, seen)?;
+            }
         } else if let Some(exited) = msg.downcast::<ChildActorExited>() {
             if let Some(watcher) = self.watcher {
                 let seen = ChildExitSeen {
@@ -233,6 +265,70 @@ impl Actor for Whoami {
     fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, sender: Address) -> ActorResult {
         if !msg.is::<greenroom::ActorExitRequest>() {
             ctx.send(sender, std::process::id())?;
+        }
+        Ok(())
+    }
+}
+
+/// Ways for a [`Crasher`] to end its process, and ordinary work.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Crash {
+    /// `std::process::abort()`.
+    Abort,
+    /// Write through a null pointer: a real SIGSEGV.
+    Segfault,
+    /// `std::process::exit(code)`.
+    Exit(i32),
+    /// Close the control connection to the admin and carry on.
+    CloseControl,
+    /// Send one datagram to the socket at `notify` (so a test knows this message is being
+    /// processed now), then sleep `ms` milliseconds.
+    Sleep { notify: std::path::PathBuf, ms: u64 },
+    /// Count one unit of work.
+    Inc,
+    /// Reply [`Pong`] with this process's pid and the work counted by this incarnation.
+    Ping,
+}
+
+/// Dies on command, in every way a process can die; counts work between deaths.
+#[derive(Default)]
+pub struct Crasher {
+    count: u32,
+}
+
+impl Actor for Crasher {
+    fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, sender: Address) -> ActorResult {
+        let Some(cmd) = msg.downcast::<Crash>() else {
+            return Ok(());
+        };
+        match cmd {
+            Crash::Abort => std::process::abort(),
+            Crash::Segfault => {
+                let null = std::hint::black_box(std::ptr::null_mut::<u8>());
+                // SAFETY: not safe at all: this test actor crashes its process on purpose
+                // with a genuine invalid memory access (SIGSEGV).
+                unsafe { null.write_volatile(1) };
+            }
+            Crash::Exit(code) => std::process::exit(code),
+            Crash::CloseControl => {
+                // SAFETY: closes the host's control socket (fd 3) behind the runtime's back,
+                // to test how the admin treats a host that drops its control connection.
+                unsafe { libc::close(3) };
+            }
+            Crash::Sleep { notify, ms } => {
+                // Messages sent from `receive` leave when it returns, so the "started" signal
+                // goes out of band.
+                std::os::unix::net::UnixDatagram::unbound()?.send_to(b"started", notify)?;
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+            }
+            Crash::Inc => self.count += 1,
+            Crash::Ping => ctx.send(
+                sender,
+                Pong {
+                    pid: std::process::id(),
+                    deliveries: self.count,
+                },
+            )?,
         }
         Ok(())
     }

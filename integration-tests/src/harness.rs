@@ -138,6 +138,17 @@ pub fn children_of(parent: u32) -> Vec<u32> {
     pids
 }
 
+/// Children of `parent` that have exited but were not reaped.
+pub fn zombie_children_of(parent: u32) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| matches!(stat_of(*pid), Some((state, ppid)) if ppid == parent && state == 'Z'))
+        .collect()
+}
+
 /// The executable of `pid`.
 pub fn exe_of(pid: u32) -> Option<PathBuf> {
     fs::read_link(format!("/proc/{pid}/exe")).ok()

@@ -21,4 +21,5 @@ pub fn registry() -> greenroom::Registry {
         .register::<Spawner>()
         .register::<Panicker>()
         .register::<Whoami>()
+        .register::<Crasher>()
 }

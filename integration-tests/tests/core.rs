@@ -273,6 +273,18 @@ fn exit_request_is_recursive_and_parents_hear_of_it() {
     for pid in hosts {
         assert!(harness::wait_for_exit(pid, T), "host {pid} did not exit");
     }
+    // An ask waits for the admin's verdict on the exited actor (it reaps asynchronously).
+    let err = sys.ask::<_, Spawned>(top, Report, T).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::ActorGone {
+                cause: ExitCause::Normal,
+                ..
+            }
+        ),
+        "{err}"
+    );
     let info = sys.actor_info(top).unwrap();
     assert_eq!(info.state, ActorState::Gone(ExitCause::Normal));
     assert!(sys.host_pids().is_empty());

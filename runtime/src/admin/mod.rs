@@ -68,6 +68,8 @@ const FIRST_PEER: usize = 2;
 
 /// How long a shutdown waits for actors to finish before killing whatever is left.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a host that closed its control connection may take to exit before it is killed.
+const CLOSED_CONTROL_GRACE: Duration = Duration::from_millis(500);
 /// How many dead incarnations' ledgers an actor keeps for late recovery questions.
 const REPORTS_KEPT: usize = 4;
 
@@ -117,6 +119,9 @@ struct ActorRecord {
     start_failure: Option<CreateFailure>,
     /// An `ActorExitRequest` to deliver once the host has completed its handshake.
     stop_pending: bool,
+    /// The host closed its control connection without being reaped yet: kill it if it is
+    /// still there at this time (it usually is already dying; reaping will tell).
+    orphaned_at: Option<Instant>,
     /// What recent dead incarnations did: (incarnation, ledger, cause).
     reports: VecDeque<(u32, LedgerReport, ExitCause)>,
 }
@@ -237,6 +242,7 @@ impl Admin {
             let next = [
                 self.tree.next_deadline(),
                 self.shutdown.as_ref().filter(|s| !s.killed).map(|s| s.deadline),
+                self.actors.values().filter_map(|r| r.orphaned_at).min(),
             ]
             .into_iter()
             .flatten()
@@ -272,6 +278,7 @@ impl Admin {
             }
             let cmds = self.tree.tick(Instant::now());
             self.execute(cmds);
+            self.kill_lingering_hosts();
             self.check_shutdown_deadline();
             if self.shutdown_finished() {
                 self.finish_shutdown();
@@ -437,6 +444,7 @@ impl Admin {
             None => exit::cause_of(status, exit_requested).unwrap_or(ExitCause::ExitCode(-1)),
         };
         let pid = rec.pid.take().map_or(0, |p| p.as_raw());
+        rec.orphaned_at = None;
         tracing::info!(actor = %rec.address, actor_type = %rec.type_name, pid, incarnation, %cause, "actor host exited");
         // What the dead incarnation did with each sender's messages, before the next one
         // starts writing.
@@ -571,11 +579,8 @@ impl Admin {
                 if let Some(rec) = self.actors.get_mut(&id) {
                     if rec.control == Some(token) {
                         rec.control = None;
-                        if let Some(pid) = rec.pid {
-                            if !self.tree.exit_was_requested(id) {
-                                tracing::warn!(actor = %rec.address, pid = pid.as_raw(), "host closed its control connection; killing it");
-                                let _ = kill(pid, Signal::SIGKILL);
-                            }
+                        if rec.pid.is_some() {
+                            rec.orphaned_at = Some(Instant::now() + CLOSED_CONTROL_GRACE);
                         }
                     }
                 }
@@ -831,6 +836,7 @@ impl Admin {
                 creator: parent.is_none().then_some((token, request)),
                 start_failure: None,
                 stop_pending: false,
+                orphaned_at: None,
                 reports: VecDeque::new(),
             },
         );
@@ -867,6 +873,7 @@ impl Admin {
         drop(child);
         rec.pid = Some(pid);
         rec.start_failure = None;
+        rec.orphaned_at = None;
         self.by_pid.insert(pid, id);
 
         admin_end
@@ -914,6 +921,21 @@ impl Admin {
         self.send(token, &start);
         if stop_pending {
             self.request_stop(id);
+        }
+    }
+
+    /// Kills hosts that closed their control connection but did not exit: the admin cannot
+    /// manage them, so they are treated as failed.
+    fn kill_lingering_hosts(&mut self) {
+        let now = Instant::now();
+        for rec in self.actors.values_mut() {
+            if rec.orphaned_at.is_some_and(|t| t <= now) {
+                rec.orphaned_at = None;
+                if let Some(pid) = rec.pid {
+                    tracing::warn!(actor = %rec.address, pid = pid.as_raw(), "host closed its control connection but kept running; killing it");
+                    let _ = kill(pid, Signal::SIGKILL);
+                }
+            }
         }
     }
 

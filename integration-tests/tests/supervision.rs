@@ -1,0 +1,492 @@
+//! Supervision end to end: every way a host can die, restarts at the same address, policies,
+//! escalation, backoff, and nothing lost. Real processes, real signals.
+
+use std::{
+    os::unix::net::UnixDatagram,
+    time::{Duration, Instant},
+};
+
+use greenroom::{
+    ActorState, Address, Backoff, ChildSpec, Error, ExitCause, RestartType, Strategy, SupervisorSpec, SystemConfig,
+};
+use greenroom_integration_tests::{
+    actors::*,
+    harness::{self, TestSystem},
+};
+use nix::{
+    sys::signal::{kill, Signal},
+    unistd::Pid,
+};
+
+const HOST: &str = env!("CARGO_BIN_EXE_greenroom-test-host");
+const T: Duration = Duration::from_secs(10);
+
+fn system() -> TestSystem {
+    TestSystem::start(HOST)
+}
+
+fn pid_of(sys: &TestSystem, actor: Address) -> u32 {
+    sys.actor_info(actor).unwrap().pid.expect("a running actor has a pid")
+}
+
+fn sigkill(pid: u32) {
+    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+}
+
+fn ping(sys: &TestSystem, actor: Address) -> Pong {
+    sys.ask(actor, Crash::Ping, T).unwrap()
+}
+
+/// Waits for the message a dying `actor` was processing to come back to this client.
+fn expect_poison(sys: &TestSystem, actor: Address) -> String {
+    match sys.listen(T) {
+        Err(Error::Poisoned { address, details, .. }) if address == actor => details,
+        other => panic!("expected the in-flight message back from {actor} as poison, got {other:?}"),
+    }
+}
+
+fn crasher_name() -> String {
+    greenroom::actor_type_name::<Crasher>().to_string()
+}
+
+/// Asks a fresh `Crasher` to die with `how`; checks the message comes back as poison, the
+/// actor answers again from a new process at the same address, and reports the cause.
+fn dies_and_comes_back(how: Crash, expected: impl Fn(&ExitCause) -> bool) {
+    let sys = system();
+    let crasher = sys.create_actor::<Crasher>().unwrap();
+    let before = ping(&sys, crasher).pid;
+
+    let err = sys.ask::<_, Pong>(crasher, how.clone(), T).unwrap_err();
+    match &err {
+        Error::Poisoned { address, details, .. } => {
+            assert_eq!(*address, crasher);
+            assert!(details.contains("process died while processing it"), "{details}");
+        }
+        other => panic!("{how:?}: expected the message back as poison, got {other}"),
+    }
+    assert!(harness::wait_for_exit(before, T), "the old process is gone");
+
+    let after = ping(&sys, crasher);
+    assert_ne!(after.pid, before, "a new process serves the same address");
+    let info = sys.actor_info(crasher).unwrap();
+    assert_eq!(info.state, ActorState::Running);
+    assert_eq!(info.incarnation, 2);
+    assert_eq!(info.pid, Some(after.pid));
+    let _ = expected; // the cause is checked through the parent's notice in `parents_are_told`
+}
+
+#[test]
+fn sigkill_from_outside_restarts_at_the_same_address() {
+    let sys = system();
+    let crasher = sys.create_actor::<Crasher>().unwrap();
+    let before = ping(&sys, crasher).pid;
+    sigkill(before);
+    assert!(harness::wait_for_exit(before, T));
+    let after = ping(&sys, crasher);
+    assert_ne!(after.pid, before);
+    assert_eq!(sys.actor_info(crasher).unwrap().incarnation, 2);
+}
+
+#[test]
+fn abort_restarts() {
+    dies_and_comes_back(Crash::Abort, |c| matches!(c, ExitCause::Signal { signal: 6, .. }));
+}
+
+#[test]
+fn segfault_restarts() {
+    dies_and_comes_back(Crash::Segfault, |c| matches!(c, ExitCause::Signal { signal: 11, .. }));
+}
+
+#[test]
+fn exit_with_a_status_restarts() {
+    dies_and_comes_back(Crash::Exit(3), |c| *c == ExitCause::ExitCode(3));
+}
+
+#[test]
+fn a_host_that_closes_its_control_socket_is_replaced() {
+    let sys = system();
+    let crasher = sys.create_actor::<Crasher>().unwrap();
+    let before = ping(&sys, crasher).pid;
+    sys.tell(crasher, Crash::CloseControl).unwrap();
+    // The message itself completed; the host then lingers without its control connection
+    // and is killed after a grace period.
+    assert!(
+        harness::wait_for_exit(before, T),
+        "the admin kills a host it cannot manage"
+    );
+    let after = ping(&sys, crasher);
+    assert_ne!(after.pid, before);
+}
+
+#[test]
+fn parents_are_told_of_restarts_with_the_cause() {
+    let sys = system();
+    let parent = sys.create_actor::<Spawner>().unwrap();
+    let spawn = SpawnTyped {
+        type_name: crasher_name(),
+        spec: ChildSpec::default(),
+        watcher: sys.address(),
+    };
+    let Spawned(children) = sys.ask(parent, spawn, T).unwrap();
+    let child = children[0];
+    for (n, (how, expected)) in [
+        (
+            Crash::Abort,
+            ExitCause::Signal {
+                signal: 6,
+                core_dumped: false,
+            },
+        ),
+        (
+            Crash::Segfault,
+            ExitCause::Signal {
+                signal: 11,
+                core_dumped: false,
+            },
+        ),
+        (Crash::Exit(3), ExitCause::ExitCode(3)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        sys.tell(child, how).unwrap();
+        // Two things arrive, in either order: the message it died on, back to its sender,
+        // and the parent's report of the restart.
+        let mut poisoned = false;
+        let mut report = None;
+        while !poisoned || report.is_none() {
+            match sys.listen(T) {
+                Err(Error::Poisoned { address, .. }) if address == child => poisoned = true,
+                Ok(Some((_, msg))) => report = msg.downcast::<ChildRestartSeen>(),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let seen = report.expect("a ChildRestartSeen");
+        assert_eq!(seen.parent, parent);
+        assert_eq!(seen.child, child);
+        assert_eq!(seen.restart_count, n as u32 + 1);
+        match (&seen.cause, &expected) {
+            // Whether a core was dumped depends on the machine's core pattern.
+            (ExitCause::Signal { signal: a, .. }, ExitCause::Signal { signal: b, .. }) => assert_eq!(a, b),
+            (got, want) => assert_eq!(got, want),
+        }
+        let _ = ping(&sys, child);
+    }
+}
+
+#[test]
+fn messages_sent_while_down_are_delivered_and_the_in_flight_one_comes_back() {
+    let sys = system();
+    let crasher = sys.create_actor::<Crasher>().unwrap();
+    let pid = ping(&sys, crasher).pid;
+
+    let dir = tempfile::tempdir().unwrap();
+    let notify = dir.path().join("started");
+    let started = UnixDatagram::bind(&notify).unwrap();
+    started.set_read_timeout(Some(T)).unwrap();
+
+    // In flight: a long message. Queued behind it: 50 more.
+    sys.tell(
+        crasher,
+        Crash::Sleep {
+            notify: notify.clone(),
+            ms: 60_000,
+        },
+    )
+    .unwrap();
+    for _ in 0..50 {
+        sys.tell(crasher, Crash::Inc).unwrap();
+    }
+    let mut buf = [0u8; 16];
+    started.recv(&mut buf).expect("the actor starts the long message");
+    sigkill(pid);
+    // And 50 more while the actor is down or restarting.
+    for _ in 0..50 {
+        sys.tell(crasher, Crash::Inc).unwrap();
+    }
+
+    // The message it died on comes back to its sender, not to the new incarnation.
+    match sys.listen(T) {
+        Err(Error::Poisoned { tag, details, .. }) => {
+            assert!(tag.ends_with("Crash"), "{tag}");
+            assert!(details.contains("killed by signal 9"), "{details}");
+        }
+        other => panic!("expected the in-flight message back as poison, got {other:?}"),
+    }
+    // Every other message reaches the new incarnation, exactly once.
+    let pong = ping(&sys, crasher);
+    assert_ne!(pong.pid, pid);
+    assert_eq!(pong.deliveries, 100, "100 queued messages, delivered once each");
+}
+
+#[test]
+fn processed_but_unacknowledged_messages_are_not_delivered_twice() {
+    let sys = system();
+    let crasher = sys.create_actor::<Crasher>().unwrap();
+    // Fewer than an ack batch: the sender still holds them when the actor dies.
+    for _ in 0..10 {
+        sys.tell(crasher, Crash::Inc).unwrap();
+    }
+    let first = ping(&sys, crasher);
+    assert_eq!(first.deliveries, 10);
+    sigkill(first.pid);
+    assert!(harness::wait_for_exit(first.pid, T));
+    let second = ping(&sys, crasher);
+    assert_ne!(second.pid, first.pid);
+    assert_eq!(
+        second.deliveries, 0,
+        "nothing the old incarnation processed is replayed"
+    );
+}
+
+#[test]
+fn transient_actors_are_not_restarted_after_a_clean_exit() {
+    let sys = system();
+    let transient = ChildSpec {
+        restart: RestartType::Transient,
+        ..ChildSpec::default()
+    };
+    let crashy = sys.create_actor_with::<Crasher>(transient).unwrap();
+    let pid = ping(&sys, crashy).pid;
+    sigkill(pid);
+    assert_ne!(ping(&sys, crashy).pid, pid, "restarted after a crash");
+
+    let clean = sys.create_actor_with::<Crasher>(transient).unwrap();
+    let pid = ping(&sys, clean).pid;
+    sys.tell(clean, Crash::Exit(0)).unwrap();
+    assert!(harness::wait_for_exit(pid, T));
+    expect_poison(&sys, clean);
+    let err = sys.ask::<_, Pong>(clean, Crash::Ping, T).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::ActorGone {
+                cause: ExitCause::ExitCode(0),
+                ..
+            }
+        ),
+        "a clean exit is final for a transient actor: {err}"
+    );
+}
+
+#[test]
+fn temporary_actors_are_never_restarted_and_the_parent_hears_it() {
+    let sys = system();
+    let parent = sys.create_actor::<Spawner>().unwrap();
+    let spawn = SpawnTyped {
+        type_name: crasher_name(),
+        spec: ChildSpec {
+            restart: RestartType::Temporary,
+            ..ChildSpec::default()
+        },
+        watcher: sys.address(),
+    };
+    let Spawned(children) = sys.ask(parent, spawn, T).unwrap();
+    let child = children[0];
+    sigkill(pid_of(&sys, child));
+    let (_, msg) = sys.listen(T).unwrap().expect("a report from the parent");
+    let seen = msg
+        .downcast::<ChildExitSeen>()
+        .expect("ChildActorExited, not a restart");
+    assert_eq!(seen.child, child);
+    assert!(
+        matches!(seen.cause, ExitCause::Signal { signal: 9, .. }),
+        "{:?}",
+        seen.cause
+    );
+    let err = sys.ask::<_, Pong>(child, Crash::Ping, T).unwrap_err();
+    assert!(matches!(err, Error::ActorGone { .. }), "{err}");
+}
+
+/// A parent with `strategy` and three `Crasher` children; returns (parent, children).
+fn family(sys: &TestSystem, strategy: Strategy) -> (Address, Vec<Address>) {
+    let spec = ChildSpec {
+        supervision: SupervisorSpec {
+            strategy,
+            ..SupervisorSpec::default()
+        },
+        ..ChildSpec::default()
+    };
+    let parent = sys.create_actor_with::<Spawner>(spec).unwrap();
+    let mut children = Vec::new();
+    for _ in 0..3 {
+        let spawn = SpawnTyped {
+            type_name: crasher_name(),
+            spec: ChildSpec::default(),
+            watcher: sys.address(),
+        };
+        let Spawned(c) = sys.ask(parent, spawn, T).unwrap();
+        children.push(c[0]);
+    }
+    (parent, children)
+}
+
+/// Waits for `n` restart reports from the parent; returns the restarted children.
+fn restarts_seen(sys: &TestSystem, n: usize) -> Vec<Address> {
+    let mut seen = Vec::new();
+    while seen.len() < n {
+        let (_, msg) = sys.listen(T).unwrap().expect("a restart report");
+        if let Some(r) = msg.downcast::<ChildRestartSeen>() {
+            seen.push(r.child);
+        }
+    }
+    seen
+}
+
+#[test]
+fn one_for_all_restarts_every_sibling() {
+    let sys = system();
+    let (_, children) = family(&sys, Strategy::OneForAll);
+    let before: Vec<u32> = children.iter().map(|c| ping(&sys, *c).pid).collect();
+    sigkill(before[1]);
+    let mut restarted = restarts_seen(&sys, 3);
+    restarted.sort();
+    assert_eq!(restarted, children, "all three were restarted");
+    for (child, old) in children.iter().zip(&before) {
+        assert_ne!(ping(&sys, *child).pid, *old);
+        assert_eq!(sys.actor_info(*child).unwrap().incarnation, 2);
+    }
+}
+
+#[test]
+fn rest_for_one_restarts_the_later_siblings_only() {
+    let sys = system();
+    let (_, children) = family(&sys, Strategy::RestForOne);
+    let before: Vec<u32> = children.iter().map(|c| ping(&sys, *c).pid).collect();
+    sigkill(before[1]);
+    let mut restarted = restarts_seen(&sys, 2);
+    restarted.sort();
+    assert_eq!(restarted, children[1..].to_vec());
+    assert_eq!(
+        ping(&sys, children[0]).pid,
+        before[0],
+        "the earlier sibling is untouched"
+    );
+    assert_ne!(ping(&sys, children[1]).pid, before[1]);
+    assert_ne!(ping(&sys, children[2]).pid, before[2]);
+}
+
+#[test]
+fn exceeding_the_intensity_limit_escalates_to_the_grandparent() {
+    let sys = system();
+    let top = sys.create_actor::<Spawner>().unwrap();
+    let strict = ChildSpec {
+        supervision: SupervisorSpec {
+            max_restarts: 2,
+            ..SupervisorSpec::default()
+        },
+        ..ChildSpec::default()
+    };
+    let spawn_mid = SpawnTyped {
+        type_name: greenroom::actor_type_name::<Spawner>().to_string(),
+        spec: strict,
+        watcher: sys.address(),
+    };
+    let Spawned(mid) = sys.ask(top, spawn_mid, T).unwrap();
+    let mid = mid[0];
+    let spawn_child = SpawnTyped {
+        type_name: crasher_name(),
+        spec: ChildSpec::default(),
+        watcher: sys.address(),
+    };
+    let Spawned(child) = sys.ask(mid, spawn_child, T).unwrap();
+    let child = child[0];
+    let mid_pid = pid_of(&sys, mid);
+
+    // Two restarts are allowed; the third failure within 10 s makes `mid` give up.
+    for _ in 0..2 {
+        sigkill(ping(&sys, child).pid);
+        let (_, msg) = sys.listen(T).unwrap().expect("mid reports the restart");
+        assert_eq!(msg.downcast::<ChildRestartSeen>().map(|r| r.child), Some(child));
+    }
+    sigkill(ping(&sys, child).pid);
+
+    // `top` sees `mid` restart because mid's supervisor gave up.
+    let escalated = loop {
+        let (_, msg) = sys.listen(T).unwrap().expect("top reports mid's restart");
+        if let Some(r) = msg.downcast::<ChildRestartSeen>() {
+            if r.child == mid {
+                break r;
+            }
+        }
+    };
+    assert_eq!(escalated.parent, top);
+    match &escalated.cause {
+        ExitCause::RestartLimit { restarts, last, .. } => {
+            assert_eq!(*restarts, 2);
+            assert!(matches!(**last, ExitCause::Signal { signal: 9, .. }));
+        }
+        other => panic!("expected RestartLimit, got {other:?}"),
+    }
+    assert!(harness::wait_for_exit(mid_pid, T));
+    assert_ne!(pid_of(&sys, mid), mid_pid, "mid runs again, in a new process");
+    let err = sys.ask::<_, Pong>(child, Crash::Ping, T).unwrap_err();
+    assert!(
+        matches!(err, Error::ActorGone { .. }),
+        "the failing child is gone: {err}"
+    );
+}
+
+#[test]
+fn backoff_delays_consecutive_restarts() {
+    let backoff = Backoff {
+        initial: Duration::from_millis(300),
+        max: Duration::from_secs(5),
+        multiplier: 2,
+        reset_after: Duration::from_secs(60),
+    };
+    let config = SystemConfig::default().root_supervision(SupervisorSpec {
+        backoff,
+        ..SupervisorSpec::default()
+    });
+    let sys = TestSystem::start_with(HOST, config);
+    let crasher = sys.create_actor::<Crasher>().unwrap();
+    for n in 1..=3u32 {
+        let pid = ping(&sys, crasher).pid;
+        let killed = Instant::now();
+        sigkill(pid);
+        // The first ask after the kill is answered by the new incarnation.
+        let pong = ping(&sys, crasher);
+        let waited = killed.elapsed();
+        assert_ne!(pong.pid, pid);
+        let due = backoff.delay(n);
+        assert!(
+            waited >= due,
+            "restart {n} came after {waited:?}, before its backoff of {due:?}"
+        );
+    }
+}
+
+#[test]
+fn a_hundred_kills_leave_no_zombie_and_no_fd_growth_in_the_admin() {
+    let config = SystemConfig::default().root_supervision(SupervisorSpec {
+        max_restarts: 1_000,
+        backoff: Backoff {
+            initial: Duration::ZERO,
+            ..Backoff::default()
+        },
+        ..SupervisorSpec::default()
+    });
+    let sys = TestSystem::start_with(HOST, config);
+    let crasher = sys.create_actor::<Crasher>().unwrap();
+    let admin = sys.admin_pid();
+    // Warm up: the first kill opens the client's lasting connections.
+    let mut pid = ping(&sys, crasher).pid;
+    sigkill(pid);
+    pid = ping(&sys, crasher).pid;
+    let fds_before = harness::fd_count(admin);
+    for _ in 0..100 {
+        sigkill(pid);
+        let next = ping(&sys, crasher).pid;
+        assert_ne!(next, pid);
+        pid = next;
+    }
+    assert_eq!(sys.actor_info(crasher).unwrap().incarnation, 102);
+    assert_eq!(
+        harness::fd_count(admin),
+        fds_before,
+        "the admin's fd count is back where it was"
+    );
+    assert_eq!(harness::zombie_children_of(admin), Vec::<u32>::new());
+    assert_eq!(sys.host_pids(), vec![pid], "exactly one live host");
+}
