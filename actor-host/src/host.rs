@@ -276,7 +276,9 @@ impl Host {
                 return;
             }
         };
-        for child in self.children.clone() {
+        // Latest first, as a supervisor stops its children (reverse start order); all are
+        // asked at once, and the admin kills any that are not gone by the stop timeout.
+        for child in self.children.clone().into_iter().rev() {
             if let Err(e) = self.endpoint.send(child, &exit) {
                 tracing::debug!(actor = %self.me, %child, error = %e, "child already gone");
             }

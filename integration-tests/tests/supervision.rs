@@ -49,30 +49,30 @@ fn crasher_name() -> String {
     greenroom::actor_type_name::<Crasher>().to_string()
 }
 
-/// Asks a fresh `Crasher` to die with `how`; checks the message comes back as poison, the
-/// actor answers again from a new process at the same address, and reports the cause.
-fn dies_and_comes_back(how: Crash, expected: impl Fn(&ExitCause) -> bool) {
+/// Tells a fresh `Crasher` to die with `how`, with 20 messages queued behind it; checks the
+/// fatal message comes back to its sender as poison naming the cause, and the queued ones
+/// are delivered, once each, to a new process at the same address.
+fn dies_and_comes_back(how: Crash, cause_text: &str) {
     let sys = system();
     let crasher = sys.create_actor::<Crasher>().unwrap();
     let before = ping(&sys, crasher).pid;
 
-    let err = sys.ask::<_, Pong>(crasher, how.clone(), T).unwrap_err();
-    match &err {
-        Error::Poisoned { address, details, .. } => {
-            assert_eq!(*address, crasher);
-            assert!(details.contains("process died while processing it"), "{details}");
-        }
-        other => panic!("{how:?}: expected the message back as poison, got {other}"),
+    sys.tell(crasher, how.clone()).unwrap();
+    for _ in 0..20 {
+        sys.tell(crasher, Crash::Inc).unwrap();
     }
+    let details = expect_poison(&sys, crasher);
+    assert!(details.contains("process died while processing it"), "{details}");
+    assert!(details.contains(cause_text), "{how:?}: {details}");
     assert!(harness::wait_for_exit(before, T), "the old process is gone");
 
     let after = ping(&sys, crasher);
     assert_ne!(after.pid, before, "a new process serves the same address");
+    assert_eq!(after.deliveries, 20, "the queued messages reach the new incarnation");
     let info = sys.actor_info(crasher).unwrap();
     assert_eq!(info.state, ActorState::Running);
     assert_eq!(info.incarnation, 2);
     assert_eq!(info.pid, Some(after.pid));
-    let _ = expected; // the cause is checked through the parent's notice in `parents_are_told`
 }
 
 #[test]
@@ -89,17 +89,17 @@ fn sigkill_from_outside_restarts_at_the_same_address() {
 
 #[test]
 fn abort_restarts() {
-    dies_and_comes_back(Crash::Abort, |c| matches!(c, ExitCause::Signal { signal: 6, .. }));
+    dies_and_comes_back(Crash::Abort, "killed by signal 6");
 }
 
 #[test]
 fn segfault_restarts() {
-    dies_and_comes_back(Crash::Segfault, |c| matches!(c, ExitCause::Signal { signal: 11, .. }));
+    dies_and_comes_back(Crash::Segfault, "killed by signal 11");
 }
 
 #[test]
 fn exit_with_a_status_restarts() {
-    dies_and_comes_back(Crash::Exit(3), |c| *c == ExitCause::ExitCode(3));
+    dies_and_comes_back(Crash::Exit(3), "exited with status 3");
 }
 
 #[test]
@@ -217,6 +217,77 @@ fn messages_sent_while_down_are_delivered_and_the_in_flight_one_comes_back() {
     let pong = ping(&sys, crasher);
     assert_ne!(pong.pid, pid);
     assert_eq!(pong.deliveries, 100, "100 queued messages, delivered once each");
+}
+
+#[test]
+fn children_never_outlive_their_parent_process() {
+    let sys = system();
+    let parent = sys.create_actor::<Spawner>().unwrap();
+    // Exit reports go to an actor that ignores them, so the client sees only replies.
+    let sink = sys.create_actor::<Silent>().unwrap();
+    let req = SpawnChildren {
+        children: 2,
+        grandchildren: 1,
+        watcher: sink,
+    };
+    let Spawned(children) = sys.ask(parent, req, T).unwrap();
+    for c in &children {
+        let _: Spawned = sys
+            .ask(
+                *c,
+                SpawnChildren {
+                    children: 0,
+                    grandchildren: 0,
+                    watcher: sink,
+                },
+                T,
+            )
+            .unwrap();
+    }
+    let parent_pid = pid_of(&sys, parent);
+    let sink_pid = pid_of(&sys, sink);
+    let descendants: Vec<u32> = sys
+        .host_pids()
+        .into_iter()
+        .filter(|p| *p != parent_pid && *p != sink_pid)
+        .collect();
+    assert_eq!(descendants.len(), 4, "two children and two grandchildren");
+
+    sigkill(parent_pid);
+    for pid in &descendants {
+        assert!(
+            harness::wait_for_exit(*pid, T),
+            "descendant {pid} outlived its parent's process"
+        );
+    }
+    // The parent comes back, without children; the old children's addresses are dead.
+    let _: Spawned = sys
+        .ask(
+            parent,
+            SpawnChildren {
+                children: 0,
+                grandchildren: 0,
+                watcher: sink,
+            },
+            T,
+        )
+        .unwrap();
+    let mut expected = vec![pid_of(&sys, parent), sink_pid];
+    expected.sort_unstable();
+    assert_eq!(sys.host_pids(), expected);
+    for c in &children {
+        let err = sys.ask::<_, Spawned>(*c, Report, T).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                Error::ActorGone {
+                    cause: ExitCause::ParentGone,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
 }
 
 #[test]
@@ -489,4 +560,53 @@ fn a_hundred_kills_leave_no_zombie_and_no_fd_growth_in_the_admin() {
     );
     assert_eq!(harness::zombie_children_of(admin), Vec::<u32>::new());
     assert_eq!(sys.host_pids(), vec![pid], "exactly one live host");
+}
+
+#[test]
+fn a_hung_actor_is_killed_after_its_liveness_timeout() {
+    let sys = system();
+    let spec = ChildSpec {
+        liveness: Some(Duration::from_millis(300)),
+        ..ChildSpec::default()
+    };
+    let crasher = sys.create_actor_with::<Crasher>(spec).unwrap();
+    let pid = ping(&sys, crasher).pid;
+    let dir = tempfile::tempdir().unwrap();
+    let notify = dir.path().join("started");
+    let started = UnixDatagram::bind(&notify).unwrap();
+    started.set_read_timeout(Some(T)).unwrap();
+
+    let sent = Instant::now();
+    sys.tell(crasher, Crash::Sleep { notify, ms: 600_000 }).unwrap();
+    for _ in 0..5 {
+        sys.tell(crasher, Crash::Inc).unwrap();
+    }
+    let details = expect_poison(&sys, crasher);
+    assert!(details.contains("liveness timeout"), "{details}");
+    assert!(
+        sent.elapsed() >= Duration::from_millis(300),
+        "killed before its timeout"
+    );
+    let pong = ping(&sys, crasher);
+    assert_ne!(pong.pid, pid);
+    assert_eq!(
+        pong.deliveries, 5,
+        "the messages queued behind the hung one are delivered"
+    );
+    let mut buf = [0u8; 16];
+    started.recv(&mut buf).expect("the hung message had started");
+
+    // Without a liveness timeout, a long message is left alone.
+    let patient = sys.create_actor::<Crasher>().unwrap();
+    let pid = ping(&sys, patient).pid;
+    let notify = dir.path().join("patient");
+    let started = UnixDatagram::bind(&notify).unwrap();
+    started.set_read_timeout(Some(T)).unwrap();
+    sys.tell(patient, Crash::Sleep { notify, ms: 700 }).unwrap();
+    started.recv(&mut buf).unwrap();
+    assert_eq!(
+        ping(&sys, patient).pid,
+        pid,
+        "still the same process after 700 ms on one message"
+    );
 }

@@ -112,12 +112,22 @@ impl Default for SupervisorSpec {
 }
 
 /// What the creator of an actor decides for it.
+///
+/// | field | default |
+/// |---|---|
+/// | `restart` | `Permanent` |
+/// | `supervision` | [`SupervisorSpec::default`] |
+/// | `liveness` | `None`: an actor may spend as long as it likes on one message |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct ChildSpec {
     /// When this actor is restarted by its parent.
     pub restart: RestartType,
     /// How this actor supervises its own children.
     pub supervision: SupervisorSpec,
+    /// If set, an actor stuck on one message for longer than this is considered hung: its
+    /// process is killed (cause [`crate::ExitCause::Unresponsive`]), the message goes back to
+    /// its sender as poison, and the restart policy applies.
+    pub liveness: Option<std::time::Duration>,
 }
 
 #[cfg(test)]

@@ -130,6 +130,8 @@ pub enum ExitCause {
     },
     /// Its parent is gone for good, so it was stopped.
     ParentGone,
+    /// It spent longer than its liveness timeout on one message and was killed.
+    Unresponsive { after_ms: u64 },
 }
 
 impl ExitCause {
@@ -166,6 +168,9 @@ impl fmt::Display for ExitCause {
                 "its supervisor gave up after {restarts} restarts within {within_ms} ms (last failure: {last})"
             ),
             ExitCause::ParentGone => write!(f, "stopped because its parent is gone"),
+            ExitCause::Unresponsive { after_ms } => {
+                write!(f, "killed after {after_ms} ms on one message (liveness timeout)")
+            }
         }
     }
 }

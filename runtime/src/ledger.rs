@@ -108,6 +108,23 @@ impl LedgerFile {
     }
 }
 
+impl LedgerFile {
+    /// The message being processed right now, as (sender, seq), if any: a cheap peek for
+    /// liveness checks.
+    pub fn busy(&self) -> io::Result<Option<(u64, u64)>> {
+        let mut bytes = [0u8; 24];
+        let n = nix::sys::uio::pread(&self.fd, &mut bytes, 0)?;
+        if n < bytes.len() {
+            return Ok(None);
+        }
+        let word = |i: usize| u64::from_ne_bytes(bytes[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+        if word(W_MAGIC) != MAGIC || word(W_BUSY_SENDER) == 0 {
+            return Ok(None);
+        }
+        Ok(Some((word(W_BUSY_SENDER), word(W_BUSY_SEQ))))
+    }
+}
+
 impl AsFd for LedgerFile {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.fd.as_fd()

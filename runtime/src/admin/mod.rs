@@ -122,6 +122,14 @@ struct ActorRecord {
     /// The host closed its control connection without being reaped yet: kill it if it is
     /// still there at this time (it usually is already dying; reaping will tell).
     orphaned_at: Option<Instant>,
+    /// The liveness timeout, if the creator set one.
+    liveness: Option<Duration>,
+    /// The message seen in progress at the last liveness probe, and since when.
+    busy_since: Option<((u64, u64), Instant)>,
+    /// When to look at the ledger next.
+    next_probe: Option<Instant>,
+    /// Why the admin killed the current process, when it did (overrides the wait status).
+    kill_cause: Option<ExitCause>,
     /// What recent dead incarnations did: (incarnation, ledger, cause).
     reports: VecDeque<(u32, LedgerReport, ExitCause)>,
 }
@@ -243,6 +251,7 @@ impl Admin {
                 self.tree.next_deadline(),
                 self.shutdown.as_ref().filter(|s| !s.killed).map(|s| s.deadline),
                 self.actors.values().filter_map(|r| r.orphaned_at).min(),
+                self.actors.values().filter_map(|r| r.next_probe).min(),
             ]
             .into_iter()
             .flatten()
@@ -279,6 +288,7 @@ impl Admin {
             let cmds = self.tree.tick(Instant::now());
             self.execute(cmds);
             self.kill_lingering_hosts();
+            self.probe_liveness();
             self.check_shutdown_deadline();
             if self.shutdown_finished() {
                 self.finish_shutdown();
@@ -439,10 +449,13 @@ impl Admin {
         let exit_requested = self.tree.exit_was_requested(id);
         let incarnation = self.tree.state(id).map_or(0, |(_, inc)| inc);
         let Some(rec) = self.actors.get_mut(&id) else { return };
-        let cause = match &rec.start_failure {
-            Some(failure) => ExitCause::StartFailed(failure.to_string()),
-            None => exit::cause_of(status, exit_requested).unwrap_or(ExitCause::ExitCode(-1)),
+        let cause = match (&rec.start_failure, rec.kill_cause.take()) {
+            (Some(failure), _) => ExitCause::StartFailed(failure.to_string()),
+            (None, Some(cause)) => cause,
+            (None, None) => exit::cause_of(status, exit_requested).unwrap_or(ExitCause::ExitCode(-1)),
         };
+        rec.busy_since = None;
+        rec.next_probe = None;
         let pid = rec.pid.take().map_or(0, |p| p.as_raw());
         rec.orphaned_at = None;
         tracing::info!(actor = %rec.address, actor_type = %rec.type_name, pid, incarnation, %cause, "actor host exited");
@@ -837,6 +850,10 @@ impl Admin {
                 start_failure: None,
                 stop_pending: false,
                 orphaned_at: None,
+                liveness: spec.liveness,
+                busy_since: None,
+                next_probe: None,
+                kill_cause: None,
                 reports: VecDeque::new(),
             },
         );
@@ -874,6 +891,9 @@ impl Admin {
         rec.pid = Some(pid);
         rec.start_failure = None;
         rec.orphaned_at = None;
+        rec.kill_cause = None;
+        rec.busy_since = None;
+        rec.next_probe = rec.liveness.map(|l| Instant::now() + probe_interval(l));
         self.by_pid.insert(pid, id);
 
         admin_end
@@ -939,6 +959,36 @@ impl Admin {
         }
     }
 
+    /// Kills hosts stuck on one message for longer than their liveness timeout, judged from
+    /// the ledger they write anyway (no ping, no round trip to the host).
+    fn probe_liveness(&mut self) {
+        let now = Instant::now();
+        for rec in self.actors.values_mut() {
+            let (Some(liveness), Some(at), Some(pid)) = (rec.liveness, rec.next_probe, rec.pid) else {
+                continue;
+            };
+            if at > now {
+                continue;
+            }
+            rec.next_probe = Some(now + probe_interval(liveness));
+            let busy = rec.ledger.busy().ok().flatten();
+            match (busy, rec.busy_since) {
+                (Some(b), Some((seen, since))) if b == seen => {
+                    if now.duration_since(since) >= liveness && rec.kill_cause.is_none() {
+                        tracing::warn!(actor = %rec.address, pid = pid.as_raw(), timeout_ms = liveness.as_millis() as u64,
+                            "actor is stuck on one message past its liveness timeout; killing it");
+                        rec.kill_cause = Some(ExitCause::Unresponsive {
+                            after_ms: liveness.as_millis() as u64,
+                        });
+                        let _ = kill(pid, Signal::SIGKILL);
+                    }
+                }
+                (Some(b), _) => rec.busy_since = Some((b, now)),
+                (None, _) => rec.busy_since = None,
+            }
+        }
+    }
+
     // ---- shutdown ----
 
     fn begin_shutdown(&mut self, reply_to: Option<(Token, u64)>) {
@@ -1000,6 +1050,11 @@ fn role_fits(role: &PeerRole, kind: PeerKind) -> bool {
         (role, kind),
         (PeerRole::Client, PeerKind::Client(_)) | (PeerRole::Host, PeerKind::Host(_))
     )
+}
+
+/// How often to look at an actor's ledger for a liveness timeout of `liveness`.
+fn probe_interval(liveness: Duration) -> Duration {
+    (liveness / 4).max(Duration::from_millis(5))
 }
 
 /// `my_app::actors::Hello` → `Hello`, for process titles.

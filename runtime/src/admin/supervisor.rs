@@ -943,6 +943,33 @@ mod tests {
     }
 
     #[test]
+    fn a_restart_that_fails_during_startup_counts_toward_the_limit() {
+        let t = Instant::now();
+        let mut tree = Tree::new(SupervisorSpec {
+            max_restarts: 2,
+            ..SupervisorSpec::default()
+        });
+        tree.add(1, None, ChildSpec::default(), t);
+        tree.ready(1, t);
+        tree.died(1, kill9(), t);
+        let mut now = t;
+        // Each new incarnation dies before reporting ready (exec failure, constructor panic).
+        for _ in 0..2 {
+            now += Duration::from_secs(1);
+            assert_eq!(spawns(&tree.tick(now)), vec![1]);
+            tree.died(1, ExitCause::StartFailed("constructor panicked".into()), now);
+        }
+        assert!(
+            matches!(
+                tree.state(1).unwrap().0,
+                ActorState::Gone(ExitCause::RestartLimit { .. })
+            ),
+            "{:?}",
+            tree.state(1)
+        );
+    }
+
+    #[test]
     fn a_first_start_that_fails_is_not_retried() {
         let t = Instant::now();
         let mut tree = Tree::new(SupervisorSpec::default());
