@@ -3,9 +3,14 @@
 //! ```text
 //! admin ──Start──▶ host constructs the actor ──HostReady──▶ admin
 //! loop:
-//!   pump sockets ─▶ for each message: receive (panic caught) ─▶ mark processed
-//!   flush everything the actor sent (one batch per wake-up)
+//!   pump sockets ─▶ for each message:
+//!       ledger: busy(sender, seq) ─▶ receive (panic caught) ─▶ write what it sent
+//!       ─▶ ledger: done(sender, seq) ─▶ acknowledge (batched)
 //! ```
+//!
+//! Everything an actor sends during one `receive` leaves in one gathered write when the call
+//! returns; the message is recorded as done only after that write, so a process killed in
+//! between returns the message to its sender as poison rather than losing its replies.
 //!
 //! Fault rules, as Thespian's: a `receive` that panics or returns an error is given the same
 //! message once more; if it fails again the sender gets [`PoisonMessage`] and the actor goes
@@ -166,6 +171,13 @@ impl Host {
                         }
                         self.endpoint.begin(&receipt);
                         self.deliver(sender, &msg);
+                        // A message is done when what the actor sent for it has left this
+                        // process: record it only then, so that a death before the write
+                        // returns the message as poison instead of losing its replies.
+                        if let Err(e) = self.endpoint.flush_all() {
+                            tracing::error!(actor = %self.me, error = %e, "host event loop failed");
+                            return EXIT_INTERNAL;
+                        }
                         self.endpoint.processed(receipt);
                     }
                     Inbound::Control(FromAdmin::Deliver { sender, payload }) => {

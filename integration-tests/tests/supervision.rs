@@ -207,8 +207,11 @@ fn messages_sent_while_down_are_delivered_and_the_in_flight_one_comes_back() {
 
     // The message it died on comes back to its sender, not to the new incarnation.
     match sys.listen(T) {
-        Err(Error::Poisoned { tag, details, .. }) => {
-            assert!(tag.ends_with("Crash"), "{tag}");
+        Err(Error::Poisoned { message, details, .. }) => {
+            assert!(
+                matches!(message.downcast::<Crash>(), Some(Crash::Sleep { .. })),
+                "{message:?}"
+            );
             assert!(details.contains("killed by signal 9"), "{details}");
         }
         other => panic!("expected the in-flight message back as poison, got {other:?}"),

@@ -4,6 +4,8 @@
 use std::{io, path::PathBuf, time::Duration};
 
 use greenroom_protocol::{Address, CreateFailure, ExitCause, ProtocolError};
+
+use crate::message::AnyMessage;
 use thiserror::Error;
 
 /// Everything that can go wrong in the `greenroom` crate.
@@ -38,11 +40,15 @@ pub enum Error {
     #[error("no reply from {address} within {timeout:?}")]
     Timeout { address: Address, timeout: Duration },
 
-    /// The actor failed on the message twice (panic or error) and returned it.
-    #[error("actor {address} could not process the message `{tag}` and returned it: {details}")]
+    /// The actor failed on a message from this client (it panicked or returned an error
+    /// twice, or its process died while processing it) and returned the message.
+    ///
+    /// It may be the reply to an earlier `tell` rather than to the current `ask`: look at
+    /// `message` to see which.
+    #[error("actor {address} could not process the message `{}` and returned it: {details}", message.tag())]
     Poisoned {
         address: Address,
-        tag: String,
+        message: AnyMessage,
         details: String,
     },
 

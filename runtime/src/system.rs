@@ -435,7 +435,7 @@ fn wait_for_message(
                     if let Some(poison) = msg.try_downcast::<PoisonMessage>()? {
                         return Err(Error::Poisoned {
                             address: sender,
-                            tag: poison.message.tag().to_owned(),
+                            message: poison.message,
                             details: poison.details,
                         });
                     }

@@ -677,6 +677,7 @@ mod tests {
                 strategy,
                 ..SupervisorSpec::default()
             },
+            liveness: None,
         }
     }
 

@@ -430,6 +430,19 @@ impl Endpoint {
             })
     }
 
+    /// Writes everything queued, waiting as long as it takes for slow readers, while still
+    /// reading (into the inbox, unprocessed) so that two endpoints writing to each other
+    /// cannot deadlock. A host calls this after each message, before recording the message
+    /// as done: what an actor sent is part of what "processed" means.
+    pub fn flush_all(&mut self) -> Result<()> {
+        self.flush();
+        while self.has_unwritten() {
+            self.pump(Some(Duration::from_millis(100)))?;
+            self.flush();
+        }
+        Ok(())
+    }
+
     /// Flushes and keeps pumping until everything is written or `deadline` passes.
     pub fn flush_blocking(&mut self, deadline: Instant) {
         self.flush_acks();
