@@ -286,8 +286,16 @@ pub enum Crash {
     Sleep { notify: std::path::PathBuf, ms: u64 },
     /// Count one unit of work.
     Inc,
-    /// Reply [`Pong`] with this process's pid and the work counted by this incarnation.
-    Ping,
+    /// Reply [`Echoed`] with this nonce, this process's pid and the work counted by this
+    /// incarnation.
+    Ping(u64),
+}
+
+/// A [`Crasher`]'s answer to [`Crash::Ping`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Echoed {
+    pub nonce: u64,
+    pub pong: Pong,
 }
 
 /// Dies on command, in every way a process can die; counts work between deaths.
@@ -322,11 +330,14 @@ impl Actor for Crasher {
                 std::thread::sleep(std::time::Duration::from_millis(ms));
             }
             Crash::Inc => self.count += 1,
-            Crash::Ping => ctx.send(
+            Crash::Ping(nonce) => ctx.send(
                 sender,
-                Pong {
-                    pid: std::process::id(),
-                    deliveries: self.count,
+                Echoed {
+                    nonce,
+                    pong: Pong {
+                        pid: std::process::id(),
+                        deliveries: self.count,
+                    },
                 },
             )?,
         }
