@@ -464,7 +464,7 @@ fn family(sys: &TestSystem, strategy: Strategy) -> (Address, Vec<Address>) {
 fn restarts_seen(sys: &TestSystem, n: usize) -> Vec<Address> {
     let mut seen = Vec::new();
     while seen.len() < n {
-        let msg = next_report(&sys);
+        let msg = next_report(sys);
         if let Some(r) = msg.downcast::<ChildRestartSeen>() {
             seen.push(r.child);
         }
