@@ -284,6 +284,10 @@ pub enum Crash {
     /// Send one datagram to the socket at `notify` (so a test knows this message is being
     /// processed now), then sleep `ms` milliseconds.
     Sleep { notify: std::path::PathBuf, ms: u64 },
+    /// Allocate (and touch) memory in 16 MiB pieces until `bytes` are held.
+    Hog { bytes: u64 },
+    /// Burn CPU forever.
+    Spin,
     /// Count one unit of work.
     Inc,
     /// Reply [`Echoed`] with this nonce, this process's pid and the work counted by this
@@ -329,6 +333,16 @@ impl Actor for Crasher {
                 std::os::unix::net::UnixDatagram::unbound()?.send_to(b"started", notify)?;
                 std::thread::sleep(std::time::Duration::from_millis(ms));
             }
+            Crash::Hog { bytes } => {
+                let mut held: Vec<Vec<u8>> = Vec::new();
+                while (held.len() as u64) * (16 << 20) < bytes {
+                    held.push(vec![1u8; 16 << 20]);
+                }
+                std::hint::black_box(&held);
+            }
+            Crash::Spin => loop {
+                std::hint::spin_loop();
+            },
             Crash::Inc => self.count += 1,
             Crash::Ping(nonce) => ctx.send(
                 sender,

@@ -7,7 +7,8 @@ use std::{
 };
 
 use greenroom::{
-    ActorState, Address, Backoff, ChildSpec, Error, ExitCause, RestartType, Strategy, SupervisorSpec, SystemConfig,
+    ActorState, Address, Backoff, ChildSpec, Error, ExitCause, ResourceLimits, RestartType, Strategy, SupervisorSpec,
+    SystemConfig,
 };
 use greenroom_integration_tests::{
     actors::*,
@@ -677,4 +678,48 @@ fn a_hung_actor_is_killed_after_its_liveness_timeout() {
         pid,
         "still the same process after 700 ms on one message"
     );
+}
+
+#[test]
+fn an_actor_over_its_memory_limit_dies_alone_and_comes_back() {
+    let sys = system();
+    let spec = ChildSpec {
+        limits: ResourceLimits {
+            memory_bytes: Some(256 << 20),
+            ..ResourceLimits::default()
+        },
+        ..ChildSpec::default()
+    };
+    let hog = sys.create_actor_with::<Crasher>(spec).unwrap();
+    let bystander = sys.create_actor::<Crasher>().unwrap();
+    let hog_pid = ping(&sys, hog).pid;
+    let bystander_pid = ping(&sys, bystander).pid;
+
+    // Within the limit: fine.
+    sys.tell(hog, Crash::Hog { bytes: 64 << 20 }).unwrap();
+    assert_eq!(ping(&sys, hog).pid, hog_pid);
+    // Over it: the process dies, the message comes back naming the limit.
+    sys.tell(hog, Crash::Hog { bytes: 1 << 30 }).unwrap();
+    let details = expect_poison(&sys, hog);
+    assert!(details.contains("over its memory limit"), "{details}");
+    assert_ne!(ping(&sys, hog).pid, hog_pid, "restarted by its policy");
+    assert_eq!(ping(&sys, bystander).pid, bystander_pid, "other actors are untouched");
+}
+
+#[test]
+fn an_actor_over_its_cpu_limit_dies_and_comes_back() {
+    let sys = system();
+    let spec = ChildSpec {
+        limits: ResourceLimits {
+            cpu_seconds: Some(1),
+            ..ResourceLimits::default()
+        },
+        ..ChildSpec::default()
+    };
+    let spinner = sys.create_actor_with::<Crasher>(spec).unwrap();
+    let pid = ping(&sys, spinner).pid;
+    sys.tell(spinner, Crash::Spin).unwrap();
+    let details = expect_poison(&sys, spinner);
+    assert!(details.contains("over its CPU time limit"), "{details}");
+    assert_ne!(ping(&sys, spinner).pid, pid);
 }

@@ -28,9 +28,10 @@ pub mod wire;
 pub use error::ProtocolError;
 pub use frame::{encode_frame, FrameReader};
 pub use handshake::{Handshake, HandshakeReply, PeerRole};
-pub use supervision::{Backoff, ChildSpec, RestartType, Strategy, SupervisorSpec};
+pub use supervision::{Backoff, ChildSpec, ResourceLimits, RestartType, Strategy, SupervisorSpec};
 pub use wire::{
-    ActorState, Address, CreateFailure, DataFrame, DataReply, ExitCause, FromAdmin, NodeId, Payload, Recovery, ToAdmin,
+    ActorState, Address, CreateFailure, DataFrame, DataReply, ExitCause, FromAdmin, NodeId, Payload, Recovery,
+    Resource, ToAdmin,
 };
 
 /// The four bytes that open every handshake: `GRNR`.

@@ -111,6 +111,21 @@ impl Default for SupervisorSpec {
     }
 }
 
+/// Per-actor limits on the host process, enforced by the kernel (`setrlimit` in the new
+/// process before it runs any code). `None` means unlimited (the default for each).
+///
+/// | limit | kernel mechanism | what happens when exceeded |
+/// |---|---|---|
+/// | `memory_bytes` | `RLIMIT_AS` | allocations fail, the host aborts; cause `ResourceLimit { resource: Memory }` |
+/// | `cpu_seconds` | `RLIMIT_CPU` (hard limit one second later) | SIGXCPU, then SIGKILL; cause `ResourceLimit { resource: CpuTime }` |
+/// | `open_files` | `RLIMIT_NOFILE` | opening more files fails with EMFILE; the actor sees the error, the process is not killed |
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ResourceLimits {
+    pub memory_bytes: Option<u64>,
+    pub cpu_seconds: Option<u64>,
+    pub open_files: Option<u64>,
+}
+
 /// What the creator of an actor decides for it.
 ///
 /// | field | default |
@@ -118,6 +133,7 @@ impl Default for SupervisorSpec {
 /// | `restart` | `Permanent` |
 /// | `supervision` | [`SupervisorSpec::default`] |
 /// | `liveness` | `None`: an actor may spend as long as it likes on one message |
+/// | `limits` | none (see [`ResourceLimits`]) |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct ChildSpec {
     /// When this actor is restarted by its parent.
@@ -128,6 +144,8 @@ pub struct ChildSpec {
     /// process is killed (cause [`crate::ExitCause::Unresponsive`]), the message goes back to
     /// its sender as poison, and the restart policy applies.
     pub liveness: Option<std::time::Duration>,
+    /// Kernel-enforced limits on the actor's process.
+    pub limits: ResourceLimits,
 }
 
 #[cfg(test)]

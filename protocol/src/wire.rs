@@ -132,6 +132,17 @@ pub enum ExitCause {
     ParentGone,
     /// It spent longer than its liveness timeout on one message and was killed.
     Unresponsive { after_ms: u64 },
+    /// It went over one of its resource limits.
+    ResourceLimit { resource: Resource, detail: String },
+}
+
+/// A kernel-enforced resource an actor can run out of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Resource {
+    /// Its address-space limit (`RLIMIT_AS`).
+    Memory,
+    /// Its CPU-time limit (`RLIMIT_CPU`).
+    CpuTime,
 }
 
 impl ExitCause {
@@ -170,6 +181,13 @@ impl fmt::Display for ExitCause {
             ExitCause::ParentGone => write!(f, "stopped because its parent is gone"),
             ExitCause::Unresponsive { after_ms } => {
                 write!(f, "killed after {after_ms} ms on one message (liveness timeout)")
+            }
+            ExitCause::ResourceLimit { resource, detail } => {
+                let what = match resource {
+                    Resource::Memory => "memory",
+                    Resource::CpuTime => "CPU time",
+                };
+                write!(f, "over its {what} limit ({detail})")
             }
         }
     }

@@ -52,7 +52,8 @@ pub mod system;
 pub use actor::{actor_type_name, Actor, ActorResult, Backend, Context, Registry};
 pub use error::{Error, Result};
 pub use greenroom_protocol::{
-    ActorState, Address, Backoff, ChildSpec, CreateFailure, ExitCause, RestartType, Strategy, SupervisorSpec,
+    ActorState, Address, Backoff, ChildSpec, CreateFailure, ExitCause, Resource, ResourceLimits, RestartType, Strategy,
+    SupervisorSpec,
 };
 pub use message::{ActorExitRequest, AnyMessage, ChildActorExited, ChildRestarted, Message, PoisonMessage};
 pub use system::{ActorInfo, ActorSystem, SystemConfig};

@@ -1,7 +1,40 @@
 //! Turning a reaped wait status into the serialisable [`ExitCause`].
 
-use greenroom_protocol::ExitCause;
+use std::time::Duration;
+
+use greenroom_protocol::{ExitCause, Resource, ResourceLimits};
 use nix::sys::wait::WaitStatus;
+
+const SIGABRT: i32 = 6;
+const SIGKILL: i32 = 9;
+const SIGXCPU: i32 = 24;
+
+/// Attributes a death to a resource limit where the evidence says so: SIGXCPU, or SIGKILL
+/// (the hard limit) after using the CPU limit, means CPU time; an abort under a memory limit
+/// is taken as an allocation failure (Rust aborts when the allocator fails) — an actor that
+/// calls `abort()` itself while it has a memory limit is misread as out of memory.
+pub(crate) fn limit_cause(cause: &ExitCause, limits: &ResourceLimits, cpu_used: Duration) -> Option<ExitCause> {
+    let ExitCause::Signal { signal, .. } = cause else {
+        return None;
+    };
+    if let Some(cpu) = limits.cpu_seconds {
+        if *signal == SIGXCPU || (*signal == SIGKILL && cpu_used >= Duration::from_secs(cpu)) {
+            return Some(ExitCause::ResourceLimit {
+                resource: Resource::CpuTime,
+                detail: format!("used {:.1} s of CPU, limit {cpu} s", cpu_used.as_secs_f64()),
+            });
+        }
+    }
+    if let Some(bytes) = limits.memory_bytes {
+        if *signal == SIGABRT {
+            return Some(ExitCause::ResourceLimit {
+                resource: Resource::Memory,
+                detail: format!("aborted under its {} MiB address-space limit", bytes / (1024 * 1024)),
+            });
+        }
+    }
+    None
+}
 
 /// The cause of a host's end, from its wait status. `exit_requested` is whether the host
 /// was finishing an `ActorExitRequest` (then status 0 is a normal exit).
@@ -21,6 +54,44 @@ pub(crate) fn cause_of(status: WaitStatus, exit_requested: bool) -> Option<ExitC
 mod tests {
     use super::*;
     use nix::{sys::signal::Signal, unistd::Pid};
+
+    #[test]
+    fn limits_are_named_from_the_evidence() {
+        let sig = |signal| ExitCause::Signal {
+            signal,
+            core_dumped: false,
+        };
+        let cpu = ResourceLimits {
+            cpu_seconds: Some(1),
+            ..ResourceLimits::default()
+        };
+        let mem = ResourceLimits {
+            memory_bytes: Some(64 << 20),
+            ..ResourceLimits::default()
+        };
+        let short = Duration::from_millis(10);
+        assert!(matches!(
+            limit_cause(&sig(24), &cpu, short),
+            Some(ExitCause::ResourceLimit {
+                resource: Resource::CpuTime,
+                ..
+            })
+        ));
+        assert!(
+            limit_cause(&sig(9), &cpu, short).is_none(),
+            "killed from outside, not by the limit"
+        );
+        assert!(limit_cause(&sig(9), &cpu, Duration::from_secs(1)).is_some());
+        assert!(matches!(
+            limit_cause(&sig(6), &mem, short),
+            Some(ExitCause::ResourceLimit {
+                resource: Resource::Memory,
+                ..
+            })
+        ));
+        assert!(limit_cause(&sig(6), &ResourceLimits::default(), short).is_none());
+        assert!(limit_cause(&ExitCause::ExitCode(1), &mem, short).is_none());
+    }
 
     #[test]
     fn statuses_map_to_causes() {

@@ -44,7 +44,7 @@ use mio::{net::UnixStream, Events, Interest, Poll, Token};
 use nix::{
     sys::{
         signal::{kill, Signal},
-        wait::{waitpid, WaitPidFlag, WaitStatus},
+        wait::WaitStatus,
     },
     unistd::Pid,
 };
@@ -124,6 +124,8 @@ struct ActorRecord {
     orphaned_at: Option<Instant>,
     /// The liveness timeout, if the creator set one.
     liveness: Option<Duration>,
+    /// Kernel limits applied to each of its processes.
+    limits: greenroom_protocol::ResourceLimits,
     /// The message seen in progress at the last liveness probe, and since when.
     busy_since: Option<((u64, u64), Instant)>,
     /// When to look at the ledger next.
@@ -431,28 +433,43 @@ impl Admin {
 
     fn reap_all(&mut self) {
         loop {
-            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) => return,
-                Ok(status) => {
-                    let Some(pid) = status.pid() else { return };
-                    if let Some(id) = self.by_pid.remove(&pid) {
-                        self.on_host_exit(id, status);
-                    }
+            let mut raw_status: libc::c_int = 0;
+            // SAFETY: `rusage` is plain integers, valid when zeroed.
+            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+            // SAFETY: wait4 only writes the status and the usage into the two locals passed.
+            let pid = unsafe { libc::wait4(-1, &mut raw_status, libc::WNOHANG, &mut usage) };
+            if pid == 0 {
+                return; // children remain, none has exited
+            }
+            if pid < 0 {
+                if nix::errno::Errno::last() == nix::errno::Errno::EINTR {
+                    continue;
                 }
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(_) => return, // ECHILD: nothing left to reap
+                return; // ECHILD: nothing left to reap
+            }
+            let pid = Pid::from_raw(pid);
+            let Ok(status) = WaitStatus::from_raw(pid, raw_status) else {
+                continue;
+            };
+            let seconds = |tv: libc::timeval| Duration::new(tv.tv_sec.max(0) as u64, (tv.tv_usec.max(0) as u32) * 1000);
+            let cpu_used = seconds(usage.ru_utime) + seconds(usage.ru_stime);
+            if let Some(id) = self.by_pid.remove(&pid) {
+                self.on_host_exit(id, status, cpu_used);
             }
         }
     }
 
-    fn on_host_exit(&mut self, id: ActorId, status: WaitStatus) {
+    fn on_host_exit(&mut self, id: ActorId, status: WaitStatus, cpu_used: Duration) {
         let exit_requested = self.tree.exit_was_requested(id);
         let incarnation = self.tree.state(id).map_or(0, |(_, inc)| inc);
         let Some(rec) = self.actors.get_mut(&id) else { return };
         let cause = match (&rec.start_failure, rec.kill_cause.take()) {
             (Some(failure), _) => ExitCause::StartFailed(failure.to_string()),
             (None, Some(cause)) => cause,
-            (None, None) => exit::cause_of(status, exit_requested).unwrap_or(ExitCause::ExitCode(-1)),
+            (None, None) => {
+                let cause = exit::cause_of(status, exit_requested).unwrap_or(ExitCause::ExitCode(-1));
+                exit::limit_cause(&cause, &rec.limits, cpu_used).unwrap_or(cause)
+            }
         };
         rec.busy_since = None;
         rec.next_probe = None;
@@ -851,6 +868,7 @@ impl Admin {
                 stop_pending: false,
                 orphaned_at: None,
                 liveness: spec.liveness,
+                limits: spec.limits,
                 busy_since: None,
                 next_probe: None,
                 kill_cause: None,
@@ -882,8 +900,13 @@ impl Admin {
         cmd.env(process_role::ROLE_ENV, process_role::Role::Host.env_value())
             .arg0(format!("greenroom-host {}", short_type_name(&rec.type_name)))
             .stdin(Stdio::null());
-        let child = spawn::spawn_with_fds(&mut cmd, &[&host_end, listener, &rec.ledger], spawn::ParentDeath::Kill)
-            .map_err(|e| format!("cannot run {}: {e}", self.host_exe.display()))?;
+        let child = spawn::spawn_with_fds(
+            &mut cmd,
+            &[&host_end, listener, &rec.ledger],
+            spawn::ParentDeath::Kill,
+            &rec.limits,
+        )
+        .map_err(|e| format!("cannot run {}: {e}", self.host_exe.display()))?;
         drop(host_end);
         let pid = Pid::from_raw(child.id() as i32);
         // The admin reaps with waitpid(-1); the std handle is not needed.
@@ -1098,11 +1121,15 @@ pub(crate) fn start_admin(
         .env(ROOT_SPEC_ENV, encode_spec(root_spec))
         .arg0("greenroom-admin")
         .stdin(Stdio::null());
-    let child = spawn::spawn_with_fds(&mut cmd, &[&admin_end], spawn::ParentDeath::Ignore).map_err(|source| {
-        Error::SpawnAdmin {
-            exe: exe.to_path_buf(),
-            source,
-        }
+    let child = spawn::spawn_with_fds(
+        &mut cmd,
+        &[&admin_end],
+        spawn::ParentDeath::Ignore,
+        &greenroom_protocol::ResourceLimits::default(),
+    )
+    .map_err(|source| Error::SpawnAdmin {
+        exe: exe.to_path_buf(),
+        source,
     })?;
     Ok((child, client_end))
 }

@@ -13,6 +13,7 @@ use std::{
     process::{Child, Command},
 };
 
+use greenroom_protocol::ResourceLimits;
 use nix::fcntl::{fcntl, FcntlArg};
 
 /// Fds at or above this number are safe sources for `dup2` onto the low fixed numbers.
@@ -27,8 +28,14 @@ pub(crate) enum ParentDeath {
     Ignore,
 }
 
-/// Spawns `cmd` with each of `fds` duplicated onto 3, 4, … in order.
-pub(crate) fn spawn_with_fds(cmd: &mut Command, fds: &[&dyn AsFd], on_parent_death: ParentDeath) -> io::Result<Child> {
+/// Spawns `cmd` with each of `fds` duplicated onto 3, 4, … in order, and `limits` applied
+/// with `setrlimit` before it runs.
+pub(crate) fn spawn_with_fds(
+    cmd: &mut Command,
+    fds: &[&dyn AsFd],
+    on_parent_death: ParentDeath,
+    limits: &ResourceLimits,
+) -> io::Result<Child> {
     // Duplicate the sources high (close-on-exec) so that no dup2 below clobbers another.
     let mut high: Vec<OwnedFd> = Vec::with_capacity(fds.len());
     for fd in fds {
@@ -37,13 +44,37 @@ pub(crate) fn spawn_with_fds(cmd: &mut Command, fds: &[&dyn AsFd], on_parent_dea
         high.push(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) });
     }
     let sources: Vec<RawFd> = high.iter().map(|f| f.as_raw_fd()).collect();
+    let rlimits: Vec<(libc::__rlimit_resource_t, libc::rlimit)> = [
+        (libc::RLIMIT_AS, limits.memory_bytes, 0),
+        // The hard CPU limit one second later: SIGXCPU first, then SIGKILL if ignored.
+        (libc::RLIMIT_CPU, limits.cpu_seconds, 1),
+        (libc::RLIMIT_NOFILE, limits.open_files, 0),
+    ]
+    .into_iter()
+    .filter_map(|(resource, soft, slack)| {
+        soft.map(|soft| {
+            (
+                resource,
+                libc::rlimit {
+                    rlim_cur: soft,
+                    rlim_max: soft.saturating_add(slack),
+                },
+            )
+        })
+    })
+    .collect();
     let parent_pid = nix::unistd::getpid().as_raw();
     // SAFETY: the closure runs in the forked child before exec; it only calls
-    // async-signal-safe functions (dup2, prctl, getppid) and allocates nothing.
+    // async-signal-safe functions (dup2, setrlimit, prctl, getppid) and allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
             for (i, src) in sources.iter().enumerate() {
                 if libc::dup2(*src, 3 + i as RawFd) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            for (resource, limit) in &rlimits {
+                if libc::setrlimit(*resource, limit) < 0 {
                     return Err(io::Error::last_os_error());
                 }
             }

@@ -677,7 +677,7 @@ mod tests {
                 strategy,
                 ..SupervisorSpec::default()
             },
-            liveness: None,
+            ..ChildSpec::default()
         }
     }
 
