@@ -6,8 +6,14 @@ use std::{fs, path::Path, process::Command};
 /// Runs an example binary with a private runtime base; returns its stdout after checking
 /// that it succeeded and left no process, socket or directory behind.
 fn run_example(exe: &str) -> String {
+    run_example_with(exe, &[], true)
+}
+
+/// Like [`run_example`], with arguments; `quiet` requires an empty stderr.
+fn run_example_with(exe: &str, args: &[&str], quiet: bool) -> String {
     let base = tempfile::Builder::new().prefix("grx").tempdir_in("/tmp").unwrap();
     let output = Command::new(exe)
+        .args(args)
         .env("XDG_RUNTIME_DIR", base.path())
         .output()
         .expect("run the example");
@@ -18,7 +24,7 @@ fn run_example(exe: &str) -> String {
         "{exe} failed: {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
         output.status
     );
-    assert!(stderr.is_empty(), "{exe} logged:\n{stderr}");
+    assert!(!quiet || stderr.is_empty(), "{exe} logged:\n{stderr}");
 
     let systems = base.path().join("greenroom");
     let left: Vec<_> = fs::read_dir(&systems)
@@ -62,4 +68,23 @@ fn hello_redux_prints_twice_then_says_the_actor_is_gone() {
     assert_eq!(lines[1], "Hello, World!");
     assert!(lines[2].starts_with("No reply: actor @"), "{}", lines[2]);
     assert!(lines[2].contains("is gone (exited normally)"), "{}", lines[2]);
+}
+
+#[test]
+fn crash_recovery_loses_nothing() {
+    let out = run_example_with(env!("CARGO_BIN_EXE_crash_recovery"), &["--kills", "3"], false);
+    let last = out.lines().last().unwrap_or_default();
+    assert!(last.starts_with("kills=3 restarts=3 lost=0 poisoned="), "{out}");
+    assert!(last.contains(" restart_p50_ms="), "{last}");
+}
+
+#[test]
+fn death_modes_restarts_after_every_fatal_mode() {
+    let out = run_example_with(env!("CARGO_BIN_EXE_death_modes"), &["--trials", "2"], false);
+    let rows: Vec<&str> = out.lines().skip(1).collect();
+    assert_eq!(rows.len(), 5, "{out}");
+    for row in &rows[..4] {
+        assert!(row.ends_with("2/2"), "every fatal mode restarts: {row}");
+    }
+    assert!(rows[4].ends_with("0/2"), "a caught panic does not restart: {}", rows[4]);
 }

@@ -723,3 +723,30 @@ fn an_actor_over_its_cpu_limit_dies_and_comes_back() {
     assert!(details.contains("over its CPU time limit"), "{details}");
     assert_ne!(ping(&sys, spinner).pid, pid);
 }
+
+#[test]
+fn at_the_root_a_given_up_actor_fails_asks_with_the_cause_and_others_keep_running() {
+    let config = SystemConfig::default().root_supervision(SupervisorSpec {
+        max_restarts: 1,
+        ..SupervisorSpec::default()
+    });
+    let sys = TestSystem::start_with(HOST, config);
+    let doomed = sys.create_actor::<Crasher>().unwrap();
+    let survivor = sys.create_actor::<Crasher>().unwrap();
+    let survivor_pid = ping(&sys, survivor).pid;
+    sigkill(ping(&sys, doomed).pid);
+    let pid = ping(&sys, doomed).pid; // restarted once
+    sigkill(pid);
+    assert!(harness::wait_for_exit(pid, T));
+    match gone_error(&sys, doomed) {
+        Error::ActorGone {
+            cause: ExitCause::RestartLimit { restarts, last, .. },
+            ..
+        } => {
+            assert_eq!(restarts, 1);
+            assert!(matches!(*last, ExitCause::Signal { signal: 9, .. }));
+        }
+        other => panic!("expected the root to give up with RestartLimit, got {other}"),
+    }
+    assert_eq!(ping(&sys, survivor).pid, survivor_pid);
+}
