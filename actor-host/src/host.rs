@@ -38,6 +38,9 @@ const EXIT_START_FAILED: i32 = 2;
 const EXIT_ADMIN_GONE: i32 = 3;
 const EXIT_INTERNAL: i32 = 70;
 
+/// How long an actor's `create_actor` waits for the admin's answer.
+const CREATE_TIMEOUT: Duration = Duration::from_secs(50);
+
 /// How long a finishing host keeps trying to write what its actor sent.
 const FINAL_FLUSH: Duration = Duration::from_secs(5);
 
@@ -337,29 +340,9 @@ impl Backend for HostBackend<'_> {
                 failure: CreateFailure::ParentExiting,
             });
         }
-        let request = self.endpoint.next_request();
-        let answer = self.endpoint.control_request(
-            &ToAdmin::CreateActor {
-                request,
-                type_name: type_name.to_owned(),
-                spec,
-            },
-            Duration::from_secs(50),
-            |f| matches!(f, FromAdmin::Created { request: r, .. } if *r == request),
-        )?;
-        match answer {
-            FromAdmin::Created { result: Ok(child), .. } => {
-                self.children.push(child);
-                Ok(child)
-            }
-            FromAdmin::Created {
-                result: Err(failure), ..
-            } => Err(Error::Create {
-                type_name: type_name.to_owned(),
-                failure,
-            }),
-            other => Err(Error::AdminProtocol(format!("expected Created, got {other:?}"))),
-        }
+        let child = self.endpoint.create_actor(type_name, spec, CREATE_TIMEOUT)?;
+        self.children.push(child);
+        Ok(child)
     }
 }
 

@@ -65,8 +65,9 @@ impl fmt::Display for Address {
 /// One encoded message: its type tag and its postcard bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Payload {
-    /// The message type's stable tag (see `greenroom::Message`).
-    pub tag: String,
+    /// The message type's stable tag (see `greenroom::Message`). Borrowed from the type's
+    /// `'static` name when sending (no allocation per message), owned when received.
+    pub tag: std::borrow::Cow<'static, str>,
     /// The value, postcard-encoded.
     #[serde(with = "serde_bytes")]
     pub bytes: Vec<u8>,
@@ -346,7 +347,8 @@ mod tests {
     }
 
     fn arb_payload() -> impl Strategy<Value = Payload> {
-        (".{0,40}", proptest::collection::vec(any::<u8>(), 0..200)).prop_map(|(tag, bytes)| Payload { tag, bytes })
+        (".{0,40}", proptest::collection::vec(any::<u8>(), 0..200))
+            .prop_map(|(tag, bytes)| Payload { tag: tag.into(), bytes })
     }
 
     proptest! {

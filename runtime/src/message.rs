@@ -55,7 +55,7 @@ impl AnyMessage {
             source,
         })?;
         Ok(AnyMessage(Payload {
-            tag: M::type_tag().to_owned(),
+            tag: std::borrow::Cow::Borrowed(M::type_tag()),
             bytes,
         }))
     }
@@ -79,7 +79,7 @@ impl AnyMessage {
         postcard::from_bytes(&self.0.bytes)
             .map(Some)
             .map_err(|source| Error::Decode {
-                tag: self.0.tag.clone(),
+                tag: self.0.tag.clone().into_owned(),
                 expected: M::type_tag(),
                 source,
             })

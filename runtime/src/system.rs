@@ -244,28 +244,7 @@ impl ActorSystem {
     /// Creates a top-level actor by registered type name and waits until it is running.
     pub fn create_actor_named(&self, type_name: &str, spec: ChildSpec) -> Result<Address> {
         let mut client = self.lock()?;
-        let request = client.endpoint.next_request();
-        let answer = client.endpoint.control_request(
-            &ToAdmin::CreateActor {
-                request,
-                type_name: type_name.to_owned(),
-                spec,
-            },
-            CREATE_TIMEOUT,
-            |f| matches!(f, FromAdmin::Created { request: r, .. } if *r == request),
-        )?;
-        match answer {
-            FromAdmin::Created {
-                result: Ok(address), ..
-            } => Ok(address),
-            FromAdmin::Created {
-                result: Err(failure), ..
-            } => Err(Error::Create {
-                type_name: type_name.to_owned(),
-                failure,
-            }),
-            other => Err(Error::AdminProtocol(format!("expected Created, got {other:?}"))),
-        }
+        client.endpoint.create_actor(type_name, spec, CREATE_TIMEOUT)
     }
 
     /// Sends `msg` to `to` without waiting for an answer.

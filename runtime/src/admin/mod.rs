@@ -58,6 +58,7 @@ use crate::{
     message::{ActorExitRequest, AnyMessage, ChildActorExited, ChildRestarted},
     net::framed::{Framed, ReadError},
     net::peer::check_same_user,
+    net::{wait_ready, Ready},
     process_role::{self, CONTROL_FD},
     runtime_dir,
 };
@@ -153,6 +154,7 @@ struct ShutdownState {
 struct Admin {
     poll: Poll,
     events: Events,
+    ready: Vec<Ready>,
     signals: Signals,
     rundir: PathBuf,
     host_exe: PathBuf,
@@ -230,6 +232,7 @@ impl Admin {
         Ok(Admin {
             poll,
             events: Events::with_capacity(256),
+            ready: Vec::new(),
             signals,
             rundir,
             host_exe,
@@ -259,23 +262,15 @@ impl Admin {
             .flatten()
             .min();
             let timeout = next.map(|d| d.saturating_duration_since(Instant::now()));
-            match self.poll.poll(&mut self.events, timeout) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::io("waiting for events")(e)),
-            }
-            let ready: Vec<(Token, bool, bool)> = self
-                .events
-                .iter()
-                .map(|e| {
-                    (
-                        e.token(),
-                        e.is_readable() || e.is_read_closed() || e.is_error(),
-                        e.is_writable(),
-                    )
-                })
-                .collect();
-            for (token, readable, writable) in ready {
+            let mut ready = std::mem::take(&mut self.ready);
+            wait_ready(&mut self.poll, &mut self.events, timeout, &mut ready)
+                .map_err(Error::io("waiting for events"))?;
+            for &Ready {
+                token,
+                readable,
+                writable,
+            } in &ready
+            {
                 if token == SIGNALS {
                     self.on_signals();
                     continue;
@@ -287,6 +282,7 @@ impl Admin {
                     self.read_peer(token);
                 }
             }
+            self.ready = ready;
             let cmds = self.tree.tick(Instant::now());
             self.execute(cmds);
             self.kill_lingering_hosts();

@@ -34,8 +34,8 @@ use std::{
 };
 
 use greenroom_protocol::{
-    encode_frame, frame::decode, ActorState, Address, DataFrame, DataReply, ExitCause, FrameReader, FromAdmin,
-    Handshake, HandshakeReply, PeerRole, ProtocolError, Recovery, ToAdmin,
+    encode_frame, frame::decode, ActorState, Address, ChildSpec, DataFrame, DataReply, ExitCause, FrameReader,
+    FromAdmin, Handshake, HandshakeReply, PeerRole, ProtocolError, Recovery, ToAdmin,
 };
 use mio::{
     net::{UnixListener, UnixStream},
@@ -45,6 +45,7 @@ use mio::{
 use super::{
     framed::{Framed, READ_BUDGET},
     peer::check_same_user,
+    wait_ready, Ready,
 };
 use crate::{
     error::{Error, Result},
@@ -172,6 +173,7 @@ enum Conn {
 pub struct Endpoint {
     poll: Poll,
     events: Events,
+    ready: Vec<Ready>,
     me: Address,
     rundir: PathBuf,
     max_frame: u32,
@@ -214,6 +216,7 @@ impl Endpoint {
         let mut ep = Endpoint {
             poll,
             events: Events::with_capacity(256),
+            ready: Vec::new(),
             me: Address::local(0),
             rundir: PathBuf::new(),
             max_frame,
@@ -344,6 +347,33 @@ impl Endpoint {
         }
     }
 
+    /// Asks the admin to create an actor of `type_name` (this endpoint becomes its parent)
+    /// and waits for the answer.
+    pub fn create_actor(&mut self, type_name: &str, spec: ChildSpec, timeout: Duration) -> Result<Address> {
+        let request = self.next_request();
+        let answer = self.control_request(
+            &ToAdmin::CreateActor {
+                request,
+                type_name: type_name.to_owned(),
+                spec,
+            },
+            timeout,
+            |f| matches!(f, FromAdmin::Created { request: r, .. } if *r == request),
+        )?;
+        match answer {
+            FromAdmin::Created {
+                result: Ok(address), ..
+            } => Ok(address),
+            FromAdmin::Created {
+                result: Err(failure), ..
+            } => Err(Error::Create {
+                type_name: type_name.to_owned(),
+                failure,
+            }),
+            other => Err(Error::AdminProtocol(format!("expected Created, got {other:?}"))),
+        }
+    }
+
     /// Queues `msg` for `to`. It is written by the next [`Endpoint::flush`].
     ///
     /// Fails at once if `to` is known to be gone or was never created.
@@ -367,7 +397,9 @@ impl Endpoint {
         conn.next_seq += 1;
         conn.frames.extend(self.scratch.iter().copied());
         conn.bounds.push_back((seq, len));
-        self.dirty.push(token);
+        if self.dirty.last() != Some(&token) {
+            self.dirty.push(token);
+        }
         Ok(())
     }
 
@@ -409,25 +441,22 @@ impl Endpoint {
         }
     }
 
-    /// Writes everything queued, as far as the sockets take it without blocking.
+    /// Writes everything queued, as far as the sockets take it without blocking. Connections
+    /// that would block stay in `dirty` until a writable event lets them finish.
     pub fn flush(&mut self) {
         let mut dirty = std::mem::take(&mut self.dirty);
         dirty.sort_unstable();
         dirty.dedup();
-        for token in dirty.drain(..) {
-            self.write_out(token);
-        }
+        dirty.retain(|token| self.write_out(*token));
+        // Writing may have queued more (a reconnect after a lost peer).
+        dirty.append(&mut self.dirty);
         self.dirty = dirty;
         self.flush_control();
     }
 
-    /// Whether any written-but-unsent bytes remain (data or control).
+    /// Whether any queued-but-unwritten bytes remain (data or control).
     pub fn has_unwritten(&self) -> bool {
-        self.control.has_pending_output()
-            || self.conns.values().any(|c| match c {
-                Conn::Out(o) => o.stream.is_some() && (o.written < o.frames.len() || o.hello_written < o.hello.len()),
-                Conn::In(_) => false,
-            })
+        self.control.has_pending_output() || !self.dirty.is_empty()
     }
 
     /// Writes everything queued, waiting as long as it takes for slow readers, while still
@@ -477,27 +506,19 @@ impl Endpoint {
         if !self.rescan.is_empty() {
             timeout = Some(Duration::ZERO);
         }
-        match self.poll.poll(&mut self.events, timeout) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Error::io("waiting for socket events")(e)),
-        }
-        let ready: Vec<(Token, bool, bool)> = self
-            .events
-            .iter()
-            .map(|e| {
-                (
-                    e.token(),
-                    e.is_readable() || e.is_read_closed() || e.is_error(),
-                    e.is_writable(),
-                )
-            })
-            .collect();
+        let mut ready = std::mem::take(&mut self.ready);
+        wait_ready(&mut self.poll, &mut self.events, timeout, &mut ready)
+            .map_err(Error::io("waiting for socket events"))?;
         let rescan = std::mem::take(&mut self.rescan);
         for token in rescan {
             self.on_readable(token);
         }
-        for (token, readable, writable) in ready {
+        for &Ready {
+            token,
+            readable,
+            writable,
+        } in &ready
+        {
             match token {
                 CONTROL => {
                     if writable {
@@ -510,7 +531,9 @@ impl Endpoint {
                 LISTENER => self.accept_all(),
                 token => {
                     if writable {
-                        self.write_out(token);
+                        if !self.write_out(token) {
+                            self.dirty.retain(|t| *t != token);
+                        }
                         self.write_in_replies(token);
                     }
                     if readable {
@@ -519,6 +542,7 @@ impl Endpoint {
                 }
             }
         }
+        self.ready = ready;
         if self.ack_due.is_some_and(|due| Instant::now() >= due) {
             self.flush_acks();
         }
@@ -1066,12 +1090,19 @@ impl Endpoint {
         }
     }
 
-    fn write_out(&mut self, token: Token) {
+    /// Writes what an out connection has queued; `true` if bytes remain for a later write.
+    fn write_out(&mut self, token: Token) -> bool {
         let Some(Conn::Out(conn)) = self.conns.get_mut(&token) else {
-            return;
+            return false;
         };
-        if let Err(e) = write_out_conn(conn) {
-            self.out_lost(token, &format!("write failed: {e}"));
+        match write_out_conn(conn) {
+            Ok(()) => {
+                conn.stream.is_some() && (conn.written < conn.frames.len() || conn.hello_written < conn.hello.len())
+            }
+            Err(e) => {
+                self.out_lost(token, &format!("write failed: {e}"));
+                false
+            }
         }
     }
 

@@ -4,3 +4,39 @@
 pub mod endpoint;
 pub(crate) mod framed;
 pub(crate) mod peer;
+
+use std::{io, time::Duration};
+
+use mio::{Events, Poll, Token};
+
+/// One readiness event, copied out of `mio::Events` so that a loop may handle it with
+/// `&mut self`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ready {
+    pub token: Token,
+    /// Readable, or closed, or in error: a read will say which.
+    pub readable: bool,
+    pub writable: bool,
+}
+
+/// Waits up to `timeout` for events and copies them into `ready` (cleared first and reused,
+/// so waiting allocates nothing). An interrupted wait returns no events.
+pub(crate) fn wait_ready(
+    poll: &mut Poll,
+    events: &mut Events,
+    timeout: Option<Duration>,
+    ready: &mut Vec<Ready>,
+) -> io::Result<()> {
+    ready.clear();
+    match poll.poll(events, timeout) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    ready.extend(events.iter().map(|e| Ready {
+        token: e.token(),
+        readable: e.is_readable() || e.is_read_closed() || e.is_error(),
+        writable: e.is_writable(),
+    }));
+    Ok(())
+}
