@@ -11,7 +11,7 @@
 //! * **spawning** — one host process per incarnation, started with its control socket (fd
 //!   3), the listening socket (fd 4) and the ledger (fd 5), `PR_SET_PDEATHSIG(SIGKILL)` set;
 //! * **reaping** — `SIGCHLD` arrives as a poll event (signal-hook-mio); each one drains
-//!   `waitpid(-1, WNOHANG)`, because signals coalesce. A new incarnation is only spawned
+//!   `wait4(-1, WNOHANG)`, because signals coalesce (and `wait4` reports CPU time). A new incarnation is only spawned
 //!   after the old process was reaped;
 //! * **recovery answers** — a sender that lost its connection asks (`ActorStatus` with
 //!   `settle`) and is told, from the dead incarnation's ledger, which of its messages were
@@ -905,7 +905,7 @@ impl Admin {
         .map_err(|e| format!("cannot run {}: {e}", self.host_exe.display()))?;
         drop(host_end);
         let pid = Pid::from_raw(child.id() as i32);
-        // The admin reaps with waitpid(-1); the std handle is not needed.
+        // The admin reaps with wait4(-1); the std handle is not needed.
         drop(child);
         rec.pid = Some(pid);
         rec.start_failure = None;
