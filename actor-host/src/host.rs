@@ -90,6 +90,8 @@ pub(crate) fn run(registry: &Registry) -> ! {
 }
 
 struct Host {
+    /// Bytes of unprocessed messages the actor may have outstanding to one receiver.
+    send_window: usize,
     endpoint: Endpoint,
     actor: Box<dyn greenroom::Actor>,
     me: Address,
@@ -115,6 +117,7 @@ impl Host {
             type_name,
             runtime_dir,
             max_frame,
+            send_window,
             ..
         } = start
         else {
@@ -136,6 +139,7 @@ impl Host {
                 })?;
                 tracing::debug!(actor = %me, actor_type = %type_name, pid = std::process::id(), incarnation, "actor host ready");
                 return Ok(Some(Host {
+                    send_window: usize::try_from(send_window).unwrap_or(usize::MAX),
                     endpoint,
                     actor,
                     me,
@@ -255,6 +259,7 @@ impl Host {
 
     fn receive_once(&mut self, sender: Address, msg: &AnyMessage) -> Result<(), String> {
         let mut backend = HostBackend {
+            send_window: self.send_window,
             endpoint: &mut self.endpoint,
             children: &mut self.children,
             me: self.me,
@@ -313,6 +318,7 @@ fn is_exit_traffic(msg: &AnyMessage) -> bool {
 
 /// What `Context` does inside a host process.
 struct HostBackend<'a> {
+    send_window: usize,
     endpoint: &'a mut Endpoint,
     children: &'a mut Vec<Address>,
     me: Address,
@@ -321,6 +327,16 @@ struct HostBackend<'a> {
 
 impl Backend for HostBackend<'_> {
     fn send(&mut self, to: Address, msg: AnyMessage) -> greenroom::Result<()> {
+        // An actor never blocks on a slow (or restarting) receiver: past the window, its
+        // send fails and the actor decides what to do.
+        let outstanding = self.endpoint.unacked_bytes(to);
+        if outstanding + msg.encoded_len() > self.send_window {
+            return Err(Error::Backpressure {
+                address: to,
+                bytes: outstanding,
+                limit: self.send_window,
+            });
+        }
         match self.endpoint.send(to, &msg) {
             Ok(()) => Ok(()),
             // Thespian's rule: sending to a dead actor is not the sender's failure; the

@@ -750,3 +750,33 @@ fn at_the_root_a_given_up_actor_fails_asks_with_the_cause_and_others_keep_runnin
     }
     assert_eq!(ping(&sys, survivor).pid, survivor_pid);
 }
+
+#[test]
+fn an_actor_sender_past_its_window_gets_a_clear_error_not_silence() {
+    let config = SystemConfig::default().send_window(64 * 1024);
+    let sys = TestSystem::start_with(HOST, config);
+    let blaster = sys.create_actor::<Blaster>().unwrap();
+    let recorder = sys.create_actor::<Recorder>().unwrap();
+    // One receive tries to queue far more than the window before anything can be processed.
+    let err = sys
+        .ask::<_, bool>(
+            blaster,
+            Blast {
+                to: recorder,
+                count: 100_000,
+            },
+            T,
+        )
+        .unwrap_err();
+    match &err {
+        Error::Poisoned { details, .. } => {
+            assert!(details.contains("is not keeping up"), "{details}");
+            assert!(details.contains("limit 65536"), "{details}");
+        }
+        other => panic!("expected the Blast back with a backpressure error, got {other}"),
+    }
+    // What was accepted before the window filled is delivered, in order.
+    let rec: Recorded = sys.ask(recorder, Report, T).unwrap();
+    assert!(rec.count > 0 && rec.count < 100_000, "{rec:?}");
+    assert!(rec.in_order);
+}

@@ -299,6 +299,8 @@ pub enum FromAdmin {
         parent: Option<Address>,
         runtime_dir: String,
         max_frame: u32,
+        /// Bytes of unprocessed messages the actor may have outstanding to one receiver.
+        send_window: u64,
     },
     /// The answer to [`ToAdmin::CreateActor`].
     Created {
@@ -365,7 +367,7 @@ mod tests {
                 FromAdmin::Created { request, result: Err(CreateFailure::UnknownType { type_name: name.clone(), known: vec![name.clone()] }) },
                 FromAdmin::Status { request, actor, state: ActorState::Gone(ExitCause::Signal { signal: 9, core_dumped: false }), pid: Some(7), incarnation: 2, recovery: Some(Recovery { processed_upto: Some(3), in_flight: None, cause: ExitCause::Normal }) },
                 FromAdmin::Deliver { sender: actor, payload },
-                FromAdmin::Start { actor, incarnation: 1, type_name: name.clone(), parent: Some(actor), runtime_dir: name, max_frame: 7 },
+                FromAdmin::Start { actor, incarnation: 1, type_name: name.clone(), parent: Some(actor), runtime_dir: name, max_frame: 7, send_window: 9 },
             ];
             for f in frames {
                 prop_assert_eq!(round_trip(&f), f);

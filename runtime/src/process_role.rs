@@ -14,6 +14,11 @@ pub const RUNTIME_DIR_ENV: &str = "GREENROOM_RUNTIME_DIR";
 pub const HOST_EXE_ENV: &str = "GREENROOM_HOST_EXE";
 /// Environment variable: the largest frame body accepted, in bytes.
 pub const MAX_FRAME_ENV: &str = "GREENROOM_MAX_FRAME";
+/// Environment variable: how many bytes of unprocessed messages a sender may have
+/// outstanding to one receiver.
+pub const SEND_WINDOW_ENV: &str = "GREENROOM_SEND_WINDOW";
+/// The default send window: 8 MiB.
+pub const DEFAULT_SEND_WINDOW: usize = 8 * 1024 * 1024;
 /// Environment variable: log filter for admin and host processes (`tracing` syntax,
 /// default `warn`), e.g. `GREENROOM_LOG=greenroom=debug`.
 pub const LOG_ENV: &str = "GREENROOM_LOG";

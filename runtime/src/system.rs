@@ -46,7 +46,7 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// | `runtime_base` | `$XDG_RUNTIME_DIR/greenroom`, else `/tmp/greenroom-<uid>` |
 /// | `host_executable` | the current executable |
 /// | `max_frame` | 16 MiB |
-/// | `send_window` | 8 MiB of unprocessed messages per target before `tell` waits |
+/// | `send_window` | 8 MiB of unprocessed messages per sender and target: beyond it `tell` waits (then fails), an actor's `send` fails with [`Error::Backpressure`] |
 /// | `root_supervision` | [`SupervisorSpec::default`]: one-for-one, 5 restarts in 10 s |
 #[derive(Debug, Clone)]
 pub struct SystemConfig {
@@ -63,7 +63,7 @@ impl Default for SystemConfig {
             runtime_base: None,
             host_executable: None,
             max_frame: DEFAULT_MAX_FRAME,
-            send_window: 8 * 1024 * 1024,
+            send_window: crate::process_role::DEFAULT_SEND_WINDOW,
             root_supervision: SupervisorSpec::default(),
         }
     }
@@ -89,7 +89,10 @@ impl SystemConfig {
         self
     }
 
-    /// How many bytes of unprocessed messages to one actor `tell` lets pile up before waiting.
+    /// How many bytes of unprocessed messages one sender may have outstanding to one receiver
+    /// (held while the receiver is slow, or down and restarting). Beyond it a client's `tell`
+    /// waits up to 60 s and then fails, and an actor's `send` fails at once (an actor must
+    /// never block), both with [`Error::Backpressure`].
     pub fn send_window(mut self, bytes: usize) -> Self {
         self.send_window = bytes;
         self
@@ -167,7 +170,13 @@ impl ActorSystem {
             Some(p) => p.clone(),
             None => std::env::current_exe().map_err(Error::io("finding the current executable"))?,
         };
-        let (mut child, control) = admin::start_admin(&exe, &rundir, config.max_frame, &config.root_supervision)?;
+        let (mut child, control) = admin::start_admin(
+            &exe,
+            &rundir,
+            config.max_frame,
+            config.send_window,
+            &config.root_supervision,
+        )?;
         let admin_pid = child.id();
         let mut endpoint = match Endpoint::new(control, PeerRole::Client, config.max_frame) {
             Ok(e) => e,

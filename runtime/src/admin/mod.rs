@@ -159,6 +159,7 @@ struct Admin {
     rundir: PathBuf,
     host_exe: PathBuf,
     max_frame: u32,
+    send_window: u64,
     next_id: u64,
     peers: HashMap<Token, ControlPeer>,
     next_token: usize,
@@ -189,6 +190,10 @@ impl Admin {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(DEFAULT_MAX_FRAME);
+        let send_window = std::env::var(process_role::SEND_WINDOW_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(process_role::DEFAULT_SEND_WINDOW as u64);
         let root_spec = std::env::var(ROOT_SPEC_ENV)
             .ok()
             .and_then(|hex| decode_spec(&hex))
@@ -237,6 +242,7 @@ impl Admin {
             rundir,
             host_exe,
             max_frame,
+            send_window,
             next_id: 1,
             peers,
             next_token: FIRST_PEER,
@@ -955,6 +961,7 @@ impl Admin {
             parent,
             runtime_dir: self.rundir.to_string_lossy().into_owned(),
             max_frame: self.max_frame,
+            send_window: self.send_window,
         };
         let stop_pending = std::mem::take(&mut rec.stop_pending);
         self.send(token, &start);
@@ -1102,6 +1109,7 @@ pub(crate) fn start_admin(
     exe: &std::path::Path,
     rundir: &std::path::Path,
     max_frame: u32,
+    send_window: usize,
     root_spec: &SupervisorSpec,
 ) -> Result<(std::process::Child, std::os::unix::net::UnixStream)> {
     let (client_end, admin_end) =
@@ -1114,6 +1122,7 @@ pub(crate) fn start_admin(
         .env(process_role::RUNTIME_DIR_ENV, rundir)
         .env(process_role::HOST_EXE_ENV, exe)
         .env(process_role::MAX_FRAME_ENV, max_frame.to_string())
+        .env(process_role::SEND_WINDOW_ENV, send_window.to_string())
         .env(ROOT_SPEC_ENV, encode_spec(root_spec))
         .arg0("greenroom-admin")
         .stdin(Stdio::null());
