@@ -87,6 +87,8 @@ pub struct Fill {
 
 /// How much the reader asks of the stream per `read` call.
 const READ_CHUNK: usize = 64 * 1024;
+/// A new reader's buffer: small, so that an idle connection costs one page, not sixteen.
+const FIRST_CHUNK: usize = 4 * 1024;
 
 /// Reassembles frames from a byte stream.
 ///
@@ -132,7 +134,15 @@ impl FrameReader {
     pub fn fill_from<R: Read>(&mut self, stream: &mut R, budget: usize) -> io::Result<Fill> {
         let mut fill = Fill { bytes: 0, eof: false };
         while fill.bytes < budget {
-            self.reserve(READ_CHUNK);
+            // Read into what is free, at least a small chunk; a reader whose reads fill its
+            // buffer grows it up to READ_CHUNK.
+            let free = self.data.len() - self.end;
+            let chunk = if free == 0 {
+                (self.data.len() * 2).clamp(FIRST_CHUNK, READ_CHUNK)
+            } else {
+                free.min(READ_CHUNK)
+            };
+            self.reserve(chunk);
             match stream.read(&mut self.data[self.end..]) {
                 Ok(0) => {
                     fill.eof = true;
@@ -222,7 +232,7 @@ impl FrameReader {
             self.start = 0;
         }
         if self.data.len() - self.end < extra {
-            let want = (self.end + extra).max(READ_CHUNK);
+            let want = (self.end + extra).max(FIRST_CHUNK);
             self.data.resize(want, 0);
         }
     }

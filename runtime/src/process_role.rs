@@ -61,12 +61,14 @@ impl Role {
 /// Installs a `tracing` subscriber writing to stderr, filtered by `GREENROOM_LOG` (default
 /// `warn`). Used by admin and host processes; a client program sets up its own.
 pub fn init_process_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env(LOG_ENV)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     use std::io::IsTerminal;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt()
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    // Parsing an `EnvFilter` costs a noticeable part of a host's start-up; a plain level
+    // filter does when nobody asked for more.
+    let _ = match std::env::var(LOG_ENV) {
+        Ok(spec) if !spec.is_empty() => fmt.with_env_filter(tracing_subscriber::EnvFilter::new(spec)).try_init(),
+        _ => fmt.with_max_level(tracing::Level::WARN).try_init(),
+    };
 }

@@ -239,8 +239,13 @@ impl ActorSystem {
         Ok(client)
     }
 
-    /// Creates a top-level actor of type `A` and waits until it is running. It is
-    /// supervised by the root supervisor with the default [`ChildSpec`] (permanent).
+    /// Creates a top-level actor of type `A`, supervised by the root supervisor with the
+    /// default [`ChildSpec`] (permanent).
+    ///
+    /// Returns once the actor's process is started; messages sent to it wait until it is
+    /// up. The first create of a system waits until the host is ready, so an unregistered
+    /// type fails here with [`Error::Create`]; after that, a constructor that panics shows as
+    /// the actor being gone ([`Error::ActorGone`] with `StartFailed`).
     pub fn create_actor<A: Actor>(&self) -> Result<Address> {
         self.create_actor_named(actor_type_name::<A>(), ChildSpec::default())
     }
@@ -250,7 +255,7 @@ impl ActorSystem {
         self.create_actor_named(actor_type_name::<A>(), spec)
     }
 
-    /// Creates a top-level actor by registered type name and waits until it is running.
+    /// Creates a top-level actor by registered type name (see [`ActorSystem::create_actor`]).
     pub fn create_actor_named(&self, type_name: &str, spec: ChildSpec) -> Result<Address> {
         let mut client = self.lock()?;
         client.endpoint.create_actor(type_name, spec, CREATE_TIMEOUT)

@@ -1,22 +1,32 @@
 //! Greenroom against the raw Unix-socket limit, measured in the same run.
 //!
 //! ```text
-//! cargo run --release -p greenroom-examples --bin bench [-- --quick]
+//! cargo run --release -p greenroom-examples --bin bench [-- --quick] [--json FILE]
 //! ```
 //!
-//! Each figure measures the raw primitive first (plain std/libc, no Greenroom code), then the
-//! same work through Greenroom, and prints both with their ratio. Figures so far:
+//! Each figure measures the raw primitive first — plain std/libc in this file, no Greenroom
+//! code — then the same work through Greenroom, and prints both, their ratio, the target and
+//! PASS/FAIL. The last line is `bench: N/M targets met`. Latencies are p50/p99 over many
+//! repetitions; throughputs are medians of several runs.
 //!
-//! * **ask round trip** — 64-byte message, client → actor → client, against two processes
-//!   ping-ponging 64 bytes over a Unix stream socketpair. p50 and p99.
+//! On a 2-vCPU virtual machine a socket round trip is bimodal (a hand-off on one CPU is far
+//! cheaper than waking a peer on the other), so the round trip is measured unpinned and with
+//! both processes pinned to CPU 0, and Greenroom is compared with each.
 
 use std::{
     io::{Read, Write},
-    os::unix::net::UnixStream,
+    os::{fd::AsRawFd, unix::net::UnixStream, unix::process::CommandExt},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use greenroom::{Actor, ActorResult, ActorSystem, Address, AnyMessage, Context, Registry};
+use greenroom::{
+    Actor, ActorExitRequest, ActorResult, ActorSystem, Address, AnyMessage, Backoff, Context, Error, Registry,
+    SupervisorSpec, SystemConfig,
+};
+use serde::{Deserialize, Serialize};
+
+// ---- actors ----
 
 /// Replies to every message with the same bytes.
 #[derive(Default)]
@@ -24,20 +34,71 @@ struct Echo;
 
 impl Actor for Echo {
     fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, sender: Address) -> ActorResult {
-        if msg.is::<Vec<u8>>() {
+        if msg.is::<Vec<u8>>() || msg.is::<u64>() {
             ctx.send_any(sender, msg.clone())?;
         }
         Ok(())
     }
 }
 
-/// Latency percentiles of a sample, in microseconds.
+/// Tells a [`Source`] to send `count` 64-byte messages to `to`, then a [`Flush`] whose
+/// answer comes back to the asker.
+#[derive(Debug, Serialize, Deserialize)]
+struct Pour {
+    to: Address,
+    count: u32,
+}
+
+/// Asks a [`Sink`] how many messages it has counted; answered to the sender's `reply_to`.
+#[derive(Debug, Serialize, Deserialize)]
+struct Flush {
+    reply_to: Address,
+}
+
+/// Sends batches of 64-byte messages.
+#[derive(Default)]
+struct Source;
+
+impl Actor for Source {
+    fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, sender: Address) -> ActorResult {
+        if let Some(pour) = msg.downcast::<Pour>() {
+            // 63 bytes of payload: a 64-byte postcard value with its length prefix.
+            let payload = AnyMessage::new(&vec![7u8; 63])?;
+            for _ in 0..pour.count {
+                ctx.send_any(pour.to, payload.clone())?;
+            }
+            ctx.send(pour.to, Flush { reply_to: sender })?;
+        }
+        Ok(())
+    }
+}
+
+/// Counts messages; answers [`Flush`].
+#[derive(Default)]
+struct Sink {
+    count: u64,
+}
+
+impl Actor for Sink {
+    fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, _sender: Address) -> ActorResult {
+        if let Some(flush) = msg.downcast::<Flush>() {
+            ctx.send(flush.reply_to, self.count)?;
+        } else {
+            self.count += 1;
+        }
+        Ok(())
+    }
+}
+
+// ---- measurement helpers ----
+
+#[derive(Debug, Clone, Copy)]
 struct Latency {
     p50: f64,
     p99: f64,
 }
 
-fn percentiles(mut samples: Vec<Duration>) -> Latency {
+fn latency_us(mut samples: Vec<Duration>) -> Latency {
     samples.sort_unstable();
     let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e6;
     Latency {
@@ -46,45 +107,116 @@ fn percentiles(mut samples: Vec<Duration>) -> Latency {
     }
 }
 
-/// Raw baseline: a forked child echoes 64-byte messages over a socketpair.
-fn raw_round_trip(rounds: usize) -> Latency {
-    let (mut parent, mut child) = UnixStream::pair().expect("socketpair");
-    // SAFETY: the process is single-threaded here (no ActorSystem yet), so fork is sound;
-    // the child only echoes bytes and leaves with _exit.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        drop(parent);
-        let mut buf = [0u8; 64];
-        while child.read_exact(&mut buf).is_ok() {
-            if child.write_all(&buf).is_err() {
-                break;
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    xs[xs.len() / 2]
+}
+
+/// Pins `pid` (0: this thread) to the CPUs in `cpus`.
+fn pin(pid: i32, cpus: &[usize]) {
+    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET and sched_setaffinity only touch it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for cpu in cpus {
+            libc::CPU_SET(*cpu, &mut set);
+        }
+        libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+fn all_cpus() -> Vec<usize> {
+    (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect()
+}
+
+/// Runs this executable as a raw child (no Greenroom) with `peer` as its fd 3.
+fn raw_child(mode: &str, peer: &UnixStream) -> std::io::Result<std::process::Child> {
+    let fd = peer.as_raw_fd();
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.arg("--raw-child").arg(mode).stdin(Stdio::null());
+    // SAFETY: runs between fork and exec; dup2 is async-signal-safe and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+/// The raw child's side: `hello` writes 16 bytes and exits; `echo` echoes 64-byte
+/// messages; `write N` streams N 64-byte frames in 64 KiB writes.
+fn raw_child_main(mode: &str, arg: Option<String>) -> ! {
+    use std::os::fd::FromRawFd;
+    // SAFETY: fd 3 was put there by `raw_child`; nothing else owns it.
+    let mut sock = unsafe { UnixStream::from_raw_fd(3) };
+    match mode {
+        "hello" => {
+            let _ = sock.write_all(&[1u8; 16]);
+            let mut rest = Vec::new();
+            let _ = sock.read_to_end(&mut rest); // stay alive until told to go
+        }
+        "echo" => {
+            let mut buf = [0u8; 64];
+            while sock.read_exact(&mut buf).is_ok() {
+                if sock.write_all(&buf).is_err() {
+                    break;
+                }
             }
         }
-        // SAFETY: terminate the forked child without running the parent's atexit handlers.
-        unsafe { libc::_exit(0) };
+        "write" => {
+            let n: usize = arg.and_then(|a| a.parse().ok()).unwrap_or(0);
+            // Frames of 4-byte length + 60-byte body = 64 bytes, coalesced into 64 KiB writes.
+            let mut frame = [0u8; 64];
+            frame[..4].copy_from_slice(&60u32.to_le_bytes());
+            let per_write = 1024;
+            let chunk: Vec<u8> = frame.iter().copied().cycle().take(64 * per_write).collect();
+            let mut left = n;
+            while left > 0 {
+                let k = left.min(per_write);
+                if sock.write_all(&chunk[..64 * k]).is_err() {
+                    break;
+                }
+                left -= k;
+            }
+        }
+        _ => {}
     }
-    drop(child);
+    std::process::exit(0)
+}
+
+// ---- figures ----
+
+struct Row {
+    figure: String,
+    raw: String,
+    greenroom: String,
+    ratio: Option<f64>,
+    target: String,
+    pass: bool,
+}
+
+fn raw_round_trip(rounds: usize) -> std::io::Result<Latency> {
+    let (mut me, peer) = UnixStream::pair()?;
+    let mut child = raw_child("echo", &peer)?;
+    drop(peer);
     let mut buf = [7u8; 64];
     let mut samples = Vec::with_capacity(rounds);
     for i in 0..rounds + rounds / 10 {
         let t = Instant::now();
-        parent.write_all(&buf).expect("raw write");
-        parent.read_exact(&mut buf).expect("raw read");
+        me.write_all(&buf)?;
+        me.read_exact(&mut buf)?;
         if i >= rounds / 10 {
             samples.push(t.elapsed());
         }
     }
-    drop(parent);
-    let mut status = 0;
-    // SAFETY: waiting for the child forked above.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
-    percentiles(samples)
+    drop(me);
+    child.wait()?;
+    Ok(latency_us(samples))
 }
 
-fn greenroom_round_trip(system: &ActorSystem, rounds: usize) -> Result<Latency, greenroom::Error> {
-    let echo = system.create_actor::<Echo>()?;
-    // A 64-byte message: postcard bytes of a Vec<u8> of 63 bytes (1 length byte + 63).
+fn greenroom_round_trip(system: &ActorSystem, echo: Address, rounds: usize) -> Result<Latency, Error> {
     let payload = vec![7u8; 63];
     let mut samples = Vec::with_capacity(rounds);
     for i in 0..rounds + rounds / 10 {
@@ -95,34 +227,360 @@ fn greenroom_round_trip(system: &ActorSystem, rounds: usize) -> Result<Latency, 
         }
         debug_assert_eq!(back.len(), 63);
     }
-    system.tell(echo, greenroom::ActorExitRequest)?;
-    Ok(percentiles(samples))
+    Ok(latency_us(samples))
 }
 
-fn main() -> Result<(), greenroom::Error> {
-    greenroom_host::init(Registry::new().register::<Echo>());
-    let quick = std::env::args().any(|a| a == "--quick");
-    let rounds = if quick { 5_000 } else { 50_000 };
+fn raw_throughput(messages: usize) -> std::io::Result<f64> {
+    let (mut me, peer) = UnixStream::pair()?;
+    let start = Instant::now();
+    let mut child = raw_child_with_arg("write", &messages.to_string(), &peer)?;
+    drop(peer);
+    // Parse the frames as they come: length prefix, then body.
+    let mut buf = vec![0u8; 256 * 1024];
+    let (mut have, mut count) = (0usize, 0usize);
+    while count < messages {
+        let n = me.read(&mut buf[have..])?;
+        if n == 0 {
+            break;
+        }
+        have += n;
+        let mut at = 0;
+        while have - at >= 4 {
+            let len = u32::from_le_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
+            if have - at < 4 + len {
+                break;
+            }
+            at += 4 + len;
+            count += 1;
+        }
+        buf.copy_within(at..have, 0);
+        have -= at;
+    }
+    let rate = count as f64 / start.elapsed().as_secs_f64();
+    child.wait()?;
+    Ok(rate)
+}
 
-    let raw = raw_round_trip(rounds);
-    let system = ActorSystem::start()?;
-    let gr = greenroom_round_trip(&system, rounds)?;
+fn raw_child_with_arg(mode: &str, arg: &str, peer: &UnixStream) -> std::io::Result<std::process::Child> {
+    let fd = peer.as_raw_fd();
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.arg("--raw-child").arg(mode).arg(arg).stdin(Stdio::null());
+    // SAFETY: runs between fork and exec; dup2 is async-signal-safe and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+fn greenroom_throughput(system: &ActorSystem, messages: u32) -> Result<f64, Error> {
+    let source = system.create_actor::<Source>()?;
+    let sink = system.create_actor::<Sink>()?;
+    let batch = 20_000u32;
+    let start = Instant::now();
+    let mut sent = 0;
+    while sent < messages {
+        let count = batch.min(messages - sent);
+        let counted: u64 = system.ask(source, Pour { to: sink, count }, Duration::from_secs(60))?;
+        sent += count;
+        debug_assert_eq!(counted, u64::from(sent));
+    }
+    let rate = f64::from(messages) / start.elapsed().as_secs_f64();
+    system.tell(source, ActorExitRequest)?;
+    system.tell(sink, ActorExitRequest)?;
+    Ok(rate)
+}
+
+fn raw_spawn_hello(trials: usize) -> std::io::Result<Latency> {
+    let mut samples = Vec::with_capacity(trials);
+    for _ in 0..trials {
+        let (mut me, peer) = UnixStream::pair()?;
+        let t = Instant::now();
+        let mut child = raw_child("hello", &peer)?;
+        drop(peer);
+        let mut hello = [0u8; 16];
+        me.read_exact(&mut hello)?;
+        samples.push(t.elapsed());
+        drop(me);
+        child.wait()?;
+    }
+    Ok(latency_us(samples))
+}
+
+fn greenroom_create(system: &ActorSystem, trials: usize) -> Result<Latency, Error> {
+    let mut samples = Vec::with_capacity(trials);
+    for _ in 0..trials {
+        let t = Instant::now();
+        let echo = system.create_actor::<Echo>()?;
+        let _: u64 = system.ask(echo, 1u64, Duration::from_secs(10))?;
+        samples.push(t.elapsed());
+        system.tell(echo, ActorExitRequest)?;
+    }
+    Ok(latency_us(samples))
+}
+
+fn raw_kill_respawn(trials: usize) -> std::io::Result<Latency> {
+    let (mut me, peer) = UnixStream::pair()?;
+    let mut child = raw_child("hello", &peer)?;
+    let mut hello = [0u8; 16];
+    me.read_exact(&mut hello)?;
+    let mut samples = Vec::with_capacity(trials);
+    for _ in 0..trials {
+        let t = Instant::now();
+        child.kill()?;
+        child.wait()?;
+        let (mut me2, peer2) = UnixStream::pair()?;
+        child = raw_child("hello", &peer2)?;
+        drop(peer2);
+        me2.read_exact(&mut hello)?;
+        samples.push(t.elapsed());
+        me = me2;
+    }
+    drop(peer);
+    drop(me);
+    child.kill()?;
+    child.wait()?;
+    Ok(latency_us(samples))
+}
+
+fn greenroom_kill_restart(system: &ActorSystem, trials: usize) -> Result<Latency, Error> {
+    let echo = system.create_actor::<Echo>()?;
+    let mut nonce = 0u64;
+    let mut samples = Vec::with_capacity(trials);
+    for _ in 0..trials {
+        nonce += 1;
+        let _: u64 = system.ask(echo, nonce, Duration::from_secs(10))?;
+        let pid = system.actor_info(echo)?.pid.unwrap_or(0);
+        let t = Instant::now();
+        // SAFETY: kill(2) with a pid and a signal number; no memory involved.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        loop {
+            nonce += 1;
+            match system.ask::<_, u64>(echo, nonce, Duration::from_secs(10)) {
+                Ok(n) if n == nonce => break,
+                Ok(_) | Err(Error::Poisoned { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        samples.push(t.elapsed());
+    }
+    system.tell(echo, ActorExitRequest)?;
+    Ok(latency_us(samples))
+}
+
+/// (VmRSS, PSS) of `pid` in KiB.
+fn memory_kib(pid: u32) -> (u64, u64) {
+    let field = |file: &str, key: &str| {
+        std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with(key))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            })
+            .unwrap_or(0)
+    };
+    (field("status", "VmRSS:"), field("smaps_rollup", "Pss:"))
+}
+
+/// utime + stime of `pid`, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf only reads a system constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / hz
+}
+
+fn fmt_us(l: Latency) -> String {
+    format!("{:.1}/{:.1} us", l.p50, l.p99)
+}
+
+fn main() {
+    greenroom_host::init(
+        Registry::new()
+            .register::<Echo>()
+            .register::<Source>()
+            .register::<Sink>(),
+    );
+    let mut args = std::env::args().skip(1);
+    let (mut quick, mut json) = (false, None);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--raw-child" => {
+                let mode = args.next().unwrap_or_default();
+                raw_child_main(&mode, args.next())
+            }
+            "--quick" => quick = true,
+            "--json" => json = args.next(),
+            other => {
+                eprintln!("bench: unknown argument `{other}`; usage: bench [--quick] [--json FILE]");
+                std::process::exit(2);
+            }
+        }
+    }
+    if let Err(e) = run(quick, json) {
+        eprintln!("bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(quick: bool, json: Option<String>) -> Result<(), Box<dyn std::error::Error>> {
+    let rounds = if quick { 5_000 } else { 30_000 };
+    let trials = if quick { 20 } else { 60 };
+    let messages = if quick { 400_000 } else { 2_000_000 };
+    let reps = if quick { 3 } else { 5 };
+    let config = SystemConfig::default().root_supervision(SupervisorSpec {
+        max_restarts: 100_000,
+        backoff: Backoff {
+            initial: Duration::ZERO,
+            ..Backoff::default()
+        },
+        ..SupervisorSpec::default()
+    });
+    let system = ActorSystem::start_with(config)?;
+    let mut rows = Vec::new();
+
+    // 1. Ask round trip, unpinned and pinned to one CPU.
+    let raw = raw_round_trip(rounds)?;
+    let echo = system.create_actor::<Echo>()?;
+    let gr = greenroom_round_trip(&system, echo, rounds)?;
+    rows.push(Row {
+        figure: "ask round trip 64 B (p50/p99)".into(),
+        raw: fmt_us(raw),
+        greenroom: fmt_us(gr),
+        ratio: Some(gr.p50 / raw.p50),
+        target: "p50 <= 2x raw".into(),
+        pass: gr.p50 <= 2.0 * raw.p50,
+    });
+    pin(0, &[0]);
+    let raw_pinned = raw_round_trip(rounds)?;
+    if let Some(pid) = system.actor_info(echo)?.pid {
+        pin(pid as i32, &[0]);
+    }
+    let gr_pinned = greenroom_round_trip(&system, echo, rounds)?;
+    pin(0, &all_cpus());
+    if let Some(pid) = system.actor_info(echo)?.pid {
+        pin(pid as i32, &all_cpus());
+    }
+    rows.push(Row {
+        figure: "ask round trip 64 B, one CPU".into(),
+        raw: fmt_us(raw_pinned),
+        greenroom: fmt_us(gr_pinned),
+        ratio: Some(gr_pinned.p50 / raw_pinned.p50),
+        target: "p50 <= 2x raw".into(),
+        pass: gr_pinned.p50 <= 2.0 * raw_pinned.p50,
+    });
+
+    // Idle host memory (the echo actor, after its work).
+    let echo_pid = system.actor_info(echo)?.pid.unwrap_or(0);
+    let (rss, pss) = memory_kib(echo_pid);
+    rows.push(Row {
+        figure: "idle actor host memory".into(),
+        raw: "-".into(),
+        greenroom: format!("RSS {:.2} MiB, PSS {:.2} MiB", rss as f64 / 1024.0, pss as f64 / 1024.0),
+        ratio: None,
+        target: "VmRSS <= 3 MiB".into(),
+        pass: rss <= 3 * 1024,
+    });
+    system.tell(echo, ActorExitRequest)?;
+
+    // 2. Actor-to-actor throughput.
+    let raw_rate = median((0..reps).map(|_| raw_throughput(messages)).collect::<Result<_, _>>()?);
+    let gr_rate = median(
+        (0..reps)
+            .map(|_| greenroom_throughput(&system, messages as u32))
+            .collect::<Result<_, _>>()?,
+    );
+    rows.push(Row {
+        figure: "actor->actor 64 B msgs/s".into(),
+        raw: format!("{:.0}", raw_rate),
+        greenroom: format!("{:.0}", gr_rate),
+        ratio: Some(gr_rate / raw_rate),
+        target: ">= 50% raw, >= 1M/s".into(),
+        pass: gr_rate >= 0.5 * raw_rate && gr_rate >= 1e6,
+    });
+
+    // 3. create_actor -> first reply.
+    let raw_spawn = raw_spawn_hello(trials)?;
+    let gr_create = greenroom_create(&system, trials)?;
+    rows.push(Row {
+        figure: "create_actor -> first reply".into(),
+        raw: fmt_us(raw_spawn),
+        greenroom: fmt_us(gr_create),
+        ratio: Some(gr_create.p50 / raw_spawn.p50),
+        target: "p50 <= 1.5x raw".into(),
+        pass: gr_create.p50 <= 1.5 * raw_spawn.p50,
+    });
+
+    // 4. SIGKILL -> restarted actor answers.
+    let raw_kill = raw_kill_respawn(trials)?;
+    let gr_kill = greenroom_kill_restart(&system, trials)?;
+    rows.push(Row {
+        figure: "SIGKILL -> restarted answers".into(),
+        raw: fmt_us(raw_kill),
+        greenroom: fmt_us(gr_kill),
+        ratio: Some(gr_kill.p50 / raw_kill.p50),
+        target: "p50 <= 1.5x raw, <= 5 ms".into(),
+        pass: gr_kill.p50 <= 1.5 * raw_kill.p50 && gr_kill.p50 <= 5000.0,
+    });
+
+    // 5. Admin CPU while idle.
+    let admin = system.admin_pid();
+    let window = if quick {
+        Duration::from_secs(2)
+    } else {
+        Duration::from_secs(10)
+    };
+    let before = cpu_seconds(admin);
+    std::thread::sleep(window);
+    let admin_cpu = cpu_seconds(admin) - before;
+    rows.push(Row {
+        figure: format!("admin CPU idle over {} s", window.as_secs()),
+        raw: "-".into(),
+        greenroom: format!("{admin_cpu:.3} s"),
+        ratio: None,
+        target: "~0 (< 0.01 s)".into(),
+        pass: admin_cpu < 0.01,
+    });
     system.shutdown()?;
 
-    println!("{:<34} {:>12} {:>12} {:>8}", "figure", "raw", "greenroom", "ratio");
     println!(
-        "{:<34} {:>10.1}us {:>10.1}us {:>7.2}x",
-        "ask round trip 64 B, p50",
-        raw.p50,
-        gr.p50,
-        gr.p50 / raw.p50
+        "{:<32} {:>24} {:>28} {:>7} {:>22}  result",
+        "figure", "raw", "greenroom", "ratio", "target"
     );
-    println!(
-        "{:<34} {:>10.1}us {:>10.1}us {:>7.2}x",
-        "ask round trip 64 B, p99",
-        raw.p99,
-        gr.p99,
-        gr.p99 / raw.p99
-    );
+    for r in &rows {
+        let ratio = r.ratio.map_or("-".to_string(), |x| format!("{x:.2}x"));
+        let verdict = if r.pass { "PASS" } else { "FAIL" };
+        println!(
+            "{:<32} {:>24} {:>28} {:>7} {:>22}  {verdict}",
+            r.figure, r.raw, r.greenroom, ratio, r.target
+        );
+    }
+    let met = rows.iter().filter(|r| r.pass).count();
+    if let Some(path) = json {
+        let body: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                format!(
+                    "{{\"figure\":{:?},\"raw\":{:?},\"greenroom\":{:?},\"ratio\":{},\"target\":{:?},\"pass\":{}}}",
+                    r.figure,
+                    r.raw,
+                    r.greenroom,
+                    r.ratio.map_or("null".to_string(), |x| format!("{x:.3}")),
+                    r.target,
+                    r.pass
+                )
+            })
+            .collect();
+        std::fs::write(&path, format!("[{}]\n", body.join(",\n")))?;
+    }
+    println!("bench: {met}/{} targets met", rows.len());
     Ok(())
 }

@@ -865,7 +865,7 @@ impl Admin {
                 control: None,
                 listener: Some(listener),
                 ledger,
-                creator: parent.is_none().then_some((token, request)),
+                creator: None,
                 start_failure: None,
                 stop_pending: false,
                 orphaned_at: None,
@@ -879,13 +879,23 @@ impl Admin {
         );
         let cmds = self.tree.add(id, parent, spec, Instant::now());
         self.execute(cmds);
-        if parent.is_some() {
-            // An actor's create returns at once; messages wait in the socket.
+        // Once the host binary is known to register the type, a create returns as soon as
+        // the process is spawned: the first messages wait in the socket while it starts (a
+        // constructor that panics then shows as the actor being gone, `StartFailed`). The
+        // first create of a system waits for the host to report, so that an unknown type is
+        // refused by `create_actor` itself.
+        let type_known = self
+            .known_types
+            .as_ref()
+            .is_some_and(|known| known.contains(&self.actors[&id].type_name));
+        if parent.is_some() || type_known {
             let result = match self.tree.state(id) {
                 Some((ActorState::Gone(cause), _)) => Err(CreateFailure::SpawnFailed(cause.to_string())),
                 _ => Ok(address),
             };
             self.send(token, &FromAdmin::Created { request, result });
+        } else if let Some(rec) = self.actors.get_mut(&id) {
+            rec.creator = Some((token, request));
         }
     }
 
