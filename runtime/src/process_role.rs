@@ -58,6 +58,24 @@ impl Role {
     }
 }
 
+/// Raises this process's open-files limit to its hard limit. An admin holds three fds per
+/// actor and a busy client two per peer, so the usual soft limit of 1024 would cap a system at
+/// a few hundred actors. Returns the limit now in force.
+pub fn raise_open_files_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(e) => {
+                tracing::warn!(error = %e, soft, hard, "could not raise the open-files limit");
+                soft
+            }
+        },
+        Ok((soft, _)) => soft,
+        Err(_) => 0,
+    }
+}
+
 /// Installs a `tracing` subscriber writing to stderr, filtered by `GREENROOM_LOG` (default
 /// `warn`). Used by admin and host processes; a client program sets up its own.
 pub fn init_process_logging() {

@@ -160,6 +160,8 @@ impl ActorSystem {
             ));
         }
         static SYSTEMS: AtomicU64 = AtomicU64::new(0);
+        // Each actor this client talks to costs it up to two sockets.
+        crate::process_role::raise_open_files_limit();
         let base = config.runtime_base.clone().unwrap_or_else(runtime_dir::default_base);
         let rundir = base.join(format!(
             "s{}-{}",

@@ -398,6 +398,47 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / hz
 }
 
+/// Live children of `parent`, from /proc.
+fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let rest: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+            rest.first() != Some(&"Z") && rest.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(parent)
+        })
+        .collect()
+}
+
+/// Creates `n` actors, asks each once, shuts the system down; returns the three durations
+/// and how many host processes were left afterwards.
+fn many_actors(n: usize) -> Result<(Duration, Duration, Duration, usize), Error> {
+    let system = ActorSystem::start()?;
+    let t = Instant::now();
+    let actors: Vec<Address> = (0..n)
+        .map(|_| system.create_actor::<Echo>())
+        .collect::<Result<_, _>>()?;
+    let create = t.elapsed();
+    let t = Instant::now();
+    for (i, a) in actors.iter().enumerate() {
+        let back: u64 = system.ask(*a, i as u64, Duration::from_secs(30))?;
+        debug_assert_eq!(back, i as u64);
+    }
+    let ask = t.elapsed();
+    let hosts = children_of(system.admin_pid());
+    let t = Instant::now();
+    system.shutdown()?;
+    let shutdown = t.elapsed();
+    let left = hosts
+        .iter()
+        .filter(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+        .count();
+    Ok((create, ask, shutdown, left))
+}
+
 fn fmt_us(l: Latency) -> String {
     format!("{:.1}/{:.1} us", l.p50, l.p99)
 }
@@ -550,6 +591,27 @@ fn run(quick: bool, json: Option<String>) -> Result<(), Box<dyn std::error::Erro
         pass: admin_cpu < 0.01,
     });
     system.shutdown()?;
+
+    // 6. Many actors: each its own process.
+    let n = if quick { 500 } else { 2_000 };
+    let (create, ask, shutdown, left) = many_actors(n)?;
+    let scale = n as f64 / 2_000.0;
+    rows.push(Row {
+        figure: format!("{n} actors: create/ask/shutdown"),
+        raw: "-".into(),
+        greenroom: format!(
+            "{:.2}/{:.2}/{:.2} s, {left} left",
+            create.as_secs_f64(),
+            ask.as_secs_f64(),
+            shutdown.as_secs_f64()
+        ),
+        ratio: None,
+        target: format!("<{:.1}/<{:.2}/<{:.1} s, 0 left", 5.0 * scale, 0.5 * scale, 2.0 * scale),
+        pass: create.as_secs_f64() < 5.0 * scale
+            && ask.as_secs_f64() < 0.5 * scale
+            && shutdown.as_secs_f64() < 2.0 * scale
+            && left == 0,
+    });
 
     println!(
         "{:<32} {:>24} {:>28} {:>7} {:>22}  result",

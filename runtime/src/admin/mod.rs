@@ -199,6 +199,7 @@ impl Admin {
             .and_then(|hex| decode_spec(&hex))
             .unwrap_or_default();
         runtime_dir::create(&rundir)?;
+        let open_files = process_role::raise_open_files_limit();
 
         let poll = Poll::new().map_err(Error::io("creating an epoll instance"))?;
         let mut signals =
@@ -233,7 +234,7 @@ impl Admin {
                 handshake_done: false,
             },
         );
-        tracing::info!(rundir = %rundir.display(), pid = std::process::id(), "admin started");
+        tracing::info!(rundir = %rundir.display(), pid = std::process::id(), open_files, "admin started");
         Ok(Admin {
             poll,
             events: Events::with_capacity(256),
