@@ -429,7 +429,7 @@ fn many_actors(n: usize) -> Result<(Duration, Duration, Duration, usize), Error>
     }
     let ask = t.elapsed();
     let hosts = children_of(system.admin_pid());
-    
+
     let t = Instant::now();
     system.shutdown()?;
     let shutdown = t.elapsed();
