@@ -170,6 +170,10 @@ struct Admin {
     known_types: Option<Vec<String>>,
     settle_waiters: Vec<SettleWaiter>,
     shutdown: Option<ShutdownState>,
+    /// Actors with timed checks of their own (a liveness timeout, or a host that closed its
+    /// control connection): kept apart so that the loop's timing work does not grow with the
+    /// number of actors.
+    watched: std::collections::BTreeSet<ActorId>,
 }
 
 impl Admin {
@@ -254,6 +258,7 @@ impl Admin {
             known_types: None,
             settle_waiters: Vec::new(),
             shutdown: None,
+            watched: Default::default(),
         })
     }
 
@@ -262,8 +267,12 @@ impl Admin {
             let next = [
                 self.tree.next_deadline(),
                 self.shutdown.as_ref().filter(|s| !s.killed).map(|s| s.deadline),
-                self.actors.values().filter_map(|r| r.orphaned_at).min(),
-                self.actors.values().filter_map(|r| r.next_probe).min(),
+                self.watched
+                    .iter()
+                    .filter_map(|id| self.actors.get(id))
+                    .flat_map(|r| [r.orphaned_at, r.next_probe])
+                    .flatten()
+                    .min(),
             ]
             .into_iter()
             .flatten()
@@ -394,6 +403,7 @@ impl Admin {
 
     /// The actor is gone for good: its address goes with it.
     fn release(&mut self, id: ActorId, cause: ExitCause) {
+        self.watched.remove(&id);
         let Some(rec) = self.actors.get_mut(&id) else { return };
         let level_error = matches!(cause, ExitCause::RestartLimit { .. });
         if level_error {
@@ -614,6 +624,7 @@ impl Admin {
                         rec.control = None;
                         if rec.pid.is_some() {
                             rec.orphaned_at = Some(Instant::now() + CLOSED_CONTROL_GRACE);
+                            self.watched.insert(id);
                         }
                     }
                 }
@@ -930,6 +941,9 @@ impl Admin {
         rec.kill_cause = None;
         rec.busy_since = None;
         rec.next_probe = rec.liveness.map(|l| Instant::now() + probe_interval(l));
+        if rec.liveness.is_some() {
+            self.watched.insert(id);
+        }
         self.by_pid.insert(pid, id);
 
         admin_end
@@ -985,7 +999,8 @@ impl Admin {
     /// manage them, so they are treated as failed.
     fn kill_lingering_hosts(&mut self) {
         let now = Instant::now();
-        for rec in self.actors.values_mut() {
+        for id in &self.watched {
+            let Some(rec) = self.actors.get_mut(id) else { continue };
             if rec.orphaned_at.is_some_and(|t| t <= now) {
                 rec.orphaned_at = None;
                 if let Some(pid) = rec.pid {
@@ -1000,7 +1015,8 @@ impl Admin {
     /// the ledger they write anyway (no ping, no round trip to the host).
     fn probe_liveness(&mut self) {
         let now = Instant::now();
-        for rec in self.actors.values_mut() {
+        for id in &self.watched {
+            let Some(rec) = self.actors.get_mut(id) else { continue };
             let (Some(liveness), Some(at), Some(pid)) = (rec.liveness, rec.next_probe, rec.pid) else {
                 continue;
             };

@@ -37,7 +37,8 @@
 //!   the same incarnation that created the child.
 
 use std::{
-    collections::{BTreeMap, VecDeque},
+    cmp::Reverse,
+    collections::{BTreeMap, BinaryHeap, VecDeque},
     time::{Duration, Instant},
 };
 
@@ -159,6 +160,11 @@ pub struct Tree {
     nodes: BTreeMap<ActorId, Node>,
     root: Sup,
     shutting_down: bool,
+    /// Every deadline and restart time set, earliest first, so that `tick` and
+    /// `next_deadline` cost O(log n) however many actors there are. Entries are not removed
+    /// when a deadline is cleared or moved: `tick` checks each against its node and skips
+    /// stale ones.
+    timers: BinaryHeap<Reverse<(Instant, ActorId)>>,
 }
 
 impl Tree {
@@ -171,6 +177,7 @@ impl Tree {
                 ..Sup::default()
             },
             shutting_down: false,
+            timers: BinaryHeap::new(),
         }
     }
 
@@ -212,19 +219,9 @@ impl Tree {
         self.nodes.get(&id).and_then(|n| n.parent)
     }
 
-    /// The earliest time [`Tree::tick`] has something to do.
+    /// The earliest time [`Tree::tick`] may have something to do.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.nodes
-            .values()
-            .flat_map(|n| {
-                let restart = match n.phase {
-                    Phase::Down { restart_at } => Some(restart_at),
-                    _ => None,
-                };
-                [n.deadline, restart]
-            })
-            .flatten()
-            .min()
+        self.timers.peek().map(|Reverse((at, _))| *at)
     }
 
     fn sup_mut(&mut self, owner: Option<ActorId>) -> Option<&mut Sup> {
@@ -266,6 +263,7 @@ impl Tree {
                 deadline: Some(now + START_TIMEOUT),
             },
         );
+        self.timers.push(Reverse((now + START_TIMEOUT, id)));
         if let Some(sup) = self.sup_mut(parent) {
             sup.children.push(id);
         }
@@ -293,6 +291,7 @@ impl Tree {
         if matches!(n.phase, Phase::Starting | Phase::Running) {
             n.phase = Phase::Exiting;
             n.deadline = Some(now + stop_timeout);
+            self.timers.push(Reverse((now + stop_timeout, id)));
         }
         // Children waiting to restart will not be needed.
         let children = n.sup.children.clone();
@@ -346,23 +345,19 @@ impl Tree {
     /// Time passed: start due restarts, enforce deadlines.
     pub fn tick(&mut self, now: Instant) -> Vec<Command> {
         let mut cmds = Vec::new();
-        let due: Vec<ActorId> = self
-            .nodes
-            .iter()
-            .filter(|(_, n)| matches!(n.phase, Phase::Down { restart_at } if restart_at <= now))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in due {
-            cmds.extend(self.restart_now(id, now));
-        }
-        let late: Vec<ActorId> = self
-            .nodes
-            .iter()
-            .filter(|(_, n)| n.deadline.is_some_and(|d| d <= now))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in late {
+        while let Some(&Reverse((at, id))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
             let Some(n) = self.nodes.get_mut(&id) else { continue };
+            if matches!(n.phase, Phase::Down { restart_at } if restart_at <= now) {
+                cmds.extend(self.restart_now(id, now));
+                continue;
+            }
+            if !n.deadline.is_some_and(|d| d <= now) {
+                continue; // a stale entry: the deadline was cleared or moved
+            }
             n.deadline = None;
             match n.phase {
                 // Its children did not finish in time: kill them; their ends let it finish.
@@ -405,6 +400,7 @@ impl Tree {
                 let already_asked = n.exit_requested;
                 n.phase = Phase::Stopping(after);
                 n.deadline = Some(now + stop_timeout);
+                self.timers.push(Reverse((now + stop_timeout, id)));
                 if already_asked {
                     Vec::new()
                 } else {
@@ -479,6 +475,7 @@ impl Tree {
         match spec.strategy {
             Strategy::OneForOne => {
                 n.phase = Phase::Down { restart_at };
+                self.timers.push(Reverse((restart_at, id)));
             }
             Strategy::OneForAll | Strategy::RestForOne => {
                 let Some(sup) = self.sup_mut(parent) else { return cmds };
@@ -547,6 +544,7 @@ impl Tree {
                     n.phase = Phase::Down {
                         restart_at: plan.restart_at,
                     };
+                    self.timers.push(Reverse((plan.restart_at, *id)));
                 }
             }
         }
@@ -563,6 +561,7 @@ impl Tree {
         n.running_since = None;
         n.exit_requested = false;
         n.deadline = Some(now + START_TIMEOUT);
+        self.timers.push(Reverse((now + START_TIMEOUT, id)));
         let (incarnation, restart_count, cause, parent, parent_inc) = (
             n.incarnation,
             n.restarts,
