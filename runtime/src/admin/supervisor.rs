@@ -355,7 +355,7 @@ impl Tree {
                 cmds.extend(self.restart_now(id, now));
                 continue;
             }
-            if !n.deadline.is_some_and(|d| d <= now) {
+            if n.deadline.is_none_or(|d| d > now) {
                 continue; // a stale entry: the deadline was cleared or moved
             }
             n.deadline = None;
