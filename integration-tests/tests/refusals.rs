@@ -64,3 +64,53 @@ fn garbage_and_wrong_versions_are_refused_and_the_actor_keeps_answering() {
     let back: String = sys.ask(echo, "still here".to_string(), T).unwrap();
     assert_eq!(back, "still here");
 }
+
+/// Runs the test host binary as `nobody` (uid 65534), connecting to `path`.
+fn probe_as_nobody(path: &std::path::Path) -> String {
+    use std::os::unix::process::CommandExt;
+    let out = std::process::Command::new(HOST)
+        .arg("--probe-connect")
+        .arg(path)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("run the probe as nobody");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn other_users_are_kept_out_by_the_directory_and_refused_by_the_peer_check() {
+    if !nix::unistd::getuid().is_root() {
+        println!(
+            "skipped: running as another user needs root (uid {})",
+            nix::unistd::getuid()
+        );
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let sys = TestSystem::start(HOST);
+    let echo = sys.create_actor::<Echo>().unwrap();
+    let path = socket_path(sys.runtime_dir(), echo);
+
+    // First line of defence: the runtime directory is 0700.
+    let mode = std::fs::metadata(sys.runtime_dir()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    assert_eq!(probe_as_nobody(&path), "connect-failed: PermissionDenied");
+
+    // Second line: even with the directory and socket opened up, the peer's uid is checked
+    // at accept and the connection is closed before a byte is read.
+    let open = |p: &std::path::Path, mode| std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    open(sys.base(), 0o711);
+    open(sys.runtime_dir(), 0o711);
+    open(&path, 0o777);
+    assert_eq!(
+        probe_as_nobody(&path),
+        "closed-after: 0",
+        "no handshake reply for a stranger"
+    );
+    open(sys.runtime_dir(), 0o700);
+    open(sys.base(), 0o700);
+
+    let back: String = sys.ask(echo, "still here".to_string(), T).unwrap();
+    assert_eq!(back, "still here");
+}

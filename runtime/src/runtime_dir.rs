@@ -83,6 +83,45 @@ fn ensure_private_dir(dir: &Path, must_be_new: bool) -> std::result::Result<(), 
     Ok(())
 }
 
+/// The name of the runtime directory of the `n`-th system started by process `pid`.
+pub fn system_dir_name(pid: u32, n: u64) -> String {
+    format!("s{pid}-{n}")
+}
+
+/// Removes the runtime directories under `base` left by programs that are gone (an admin and
+/// its client both SIGKILLed leave theirs behind). A directory is reclaimed only when the
+/// process that started it no longer exists; one whose pid is alive — even if reused by an
+/// unrelated process — is left alone. Returns the directories removed.
+pub fn reclaim_stale(base: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(base) else {
+        return Vec::new();
+    };
+    let mut reclaimed = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix('s'))
+            .and_then(|n| n.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // Signal 0 checks for existence; EPERM means it exists under another user.
+        let gone = matches!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+            Err(nix::errno::Errno::ESRCH)
+        );
+        if gone && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let path = entry.path();
+            tracing::info!(dir = %path.display(), pid, "reclaiming a stale runtime directory");
+            remove(&path);
+            reclaimed.push(path);
+        }
+    }
+    reclaimed
+}
+
 /// Removes a runtime directory and everything in it; logs instead of failing.
 pub fn remove(dir: &Path) {
     if let Err(e) = fs::remove_dir_all(dir) {
@@ -106,6 +145,21 @@ mod tests {
         assert!(create(&dir).is_err(), "a system directory must be new");
         remove(&dir);
         assert!(!dir.exists());
+    }
+
+    #[test]
+    fn reclaims_only_directories_of_dead_programs() {
+        let base = tempfile::tempdir().unwrap();
+        let mine = base.path().join(system_dir_name(std::process::id(), 0));
+        // A pid above the kernel's maximum cannot be alive.
+        let dead = base.path().join(system_dir_name(4_194_305, 3));
+        let unrelated = base.path().join("notes");
+        for d in [&mine, &dead, &unrelated] {
+            fs::create_dir(d).unwrap();
+        }
+        fs::write(dead.join("7.sock"), b"").unwrap();
+        assert_eq!(reclaim_stale(base.path()), vec![dead.clone()]);
+        assert!(mine.exists() && unrelated.exists() && !dead.exists());
     }
 
     #[test]

@@ -163,10 +163,10 @@ impl ActorSystem {
         // Each actor this client talks to costs it up to two sockets.
         crate::process_role::raise_open_files_limit();
         let base = config.runtime_base.clone().unwrap_or_else(runtime_dir::default_base);
-        let rundir = base.join(format!(
-            "s{}-{}",
+        runtime_dir::reclaim_stale(&base);
+        let rundir = base.join(runtime_dir::system_dir_name(
             std::process::id(),
-            SYSTEMS.fetch_add(1, Ordering::Relaxed)
+            SYSTEMS.fetch_add(1, Ordering::Relaxed),
         ));
         let exe = match &config.host_executable {
             Some(p) => p.clone(),

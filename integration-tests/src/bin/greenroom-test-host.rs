@@ -1,5 +1,45 @@
 //! The host (and admin) binary of the integration tests: every test actor type, linked in.
+//!
+//! Run by a test with `--probe-connect PATH` (and no `GREENROOM_ROLE`), it is instead a
+//! stranger: it connects to the Unix socket at PATH, sends a well-formed data handshake, and
+//! prints what happened, so a test can run it as another user.
+
+use std::{io::Read, io::Write, os::unix::net::UnixStream, time::Duration};
+
+use greenroom_protocol::{Address, Handshake, PeerRole};
 
 fn main() {
+    let mut args = std::env::args().skip(1);
+    if args.next().as_deref() == Some("--probe-connect") {
+        probe(&args.next().unwrap_or_default());
+        return;
+    }
     greenroom_host::serve(greenroom_integration_tests::registry())
+}
+
+/// Prints `connect-failed: <error kind>`, or `closed-after: <bytes received>`.
+fn probe(path: &str) {
+    let mut stream = match UnixStream::connect(path) {
+        Ok(s) => s,
+        Err(e) => {
+            println!("connect-failed: {:?}", e.kind());
+            return;
+        }
+    };
+    let mut hello = Vec::new();
+    let role = PeerRole::Data {
+        from: Address::local(999_999),
+        to: Address::local(2),
+    };
+    let handshake = Handshake { role };
+    if handshake.encode(&mut hello).is_err() || stream.write_all(&hello).is_err() {
+        println!("closed-after: 0");
+        return;
+    }
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut got = Vec::new();
+    match stream.read_to_end(&mut got) {
+        Ok(_) => println!("closed-after: {}", got.len()),
+        Err(e) => println!("still-open: {:?}", e.kind()),
+    }
 }
