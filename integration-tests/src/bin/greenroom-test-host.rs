@@ -39,7 +39,9 @@ fn probe(path: &str) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
     let mut got = Vec::new();
     match stream.read_to_end(&mut got) {
+        // A reset is a close by a peer that did not read what we sent.
         Ok(_) => println!("closed-after: {}", got.len()),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => println!("closed-after: {}", got.len()),
         Err(e) => println!("still-open: {:?}", e.kind()),
     }
 }

@@ -56,6 +56,8 @@ use crate::{
 
 /// Acknowledge after this many processed messages even if more keep coming.
 pub const ACK_BATCH: u64 = 64;
+/// How long an accepted connection has to send its handshake before it is closed.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Acknowledge this long after the last processed message if no batch filled up.
 pub const ACK_DELAY: Duration = Duration::from_millis(10);
 
@@ -195,6 +197,8 @@ pub struct Endpoint {
     ledger: Option<Ledger>,
     /// The incarnation of the actor this endpoint hosts (0 for clients).
     incarnation: u32,
+    /// Accepted connections by the time their handshake must be complete, oldest first.
+    handshake_deadlines: VecDeque<(Instant, Token)>,
 }
 
 impl Endpoint {
@@ -236,6 +240,7 @@ impl Endpoint {
             scratch: Vec::new(),
             ledger: None,
             incarnation: 0,
+            handshake_deadlines: VecDeque::new(),
         };
         ep.flush_control();
         Ok(ep)
@@ -503,6 +508,10 @@ impl Endpoint {
             let until = due.saturating_duration_since(now);
             timeout = Some(timeout.map_or(until, |t| t.min(until)));
         }
+        if let Some(&(deadline, _)) = self.handshake_deadlines.front() {
+            let until = deadline.saturating_duration_since(now);
+            timeout = Some(timeout.map_or(until, |t| t.min(until)));
+        }
         if !self.rescan.is_empty() {
             timeout = Some(Duration::ZERO);
         }
@@ -543,6 +552,7 @@ impl Endpoint {
             }
         }
         self.ready = ready;
+        self.expire_handshakes(Instant::now());
         if self.ack_due.is_some_and(|due| Instant::now() >= due) {
             self.flush_acks();
         }
@@ -858,6 +868,26 @@ impl Endpoint {
             );
             // Data may already be waiting; edge-triggered readiness would not tell us again.
             self.rescan.push(token);
+            self.handshake_deadlines
+                .push_back((Instant::now() + HANDSHAKE_TIMEOUT, token));
+        }
+    }
+
+    /// Closes accepted connections that have not completed their handshake in time, so that
+    /// peers which connect and stall cannot pile up.
+    fn expire_handshakes(&mut self, now: Instant) {
+        while let Some(&(deadline, token)) = self.handshake_deadlines.front() {
+            if deadline > now {
+                return;
+            }
+            self.handshake_deadlines.pop_front();
+            if let Some(Conn::In(conn)) = self.conns.get(&token) {
+                if conn.peer.is_none() {
+                    tracing::warn!(endpoint = %self.me, peer_pid = conn.peer_pid, timeout = ?HANDSHAKE_TIMEOUT,
+                        "closing a connection that did not complete its handshake in time");
+                    self.close_in(token);
+                }
+            }
         }
     }
 
