@@ -327,10 +327,12 @@ struct HostBackend<'a> {
 
 impl Backend for HostBackend<'_> {
     fn send(&mut self, to: Address, msg: AnyMessage) -> greenroom::Result<()> {
-        // An actor never blocks on a slow (or restarting) receiver: past the window, its
-        // send fails and the actor decides what to do.
+        // Past the window, a send fails and the actor decides what to do, rather than queue
+        // without bound. (What it sent is written when `receive` returns; a receiver that
+        // stops reading holds the actor there, see `Endpoint::flush_all`.)
+        // A message bigger than the window still goes when nothing else is outstanding.
         let outstanding = self.endpoint.unacked_bytes(to);
-        if outstanding + msg.encoded_len() > self.send_window {
+        if outstanding > 0 && outstanding + msg.encoded_len() > self.send_window {
             return Err(Error::Backpressure {
                 address: to,
                 bytes: outstanding,

@@ -189,8 +189,8 @@ impl FrameReader {
         }
         let total = LEN_PREFIX + len as usize;
         if available < total {
-            // Make room for the whole frame now that the header has been validated.
-            self.reserve(total - available);
+            // Memory grows only as the bytes arrive (in `fill_from`), so a header that
+            // announces a large frame and never sends it costs nothing.
             return Ok(None);
         }
         let body_start = self.start + LEN_PREFIX;

@@ -148,9 +148,67 @@ pub struct ChildSpec {
     pub limits: ResourceLimits,
 }
 
+/// The longest duration a spec may hold (a year): "forever" for all practical purposes, and
+/// far enough below the limits of the clock's arithmetic that no deadline overflows.
+pub const LONGEST: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+
+impl SupervisorSpec {
+    /// This spec with every duration capped at [`LONGEST`]. The admin applies it to every
+    /// spec it receives: a peer's `Duration::MAX` must not overflow its clock arithmetic.
+    pub fn clamped(self) -> Self {
+        SupervisorSpec {
+            within: self.within.min(LONGEST),
+            stop_timeout: self.stop_timeout.min(LONGEST),
+            backoff: Backoff {
+                initial: self.backoff.initial.min(LONGEST),
+                max: self.backoff.max.min(LONGEST),
+                reset_after: self.backoff.reset_after.min(LONGEST),
+                ..self.backoff
+            },
+            ..self
+        }
+    }
+}
+
+impl ChildSpec {
+    /// This spec with every duration capped at [`LONGEST`] (see [`SupervisorSpec::clamped`]).
+    pub fn clamped(self) -> Self {
+        ChildSpec {
+            supervision: self.supervision.clamped(),
+            liveness: self.liveness.map(|l| l.min(LONGEST)),
+            ..self
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clamping_caps_every_duration() {
+        let forever = ChildSpec {
+            liveness: Some(Duration::MAX),
+            supervision: SupervisorSpec {
+                within: Duration::MAX,
+                stop_timeout: Duration::MAX,
+                backoff: Backoff {
+                    initial: Duration::MAX,
+                    max: Duration::MAX,
+                    multiplier: u32::MAX,
+                    reset_after: Duration::MAX,
+                },
+                ..SupervisorSpec::default()
+            },
+            ..ChildSpec::default()
+        }
+        .clamped();
+        assert_eq!(forever.liveness, Some(LONGEST));
+        assert_eq!(forever.supervision.stop_timeout, LONGEST);
+        assert!(forever.supervision.backoff.delay(40) <= LONGEST);
+        let now = std::time::Instant::now();
+        let _ = now + forever.supervision.backoff.delay(40) + forever.supervision.stop_timeout;
+    }
 
     #[test]
     fn backoff_grows_and_caps() {

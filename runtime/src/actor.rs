@@ -1,8 +1,8 @@
 //! What a user writes: the [`Actor`] trait, and the [`Context`] its `receive` acts through.
 //!
 //! An actor handles one message at a time. Whatever it sends during `receive` is buffered
-//! and written when `receive` returns — a natural batching point — so a `send` never blocks
-//! on a slow peer.
+//! and written when `receive` returns — a natural batching point — so `send` itself never
+//! blocks; a send past the receiver's window fails with `Error::Backpressure` instead.
 //!
 //! ```
 //! use greenroom::{Actor, ActorResult, Address, AnyMessage, Context};
@@ -47,7 +47,8 @@ pub fn actor_type_name<A: Actor>() -> &'static str {
     std::any::type_name::<A>()
 }
 
-/// What a base (the process host, or the in-process simple base) provides to `receive`.
+/// What a base provides to `receive`: today the process host; an in-process base for
+/// deterministic tests is planned behind the same seam.
 ///
 /// Users do not implement this; it is the seam that lets the same actor code run on every
 /// base.

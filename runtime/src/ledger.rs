@@ -152,18 +152,31 @@ impl LedgerReport {
 pub struct Ledger {
     words: NonNull<AtomicU64>,
     free: Vec<u32>,
+    /// The sender each slot is claimed for (0: free), to refuse stale or foreign writes.
+    owners: Vec<u64>,
 }
 
 // SAFETY: the mapping is owned by this value and only accessed through atomics.
 unsafe impl Send for Ledger {}
 
 impl Ledger {
-    /// Maps the ledger file `fd` (the admin created it with the right size).
+    /// Maps the ledger file `fd`, which must be a ledger the admin created (a file of exactly
+    /// the ledger's size; anything else is refused rather than mapped).
     pub fn map(fd: OwnedFd) -> io::Result<Self> {
         let len = NonZeroUsize::new(BYTES).ok_or(io::ErrorKind::InvalidInput)?;
-        // SAFETY: a fresh shared mapping of a file we were given; nothing else in this
-        // process aliases it, and all access goes through `AtomicU64` (8-byte aligned: mmap
-        // returns page-aligned memory).
+        let stat = nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&fd))?;
+        let is_file = nix::sys::stat::SFlag::from_bits_truncate(stat.st_mode) & nix::sys::stat::SFlag::S_IFMT
+            == nix::sys::stat::SFlag::S_IFREG;
+        if !is_file || stat.st_size != BYTES as i64 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("fd is not a delivery ledger (a {BYTES}-byte file)"),
+            ));
+        }
+        // SAFETY: a fresh shared mapping of a regular file checked above to be exactly BYTES
+        // long (so no access can fault past its end); nothing else in this process aliases
+        // it, and all access goes through `AtomicU64` (8-byte aligned: mmap returns
+        // page-aligned memory).
         let ptr = unsafe {
             mmap(
                 None,
@@ -177,20 +190,23 @@ impl Ledger {
         let ledger = Ledger {
             words: ptr.cast(),
             free: (0..SLOTS as u32).rev().collect(),
+            owners: vec![0; SLOTS],
         };
         ledger.word(W_MAGIC).store(MAGIC, Ordering::Release);
         Ok(ledger)
     }
 
     fn word(&self, i: usize) -> &AtomicU64 {
-        debug_assert!(i < WORDS);
-        // SAFETY: `i < WORDS` and the mapping holds WORDS aligned u64s for our lifetime.
+        assert!(i < WORDS, "ledger word {i} out of range");
+        // SAFETY: `i < WORDS` (checked above) and the mapping holds WORDS aligned u64s for
+        // our lifetime.
         unsafe { &*self.words.as_ptr().add(i) }
     }
 
     /// Reserves a slot for a new connection from `sender`; `None` if all are taken.
     pub fn claim(&mut self, sender: u64) -> Option<u32> {
         let slot = self.free.pop()?;
+        self.owners[slot as usize] = sender;
         self.word(HEADER_WORDS + 2 * slot as usize + 1)
             .store(0, Ordering::Relaxed);
         self.word(HEADER_WORDS + 2 * slot as usize)
@@ -198,8 +214,13 @@ impl Ledger {
         Some(slot)
     }
 
-    /// Frees a connection's slot (its sender is gone).
+    /// Frees a connection's slot (its sender is gone). Unknown or already free slots are
+    /// ignored.
     pub fn release(&mut self, slot: u32) {
+        match self.owners.get_mut(slot as usize) {
+            Some(owner) if *owner != 0 => *owner = 0,
+            _ => return,
+        }
         self.word(HEADER_WORDS + 2 * slot as usize).store(0, Ordering::Release);
         self.free.push(slot);
     }
@@ -210,11 +231,14 @@ impl Ledger {
         self.word(W_BUSY_SENDER).store(sender, Ordering::Release);
     }
 
-    /// Records that the message begun last is done.
-    pub fn end(&self, slot: Option<u32>, seq: u64) {
+    /// Records that message `seq` of `sender`, begun last, is done. A slot released (and
+    /// perhaps claimed by another sender) since the message arrived is left alone.
+    pub fn end(&self, slot: Option<u32>, sender: u64, seq: u64) {
         if let Some(slot) = slot {
-            self.word(HEADER_WORDS + 2 * slot as usize + 1)
-                .store(seq, Ordering::Release);
+            if self.owners.get(slot as usize) == Some(&sender) {
+                self.word(HEADER_WORDS + 2 * slot as usize + 1)
+                    .store(seq, Ordering::Release);
+            }
         }
         self.word(W_BUSY_SENDER).store(0, Ordering::Release);
     }
@@ -244,10 +268,10 @@ mod tests {
             let b = ledger.claim(20).unwrap();
             for seq in 1..=5 {
                 ledger.begin(10, seq);
-                ledger.end(Some(a), seq);
+                ledger.end(Some(a), 10, seq);
             }
             ledger.begin(20, 1);
-            ledger.end(Some(b), 1);
+            ledger.end(Some(b), 20, 1);
             ledger.begin(20, 2); // dies here
         }
         let report = file.read().unwrap();
@@ -274,6 +298,29 @@ mod tests {
             .store(3, Ordering::Release);
         let r = file.read().unwrap().recovery_for(7, ExitCause::Normal);
         assert_eq!((r.processed_upto, r.in_flight), (Some(3), None));
+    }
+
+    #[test]
+    fn a_released_slot_is_not_written_for_its_old_sender() {
+        let file = LedgerFile::create().unwrap();
+        let mut ledger = Ledger::map(dup(&file)).unwrap();
+        let a = ledger.claim(10).unwrap();
+        ledger.release(a);
+        ledger.release(a); // twice: ignored
+        let b = ledger.claim(20).unwrap();
+        assert_eq!(a, b, "the slot is reused");
+        ledger.begin(10, 500);
+        ledger.end(Some(a), 10, 500); // a late message of the old connection
+        let r = file.read().unwrap().recovery_for(20, ExitCause::Normal);
+        assert_eq!(r.processed_upto, None, "sender 20's record is untouched");
+        assert!(ledger.claim(30).is_some() && ledger.free.len() == SLOTS - 2);
+    }
+
+    #[test]
+    fn anything_but_a_ledger_is_refused() {
+        let file = tempfile::tempfile().unwrap();
+        file.set_len(100).unwrap();
+        assert!(Ledger::map(OwnedFd::from(file)).is_err());
     }
 
     #[test]

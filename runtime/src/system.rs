@@ -5,8 +5,10 @@
 //! per actor. The `ActorSystem` value is itself an endpoint with an address and a socket, so
 //! actors reply to it directly — the admin is never on the data path.
 //!
-//! `tell`, `ask` and `listen` take `&self` and may be called from several threads; replies
-//! go to whichever call is waiting, as with Thespian's `ActorSystem`.
+//! `tell`, `ask` and `listen` take `&self` and may be called from several threads, but one
+//! at a time: each call holds the system's endpoint until it returns (a `listen(60 s)` delays
+//! another thread's `tell`). The next message to the client goes to the call that is
+//! waiting, as with Thespian's `ActorSystem`.
 
 use std::{
     path::{Path, PathBuf},
@@ -320,7 +322,7 @@ impl ActorSystem {
     pub fn ask_any<M: Message>(&self, to: Address, msg: M, timeout: Duration) -> Result<(Address, AnyMessage)> {
         let msg = AnyMessage::new(&msg)?;
         let mut client = self.lock()?;
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         self.send_locked(&mut client, to, &msg)?;
         match wait_for_message(&mut client.endpoint, Some(to), deadline)? {
             Some(reply) => Ok(reply),
@@ -331,7 +333,7 @@ impl ActorSystem {
     /// Waits up to `timeout` for the next message to this client, without sending.
     pub fn listen(&self, timeout: Duration) -> Result<Option<(Address, AnyMessage)>> {
         let mut client = self.lock()?;
-        wait_for_message(&mut client.endpoint, None, Instant::now() + timeout)
+        wait_for_message(&mut client.endpoint, None, deadline_after(timeout))
     }
 
     /// What the admin knows of the actor at `address`: its state and host pid.
@@ -362,7 +364,8 @@ impl ActorSystem {
         }
     }
 
-    /// Stops every actor (each gets `ActorExitRequest`; stragglers are killed after 5 s),
+    /// Stops every actor (each gets `ActorExitRequest`; stragglers are killed after their
+    /// supervisor's stop timeout, and anything left 10 s after shutdown began),
     /// stops the admin, and removes the runtime directory. A second call does nothing.
     pub fn shutdown(&self) -> Result<()> {
         let mut client = self.client.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -395,6 +398,14 @@ impl Drop for ActorSystem {
             tracing::warn!(error = %e, "actor system shutdown on drop did not complete cleanly");
         }
     }
+}
+
+/// `timeout` from now; a timeout too long for the clock (e.g. `Duration::MAX`) waits as good
+/// as forever instead of overflowing.
+fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + greenroom_protocol::supervision::LONGEST)
 }
 
 /// Takes a `PeerLost` for `peer` out of the inbox, as an error.

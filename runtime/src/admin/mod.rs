@@ -114,7 +114,8 @@ struct ActorRecord {
     control: Option<Token>,
     /// The address on disk, held across restarts; dropped when the actor is gone.
     listener: Option<UnixListener>,
-    ledger: LedgerFile,
+    /// Its delivery ledger; dropped (its fd closed) once the actor is gone for good.
+    ledger: Option<LedgerFile>,
     /// A client's create waiting for the first incarnation to be ready.
     creator: Option<(Token, u64)>,
     start_failure: Option<CreateFailure>,
@@ -170,6 +171,8 @@ struct Admin {
     known_types: Option<Vec<String>>,
     settle_waiters: Vec<SettleWaiter>,
     shutdown: Option<ShutdownState>,
+    /// Control peers whose read budget ran out: read again after the others were served.
+    rescan: Vec<Token>,
     /// Actors with timed checks of their own (a liveness timeout, or a host that closed its
     /// control connection): kept apart so that the loop's timing work does not grow with the
     /// number of actors.
@@ -201,7 +204,8 @@ impl Admin {
         let root_spec = std::env::var(ROOT_SPEC_ENV)
             .ok()
             .and_then(|hex| decode_spec(&hex))
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .clamped();
         runtime_dir::create(&rundir)?;
         let open_files = process_role::raise_open_files_limit();
 
@@ -259,6 +263,7 @@ impl Admin {
             settle_waiters: Vec::new(),
             shutdown: None,
             watched: Default::default(),
+            rescan: Vec::new(),
         })
     }
 
@@ -277,10 +282,16 @@ impl Admin {
             .into_iter()
             .flatten()
             .min();
-            let timeout = next.map(|d| d.saturating_duration_since(Instant::now()));
+            let mut timeout = next.map(|d| d.saturating_duration_since(Instant::now()));
+            if !self.rescan.is_empty() {
+                timeout = Some(Duration::ZERO);
+            }
             let mut ready = std::mem::take(&mut self.ready);
             wait_ready(&mut self.poll, &mut self.events, timeout, &mut ready)
                 .map_err(Error::io("waiting for events"))?;
+            for token in std::mem::take(&mut self.rescan) {
+                self.read_peer(token);
+            }
             for &Ready {
                 token,
                 readable,
@@ -412,6 +423,7 @@ impl Admin {
             tracing::info!(actor = %rec.address, actor_type = %rec.type_name, %cause, "actor is gone");
         }
         rec.listener = None;
+        rec.ledger = None;
         let address = rec.address;
         let creator = rec.creator.take();
         let failure = rec.start_failure.take();
@@ -491,19 +503,23 @@ impl Admin {
         tracing::info!(actor = %rec.address, actor_type = %rec.type_name, pid, incarnation, %cause, "actor host exited");
         // What the dead incarnation did with each sender's messages, before the next one
         // starts writing.
-        match rec.ledger.read() {
-            Ok(report) => {
-                rec.reports.push_back((incarnation, report, cause.clone()));
-                if rec.reports.len() > REPORTS_KEPT {
-                    rec.reports.pop_front();
+        if let Some(ledger) = &rec.ledger {
+            match ledger.read() {
+                Ok(report) => {
+                    rec.reports.push_back((incarnation, report, cause.clone()));
+                    if rec.reports.len() > REPORTS_KEPT {
+                        rec.reports.pop_front();
+                    }
                 }
+                Err(e) => tracing::error!(actor = %rec.address, error = %e, "could not read the delivery ledger"),
             }
-            Err(e) => tracing::error!(actor = %rec.address, error = %e, "could not read the delivery ledger"),
-        }
-        if let Err(e) = rec.ledger.reset() {
-            tracing::error!(actor = %rec.address, error = %e, "could not reset the delivery ledger");
+            if let Err(e) = ledger.reset() {
+                tracing::error!(actor = %rec.address, error = %e, "could not reset the delivery ledger");
+            }
         }
         if let Some(token) = rec.control.take() {
+            // Frames it wrote before dying (HostReady, HostStartFailed) still count.
+            self.read_peer(token);
             self.drop_peer(token);
         }
         let cmds = self.tree.died(id, cause, Instant::now());
@@ -532,46 +548,47 @@ impl Admin {
         }
     }
 
+    /// Reads what one control peer has sent, up to one read budget (so that a peer that
+    /// keeps writing cannot hold the loop), and acts on each frame.
     fn read_peer(&mut self, token: Token) {
-        loop {
-            let Some(peer) = self.peers.get_mut(&token) else { return };
-            let outcome = match peer.framed.read() {
-                Ok(o) => o,
-                Err(ReadError::Io(e)) => {
-                    tracing::debug!(peer = ?peer.kind, error = %e, "control connection ended");
-                    self.peer_closed(token);
-                    return;
-                }
-                Err(ReadError::Protocol(e)) => {
-                    tracing::warn!(peer = ?peer.kind, reason = %e, "closing a control connection that broke the protocol");
-                    self.peer_closed(token);
-                    return;
-                }
-            };
-            for body in outcome.frames {
-                let Some(peer) = self.peers.get_mut(&token) else { return };
-                if !peer.handshake_done {
-                    if !self.accept_handshake(token, &body) {
-                        return;
-                    }
-                    continue;
-                }
-                match decode::<ToAdmin>(&body, "control frame") {
-                    Ok(frame) => self.on_frame(token, frame),
-                    Err(e) => {
-                        tracing::warn!(peer = ?peer.kind, reason = %e, "closing a control connection that sent an undecodable frame");
-                        self.peer_closed(token);
-                        return;
-                    }
-                }
-            }
-            if outcome.closed {
+        let Some(peer) = self.peers.get_mut(&token) else { return };
+        let outcome = match peer.framed.read() {
+            Ok(o) => o,
+            Err(ReadError::Io(e)) => {
+                tracing::debug!(peer = ?peer.kind, error = %e, "control connection ended");
                 self.peer_closed(token);
                 return;
             }
-            if !outcome.more {
+            Err(ReadError::Protocol(e)) => {
+                tracing::warn!(peer = ?peer.kind, reason = %e, "closing a control connection that broke the protocol");
+                self.peer_closed(token);
                 return;
             }
+        };
+        for body in outcome.frames {
+            let Some(peer) = self.peers.get_mut(&token) else { return };
+            if !peer.handshake_done {
+                if !self.accept_handshake(token, &body) {
+                    return;
+                }
+                continue;
+            }
+            match decode::<ToAdmin>(&body, "control frame") {
+                Ok(frame) => self.on_frame(token, frame),
+                Err(e) => {
+                    tracing::warn!(peer = ?peer.kind, reason = %e, "closing a control connection that sent an undecodable frame");
+                    self.peer_closed(token);
+                    return;
+                }
+            }
+        }
+        if outcome.closed {
+            self.peer_closed(token);
+            return;
+        }
+        if outcome.more {
+            // Its read budget is spent: serve everyone else first, then come back.
+            self.rescan.push(token);
         }
     }
 
@@ -670,7 +687,7 @@ impl Admin {
                     spec,
                 },
                 kind,
-            ) => self.create_actor(token, kind, request, type_name, spec),
+            ) => self.create_actor(token, kind, request, type_name, spec.clamped()),
             (ToAdmin::ActorStatus { request, actor, settle }, kind) => {
                 let asker = match kind {
                     PeerKind::Host(id) => id,
@@ -876,7 +893,7 @@ impl Admin {
                 pid: None,
                 control: None,
                 listener: Some(listener),
-                ledger,
+                ledger: Some(ledger),
                 creator: None,
                 start_failure: None,
                 stop_pending: false,
@@ -889,25 +906,31 @@ impl Admin {
                 reports: VecDeque::new(),
             },
         );
-        let cmds = self.tree.add(id, parent, spec, Instant::now());
-        self.execute(cmds);
         // Once the host binary is known to register the type, a create returns as soon as
         // the process is spawned: the first messages wait in the socket while it starts (a
         // constructor that panics then shows as the actor being gone, `StartFailed`). The
         // first create of a system waits for the host to report, so that an unknown type is
-        // refused by `create_actor` itself.
-        let type_known = self
-            .known_types
-            .as_ref()
-            .is_some_and(|known| known.contains(&self.actors[&id].type_name));
-        if parent.is_some() || type_known {
+        // refused by `create_actor` itself. The waiting creator is recorded before the spawn,
+        // so that a spawn that fails at once answers it too.
+        let type_known = self.known_types.as_ref().is_some_and(|known| {
+            known
+                .iter()
+                .any(|t| Some(t) == self.actors.get(&id).map(|r| &r.type_name))
+        });
+        let answer_now = parent.is_some() || type_known;
+        if !answer_now {
+            if let Some(rec) = self.actors.get_mut(&id) {
+                rec.creator = Some((token, request));
+            }
+        }
+        let cmds = self.tree.add(id, parent, spec, Instant::now());
+        self.execute(cmds);
+        if answer_now {
             let result = match self.tree.state(id) {
                 Some((ActorState::Gone(cause), _)) => Err(CreateFailure::SpawnFailed(cause.to_string())),
                 _ => Ok(address),
             };
             self.send(token, &FromAdmin::Created { request, result });
-        } else if let Some(rec) = self.actors.get_mut(&id) {
-            rec.creator = Some((token, request));
         }
     }
 
@@ -915,7 +938,7 @@ impl Admin {
         let Some(rec) = self.actors.get_mut(&id) else {
             return Err("no such actor".into());
         };
-        let Some(listener) = rec.listener.as_ref() else {
+        let (Some(listener), Some(ledger)) = (rec.listener.as_ref(), rec.ledger.as_ref()) else {
             return Err("the actor's socket is gone".into());
         };
         let (admin_end, host_end) =
@@ -926,7 +949,7 @@ impl Admin {
             .stdin(Stdio::null());
         let child = spawn::spawn_with_fds(
             &mut cmd,
-            &[&host_end, listener, &rec.ledger],
+            &[&host_end, listener, ledger],
             spawn::ParentDeath::Kill,
             &rec.limits,
         )
@@ -946,21 +969,25 @@ impl Admin {
         }
         self.by_pid.insert(pid, id);
 
-        admin_end
-            .set_nonblocking(true)
-            .map_err(|e| format!("cannot make the control socket non-blocking: {e}"))?;
-        let mut stream = UnixStream::from_std(admin_end);
+        // From here on the process exists: a failure kills it and reaping reports the end
+        // (returning an error would let a new incarnation start before this one is reaped).
         let token = Token(self.next_token);
         self.next_token += 1;
-        if let Err(e) = self
-            .poll
-            .registry()
-            .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
-        {
-            // Reaping reports the end of the process.
-            let _ = kill(pid, Signal::SIGKILL);
-            return Err(format!("cannot register the host's control socket: {e}"));
-        }
+        let registered = admin_end.set_nonblocking(true).and_then(|()| {
+            let mut stream = UnixStream::from_std(admin_end);
+            self.poll
+                .registry()
+                .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+                .map(|()| stream)
+        });
+        let stream = match registered {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::error!(actor = %rec.address, pid = pid.as_raw(), error = %e, "cannot watch the new host's control socket; killing it");
+                let _ = kill(pid, Signal::SIGKILL);
+                return Ok(());
+            }
+        };
         rec.control = Some(token);
         self.peers.insert(
             token,
@@ -1024,7 +1051,7 @@ impl Admin {
                 continue;
             }
             rec.next_probe = Some(now + probe_interval(liveness));
-            let busy = rec.ledger.busy().ok().flatten();
+            let busy = rec.ledger.as_ref().and_then(|l| l.busy().ok().flatten());
             match (busy, rec.busy_since) {
                 (Some(b), Some((seen, since))) if b == seen => {
                     if now.duration_since(since) >= liveness && rec.kill_cause.is_none() {

@@ -360,13 +360,19 @@ impl Tree {
             }
             n.deadline = None;
             match n.phase {
-                // Its children did not finish in time: kill them; their ends let it finish.
+                // Its children did not finish in time: kill them; their ends let it finish. If
+                // none is left, it is the exiting actor itself that did not finish: kill it.
                 Phase::Exiting => {
                     let children: Vec<ActorId> = n.sup.children.clone();
+                    let mut killed_any = false;
                     for child in children {
                         if self.nodes.get(&child).is_some_and(|c| c.phase.has_process()) {
                             cmds.push(Command::Kill { id: child });
+                            killed_any = true;
                         }
+                    }
+                    if !killed_any {
+                        cmds.push(Command::Kill { id });
                     }
                 }
                 Phase::Starting | Phase::Stopping(_) => cmds.push(Command::Kill { id }),
@@ -785,6 +791,15 @@ mod tests {
         tree.exit_requested(3, late);
         let cmds = tree.died(3, kill9(), late);
         assert!(cmds.contains(&Command::ExitNow { id: 1 }), "{cmds:?}");
+    }
+
+    #[test]
+    fn an_exiting_actor_that_does_not_finish_is_killed_at_its_deadline() {
+        let t = Instant::now();
+        let mut tree = family(Strategy::OneForOne, &[2], t);
+        assert_eq!(tree.exit_requested(2, t), vec![Command::ExitNow { id: 2 }]);
+        let late = t + SupervisorSpec::default().stop_timeout;
+        assert_eq!(tree.tick(late), vec![Command::Kill { id: 2 }]);
     }
 
     #[test]

@@ -432,7 +432,7 @@ impl Endpoint {
             return;
         }
         if let Some(ledger) = &self.ledger {
-            ledger.end(receipt.slot, receipt.seq);
+            ledger.end(receipt.slot, receipt.sender, receipt.seq);
         }
         let unrecorded = self.ledger.is_some() && receipt.slot.is_none();
         let Some(Conn::In(conn)) = self.conns.get_mut(&receipt.token) else {
@@ -949,14 +949,15 @@ impl Endpoint {
                 },
                 Some(sender) => match decode::<DataFrame>(body, "data frame") {
                     Ok(DataFrame::Message { seq, payload }) => {
+                        if seq == 0 || (conn.last_seq != 0 && Some(seq) != conn.last_seq.checked_add(1)) {
+                            failure = Some(format!("message {seq} after {}: sequence broken", conn.last_seq));
+                            break;
+                        }
                         if conn.last_seq == 0 {
                             // First message on this connection (possibly a resend after a
                             // reconnect): everything before it was settled elsewhere.
                             conn.processed = seq - 1;
                             conn.acked = seq - 1;
-                        } else if seq != conn.last_seq + 1 {
-                            failure = Some(format!("message {seq} after {}: sequence broken", conn.last_seq));
-                            break;
                         }
                         conn.last_seq = seq;
                         self.inbox.push_back(Inbound::Message {
