@@ -57,7 +57,6 @@ use crate::{
     ledger::{LedgerFile, LedgerReport},
     message::{ActorExitRequest, AnyMessage, ChildActorExited, ChildRestarted},
     net::framed::{Framed, ReadError},
-    net::peer::check_same_user,
     net::{wait_ready, Ready},
     process_role::{self, CONTROL_FD},
     runtime_dir,
@@ -688,38 +687,31 @@ impl Admin {
                 },
                 kind,
             ) => self.create_actor(token, kind, request, type_name, spec.clamped()),
-            (ToAdmin::ActorStatus { request, actor, settle }, kind) => {
-                let asker = match kind {
-                    PeerKind::Host(id) => id,
-                    PeerKind::Client(id) => id.unwrap_or(0),
-                };
-                match settle {
-                    Some(incarnation) => {
-                        self.settle_waiters.push(SettleWaiter {
-                            token,
+            (ToAdmin::ActorStatus { request, actor, settle }, _) => match settle {
+                Some(incarnation) => {
+                    self.settle_waiters.push(SettleWaiter {
+                        token,
+                        request,
+                        actor,
+                        incarnation,
+                    });
+                    self.answer_settled(actor.id());
+                }
+                None => {
+                    let (state, pid, incarnation) = self.status_of(actor);
+                    self.send(
+                        token,
+                        &FromAdmin::Status {
                             request,
                             actor,
+                            state,
+                            pid,
                             incarnation,
-                        });
-                        let _ = asker;
-                        self.answer_settled(actor.id());
-                    }
-                    None => {
-                        let (state, pid, incarnation) = self.status_of(actor);
-                        self.send(
-                            token,
-                            &FromAdmin::Status {
-                                request,
-                                actor,
-                                state,
-                                pid,
-                                incarnation,
-                                recovery: None,
-                            },
-                        );
-                    }
+                            recovery: None,
+                        },
+                    );
                 }
-            }
+            },
             (ToAdmin::HostReady { types }, PeerKind::Host(id)) => {
                 self.known_types = Some(types);
                 self.tree.ready(id, Instant::now());
@@ -1168,9 +1160,6 @@ pub(crate) fn start_admin(
 ) -> Result<(std::process::Child, std::os::unix::net::UnixStream)> {
     let (client_end, admin_end) =
         std::os::unix::net::UnixStream::pair().map_err(Error::io("creating a socket pair"))?;
-    if let Err(reason) = check_same_user(&client_end) {
-        return Err(Error::AdminProtocol(reason));
-    }
     let mut cmd = Command::new(exe);
     cmd.env(process_role::ROLE_ENV, process_role::Role::Admin.env_value())
         .env(process_role::RUNTIME_DIR_ENV, rundir)

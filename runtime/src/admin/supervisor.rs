@@ -181,11 +181,6 @@ impl Tree {
         }
     }
 
-    /// The actor's phase, current incarnation and restart count.
-    pub fn phase(&self, id: ActorId) -> Option<(&Phase, u32, u32)> {
-        self.nodes.get(&id).map(|n| (&n.phase, n.incarnation, n.restarts))
-    }
-
     /// The actor's state as clients see it, and its incarnation.
     pub fn state(&self, id: ActorId) -> Option<(ActorState, u32)> {
         let n = self.nodes.get(&id)?;
@@ -202,11 +197,6 @@ impl Tree {
     /// Whether the actor has handled an `ActorExitRequest` in its current incarnation.
     pub fn exit_was_requested(&self, id: ActorId) -> bool {
         self.nodes.get(&id).is_some_and(|n| n.exit_requested)
-    }
-
-    /// Whether the actor is (or will be again) alive.
-    pub fn is_live(&self, id: ActorId) -> bool {
-        self.nodes.get(&id).is_some_and(|n| !matches!(n.phase, Phase::Gone(_)))
     }
 
     /// Whether any actor is live.

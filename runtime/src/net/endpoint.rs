@@ -56,6 +56,8 @@ use crate::{
 
 /// Acknowledge after this many processed messages even if more keep coming.
 pub const ACK_BATCH: u64 = 64;
+/// How long to wait before accepting again after `accept` failed (out of fds or memory).
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// How long an accepted connection has to send its handshake before it is closed.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Acknowledge this long after the last processed message if no batch filled up.
@@ -199,6 +201,8 @@ pub struct Endpoint {
     incarnation: u32,
     /// Accepted connections by the time their handshake must be complete, oldest first.
     handshake_deadlines: VecDeque<(Instant, Token)>,
+    /// When to try `accept` again after it failed for lack of resources.
+    accept_retry: Option<Instant>,
 }
 
 impl Endpoint {
@@ -241,6 +245,7 @@ impl Endpoint {
             ledger: None,
             incarnation: 0,
             handshake_deadlines: VecDeque::new(),
+            accept_retry: None,
         };
         ep.flush_control();
         Ok(ep)
@@ -273,14 +278,6 @@ impl Endpoint {
         self.rundir = rundir.to_path_buf();
         self.max_frame = max_frame;
         Ok(())
-    }
-
-    pub fn me(&self) -> Address {
-        self.me
-    }
-
-    pub fn rundir(&self) -> &Path {
-        &self.rundir
     }
 
     /// A fresh request number for a control request.
@@ -508,6 +505,10 @@ impl Endpoint {
             let until = due.saturating_duration_since(now);
             timeout = Some(timeout.map_or(until, |t| t.min(until)));
         }
+        if let Some(at) = self.accept_retry {
+            let until = at.saturating_duration_since(now);
+            timeout = Some(timeout.map_or(until, |t| t.min(until)));
+        }
         if let Some(&(deadline, _)) = self.handshake_deadlines.front() {
             let until = deadline.saturating_duration_since(now);
             timeout = Some(timeout.map_or(until, |t| t.min(until)));
@@ -552,7 +553,12 @@ impl Endpoint {
             }
         }
         self.ready = ready;
-        self.expire_handshakes(Instant::now());
+        let now = Instant::now();
+        self.expire_handshakes(now);
+        if self.accept_retry.is_some_and(|at| at <= now) {
+            self.accept_retry = None;
+            self.accept_all();
+        }
         if self.ack_due.is_some_and(|due| Instant::now() >= due) {
             self.flush_acks();
         }
@@ -689,17 +695,8 @@ impl Endpoint {
             self.out_by_peer.remove(&conn.peer);
         }
         // The retained bytes are whole frames: read them back with the protocol's own reader.
-        let mut reader = FrameReader::new(u32::MAX);
         let (a, b) = conn.frames.as_slices();
-        reader.push(a);
-        reader.push(b);
-        let mut undelivered = Vec::with_capacity(conn.bounds.len());
-        while let Ok(Some(body)) = reader.next_frame() {
-            match decode::<DataFrame>(body, "data frame") {
-                Ok(DataFrame::Message { payload, .. }) => undelivered.push(AnyMessage::from_payload(payload)),
-                Err(e) => tracing::error!(error = %e, "could not re-read an undelivered message"),
-            }
-        }
+        let undelivered = retained_messages(&[a, b]);
         self.inbox.push_back(Inbound::PeerLost {
             peer: conn.peer,
             cause,
@@ -746,20 +743,11 @@ impl Endpoint {
         conn.bounds.pop_front();
         let frame: Vec<u8> = conn.frames.drain(..len).collect();
         let peer = conn.peer;
-        let mut reader = FrameReader::new(u32::MAX);
-        reader.push(&frame);
-        let payload = match reader.next_frame() {
-            Ok(Some(body)) => match decode::<DataFrame>(body, "data frame") {
-                Ok(DataFrame::Message { payload, .. }) => payload,
-                Err(e) => {
-                    tracing::error!(error = %e, "could not re-read the in-flight message");
-                    return;
-                }
-            },
-            _ => return,
+        let Some(message) = retained_messages(&[&frame]).pop() else {
+            return;
         };
         let poison = PoisonMessage {
-            message: AnyMessage::from_payload(payload),
+            message,
             details: format!("{peer}'s process died while processing it ({})", recovery.cause),
         };
         tracing::warn!(endpoint = %self.me, %peer, message_type = poison.message.tag(), cause = %recovery.cause,
@@ -830,7 +818,10 @@ impl Endpoint {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    tracing::warn!(endpoint = %self.me, error = %e, "accept failed");
+                    // Out of fds or memory: connections stay in the backlog, and readiness
+                    // will not be signalled again for them, so try again shortly.
+                    tracing::warn!(endpoint = %self.me, error = %e, "accept failed; retrying in 100 ms (raise the open-files limit if this is EMFILE)");
+                    self.accept_retry = Some(Instant::now() + ACCEPT_RETRY);
                     return;
                 }
             };
@@ -1032,6 +1023,11 @@ impl Endpoint {
         };
         while conn.out_pos < conn.out.len() {
             match conn.stream.write(&conn.out[conn.out_pos..]) {
+                Ok(0) => {
+                    conn.out.clear();
+                    conn.out_pos = 0;
+                    return;
+                }
                 Ok(n) => conn.out_pos += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -1220,6 +1216,23 @@ impl Endpoint {
     }
 }
 
+/// Reads retained frames (whole frames, as a sender keeps them) back into messages, through
+/// the protocol's own reader.
+fn retained_messages(parts: &[&[u8]]) -> Vec<AnyMessage> {
+    let mut reader = FrameReader::new(u32::MAX);
+    for part in parts {
+        reader.push(part);
+    }
+    let mut messages = Vec::new();
+    while let Ok(Some(body)) = reader.next_frame() {
+        match decode::<DataFrame>(body, "data frame") {
+            Ok(DataFrame::Message { payload, .. }) => messages.push(AnyMessage::from_payload(payload)),
+            Err(e) => tracing::error!(error = %e, "could not re-read a retained message"),
+        }
+    }
+    messages
+}
+
 /// Writes the handshake then the unwritten frames of `conn`, gathering many frames into one
 /// `writev`. Stops at `WouldBlock`; an error means the connection is gone.
 fn write_out_conn(conn: &mut OutConn) -> io::Result<()> {
@@ -1236,6 +1249,7 @@ fn write_out_conn(conn: &mut OutConn) -> io::Result<()> {
     };
     while *hello_written < hello.len() {
         match stream.write(&hello[*hello_written..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => *hello_written += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
