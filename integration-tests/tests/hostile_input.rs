@@ -1,0 +1,189 @@
+//! Hostile input against a live actor's socket, generated with proptest: the connection is
+//! refused or the frame rejected, nothing panics, the actor keeps answering, and its fd
+//! count and memory come back to where they were.
+//!
+//! Cases per run: 2,000 by default; set `GREENROOM_HOSTILE_CASES` for more.
+
+use std::{
+    io::{Read, Write},
+    os::unix::net::UnixStream,
+    time::Duration,
+};
+
+use greenroom::runtime_dir::socket_path;
+use greenroom_integration_tests::{actors::Echo, harness, TestSystem};
+use greenroom_protocol::{encode_frame, Address, DataFrame, Handshake, Payload, PeerRole, MAGIC, PROTOCOL_VERSION};
+use proptest::{prelude::*, test_runner::TestRunner};
+
+const HOST: &str = env!("CARGO_BIN_EXE_greenroom-test-host");
+const T: Duration = Duration::from_secs(10);
+
+/// What a hostile peer sends after connecting.
+#[derive(Debug, Clone)]
+enum Attack {
+    /// Any bytes at all.
+    Garbage(Vec<u8>),
+    /// A length prefix (possibly huge or zero) and whatever follows.
+    Prefix(u32, Vec<u8>),
+    /// A handshake frame with the given magic and version.
+    Hello([u8; 4], u16, Vec<u8>),
+    /// A proper handshake cut short.
+    TruncatedHello(usize),
+    /// A proper handshake, then frames that are not data frames.
+    BadFrames(Vec<Vec<u8>>),
+    /// A proper handshake, then well-formed messages with any tag and bytes, and any seq.
+    Messages(Vec<(u64, String, Vec<u8>)>),
+}
+
+fn handshake(to: Address) -> Vec<u8> {
+    let mut buf = Vec::new();
+    Handshake {
+        role: PeerRole::Data {
+            from: Address::local(777_777),
+            to,
+        },
+    }
+    .encode(&mut buf)
+    .unwrap();
+    buf
+}
+
+fn bytes_of(attack: &Attack, to: Address) -> Vec<u8> {
+    match attack {
+        Attack::Garbage(b) => b.clone(),
+        Attack::Prefix(len, rest) => {
+            let mut b = len.to_le_bytes().to_vec();
+            b.extend_from_slice(rest);
+            b
+        }
+        Attack::Hello(magic, version, rest) => {
+            let mut body = magic.to_vec();
+            body.extend_from_slice(&version.to_le_bytes());
+            body.extend_from_slice(rest);
+            let mut b = (body.len() as u32).to_le_bytes().to_vec();
+            b.extend_from_slice(&body);
+            b
+        }
+        Attack::TruncatedHello(n) => {
+            let h = handshake(to);
+            h[..(*n).min(h.len() - 1)].to_vec()
+        }
+        Attack::BadFrames(frames) => {
+            let mut b = handshake(to);
+            for f in frames {
+                let _ = encode_frame(&mut b, f, u32::MAX, "garbage");
+            }
+            b
+        }
+        Attack::Messages(msgs) => {
+            let mut b = handshake(to);
+            for (seq, tag, bytes) in msgs {
+                let payload = Payload {
+                    tag: tag.clone().into(),
+                    bytes: bytes.clone(),
+                };
+                let _ = DataFrame::encode_message(&mut b, *seq, &payload, u32::MAX);
+            }
+            b
+        }
+    }
+}
+
+fn attacks() -> impl Strategy<Value = Attack> {
+    let bytes = || proptest::collection::vec(any::<u8>(), 0..200);
+    prop_oneof![
+        bytes().prop_map(Attack::Garbage),
+        (any::<u32>(), bytes()).prop_map(|(l, r)| Attack::Prefix(l, r)),
+        (
+            prop_oneof![Just(*b"HTTP"), Just(MAGIC), any::<[u8; 4]>()],
+            prop_oneof![Just(PROTOCOL_VERSION), any::<u16>()],
+            bytes()
+        )
+            .prop_map(|(m, v, r)| Attack::Hello(m, v, r)),
+        (0usize..40).prop_map(Attack::TruncatedHello),
+        proptest::collection::vec(bytes(), 1..5).prop_map(Attack::BadFrames),
+        proptest::collection::vec((any::<u64>(), ".{0,30}", bytes()), 1..5).prop_map(Attack::Messages),
+    ]
+}
+
+/// Sends the attack and waits (bounded) for the actor to close or answer; returns nothing:
+/// what matters is that the actor survives.
+fn launch(path: &std::path::Path, bytes: &[u8]) {
+    let Ok(mut s) = UnixStream::connect(path) else { return };
+    let _ = s.write_all(bytes);
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut sink = Vec::new();
+    let _ = s.read_to_end(&mut sink);
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn hostile_bytes_never_hurt_the_actor_and_leave_nothing_behind() {
+    // Thousands of refusals would each log a warning; keep the output readable.
+    std::env::set_var("GREENROOM_LOG", "error");
+    let sys = TestSystem::start(HOST);
+    let echo = sys.create_actor::<Echo>().unwrap();
+    let path = socket_path(sys.runtime_dir(), echo);
+    let host = sys.actor_info(echo).unwrap().pid.unwrap();
+    let ask = || sys.ask::<_, String>(echo, "alive?".to_string(), T).unwrap();
+
+    assert_eq!(ask(), "alive?");
+    // Warm up the paths that allocate once (a first bad connection, a first message).
+    launch(&path, b"warm-up");
+    assert_eq!(ask(), "alive?");
+    let (fds, rss) = (harness::fd_count(host), rss_kib(host));
+
+    let cases = std::env::var("GREENROOM_HOSTILE_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000);
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    let n = std::cell::Cell::new(0u32);
+    runner
+        .run(&attacks(), |attack| {
+            launch(&path, &bytes_of(&attack, echo));
+            n.set(n.get() + 1);
+            if n.get() % 50 == 0 {
+                prop_assert!(harness::is_alive(host), "the host died on {attack:?}");
+                prop_assert_eq!(ask(), "alive?");
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(n.get(), cases, "every generated case was sent");
+
+    assert_eq!(ask(), "alive?");
+    assert_eq!(sys.actor_info(echo).unwrap().pid, Some(host), "same process throughout");
+    // Every hostile connection is closed (or times out its handshake) and its fd released.
+    let deadline = std::time::Instant::now() + greenroom::net::endpoint::HANDSHAKE_TIMEOUT + Duration::from_secs(2);
+    while harness::fd_count(host) > fds && std::time::Instant::now() < deadline {
+        // Each ask is a round trip through the host's loop, which closes expired handshakes.
+        assert_eq!(ask(), "alive?");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        harness::fd_count(host) <= fds,
+        "fds: {} now, {fds} before",
+        harness::fd_count(host)
+    );
+    assert!(
+        rss_kib(host) <= rss + 2048,
+        "RSS grew from {rss} KiB to {} KiB",
+        rss_kib(host)
+    );
+}
