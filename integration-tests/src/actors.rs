@@ -358,3 +358,40 @@ impl Actor for Crasher {
         Ok(())
     }
 }
+
+/// A message travelling a pipeline: it carries its own route, so stages keep no state and a
+/// restarted stage carries on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tracked {
+    pub id: u64,
+    /// The hops still to go; the last one is the origin.
+    pub route: Vec<Address>,
+    /// Where to report a message that comes back as poison.
+    pub origin: Address,
+}
+
+/// Told to the origin when a [`Tracked`] message came back as poison at some stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Returned {
+    pub id: u64,
+}
+
+/// One stage of a pipeline: forwards [`Tracked`] to its next hop; reports poison to the origin.
+#[derive(Default)]
+pub struct Stage;
+
+impl Actor for Stage {
+    fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, _sender: Address) -> ActorResult {
+        if let Some(mut t) = msg.downcast::<Tracked>() {
+            if !t.route.is_empty() {
+                let next = t.route.remove(0);
+                ctx.send(next, t)?;
+            }
+        } else if let Some(poison) = msg.downcast::<greenroom::PoisonMessage>() {
+            if let Some(t) = poison.message.downcast::<Tracked>() {
+                ctx.send(t.origin, Returned { id: t.id })?;
+            }
+        }
+        Ok(())
+    }
+}

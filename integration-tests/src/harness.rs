@@ -26,7 +26,7 @@ pub struct TestSystem {
     system: Option<ActorSystem>,
     base: tempfile::TempDir,
     admin_pid: u32,
-    seen_hosts: std::cell::RefCell<BTreeSet<u32>>,
+    seen_hosts: std::sync::Mutex<BTreeSet<u32>>,
 }
 
 impl TestSystem {
@@ -66,7 +66,10 @@ impl TestSystem {
     /// Live processes whose parent is the admin: the actor hosts.
     pub fn host_pids(&self) -> Vec<u32> {
         let pids = children_of(self.admin_pid);
-        self.seen_hosts.borrow_mut().extend(pids.iter().copied());
+        self.seen_hosts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(pids.iter().copied());
         pids
     }
 
@@ -95,7 +98,7 @@ impl Drop for TestSystem {
                 let _ = kill(Pid::from_raw(self.admin_pid as i32), Signal::SIGKILL);
             }
         }
-        for pid in self.seen_hosts.borrow().iter() {
+        for pid in self.seen_hosts.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             if is_alive(*pid) {
                 eprintln!("harness: host {pid} outlived its test system; killing it");
                 let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);

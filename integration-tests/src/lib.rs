@@ -22,4 +22,5 @@ pub fn registry() -> greenroom::Registry {
         .register::<Panicker>()
         .register::<Whoami>()
         .register::<Crasher>()
+        .register::<Stage>()
 }

@@ -1117,19 +1117,21 @@ impl Endpoint {
         }
     }
 
-    /// Writes what an out connection has queued; `true` if bytes remain for a later write.
+    /// Writes what an out connection has queued; `true` if bytes remain for a later write —
+    /// including while the peer is being settled after a lost connection: until they reach
+    /// a socket, those bytes exist only in this process.
     fn write_out(&mut self, token: Token) -> bool {
         let Some(Conn::Out(conn)) = self.conns.get_mut(&token) else {
             return false;
         };
-        match write_out_conn(conn) {
-            Ok(()) => {
-                conn.stream.is_some() && (conn.written < conn.frames.len() || conn.hello_written < conn.hello.len())
+        if let Err(e) = write_out_conn(conn) {
+            self.out_lost(token, &format!("write failed: {e}"));
+        }
+        match self.conns.get(&token) {
+            Some(Conn::Out(conn)) => {
+                conn.written < conn.frames.len() || (conn.stream.is_some() && conn.hello_written < conn.hello.len())
             }
-            Err(e) => {
-                self.out_lost(token, &format!("write failed: {e}"));
-                false
-            }
+            _ => false,
         }
     }
 
