@@ -863,11 +863,11 @@ impl Admin {
         let address = Address::local(id);
         let path = runtime_dir::socket_path(&self.rundir, address);
         let resources = UnixListener::bind(&path)
-            .map_err(|e| format!("cannot bind {}: {e}", path.display()))
+            .map_err(|e| format!("cannot bind {}: {}", path.display(), explain(&e)))
             .and_then(|l| {
                 LedgerFile::create()
                     .map(|ledger| (l, ledger))
-                    .map_err(|e| format!("cannot create a delivery ledger: {e}"))
+                    .map_err(|e| format!("cannot create a delivery ledger: {}", explain(&e)))
             });
         let (listener, ledger) = match resources {
             Ok(r) => r,
@@ -933,8 +933,8 @@ impl Admin {
         let (Some(listener), Some(ledger)) = (rec.listener.as_ref(), rec.ledger.as_ref()) else {
             return Err("the actor's socket is gone".into());
         };
-        let (admin_end, host_end) =
-            std::os::unix::net::UnixStream::pair().map_err(|e| format!("cannot create a socket pair: {e}"))?;
+        let (admin_end, host_end) = std::os::unix::net::UnixStream::pair()
+            .map_err(|e| format!("cannot create a socket pair: {}", explain(&e)))?;
         let mut cmd = Command::new(&self.host_exe);
         cmd.env(process_role::ROLE_ENV, process_role::Role::Host.env_value())
             .arg0(format!("greenroom-host {}", short_type_name(&rec.type_name)))
@@ -945,7 +945,7 @@ impl Admin {
             spawn::ParentDeath::Kill,
             &rec.limits,
         )
-        .map_err(|e| format!("cannot run {}: {e}", self.host_exe.display()))?;
+        .map_err(|e| format!("cannot run {}: {}", self.host_exe.display(), explain(&e)))?;
         drop(host_end);
         let pid = Pid::from_raw(child.id() as i32);
         // The admin reaps with wait4(-1); the std handle is not needed.
@@ -1122,6 +1122,19 @@ fn role_fits(role: &PeerRole, kind: PeerKind) -> bool {
         (role, kind),
         (PeerRole::Client, PeerKind::Client(_)) | (PeerRole::Host, PeerKind::Host(_))
     )
+}
+
+/// An OS error with what to do about the common resource limits.
+fn explain(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::EMFILE) | Some(libc::ENFILE) => format!(
+            "{e}: the admin is out of file descriptors (it holds 3 per actor); raise its open-files limit (ulimit -n) or stop some actors"
+        ),
+        Some(libc::EAGAIN) | Some(libc::ENOMEM) => {
+            format!("{e}: the system cannot start another process now (process or memory limit)")
+        }
+        _ => e.to_string(),
+    }
 }
 
 /// How often to look at an actor's ledger for a liveness timeout of `liveness`.
