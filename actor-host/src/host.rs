@@ -18,6 +18,8 @@
 //! `PoisonMessage` are never retried.
 
 use std::{
+    cmp::Reverse,
+    collections::BinaryHeap,
     os::fd::FromRawFd,
     panic::{catch_unwind, AssertUnwindSafe},
     path::PathBuf,
@@ -29,7 +31,7 @@ use greenroom::{
     net::endpoint::{Endpoint, Inbound},
     process_role::{self, CONTROL_FD, LISTENER_FD},
     ActorExitRequest, Address, AnyMessage, Backend, ChildActorExited, ChildRestarted, Context, CreateFailure, Error,
-    PoisonMessage, Registry,
+    PoisonMessage, Registry, WakeupMessage,
 };
 use greenroom_protocol::{ChildSpec, FromAdmin, PeerRole, ToAdmin, DEFAULT_MAX_FRAME};
 
@@ -98,6 +100,19 @@ struct Host {
     type_name: String,
     children: Vec<Address>,
     exiting: bool,
+    /// Pending wakeups, earliest first: (due, order asked, delay, payload).
+    wakeups: BinaryHeap<Reverse<Wakeup>>,
+    wakeups_asked: u64,
+}
+
+/// One pending `wakeup_after`; ordered by due time, then by the order they were asked.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Wakeup {
+    due: Instant,
+    order: u64,
+    delay: Duration,
+    payload: Vec<u8>,
+    tag: String,
 }
 
 impl Host {
@@ -146,6 +161,8 @@ impl Host {
                     type_name,
                     children: Vec::new(),
                     exiting: false,
+                    wakeups: BinaryHeap::new(),
+                    wakeups_asked: 0,
                 }));
             }
             Ok(None) => CreateFailure::UnknownType {
@@ -216,8 +233,13 @@ impl Host {
                     }
                 }
             }
+            self.deliver_due_wakeups();
             self.endpoint.flush();
-            if let Err(e) = self.endpoint.pump(None) {
+            let timeout = self
+                .wakeups
+                .peek()
+                .map(|Reverse(w)| w.due.saturating_duration_since(Instant::now()));
+            if let Err(e) = self.endpoint.pump(timeout) {
                 tracing::error!(actor = %self.me, error = %e, "host event loop failed");
                 return EXIT_INTERNAL;
             }
@@ -248,7 +270,8 @@ impl Host {
             }
         }
         if let Some(details) = failure {
-            if attempts == 2 {
+            // A message the actor sent itself (a wakeup) has no one else to go back to.
+            if attempts == 2 && sender != self.me {
                 self.return_poisoned(sender, msg, details);
             }
         }
@@ -257,8 +280,32 @@ impl Host {
         }
     }
 
+    /// Delivers the wakeups that are due, in time order (dropped once the actor is exiting).
+    fn deliver_due_wakeups(&mut self) {
+        let now = Instant::now();
+        while self.wakeups.peek().is_some_and(|Reverse(w)| w.due <= now) {
+            let Some(Reverse(w)) = self.wakeups.pop() else { break };
+            if self.exiting {
+                continue;
+            }
+            let wakeup = WakeupMessage {
+                delay: w.delay,
+                payload: AnyMessage::from_payload(greenroom_protocol::Payload {
+                    tag: w.tag.into(),
+                    bytes: w.payload,
+                }),
+            };
+            match AnyMessage::new(&wakeup) {
+                Ok(msg) => self.deliver(self.me, &msg),
+                Err(e) => tracing::error!(actor = %self.me, error = %e, "could not encode a WakeupMessage"),
+            }
+        }
+    }
+
     fn receive_once(&mut self, sender: Address, msg: &AnyMessage) -> Result<(), String> {
         let mut backend = HostBackend {
+            wakeups: &mut self.wakeups,
+            wakeups_asked: &mut self.wakeups_asked,
             send_window: self.send_window,
             endpoint: &mut self.endpoint,
             children: &mut self.children,
@@ -318,6 +365,8 @@ fn is_exit_traffic(msg: &AnyMessage) -> bool {
 
 /// What `Context` does inside a host process.
 struct HostBackend<'a> {
+    wakeups: &'a mut BinaryHeap<Reverse<Wakeup>>,
+    wakeups_asked: &'a mut u64,
     send_window: usize,
     endpoint: &'a mut Endpoint,
     children: &'a mut Vec<Address>,
@@ -349,6 +398,23 @@ impl Backend for HostBackend<'_> {
             }
             Err(e) => Err(e),
         }
+    }
+
+    fn wakeup_after(&mut self, delay: Duration, payload: AnyMessage) -> greenroom::Result<()> {
+        let now = Instant::now();
+        let due = now
+            .checked_add(delay)
+            .unwrap_or(now + greenroom_protocol::supervision::LONGEST);
+        *self.wakeups_asked += 1;
+        let payload = payload.into_payload();
+        self.wakeups.push(Reverse(Wakeup {
+            due,
+            order: *self.wakeups_asked,
+            delay,
+            payload: payload.bytes,
+            tag: payload.tag.into_owned(),
+        }));
+        Ok(())
     }
 
     fn create_actor(&mut self, type_name: &str, spec: ChildSpec) -> greenroom::Result<Address> {

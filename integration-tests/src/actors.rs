@@ -395,3 +395,46 @@ impl Actor for Stage {
         Ok(())
     }
 }
+
+/// Asks a [`Timer`] for a wakeup after `delay_ms` carrying `label`; answered `true` at once,
+/// and the label is sent to the asker when the wakeup arrives.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Arm {
+    pub delay_ms: u64,
+    pub label: String,
+}
+
+/// Sent by a [`Timer`] when a wakeup arrives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rang {
+    pub label: String,
+    pub delay_ms: u64,
+}
+
+/// Sets wakeups on request and reports each as it arrives.
+#[derive(Default)]
+pub struct Timer {
+    report_to: Option<Address>,
+}
+
+impl Actor for Timer {
+    fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, sender: Address) -> ActorResult {
+        if let Some(arm) = msg.downcast::<Arm>() {
+            self.report_to = Some(sender);
+            ctx.wakeup_after(std::time::Duration::from_millis(arm.delay_ms), arm.label)?;
+            ctx.send(sender, true)?;
+        } else if let Some(w) = msg.downcast::<greenroom::WakeupMessage>() {
+            assert_eq!(sender, ctx.my_address(), "a wakeup comes from the actor itself");
+            if let (Some(to), Some(label)) = (self.report_to, w.payload.downcast::<String>()) {
+                ctx.send(
+                    to,
+                    Rang {
+                        label,
+                        delay_ms: w.delay.as_millis() as u64,
+                    },
+                )?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -23,4 +23,5 @@ pub fn registry() -> greenroom::Registry {
         .register::<Whoami>()
         .register::<Crasher>()
         .register::<Stage>()
+        .register::<Timer>()
 }

@@ -58,6 +58,8 @@ pub trait Backend {
     /// Creates a child actor of the registered type `type_name`, supervised as `spec` says,
     /// and returns its address at once; messages to it wait until it is up.
     fn create_actor(&mut self, type_name: &str, spec: ChildSpec) -> Result<Address>;
+    /// Delivers `WakeupMessage { delay, payload }` to this actor after `delay`.
+    fn wakeup_after(&mut self, delay: std::time::Duration, payload: AnyMessage) -> Result<()>;
 }
 
 /// The actor's handle on the system during one `receive` call.
@@ -111,6 +113,33 @@ impl<'a> Context<'a> {
     /// ```
     pub fn create_actor_with<A: Actor>(&mut self, spec: ChildSpec) -> Result<Address> {
         self.backend.create_actor(actor_type_name::<A>(), spec)
+    }
+
+    /// Asks for a [`crate::WakeupMessage`] carrying `payload` to be delivered to this actor
+    /// (with itself as sender) after `delay`. Any number can be pending at once; they are
+    /// delivered in time order, and dropped when the actor exits or its process dies (like
+    /// the rest of its in-memory state).
+    ///
+    /// ```
+    /// # use greenroom::{Actor, ActorResult, Address, AnyMessage, Context, WakeupMessage};
+    /// # use std::time::Duration;
+    /// #[derive(Default)]
+    /// struct Ticker;
+    /// impl Actor for Ticker {
+    ///     fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, _sender: Address) -> ActorResult {
+    ///         if let Some(tick) = msg.downcast::<WakeupMessage>() {
+    ///             // ... periodic work ...
+    ///             ctx.wakeup_after(tick.delay, tick.payload)?; // and again
+    ///         } else if msg.is::<String>() {
+    ///             ctx.wakeup_after(Duration::from_secs(1), "tick".to_string())?;
+    ///         }
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
+    pub fn wakeup_after<P: Message>(&mut self, delay: std::time::Duration, payload: P) -> Result<()> {
+        let payload = AnyMessage::new(&payload)?;
+        self.backend.wakeup_after(delay, payload)
     }
 
     /// Creates a child actor by registered type name.

@@ -55,5 +55,7 @@ pub use greenroom_protocol::{
     ActorState, Address, Backoff, ChildSpec, CreateFailure, ExitCause, Resource, ResourceLimits, RestartType, Strategy,
     SupervisorSpec,
 };
-pub use message::{ActorExitRequest, AnyMessage, ChildActorExited, ChildRestarted, Message, PoisonMessage};
+pub use message::{
+    ActorExitRequest, AnyMessage, ChildActorExited, ChildRestarted, Message, PoisonMessage, WakeupMessage,
+};
 pub use system::{ActorInfo, ActorSystem, SystemConfig};

@@ -153,6 +153,16 @@ pub struct ChildRestarted {
     pub restart_count: u32,
 }
 
+/// Delivered to an actor that asked for it with `Context::wakeup_after`, with the actor
+/// itself as sender.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WakeupMessage {
+    /// The delay that was asked for.
+    pub delay: std::time::Duration,
+    /// The payload given to `wakeup_after`, undecoded.
+    pub payload: AnyMessage,
+}
+
 /// Returned to a sender whose message the receiver failed on twice (panic or error), or
 /// was processing when its process died.
 ///
