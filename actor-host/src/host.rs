@@ -417,16 +417,26 @@ impl Backend for HostBackend<'_> {
         Ok(())
     }
 
-    fn create_actor(&mut self, type_name: &str, spec: ChildSpec) -> greenroom::Result<Address> {
+    fn create_actor(
+        &mut self,
+        type_name: &str,
+        spec: ChildSpec,
+        global_name: Option<&str>,
+    ) -> greenroom::Result<Address> {
         if self.exiting {
             return Err(Error::Create {
                 type_name: type_name.to_owned(),
                 failure: CreateFailure::ParentExiting,
             });
         }
-        let child = self.endpoint.create_actor(type_name, spec, CREATE_TIMEOUT)?;
-        self.children.push(child);
-        Ok(child)
+        let created = self
+            .endpoint
+            .create_actor(type_name, spec, global_name, CREATE_TIMEOUT)?;
+        // A named actor belongs to the system, not to this one.
+        if global_name.is_none() {
+            self.children.push(created);
+        }
+        Ok(created)
     }
 }
 

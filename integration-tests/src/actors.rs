@@ -144,6 +144,12 @@ pub struct SpawnTyped {
     pub watcher: Address,
 }
 
+/// Asks a [`Spawner`] for the [`Echo`] actor known as `name`; answered with [`Spawned`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SpawnGlobal {
+    pub name: String,
+}
+
 /// Sent by a [`Spawner`] to its watcher for every `ChildActorExited` it receives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChildExitSeen {
@@ -174,6 +180,9 @@ impl Actor for Spawner {
                 spawned.push(child);
             }
             ctx.send(sender, Spawned(spawned))?;
+        } else if let Some(req) = msg.downcast::<SpawnGlobal>() {
+            let named = ctx.create_actor_global::<Echo>(&req.name)?;
+            ctx.send(sender, Spawned(vec![named]))?;
         } else if let Some(req) = msg.downcast::<SpawnTyped>() {
             self.watcher = Some(req.watcher);
             let child = ctx.create_actor_named(&req.type_name, req.spec)?;

@@ -263,6 +263,9 @@ pub enum ToAdmin {
         request: u64,
         type_name: String,
         spec: crate::ChildSpec,
+        /// A system-wide name: if a live actor holds it, its address is the answer; else the
+        /// new actor takes it, as a top-level actor (the admin is its parent, not the asker).
+        global_name: Option<String>,
     },
     /// What state is `actor` in? With `settle: Some(n)`, the asker saw its connection to
     /// incarnation `n` end (0: before learning the incarnation), and the admin answers once

@@ -57,7 +57,7 @@ pub trait Backend {
     fn send(&mut self, to: Address, msg: AnyMessage) -> Result<()>;
     /// Creates a child actor of the registered type `type_name`, supervised as `spec` says,
     /// and returns its address at once; messages to it wait until it is up.
-    fn create_actor(&mut self, type_name: &str, spec: ChildSpec) -> Result<Address>;
+    fn create_actor(&mut self, type_name: &str, spec: ChildSpec, global_name: Option<&str>) -> Result<Address>;
     /// Delivers `WakeupMessage { delay, payload }` to this actor after `delay`.
     fn wakeup_after(&mut self, delay: std::time::Duration, payload: AnyMessage) -> Result<()>;
 }
@@ -95,7 +95,17 @@ impl<'a> Context<'a> {
     /// [`crate::ChildRestarted`] when the child is restarted and
     /// [`crate::ChildActorExited`] when it is gone for good.
     pub fn create_actor<A: Actor>(&mut self) -> Result<Address> {
-        self.backend.create_actor(actor_type_name::<A>(), ChildSpec::default())
+        self.backend
+            .create_actor(actor_type_name::<A>(), ChildSpec::default(), None)
+    }
+
+    /// The actor of type `A` known system-wide as `name`: if a live actor holds the name
+    /// (whatever its type), its address; otherwise a new top-level actor that takes the name.
+    /// A named actor belongs to the system, not to its creator (no notices reach the
+    /// creator); the name survives restarts and is freed when the actor is gone for good.
+    pub fn create_actor_global<A: Actor>(&mut self, name: &str) -> Result<Address> {
+        self.backend
+            .create_actor(actor_type_name::<A>(), ChildSpec::default(), Some(name))
     }
 
     /// Creates a child actor of type `A`, supervised as `spec` says.
@@ -112,7 +122,7 @@ impl<'a> Context<'a> {
     /// # let _ = worker; Ok(()) }
     /// ```
     pub fn create_actor_with<A: Actor>(&mut self, spec: ChildSpec) -> Result<Address> {
-        self.backend.create_actor(actor_type_name::<A>(), spec)
+        self.backend.create_actor(actor_type_name::<A>(), spec, None)
     }
 
     /// Asks for a [`crate::WakeupMessage`] carrying `payload` to be delivered to this actor
@@ -144,7 +154,7 @@ impl<'a> Context<'a> {
 
     /// Creates a child actor by registered type name.
     pub fn create_actor_named(&mut self, type_name: &str, spec: ChildSpec) -> Result<Address> {
-        self.backend.create_actor(type_name, spec)
+        self.backend.create_actor(type_name, spec, None)
     }
 }
 

@@ -259,10 +259,20 @@ impl ActorSystem {
         self.create_actor_named(actor_type_name::<A>(), spec)
     }
 
+    /// The actor of type `A` known system-wide as `name`: the live actor holding the name
+    /// (whatever its type) if there is one, else a new top-level actor that takes it. The
+    /// name survives restarts and is freed when the actor is gone for good.
+    pub fn create_actor_global<A: Actor>(&self, name: &str) -> Result<Address> {
+        let mut client = self.lock()?;
+        client
+            .endpoint
+            .create_actor(actor_type_name::<A>(), ChildSpec::default(), Some(name), CREATE_TIMEOUT)
+    }
+
     /// Creates a top-level actor by registered type name (see [`ActorSystem::create_actor`]).
     pub fn create_actor_named(&self, type_name: &str, spec: ChildSpec) -> Result<Address> {
         let mut client = self.lock()?;
-        client.endpoint.create_actor(type_name, spec, CREATE_TIMEOUT)
+        client.endpoint.create_actor(type_name, spec, None, CREATE_TIMEOUT)
     }
 
     /// Sends `msg` to `to` without waiting for an answer.

@@ -172,6 +172,8 @@ struct Admin {
     shutdown: Option<ShutdownState>,
     /// Control peers whose read budget ran out: read again after the others were served.
     rescan: Vec<Token>,
+    /// Global names and the actors holding them.
+    global_names: HashMap<String, ActorId>,
     /// Actors with timed checks of their own (a liveness timeout, or a host that closed its
     /// control connection): kept apart so that the loop's timing work does not grow with the
     /// number of actors.
@@ -263,6 +265,7 @@ impl Admin {
             shutdown: None,
             watched: Default::default(),
             rescan: Vec::new(),
+            global_names: HashMap::new(),
         })
     }
 
@@ -414,6 +417,8 @@ impl Admin {
     /// The actor is gone for good: its address goes with it.
     fn release(&mut self, id: ActorId, cause: ExitCause) {
         self.watched.remove(&id);
+        // Its global name is free again (restarts keep it: the address does not change).
+        self.global_names.retain(|_, holder| *holder != id);
         let Some(rec) = self.actors.get_mut(&id) else { return };
         let level_error = matches!(cause, ExitCause::RestartLimit { .. });
         if level_error {
@@ -684,9 +689,10 @@ impl Admin {
                     request,
                     type_name,
                     spec,
+                    global_name,
                 },
                 kind,
-            ) => self.create_actor(token, kind, request, type_name, spec.clamped()),
+            ) => self.create_actor(token, kind, request, type_name, spec.clamped(), global_name),
             (ToAdmin::ActorStatus { request, actor, settle }, _) => match settle {
                 Some(incarnation) => {
                     self.settle_waiters.push(SettleWaiter {
@@ -822,16 +828,43 @@ impl Admin {
 
     // ---- creating actors ----
 
-    fn create_actor(&mut self, token: Token, kind: PeerKind, request: u64, type_name: String, spec: ChildSpec) {
-        let parent = match kind {
-            PeerKind::Host(id) => Some(id),
-            PeerKind::Client(Some(_)) => None,
-            PeerKind::Client(None) => {
+    fn create_actor(
+        &mut self,
+        token: Token,
+        kind: PeerKind,
+        request: u64,
+        type_name: String,
+        spec: ChildSpec,
+        global_name: Option<String>,
+    ) {
+        let parent = match (kind, &global_name) {
+            // A named actor belongs to the system, not to whoever asked first.
+            (PeerKind::Host(_) | PeerKind::Client(Some(_)), Some(_)) => None,
+            (PeerKind::Host(id), None) => Some(id),
+            (PeerKind::Client(Some(_)), None) => None,
+            (PeerKind::Client(None), _) => {
                 tracing::warn!("CreateActor before RegisterClient; closing the connection");
                 self.peer_closed(token);
                 return;
             }
         };
+        if let Some(existing) = global_name.as_ref().and_then(|n| self.global_names.get(n)) {
+            if self
+                .tree
+                .state(*existing)
+                .is_some_and(|(s, _)| !matches!(s, ActorState::Gone(_)))
+            {
+                let address = Address::local(*existing);
+                self.send(
+                    token,
+                    &FromAdmin::Created {
+                        request,
+                        result: Ok(address),
+                    },
+                );
+                return;
+            }
+        }
         let refuse = |failure| FromAdmin::Created {
             request,
             result: Err(failure),
@@ -861,6 +894,9 @@ impl Admin {
         }
         let id = self.allocate_id();
         let address = Address::local(id);
+        if let Some(name) = global_name {
+            self.global_names.insert(name, id);
+        }
         let path = runtime_dir::socket_path(&self.rundir, address);
         let resources = UnixListener::bind(&path)
             .map_err(|e| format!("cannot bind {}: {}", path.display(), explain(&e)))

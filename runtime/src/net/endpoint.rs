@@ -349,15 +349,22 @@ impl Endpoint {
         }
     }
 
-    /// Asks the admin to create an actor of `type_name` (this endpoint becomes its parent)
-    /// and waits for the answer.
-    pub fn create_actor(&mut self, type_name: &str, spec: ChildSpec, timeout: Duration) -> Result<Address> {
+    /// Asks the admin to create an actor of `type_name` (this endpoint becomes its parent,
+    /// unless it has a global name) and waits for the answer.
+    pub fn create_actor(
+        &mut self,
+        type_name: &str,
+        spec: ChildSpec,
+        global_name: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Address> {
         let request = self.next_request();
         let answer = self.control_request(
             &ToAdmin::CreateActor {
                 request,
                 type_name: type_name.to_owned(),
                 spec,
+                global_name: global_name.map(str::to_owned),
             },
             timeout,
             |f| matches!(f, FromAdmin::Created { request: r, .. } if *r == request),
