@@ -220,12 +220,9 @@ impl Host {
                         cause,
                         undelivered,
                     } => {
-                        for msg in undelivered {
-                            tracing::warn!(
-                                sender = %self.me, target_actor = %peer, message_type = msg.tag(), cause = ?cause,
-                                "dead letter: message was never processed"
-                            );
-                        }
+                        tracing::debug!(actor = %self.me, target_actor = %peer, cause = ?cause, count = undelivered.len(),
+                            "messages never processed by a peer that is gone");
+                        self.endpoint.dead_letters(peer, undelivered);
                     }
                     Inbound::AdminLost => {
                         tracing::info!(actor = %self.me, "the admin has gone; exiting");
@@ -393,11 +390,16 @@ impl Backend for HostBackend<'_> {
             // Thespian's rule: sending to a dead actor is not the sender's failure; the
             // message becomes a dead letter.
             Err(e @ (Error::ActorGone { .. } | Error::UnknownActor(_))) => {
-                tracing::warn!(sender = %self.me, target_actor = %to, message_type = msg.tag(), reason = %e, "dead letter");
+                tracing::debug!(sender = %self.me, target_actor = %to, message_type = msg.tag(), reason = %e, "dead letter");
+                self.endpoint.dead_letters(to, vec![msg]);
                 Ok(())
             }
             Err(e) => Err(e),
         }
+    }
+
+    fn handle_dead_letters(&mut self, start: bool) -> greenroom::Result<()> {
+        self.endpoint.send_control(&ToAdmin::HandleDeadLetters { start })
     }
 
     fn wakeup_after(&mut self, delay: Duration, payload: AnyMessage) -> greenroom::Result<()> {

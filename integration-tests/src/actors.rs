@@ -447,3 +447,39 @@ impl Actor for Timer {
         Ok(())
     }
 }
+
+/// Asks a [`Mortuary`] to become the dead-letter handler and report to the asker.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct TakeDeadLetters;
+
+/// What a [`Mortuary`] reports for each dead letter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadSeen {
+    pub target: Address,
+    pub text: Option<String>,
+}
+
+/// A dead-letter handler that reports what it receives.
+#[derive(Default)]
+pub struct Mortuary {
+    report_to: Option<Address>,
+}
+
+impl Actor for Mortuary {
+    fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, sender: Address) -> ActorResult {
+        if msg.is::<TakeDeadLetters>() {
+            ctx.handle_dead_letters(true)?;
+            self.report_to = Some(sender);
+            ctx.send(sender, true)?;
+        } else if let Some(dead) = msg.downcast::<greenroom::DeadEnvelope>() {
+            if let Some(to) = self.report_to {
+                let seen = DeadSeen {
+                    target: dead.target,
+                    text: dead.message.downcast::<String>(),
+                };
+                ctx.send(to, seen)?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -24,4 +24,5 @@ pub fn registry() -> greenroom::Registry {
         .register::<Crasher>()
         .register::<Stage>()
         .register::<Timer>()
+        .register::<Mortuary>()
 }

@@ -283,6 +283,12 @@ pub enum ToAdmin {
     Exiting,
     /// Client: stop every actor and the admin. Answered by [`FromAdmin::ShutdownComplete`].
     Shutdown { request: u64 },
+    /// Host: this actor starts (or stops) being the system's dead-letter handler. The last
+    /// to start wins; a stop from an actor that is not the handler does nothing.
+    HandleDeadLetters { start: bool },
+    /// Messages that can never be delivered to `target` (it is gone for good). The admin
+    /// hands each to the dead-letter handler as a `DeadEnvelope`, or logs it.
+    DeadLetters { target: Address, messages: Vec<Payload> },
 }
 
 /// Admin → host or client, on a control connection.

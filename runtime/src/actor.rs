@@ -60,6 +60,8 @@ pub trait Backend {
     fn create_actor(&mut self, type_name: &str, spec: ChildSpec, global_name: Option<&str>) -> Result<Address>;
     /// Delivers `WakeupMessage { delay, payload }` to this actor after `delay`.
     fn wakeup_after(&mut self, delay: std::time::Duration, payload: AnyMessage) -> Result<()>;
+    /// Makes this actor the system's dead-letter handler (`start`), or stops it being one.
+    fn handle_dead_letters(&mut self, start: bool) -> Result<()>;
 }
 
 /// The actor's handle on the system during one `receive` call.
@@ -150,6 +152,15 @@ impl<'a> Context<'a> {
     pub fn wakeup_after<P: Message>(&mut self, delay: std::time::Duration, payload: P) -> Result<()> {
         let payload = AnyMessage::new(&payload)?;
         self.backend.wakeup_after(delay, payload)
+    }
+
+    /// Makes this actor the system's dead-letter handler: it receives a
+    /// [`crate::DeadEnvelope`] for every message sent to an actor that is gone for good.
+    /// There is one handler per system and the last to register wins; `false` stops this
+    /// actor being the handler (and does nothing if it is not). Without a handler, dead
+    /// letters are logged by the admin with their target, sender and type.
+    pub fn handle_dead_letters(&mut self, start: bool) -> Result<()> {
+        self.backend.handle_dead_letters(start)
     }
 
     /// Creates a child actor by registered type name.

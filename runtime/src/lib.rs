@@ -56,6 +56,6 @@ pub use greenroom_protocol::{
     SupervisorSpec,
 };
 pub use message::{
-    ActorExitRequest, AnyMessage, ChildActorExited, ChildRestarted, Message, PoisonMessage, WakeupMessage,
+    ActorExitRequest, AnyMessage, ChildActorExited, ChildRestarted, DeadEnvelope, Message, PoisonMessage, WakeupMessage,
 };
 pub use system::{ActorInfo, ActorSystem, SystemConfig};

@@ -153,6 +153,17 @@ pub struct ChildRestarted {
     pub restart_count: u32,
 }
 
+/// A message that could not be delivered because its target is gone for good, handed to the
+/// system's dead-letter handler (an actor that called `Context::handle_dead_letters`), with
+/// the dead target as sender.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadEnvelope {
+    /// Where the message was going.
+    pub target: Address,
+    /// The message, undecoded.
+    pub message: AnyMessage,
+}
+
 /// Delivered to an actor that asked for it with `Context::wakeup_after`, with the actor
 /// itself as sender.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -178,5 +189,8 @@ pub struct PoisonMessage {
 /// True for the runtime's own message types, which external clients do not receive
 /// (except [`PoisonMessage`], which answers their `ask`).
 pub fn is_system_tag(tag: &str) -> bool {
-    tag == ActorExitRequest::type_tag() || tag == ChildActorExited::type_tag() || tag == ChildRestarted::type_tag()
+    tag == ActorExitRequest::type_tag()
+        || tag == ChildActorExited::type_tag()
+        || tag == ChildRestarted::type_tag()
+        || tag == DeadEnvelope::type_tag()
 }

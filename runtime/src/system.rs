@@ -468,9 +468,7 @@ fn wait_for_message(
                     if Some(peer) == target {
                         return Err(cause.into_error(peer));
                     }
-                    for msg in undelivered {
-                        tracing::warn!(target_actor = %peer, message_type = msg.tag(), "dead letter: message was never processed");
-                    }
+                    endpoint.dead_letters(peer, undelivered);
                 }
                 Inbound::Control(frame) => tracing::debug!(?frame, "unexpected control frame for a client"),
                 Inbound::AdminLost => return Err(Error::AdminGone),

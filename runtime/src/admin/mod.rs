@@ -55,7 +55,7 @@ use supervisor::{ActorId, Notice, Tree};
 use crate::{
     error::{Error, Result},
     ledger::{LedgerFile, LedgerReport},
-    message::{ActorExitRequest, AnyMessage, ChildActorExited, ChildRestarted},
+    message::{ActorExitRequest, AnyMessage, ChildActorExited, ChildRestarted, DeadEnvelope},
     net::framed::{Framed, ReadError},
     net::{wait_ready, Ready},
     process_role::{self, CONTROL_FD},
@@ -174,6 +174,8 @@ struct Admin {
     rescan: Vec<Token>,
     /// Global names and the actors holding them.
     global_names: HashMap<String, ActorId>,
+    /// The actor receiving `DeadEnvelope`s, if one registered.
+    dead_letter_handler: Option<ActorId>,
     /// Actors with timed checks of their own (a liveness timeout, or a host that closed its
     /// control connection): kept apart so that the loop's timing work does not grow with the
     /// number of actors.
@@ -266,6 +268,7 @@ impl Admin {
             watched: Default::default(),
             rescan: Vec::new(),
             global_names: HashMap::new(),
+            dead_letter_handler: None,
         })
     }
 
@@ -417,8 +420,12 @@ impl Admin {
     /// The actor is gone for good: its address goes with it.
     fn release(&mut self, id: ActorId, cause: ExitCause) {
         self.watched.remove(&id);
-        // Its global name is free again (restarts keep it: the address does not change).
+        // Its global name is free again (restarts keep it: the address does not change), and
+        // if it handled dead letters, nobody does now.
         self.global_names.retain(|_, holder| *holder != id);
+        if self.dead_letter_handler == Some(id) {
+            self.dead_letter_handler = None;
+        }
         let Some(rec) = self.actors.get_mut(&id) else { return };
         let level_error = matches!(cause, ExitCause::RestartLimit { .. });
         if level_error {
@@ -748,6 +755,16 @@ impl Admin {
                 self.execute(cmds);
             }
             (ToAdmin::Shutdown { request }, PeerKind::Client(Some(_))) => self.begin_shutdown(Some((token, request))),
+            (ToAdmin::HandleDeadLetters { start }, PeerKind::Host(id)) => {
+                if start {
+                    self.dead_letter_handler = Some(id);
+                } else if self.dead_letter_handler == Some(id) {
+                    self.dead_letter_handler = None;
+                }
+            }
+            (ToAdmin::DeadLetters { target, messages }, kind @ (PeerKind::Host(_) | PeerKind::Client(Some(_)))) => {
+                self.dead_letters(kind, target, messages);
+            }
             (frame, kind) => {
                 tracing::warn!(
                     ?kind,
@@ -755,6 +772,36 @@ impl Admin {
                     "control frame not allowed from this peer; closing its connection"
                 );
                 self.peer_closed(token);
+            }
+        }
+    }
+
+    /// Hands undeliverable messages to the dead-letter handler, or logs them.
+    fn dead_letters(&mut self, from: PeerKind, target: Address, messages: Vec<greenroom_protocol::Payload>) {
+        let sender = match from {
+            PeerKind::Host(id) | PeerKind::Client(Some(id)) => Address::local(id),
+            PeerKind::Client(None) => Address::local(0),
+        };
+        let handler = self
+            .dead_letter_handler
+            .and_then(|h| self.actors.get(&h))
+            .and_then(|r| r.control);
+        for payload in messages {
+            let message = AnyMessage::from_payload(payload);
+            let Some(token) = handler else {
+                tracing::warn!(target_actor = %target, %sender, message_type = message.tag(),
+                    "dead letter: no handler registered; message dropped");
+                continue;
+            };
+            match AnyMessage::new(&DeadEnvelope { target, message }) {
+                Ok(envelope) => self.send(
+                    token,
+                    &FromAdmin::Deliver {
+                        sender: target,
+                        payload: envelope.into_payload(),
+                    },
+                ),
+                Err(e) => tracing::error!(error = %e, "could not encode a DeadEnvelope"),
             }
         }
     }

@@ -383,6 +383,28 @@ impl Endpoint {
         }
     }
 
+    /// Hands messages that can never reach `target` to the admin's dead-letter path. Notices
+    /// and dead envelopes themselves are only logged, so that dead letters cannot loop.
+    pub fn dead_letters(&mut self, target: Address, messages: Vec<AnyMessage>) {
+        use crate::message::{is_system_tag, Message, PoisonMessage};
+        let (forward, drop): (Vec<AnyMessage>, Vec<AnyMessage>) = messages
+            .into_iter()
+            .partition(|m| !is_system_tag(m.tag()) && m.tag() != PoisonMessage::type_tag());
+        for m in drop {
+            tracing::warn!(endpoint = %self.me, target_actor = %target, message_type = m.tag(), "dead letter (not forwarded)");
+        }
+        if forward.is_empty() {
+            return;
+        }
+        let frame = ToAdmin::DeadLetters {
+            target,
+            messages: forward.into_iter().map(AnyMessage::into_payload).collect(),
+        };
+        if let Err(e) = self.send_control(&frame) {
+            tracing::warn!(endpoint = %self.me, target_actor = %target, error = %e, "dead letters lost with the admin");
+        }
+    }
+
     /// Queues `msg` for `to`. It is written by the next [`Endpoint::flush`].
     ///
     /// Fails at once if `to` is known to be gone or was never created.
