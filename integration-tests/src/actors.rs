@@ -483,3 +483,40 @@ impl Actor for Mortuary {
         Ok(())
     }
 }
+
+/// A [`TypedGreeter`]'s greeting request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Greet(pub String);
+
+/// Asks a [`TypedGreeter`] how many messages went to its fallback.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct HowManyOthers;
+
+/// An actor written with typed dispatch: one method per message type, and a fallback.
+#[derive(Default)]
+pub struct TypedGreeter {
+    others: u32,
+}
+
+impl greenroom::Handle<Greet> for TypedGreeter {
+    fn handle(&mut self, ctx: &mut Context<'_>, msg: Greet, sender: Address) -> ActorResult {
+        ctx.send(sender, format!("Hello, {}!", msg.0))?;
+        Ok(())
+    }
+}
+
+impl greenroom::Handle<HowManyOthers> for TypedGreeter {
+    fn handle(&mut self, ctx: &mut Context<'_>, _: HowManyOthers, sender: Address) -> ActorResult {
+        ctx.send(sender, self.others)?;
+        Ok(())
+    }
+}
+
+impl TypedGreeter {
+    fn other(&mut self, _: &mut Context<'_>, _: &AnyMessage, _: Address) -> ActorResult {
+        self.others += 1;
+        Ok(())
+    }
+}
+
+greenroom::dispatch!(TypedGreeter { Greet, HowManyOthers } else other);

@@ -25,4 +25,5 @@ pub fn registry() -> greenroom::Registry {
         .register::<Stage>()
         .register::<Timer>()
         .register::<Mortuary>()
+        .register::<TypedGreeter>()
 }

@@ -414,6 +414,18 @@ fn unknown_actor_types_are_refused_clearly() {
 }
 
 #[test]
+fn typed_dispatch_routes_each_type_to_its_handler() {
+    let sys = system();
+    let greeter = sys.create_actor::<TypedGreeter>().unwrap();
+    let hello: String = sys.ask(greeter, Greet("World".into()), T).unwrap();
+    assert_eq!(hello, "Hello, World!");
+    sys.tell(greeter, 42u64).unwrap();
+    sys.tell(greeter, "not a Greet".to_string()).unwrap();
+    let others: u32 = sys.ask(greeter, HowManyOthers, T).unwrap();
+    assert_eq!(others, 2, "the two other messages went to the fallback");
+}
+
+#[test]
 fn replies_of_the_wrong_type_are_named() {
     let sys = system();
     let echo = sys.create_actor::<Echo>().unwrap();

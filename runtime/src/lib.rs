@@ -40,6 +40,7 @@
 
 pub mod actor;
 pub mod admin;
+pub mod dispatch;
 pub mod error;
 pub mod ledger;
 pub mod message;
@@ -50,6 +51,7 @@ pub mod runtime_dir;
 pub mod system;
 
 pub use actor::{actor_type_name, Actor, ActorResult, Backend, Context, Registry};
+pub use dispatch::Handle;
 pub use error::{Error, Result};
 pub use greenroom_protocol::{
     ActorState, Address, Backoff, ChildSpec, CreateFailure, ExitCause, Resource, ResourceLimits, RestartType, Strategy,

@@ -1,0 +1,184 @@
+//! Typed dispatch: one method per message type instead of a chain of `downcast`s.
+//!
+//! Implement [`Handle<M>`] for each message type an actor handles, then let [`dispatch!`]
+//! write its [`Actor::receive`](crate::Actor::receive): it tries each listed type in order,
+//! decodes the first that matches, and calls that handler. Anything else goes to an
+//! "unhandled" method if one is named, or is logged (at debug) and ignored. The raw
+//! `receive` stays available: an actor may implement [`Actor`](crate::Actor) by hand instead.
+//!
+//! ```
+//! use greenroom::{dispatch, ActorResult, Address, AnyMessage, Context, Handle, WakeupMessage};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Greeting(String);
+//! #[derive(Serialize, Deserialize)]
+//! struct Ping;
+//!
+//! #[derive(Default)]
+//! struct Greeter {
+//!     greeted: u32,
+//! }
+//!
+//! impl Handle<Greeting> for Greeter {
+//!     fn handle(&mut self, ctx: &mut Context<'_>, msg: Greeting, sender: Address) -> ActorResult {
+//!         self.greeted += 1;
+//!         ctx.send(sender, format!("{}, World!", msg.0))?;
+//!         Ok(())
+//!     }
+//! }
+//!
+//! impl Handle<Ping> for Greeter {
+//!     fn handle(&mut self, ctx: &mut Context<'_>, _: Ping, sender: Address) -> ActorResult {
+//!         ctx.send(sender, self.greeted)?;
+//!         Ok(())
+//!     }
+//! }
+//!
+//! impl Greeter {
+//!     fn other(&mut self, _ctx: &mut Context<'_>, msg: &AnyMessage, _sender: Address) -> ActorResult {
+//!         eprintln!("not for me: {}", msg.tag());
+//!         Ok(())
+//!     }
+//! }
+//!
+//! dispatch!(Greeter { Greeting, Ping } else other);
+//! ```
+
+use greenroom_protocol::Address;
+
+use crate::{
+    actor::{ActorResult, Context},
+    message::Message,
+};
+
+/// Handles one message type; see [`dispatch!`](crate::dispatch).
+pub trait Handle<M: Message> {
+    /// Handles `msg` from `sender`.
+    fn handle(&mut self, ctx: &mut Context<'_>, msg: M, sender: Address) -> ActorResult;
+}
+
+/// Implements [`Actor`](crate::Actor) for a type by dispatching each message to its
+/// [`Handle`] implementation.
+///
+/// `dispatch!(MyActor { A, B, C })` tries `A`, `B`, `C` in order; messages of other types
+/// are logged at debug level and ignored. `dispatch!(MyActor { A, B } else on_other)` calls
+/// `self.on_other(ctx, &msg, sender)` for them instead. A message whose tag names a listed
+/// type but whose bytes do not decode is logged and treated as another type.
+#[macro_export]
+macro_rules! dispatch {
+    ($actor:ty { $($msg:ty),+ $(,)? } else $unhandled:ident) => {
+        impl $crate::Actor for $actor {
+            fn receive(
+                &mut self,
+                ctx: &mut $crate::Context<'_>,
+                msg: &$crate::AnyMessage,
+                sender: $crate::Address,
+            ) -> $crate::ActorResult {
+                $(
+                    if let Some(m) = msg.downcast::<$msg>() {
+                        return <Self as $crate::Handle<$msg>>::handle(self, ctx, m, sender);
+                    }
+                )+
+                self.$unhandled(ctx, msg, sender)
+            }
+        }
+    };
+    ($actor:ty { $($msg:ty),+ $(,)? }) => {
+        impl $crate::Actor for $actor {
+            fn receive(
+                &mut self,
+                ctx: &mut $crate::Context<'_>,
+                msg: &$crate::AnyMessage,
+                sender: $crate::Address,
+            ) -> $crate::ActorResult {
+                $(
+                    if let Some(m) = msg.downcast::<$msg>() {
+                        return <Self as $crate::Handle<$msg>>::handle(self, ctx, m, sender);
+                    }
+                )+
+                $crate::dispatch::unhandled(msg, sender);
+                Ok(())
+            }
+        }
+    };
+}
+
+/// What [`dispatch!`](crate::dispatch) does with a message no handler takes: log it.
+#[doc(hidden)]
+pub fn unhandled(msg: &crate::message::AnyMessage, sender: Address) {
+    tracing::debug!(%sender, message_type = msg.tag(), "no handler for this message type; ignored");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{actor::Backend, Actor, AnyMessage};
+
+    #[derive(Default)]
+    struct Counter {
+        words: Vec<String>,
+        numbers: u64,
+        others: Vec<String>,
+    }
+    impl Handle<String> for Counter {
+        fn handle(&mut self, _: &mut Context<'_>, msg: String, _: Address) -> ActorResult {
+            self.words.push(msg);
+            Ok(())
+        }
+    }
+    impl Handle<u64> for Counter {
+        fn handle(&mut self, _: &mut Context<'_>, msg: u64, _: Address) -> ActorResult {
+            self.numbers += msg;
+            Ok(())
+        }
+    }
+    impl Counter {
+        fn rest(&mut self, _: &mut Context<'_>, msg: &AnyMessage, _: Address) -> ActorResult {
+            self.others.push(msg.tag().to_owned());
+            Ok(())
+        }
+    }
+    crate::dispatch!(Counter { String, u64 } else rest);
+
+    /// A backend that does nothing: dispatch never reaches it here.
+    struct Inert;
+    impl Backend for Inert {
+        fn send(&mut self, _: Address, _: AnyMessage) -> crate::Result<()> {
+            Ok(())
+        }
+        fn create_actor(
+            &mut self,
+            _: &str,
+            _: greenroom_protocol::ChildSpec,
+            _: Option<&str>,
+        ) -> crate::Result<Address> {
+            Ok(Address::local(0))
+        }
+        fn wakeup_after(&mut self, _: std::time::Duration, _: AnyMessage) -> crate::Result<()> {
+            Ok(())
+        }
+        fn handle_dead_letters(&mut self, _: bool) -> crate::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn each_type_reaches_its_handler_and_the_rest_the_fallback() {
+        let mut actor = Counter::default();
+        let mut backend = Inert;
+        let me = Address::local(1);
+        for msg in [
+            AnyMessage::new(&"hello".to_string()).unwrap(),
+            AnyMessage::new(&5u64).unwrap(),
+            AnyMessage::new(&7u64).unwrap(),
+            AnyMessage::new(&true).unwrap(),
+        ] {
+            let mut ctx = Context::new(me, &mut backend);
+            actor.receive(&mut ctx, &msg, me).unwrap();
+        }
+        assert_eq!(actor.words, vec!["hello".to_string()]);
+        assert_eq!(actor.numbers, 12);
+        assert_eq!(actor.others, vec!["bool".to_string()]);
+    }
+}
