@@ -1,6 +1,6 @@
 //! Typed dispatch: one method per message type instead of a chain of `downcast`s.
 //!
-//! Implement [`Handle<M>`] for each message type an actor handles, then let [`dispatch!`]
+//! Implement [`Handle<M>`] for each message type an actor handles, then let [`dispatch!`](macro@crate::dispatch)
 //! write its [`Actor::receive`](crate::Actor::receive): it tries each listed type in order,
 //! decodes the first that matches, and calls that handler. Anything else goes to an
 //! "unhandled" method if one is named, or is logged (at debug) and ignored. The raw
@@ -52,7 +52,7 @@ use crate::{
     message::Message,
 };
 
-/// Handles one message type; see [`dispatch!`](crate::dispatch).
+/// Handles one message type; see [`dispatch!`](macro@crate::dispatch).
 pub trait Handle<M: Message> {
     /// Handles `msg` from `sender`.
     fn handle(&mut self, ctx: &mut Context<'_>, msg: M, sender: Address) -> ActorResult;
@@ -104,7 +104,7 @@ macro_rules! dispatch {
     };
 }
 
-/// What [`dispatch!`](crate::dispatch) does with a message no handler takes: log it.
+/// What [`dispatch!`](macro@crate::dispatch) does with a message no handler takes: log it.
 #[doc(hidden)]
 pub fn unhandled(msg: &crate::message::AnyMessage, sender: Address) {
     tracing::debug!(%sender, message_type = msg.tag(), "no handler for this message type; ignored");
