@@ -290,6 +290,8 @@ pub enum Crash {
     Exit(i32),
     /// Close the control connection to the admin and carry on.
     CloseControl,
+    /// Write garbage on the control connection to the admin, as a compromised host would.
+    CorruptControl,
     /// Send one datagram to the socket at `notify` (so a test knows this message is being
     /// processed now), then sleep `ms` milliseconds.
     Sleep { notify: std::path::PathBuf, ms: u64 },
@@ -331,6 +333,15 @@ impl Actor for Crasher {
                 unsafe { null.write_volatile(1) };
             }
             Crash::Exit(code) => std::process::exit(code),
+            Crash::CorruptControl => {
+                use std::io::Write;
+                use std::os::fd::FromRawFd;
+                // SAFETY: borrows the host's control socket (fd 3) just to write garbage on
+                // it; `ManuallyDrop` keeps it from being closed here.
+                let control = unsafe { std::os::unix::net::UnixStream::from_raw_fd(3) };
+                let mut control = std::mem::ManuallyDrop::new(control);
+                let _ = control.write_all(&[0xff, 0xff, 0xff, 0x7f, 1, 2, 3]);
+            }
             Crash::CloseControl => {
                 // SAFETY: closes the host's control socket (fd 3) behind the runtime's back,
                 // to test how the admin treats a host that drops its control connection.

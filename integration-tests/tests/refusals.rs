@@ -138,3 +138,26 @@ fn a_stalled_half_handshake_is_timed_out_without_blocking_anyone() {
         "closed after {after:?}, before the handshake timeout"
     );
 }
+
+#[test]
+fn a_host_writing_garbage_to_the_admin_is_cut_off_and_the_admin_carries_on() {
+    use greenroom_integration_tests::actors::{Crash, Crasher, Echoed};
+    let sys = TestSystem::start(HOST);
+    let bad = sys.create_actor::<Crasher>().unwrap();
+    let bystander = sys.create_actor::<Echo>().unwrap();
+    let pid = sys.actor_info(bad).unwrap().pid.unwrap();
+    sys.tell(bad, Crash::CorruptControl).unwrap();
+    // The admin drops the connection, then kills the host it can no longer manage.
+    assert!(greenroom_integration_tests::harness::wait_for_exit(pid, T));
+    let back: String = sys.ask(bystander, "admin ok?".to_string(), T).unwrap();
+    assert_eq!(back, "admin ok?");
+    // And the misbehaving actor's supervisor brings it back in a fresh process.
+    let echoed: Echoed = loop {
+        match sys.ask(bad, Crash::Ping(1), T) {
+            Ok(e) => break e,
+            Err(greenroom::Error::Poisoned { .. }) => continue,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_ne!(echoed.pong.pid, pid);
+}
