@@ -194,7 +194,15 @@ impl Host {
                             continue;
                         }
                         self.endpoint.begin(&receipt);
+                        greenroom::message::take_undecodable();
                         self.deliver(sender, &msg);
+                        if greenroom::message::take_undecodable() {
+                            // Its tag named a type the actor expects, but the bytes did not
+                            // decode (a sender built from other source): not for silence.
+                            tracing::warn!(actor = %self.me, %sender, message_type = msg.tag(),
+                                "message does not decode as the type its tag names; handed to the dead-letter path");
+                            self.endpoint.dead_letters(self.me, vec![msg.clone()]);
+                        }
                         // A message is done when what the actor sent for it has left this
                         // process: record it only then, so that a death before the write
                         // returns the message as poison instead of losing its replies.

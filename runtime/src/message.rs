@@ -86,12 +86,14 @@ impl AnyMessage {
     }
 
     /// Decodes the message as `M`, or `None` if it is another type. A message that carries
-    /// `M`'s tag but does not decode is logged and treated as not-`M`.
+    /// `M`'s tag but does not decode is treated as not-`M`; inside an actor host it is then
+    /// logged with its sender and handed to the dead-letter path (see [`take_undecodable`]).
     pub fn downcast<M: Message>(&self) -> Option<M> {
         match self.try_downcast() {
             Ok(m) => m,
             Err(e) => {
-                tracing::warn!(error = %e, "undecodable message treated as unhandled");
+                tracing::debug!(error = %e, "undecodable message treated as unhandled");
+                UNDECODABLE.with(|u| u.set(true));
                 None
             }
         }
@@ -122,6 +124,19 @@ impl fmt::Debug for AnyMessage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "AnyMessage({}, {} bytes)", self.0.tag, self.0.bytes.len())
     }
+}
+
+thread_local! {
+    /// Set when `downcast` met a message whose tag matched but whose bytes did not decode.
+    static UNDECODABLE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether a `downcast` on this thread met an undecodable message since the last call (and
+/// clears the flag). A host checks it after each `receive`, so that a message built from
+/// other source than its receiver reaches the dead-letter path instead of vanishing.
+#[doc(hidden)]
+pub fn take_undecodable() -> bool {
+    UNDECODABLE.with(|u| u.replace(false))
 }
 
 /// Asks an actor to stop. Its `receive` is called with this message first (to clean up or

@@ -285,6 +285,12 @@ impl ActorSystem {
         self.send_locked(&mut client, to, &msg)
     }
 
+    /// Sends an already-encoded message (for example one received, to forward it).
+    pub fn tell_any(&self, to: Address, msg: AnyMessage) -> Result<()> {
+        let mut client = self.lock()?;
+        self.send_locked(&mut client, to, &msg)
+    }
+
     fn send_locked(&self, client: &mut Client, to: Address, msg: &AnyMessage) -> Result<()> {
         client.endpoint.send(to, msg)?;
         client.endpoint.flush();
