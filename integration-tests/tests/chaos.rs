@@ -62,6 +62,7 @@ fn nothing_is_lost_or_duplicated_while_stages_are_killed_and_paused() {
     let stages: Vec<_> = (0..3).map(|_| sys.create_actor::<Stage>().unwrap()).collect();
     let admin = sys.admin_pid();
     let admin_fds = harness::fd_count(admin);
+    let admin_rss = harness::rss_kib(admin);
 
     let stop = AtomicBool::new(false);
     let kills = AtomicU64::new(0);
@@ -185,4 +186,9 @@ fn nothing_is_lost_or_duplicated_while_stages_are_killed_and_paused() {
     assert_eq!(sys.host_pids().len(), 3, "exactly the three stages are running");
     // The admin holds 3 fds per actor and its own; kills must not leak any.
     assert_eq!(harness::fd_count(admin), admin_fds, "admin fds back to baseline");
+    let rss = harness::rss_kib(admin);
+    assert!(
+        rss <= admin_rss + 4096,
+        "admin RSS grew from {admin_rss} KiB to {rss} KiB"
+    );
 }

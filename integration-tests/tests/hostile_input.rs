@@ -117,17 +117,6 @@ fn launch(path: &std::path::Path, bytes: &[u8]) {
     let _ = s.read_to_end(&mut sink);
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 #[test]
 fn hostile_bytes_never_hurt_the_actor_and_leave_nothing_behind() {
     // Thousands of refusals would each log a warning; keep the output readable.
@@ -142,7 +131,7 @@ fn hostile_bytes_never_hurt_the_actor_and_leave_nothing_behind() {
     // Warm up the paths that allocate once (a first bad connection, a first message).
     launch(&path, b"warm-up");
     assert_eq!(ask(), "alive?");
-    let (fds, rss) = (harness::fd_count(host), rss_kib(host));
+    let (fds, rss) = (harness::fd_count(host), harness::rss_kib(host));
 
     let cases = std::env::var("GREENROOM_HOSTILE_CASES")
         .ok()
@@ -182,8 +171,8 @@ fn hostile_bytes_never_hurt_the_actor_and_leave_nothing_behind() {
         harness::fd_count(host)
     );
     assert!(
-        rss_kib(host) <= rss + 2048,
+        harness::rss_kib(host) <= rss + 2048,
         "RSS grew from {rss} KiB to {} KiB",
-        rss_kib(host)
+        harness::rss_kib(host)
     );
 }
