@@ -151,6 +151,7 @@ impl LedgerReport {
 /// A host's writable view of its ledger.
 pub struct Ledger {
     words: NonNull<AtomicU64>,
+    /// Released slots, reused first; slots never used yet are handed out from `owners.len()`.
     free: Vec<u32>,
     /// The sender each slot is claimed for (0: free), to refuse stale or foreign writes.
     owners: Vec<u64>,
@@ -189,8 +190,8 @@ impl Ledger {
         };
         let ledger = Ledger {
             words: ptr.cast(),
-            free: (0..SLOTS as u32).rev().collect(),
-            owners: vec![0; SLOTS],
+            free: Vec::new(),
+            owners: Vec::new(),
         };
         ledger.word(W_MAGIC).store(MAGIC, Ordering::Release);
         Ok(ledger)
@@ -205,7 +206,15 @@ impl Ledger {
 
     /// Reserves a slot for a new connection from `sender`; `None` if all are taken.
     pub fn claim(&mut self, sender: u64) -> Option<u32> {
-        let slot = self.free.pop()?;
+        // Grow into the mapping only as connections arrive: an idle host touches no slots.
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None if self.owners.len() < SLOTS => {
+                self.owners.push(0);
+                (self.owners.len() - 1) as u32
+            }
+            None => return None,
+        };
         self.owners[slot as usize] = sender;
         self.word(HEADER_WORDS + 2 * slot as usize + 1)
             .store(0, Ordering::Relaxed);
@@ -313,7 +322,8 @@ mod tests {
         ledger.end(Some(a), 10, 500); // a late message of the old connection
         let r = file.read().unwrap().recovery_for(20, ExitCause::Normal);
         assert_eq!(r.processed_upto, None, "sender 20's record is untouched");
-        assert!(ledger.claim(30).is_some() && ledger.free.len() == SLOTS - 2);
+        assert!(ledger.claim(30).is_some());
+        assert_eq!(ledger.owners.len(), 2, "only the slots used so far exist");
     }
 
     #[test]
