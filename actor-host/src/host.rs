@@ -384,16 +384,7 @@ impl Backend for HostBackend<'_> {
         // Past the window, a send fails and the actor decides what to do, rather than queue
         // without bound. (What it sent is written when `receive` returns; a receiver that
         // stops reading holds the actor there, see `Endpoint::flush_all`.)
-        // A message bigger than the window still goes when nothing else is outstanding.
-        let outstanding = self.endpoint.unacked_bytes(to);
-        if outstanding > 0 && outstanding + msg.encoded_len() > self.send_window {
-            return Err(Error::Backpressure {
-                address: to,
-                bytes: outstanding,
-                limit: self.send_window,
-            });
-        }
-        match self.endpoint.send(to, &msg) {
+        match self.endpoint.send_within(to, &msg, self.send_window) {
             Ok(()) => Ok(()),
             // Thespian's rule: sending to a dead actor is not the sender's failure; the
             // message becomes a dead letter.

@@ -68,37 +68,31 @@ pub trait Handle<M: Message> {
 #[macro_export]
 macro_rules! dispatch {
     ($actor:ty { $($msg:ty),+ $(,)? } else $unhandled:ident) => {
-        impl $crate::Actor for $actor {
-            fn receive(
-                &mut self,
-                ctx: &mut $crate::Context<'_>,
-                msg: &$crate::AnyMessage,
-                sender: $crate::Address,
-            ) -> $crate::ActorResult {
-                $(
-                    if let Some(m) = msg.downcast::<$msg>() {
-                        return <Self as $crate::Handle<$msg>>::handle(self, ctx, m, sender);
-                    }
-                )+
-                self.$unhandled(ctx, msg, sender)
-            }
-        }
+        $crate::dispatch!(@impl $actor { $($msg),+ } |this, ctx, msg, sender| this.$unhandled(ctx, msg, sender));
     };
     ($actor:ty { $($msg:ty),+ $(,)? }) => {
+        $crate::dispatch!(@impl $actor { $($msg),+ } |_this, _ctx, msg, sender| {
+            $crate::dispatch::unhandled(msg, sender);
+            Ok(())
+        });
+    };
+    // The one expansion both forms share: try each type, else the fallback expression
+    // (written in terms of the names it binds, so that they are visible to it).
+    (@impl $actor:ty { $($msg:ty),+ } |$this:ident, $ctx:ident, $m:ident, $sender:ident| $fallback:expr) => {
         impl $crate::Actor for $actor {
             fn receive(
                 &mut self,
-                ctx: &mut $crate::Context<'_>,
-                msg: &$crate::AnyMessage,
-                sender: $crate::Address,
+                $ctx: &mut $crate::Context<'_>,
+                $m: &$crate::AnyMessage,
+                $sender: $crate::Address,
             ) -> $crate::ActorResult {
                 $(
-                    if let Some(m) = msg.downcast::<$msg>() {
-                        return <Self as $crate::Handle<$msg>>::handle(self, ctx, m, sender);
+                    if let Some(decoded) = $m.downcast::<$msg>() {
+                        return <Self as $crate::Handle<$msg>>::handle(self, $ctx, decoded, $sender);
                     }
                 )+
-                $crate::dispatch::unhandled(msg, sender);
-                Ok(())
+                let $this = self;
+                $fallback
             }
         }
     };

@@ -301,7 +301,7 @@ impl ActorSystem {
                 return Ok(());
             }
             // Surface a lost peer now rather than waiting out the timeout.
-            if let Some(lost) = take_lost(&mut client.endpoint, to) {
+            if let Some(lost) = client.endpoint.take_peer_lost(to).map(|c| c.into_error(to)) {
                 return Err(lost);
             }
             let now = Instant::now();
@@ -355,29 +355,12 @@ impl ActorSystem {
     /// What the admin knows of the actor at `address`: its state and host pid.
     pub fn actor_info(&self, address: Address) -> Result<ActorInfo> {
         let mut client = self.lock()?;
-        let request = client.endpoint.next_request();
-        let answer = client.endpoint.control_request(
-            &ToAdmin::ActorStatus {
-                request,
-                actor: address,
-                settle: None,
-            },
-            Duration::from_secs(10),
-            |f| matches!(f, FromAdmin::Status { request: r, .. } if *r == request),
-        )?;
-        match answer {
-            FromAdmin::Status {
-                state,
-                pid,
-                incarnation,
-                ..
-            } => Ok(ActorInfo {
-                state,
-                pid,
-                incarnation,
-            }),
-            other => Err(Error::AdminProtocol(format!("expected Status, got {other:?}"))),
-        }
+        let (state, pid, incarnation) = client.endpoint.actor_status(address, Duration::from_secs(10))?;
+        Ok(ActorInfo {
+            state,
+            pid,
+            incarnation,
+        })
     }
 
     /// Stops every actor (each gets `ActorExitRequest`; stragglers are killed after their
@@ -422,24 +405,6 @@ fn deadline_after(timeout: Duration) -> Instant {
     let now = Instant::now();
     now.checked_add(timeout)
         .unwrap_or_else(|| now + greenroom_protocol::supervision::LONGEST)
-}
-
-/// Takes a `PeerLost` for `peer` out of the inbox, as an error.
-fn take_lost(endpoint: &mut Endpoint, peer: Address) -> Option<Error> {
-    let mut kept = Vec::new();
-    let mut found = None;
-    while let Some(inbound) = endpoint.next_inbound() {
-        match inbound {
-            Inbound::PeerLost { peer: p, cause, .. } if p == peer && found.is_none() => {
-                found = Some(cause.into_error(p))
-            }
-            other => kept.push(other),
-        }
-    }
-    for inbound in kept.into_iter().rev() {
-        endpoint.unread(inbound);
-    }
-    found
 }
 
 /// The client's receive loop: the next message for the caller, an error if `target` is lost

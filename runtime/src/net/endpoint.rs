@@ -292,9 +292,17 @@ impl Endpoint {
         self.inbox.pop_front()
     }
 
-    /// Puts back something taken with [`Endpoint::next_inbound`] (it stays first in line).
-    pub fn unread(&mut self, inbound: Inbound) {
-        self.inbox.push_front(inbound);
+    /// Takes the first `PeerLost` for `peer` out of the inbox, leaving everything else in
+    /// order.
+    pub fn take_peer_lost(&mut self, peer: Address) -> Option<LostCause> {
+        let at = self
+            .inbox
+            .iter()
+            .position(|i| matches!(i, Inbound::PeerLost { peer: p, .. } if *p == peer))?;
+        match self.inbox.remove(at) {
+            Some(Inbound::PeerLost { cause, .. }) => Some(cause),
+            _ => None,
+        }
     }
 
     /// Sends a frame to the admin.
@@ -409,6 +417,17 @@ impl Endpoint {
     ///
     /// Fails at once if `to` is known to be gone or was never created.
     pub fn send(&mut self, to: Address, msg: &AnyMessage) -> Result<()> {
+        self.enqueue(to, msg, None)
+    }
+
+    /// Like [`Endpoint::send`], but fails with [`Error::Backpressure`] instead of queueing
+    /// when `to` already holds `window` bytes of this endpoint's unprocessed messages. A
+    /// message bigger than the window still goes when nothing else is outstanding.
+    pub fn send_within(&mut self, to: Address, msg: &AnyMessage, window: usize) -> Result<()> {
+        self.enqueue(to, msg, Some(window))
+    }
+
+    fn enqueue(&mut self, to: Address, msg: &AnyMessage, window: Option<usize>) -> Result<()> {
         let token = match self.out_by_peer.get(&to) {
             Some(t) => *t,
             None => self.open(to)?,
@@ -417,6 +436,16 @@ impl Endpoint {
         let Some(Conn::Out(conn)) = self.conns.get_mut(&token) else {
             unreachable!("out_by_peer always names an out connection");
         };
+        let outstanding = conn.frames.len();
+        if let Some(limit) = window {
+            if outstanding > 0 && outstanding + msg.encoded_len() > limit {
+                return Err(Error::Backpressure {
+                    address: to,
+                    bytes: outstanding,
+                    limit,
+                });
+            }
+        }
         let seq = conn.next_seq;
         self.scratch.clear();
         let len = DataFrame::encode_message(&mut self.scratch, seq, msg.payload(), max).map_err(|source| {
@@ -656,28 +685,35 @@ impl Endpoint {
         Ok(token)
     }
 
-    /// Asks the admin why `to` has no socket, and turns the answer into an error.
-    fn why_unreachable(&mut self, to: Address) -> Error {
+    /// What the admin knows of `actor` now: (state, host pid, incarnation).
+    pub fn actor_status(&mut self, actor: Address, timeout: Duration) -> Result<(ActorState, Option<u32>, u32)> {
         let request = self.next_request();
         let answer = self.control_request(
             &ToAdmin::ActorStatus {
                 request,
-                actor: to,
+                actor,
                 settle: None,
             },
-            Duration::from_secs(30),
+            timeout,
             |f| matches!(f, FromAdmin::Status { request: r, .. } if *r == request),
-        );
+        )?;
         match answer {
-            Ok(FromAdmin::Status {
-                state: ActorState::Gone(cause),
+            FromAdmin::Status {
+                state,
+                pid,
+                incarnation,
                 ..
-            }) => Error::ActorGone { address: to, cause },
-            Ok(FromAdmin::Status {
-                state: ActorState::Unknown,
-                ..
-            }) => Error::UnknownActor(to),
-            Ok(other) => Error::AdminProtocol(format!("{to} has no socket but the admin reports {other:?}")),
+            } => Ok((state, pid, incarnation)),
+            other => Err(Error::AdminProtocol(format!("expected Status, got {other:?}"))),
+        }
+    }
+
+    /// Asks the admin why `to` has no socket, and turns the answer into an error.
+    fn why_unreachable(&mut self, to: Address) -> Error {
+        match self.actor_status(to, Duration::from_secs(30)) {
+            Ok((ActorState::Gone(cause), ..)) => Error::ActorGone { address: to, cause },
+            Ok((ActorState::Unknown, ..)) => Error::UnknownActor(to),
+            Ok((state, ..)) => Error::AdminProtocol(format!("{to} has no socket but the admin reports {state:?}")),
             Err(e) => e,
         }
     }
