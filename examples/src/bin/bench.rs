@@ -128,11 +128,12 @@ fn all_cpus() -> Vec<usize> {
     (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect()
 }
 
-/// Runs this executable as a raw child (no Greenroom) with `peer` as its fd 3.
-fn raw_child(mode: &str, peer: &UnixStream) -> std::io::Result<std::process::Child> {
+/// Runs this executable as a raw child (no Greenroom) in `mode` (with an optional `arg`),
+/// with `peer` as its fd 3.
+fn raw_child(mode: &str, arg: Option<&str>, peer: &UnixStream) -> std::io::Result<std::process::Child> {
     let fd = peer.as_raw_fd();
     let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.arg("--raw-child").arg(mode).stdin(Stdio::null());
+    cmd.arg("--raw-child").arg(mode).args(arg).stdin(Stdio::null());
     // SAFETY: runs between fork and exec; dup2 is async-signal-safe and allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
@@ -199,7 +200,7 @@ struct Row {
 
 fn raw_round_trip(rounds: usize) -> std::io::Result<Latency> {
     let (mut me, peer) = UnixStream::pair()?;
-    let mut child = raw_child("echo", &peer)?;
+    let mut child = raw_child("echo", None, &peer)?;
     drop(peer);
     let mut buf = [7u8; 64];
     let mut samples = Vec::with_capacity(rounds);
@@ -233,7 +234,7 @@ fn greenroom_round_trip(system: &ActorSystem, echo: Address, rounds: usize) -> R
 fn raw_throughput(messages: usize) -> std::io::Result<f64> {
     let (mut me, peer) = UnixStream::pair()?;
     let start = Instant::now();
-    let mut child = raw_child_with_arg("write", &messages.to_string(), &peer)?;
+    let mut child = raw_child("write", Some(&messages.to_string()), &peer)?;
     drop(peer);
     // Parse the frames as they come: length prefix, then body.
     let mut buf = vec![0u8; 256 * 1024];
@@ -261,22 +262,6 @@ fn raw_throughput(messages: usize) -> std::io::Result<f64> {
     Ok(rate)
 }
 
-fn raw_child_with_arg(mode: &str, arg: &str, peer: &UnixStream) -> std::io::Result<std::process::Child> {
-    let fd = peer.as_raw_fd();
-    let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.arg("--raw-child").arg(mode).arg(arg).stdin(Stdio::null());
-    // SAFETY: runs between fork and exec; dup2 is async-signal-safe and allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::dup2(fd, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    cmd.spawn()
-}
-
 fn greenroom_throughput(system: &ActorSystem, messages: u32) -> Result<f64, Error> {
     let source = system.create_actor::<Source>()?;
     let sink = system.create_actor::<Sink>()?;
@@ -300,7 +285,7 @@ fn raw_spawn_hello(trials: usize) -> std::io::Result<Latency> {
     for _ in 0..trials {
         let (mut me, peer) = UnixStream::pair()?;
         let t = Instant::now();
-        let mut child = raw_child("hello", &peer)?;
+        let mut child = raw_child("hello", None, &peer)?;
         drop(peer);
         let mut hello = [0u8; 16];
         me.read_exact(&mut hello)?;
@@ -325,7 +310,7 @@ fn greenroom_create(system: &ActorSystem, trials: usize) -> Result<Latency, Erro
 
 fn raw_kill_respawn(trials: usize) -> std::io::Result<Latency> {
     let (mut me, peer) = UnixStream::pair()?;
-    let mut child = raw_child("hello", &peer)?;
+    let mut child = raw_child("hello", None, &peer)?;
     let mut hello = [0u8; 16];
     me.read_exact(&mut hello)?;
     let mut samples = Vec::with_capacity(trials);
@@ -334,7 +319,7 @@ fn raw_kill_respawn(trials: usize) -> std::io::Result<Latency> {
         child.kill()?;
         child.wait()?;
         let (mut me2, peer2) = UnixStream::pair()?;
-        child = raw_child("hello", &peer2)?;
+        child = raw_child("hello", None, &peer2)?;
         drop(peer2);
         me2.read_exact(&mut hello)?;
         samples.push(t.elapsed());
