@@ -126,6 +126,23 @@ pub struct SpawnChildren {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Spawned(pub Vec<Address>);
 
+/// Asks `spawner` to create nothing (reporting to `watcher`) and returns what it answers,
+/// an empty list. Once it has answered, everything it was asked before is done: a barrier.
+pub fn spawner_barrier(
+    sys: &greenroom::ActorSystem,
+    spawner: Address,
+    watcher: Address,
+    timeout: std::time::Duration,
+) -> Vec<Address> {
+    let nothing = SpawnChildren {
+        children: 0,
+        grandchildren: 0,
+        watcher,
+    };
+    let Spawned(created) = sys.ask(spawner, nothing, timeout).expect("the spawner answers");
+    created
+}
+
 /// Sent by a [`Spawner`] to its watcher for every `ChildRestarted` it receives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChildRestartSeen {

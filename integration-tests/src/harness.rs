@@ -107,6 +107,19 @@ impl Drop for TestSystem {
     }
 }
 
+/// Settings whose root supervisor restarts a failed actor at once (no backoff) and allows
+/// `max_restarts` restarts within its window: for tests that kill actors over and over.
+pub fn restart_at_once(max_restarts: u32) -> SystemConfig {
+    SystemConfig::default().root_supervision(greenroom::SupervisorSpec {
+        max_restarts,
+        backoff: greenroom::Backoff {
+            initial: Duration::ZERO,
+            ..greenroom::Backoff::default()
+        },
+        ..greenroom::SupervisorSpec::default()
+    })
+}
+
 /// Parses `/proc/<pid>/stat`: (state, ppid).
 fn stat_of(pid: u32) -> Option<(char, u32)> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use greenroom::{Backoff, Error, SupervisorSpec, SystemConfig};
+use greenroom::Error;
 use greenroom_integration_tests::{
     actors::{Returned, Stage, Tracked},
     harness, TestSystem,
@@ -50,14 +50,7 @@ fn nothing_is_lost_or_duplicated_while_stages_are_killed_and_paused() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(10),
     );
-    let config = SystemConfig::default().root_supervision(SupervisorSpec {
-        max_restarts: 100_000,
-        backoff: Backoff {
-            initial: Duration::ZERO,
-            ..Backoff::default()
-        },
-        ..SupervisorSpec::default()
-    });
+    let config = harness::restart_at_once(100_000);
     let sys = TestSystem::start_with(HOST, config);
     let stages: Vec<_> = (0..3).map(|_| sys.create_actor::<Stage>().unwrap()).collect();
     let admin = sys.admin_pid();

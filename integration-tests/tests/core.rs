@@ -15,6 +15,19 @@ fn system() -> TestSystem {
     TestSystem::start(HOST)
 }
 
+/// Asserts that `recorder` saw exactly the numbers `0..count`, in order.
+fn assert_recorded_in_order(sys: &TestSystem, recorder: Address, count: u64) {
+    let rec: Recorded = sys.ask(recorder, Report, T).unwrap();
+    assert_eq!(
+        rec,
+        Recorded {
+            count,
+            in_order: true,
+            last: Some(count - 1)
+        }
+    );
+}
+
 fn pid_of(sys: &TestSystem, actor: Address) -> u32 {
     sys.actor_info(actor)
         .expect("actor info")
@@ -67,18 +80,7 @@ fn actors_create_actors_in_new_processes() {
     let mut pids = vec![pid_of(&sys, parent)];
     for c in &children {
         // A child created from inside an actor is usable at once: messages wait until it is up.
-        let Spawned(none) = sys
-            .ask(
-                *c,
-                SpawnChildren {
-                    children: 0,
-                    grandchildren: 0,
-                    watcher: sys.address(),
-                },
-                T,
-            )
-            .unwrap();
-        assert!(none.is_empty());
+        assert!(spawner_barrier(&sys, *c, sys.address(), T).is_empty());
         pids.push(pid_of(&sys, *c));
     }
     pids.sort_unstable();
@@ -119,15 +121,7 @@ fn an_address_passed_in_a_message_is_used_by_a_third_actor() {
     let blaster = sys.create_actor::<Blaster>().unwrap();
     let done: bool = sys.ask(blaster, Blast { to: recorder, count: 5 }, T).unwrap();
     assert!(done);
-    let rec: Recorded = sys.ask(recorder, Report, T).unwrap();
-    assert_eq!(
-        rec,
-        Recorded {
-            count: 5,
-            in_order: true,
-            last: Some(4)
-        }
-    );
+    assert_recorded_in_order(&sys, recorder, 5);
 }
 
 #[test]
@@ -137,15 +131,7 @@ fn ten_thousand_messages_arrive_in_order() {
     for n in 0..10_000u64 {
         sys.tell(recorder, n).unwrap();
     }
-    let rec: Recorded = sys.ask(recorder, Report, T).unwrap();
-    assert_eq!(
-        rec,
-        Recorded {
-            count: 10_000,
-            in_order: true,
-            last: Some(9_999)
-        }
-    );
+    assert_recorded_in_order(&sys, recorder, 10_000);
 
     // And actor to actor.
     let recorder = sys.create_actor::<Recorder>().unwrap();
@@ -161,15 +147,7 @@ fn ten_thousand_messages_arrive_in_order() {
         )
         .unwrap();
     assert!(done);
-    let rec: Recorded = sys.ask(recorder, Report, T).unwrap();
-    assert_eq!(
-        rec,
-        Recorded {
-            count: 10_000,
-            in_order: true,
-            last: Some(9_999)
-        }
-    );
+    assert_recorded_in_order(&sys, recorder, 10_000);
 }
 
 #[test]
@@ -240,17 +218,7 @@ fn exit_request_is_recursive_and_parents_hear_of_it() {
     let Spawned(children) = sys.ask(top, req, T).unwrap();
     // Wait for the grandchildren to exist: every spawner's pid is known once it answered.
     for c in &children {
-        let _: Spawned = sys
-            .ask(
-                *c,
-                SpawnChildren {
-                    children: 0,
-                    grandchildren: 0,
-                    watcher: sys.address(),
-                },
-                T,
-            )
-            .unwrap();
+        spawner_barrier(&sys, *c, sys.address(), T);
     }
     let hosts = sys.host_pids();
     assert_eq!(hosts.len(), 5, "top + 2 children + 2 grandchildren");

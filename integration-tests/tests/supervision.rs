@@ -301,17 +301,7 @@ fn children_never_outlive_their_parent_process() {
     };
     let Spawned(children) = sys.ask(parent, req, T).unwrap();
     for c in &children {
-        let _: Spawned = sys
-            .ask(
-                *c,
-                SpawnChildren {
-                    children: 0,
-                    grandchildren: 0,
-                    watcher: sink,
-                },
-                T,
-            )
-            .unwrap();
+        spawner_barrier(&sys, *c, sink, T);
     }
     let parent_pid = pid_of(&sys, parent);
     let sink_pid = pid_of(&sys, sink);
@@ -330,17 +320,7 @@ fn children_never_outlive_their_parent_process() {
         );
     }
     // The parent comes back, without children; the old children's addresses are dead.
-    let _: Spawned = sys
-        .ask(
-            parent,
-            SpawnChildren {
-                children: 0,
-                grandchildren: 0,
-                watcher: sink,
-            },
-            T,
-        )
-        .unwrap();
+    spawner_barrier(&sys, parent, sink, T);
     let mut expected = vec![pid_of(&sys, parent), sink_pid];
     expected.sort_unstable();
     assert_eq!(sys.host_pids(), expected);
@@ -599,14 +579,7 @@ fn backoff_delays_consecutive_restarts() {
 
 #[test]
 fn a_hundred_kills_leave_no_zombie_and_no_fd_growth_in_the_admin() {
-    let config = SystemConfig::default().root_supervision(SupervisorSpec {
-        max_restarts: 1_000,
-        backoff: Backoff {
-            initial: Duration::ZERO,
-            ..Backoff::default()
-        },
-        ..SupervisorSpec::default()
-    });
+    let config = harness::restart_at_once(1_000);
     let sys = TestSystem::start_with(HOST, config);
     let crasher = sys.create_actor::<Crasher>().unwrap();
     let admin = sys.admin_pid();
