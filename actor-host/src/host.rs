@@ -26,6 +26,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use greenroom::actor::panic_text;
 use greenroom::{
     ledger::{Ledger, LEDGER_FD},
     net::endpoint::{Endpoint, Inbound},
@@ -446,14 +447,4 @@ fn last_panic_text(panic: &(dyn std::any::Any + Send)) -> String {
     LAST_PANIC
         .with(|p| p.borrow_mut().take())
         .unwrap_or_else(|| panic_text(panic))
-}
-
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a non-string panic payload".to_owned()
-    }
 }

@@ -39,7 +39,11 @@ use greenroom::{process_role::Role, Registry};
 /// `main`, before anything with side effects.
 pub fn init(registry: Registry) -> Registry {
     match Role::current() {
-        Role::Client => registry,
+        Role::Client => {
+            // Kept for a simple-base system, which runs the actors in this process.
+            greenroom::actor::set_program_registry(&registry);
+            registry
+        }
         Role::Admin => greenroom::admin::run_from_env(),
         Role::Host => host::run(&registry),
     }

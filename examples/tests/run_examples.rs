@@ -88,3 +88,33 @@ fn death_modes_restarts_after_every_fatal_mode() {
     }
     assert!(rows[4].ends_with("0/2"), "a caught panic does not restart: {}", rows[4]);
 }
+
+#[test]
+fn hello_and_hello_redux_print_the_same_on_the_simple_base() {
+    assert_eq!(
+        run_example_with(env!("CARGO_BIN_EXE_hello"), &["--base", "simple"], true),
+        "Hello, World!\n"
+    );
+    assert_eq!(
+        run_example_with(env!("CARGO_BIN_EXE_hello_redux"), &["--base", "simple"], true),
+        run_example(env!("CARGO_BIN_EXE_hello_redux"))
+    );
+}
+
+#[test]
+fn semi_deterministic_prints_the_same_on_both_bases() {
+    let out = run_example_with(env!("CARGO_BIN_EXE_semi_deterministic"), &[], false);
+    let (processes, simple): (Vec<&str>, Vec<&str>) = out
+        .lines()
+        .filter(|l| l.contains(": "))
+        .partition(|l| l.trim_start().starts_with("processes:"));
+    assert_eq!(processes.len(), 7, "{out}");
+    let strip = |l: &&str| l.split_once(": ").map(|(_, rest)| rest.to_owned());
+    assert_eq!(
+        processes.iter().map(strip).collect::<Vec<_>>(),
+        simple.iter().map(strip).collect::<Vec<_>>(),
+        "{out}"
+    );
+    assert!(out.contains("failed   \"PANIC\": receive panicked"), "{out}");
+    assert_eq!(out.lines().last(), Some("identical output on both bases"), "{out}");
+}

@@ -4,6 +4,9 @@
 //! base. On drop — including when the test panics — it shuts the system down, kills any
 //! process of the system that is still alive, and removes the temporary directory, so a
 //! failing test leaves nothing behind for the next one.
+//!
+//! [`TestSystem::on`] starts the same on either base, and [`crate::on_both_bases!`] runs one
+//! test body on each: the behaviour a test asserts must not depend on where actors run.
 
 use std::{
     collections::BTreeSet,
@@ -14,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use greenroom::{ActorSystem, SystemConfig};
+use greenroom::{ActorSystem, Base, SystemConfig};
 use nix::{
     poll::{poll, PollFd, PollFlags, PollTimeout},
     sys::signal::{kill, Signal},
@@ -25,7 +28,8 @@ use nix::{
 pub struct TestSystem {
     system: Option<ActorSystem>,
     base: tempfile::TempDir,
-    admin_pid: u32,
+    admin_pid: Option<u32>,
+    started: Instant,
     seen_hosts: std::sync::Mutex<BTreeSet<u32>>,
 }
 
@@ -36,36 +40,66 @@ impl TestSystem {
         Self::start_with(host_exe, SystemConfig::default())
     }
 
-    /// Like [`TestSystem::start`], with settings.
+    /// A system on `base`: the process base runs `host_exe`, the simple base this crate's
+    /// [`crate::registry`] in the test process.
+    pub fn on(base: Base, host_exe: &str) -> TestSystem {
+        Self::start_with(host_exe, SystemConfig::default().base(base))
+    }
+
+    /// Like [`TestSystem::start`], with settings (a simple-base config gets this crate's
+    /// registry).
     pub fn start_with(host_exe: &str, config: SystemConfig) -> TestSystem {
         let base = tempfile::Builder::new()
             .prefix("gr")
             .tempdir_in("/tmp")
             .expect("create a temporary runtime base");
-        let system = ActorSystem::start_with(config.runtime_base(base.path()).host_executable(host_exe))
-            .expect("start an actor system");
+        let config = config
+            .runtime_base(base.path())
+            .host_executable(host_exe)
+            .registry(crate::registry());
+        let system = ActorSystem::start_with(config).expect("start an actor system");
         let admin_pid = system.admin_pid();
         TestSystem {
             system: Some(system),
             base,
             admin_pid,
+            started: Instant::now(),
             seen_hosts: Default::default(),
         }
     }
 
-    /// The admin's pid.
+    /// The admin's pid (a process-base test).
     pub fn admin_pid(&self) -> u32 {
         self.admin_pid
+            .expect("a process-base test: the simple base has no admin process")
+    }
+
+    /// The system's runtime directory (a process-base test).
+    pub fn runtime_dir(&self) -> &Path {
+        self.system
+            .as_ref()
+            .and_then(|s| s.runtime_dir())
+            .expect("a process-base test: the simple base has no runtime directory")
+    }
+
+    /// How long the system has run: virtual time on the simple base, real time on the
+    /// process base. For asserting that a timer did not fire early on either.
+    pub fn now(&self) -> Duration {
+        match self.virtual_time() {
+            Ok(virtual_now) => virtual_now,
+            Err(_) => self.started.elapsed(),
+        }
     }
 
     /// The temporary base under which the system's runtime directory lives.
-    pub fn base(&self) -> &Path {
+    pub fn runtime_base(&self) -> &Path {
         self.base.path()
     }
 
     /// Live processes whose parent is the admin: the actor hosts.
     pub fn host_pids(&self) -> Vec<u32> {
-        let pids = children_of(self.admin_pid);
+        let Some(admin) = self.admin_pid else { return Vec::new() };
+        let pids = children_of(admin);
         self.seen_hosts
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -94,8 +128,8 @@ impl Drop for TestSystem {
     fn drop(&mut self) {
         self.host_pids();
         if let Some(system) = self.system.take() {
-            if system.shutdown().is_err() {
-                let _ = kill(Pid::from_raw(self.admin_pid as i32), Signal::SIGKILL);
+            if let (Err(_), Some(admin)) = (system.shutdown(), self.admin_pid) {
+                let _ = kill(Pid::from_raw(admin as i32), Signal::SIGKILL);
             }
         }
         for pid in self.seen_hosts.lock().unwrap_or_else(|p| p.into_inner()).iter() {
@@ -105,6 +139,43 @@ impl Drop for TestSystem {
             }
         }
     }
+}
+
+/// Runs each test body on both bases, as two tests `<name>::processes` and
+/// `<name>::simple`, with `$sys` bound to a [`TestSystem`] on that base. Use it in this
+/// crate's integration tests (it names the test host binary).
+///
+/// ```ignore
+/// on_both_bases! {
+///     fn echo_replies(sys) {
+///         let echo = sys.create_actor::<Echo>().unwrap();
+///         assert_eq!(sys.ask::<_, String>(echo, "hi".to_string(), T).unwrap(), "hi");
+///     }
+/// }
+/// ```
+#[macro_export]
+macro_rules! on_both_bases {
+    ($( $(#[$meta:meta])* fn $name:ident($sys:ident) $body:block )*) => {
+        $(
+            $(#[$meta])*
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+
+                fn run($sys: $crate::TestSystem) $body
+
+                #[test]
+                fn processes() {
+                    run($crate::TestSystem::on(greenroom::Base::Processes, env!("CARGO_BIN_EXE_greenroom-test-host")));
+                }
+
+                #[test]
+                fn simple() {
+                    run($crate::TestSystem::on(greenroom::Base::Simple, env!("CARGO_BIN_EXE_greenroom-test-host")));
+                }
+            }
+        )*
+    };
 }
 
 /// Settings whose root supervisor restarts a failed actor at once (no backoff) and allows

@@ -105,7 +105,7 @@ fn other_users_are_kept_out_by_the_directory_and_refused_by_the_peer_check() {
     // Second line: even with the directory and socket opened up, the peer's uid is checked
     // at accept and the connection is closed before a byte is read.
     let open = |p: &std::path::Path, mode| std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
-    open(sys.base(), 0o711);
+    open(sys.runtime_base(), 0o711);
     open(sys.runtime_dir(), 0o711);
     open(&path, 0o777);
     assert_eq!(
@@ -114,7 +114,7 @@ fn other_users_are_kept_out_by_the_directory_and_refused_by_the_peer_check() {
         "no handshake reply for a stranger"
     );
     open(sys.runtime_dir(), 0o700);
-    open(sys.base(), 0o700);
+    open(sys.runtime_base(), 0o700);
 
     let back: String = sys.ask(echo, "still here".to_string(), T).unwrap();
     assert_eq!(back, "still here");

@@ -47,8 +47,8 @@ pub fn actor_type_name<A: Actor>() -> &'static str {
     std::any::type_name::<A>()
 }
 
-/// What a base provides to `receive`: today the process host; an in-process base for
-/// deterministic tests is planned behind the same seam.
+/// What a base provides to `receive`: the process host (`greenroom-host`) or the simple,
+/// in-process base ([`crate::system`]).
 ///
 /// Users do not implement this; it is the seam that lets the same actor code run on every
 /// base.
@@ -169,7 +169,7 @@ impl<'a> Context<'a> {
     }
 }
 
-type Factory = Box<dyn Fn() -> Box<dyn Actor> + Send + Sync>;
+type Factory = std::sync::Arc<dyn Fn() -> Box<dyn Actor> + Send + Sync>;
 
 /// The actor types a host binary can run, by name.
 ///
@@ -186,7 +186,9 @@ type Factory = Box<dyn Fn() -> Box<dyn Actor> + Send + Sync>;
 /// let registry = Registry::new().register::<Echo>();
 /// assert!(registry.contains(greenroom::actor_type_name::<Echo>()));
 /// ```
-#[derive(Default)]
+///
+/// Cloning a registry is cheap (the constructors are shared).
+#[derive(Default, Clone)]
 pub struct Registry {
     factories: std::collections::BTreeMap<String, Factory>,
 }
@@ -206,7 +208,7 @@ impl Registry {
     pub fn register_with<A: Actor>(mut self, make: impl Fn() -> A + Send + Sync + 'static) -> Self {
         self.factories.insert(
             actor_type_name::<A>().to_owned(),
-            Box::new(move || Box::new(make()) as Box<dyn Actor>),
+            std::sync::Arc::new(move || Box::new(make()) as Box<dyn Actor>),
         );
         self
     }
@@ -224,5 +226,39 @@ impl Registry {
     /// Constructs an actor of the registered type, or `None` if the name is unknown.
     pub fn construct(&self, type_name: &str) -> Option<Box<dyn Actor>> {
         self.factories.get(type_name).map(|make| make())
+    }
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.factories.keys()).finish()
+    }
+}
+
+/// The registry this program handed to `greenroom_host::init`, kept for the simple base,
+/// which constructs actors in the calling process.
+static PROGRAM_REGISTRY: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
+
+/// Records the program's registry (the first call wins). Called by `greenroom_host::init` in
+/// a client program.
+#[doc(hidden)]
+pub fn set_program_registry(registry: &Registry) {
+    let _ = PROGRAM_REGISTRY.set(registry.clone());
+}
+
+/// The registry recorded by [`set_program_registry`], if any.
+pub(crate) fn program_registry() -> Option<Registry> {
+    PROGRAM_REGISTRY.get().cloned()
+}
+
+/// The text of a caught panic's payload (a `&str` or `String` message, as `panic!` makes).
+#[doc(hidden)]
+pub fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a non-string panic payload".to_owned()
     }
 }

@@ -106,6 +106,20 @@ pub enum Error {
         limit: usize,
     },
 
+    /// A simple-base system has no registry to construct actors from.
+    #[error(
+        "the simple base constructs actors in this process but has no registry: pass SystemConfig::registry, or call greenroom_host::init(registry) first in main"
+    )]
+    NoRegistry,
+
+    /// The call exists for the other base only.
+    #[error("{0}")]
+    WrongBase(&'static str),
+
+    /// The system was shut down; start a new one.
+    #[error("the actor system has been shut down; start a new ActorSystem")]
+    SystemStopped,
+
     /// An operating-system call failed.
     #[error("{doing}: {source}")]
     Io {

@@ -60,4 +60,4 @@ pub use greenroom_protocol::{
 pub use message::{
     ActorExitRequest, AnyMessage, ChildActorExited, ChildRestarted, DeadEnvelope, Message, PoisonMessage, WakeupMessage,
 };
-pub use system::{ActorInfo, ActorSystem, SystemConfig};
+pub use system::{ActorInfo, ActorSystem, Base, Delivery, SystemConfig};

@@ -5,11 +5,14 @@
 //! Hello, World!
 //! ```
 //!
-//! `Hello` runs in its own process, started from this same executable.
+//! `Hello` runs in its own process, started from this same executable; with `--base simple`
+//! it runs in this process instead, and the output is the same.
 
 use std::time::Duration;
 
-use greenroom::{Actor, ActorExitRequest, ActorResult, ActorSystem, Address, AnyMessage, Context, Registry};
+use greenroom::{
+    Actor, ActorExitRequest, ActorResult, ActorSystem, Address, AnyMessage, Context, Registry, SystemConfig,
+};
 
 #[derive(Default)]
 struct Hello;
@@ -26,7 +29,8 @@ impl Actor for Hello {
 fn main() -> Result<(), greenroom::Error> {
     greenroom_host::init(Registry::new().register::<Hello>());
 
-    let system = ActorSystem::start()?;
+    let base = greenroom_examples::base_from_args();
+    let system = ActorSystem::start_with(SystemConfig::default().base(base))?;
     let hello = system.create_actor::<Hello>()?;
     let reply: String = system.ask(hello, "hi".to_string(), Duration::from_secs(1))?;
     println!("{reply}");

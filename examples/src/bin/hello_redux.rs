@@ -3,7 +3,7 @@
 //! `Hello` creates a `World` and a `Punctuate` for each greeting and sends the `Greeting`
 //! along with a list of addresses; the last actor on the list is the asking client, who
 //! receives `Hello, World!` from `Punctuate` — an actor it never talked to. Each actor is a
-//! separate process.
+//! separate process (or, with `--base simple`, all run in this one, with the same output).
 //!
 //! ```text
 //! $ cargo run -p greenroom-examples --bin hello_redux
@@ -14,7 +14,9 @@
 
 use std::time::Duration;
 
-use greenroom::{Actor, ActorExitRequest, ActorResult, ActorSystem, Address, AnyMessage, Context, Registry};
+use greenroom::{
+    Actor, ActorExitRequest, ActorResult, ActorSystem, Address, AnyMessage, Context, Registry, SystemConfig,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -77,7 +79,8 @@ fn main() -> Result<(), greenroom::Error> {
             .register::<Punctuate>(),
     );
 
-    let system = ActorSystem::start()?;
+    let base = greenroom_examples::base_from_args();
+    let system = ActorSystem::start_with(SystemConfig::default().base(base))?;
     let hello = system.create_actor::<Hello>()?;
     let timeout = Duration::from_millis(2000);
     for _ in 0..2 {

@@ -1,0 +1,420 @@
+//! [`ActorSystem`]: how a program outside any actor creates actors and talks to them, on
+//! either of the two bases that run the same actor code.
+//!
+//! | base | where actors run | for |
+//! |---|---|---|
+//! | [`Base::Processes`] (default) | each in its own OS process, supervised by an admin process ([`process`]) | production: fault isolation, restarts |
+//! | [`Base::Simple`] | in the calling process, one `receive` at a time, in the order messages were sent, with a virtual clock ([`simple`]) | deterministic tests and debugging |
+//!
+//! Switching base is one setting; actors, messages and the calls below are the same:
+//!
+//! ```
+//! use greenroom::{Actor, ActorResult, ActorSystem, Address, AnyMessage, Base, Context, Registry, SystemConfig};
+//! use std::time::Duration;
+//!
+//! #[derive(Default)]
+//! struct Hello;
+//! impl Actor for Hello {
+//!     fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, sender: Address) -> ActorResult {
+//!         if msg.is::<String>() {
+//!             ctx.send(sender, "Hello, World!".to_string())?;
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! let config = SystemConfig::default()
+//!     .base(Base::Simple)
+//!     .registry(Registry::new().register::<Hello>());
+//! let system = ActorSystem::start_with(config)?;
+//! let hello = system.create_actor::<Hello>()?;
+//! let reply: String = system.ask(hello, "hi".to_string(), Duration::from_secs(1))?;
+//! assert_eq!(reply, "Hello, World!");
+//! # Ok::<(), greenroom::Error>(())
+//! ```
+
+mod process;
+mod simple;
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use greenroom_protocol::{ActorState, Address, ChildSpec, SupervisorSpec, DEFAULT_MAX_FRAME};
+
+use crate::{
+    actor::{actor_type_name, Actor, Registry},
+    error::{Error, Result},
+    message::{is_system_tag, AnyMessage, Message, PoisonMessage},
+};
+
+pub use simple::Delivery;
+
+/// Which base runs the actors. See the [module docs](self).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Base {
+    /// One OS process per actor, supervised by an admin process.
+    #[default]
+    Processes,
+    /// Every actor in the calling process, run sequentially and deterministically in the
+    /// order messages are sent, with a virtual clock for timers and timeouts.
+    Simple,
+}
+
+/// Settings for [`ActorSystem::start_with`]. Every field has a default.
+///
+/// | setting | default | base |
+/// |---|---|---|
+/// | `base` | [`Base::Processes`] | |
+/// | `runtime_base` | `$XDG_RUNTIME_DIR/greenroom`, else `/tmp/greenroom-<uid>` | processes |
+/// | `host_executable` | the current executable | processes |
+/// | `max_frame` | 16 MiB | processes |
+/// | `send_window` | 8 MiB of unprocessed messages per sender and target: beyond it `tell` waits (then fails), an actor's `send` fails with [`Error::Backpressure`] | processes |
+/// | `root_supervision` | [`SupervisorSpec::default`]: one-for-one, 5 restarts in 10 s | processes |
+/// | `registry` | the one given to `greenroom_host::init` | simple |
+/// | `record_deliveries` | off | simple |
+#[derive(Debug, Clone)]
+pub struct SystemConfig {
+    base: Base,
+    runtime_base: Option<PathBuf>,
+    host_executable: Option<PathBuf>,
+    max_frame: u32,
+    send_window: usize,
+    root_supervision: SupervisorSpec,
+    registry: Option<Registry>,
+    record_deliveries: bool,
+}
+
+impl Default for SystemConfig {
+    fn default() -> Self {
+        SystemConfig {
+            base: Base::default(),
+            runtime_base: None,
+            host_executable: None,
+            max_frame: DEFAULT_MAX_FRAME,
+            send_window: crate::process_role::DEFAULT_SEND_WINDOW,
+            root_supervision: SupervisorSpec::default(),
+            registry: None,
+            record_deliveries: false,
+        }
+    }
+}
+
+impl SystemConfig {
+    /// Which base runs the actors.
+    pub fn base(mut self, base: Base) -> Self {
+        self.base = base;
+        self
+    }
+
+    /// Where the system's runtime directory is created (a fresh subdirectory per system).
+    pub fn runtime_base(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.runtime_base = Some(dir.into());
+        self
+    }
+
+    /// The executable run for the admin and for every host. It must call
+    /// `greenroom_host::init` (or `serve`) first thing in `main`.
+    pub fn host_executable(mut self, exe: impl Into<PathBuf>) -> Self {
+        self.host_executable = Some(exe.into());
+        self
+    }
+
+    /// The largest message frame accepted, in bytes.
+    pub fn max_frame(mut self, bytes: u32) -> Self {
+        self.max_frame = bytes;
+        self
+    }
+
+    /// How many bytes of unprocessed messages one sender may have outstanding to one receiver
+    /// (held while the receiver is slow, or down and restarting). Beyond it a client's `tell`
+    /// waits up to 60 s and then fails, and an actor's `send` fails at once (an actor must
+    /// never block), both with [`Error::Backpressure`].
+    pub fn send_window(mut self, bytes: usize) -> Self {
+        self.send_window = bytes;
+        self
+    }
+
+    /// How the root supervisor restarts top-level actors. When it gives up on one (too many
+    /// restarts), only that actor is gone; the others keep running.
+    pub fn root_supervision(mut self, spec: SupervisorSpec) -> Self {
+        self.root_supervision = spec;
+        self
+    }
+
+    /// The actor types a simple-base system can create. Without it, the registry the
+    /// program gave `greenroom_host::init` is used. (The process base constructs actors in
+    /// the host executable, from the registry that executable was built with.)
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// Simple base: record every `receive` call, read back with
+    /// [`ActorSystem::take_deliveries`] — how a test shows that two runs did the same thing.
+    pub fn record_deliveries(mut self, on: bool) -> Self {
+        self.record_deliveries = on;
+        self
+    }
+}
+
+/// What the system reports about one actor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActorInfo {
+    pub state: ActorState,
+    /// The pid of the host process serving it now, if any (never on the simple base).
+    pub pid: Option<u32>,
+    /// 1 for the first process, +1 per restart.
+    pub incarnation: u32,
+}
+
+enum Inner {
+    // Boxed: the process client is large, and the enum is moved when the system is.
+    Processes(Box<process::ProcessSystem>),
+    Simple(simple::SimpleSystem),
+}
+
+/// A running actor system, seen from a program outside the actors.
+///
+/// `tell`, `ask` and `listen` take `&self` and may be called from several threads; the next
+/// message to the client goes to whichever call is waiting, as with Thespian's
+/// `ActorSystem`.
+///
+/// ```no_run
+/// # use greenroom::{ActorSystem, ActorExitRequest};
+/// # #[derive(Default)] struct Hello;
+/// # impl greenroom::Actor for Hello {
+/// #     fn receive(&mut self, _: &mut greenroom::Context<'_>, _: &greenroom::AnyMessage, _: greenroom::Address) -> greenroom::ActorResult { Ok(()) }
+/// # }
+/// # fn main() -> Result<(), greenroom::Error> {
+/// let system = ActorSystem::start()?;
+/// let hello = system.create_actor::<Hello>()?;
+/// let reply: String = system.ask(hello, "hi".to_string(), std::time::Duration::from_secs(1))?;
+/// system.tell(hello, ActorExitRequest)?;
+/// system.shutdown()?;
+/// # Ok(()) }
+/// ```
+pub struct ActorSystem {
+    inner: Inner,
+}
+
+impl ActorSystem {
+    /// Starts a new actor system with default settings (the process base).
+    pub fn start() -> Result<Self> {
+        Self::start_with(SystemConfig::default())
+    }
+
+    /// Starts a new actor system.
+    pub fn start_with(config: SystemConfig) -> Result<Self> {
+        let inner = match config.base {
+            Base::Processes => Inner::Processes(Box::new(process::ProcessSystem::start(&config)?)),
+            Base::Simple => Inner::Simple(simple::SimpleSystem::start(&config)?),
+        };
+        Ok(ActorSystem { inner })
+    }
+
+    /// The base this system runs on.
+    pub fn base(&self) -> Base {
+        match &self.inner {
+            Inner::Processes(_) => Base::Processes,
+            Inner::Simple(_) => Base::Simple,
+        }
+    }
+
+    /// This client's own address (the `sender` actors see).
+    pub fn address(&self) -> Address {
+        match &self.inner {
+            Inner::Processes(p) => p.address(),
+            Inner::Simple(s) => s.address(),
+        }
+    }
+
+    /// The system's runtime directory (process base only).
+    pub fn runtime_dir(&self) -> Option<&Path> {
+        match &self.inner {
+            Inner::Processes(p) => Some(p.runtime_dir()),
+            Inner::Simple(_) => None,
+        }
+    }
+
+    /// The admin process's pid (process base only).
+    pub fn admin_pid(&self) -> Option<u32> {
+        match &self.inner {
+            Inner::Processes(p) => Some(p.admin_pid()),
+            Inner::Simple(_) => None,
+        }
+    }
+
+    /// Creates a top-level actor of type `A`, supervised by the root supervisor with the
+    /// default [`ChildSpec`] (permanent).
+    ///
+    /// Returns once the actor exists; messages sent to it wait until it is up. On the process
+    /// base the first create of a system waits until the host is ready, so an unregistered
+    /// type fails here with [`Error::Create`]; after that, a constructor that panics shows as
+    /// the actor being gone ([`Error::ActorGone`] with `StartFailed`). On the simple base the
+    /// constructor runs in this call, and either failure is [`Error::Create`].
+    pub fn create_actor<A: Actor>(&self) -> Result<Address> {
+        self.create_actor_named(actor_type_name::<A>(), ChildSpec::default())
+    }
+
+    /// Creates a top-level actor of type `A`, supervised as `spec` says.
+    pub fn create_actor_with<A: Actor>(&self, spec: ChildSpec) -> Result<Address> {
+        self.create_actor_named(actor_type_name::<A>(), spec)
+    }
+
+    /// The actor of type `A` known system-wide as `name`: the live actor holding the name
+    /// (whatever its type) if there is one, else a new top-level actor that takes it. The
+    /// name survives restarts and is freed when the actor is gone for good.
+    pub fn create_actor_global<A: Actor>(&self, name: &str) -> Result<Address> {
+        self.create(actor_type_name::<A>(), ChildSpec::default(), Some(name))
+    }
+
+    /// Creates a top-level actor by registered type name (see [`ActorSystem::create_actor`]).
+    pub fn create_actor_named(&self, type_name: &str, spec: ChildSpec) -> Result<Address> {
+        self.create(type_name, spec, None)
+    }
+
+    fn create(&self, type_name: &str, spec: ChildSpec, global_name: Option<&str>) -> Result<Address> {
+        match &self.inner {
+            Inner::Processes(p) => p.create_actor(type_name, spec, global_name),
+            Inner::Simple(s) => s.create_actor(type_name, spec, global_name),
+        }
+    }
+
+    /// Sends `msg` to `to` without waiting for an answer.
+    ///
+    /// Fails at once if `to` is gone. On the process base it waits (up to 60 s) while `to`
+    /// has more than the send window of unprocessed messages from this client; on the simple
+    /// base it runs every actor until no message is left to process (timers wait for the
+    /// virtual clock).
+    pub fn tell<M: Message>(&self, to: Address, msg: M) -> Result<()> {
+        self.tell_any(to, AnyMessage::new(&msg)?)
+    }
+
+    /// Sends an already-encoded message (for example one received, to forward it).
+    pub fn tell_any(&self, to: Address, msg: AnyMessage) -> Result<()> {
+        match &self.inner {
+            Inner::Processes(p) => p.tell(to, &msg),
+            Inner::Simple(s) => s.tell(to, msg),
+        }
+    }
+
+    /// Sends `msg` to `to` and waits up to `timeout` for the next message to this client,
+    /// decoded as `R`.
+    ///
+    /// Errors: [`Error::Timeout`]; [`Error::ActorGone`] or [`Error::UnknownActor`] at once if
+    /// `to` is not there; [`Error::Poisoned`] if `to` failed on the message twice;
+    /// [`Error::UnexpectedReply`] if the reply has another type.
+    ///
+    /// On the simple base the timeout is virtual time: timers due within it fire.
+    pub fn ask<M: Message, R: Message>(&self, to: Address, msg: M, timeout: Duration) -> Result<R> {
+        let (sender, reply) = self.ask_any(to, msg, timeout)?;
+        decode_reply(sender, reply)
+    }
+
+    /// Like [`ActorSystem::ask`], but returns the reply undecoded with its sender.
+    pub fn ask_any<M: Message>(&self, to: Address, msg: M, timeout: Duration) -> Result<(Address, AnyMessage)> {
+        let msg = AnyMessage::new(&msg)?;
+        match &self.inner {
+            Inner::Processes(p) => p.ask(to, &msg, timeout),
+            Inner::Simple(s) => s.ask(to, msg, timeout),
+        }
+    }
+
+    /// Waits up to `timeout` for the next message to this client, without sending.
+    pub fn listen(&self, timeout: Duration) -> Result<Option<(Address, AnyMessage)>> {
+        match &self.inner {
+            Inner::Processes(p) => p.listen(timeout),
+            Inner::Simple(s) => s.listen(timeout),
+        }
+    }
+
+    /// What the system knows of the actor at `address`: its state and host pid.
+    pub fn actor_info(&self, address: Address) -> Result<ActorInfo> {
+        match &self.inner {
+            Inner::Processes(p) => p.actor_info(address),
+            Inner::Simple(s) => s.actor_info(address),
+        }
+    }
+
+    /// Simple base: moves the virtual clock forward by `by`, firing the timers that fall due
+    /// on the way in time order (each followed by everything it causes). The process base
+    /// runs on the real clock: there this is [`Error::WrongBase`].
+    pub fn advance_clock(&self, by: Duration) -> Result<()> {
+        match &self.inner {
+            Inner::Processes(_) => Err(Error::WrongBase(
+                "advance_clock: the process base runs on the real clock",
+            )),
+            Inner::Simple(s) => s.advance_clock(by),
+        }
+    }
+
+    /// Simple base: the virtual time since the system started.
+    pub fn virtual_time(&self) -> Result<Duration> {
+        match &self.inner {
+            Inner::Processes(_) => Err(Error::WrongBase(
+                "virtual_time: the process base runs on the real clock",
+            )),
+            Inner::Simple(s) => Ok(s.virtual_time()),
+        }
+    }
+
+    /// Simple base, with [`SystemConfig::record_deliveries`]: every `receive` call since the
+    /// last take, in the order they ran.
+    pub fn take_deliveries(&self) -> Result<Vec<Delivery>> {
+        match &self.inner {
+            Inner::Processes(_) => Err(Error::WrongBase(
+                "take_deliveries: only the simple base runs receives in one recorded order",
+            )),
+            Inner::Simple(s) => s.take_deliveries(),
+        }
+    }
+
+    /// Stops every actor (each gets `ActorExitRequest`; on the process base stragglers are
+    /// killed after their supervisor's stop timeout, and anything left 10 s after shutdown
+    /// began), stops the admin, and removes the runtime directory. A second call does
+    /// nothing.
+    pub fn shutdown(&self) -> Result<()> {
+        match &self.inner {
+            Inner::Processes(p) => p.shutdown(),
+            Inner::Simple(s) => s.shutdown(),
+        }
+    }
+}
+
+/// Decodes a reply as `R`, or says what came instead.
+fn decode_reply<R: Message>(sender: Address, reply: AnyMessage) -> Result<R> {
+    match reply.try_downcast::<R>()? {
+        Some(r) => Ok(r),
+        None => Err(Error::UnexpectedReply {
+            address: sender,
+            expected: R::type_tag(),
+            got: reply.tag().to_owned(),
+        }),
+    }
+}
+
+/// What a client makes of a message that reached it: a returned message is an error, the
+/// runtime's own notices are not for clients (`None`), anything else is for the caller.
+fn for_client(sender: Address, msg: AnyMessage) -> Result<Option<(Address, AnyMessage)>> {
+    if let Some(poison) = msg.try_downcast::<PoisonMessage>()? {
+        return Err(Error::Poisoned {
+            address: sender,
+            message: poison.message,
+            details: poison.details,
+        });
+    }
+    if is_system_tag(msg.tag()) {
+        return Ok(None);
+    }
+    Ok(Some((sender, msg)))
+}
+
+/// `timeout` from now; a timeout too long for the clock (e.g. `Duration::MAX`) waits as good
+/// as forever instead of overflowing.
+fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + greenroom_protocol::supervision::LONGEST)
+}

@@ -1,0 +1,289 @@
+//! The process base: the client side of a system whose actors each run in their own OS
+//! process.
+//!
+//! Starting it starts an **admin** process (the host executable, re-run with
+//! `GREENROOM_ROLE=admin`), which creates the runtime directory and spawns one host process
+//! per actor. The client is itself an endpoint with an address and a socket, so actors reply
+//! to it directly — the admin is never on the data path.
+//!
+//! Calls take `&self` and may come from several threads, but one at a time: each holds the
+//! client's endpoint until it returns (a `listen(60 s)` delays another thread's `tell`). The
+//! next message to the client goes to the call that is waiting, as with Thespian's
+//! `ActorSystem`.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Child,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Mutex, MutexGuard,
+    },
+    time::{Duration, Instant},
+};
+
+use greenroom_protocol::{Address, ChildSpec, FromAdmin, PeerRole, ToAdmin};
+
+use super::{deadline_after, for_client, ActorInfo, SystemConfig};
+use crate::{
+    admin,
+    error::{Error, Result},
+    message::AnyMessage,
+    net::endpoint::{Endpoint, Inbound},
+    process_role::Role,
+    runtime_dir,
+};
+
+/// How long `create_actor` waits for the new actor to report ready.
+const CREATE_TIMEOUT: Duration = Duration::from_secs(50);
+/// How long `tell` waits for room when an actor is not keeping up.
+const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long `shutdown` waits for every actor to stop.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+struct Client {
+    endpoint: Endpoint,
+    admin: Option<Child>,
+    stopped: bool,
+}
+
+/// The process base: a client endpoint talking to an admin process that runs one host
+/// process per actor.
+pub(crate) struct ProcessSystem {
+    client: Mutex<Client>,
+    address: Address,
+    rundir: PathBuf,
+    admin_pid: u32,
+    send_window: usize,
+}
+
+impl ProcessSystem {
+    /// Starts an admin and registers with it as its owner.
+    pub(crate) fn start(config: &SystemConfig) -> Result<Self> {
+        if Role::current() != Role::Client {
+            return Err(Error::NotStartedByGreenroom(
+                "ActorSystem::start called in an admin or host process: call greenroom_host::init(registry) first thing in main".into(),
+            ));
+        }
+        static SYSTEMS: AtomicU64 = AtomicU64::new(0);
+        // Each actor this client talks to costs it up to two sockets.
+        crate::process_role::raise_open_files_limit();
+        let base = config.runtime_base.clone().unwrap_or_else(runtime_dir::default_base);
+        runtime_dir::reclaim_stale(&base);
+        let rundir = base.join(runtime_dir::system_dir_name(
+            std::process::id(),
+            SYSTEMS.fetch_add(1, Ordering::Relaxed),
+        ));
+        let exe = match &config.host_executable {
+            Some(p) => p.clone(),
+            None => std::env::current_exe().map_err(Error::io("finding the current executable"))?,
+        };
+        let (mut child, control) = admin::start_admin(
+            &exe,
+            &rundir,
+            config.max_frame,
+            config.send_window,
+            &config.root_supervision,
+        )?;
+        let admin_pid = child.id();
+        let registered = register_owner(control, config, &rundir);
+        let (endpoint, address) = match registered {
+            Ok(r) => r,
+            Err(e) => {
+                // The admin logs its own reason on stderr; stop and reap it so that nothing
+                // is left behind.
+                let _ = child.kill();
+                let _ = child.wait();
+                runtime_dir::remove(&rundir);
+                return Err(e);
+            }
+        };
+        Ok(ProcessSystem {
+            client: Mutex::new(Client {
+                endpoint,
+                admin: Some(child),
+                stopped: false,
+            }),
+            address,
+            rundir,
+            admin_pid,
+            send_window: config.send_window,
+        })
+    }
+
+    pub(crate) fn address(&self) -> Address {
+        self.address
+    }
+
+    pub(crate) fn runtime_dir(&self) -> &Path {
+        &self.rundir
+    }
+
+    pub(crate) fn admin_pid(&self) -> u32 {
+        self.admin_pid
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Client>> {
+        let client = self.client.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if client.stopped {
+            return Err(Error::AdminGone);
+        }
+        Ok(client)
+    }
+
+    pub(crate) fn create_actor(&self, type_name: &str, spec: ChildSpec, global_name: Option<&str>) -> Result<Address> {
+        let mut client = self.lock()?;
+        client
+            .endpoint
+            .create_actor(type_name, spec, global_name, CREATE_TIMEOUT)
+    }
+
+    /// Sends `msg`; waits (up to 60 s) while `to` has more than the send window of
+    /// unprocessed messages from this client.
+    pub(crate) fn tell(&self, to: Address, msg: &AnyMessage) -> Result<()> {
+        let mut client = self.lock()?;
+        self.send_locked(&mut client, to, msg)
+    }
+
+    fn send_locked(&self, client: &mut Client, to: Address, msg: &AnyMessage) -> Result<()> {
+        client.endpoint.send(to, msg)?;
+        client.endpoint.flush();
+        let deadline = Instant::now() + SEND_TIMEOUT;
+        loop {
+            let bytes = client.endpoint.unacked_bytes(to);
+            if bytes <= self.send_window {
+                return Ok(());
+            }
+            // Surface a lost peer now rather than waiting out the timeout.
+            if let Some(lost) = client.endpoint.take_peer_lost(to).map(|c| c.into_error(to)) {
+                return Err(lost);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::Backpressure {
+                    address: to,
+                    bytes,
+                    limit: self.send_window,
+                });
+            }
+            client.endpoint.pump(Some(deadline - now))?;
+        }
+    }
+
+    /// Sends `msg` and waits for the next message to this client.
+    pub(crate) fn ask(&self, to: Address, msg: &AnyMessage, timeout: Duration) -> Result<(Address, AnyMessage)> {
+        let mut client = self.lock()?;
+        let deadline = deadline_after(timeout);
+        self.send_locked(&mut client, to, msg)?;
+        match wait_for_message(&mut client.endpoint, Some(to), deadline)? {
+            Some(reply) => Ok(reply),
+            None => Err(Error::Timeout { address: to, timeout }),
+        }
+    }
+
+    pub(crate) fn listen(&self, timeout: Duration) -> Result<Option<(Address, AnyMessage)>> {
+        let mut client = self.lock()?;
+        wait_for_message(&mut client.endpoint, None, deadline_after(timeout))
+    }
+
+    pub(crate) fn actor_info(&self, address: Address) -> Result<ActorInfo> {
+        let mut client = self.lock()?;
+        let (state, pid, incarnation) = client.endpoint.actor_status(address, Duration::from_secs(10))?;
+        Ok(ActorInfo {
+            state,
+            pid,
+            incarnation,
+        })
+    }
+
+    /// Stops every actor and the admin, and removes the runtime directory.
+    pub(crate) fn shutdown(&self) -> Result<()> {
+        let mut client = self.client.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if client.stopped {
+            return Ok(());
+        }
+        client.stopped = true;
+        let request = client.endpoint.next_request();
+        let answer = client
+            .endpoint
+            .control_request(&ToAdmin::Shutdown { request }, SHUTDOWN_TIMEOUT, |f| {
+                matches!(f, FromAdmin::ShutdownComplete { .. })
+            });
+        let _ = std::fs::remove_file(runtime_dir::socket_path(&self.rundir, self.address));
+        if let Some(mut admin) = client.admin.take() {
+            if answer.is_err() {
+                let _ = admin.kill();
+            }
+            let _ = admin.wait();
+        }
+        // The admin removes the directory; make sure of it if the admin died early.
+        runtime_dir::remove(&self.rundir);
+        answer.map(|_| ())
+    }
+}
+
+impl Drop for ProcessSystem {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            tracing::warn!(error = %e, "actor system shutdown on drop did not complete cleanly");
+        }
+    }
+}
+
+/// Handshakes with a new admin over `control`, registers as a client, and binds the
+/// client's own socket: the endpoint and its address.
+fn register_owner(
+    control: std::os::unix::net::UnixStream,
+    config: &SystemConfig,
+    rundir: &Path,
+) -> Result<(Endpoint, Address)> {
+    let mut endpoint = Endpoint::new(control, PeerRole::Client, config.max_frame)?;
+    let welcome = endpoint.control_request(&ToAdmin::RegisterClient, Duration::from_secs(30), |f| {
+        matches!(f, FromAdmin::ClientWelcome { .. })
+    })?;
+    let FromAdmin::ClientWelcome { address, max_frame, .. } = welcome else {
+        return Err(Error::AdminProtocol(format!("expected a welcome, got {welcome:?}")));
+    };
+    let path = runtime_dir::socket_path(rundir, address);
+    let listener = std::os::unix::net::UnixListener::bind(&path)
+        .map_err(Error::io(format!("binding the client socket {}", path.display())))?;
+    endpoint.attach(address, rundir, max_frame, listener, None)?;
+    Ok((endpoint, address))
+}
+
+/// The client's receive loop: the next message for the caller, an error if `target` is lost
+/// or the admin is gone, or `None` at the deadline.
+fn wait_for_message(
+    endpoint: &mut Endpoint,
+    target: Option<Address>,
+    deadline: Instant,
+) -> Result<Option<(Address, AnyMessage)>> {
+    loop {
+        while let Some(inbound) = endpoint.next_inbound() {
+            match inbound {
+                Inbound::Message { sender, msg, receipt } => {
+                    endpoint.processed(receipt);
+                    if let Some(delivered) = for_client(sender, msg)? {
+                        return Ok(Some(delivered));
+                    }
+                }
+                Inbound::PeerLost {
+                    peer,
+                    cause,
+                    undelivered,
+                } => {
+                    if Some(peer) == target {
+                        return Err(cause.into_error(peer));
+                    }
+                    endpoint.dead_letters(peer, undelivered);
+                }
+                Inbound::Control(frame) => tracing::debug!(?frame, "unexpected control frame for a client"),
+                Inbound::AdminLost => return Err(Error::AdminGone),
+            }
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(None);
+        }
+        endpoint.pump(Some(deadline - now))?;
+    }
+}

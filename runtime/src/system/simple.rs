@@ -1,0 +1,624 @@
+//! The simple base: every actor in the calling process, run one `receive` at a time in the
+//! order messages were sent, with a virtual clock. No sockets, no threads, no processes.
+//!
+//! It exists for tests and debugging: the same program produces the same sequence of
+//! `receive` calls every run, and timers fire when the virtual clock says so, not when a
+//! busy CI machine gets round to it.
+//!
+//! ```text
+//! client tell/ask ──▶ queue (FIFO of every message sent, system-wide)
+//!                        │ pop the oldest
+//!                        ▼
+//!            receive(msg) of its target ──▶ what it sends goes to the back of the queue
+//! queue empty ──▶ the client's wait advances the virtual clock to the next timer
+//!                 (or to its deadline) and fires it
+//! ```
+//!
+//! The rules are the process base's, applied in one process:
+//! * a `receive` that panics or returns an error gets the same message once more; a second
+//!   failure returns it to its sender as [`PoisonMessage`] (an actor's own wakeups excepted);
+//! * `ActorExitRequest`: the actor's `receive` sees it, then its children are asked to exit
+//!   (latest first); once their [`ChildActorExited`] notices have reached it, the actor is
+//!   gone, its timers are cancelled, its global name is freed, and its parent is told;
+//! * a message to an actor that is gone (or exiting, unless it is exit traffic) is a dead
+//!   letter: a [`DeadEnvelope`] to the registered handler, or a warning in the log.
+//!
+//! What it cannot do: isolate faults. An abort, a segfault or an infinite loop in one actor
+//! stops the whole program, so supervision restarts, liveness timeouts and resource limits
+//! do not apply (they are accepted and ignored), and a cycle of messages that never ends keeps
+//! `tell` from returning. Backpressure does not apply either: the queue is unbounded.
+
+use std::{
+    cmp::Reverse,
+    collections::{BTreeMap, BinaryHeap, VecDeque},
+    fmt,
+    panic::{catch_unwind, AssertUnwindSafe},
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use greenroom_protocol::{supervision::LONGEST, ActorState, Address, ChildSpec, CreateFailure, ExitCause};
+
+use super::{for_client, ActorInfo, SystemConfig};
+use crate::{
+    actor::{panic_text, program_registry, Backend, Context, Registry},
+    error::{Error, Result},
+    message::{
+        take_undecodable, ActorExitRequest, AnyMessage, ChildActorExited, ChildRestarted, DeadEnvelope, Message,
+        PoisonMessage, WakeupMessage,
+    },
+};
+
+/// One `receive` call, as recorded with [`SystemConfig::record_deliveries`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The virtual time of the call.
+    pub at: Duration,
+    pub sender: Address,
+    pub receiver: Address,
+    /// The message's type tag.
+    pub message_type: String,
+}
+
+impl fmt::Display for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:>10.3?} {} -> {} {}",
+            self.at, self.sender, self.receiver, self.message_type
+        )
+    }
+}
+
+/// A simple-base system: the shared state behind a mutex, and the client's address.
+pub(crate) struct SimpleSystem {
+    core: Arc<Mutex<Core>>,
+    address: Address,
+}
+
+struct Envelope {
+    sender: Address,
+    target: Address,
+    msg: AnyMessage,
+}
+
+struct Slot {
+    /// `None` only while its own `receive` runs.
+    actor: Option<Box<dyn crate::Actor>>,
+    type_name: String,
+    parent: Option<u64>,
+    /// In creation order; a child leaves when its `ChildActorExited` reaches this actor.
+    children: Vec<u64>,
+    exiting: bool,
+    global_name: Option<String>,
+}
+
+/// A pending `wakeup_after`, ordered by due time, then by the order they were asked.
+struct Timer {
+    due: Duration,
+    order: u64,
+    actor: u64,
+    delay: Duration,
+    payload: AnyMessage,
+}
+
+impl PartialEq for Timer {
+    fn eq(&self, other: &Self) -> bool {
+        (self.due, self.order) == (other.due, other.order)
+    }
+}
+impl Eq for Timer {}
+impl PartialOrd for Timer {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Timer {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.due, self.order).cmp(&(other.due, other.order))
+    }
+}
+
+/// Everything the simple base knows. Ordered maps only, so that nothing depends on hashing.
+struct Core {
+    registry: Registry,
+    next_id: u64,
+    actors: BTreeMap<u64, Slot>,
+    gone: BTreeMap<u64, ExitCause>,
+    /// Each client's messages not yet taken by `ask`/`listen`.
+    clients: BTreeMap<u64, VecDeque<(Address, AnyMessage)>>,
+    queue: VecDeque<Envelope>,
+    now: Duration,
+    timers: BinaryHeap<Reverse<Timer>>,
+    timers_set: u64,
+    global_names: BTreeMap<String, u64>,
+    dead_letter_handler: Option<u64>,
+    deliveries: Option<Vec<Delivery>>,
+    stopped: bool,
+}
+
+impl SimpleSystem {
+    pub(crate) fn start(config: &SystemConfig) -> Result<Self> {
+        let registry = config
+            .registry
+            .clone()
+            .or_else(program_registry)
+            .ok_or(Error::NoRegistry)?;
+        let mut core = Core {
+            registry,
+            next_id: 1,
+            actors: BTreeMap::new(),
+            gone: BTreeMap::new(),
+            clients: BTreeMap::new(),
+            queue: VecDeque::new(),
+            now: Duration::ZERO,
+            timers: BinaryHeap::new(),
+            timers_set: 0,
+            global_names: BTreeMap::new(),
+            dead_letter_handler: None,
+            deliveries: config.record_deliveries.then(Vec::new),
+            stopped: false,
+        };
+        let address = core.new_client();
+        Ok(SimpleSystem {
+            core: Arc::new(Mutex::new(core)),
+            address,
+        })
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Core>> {
+        // An actor's panic is caught inside the lock, so poisoning means a bug in this file;
+        // the state is still consistent enough to shut down.
+        let core = self.core.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if core.stopped {
+            return Err(Error::SystemStopped);
+        }
+        Ok(core)
+    }
+
+    pub(crate) fn address(&self) -> Address {
+        self.address
+    }
+
+    pub(crate) fn create_actor(&self, type_name: &str, spec: ChildSpec, global_name: Option<&str>) -> Result<Address> {
+        let _ = spec; // restarts, liveness and limits need processes: see the module docs.
+        self.lock()?.create(type_name, None, global_name)
+    }
+
+    pub(crate) fn tell(&self, to: Address, msg: AnyMessage) -> Result<()> {
+        let mut core = self.lock()?;
+        core.client_send(self.address, to, msg)?;
+        core.run_queue();
+        Ok(())
+    }
+
+    pub(crate) fn ask(&self, to: Address, msg: AnyMessage, timeout: Duration) -> Result<(Address, AnyMessage)> {
+        let mut core = self.lock()?;
+        core.client_send(self.address, to, msg)?;
+        match core.wait_for_message(self.address, Some(to), timeout)? {
+            Some(reply) => Ok(reply),
+            None => Err(Error::Timeout { address: to, timeout }),
+        }
+    }
+
+    pub(crate) fn listen(&self, timeout: Duration) -> Result<Option<(Address, AnyMessage)>> {
+        self.lock()?.wait_for_message(self.address, None, timeout)
+    }
+
+    pub(crate) fn actor_info(&self, address: Address) -> Result<ActorInfo> {
+        let core = self.lock()?;
+        let id = address.id();
+        let (state, incarnation) = if let Some(slot) = core.actors.get(&id) {
+            let state = if slot.exiting {
+                ActorState::Exiting
+            } else {
+                ActorState::Running
+            };
+            (state, 1)
+        } else if let Some(cause) = core.gone.get(&id) {
+            (ActorState::Gone(cause.clone()), 1)
+        } else if core.clients.contains_key(&id) {
+            (ActorState::Running, 0)
+        } else {
+            (ActorState::Unknown, 0)
+        };
+        Ok(ActorInfo {
+            state,
+            pid: None,
+            incarnation,
+        })
+    }
+
+    pub(crate) fn advance_clock(&self, by: Duration) -> Result<()> {
+        let mut core = self.lock()?;
+        core.run_queue();
+        let until = core.deadline_after(by);
+        while core.fire_next_timer(until) {
+            core.run_queue();
+        }
+        core.now = core.now.max(until);
+        Ok(())
+    }
+
+    pub(crate) fn virtual_time(&self) -> Duration {
+        self.core.lock().unwrap_or_else(|p| p.into_inner()).now
+    }
+
+    pub(crate) fn take_deliveries(&self) -> Result<Vec<Delivery>> {
+        let mut core = self.lock()?;
+        match core.deliveries.as_mut() {
+            Some(recorded) => Ok(std::mem::take(recorded)),
+            None => Err(Error::WrongBase(
+                "take_deliveries: start the system with SystemConfig::record_deliveries(true)",
+            )),
+        }
+    }
+
+    /// Asks every top-level actor to exit (each asks its children), runs until the last is
+    /// gone, and refuses every later call. A second call does nothing.
+    pub(crate) fn shutdown(&self) -> Result<()> {
+        let mut core = self.core.lock().unwrap_or_else(|p| p.into_inner());
+        if core.stopped {
+            return Ok(());
+        }
+        let top_level: Vec<u64> = core
+            .actors
+            .iter()
+            .filter(|(_, slot)| slot.parent.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        let exit = AnyMessage::new(&ActorExitRequest)?;
+        for id in top_level.into_iter().rev() {
+            core.enqueue(self.address, Address::local(id), exit.clone());
+        }
+        core.run_queue();
+        core.stopped = true;
+        if !core.actors.is_empty() {
+            tracing::warn!(
+                left = core.actors.len(),
+                "simple base: actors still exiting at shutdown were dropped"
+            );
+        }
+        core.actors.clear();
+        core.timers.clear();
+        Ok(())
+    }
+}
+
+impl Drop for SimpleSystem {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            tracing::warn!(error = %e, "simple-base shutdown on drop did not complete cleanly");
+        }
+    }
+}
+
+impl Core {
+    fn allocate_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    fn new_client(&mut self) -> Address {
+        let id = self.allocate_id();
+        self.clients.insert(id, VecDeque::new());
+        Address::local(id)
+    }
+
+    fn deadline_after(&self, timeout: Duration) -> Duration {
+        self.now.saturating_add(timeout.min(LONGEST))
+    }
+
+    fn enqueue(&mut self, sender: Address, target: Address, msg: AnyMessage) {
+        self.queue.push_back(Envelope { sender, target, msg });
+    }
+
+    fn enqueue_message<M: Message>(&mut self, sender: Address, target: Address, value: &M) {
+        match AnyMessage::new(value) {
+            Ok(msg) => self.enqueue(sender, target, msg),
+            Err(e) => tracing::error!(error = %e, "simple base: could not encode a runtime message"),
+        }
+    }
+
+    /// A client's send: refused at once if the target is not there, as on the process base.
+    fn client_send(&mut self, sender: Address, to: Address, msg: AnyMessage) -> Result<()> {
+        let id = to.id();
+        if !self.actors.contains_key(&id) && !self.clients.contains_key(&id) {
+            return Err(match self.gone.get(&id) {
+                Some(cause) => Error::ActorGone {
+                    address: to,
+                    cause: cause.clone(),
+                },
+                None => Error::UnknownActor(to),
+            });
+        }
+        self.enqueue(sender, to, msg);
+        Ok(())
+    }
+
+    /// Creates an actor, its constructor run now: top-level (`parent` none) or a child.
+    fn create(&mut self, type_name: &str, parent: Option<u64>, global_name: Option<&str>) -> Result<Address> {
+        let refuse = |failure| Error::Create {
+            type_name: type_name.to_owned(),
+            failure,
+        };
+        if let Some(existing) = global_name.and_then(|name| self.global_names.get(name)) {
+            return Ok(Address::local(*existing));
+        }
+        if parent.is_some_and(|p| self.actors.get(&p).is_none_or(|slot| slot.exiting)) {
+            return Err(refuse(CreateFailure::ParentExiting));
+        }
+        if !self.registry.contains(type_name) {
+            return Err(refuse(CreateFailure::UnknownType {
+                type_name: type_name.to_owned(),
+                known: self.registry.type_names(),
+            }));
+        }
+        let actor = match catch_unwind(AssertUnwindSafe(|| self.registry.construct(type_name))) {
+            Ok(Some(actor)) => actor,
+            Ok(None) => unreachable!("the registry was just asked for this type"),
+            Err(panic) => {
+                return Err(refuse(CreateFailure::StartFailed(format!(
+                    "the constructor panicked: {}",
+                    panic_text(&*panic)
+                ))))
+            }
+        };
+        let id = self.allocate_id();
+        // A named actor belongs to the system, not to whoever asked first.
+        let parent = if global_name.is_some() { None } else { parent };
+        if let Some(p) = parent.and_then(|p| self.actors.get_mut(&p)) {
+            p.children.push(id);
+        }
+        if let Some(name) = global_name {
+            self.global_names.insert(name.to_owned(), id);
+        }
+        self.actors.insert(
+            id,
+            Slot {
+                actor: Some(actor),
+                type_name: type_name.to_owned(),
+                parent,
+                children: Vec::new(),
+                exiting: false,
+                global_name: global_name.map(str::to_owned),
+            },
+        );
+        Ok(Address::local(id))
+    }
+
+    /// Delivers queued messages until none is left.
+    fn run_queue(&mut self) {
+        while let Some(envelope) = self.queue.pop_front() {
+            self.deliver(envelope);
+        }
+    }
+
+    /// Fires the earliest timer if it is due by `until`, moving the clock to it.
+    fn fire_next_timer(&mut self, until: Duration) -> bool {
+        if self.timers.peek().is_none_or(|Reverse(t)| t.due > until) {
+            return false;
+        }
+        let Some(Reverse(timer)) = self.timers.pop() else {
+            return false;
+        };
+        self.now = self.now.max(timer.due);
+        let me = Address::local(timer.actor);
+        let wakeup = WakeupMessage {
+            delay: timer.delay,
+            payload: timer.payload,
+        };
+        self.enqueue_message(me, me, &wakeup);
+        true
+    }
+
+    /// The client's wait: run actors until a message for `client` arrives, letting virtual
+    /// time pass (timer by timer) up to `timeout`. `None` at the deadline.
+    fn wait_for_message(
+        &mut self,
+        client: Address,
+        target: Option<Address>,
+        timeout: Duration,
+    ) -> Result<Option<(Address, AnyMessage)>> {
+        let deadline = self.deadline_after(timeout);
+        loop {
+            if let Some((sender, msg)) = self.clients.get_mut(&client.id()).and_then(VecDeque::pop_front) {
+                match for_client(sender, msg)? {
+                    Some(delivered) => return Ok(Some(delivered)),
+                    None => continue,
+                }
+            }
+            if let Some(envelope) = self.queue.pop_front() {
+                self.deliver(envelope);
+                continue;
+            }
+            // Nothing left to run: an asked actor that is gone will never answer.
+            if let Some(to) = target {
+                if let Some(cause) = self.gone.get(&to.id()) {
+                    return Err(Error::ActorGone {
+                        address: to,
+                        cause: cause.clone(),
+                    });
+                }
+            }
+            if !self.fire_next_timer(deadline) {
+                self.now = self.now.max(deadline);
+                return Ok(None);
+            }
+        }
+    }
+
+    fn deliver(&mut self, Envelope { sender, target, msg }: Envelope) {
+        let id = target.id();
+        if let Some(inbox) = self.clients.get_mut(&id) {
+            inbox.push_back((sender, msg));
+            return;
+        }
+        let Some(slot) = self.actors.get_mut(&id) else {
+            self.dead_letter(sender, target, msg);
+            return;
+        };
+        if slot.exiting && !is_exit_traffic(&msg) {
+            self.dead_letter(sender, target, msg);
+            return;
+        }
+        let Some(mut actor) = slot.actor.take() else {
+            // Only its own receive holds it, and nothing is delivered during a receive.
+            tracing::error!(actor = %target, "simple base: re-entrant delivery refused");
+            return;
+        };
+        if let Some(exited) = msg.downcast::<ChildActorExited>() {
+            slot.children.retain(|c| Address::local(*c) != exited.child);
+        }
+        let type_name = slot.type_name.clone();
+        if let Some(recorded) = self.deliveries.as_mut() {
+            recorded.push(Delivery {
+                at: self.now,
+                sender,
+                receiver: target,
+                message_type: msg.tag().to_owned(),
+            });
+        }
+        let is_exit = msg.is::<ActorExitRequest>();
+        let attempts = if is_exit || msg.is::<PoisonMessage>() { 1 } else { 2 };
+        let mut failure = None;
+        take_undecodable();
+        for attempt in 1..=attempts {
+            let mut backend = SimpleBackend { core: self, me: target };
+            let mut ctx = Context::new(target, &mut backend);
+            let outcome = catch_unwind(AssertUnwindSafe(|| actor.receive(&mut ctx, &msg, sender)));
+            failure = match outcome {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(format!("receive returned an error: {e}")),
+                Err(panic) => Some(format!("receive panicked: {}", panic_text(&*panic))),
+            };
+            match &failure {
+                None => break,
+                Some(details) => tracing::warn!(
+                    actor = %target, actor_type = %type_name, %sender, message_type = msg.tag(), attempt, %details,
+                    "receive failed"
+                ),
+            }
+        }
+        if let Some(slot) = self.actors.get_mut(&id) {
+            slot.actor = Some(actor);
+        }
+        if take_undecodable() {
+            // Its tag named a type the actor expects, but the bytes did not decode: as on the
+            // process base, not for silence.
+            tracing::warn!(actor = %target, %sender, message_type = msg.tag(),
+                "message does not decode as the type its tag names; handed to the dead-letter path");
+            self.dead_letter(sender, target, msg.clone());
+        }
+        if let Some(details) = failure {
+            // A message the actor sent itself (a wakeup) has no one else to go back to.
+            if attempts == 2 && sender != target {
+                self.enqueue_message(target, sender, &PoisonMessage { message: msg, details });
+            }
+        }
+        if is_exit {
+            self.begin_exit(id);
+        } else {
+            self.finish_exit_if_done(id);
+        }
+    }
+
+    /// After `receive(ActorExitRequest)`: cancel its timers and ask its children to exit,
+    /// latest first.
+    fn begin_exit(&mut self, id: u64) {
+        let Some(slot) = self.actors.get_mut(&id) else { return };
+        if slot.exiting {
+            return;
+        }
+        slot.exiting = true;
+        let children = slot.children.clone();
+        self.timers.retain(|Reverse(t)| t.actor != id);
+        for child in children.into_iter().rev() {
+            self.enqueue_message(Address::local(id), Address::local(child), &ActorExitRequest);
+        }
+        self.finish_exit_if_done(id);
+    }
+
+    /// An exiting actor whose children are all gone is gone: its parent is told.
+    fn finish_exit_if_done(&mut self, id: u64) {
+        let Some(slot) = self.actors.get(&id) else { return };
+        if !slot.exiting || !slot.children.is_empty() {
+            return;
+        }
+        let Some(slot) = self.actors.remove(&id) else { return };
+        self.gone.insert(id, ExitCause::Normal);
+        if let Some(name) = &slot.global_name {
+            self.global_names.remove(name);
+        }
+        if self.dead_letter_handler == Some(id) {
+            self.dead_letter_handler = None;
+        }
+        if let Some(parent) = slot.parent {
+            let notice = ChildActorExited {
+                child: Address::local(id),
+                cause: ExitCause::Normal,
+            };
+            self.enqueue_message(Address::local(id), Address::local(parent), &notice);
+        }
+    }
+
+    /// A message whose target is gone: to the handler as a [`DeadEnvelope`], or to the log.
+    fn dead_letter(&mut self, sender: Address, target: Address, message: AnyMessage) {
+        let handler = self.dead_letter_handler.filter(|h| self.actors.contains_key(h));
+        match handler {
+            Some(handler) if !message.is::<DeadEnvelope>() => {
+                self.enqueue_message(target, Address::local(handler), &DeadEnvelope { target, message });
+            }
+            _ => tracing::warn!(target_actor = %target, %sender, message_type = message.tag(),
+                "dead letter: no handler registered; message dropped"),
+        }
+    }
+}
+
+/// Messages an exiting actor still receives: further exit requests and news of its
+/// children.
+fn is_exit_traffic(msg: &AnyMessage) -> bool {
+    msg.is::<ActorExitRequest>() || msg.is::<ChildActorExited>() || msg.is::<ChildRestarted>()
+}
+
+/// What `Context` does on the simple base.
+struct SimpleBackend<'a> {
+    core: &'a mut Core,
+    me: Address,
+}
+
+impl Backend for SimpleBackend<'_> {
+    fn send(&mut self, to: Address, msg: AnyMessage) -> Result<()> {
+        // Delivered after this receive returns, behind everything sent before it.
+        self.core.enqueue(self.me, to, msg);
+        Ok(())
+    }
+
+    fn create_actor(&mut self, type_name: &str, spec: ChildSpec, global_name: Option<&str>) -> Result<Address> {
+        let _ = spec; // see the module docs
+        self.core.create(type_name, Some(self.me.id()), global_name)
+    }
+
+    fn wakeup_after(&mut self, delay: Duration, payload: AnyMessage) -> Result<()> {
+        let core = &mut *self.core;
+        core.timers_set += 1;
+        core.timers.push(Reverse(Timer {
+            due: core.deadline_after(delay),
+            order: core.timers_set,
+            actor: self.me.id(),
+            delay,
+            payload,
+        }));
+        Ok(())
+    }
+
+    fn handle_dead_letters(&mut self, start: bool) -> Result<()> {
+        if start {
+            self.core.dead_letter_handler = Some(self.me.id());
+        } else if self.core.dead_letter_handler == Some(self.me.id()) {
+            self.core.dead_letter_handler = None;
+        }
+        Ok(())
+    }
+}
