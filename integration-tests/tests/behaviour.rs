@@ -266,4 +266,47 @@ on_both_bases! {
         let rec: Recorded = sys.ask(recorder, Report, T).unwrap();
         assert_eq!(rec.count, 0);
     }
+
+    fn private_clients_asking_from_two_threads_never_take_each_others_replies(sys) {
+        let echo = sys.create_actor::<Echo>().unwrap();
+        let owner = sys.address();
+        std::thread::scope(|scope| {
+            for thread in 0..2u64 {
+                let client = sys.private().unwrap();
+                assert_ne!(client.address(), owner);
+                scope.spawn(move || {
+                    for n in 0..1000u64 {
+                        let mine = thread * 1_000_000 + n;
+                        let back: u64 = client.ask(echo, mine, T).unwrap();
+                        assert_eq!(back, mine, "thread {thread} got another's reply");
+                    }
+                });
+            }
+        });
+        assert!(sys.listen(Duration::from_millis(100)).unwrap().is_none(), "nothing strayed to the owner");
+        let back: String = sys.ask(echo, "owner".to_string(), T).unwrap();
+        assert_eq!(back, "owner");
+    }
+
+    fn a_closed_private_client_is_gone_and_the_system_runs_on(sys) {
+        let echo = sys.create_actor::<Echo>().unwrap();
+        let client = sys.private().unwrap();
+        let address = client.address();
+        let _: String = client.ask(echo, "hi".to_string(), T).unwrap();
+        drop(client);
+        // The admin hears of the close asynchronously on the process base.
+        let deadline = std::time::Instant::now() + T;
+        while !matches!(sys.actor_info(address).unwrap().state, ActorState::Gone(_)) {
+            assert!(std::time::Instant::now() < deadline, "the private client was never gone");
+            sys.listen(Duration::from_millis(10)).unwrap();
+        }
+        let mortuary = sys.create_actor::<Mortuary>().unwrap();
+        let _: bool = sys.ask(mortuary, TakeDeadLetters, T).unwrap();
+        let forwarder = sys.create_actor::<Forwarder>().unwrap();
+        sys.tell(forwarder, Forward { to: address, text: "after it left".into() }).unwrap();
+        let seen = next_of::<DeadSeen>(&sys);
+        assert_eq!((seen.target, seen.text.as_deref()), (address, Some("after it left")));
+        let back: String = sys.ask(echo, "still here".to_string(), T).unwrap();
+        assert_eq!(back, "still here");
+    }
 }

@@ -113,6 +113,14 @@ fn other_users_are_kept_out_by_the_directory_and_refused_by_the_peer_check() {
         "closed-after: 0",
         "no handshake reply for a stranger"
     );
+    // The same on the admin's own socket.
+    let admin = greenroom::runtime_dir::admin_socket_path(sys.runtime_dir());
+    open(&admin, 0o777);
+    assert_eq!(
+        probe_as_nobody(&admin),
+        "closed-after: 0",
+        "the admin refuses a stranger too"
+    );
     open(sys.runtime_dir(), 0o700);
     open(sys.runtime_base(), 0o700);
 
@@ -160,4 +168,44 @@ fn a_host_writing_garbage_to_the_admin_is_cut_off_and_the_admin_carries_on() {
         }
     };
     assert_ne!(echoed.pong.pid, pid);
+}
+
+#[test]
+fn strangers_on_the_admin_socket_are_refused_and_the_admin_carries_on() {
+    use greenroom::runtime_dir::admin_socket_path;
+    use greenroom_protocol::{Address, Handshake, PeerRole};
+    let sys = TestSystem::start(HOST);
+    let echo = sys.create_actor::<Echo>().unwrap();
+    let path = admin_socket_path(sys.runtime_dir());
+
+    // Not our protocol: closed without a reply.
+    let mut stranger = UnixStream::connect(&path).unwrap();
+    stranger.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    assert!(read_to_close(&mut stranger).is_empty());
+
+    // Our protocol, but a data connection's role: refused with the reason.
+    let mut wrong_role = UnixStream::connect(&path).unwrap();
+    let mut hello = Vec::new();
+    Handshake {
+        role: PeerRole::Data {
+            from: Address::local(77),
+            to: Address::local(0),
+        },
+    }
+    .encode(&mut hello)
+    .unwrap();
+    wrong_role.write_all(&hello).unwrap();
+    let reply = read_to_close(&mut wrong_role);
+    let mut reader = FrameReader::new(1024);
+    reader.push(&reply);
+    let body = reader.next_frame().unwrap().expect("a refusal frame before the close");
+    let refusal = HandshakeReply::decode(body).unwrap().refusal.expect("refused");
+    assert!(refusal.contains("unexpected role"), "{refusal}");
+
+    // The owner and a well-behaved private client are served as before.
+    let back: String = sys.ask(echo, "still here".to_string(), T).unwrap();
+    assert_eq!(back, "still here");
+    let private = sys.private().unwrap();
+    let back: String = private.ask(echo, "me too".to_string(), T).unwrap();
+    assert_eq!(back, "me too");
 }

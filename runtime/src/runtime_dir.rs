@@ -41,6 +41,11 @@ pub fn socket_path(dir: &Path, address: Address) -> PathBuf {
     dir.join(format!("{}.sock", address.id()))
 }
 
+/// Where further clients connect to the admin of the system in `dir`.
+pub fn admin_socket_path(dir: &Path) -> PathBuf {
+    dir.join("admin.sock")
+}
+
 /// Creates `dir` (and its parent) mode 0700, owned by this user, short enough for sockets.
 pub fn create(dir: &Path) -> Result<()> {
     let bad = |why: String| Error::RuntimeDir {

@@ -16,6 +16,9 @@
 //! * **recovery answers** — a sender that lost its connection asks (`ActorStatus` with
 //!   `settle`) and is told, from the dead incarnation's ledger, which of its messages were
 //!   processed and which one was in flight;
+//! * **clients** — the owner's control connection (fd 3), and further clients that connect
+//!   to `admin.sock` in the runtime directory (a private client of the owner's program, for
+//!   one): same user only, handshake first, then `RegisterClient` gives each an address;
 //! * **exit and shutdown** — and removal of the runtime directory.
 //!
 //! The loop is: wait for events (sockets, signals) or the tree's next deadline; turn each
@@ -64,7 +67,8 @@ use crate::{
 
 const SIGNALS: Token = Token(0);
 const OWNER: Token = Token(1);
-const FIRST_PEER: usize = 2;
+const CLIENT_LISTENER: Token = Token(2);
+const FIRST_PEER: usize = 3;
 
 /// How long a shutdown waits for actors to finish before killing whatever is left.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -162,6 +166,8 @@ struct Admin {
     send_window: u64,
     next_id: u64,
     peers: HashMap<Token, ControlPeer>,
+    /// `admin.sock`: where further clients connect.
+    client_listener: mio::net::UnixListener,
     next_token: usize,
     tree: Tree,
     actors: HashMap<ActorId, ActorRecord>,
@@ -211,6 +217,9 @@ impl Admin {
             .clamped();
         runtime_dir::create(&rundir)?;
         let open_files = process_role::raise_open_files_limit();
+        let listener_path = runtime_dir::admin_socket_path(&rundir);
+        let mut client_listener = mio::net::UnixListener::bind(&listener_path)
+            .map_err(Error::io(format!("binding {}", listener_path.display())))?;
 
         let poll = Poll::new().map_err(Error::io("creating an epoll instance"))?;
         let mut signals =
@@ -235,6 +244,9 @@ impl Admin {
         poll.registry()
             .register(&mut owner, OWNER, Interest::READABLE | Interest::WRITABLE)
             .map_err(Error::io("registering the owner socket"))?;
+        poll.registry()
+            .register(&mut client_listener, CLIENT_LISTENER, Interest::READABLE)
+            .map_err(Error::io("registering the client listener"))?;
 
         let mut peers = HashMap::new();
         peers.insert(
@@ -257,6 +269,7 @@ impl Admin {
             send_window,
             next_id: 1,
             peers,
+            client_listener,
             next_token: FIRST_PEER,
             tree: Tree::new(root_spec),
             actors: HashMap::new(),
@@ -305,6 +318,10 @@ impl Admin {
             {
                 if token == SIGNALS {
                     self.on_signals();
+                    continue;
+                }
+                if token == CLIENT_LISTENER {
+                    self.accept_clients();
                     continue;
                 }
                 if writable {
@@ -600,6 +617,48 @@ impl Admin {
         if outcome.more {
             // Its read budget is spent: serve everyone else first, then come back.
             self.rescan.push(token);
+        }
+    }
+
+    /// Accepts clients on `admin.sock` (edge-triggered: until it would block). A peer of
+    /// another user is closed before a byte of it is read.
+    fn accept_clients(&mut self) {
+        loop {
+            let mut stream = match self.client_listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // Out of fds, most likely: the connection waits in the backlog, and the
+                    // next event (or a later one) tries again.
+                    tracing::warn!(reason = %explain(&e), "cannot accept a client connection");
+                    return;
+                }
+            };
+            if let Err(why) = crate::net::peer::check_same_user(&stream) {
+                tracing::warn!(reason = %why, "refused a client connection from another user");
+                continue;
+            }
+            let token = Token(self.next_token);
+            self.next_token += 1;
+            if let Err(e) = self
+                .poll
+                .registry()
+                .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+            {
+                tracing::warn!(error = %e, "cannot watch a client connection; closing it");
+                continue;
+            }
+            self.peers.insert(
+                token,
+                ControlPeer {
+                    framed: Framed::new(stream, DEFAULT_MAX_FRAME),
+                    kind: PeerKind::Client(None),
+                    handshake_done: false,
+                },
+            );
+            // Whatever it sent before the registration took effect.
+            self.read_peer(token);
         }
     }
 

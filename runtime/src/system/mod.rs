@@ -177,9 +177,10 @@ enum Inner {
 
 /// A running actor system, seen from a program outside the actors.
 ///
-/// `tell`, `ask` and `listen` take `&self` and may be called from several threads; the next
-/// message to the client goes to whichever call is waiting, as with Thespian's
-/// `ActorSystem`.
+/// `tell`, `ask` and `listen` take `&self` and may be called from several threads, one at a
+/// time; the next message to the client goes to whichever call is waiting, as with
+/// Thespian's `ActorSystem`. Threads that ask concurrently each take a
+/// [private client](ActorSystem::private), so that none takes another's reply.
 ///
 /// ```no_run
 /// # use greenroom::{ActorSystem, ActorExitRequest};
@@ -210,6 +211,45 @@ impl ActorSystem {
         let inner = match config.base {
             Base::Processes => Inner::Processes(Box::new(process::ProcessSystem::start(&config)?)),
             Base::Simple => Inner::Simple(simple::SimpleSystem::start(&config)?),
+        };
+        Ok(ActorSystem { inner })
+    }
+
+    /// A private client of this system (Thespian's `private()`): the same system, seen
+    /// through a new address of its own, so that replies to it go to it alone. Give one to
+    /// each thread that asks; the owner's calls and theirs never take each other's messages.
+    ///
+    /// Everything works through it as through the owner, except that its `shutdown` — and
+    /// dropping it — only closes the private client (its address is then gone, and messages
+    /// still sent to it are dead letters); the system runs on until its owner shuts it down.
+    ///
+    /// ```
+    /// # use greenroom::{Actor, ActorResult, ActorSystem, Address, AnyMessage, Base, Context, Registry, SystemConfig};
+    /// # #[derive(Default)] struct Echo;
+    /// # impl Actor for Echo {
+    /// #     fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, sender: Address) -> ActorResult {
+    /// #         ctx.send_any(sender, msg.clone())?; Ok(())
+    /// #     }
+    /// # }
+    /// # let config = SystemConfig::default().base(Base::Simple).registry(Registry::new().register::<Echo>());
+    /// let system = ActorSystem::start_with(config)?;
+    /// let echo = system.create_actor::<Echo>()?;
+    /// std::thread::scope(|s| {
+    ///     for n in 0..4u32 {
+    ///         let client = system.private()?;
+    ///         s.spawn(move || {
+    ///             let back: u32 = client.ask(echo, n, std::time::Duration::from_secs(10)).unwrap();
+    ///             assert_eq!(back, n);
+    ///         });
+    ///     }
+    ///     Ok::<(), greenroom::Error>(())
+    /// })?;
+    /// # Ok::<(), greenroom::Error>(())
+    /// ```
+    pub fn private(&self) -> Result<ActorSystem> {
+        let inner = match &self.inner {
+            Inner::Processes(p) => Inner::Processes(Box::new(p.connect_private()?)),
+            Inner::Simple(s) => Inner::Simple(s.connect_private()?),
         };
         Ok(ActorSystem { inner })
     }
@@ -374,7 +414,7 @@ impl ActorSystem {
     /// Stops every actor (each gets `ActorExitRequest`; on the process base stragglers are
     /// killed after their supervisor's stop timeout, and anything left 10 s after shutdown
     /// began), stops the admin, and removes the runtime directory. A second call does
-    /// nothing.
+    /// nothing. On a [private client](ActorSystem::private) it closes only that client.
     pub fn shutdown(&self) -> Result<()> {
         match &self.inner {
             Inner::Processes(p) => p.shutdown(),

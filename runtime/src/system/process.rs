@@ -42,17 +42,20 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 struct Client {
     endpoint: Endpoint,
+    /// The admin process, for the client that started it (the owner).
     admin: Option<Child>,
     stopped: bool,
 }
 
-/// The process base: a client endpoint talking to an admin process that runs one host
-/// process per actor.
+/// A client of the process base: an endpoint with its own address, talking to the admin
+/// over a control connection. The owner started the admin and shuts it down; a private
+/// client connected later through `admin.sock` and only goes away itself.
 pub(crate) struct ProcessSystem {
     client: Mutex<Client>,
     address: Address,
     rundir: PathBuf,
     admin_pid: u32,
+    max_frame: u32,
     send_window: usize,
 }
 
@@ -85,7 +88,7 @@ impl ProcessSystem {
             &config.root_supervision,
         )?;
         let admin_pid = child.id();
-        let registered = register_owner(control, config, &rundir);
+        let registered = register_client(control, config.max_frame, &rundir);
         let (endpoint, address) = match registered {
             Ok(r) => r,
             Err(e) => {
@@ -106,7 +109,28 @@ impl ProcessSystem {
             address,
             rundir,
             admin_pid,
+            max_frame: config.max_frame,
             send_window: config.send_window,
+        })
+    }
+
+    /// A new client of the same admin with its own address (a private client).
+    pub(crate) fn connect_private(&self) -> Result<Self> {
+        let path = runtime_dir::admin_socket_path(&self.rundir);
+        let control = std::os::unix::net::UnixStream::connect(&path)
+            .map_err(Error::io(format!("connecting to the admin at {}", path.display())))?;
+        let (endpoint, address) = register_client(control, self.max_frame, &self.rundir)?;
+        Ok(ProcessSystem {
+            client: Mutex::new(Client {
+                endpoint,
+                admin: None,
+                stopped: false,
+            }),
+            address,
+            rundir: self.rundir.clone(),
+            admin_pid: self.admin_pid,
+            max_frame: self.max_frame,
+            send_window: self.send_window,
         })
     }
 
@@ -195,13 +219,19 @@ impl ProcessSystem {
         })
     }
 
-    /// Stops every actor and the admin, and removes the runtime directory.
+    /// The owner: stops every actor and the admin, and removes the runtime directory. A
+    /// private client: goes away (its address is then gone), the system runs on.
     pub(crate) fn shutdown(&self) -> Result<()> {
         let mut client = self.client.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if client.stopped {
             return Ok(());
         }
         client.stopped = true;
+        if client.admin.is_none() {
+            // Closing the control connection (when the endpoint drops) unregisters it.
+            let _ = std::fs::remove_file(runtime_dir::socket_path(&self.rundir, self.address));
+            return Ok(());
+        }
         let request = client.endpoint.next_request();
         let answer = client
             .endpoint
@@ -229,14 +259,14 @@ impl Drop for ProcessSystem {
     }
 }
 
-/// Handshakes with a new admin over `control`, registers as a client, and binds the
-/// client's own socket: the endpoint and its address.
-fn register_owner(
+/// Handshakes with the admin over `control`, registers as a client, and binds the client's
+/// own socket: the endpoint and its address.
+fn register_client(
     control: std::os::unix::net::UnixStream,
-    config: &SystemConfig,
+    max_frame: u32,
     rundir: &Path,
 ) -> Result<(Endpoint, Address)> {
-    let mut endpoint = Endpoint::new(control, PeerRole::Client, config.max_frame)?;
+    let mut endpoint = Endpoint::new(control, PeerRole::Client, max_frame)?;
     let welcome = endpoint.control_request(&ToAdmin::RegisterClient, Duration::from_secs(30), |f| {
         matches!(f, FromAdmin::ClientWelcome { .. })
     })?;

@@ -70,10 +70,13 @@ impl fmt::Display for Delivery {
     }
 }
 
-/// A simple-base system: the shared state behind a mutex, and the client's address.
+/// A client of a simple-base system: the shared state behind a mutex, and the client's
+/// address. The owner started the system and shuts it down; a private client only goes
+/// away itself.
 pub(crate) struct SimpleSystem {
     core: Arc<Mutex<Core>>,
     address: Address,
+    owner: bool,
 }
 
 struct Envelope {
@@ -163,6 +166,17 @@ impl SimpleSystem {
         Ok(SimpleSystem {
             core: Arc::new(Mutex::new(core)),
             address,
+            owner: true,
+        })
+    }
+
+    /// A new client of the same system with its own address (a private client).
+    pub(crate) fn connect_private(&self) -> Result<Self> {
+        let address = self.lock()?.new_client();
+        Ok(SimpleSystem {
+            core: Arc::clone(&self.core),
+            address,
+            owner: false,
         })
     }
 
@@ -258,6 +272,14 @@ impl SimpleSystem {
     /// gone, and refuses every later call. A second call does nothing.
     pub(crate) fn shutdown(&self) -> Result<()> {
         let mut core = self.core.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.owner {
+            // A private client leaves: its address is gone, later messages to it are dead
+            // letters.
+            if core.clients.remove(&self.address.id()).is_some() {
+                core.gone.insert(self.address.id(), ExitCause::Normal);
+            }
+            return Ok(());
+        }
         if core.stopped {
             return Ok(());
         }
