@@ -34,7 +34,7 @@ use greenroom::{
     ActorExitRequest, Address, AnyMessage, Backend, ChildActorExited, ChildRestarted, Context, CreateFailure, Error,
     PoisonMessage, Registry, WakeupMessage,
 };
-use greenroom_protocol::{ChildSpec, FromAdmin, PeerRole, ToAdmin, DEFAULT_MAX_FRAME};
+use greenroom_protocol::{Capabilities, ChildSpec, FromAdmin, Payload, PeerRole, ToAdmin, DEFAULT_MAX_FRAME};
 
 const EXIT_OK: i32 = 0;
 const EXIT_START_FAILED: i32 = 2;
@@ -134,11 +134,13 @@ impl Host {
             runtime_dir,
             max_frame,
             send_window,
+            capabilities,
             ..
         } = start
         else {
             unreachable!("wait_control returned the frame it was asked for");
         };
+        endpoint.set_capabilities(capabilities);
         let constructed = catch_unwind(AssertUnwindSafe(|| registry.construct(&type_name)));
         let failure = match constructed {
             Ok(Some(actor)) => {
@@ -400,6 +402,14 @@ impl Backend for HostBackend<'_> {
 
     fn handle_dead_letters(&mut self, start: bool) -> greenroom::Result<()> {
         self.endpoint.send_control(&ToAdmin::HandleDeadLetters { start })
+    }
+
+    fn capabilities(&self) -> &Capabilities {
+        self.endpoint.capabilities()
+    }
+
+    fn update_capability(&mut self, key: &str, value: Option<Payload>) -> greenroom::Result<()> {
+        self.endpoint.update_capability(key, value)
     }
 
     fn wakeup_after(&mut self, delay: Duration, payload: AnyMessage) -> greenroom::Result<()> {

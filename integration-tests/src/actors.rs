@@ -548,3 +548,52 @@ impl TypedGreeter {
 }
 
 greenroom::dispatch!(TypedGreeter { Greet, HowManyOthers } else other);
+
+/// An actor that needs GPUs: its capability check wants the system's `gpus` (a `u32`) to be
+/// at least the requirement's `gpus` (1 if not given). Replies to anything with `"gpu ok"`.
+#[derive(Default)]
+pub struct GpuWorker;
+
+impl Actor for GpuWorker {
+    fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, sender: Address) -> ActorResult {
+        if !msg.is::<greenroom::ActorExitRequest>() {
+            ctx.send(sender, "gpu ok".to_string())?;
+        }
+        Ok(())
+    }
+
+    fn accepts(capabilities: &greenroom::Capabilities, requirements: &greenroom::Capabilities) -> bool {
+        capabilities.get::<u32>("gpus").unwrap_or(0) >= requirements.get::<u32>("gpus").unwrap_or(1)
+    }
+}
+
+/// Asks a [`Broker`] to create a [`GpuWorker`] requiring `gpus`; answered with
+/// `Result<Address, String>` (the error's text).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HireGpu {
+    pub gpus: u32,
+}
+
+/// Asks a [`Broker`] to set the system's `gpus` capability; answered `true`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OfferGpus(pub u32);
+
+/// Creates capability-checked actors and changes capabilities from inside an actor.
+#[derive(Default)]
+pub struct Broker;
+
+impl Actor for Broker {
+    fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, sender: Address) -> ActorResult {
+        if let Some(hire) = msg.downcast::<HireGpu>() {
+            let requirements = greenroom::Capabilities::new().with("gpus", &hire.gpus)?;
+            let hired = ctx
+                .create_actor_requiring::<GpuWorker>(&requirements)
+                .map_err(|e| e.to_string());
+            ctx.send(sender, hired)?;
+        } else if let Some(OfferGpus(n)) = msg.downcast::<OfferGpus>() {
+            ctx.update_capability("gpus", &n)?;
+            ctx.send(sender, true)?;
+        }
+        Ok(())
+    }
+}

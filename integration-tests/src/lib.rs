@@ -26,4 +26,6 @@ pub fn registry() -> greenroom::Registry {
         .register::<Timer>()
         .register::<Mortuary>()
         .register::<TypedGreeter>()
+        .register::<GpuWorker>()
+        .register::<Broker>()
 }

@@ -309,4 +309,54 @@ on_both_bases! {
         let back: String = sys.ask(echo, "still here".to_string(), T).unwrap();
         assert_eq!(back, "still here");
     }
+
+    fn a_capability_check_refuses_a_system_that_does_not_qualify_with_a_clear_error(sys) {
+        let err = sys.create_actor::<GpuWorker>().unwrap_err();
+        assert!(matches!(&err, Error::NoCompatibleSystem { type_name, .. } if type_name.ends_with("GpuWorker")), "{err}");
+        assert!(err.to_string().contains("no compatible actor system"), "{err}");
+        sys.update_capability("gpus", &2u32).unwrap();
+        assert_eq!(sys.capabilities().unwrap().get::<u32>("gpus"), Some(2));
+        let worker = sys.create_actor::<GpuWorker>().unwrap();
+        assert_eq!(sys.ask::<_, String>(worker, (), T).unwrap(), "gpu ok");
+        let four = greenroom::Capabilities::new().with("gpus", &4u32).unwrap();
+        let err = sys.create_actor_requiring::<GpuWorker>(&four).unwrap_err();
+        assert!(matches!(&err, Error::NoCompatibleSystem { requirements, .. } if requirements == &["gpus"]), "{err}");
+        // Inside an actor: the same check, against what its process has heard.
+        let broker = sys.create_actor::<Broker>().unwrap();
+        let hired: Result<Address, String> = sys.ask(broker, HireGpu { gpus: 2 }, T).unwrap();
+        let hired = hired.expect("two GPUs are enough");
+        assert_eq!(sys.ask::<_, String>(hired, (), T).unwrap(), "gpu ok");
+        let refused: Result<Address, String> = sys.ask(broker, HireGpu { gpus: 3 }, T).unwrap();
+        assert!(refused.unwrap_err().contains("no compatible actor system"));
+        // An actor's update reaches the client (and every other process).
+        let _: bool = sys.ask(broker, OfferGpus(8), T).unwrap();
+        let deadline = std::time::Instant::now() + T;
+        while sys.capabilities().unwrap().get::<u32>("gpus") != Some(8) {
+            assert!(std::time::Instant::now() < deadline, "the update never reached the client");
+            sys.listen(Duration::from_millis(10)).unwrap();
+        }
+        sys.create_actor_requiring::<GpuWorker>(&four).unwrap();
+        sys.remove_capability("gpus").unwrap();
+        assert!(matches!(sys.create_actor::<GpuWorker>(), Err(Error::NoCompatibleSystem { .. })));
+    }
+}
+
+#[test]
+fn capabilities_given_at_start_are_seen_on_both_bases() {
+    for base in [Base::Processes, Base::Simple] {
+        let caps = greenroom::Capabilities::new()
+            .with("gpus", &1u32)
+            .unwrap()
+            .with("site", &"lab".to_string())
+            .unwrap();
+        let config = greenroom::SystemConfig::default().base(base).capabilities(caps);
+        let sys = TestSystem::start_with(env!("CARGO_BIN_EXE_greenroom-test-host"), config);
+        assert_eq!(
+            sys.capabilities().unwrap().get::<String>("site").as_deref(),
+            Some("lab")
+        );
+        let broker = sys.create_actor::<Broker>().unwrap();
+        let hired: Result<Address, String> = sys.ask(broker, HireGpu { gpus: 1 }, T).unwrap();
+        assert!(hired.is_ok(), "{base:?}: {hired:?}");
+    }
 }

@@ -19,12 +19,14 @@
 //! This crate does no I/O policy: it encodes into and decodes from buffers. Who reads when,
 //! and what to do about an error, belongs to the runtime.
 
+pub mod capabilities;
 pub mod error;
 pub mod frame;
 pub mod handshake;
 pub mod supervision;
 pub mod wire;
 
+pub use capabilities::Capabilities;
 pub use error::ProtocolError;
 pub use frame::{encode_frame, FrameReader};
 pub use handshake::{Handshake, HandshakeReply, PeerRole};
@@ -40,7 +42,7 @@ pub const MAGIC: [u8; 4] = *b"GRNR";
 /// The protocol version this build speaks. Peers must speak exactly this version.
 ///
 /// Bump it whenever the layout of any type in [`wire`] or [`handshake`] changes.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Default largest frame body accepted, in bytes (16 MiB). Configurable per system.
 pub const DEFAULT_MAX_FRAME: u32 = 16 * 1024 * 1024;

@@ -289,6 +289,9 @@ pub enum ToAdmin {
     /// Messages that can never be delivered to `target` (it is gone for good). The admin
     /// hands each to the dead-letter handler as a `DeadEnvelope`, or logs it.
     DeadLetters { target: Address, messages: Vec<Payload> },
+    /// Set (`Some`) or remove (`None`) one of the system's capabilities. The admin tells every
+    /// host and client the new set ([`FromAdmin::CapabilitiesChanged`]).
+    UpdateCapability { key: String, value: Option<Payload> },
 }
 
 /// Admin → host or client, on a control connection.
@@ -299,6 +302,8 @@ pub enum FromAdmin {
         address: Address,
         runtime_dir: String,
         max_frame: u32,
+        /// The system's capabilities now.
+        capabilities: crate::Capabilities,
     },
     /// To a new host: the actor you host.
     Start {
@@ -310,6 +315,8 @@ pub enum FromAdmin {
         max_frame: u32,
         /// Bytes of unprocessed messages the actor may have outstanding to one receiver.
         send_window: u64,
+        /// The system's capabilities now.
+        capabilities: crate::Capabilities,
     },
     /// The answer to [`ToAdmin::CreateActor`].
     Created {
@@ -334,6 +341,8 @@ pub enum FromAdmin {
     ExitNow,
     /// The answer to [`ToAdmin::Shutdown`]: every actor is stopped.
     ShutdownComplete { request: u64 },
+    /// To every host and client: the system's capabilities changed; this is the new set.
+    CapabilitiesChanged { capabilities: crate::Capabilities },
 }
 
 #[cfg(test)]
@@ -376,7 +385,7 @@ mod tests {
                 FromAdmin::Created { request, result: Err(CreateFailure::UnknownType { type_name: name.clone(), known: vec![name.clone()] }) },
                 FromAdmin::Status { request, actor, state: ActorState::Gone(ExitCause::Signal { signal: 9, core_dumped: false }), pid: Some(7), incarnation: 2, recovery: Some(Recovery { processed_upto: Some(3), in_flight: None, cause: ExitCause::Normal }) },
                 FromAdmin::Deliver { sender: actor, payload },
-                FromAdmin::Start { actor, incarnation: 1, type_name: name.clone(), parent: Some(actor), runtime_dir: name, max_frame: 7, send_window: 9 },
+                FromAdmin::Start { actor, incarnation: 1, type_name: name.clone(), parent: Some(actor), runtime_dir: name, max_frame: 7, send_window: 9, capabilities: crate::Capabilities::new().with("k", &1u8).unwrap() },
             ];
             for f in frames {
                 prop_assert_eq!(round_trip(&f), f);

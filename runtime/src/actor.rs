@@ -20,10 +20,10 @@
 //! }
 //! ```
 
-use greenroom_protocol::{Address, ChildSpec};
+use greenroom_protocol::{Address, Capabilities, ChildSpec, Payload};
 
 use crate::{
-    error::Result,
+    error::{Error, Result},
     message::{AnyMessage, Message},
 };
 
@@ -40,6 +40,48 @@ pub trait Actor: Send + 'static {
     /// `msg` is borrowed because a failed message is offered once more before it is returned
     /// to its sender; use [`AnyMessage::downcast`] to decode it.
     fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, sender: Address) -> ActorResult;
+
+    /// Whether this actor type may run on a system with `capabilities`, given the
+    /// `requirements` its creator passed (empty for a plain create) — Thespian's
+    /// `actorSystemCapabilityCheck`. Checked in the creating process before every typed
+    /// create; a refusal is [`Error::NoCompatibleSystem`]. The default accepts any system.
+    ///
+    /// ```
+    /// use greenroom::{Actor, ActorResult, Address, AnyMessage, Capabilities, Context};
+    /// #[derive(Default)]
+    /// struct Trainer;
+    /// impl Actor for Trainer {
+    ///     fn receive(&mut self, _: &mut Context<'_>, _: &AnyMessage, _: Address) -> ActorResult { Ok(()) }
+    ///
+    ///     fn accepts(capabilities: &Capabilities, requirements: &Capabilities) -> bool {
+    ///         let gpus = capabilities.get::<u32>("gpus").unwrap_or(0);
+    ///         gpus >= requirements.get::<u32>("gpus").unwrap_or(1)
+    ///     }
+    /// }
+    /// let lab = Capabilities::new().with("gpus", &2u32)?;
+    /// assert!(Trainer::accepts(&lab, &Capabilities::new()));
+    /// assert!(!Trainer::accepts(&lab, &Capabilities::new().with("gpus", &4u32)?));
+    /// # Ok::<(), greenroom::ProtocolError>(())
+    /// ```
+    fn accepts(capabilities: &Capabilities, requirements: &Capabilities) -> bool
+    where
+        Self: Sized,
+    {
+        let _ = (capabilities, requirements);
+        true
+    }
+}
+
+/// Runs `A`'s capability check against a system's capabilities.
+pub(crate) fn check_capabilities<A: Actor>(capabilities: &Capabilities, requirements: &Capabilities) -> Result<()> {
+    if A::accepts(capabilities, requirements) {
+        return Ok(());
+    }
+    Err(Error::NoCompatibleSystem {
+        type_name: actor_type_name::<A>().to_owned(),
+        capabilities: capabilities.keys().map(str::to_owned).collect(),
+        requirements: requirements.keys().map(str::to_owned).collect(),
+    })
 }
 
 /// The name an actor type is registered and created under: its Rust type name.
@@ -62,6 +104,10 @@ pub trait Backend {
     fn wakeup_after(&mut self, delay: std::time::Duration, payload: AnyMessage) -> Result<()>;
     /// Makes this actor the system's dead-letter handler (`start`), or stops it being one.
     fn handle_dead_letters(&mut self, start: bool) -> Result<()>;
+    /// The system's capabilities as this base last heard them.
+    fn capabilities(&self) -> &Capabilities;
+    /// Sets (`Some`) or removes one of the system's capabilities.
+    fn update_capability(&mut self, key: &str, value: Option<Payload>) -> Result<()>;
 }
 
 /// The actor's handle on the system during one `receive` call.
@@ -96,9 +142,28 @@ impl<'a> Context<'a> {
     /// on failure). This actor becomes its supervisor: it receives
     /// [`crate::ChildRestarted`] when the child is restarted and
     /// [`crate::ChildActorExited`] when it is gone for good.
+    ///
+    /// Fails with [`Error::NoCompatibleSystem`] if `A`'s [`Actor::accepts`] refuses the
+    /// system's capabilities.
     pub fn create_actor<A: Actor>(&mut self) -> Result<Address> {
-        self.backend
-            .create_actor(actor_type_name::<A>(), ChildSpec::default(), None)
+        self.create_checked::<A>(ChildSpec::default(), None, &Capabilities::new())
+    }
+
+    /// Creates a child actor of type `A` if `A`'s [`Actor::accepts`] takes this system for
+    /// `requirements` (Thespian's `targetActorRequirements`); else
+    /// [`Error::NoCompatibleSystem`]. Placement on other systems comes with conventions.
+    pub fn create_actor_requiring<A: Actor>(&mut self, requirements: &Capabilities) -> Result<Address> {
+        self.create_checked::<A>(ChildSpec::default(), None, requirements)
+    }
+
+    fn create_checked<A: Actor>(
+        &mut self,
+        spec: ChildSpec,
+        global_name: Option<&str>,
+        requirements: &Capabilities,
+    ) -> Result<Address> {
+        check_capabilities::<A>(self.backend.capabilities(), requirements)?;
+        self.backend.create_actor(actor_type_name::<A>(), spec, global_name)
     }
 
     /// The actor of type `A` known system-wide as `name`: if a live actor holds the name
@@ -106,8 +171,7 @@ impl<'a> Context<'a> {
     /// A named actor belongs to the system, not to its creator (no notices reach the
     /// creator); the name survives restarts and is freed when the actor is gone for good.
     pub fn create_actor_global<A: Actor>(&mut self, name: &str) -> Result<Address> {
-        self.backend
-            .create_actor(actor_type_name::<A>(), ChildSpec::default(), Some(name))
+        self.create_checked::<A>(ChildSpec::default(), Some(name), &Capabilities::new())
     }
 
     /// Creates a child actor of type `A`, supervised as `spec` says.
@@ -124,7 +188,7 @@ impl<'a> Context<'a> {
     /// # let _ = worker; Ok(()) }
     /// ```
     pub fn create_actor_with<A: Actor>(&mut self, spec: ChildSpec) -> Result<Address> {
-        self.backend.create_actor(actor_type_name::<A>(), spec, None)
+        self.create_checked::<A>(spec, None, &Capabilities::new())
     }
 
     /// Asks for a [`crate::WakeupMessage`] carrying `payload` to be delivered to this actor
@@ -163,9 +227,28 @@ impl<'a> Context<'a> {
         self.backend.handle_dead_letters(start)
     }
 
-    /// Creates a child actor by registered type name.
+    /// Creates a child actor by registered type name. (Without the type, no capability
+    /// check runs.)
     pub fn create_actor_named(&mut self, type_name: &str, spec: ChildSpec) -> Result<Address> {
         self.backend.create_actor(type_name, spec, None)
+    }
+
+    /// The system's capabilities, as this actor's process last heard them (changes reach
+    /// every process shortly after they are made).
+    pub fn capabilities(&self) -> &Capabilities {
+        self.backend.capabilities()
+    }
+
+    /// Sets one of the system's capabilities (Thespian's `updateCapability`); every process
+    /// of the system hears of it.
+    pub fn update_capability<T: serde::Serialize>(&mut self, key: &str, value: &T) -> Result<()> {
+        let value = greenroom_protocol::capabilities::encode_value(value).map_err(Error::Capability)?;
+        self.backend.update_capability(key, Some(value))
+    }
+
+    /// Removes one of the system's capabilities.
+    pub fn remove_capability(&mut self, key: &str) -> Result<()> {
+        self.backend.update_capability(key, None)
     }
 }
 

@@ -107,7 +107,11 @@ pub fn unhandled(msg: &crate::message::AnyMessage, sender: Address) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{actor::Backend, Actor, AnyMessage};
+    use crate::{ActorSystem, Base, Registry, SystemConfig};
+
+    /// Asks a [`Counter`] what it has seen.
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Query;
 
     #[derive(Default)]
     struct Counter {
@@ -127,52 +131,33 @@ mod tests {
             Ok(())
         }
     }
+    impl Handle<Query> for Counter {
+        fn handle(&mut self, ctx: &mut Context<'_>, _: Query, sender: Address) -> ActorResult {
+            ctx.send(sender, (self.words.clone(), self.numbers, self.others.clone()))?;
+            Ok(())
+        }
+    }
     impl Counter {
-        fn rest(&mut self, _: &mut Context<'_>, msg: &AnyMessage, _: Address) -> ActorResult {
+        fn rest(&mut self, _: &mut Context<'_>, msg: &crate::AnyMessage, _: Address) -> ActorResult {
             self.others.push(msg.tag().to_owned());
             Ok(())
         }
     }
-    crate::dispatch!(Counter { String, u64 } else rest);
-
-    /// A backend that does nothing: dispatch never reaches it here.
-    struct Inert;
-    impl Backend for Inert {
-        fn send(&mut self, _: Address, _: AnyMessage) -> crate::Result<()> {
-            Ok(())
-        }
-        fn create_actor(
-            &mut self,
-            _: &str,
-            _: greenroom_protocol::ChildSpec,
-            _: Option<&str>,
-        ) -> crate::Result<Address> {
-            Ok(Address::local(0))
-        }
-        fn wakeup_after(&mut self, _: std::time::Duration, _: AnyMessage) -> crate::Result<()> {
-            Ok(())
-        }
-        fn handle_dead_letters(&mut self, _: bool) -> crate::Result<()> {
-            Ok(())
-        }
-    }
+    crate::dispatch!(Counter { String, u64, Query } else rest);
 
     #[test]
     fn each_type_reaches_its_handler_and_the_rest_the_fallback() {
-        let mut actor = Counter::default();
-        let mut backend = Inert;
-        let me = Address::local(1);
-        for msg in [
-            AnyMessage::new(&"hello".to_string()).unwrap(),
-            AnyMessage::new(&5u64).unwrap(),
-            AnyMessage::new(&7u64).unwrap(),
-            AnyMessage::new(&true).unwrap(),
-        ] {
-            let mut ctx = Context::new(me, &mut backend);
-            actor.receive(&mut ctx, &msg, me).unwrap();
-        }
-        assert_eq!(actor.words, vec!["hello".to_string()]);
-        assert_eq!(actor.numbers, 12);
-        assert_eq!(actor.others, vec!["bool".to_string()]);
+        let config = SystemConfig::default()
+            .base(Base::Simple)
+            .registry(Registry::new().register::<Counter>());
+        let system = ActorSystem::start_with(config).unwrap();
+        let counter = system.create_actor::<Counter>().unwrap();
+        system.tell(counter, "hello".to_string()).unwrap();
+        system.tell(counter, 5u64).unwrap();
+        system.tell(counter, 7u64).unwrap();
+        system.tell(counter, true).unwrap();
+        let seen: (Vec<String>, u64, Vec<String>) =
+            system.ask(counter, Query, std::time::Duration::from_secs(1)).unwrap();
+        assert_eq!(seen, (vec!["hello".to_string()], 12, vec!["bool".to_string()]));
     }
 }

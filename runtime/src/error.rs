@@ -106,6 +106,22 @@ pub enum Error {
         limit: usize,
     },
 
+    /// The actor type's capability check refused this system.
+    #[error(
+        "no compatible actor system for `{type_name}`: its capability check (Actor::accepts) refused this system's capabilities {capabilities:?} for requirements {requirements:?}; give the system what it needs (SystemConfig::capabilities, update_capability) or ask for less"
+    )]
+    NoCompatibleSystem {
+        type_name: String,
+        /// The keys the system offers.
+        capabilities: Vec<String>,
+        /// The keys the create required.
+        requirements: Vec<String>,
+    },
+
+    /// A capability value could not be encoded.
+    #[error("capability value: {0}")]
+    Capability(#[source] ProtocolError),
+
     /// A simple-base system has no registry to construct actors from.
     #[error(
         "the simple base constructs actors in this process but has no registry: pass SystemConfig::registry, or call greenroom_host::init(registry) first in main"

@@ -54,8 +54,8 @@ pub use actor::{actor_type_name, Actor, ActorResult, Backend, Context, Registry}
 pub use dispatch::Handle;
 pub use error::{Error, Result};
 pub use greenroom_protocol::{
-    ActorState, Address, Backoff, ChildSpec, CreateFailure, ExitCause, Resource, ResourceLimits, RestartType, Strategy,
-    SupervisorSpec,
+    ActorState, Address, Backoff, Capabilities, ChildSpec, CreateFailure, ExitCause, ProtocolError, Resource,
+    ResourceLimits, RestartType, Strategy, SupervisorSpec,
 };
 pub use message::{
     ActorExitRequest, AnyMessage, ChildActorExited, ChildRestarted, DeadEnvelope, Message, PoisonMessage, WakeupMessage,

@@ -40,8 +40,8 @@ use std::{
 };
 
 use greenroom_protocol::{
-    frame::decode, ActorState, Address, ChildSpec, CreateFailure, ExitCause, FromAdmin, Handshake, HandshakeReply,
-    PeerRole, SupervisorSpec, ToAdmin, DEFAULT_MAX_FRAME,
+    frame::decode, ActorState, Address, Capabilities, ChildSpec, CreateFailure, ExitCause, FromAdmin, Handshake,
+    HandshakeReply, PeerRole, SupervisorSpec, ToAdmin, DEFAULT_MAX_FRAME,
 };
 use mio::{net::UnixStream, Events, Interest, Poll, Token};
 use nix::{
@@ -79,6 +79,8 @@ const REPORTS_KEPT: usize = 4;
 
 /// Environment variable carrying the root supervisor's spec (postcard, hex) to the admin.
 pub(crate) const ROOT_SPEC_ENV: &str = "GREENROOM_ROOT_SUPERVISION";
+/// Environment variable carrying the system's initial capabilities (postcard, hex).
+pub(crate) const CAPABILITIES_ENV: &str = "GREENROOM_CAPABILITIES";
 
 /// Entry point of an admin process: reads its settings from the environment, serves until
 /// shutdown, and exits. Called by `greenroom_host::init` when `GREENROOM_ROLE=admin`.
@@ -182,6 +184,8 @@ struct Admin {
     global_names: HashMap<String, ActorId>,
     /// The actor receiving `DeadEnvelope`s, if one registered.
     dead_letter_handler: Option<ActorId>,
+    /// The system's capabilities: kept here, copied to every host and client.
+    capabilities: Capabilities,
     /// Actors with timed checks of their own (a liveness timeout, or a host that closed its
     /// control connection): kept apart so that the loop's timing work does not grow with the
     /// number of actors.
@@ -212,9 +216,13 @@ impl Admin {
             .unwrap_or(process_role::DEFAULT_SEND_WINDOW as u64);
         let root_spec = std::env::var(ROOT_SPEC_ENV)
             .ok()
-            .and_then(|hex| decode_spec(&hex))
+            .and_then(|hex| decode_hex::<SupervisorSpec>(&hex))
             .unwrap_or_default()
             .clamped();
+        let capabilities = std::env::var(CAPABILITIES_ENV)
+            .ok()
+            .and_then(|hex| decode_hex::<Capabilities>(&hex))
+            .unwrap_or_default();
         runtime_dir::create(&rundir)?;
         let open_files = process_role::raise_open_files_limit();
         let listener_path = runtime_dir::admin_socket_path(&rundir);
@@ -282,6 +290,7 @@ impl Admin {
             rescan: Vec::new(),
             global_names: HashMap::new(),
             dead_letter_handler: None,
+            capabilities,
         })
     }
 
@@ -747,6 +756,7 @@ impl Admin {
                         address: Address::local(id),
                         runtime_dir: self.rundir.to_string_lossy().into_owned(),
                         max_frame: self.max_frame,
+                        capabilities: self.capabilities.clone(),
                     },
                 );
             }
@@ -824,6 +834,9 @@ impl Admin {
             (ToAdmin::DeadLetters { target, messages }, kind @ (PeerKind::Host(_) | PeerKind::Client(Some(_)))) => {
                 self.dead_letters(kind, target, messages);
             }
+            (ToAdmin::UpdateCapability { key, value }, PeerKind::Host(_) | PeerKind::Client(Some(_))) => {
+                self.update_capability(key, value);
+            }
             (frame, kind) => {
                 tracing::warn!(
                     ?kind,
@@ -832,6 +845,24 @@ impl Admin {
                 );
                 self.peer_closed(token);
             }
+        }
+    }
+
+    /// Changes one capability and tells every host and registered client the new set.
+    fn update_capability(&mut self, key: String, value: Option<greenroom_protocol::Payload>) {
+        tracing::info!(%key, set = value.is_some(), "capability updated");
+        self.capabilities.set_encoded(&key, value);
+        let frame = FromAdmin::CapabilitiesChanged {
+            capabilities: self.capabilities.clone(),
+        };
+        let told: Vec<Token> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.handshake_done && p.kind != PeerKind::Client(None))
+            .map(|(t, _)| *t)
+            .collect();
+        for token in told {
+            self.send(token, &frame);
         }
     }
 
@@ -1148,6 +1179,7 @@ impl Admin {
             runtime_dir: self.rundir.to_string_lossy().into_owned(),
             max_frame: self.max_frame,
             send_window: self.send_window,
+            capabilities: self.capabilities.clone(),
         };
         let stop_pending = std::mem::take(&mut rec.stop_pending);
         self.send(token, &start);
@@ -1290,13 +1322,15 @@ fn short_type_name(type_name: &str) -> &str {
 }
 
 /// The root supervisor's spec as an environment value: postcard bytes in hex.
-pub(crate) fn encode_spec(spec: &SupervisorSpec) -> String {
-    postcard::to_allocvec(spec)
+/// A setting for the admin's environment: postcard, in hex.
+fn encode_hex<T: serde::Serialize>(value: &T) -> String {
+    postcard::to_allocvec(value)
         .map(|bytes| bytes.iter().map(|b| format!("{b:02x}")).collect())
         .unwrap_or_default()
 }
 
-fn decode_spec(hex: &str) -> Option<SupervisorSpec> {
+/// The inverse of [`encode_hex`]; `None` for anything malformed.
+fn decode_hex<T: serde::de::DeserializeOwned>(hex: &str) -> Option<T> {
     let bytes: Option<Vec<u8>> = (0..hex.len())
         .step_by(2)
         .map(|i| hex.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
@@ -1312,6 +1346,7 @@ pub(crate) fn start_admin(
     max_frame: u32,
     send_window: usize,
     root_spec: &SupervisorSpec,
+    capabilities: &Capabilities,
 ) -> Result<(std::process::Child, std::os::unix::net::UnixStream)> {
     let (client_end, admin_end) =
         std::os::unix::net::UnixStream::pair().map_err(Error::io("creating a socket pair"))?;
@@ -1321,7 +1356,8 @@ pub(crate) fn start_admin(
         .env(process_role::HOST_EXE_ENV, exe)
         .env(process_role::MAX_FRAME_ENV, max_frame.to_string())
         .env(process_role::SEND_WINDOW_ENV, send_window.to_string())
-        .env(ROOT_SPEC_ENV, encode_spec(root_spec))
+        .env(ROOT_SPEC_ENV, encode_hex(root_spec))
+        .env(CAPABILITIES_ENV, encode_hex(capabilities))
         .arg0("greenroom-admin")
         .stdin(Stdio::null());
     let child = spawn::spawn_with_fds(

@@ -34,8 +34,8 @@ use std::{
 };
 
 use greenroom_protocol::{
-    encode_frame, frame::decode, ActorState, Address, ChildSpec, DataFrame, DataReply, ExitCause, FrameReader,
-    FromAdmin, Handshake, HandshakeReply, PeerRole, ProtocolError, Recovery, ToAdmin,
+    encode_frame, frame::decode, ActorState, Address, Capabilities, ChildSpec, DataFrame, DataReply, ExitCause,
+    FrameReader, FromAdmin, Handshake, HandshakeReply, PeerRole, ProtocolError, Recovery, ToAdmin,
 };
 use mio::{
     net::{UnixListener, UnixStream},
@@ -199,6 +199,9 @@ pub struct Endpoint {
     ledger: Option<Ledger>,
     /// The incarnation of the actor this endpoint hosts (0 for clients).
     incarnation: u32,
+    /// The system's capabilities as the admin last said (at welcome or start, then on each
+    /// change): what `accepts` checks run against, without a round trip per create.
+    capabilities: Capabilities,
     /// Accepted connections by the time their handshake must be complete, oldest first.
     handshake_deadlines: VecDeque<(Instant, Token)>,
     /// When to try `accept` again after it failed for lack of resources.
@@ -244,11 +247,34 @@ impl Endpoint {
             scratch: Vec::new(),
             ledger: None,
             incarnation: 0,
+            capabilities: Capabilities::new(),
             handshake_deadlines: VecDeque::new(),
             accept_retry: None,
         };
         ep.flush_control();
         Ok(ep)
+    }
+
+    /// The system's capabilities as this endpoint last heard them.
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
+    }
+
+    /// Records the system's capabilities (from the welcome or start frame, or after this
+    /// process changed one).
+    pub fn set_capabilities(&mut self, capabilities: Capabilities) {
+        self.capabilities = capabilities;
+    }
+
+    /// Asks the admin to set (`Some`) or remove one capability, and applies the change here
+    /// at once, so that this process's next create sees it; the others hear from the admin.
+    pub fn update_capability(&mut self, key: &str, value: Option<greenroom_protocol::Payload>) -> Result<()> {
+        self.send_control(&ToAdmin::UpdateCapability {
+            key: key.to_owned(),
+            value: value.clone(),
+        })?;
+        self.capabilities.set_encoded(key, value);
+        Ok(())
     }
 
     /// Sets who we are and starts accepting connections on `listener`. A host passes its
@@ -1251,6 +1277,7 @@ impl Endpoint {
                             self.settled(token, state, recovery);
                         }
                     }
+                    Ok(FromAdmin::CapabilitiesChanged { capabilities }) => self.capabilities = capabilities,
                     Ok(frame) => self.inbox.push_back(Inbound::Control(frame)),
                     Err(e) => {
                         tracing::error!(error = %e, "undecodable frame from the admin");

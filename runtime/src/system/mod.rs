@@ -41,10 +41,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use greenroom_protocol::{ActorState, Address, ChildSpec, SupervisorSpec, DEFAULT_MAX_FRAME};
+use greenroom_protocol::{ActorState, Address, Capabilities, ChildSpec, SupervisorSpec, DEFAULT_MAX_FRAME};
 
 use crate::{
-    actor::{actor_type_name, Actor, Registry},
+    actor::{actor_type_name, check_capabilities, Actor, Registry},
     error::{Error, Result},
     message::{is_system_tag, AnyMessage, Message, PoisonMessage},
 };
@@ -72,6 +72,7 @@ pub enum Base {
 /// | `max_frame` | 16 MiB | processes |
 /// | `send_window` | 8 MiB of unprocessed messages per sender and target: beyond it `tell` waits (then fails), an actor's `send` fails with [`Error::Backpressure`] | processes |
 /// | `root_supervision` | [`SupervisorSpec::default`]: one-for-one, 5 restarts in 10 s | processes |
+/// | `capabilities` | none | both |
 /// | `registry` | the one given to `greenroom_host::init` | simple |
 /// | `record_deliveries` | off | simple |
 #[derive(Debug, Clone)]
@@ -84,6 +85,7 @@ pub struct SystemConfig {
     root_supervision: SupervisorSpec,
     registry: Option<Registry>,
     record_deliveries: bool,
+    capabilities: Capabilities,
 }
 
 impl Default for SystemConfig {
@@ -97,6 +99,7 @@ impl Default for SystemConfig {
             root_supervision: SupervisorSpec::default(),
             registry: None,
             record_deliveries: false,
+            capabilities: Capabilities::new(),
         }
     }
 }
@@ -140,6 +143,14 @@ impl SystemConfig {
     /// restarts), only that actor is gone; the others keep running.
     pub fn root_supervision(mut self, spec: SupervisorSpec) -> Self {
         self.root_supervision = spec;
+        self
+    }
+
+    /// The system's capabilities at start (Thespian's capabilities dictionary): what actor
+    /// types' [`Actor::accepts`] checks see. Change them later with
+    /// [`ActorSystem::update_capability`].
+    pub fn capabilities(mut self, capabilities: Capabilities) -> Self {
+        self.capabilities = capabilities;
         self
     }
 
@@ -294,23 +305,44 @@ impl ActorSystem {
     /// type fails here with [`Error::Create`]; after that, a constructor that panics shows as
     /// the actor being gone ([`Error::ActorGone`] with `StartFailed`). On the simple base the
     /// constructor runs in this call, and either failure is [`Error::Create`].
+    ///
+    /// If `A`'s [`Actor::accepts`] refuses the system's capabilities, it is
+    /// [`Error::NoCompatibleSystem`] and nothing is created.
     pub fn create_actor<A: Actor>(&self) -> Result<Address> {
-        self.create_actor_named(actor_type_name::<A>(), ChildSpec::default())
+        self.create_checked::<A>(ChildSpec::default(), None, &Capabilities::new())
     }
 
     /// Creates a top-level actor of type `A`, supervised as `spec` says.
     pub fn create_actor_with<A: Actor>(&self, spec: ChildSpec) -> Result<Address> {
-        self.create_actor_named(actor_type_name::<A>(), spec)
+        self.create_checked::<A>(spec, None, &Capabilities::new())
+    }
+
+    /// Creates a top-level actor of type `A` if `A`'s [`Actor::accepts`] takes this system
+    /// for `requirements` (Thespian's `targetActorRequirements`); else
+    /// [`Error::NoCompatibleSystem`]. Placement on other systems comes with conventions.
+    pub fn create_actor_requiring<A: Actor>(&self, requirements: &Capabilities) -> Result<Address> {
+        self.create_checked::<A>(ChildSpec::default(), None, requirements)
+    }
+
+    fn create_checked<A: Actor>(
+        &self,
+        spec: ChildSpec,
+        global_name: Option<&str>,
+        requirements: &Capabilities,
+    ) -> Result<Address> {
+        check_capabilities::<A>(&self.capabilities()?, requirements)?;
+        self.create(actor_type_name::<A>(), spec, global_name)
     }
 
     /// The actor of type `A` known system-wide as `name`: the live actor holding the name
     /// (whatever its type) if there is one, else a new top-level actor that takes it. The
     /// name survives restarts and is freed when the actor is gone for good.
     pub fn create_actor_global<A: Actor>(&self, name: &str) -> Result<Address> {
-        self.create(actor_type_name::<A>(), ChildSpec::default(), Some(name))
+        self.create_checked::<A>(ChildSpec::default(), Some(name), &Capabilities::new())
     }
 
     /// Creates a top-level actor by registered type name (see [`ActorSystem::create_actor`]).
+    /// Without the type, no capability check runs.
     pub fn create_actor_named(&self, type_name: &str, spec: ChildSpec) -> Result<Address> {
         self.create(type_name, spec, None)
     }
@@ -367,6 +399,33 @@ impl ActorSystem {
         match &self.inner {
             Inner::Processes(p) => p.listen(timeout),
             Inner::Simple(s) => s.listen(timeout),
+        }
+    }
+
+    /// The system's capabilities now.
+    pub fn capabilities(&self) -> Result<Capabilities> {
+        match &self.inner {
+            Inner::Processes(p) => p.capabilities(),
+            Inner::Simple(s) => s.capabilities(),
+        }
+    }
+
+    /// Sets one of the system's capabilities (Thespian's `updateCapability`). Every process
+    /// of the system hears of it shortly; this client's own next create sees it at once.
+    pub fn update_capability<T: serde::Serialize>(&self, key: &str, value: &T) -> Result<()> {
+        let value = greenroom_protocol::capabilities::encode_value(value).map_err(Error::Capability)?;
+        self.change_capability(key, Some(value))
+    }
+
+    /// Removes one of the system's capabilities.
+    pub fn remove_capability(&self, key: &str) -> Result<()> {
+        self.change_capability(key, None)
+    }
+
+    fn change_capability(&self, key: &str, value: Option<greenroom_protocol::Payload>) -> Result<()> {
+        match &self.inner {
+            Inner::Processes(p) => p.update_capability(key, value),
+            Inner::Simple(s) => s.update_capability(key, value),
         }
     }
 

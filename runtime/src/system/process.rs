@@ -21,7 +21,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use greenroom_protocol::{Address, ChildSpec, FromAdmin, PeerRole, ToAdmin};
+use greenroom_protocol::{Address, Capabilities, ChildSpec, FromAdmin, Payload, PeerRole, ToAdmin};
 
 use super::{deadline_after, for_client, ActorInfo, SystemConfig};
 use crate::{
@@ -86,6 +86,7 @@ impl ProcessSystem {
             config.max_frame,
             config.send_window,
             &config.root_supervision,
+            &config.capabilities,
         )?;
         let admin_pid = child.id();
         let registered = register_client(control, config.max_frame, &rundir);
@@ -209,6 +210,17 @@ impl ProcessSystem {
         wait_for_message(&mut client.endpoint, None, deadline_after(timeout))
     }
 
+    /// The capabilities as the admin last said, after reading whatever it has sent.
+    pub(crate) fn capabilities(&self) -> Result<Capabilities> {
+        let mut client = self.lock()?;
+        client.endpoint.pump(Some(Duration::ZERO))?;
+        Ok(client.endpoint.capabilities().clone())
+    }
+
+    pub(crate) fn update_capability(&self, key: &str, value: Option<Payload>) -> Result<()> {
+        self.lock()?.endpoint.update_capability(key, value)
+    }
+
     pub(crate) fn actor_info(&self, address: Address) -> Result<ActorInfo> {
         let mut client = self.lock()?;
         let (state, pid, incarnation) = client.endpoint.actor_status(address, Duration::from_secs(10))?;
@@ -270,9 +282,16 @@ fn register_client(
     let welcome = endpoint.control_request(&ToAdmin::RegisterClient, Duration::from_secs(30), |f| {
         matches!(f, FromAdmin::ClientWelcome { .. })
     })?;
-    let FromAdmin::ClientWelcome { address, max_frame, .. } = welcome else {
+    let FromAdmin::ClientWelcome {
+        address,
+        max_frame,
+        capabilities,
+        ..
+    } = welcome
+    else {
         return Err(Error::AdminProtocol(format!("expected a welcome, got {welcome:?}")));
     };
+    endpoint.set_capabilities(capabilities);
     let path = runtime_dir::socket_path(rundir, address);
     let listener = std::os::unix::net::UnixListener::bind(&path)
         .map_err(Error::io(format!("binding the client socket {}", path.display())))?;

@@ -37,7 +37,9 @@ use std::{
     time::Duration,
 };
 
-use greenroom_protocol::{supervision::LONGEST, ActorState, Address, ChildSpec, CreateFailure, ExitCause};
+use greenroom_protocol::{
+    supervision::LONGEST, ActorState, Address, Capabilities, ChildSpec, CreateFailure, ExitCause, Payload,
+};
 
 use super::{for_client, ActorInfo, SystemConfig};
 use crate::{
@@ -137,6 +139,7 @@ struct Core {
     global_names: BTreeMap<String, u64>,
     dead_letter_handler: Option<u64>,
     deliveries: Option<Vec<Delivery>>,
+    capabilities: Capabilities,
     stopped: bool,
 }
 
@@ -160,6 +163,7 @@ impl SimpleSystem {
             global_names: BTreeMap::new(),
             dead_letter_handler: None,
             deliveries: config.record_deliveries.then(Vec::new),
+            capabilities: config.capabilities.clone(),
             stopped: false,
         };
         let address = core.new_client();
@@ -241,6 +245,15 @@ impl SimpleSystem {
             pid: None,
             incarnation,
         })
+    }
+
+    pub(crate) fn capabilities(&self) -> Result<Capabilities> {
+        Ok(self.lock()?.capabilities.clone())
+    }
+
+    pub(crate) fn update_capability(&self, key: &str, value: Option<Payload>) -> Result<()> {
+        self.lock()?.capabilities.set_encoded(key, value);
+        Ok(())
     }
 
     pub(crate) fn advance_clock(&self, by: Duration) -> Result<()> {
@@ -632,6 +645,15 @@ impl Backend for SimpleBackend<'_> {
             delay,
             payload,
         }));
+        Ok(())
+    }
+
+    fn capabilities(&self) -> &Capabilities {
+        &self.core.capabilities
+    }
+
+    fn update_capability(&mut self, key: &str, value: Option<Payload>) -> Result<()> {
+        self.core.capabilities.set_encoded(key, value);
         Ok(())
     }
 
