@@ -3,8 +3,8 @@
 //!
 //! | base | where actors run | for |
 //! |---|---|---|
-//! | [`Base::Processes`] (default) | each in its own OS process, supervised by an admin process ([`process`]) | production: fault isolation, restarts |
-//! | [`Base::Simple`] | in the calling process, one `receive` at a time, in the order messages were sent, with a virtual clock ([`simple`]) | deterministic tests and debugging |
+//! | [`Base::Processes`] (default) | each in its own OS process, supervised by an admin process (`system/process.rs`) | production: fault isolation, restarts |
+//! | [`Base::Simple`] | in the calling process, one `receive` at a time, in the order messages were sent, with a virtual clock (`system/simple.rs`) | deterministic tests and debugging |
 //!
 //! Switching base is one setting; actors, messages and the calls below are the same:
 //!
