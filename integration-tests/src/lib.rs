@@ -26,4 +26,5 @@ pub fn registry() -> greenroom::Registry {
         .register::<Timer>()
         .register::<Mortuary>()
         .register::<TypedGreeter>()
+        .register::<Logger>()
 }

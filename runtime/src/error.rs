@@ -106,6 +106,10 @@ pub enum Error {
         limit: usize,
     },
 
+    /// A [`SystemConfig`](crate::SystemConfig) setting cannot be used.
+    #[error("SystemConfig::{setting}: {why}")]
+    InvalidSetting { setting: &'static str, why: String },
+
     /// An operating-system call failed.
     #[error("{doing}: {source}")]
     Io {

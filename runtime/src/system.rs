@@ -28,6 +28,7 @@ use crate::{
     actor::{actor_type_name, Actor},
     admin,
     error::{Error, Result},
+    logging,
     message::{is_system_tag, AnyMessage, Message, PoisonMessage},
     net::endpoint::{Endpoint, Inbound},
     process_role::Role,
@@ -50,6 +51,8 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// | `max_frame` | 16 MiB |
 /// | `send_window` | 8 MiB of unprocessed messages per sender and target: beyond it `tell` waits (then fails), an actor's `send` fails with [`Error::Backpressure`] |
 /// | `root_supervision` | [`SupervisorSpec::default`]: one-for-one, 5 restarts in 10 s |
+/// | `log_level` / `log_filter` | `warn` (the `GREENROOM_LOG` environment variable, when set, takes precedence) |
+/// | `log_file` | none: the admin and every actor log to this program's stderr |
 #[derive(Debug, Clone)]
 pub struct SystemConfig {
     runtime_base: Option<PathBuf>,
@@ -57,6 +60,8 @@ pub struct SystemConfig {
     max_frame: u32,
     send_window: usize,
     root_supervision: SupervisorSpec,
+    log_filter: Option<String>,
+    log_file: Option<PathBuf>,
 }
 
 impl Default for SystemConfig {
@@ -67,6 +72,8 @@ impl Default for SystemConfig {
             max_frame: DEFAULT_MAX_FRAME,
             send_window: crate::process_role::DEFAULT_SEND_WINDOW,
             root_supervision: SupervisorSpec::default(),
+            log_filter: None,
+            log_file: None,
         }
     }
 }
@@ -104,6 +111,32 @@ impl SystemConfig {
     /// restarts), only that actor is gone; the others keep running.
     pub fn root_supervision(mut self, spec: SupervisorSpec) -> Self {
         self.root_supervision = spec;
+        self
+    }
+
+    /// The least severe `tracing` level the admin and the actors log (default `warn`).
+    /// Records below it are not even written by the actor's process. The `GREENROOM_LOG`
+    /// environment variable, when set, overrides this (so an operator can turn logging up
+    /// without a rebuild).
+    pub fn log_level(mut self, level: tracing::Level) -> Self {
+        self.log_filter = Some(level.as_str().to_ascii_lowercase());
+        self
+    }
+
+    /// Like [`SystemConfig::log_level`], with a filter in `tracing-subscriber`'s `EnvFilter`
+    /// syntax, e.g. `"warn,my_app=debug"`. An invalid filter makes
+    /// [`ActorSystem::start_with`] fail with [`Error::InvalidSetting`].
+    pub fn log_filter(mut self, spec: impl Into<String>) -> Self {
+        self.log_filter = Some(spec.into());
+        self
+    }
+
+    /// Where the system's log goes: this file, created if missing and appended to, instead of
+    /// this program's stderr. Every record of the admin and of every actor (and anything else
+    /// an actor's process writes to its stderr) is written there, each actor's lines tagged
+    /// with its type, address and pid. This program's own logging is not affected.
+    pub fn log_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.log_file = Some(path.into());
         self
     }
 }
@@ -174,12 +207,26 @@ impl ActorSystem {
             Some(p) => p.clone(),
             None => std::env::current_exe().map_err(Error::io("finding the current executable"))?,
         };
+        if let Some(spec) = &config.log_filter {
+            logging::check_filter(spec).map_err(|why| Error::InvalidSetting {
+                setting: "log_filter",
+                why,
+            })?;
+        }
+        let log_file = match &config.log_file {
+            Some(path) => Some(open_log_file(path)?),
+            None => None,
+        };
         let (mut child, control) = admin::start_admin(
             &exe,
             &rundir,
             config.max_frame,
             config.send_window,
             &config.root_supervision,
+            admin::LogSettings {
+                filter: logging::effective_filter(config.log_filter.as_deref()),
+                file: log_file,
+            },
         )?;
         let admin_pid = child.id();
         let mut endpoint = match Endpoint::new(control, PeerRole::Client, config.max_frame) {
@@ -397,6 +444,17 @@ impl Drop for ActorSystem {
             tracing::warn!(error = %e, "actor system shutdown on drop did not complete cleanly");
         }
     }
+}
+
+/// Opens (or creates, readable by this user only) the file a system logs to, for appending.
+fn open_log_file(path: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(Error::io(format!("opening the log file {}", path.display())))
 }
 
 /// `timeout` from now; a timeout too long for the clock (e.g. `Duration::MAX`) waits as good
