@@ -19,7 +19,7 @@
 //!   processed and which one was in flight;
 //! * **exit and shutdown** — and removal of the runtime directory;
 //! * **the log** — each host's stderr is a pipe to the admin, read in this loop and written,
-//!   attributed to the actor, to the system's one log sink ([`logs`]), with the admin's own
+//!   attributed to the actor, to the system's one log sink (`logs.rs`), with the admin's own
 //!   records.
 //!
 //! The loop is: wait for events (sockets, signals) or the tree's next deadline; turn each
