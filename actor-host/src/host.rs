@@ -30,7 +30,7 @@ use greenroom::actor::panic_text;
 use greenroom::{
     ledger::{Ledger, LEDGER_FD},
     net::endpoint::{Endpoint, Inbound},
-    process_role::{self, CONTROL_FD, LISTENER_FD},
+    process_role::{CONTROL_FD, LISTENER_FD},
     ActorExitRequest, Address, AnyMessage, Backend, ChildActorExited, ChildRestarted, Context, CreateFailure, Error,
     PoisonMessage, Registry, WakeupMessage,
 };
@@ -54,18 +54,37 @@ thread_local! {
 
 /// Replaces the default panic hook (which prints to stderr) with one that records the panic
 /// for the `receive failed` log line and the `PoisonMessage` details.
+///
+/// A panic the host cannot catch is logged at once instead, as an error record (the default
+/// hook's text would reach the log only as raw stderr): one on another thread of the actor,
+/// one while an earlier panic is still unwinding (which aborts the process if it escapes a
+/// destructor), and every panic when panics abort.
 fn install_panic_hook() {
-    std::panic::set_hook(Box::new(|info| {
+    let host_thread = std::thread::current().id();
+    std::panic::set_hook(Box::new(move |info| {
         let text = match info.location() {
             Some(at) => format!("{} (at {}:{})", panic_text(info.payload()), at.file(), at.line()),
             None => panic_text(info.payload()),
         };
-        LAST_PANIC.with(|p| *p.borrow_mut() = Some(text));
+        let unwinding_from = LAST_PANIC.with(|p| p.borrow().clone());
+        let on_host_thread = std::thread::current().id() == host_thread;
+        if !on_host_thread || unwinding_from.is_some() || cfg!(panic = "abort") {
+            let thread = std::thread::current();
+            tracing::error!(thread = thread.name().unwrap_or("unnamed"), panic = %text,
+                unwinding_from = unwinding_from.as_deref(), "a panic the actor host cannot catch");
+        }
+        if on_host_thread {
+            let text = match unwinding_from {
+                Some(first) => format!("{first}; then, while unwinding: {text}"),
+                None => text,
+            };
+            LAST_PANIC.with(|p| *p.borrow_mut() = Some(text));
+        }
     }));
 }
 
 pub(crate) fn run(registry: &Registry) -> ! {
-    process_role::init_process_logging();
+    greenroom::logging::init_host_logging();
     install_panic_hook();
     // SAFETY: fds 3, 4 and 5 are the control socket, the actor's listening socket and its
     // delivery ledger, put there by the admin that spawned this process (admin::spawn);
@@ -98,7 +117,6 @@ struct Host {
     endpoint: Endpoint,
     actor: Box<dyn greenroom::Actor>,
     me: Address,
-    type_name: String,
     children: Vec<Address>,
     exiting: bool,
     /// Pending wakeups, earliest first: (due, order asked, delay, payload).
@@ -141,6 +159,7 @@ impl Host {
             unreachable!("wait_control returned the frame it was asked for");
         };
         endpoint.set_capabilities(capabilities);
+        LAST_PANIC.with(|p| p.borrow_mut().take());
         let constructed = catch_unwind(AssertUnwindSafe(|| registry.construct(&type_name)));
         let failure = match constructed {
             Ok(Some(actor)) => {
@@ -155,13 +174,12 @@ impl Host {
                 endpoint.send_control(&ToAdmin::HostReady {
                     types: registry.type_names(),
                 })?;
-                tracing::debug!(actor = %me, actor_type = %type_name, pid = std::process::id(), incarnation, "actor host ready");
+                tracing::debug!("actor host ready");
                 return Ok(Some(Host {
                     send_window: usize::try_from(send_window).unwrap_or(usize::MAX),
                     endpoint,
                     actor,
                     me,
-                    type_name,
                     children: Vec::new(),
                     exiting: false,
                     wakeups: BinaryHeap::new(),
@@ -174,7 +192,7 @@ impl Host {
             },
             Err(panic) => CreateFailure::StartFailed(format!("the constructor panicked: {}", last_panic_text(&*panic))),
         };
-        tracing::error!(actor = %me, actor_type = %type_name, %failure, "cannot start the actor");
+        tracing::error!(%failure, "cannot start the actor");
         endpoint.send_control(&ToAdmin::HostStartFailed { failure })?;
         endpoint.flush_blocking(Instant::now() + FINAL_FLUSH);
         Ok(None)
@@ -191,7 +209,7 @@ impl Host {
                             // exits, the sender gets the message back as undelivered (its
                             // `ask` fails at once, an actor logs a dead letter).
                             tracing::debug!(
-                                actor = %self.me, %sender, message_type = msg.tag(),
+                                %sender, message_type = msg.tag(),
                                 "actor is exiting; message left unprocessed"
                             );
                             continue;
@@ -202,7 +220,7 @@ impl Host {
                         if greenroom::message::take_undecodable() {
                             // Its tag named a type the actor expects, but the bytes did not
                             // decode (a sender built from other source): not for silence.
-                            tracing::warn!(actor = %self.me, %sender, message_type = msg.tag(),
+                            tracing::warn!(%sender, message_type = msg.tag(),
                                 "message does not decode as the type its tag names; handed to the dead-letter path");
                             self.endpoint.dead_letters(self.me, vec![msg.clone()]);
                         }
@@ -210,7 +228,7 @@ impl Host {
                         // process: record it only then, so that a death before the write
                         // returns the message as poison instead of losing its replies.
                         if let Err(e) = self.endpoint.flush_all() {
-                            tracing::error!(actor = %self.me, error = %e, "host event loop failed");
+                            tracing::error!(error = %e, "host event loop failed");
                             return EXIT_INTERNAL;
                         }
                         self.endpoint.processed(receipt);
@@ -220,23 +238,23 @@ impl Host {
                     }
                     Inbound::Control(FromAdmin::ExitNow) => {
                         self.endpoint.flush_blocking(Instant::now() + FINAL_FLUSH);
-                        tracing::debug!(actor = %self.me, "actor exited");
+                        tracing::debug!("actor exited");
                         return EXIT_OK;
                     }
                     Inbound::Control(other) => {
-                        tracing::debug!(actor = %self.me, frame = ?other, "ignoring an unexpected control frame");
+                        tracing::debug!(frame = ?other, "ignoring an unexpected control frame");
                     }
                     Inbound::PeerLost {
                         peer,
                         cause,
                         undelivered,
                     } => {
-                        tracing::debug!(actor = %self.me, target_actor = %peer, cause = ?cause, count = undelivered.len(),
+                        tracing::debug!(target_actor = %peer, cause = ?cause, count = undelivered.len(),
                             "messages never processed by a peer that is gone");
                         self.endpoint.dead_letters(peer, undelivered);
                     }
                     Inbound::AdminLost => {
-                        tracing::info!(actor = %self.me, "the admin has gone; exiting");
+                        tracing::info!("the admin has gone; exiting");
                         return EXIT_ADMIN_GONE;
                     }
                 }
@@ -248,7 +266,7 @@ impl Host {
                 .peek()
                 .map(|Reverse(w)| w.due.saturating_duration_since(Instant::now()));
             if let Err(e) = self.endpoint.pump(timeout) {
-                tracing::error!(actor = %self.me, error = %e, "host event loop failed");
+                tracing::error!(error = %e, "host event loop failed");
                 return EXIT_INTERNAL;
             }
         }
@@ -270,7 +288,7 @@ impl Host {
                 }
                 Err(details) => {
                     tracing::warn!(
-                        actor = %self.me, actor_type = %self.type_name, %sender, message_type = msg.tag(), attempt, %details,
+                        %sender, message_type = msg.tag(), attempt, %details,
                         "receive failed"
                     );
                     failure = Some(details);
@@ -305,7 +323,7 @@ impl Host {
             };
             match AnyMessage::new(&wakeup) {
                 Ok(msg) => self.deliver(self.me, &msg),
-                Err(e) => tracing::error!(actor = %self.me, error = %e, "could not encode a WakeupMessage"),
+                Err(e) => tracing::error!(error = %e, "could not encode a WakeupMessage"),
             }
         }
     }
@@ -322,6 +340,8 @@ impl Host {
         };
         let mut ctx = Context::new(self.me, &mut backend);
         let actor = &mut self.actor;
+        // A panic the actor caught itself leaves its text behind: not this call's.
+        LAST_PANIC.with(|p| p.borrow_mut().take());
         match catch_unwind(AssertUnwindSafe(|| actor.receive(&mut ctx, msg, sender))) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(format!("receive returned an error: {e}")),
@@ -336,7 +356,7 @@ impl Host {
         };
         let sent = AnyMessage::new(&poison).and_then(|p| self.endpoint.send(sender, &p));
         if let Err(e) = sent {
-            tracing::warn!(actor = %self.me, %sender, message_type = msg.tag(), error = %e, "could not return a poison message to its sender");
+            tracing::warn!(%sender, message_type = msg.tag(), error = %e, "could not return a poison message to its sender");
         }
     }
 
@@ -355,12 +375,12 @@ impl Host {
         // asked at once, and the admin kills any that are not gone by the stop timeout.
         for child in self.children.clone().into_iter().rev() {
             if let Err(e) = self.endpoint.send(child, &exit) {
-                tracing::debug!(actor = %self.me, %child, error = %e, "child already gone");
+                tracing::debug!(%child, error = %e, "child already gone");
             }
         }
         self.endpoint.flush();
         if let Err(e) = self.endpoint.send_control(&ToAdmin::Exiting) {
-            tracing::error!(actor = %self.me, error = %e, "could not tell the admin that the actor is exiting");
+            tracing::error!(error = %e, "could not tell the admin that the actor is exiting");
         }
     }
 }

@@ -597,3 +597,63 @@ impl Actor for Broker {
         Ok(())
     }
 }
+
+/// What a [`Logger`] is asked to write. Answered with `true` once written (the ones that
+/// end the process are not answered).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum LogCommand {
+    /// `tracing::info!` with this text.
+    Info(String),
+    /// `tracing::debug!` with this text.
+    Debug(String),
+    /// `eprintln!` of this text: raw stderr output.
+    Eprint(String),
+    /// `eprintln!` of this text, then `std::process::abort()`.
+    AbortAfter(String),
+    /// `panic!` with this text while a value whose destructor panics is alive: the second
+    /// panic escapes a destructor during unwinding, and Rust aborts the process.
+    DoublePanic(String),
+    /// `count` info records `"<prefix> <i>"`, `i` from 0, as fast as the process can.
+    Lines { prefix: String, count: u64 },
+}
+
+/// Writes log records and stderr output on command.
+#[derive(Default)]
+pub struct Logger;
+
+/// Panics when dropped: see [`LogCommand::DoublePanic`].
+struct PanicOnDrop;
+
+impl Drop for PanicOnDrop {
+    fn drop(&mut self) {
+        panic!("PanicOnDrop: a destructor panicking during unwinding");
+    }
+}
+
+impl Actor for Logger {
+    fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, sender: Address) -> ActorResult {
+        let Some(cmd) = msg.downcast::<LogCommand>() else {
+            return Ok(());
+        };
+        match cmd {
+            LogCommand::Info(text) => tracing::info!(answer = 42, "{text}"),
+            LogCommand::Debug(text) => tracing::debug!("{text}"),
+            LogCommand::Eprint(text) => eprintln!("{text}"),
+            LogCommand::AbortAfter(text) => {
+                eprintln!("{text}");
+                std::process::abort();
+            }
+            LogCommand::DoublePanic(text) => {
+                let _bomb = PanicOnDrop;
+                panic!("{text}");
+            }
+            LogCommand::Lines { prefix, count } => {
+                for i in 0..count {
+                    tracing::info!("{prefix} {i}");
+                }
+            }
+        }
+        ctx.send(sender, true)?;
+        Ok(())
+    }
+}

@@ -28,4 +28,5 @@ pub fn registry() -> greenroom::Registry {
         .register::<TypedGreeter>()
         .register::<GpuWorker>()
         .register::<Broker>()
+        .register::<Logger>()
 }

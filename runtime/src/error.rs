@@ -135,6 +135,9 @@ pub enum Error {
     /// The system was shut down; start a new one.
     #[error("the actor system has been shut down; start a new ActorSystem")]
     SystemStopped,
+    /// A [`SystemConfig`](crate::SystemConfig) setting cannot be used.
+    #[error("SystemConfig::{setting}: {why}")]
+    InvalidSetting { setting: &'static str, why: String },
 
     /// An operating-system call failed.
     #[error("{doing}: {source}")]

@@ -43,6 +43,7 @@ pub mod admin;
 pub mod dispatch;
 pub mod error;
 pub mod ledger;
+pub mod logging;
 pub mod message;
 #[doc(hidden)]
 pub mod net;

@@ -19,8 +19,9 @@ pub const MAX_FRAME_ENV: &str = "GREENROOM_MAX_FRAME";
 pub const SEND_WINDOW_ENV: &str = "GREENROOM_SEND_WINDOW";
 /// The default send window: 8 MiB.
 pub const DEFAULT_SEND_WINDOW: usize = 8 * 1024 * 1024;
-/// Environment variable: log filter for admin and host processes (`tracing` syntax,
-/// default `warn`), e.g. `GREENROOM_LOG=greenroom=debug`.
+/// Environment variable: log filter for admin and host processes (`tracing-subscriber`'s
+/// `EnvFilter` syntax, default `warn`), e.g. `GREENROOM_LOG=greenroom=debug`. When set in a
+/// client's environment it overrides `SystemConfig::log_level`; see [`crate::logging`].
 pub const LOG_ENV: &str = "GREENROOM_LOG";
 
 /// The control socket a started process inherits (to its admin, or from its owner).
@@ -58,7 +59,7 @@ impl Role {
     }
 }
 
-/// Raises this process's open-files limit to its hard limit. An admin holds three fds per
+/// Raises this process's open-files limit to its hard limit. An admin holds four fds per
 /// actor and a busy client two per peer, so the usual soft limit of 1024 would cap a system at
 /// a few hundred actors. Returns the limit now in force.
 pub fn raise_open_files_limit() -> u64 {
@@ -74,19 +75,4 @@ pub fn raise_open_files_limit() -> u64 {
         Ok((soft, _)) => soft,
         Err(_) => 0,
     }
-}
-
-/// Installs a `tracing` subscriber writing to stderr, filtered by `GREENROOM_LOG` (default
-/// `warn`). Used by admin and host processes; a client program sets up its own.
-pub fn init_process_logging() {
-    use std::io::IsTerminal;
-    let fmt = tracing_subscriber::fmt()
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    // Parsing an `EnvFilter` costs a noticeable part of a host's start-up; a plain level
-    // filter does when nobody asked for more.
-    let _ = match std::env::var(LOG_ENV) {
-        Ok(spec) if !spec.is_empty() => fmt.with_env_filter(tracing_subscriber::EnvFilter::new(spec)).try_init(),
-        _ => fmt.with_max_level(tracing::Level::WARN).try_init(),
-    };
 }

@@ -9,7 +9,8 @@
 //!   down), its delivery ledger ([`crate::ledger`]), its current host pid and control
 //!   connection;
 //! * **spawning** — one host process per incarnation, started with its control socket (fd
-//!   3), the listening socket (fd 4) and the ledger (fd 5), `PR_SET_PDEATHSIG(SIGKILL)` set;
+//!   3), the listening socket (fd 4) and the ledger (fd 5), its stderr a pipe to the admin,
+//!   `PR_SET_PDEATHSIG(SIGKILL)` set;
 //! * **reaping** — `SIGCHLD` arrives as a poll event (signal-hook-mio); each one drains
 //!   `wait4(-1, WNOHANG)`, because signals coalesce (and `wait4` reports CPU time). A new incarnation is only spawned
 //!   after the old process was reaped;
@@ -19,12 +20,16 @@
 //! * **clients** — the owner's control connection (fd 3), and further clients that connect
 //!   to `admin.sock` in the runtime directory (a private client of the owner's program, for
 //!   one): same user only, handshake first, then `RegisterClient` gives each an address;
-//! * **exit and shutdown** — and removal of the runtime directory.
+//! * **exit and shutdown** — and removal of the runtime directory;
+//! * **the log** — each host's stderr is a pipe to the admin, read in this loop and written,
+//!   attributed to the actor, to the system's one log sink (`logs.rs`), with the admin's own
+//!   records.
 //!
 //! The loop is: wait for events (sockets, signals) or the tree's next deadline; turn each
 //! into events for the tree; carry out the [`supervisor::Command`]s it returns.
 
 mod exit;
+mod logs;
 pub(crate) mod spawn;
 pub mod supervisor;
 
@@ -68,7 +73,10 @@ use crate::{
 const SIGNALS: Token = Token(0);
 const OWNER: Token = Token(1);
 const CLIENT_LISTENER: Token = Token(2);
-const FIRST_PEER: usize = 3;
+/// The log sink's writer made room after the loop paused reading host pipes.
+const LOG_WAKER: Token = Token(3);
+/// Control peers and host stderr pipes get tokens from here on.
+const FIRST_PEER: usize = 4;
 
 /// How long a shutdown waits for actors to finish before killing whatever is left.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -76,6 +84,8 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 const CLOSED_CONTROL_GRACE: Duration = Duration::from_millis(500);
 /// How many dead incarnations' ledgers an actor keeps for late recovery questions.
 const REPORTS_KEPT: usize = 4;
+/// How long an exiting admin waits for its log sink to write what is left.
+const LOG_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Environment variable carrying the root supervisor's spec (postcard, hex) to the admin.
 pub(crate) const ROOT_SPEC_ENV: &str = "GREENROOM_ROOT_SUPERVISION";
@@ -85,14 +95,16 @@ pub(crate) const CAPABILITIES_ENV: &str = "GREENROOM_CAPABILITIES";
 /// Entry point of an admin process: reads its settings from the environment, serves until
 /// shutdown, and exits. Called by `greenroom_host::init` when `GREENROOM_ROLE=admin`.
 pub fn run_from_env() -> ! {
-    process_role::init_process_logging();
-    let code = match Admin::from_env().and_then(|admin| admin.run()) {
+    let (sink, sink_thread) = logs::Sink::start();
+    crate::logging::init_admin_logging(sink.clone());
+    let code = match Admin::from_env(sink).and_then(|admin| admin.run()) {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!(error = %e, "the admin failed");
             1
         }
     };
+    sink_thread.finish(LOG_FLUSH_TIMEOUT);
     std::process::exit(code)
 }
 
@@ -117,6 +129,8 @@ struct ActorRecord {
     type_name: String,
     pid: Option<Pid>,
     control: Option<Token>,
+    /// The current process's stderr pipe, to read what is left of it when it is reaped.
+    log_pipe: Option<Token>,
     /// The address on disk, held across restarts; dropped when the actor is gone.
     listener: Option<UnixListener>,
     /// Its delivery ledger; dropped (its fd closed) once the actor is gone for good.
@@ -178,8 +192,15 @@ struct Admin {
     known_types: Option<Vec<String>>,
     settle_waiters: Vec<SettleWaiter>,
     shutdown: Option<ShutdownState>,
-    /// Control peers whose read budget ran out: read again after the others were served.
+    /// Control peers and stderr pipes whose read budget ran out: read again after the others
+    /// were served.
     rescan: Vec<Token>,
+    /// Where every record of the system is written.
+    sink: logs::Sink,
+    /// Host stderr pipes, until their end of file (which may come after the host is reaped).
+    log_pipes: HashMap<Token, logs::LogPipe>,
+    /// Pipes left unread because the sink was full; read again when its writer wakes us.
+    logs_paused: Vec<Token>,
     /// Global names and the actors holding them.
     global_names: HashMap<String, ActorId>,
     /// The actor receiving `DeadEnvelope`s, if one registered.
@@ -193,7 +214,7 @@ struct Admin {
 }
 
 impl Admin {
-    fn from_env() -> Result<Self> {
+    fn from_env(sink: logs::Sink) -> Result<Self> {
         let rundir = std::env::var_os(process_role::RUNTIME_DIR_ENV)
             .map(PathBuf::from)
             .ok_or_else(|| {
@@ -235,6 +256,9 @@ impl Admin {
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(Error::io("registering signals"))?;
+        sink.set_waker(
+            mio::Waker::new(poll.registry(), LOG_WAKER).map_err(Error::io("creating the log sink's waker"))?,
+        );
 
         // SAFETY: fd 3 is the owner's control socket, put there by the client that started
         // this admin (see `start_admin`); nothing else in this process owns it.
@@ -291,6 +315,9 @@ impl Admin {
             global_names: HashMap::new(),
             dead_letter_handler: None,
             capabilities,
+            sink,
+            log_pipes: HashMap::new(),
+            logs_paused: Vec::new(),
         })
     }
 
@@ -317,7 +344,7 @@ impl Admin {
             wait_ready(&mut self.poll, &mut self.events, timeout, &mut ready)
                 .map_err(Error::io("waiting for events"))?;
             for token in std::mem::take(&mut self.rescan) {
-                self.read_peer(token);
+                self.read_source(token);
             }
             for &Ready {
                 token,
@@ -331,6 +358,16 @@ impl Admin {
                 }
                 if token == CLIENT_LISTENER {
                     self.accept_clients();
+                    continue;
+                }
+                if token == LOG_WAKER {
+                    for token in std::mem::take(&mut self.logs_paused) {
+                        self.read_log(token);
+                    }
+                    continue;
+                }
+                if self.log_pipes.contains_key(&token) {
+                    self.read_log(token);
                     continue;
                 }
                 if writable {
@@ -522,6 +559,11 @@ impl Admin {
     }
 
     fn on_host_exit(&mut self, id: ActorId, status: WaitStatus, cpu_used: Duration) {
+        // What the process wrote to stderr before it died (an abort's last words) goes to the
+        // log before the news of its death. The pipe stays open until its end of file.
+        if let Some(token) = self.actors.get_mut(&id).and_then(|r| r.log_pipe.take()) {
+            self.read_log(token);
+        }
         let exit_requested = self.tree.exit_was_requested(id);
         let incarnation = self.tree.state(id).map_or(0, |(_, inc)| inc);
         let Some(rec) = self.actors.get_mut(&id) else { return };
@@ -562,6 +604,39 @@ impl Admin {
         let cmds = self.tree.died(id, cause, Instant::now());
         self.execute(cmds);
         self.answer_settled(id);
+    }
+
+    // ---- host stderr pipes ----
+
+    /// Reads one host's stderr pipe, up to one read budget, into the sink; closes it at its
+    /// end of file. Left unread (until the sink's writer wakes the loop) while the sink is
+    /// full, so that a host logging faster than the sink is written waits on its own pipe.
+    fn read_log(&mut self, token: Token) {
+        let Some(pipe) = self.log_pipes.get_mut(&token) else {
+            return;
+        };
+        if !self.sink.has_room() {
+            self.logs_paused.push(token);
+            return;
+        }
+        match pipe.read(&self.sink, logs::READ_BUDGET) {
+            logs::PipeRead::Drained => {}
+            logs::PipeRead::More => self.rescan.push(token),
+            logs::PipeRead::Closed => {
+                if let Some(mut pipe) = self.log_pipes.remove(&token) {
+                    let _ = self.poll.registry().deregister(&mut pipe.rx);
+                }
+            }
+        }
+    }
+
+    /// Reads a source whose read budget ran out last time: a stderr pipe or a control peer.
+    fn read_source(&mut self, token: Token) {
+        if self.log_pipes.contains_key(&token) {
+            self.read_log(token);
+        } else {
+            self.read_peer(token);
+        }
     }
 
     // ---- control connections ----
@@ -1057,6 +1132,7 @@ impl Admin {
                 type_name,
                 pid: None,
                 control: None,
+                log_pipe: None,
                 listener: Some(listener),
                 ledger: Some(ledger),
                 creator: None,
@@ -1108,10 +1184,13 @@ impl Admin {
         };
         let (admin_end, host_end) = std::os::unix::net::UnixStream::pair()
             .map_err(|e| format!("cannot create a socket pair: {}", explain(&e)))?;
+        let (host_stderr, log_end) =
+            logs::stderr_pipe().map_err(|e| format!("cannot create a pipe for the host's stderr: {}", explain(&e)))?;
         let mut cmd = Command::new(&self.host_exe);
         cmd.env(process_role::ROLE_ENV, process_role::Role::Host.env_value())
             .arg0(format!("greenroom-host {}", short_type_name(&rec.type_name)))
-            .stdin(Stdio::null());
+            .stdin(Stdio::null())
+            .stderr(Stdio::from(host_stderr));
         let child = spawn::spawn_with_fds(
             &mut cmd,
             &[&host_end, listener, ledger],
@@ -1120,6 +1199,9 @@ impl Admin {
         )
         .map_err(|e| format!("cannot run {}: {}", self.host_exe.display(), explain(&e)))?;
         drop(host_end);
+        // `cmd` holds the admin's copy of the pipe's write end: with it closed, the pipe's
+        // end of file comes when the host (and whatever inherited its stderr) is gone.
+        drop(cmd);
         let pid = Pid::from_raw(child.id() as i32);
         // The admin reaps with wait4(-1); the std handle is not needed.
         drop(child);
@@ -1136,6 +1218,22 @@ impl Admin {
 
         // From here on the process exists: a failure kills it and reaping reports the end
         // (returning an error would let a new incarnation start before this one is reaped).
+        // A host whose stderr is not read would block on its first log line once the pipe is
+        // full: it cannot be run either.
+        let log_token = Token(self.next_token);
+        self.next_token += 1;
+        let mut log_pipe = logs::LogPipe::new(log_end, rec.address, &rec.type_name, pid.as_raw(), incarnation);
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut log_pipe.rx, log_token, Interest::READABLE)
+        {
+            tracing::error!(actor = %rec.address, pid = pid.as_raw(), error = %e, "cannot watch the new host's stderr; killing it");
+            let _ = kill(pid, Signal::SIGKILL);
+            return Ok(());
+        }
+        rec.log_pipe = Some(log_token);
+        self.log_pipes.insert(log_token, log_pipe);
         let token = Token(self.next_token);
         self.next_token += 1;
         let registered = admin_end.set_nonblocking(true).and_then(|()| {
@@ -1272,6 +1370,12 @@ impl Admin {
     }
 
     fn finish_shutdown(&mut self) {
+        // Every host is reaped: what is left in their pipes is all there will be (an orphan
+        // of a host that still holds one is not waited for).
+        for (_, mut pipe) in std::mem::take(&mut self.log_pipes) {
+            pipe.read_final(&self.sink);
+            let _ = self.poll.registry().deregister(&mut pipe.rx);
+        }
         runtime_dir::remove(&self.rundir);
         if let Some((token, request)) = self.shutdown.as_mut().and_then(|s| s.reply_to.take()) {
             self.send(token, &FromAdmin::ShutdownComplete { request });
@@ -1302,7 +1406,7 @@ fn role_fits(role: &PeerRole, kind: PeerKind) -> bool {
 fn explain(e: &std::io::Error) -> String {
     match e.raw_os_error() {
         Some(libc::EMFILE) | Some(libc::ENFILE) => format!(
-            "{e}: the admin is out of file descriptors (it holds 3 per actor); raise its open-files limit (ulimit -n) or stop some actors"
+            "{e}: the admin is out of file descriptors (it holds 4 per actor); raise its open-files limit (ulimit -n) or stop some actors"
         ),
         Some(libc::EAGAIN) | Some(libc::ENOMEM) => {
             format!("{e}: the system cannot start another process now (process or memory limit)")
@@ -1338,6 +1442,14 @@ fn decode_hex<T: serde::de::DeserializeOwned>(hex: &str) -> Option<T> {
     postcard::from_bytes(&bytes?).ok()
 }
 
+/// Where a new system logs, and what.
+pub(crate) struct LogSettings {
+    /// The filter for the admin and its hosts (`GREENROOM_LOG`); `None`: the default.
+    pub filter: Option<String>,
+    /// The log file, opened for appending, to be the admin's stderr; `None`: the client's.
+    pub file: Option<std::fs::File>,
+}
+
 /// Starts an admin process for a new system rooted at `rundir`; returns it and the client's
 /// end of the owner control connection.
 pub(crate) fn start_admin(
@@ -1347,6 +1459,7 @@ pub(crate) fn start_admin(
     send_window: usize,
     root_spec: &SupervisorSpec,
     capabilities: &Capabilities,
+    log: LogSettings,
 ) -> Result<(std::process::Child, std::os::unix::net::UnixStream)> {
     let (client_end, admin_end) =
         std::os::unix::net::UnixStream::pair().map_err(Error::io("creating a socket pair"))?;
@@ -1360,6 +1473,14 @@ pub(crate) fn start_admin(
         .env(CAPABILITIES_ENV, encode_hex(capabilities))
         .arg0("greenroom-admin")
         .stdin(Stdio::null());
+    // Hosts inherit the filter from the admin's environment.
+    if let Some(filter) = log.filter {
+        cmd.env(process_role::LOG_ENV, filter);
+    }
+    // The admin's stderr is the system's log sink.
+    if let Some(file) = log.file {
+        cmd.stderr(file);
+    }
     let child = spawn::spawn_with_fds(
         &mut cmd,
         &[&admin_end],

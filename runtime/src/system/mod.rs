@@ -72,6 +72,8 @@ pub enum Base {
 /// | `max_frame` | 16 MiB | processes |
 /// | `send_window` | 8 MiB of unprocessed messages per sender and target: beyond it `tell` waits (then fails), an actor's `send` fails with [`Error::Backpressure`] | processes |
 /// | `root_supervision` | [`SupervisorSpec::default`]: one-for-one, 5 restarts in 10 s | processes |
+/// | `log_level` / `log_filter` | `warn` (the `GREENROOM_LOG` environment variable, when set, takes precedence) | processes |
+/// | `log_file` | none: the admin and every actor log to this program's stderr | processes |
 /// | `capabilities` | none | both |
 /// | `registry` | the one given to `greenroom_host::init` | simple |
 /// | `record_deliveries` | off | simple |
@@ -86,6 +88,8 @@ pub struct SystemConfig {
     registry: Option<Registry>,
     record_deliveries: bool,
     capabilities: Capabilities,
+    log_filter: Option<String>,
+    log_file: Option<PathBuf>,
 }
 
 impl Default for SystemConfig {
@@ -100,6 +104,8 @@ impl Default for SystemConfig {
             registry: None,
             record_deliveries: false,
             capabilities: Capabilities::new(),
+            log_filter: None,
+            log_file: None,
         }
     }
 }
@@ -143,6 +149,33 @@ impl SystemConfig {
     /// restarts), only that actor is gone; the others keep running.
     pub fn root_supervision(mut self, spec: SupervisorSpec) -> Self {
         self.root_supervision = spec;
+        self
+    }
+
+    /// The least severe `tracing` level the admin and the actors log (default `warn`).
+    /// Records below it are not even written by the actor's process. The `GREENROOM_LOG`
+    /// environment variable, when set, overrides this (so an operator can turn logging up
+    /// without a rebuild). On the simple base actors log through this program's own
+    /// subscriber.
+    pub fn log_level(mut self, level: tracing::Level) -> Self {
+        self.log_filter = Some(level.as_str().to_ascii_lowercase());
+        self
+    }
+
+    /// Like [`SystemConfig::log_level`], with a filter in `tracing-subscriber`'s `EnvFilter`
+    /// syntax, e.g. `"warn,my_app=debug"`. An invalid filter makes
+    /// [`ActorSystem::start_with`] fail with [`Error::InvalidSetting`].
+    pub fn log_filter(mut self, spec: impl Into<String>) -> Self {
+        self.log_filter = Some(spec.into());
+        self
+    }
+
+    /// Where the system's log goes: this file, created if missing and appended to, instead of
+    /// this program's stderr. Every record of the admin and of every actor (and anything else
+    /// an actor's process writes to its stderr) is written there, each actor's lines tagged
+    /// with its type, address and pid. This program's own logging is not affected.
+    pub fn log_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.log_file = Some(path.into());
         self
     }
 

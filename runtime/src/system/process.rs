@@ -27,6 +27,7 @@ use super::{deadline_after, for_client, ActorInfo, SystemConfig};
 use crate::{
     admin,
     error::{Error, Result},
+    logging,
     message::AnyMessage,
     net::endpoint::{Endpoint, Inbound},
     process_role::Role,
@@ -80,6 +81,16 @@ impl ProcessSystem {
             Some(p) => p.clone(),
             None => std::env::current_exe().map_err(Error::io("finding the current executable"))?,
         };
+        if let Some(spec) = &config.log_filter {
+            logging::check_filter(spec).map_err(|why| Error::InvalidSetting {
+                setting: "log_filter",
+                why,
+            })?;
+        }
+        let log_file = match &config.log_file {
+            Some(path) => Some(open_log_file(path)?),
+            None => None,
+        };
         let (mut child, control) = admin::start_admin(
             &exe,
             &rundir,
@@ -87,6 +98,10 @@ impl ProcessSystem {
             config.send_window,
             &config.root_supervision,
             &config.capabilities,
+            admin::LogSettings {
+                filter: logging::effective_filter(config.log_filter.as_deref()),
+                file: log_file,
+            },
         )?;
         let admin_pid = child.id();
         let registered = register_client(control, config.max_frame, &rundir);
@@ -269,6 +284,17 @@ impl Drop for ProcessSystem {
             tracing::warn!(error = %e, "actor system shutdown on drop did not complete cleanly");
         }
     }
+}
+
+/// Opens (or creates, readable by this user only) the file a system logs to, for appending.
+fn open_log_file(path: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(Error::io(format!("opening the log file {}", path.display())))
 }
 
 /// Handshakes with the admin over `control`, registers as a client, and binds the client's

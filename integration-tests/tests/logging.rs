@@ -1,0 +1,328 @@
+//! The system's log: records and raw stderr output of actor hosts reach the one log file
+//! given at start, through the admin, tagged with the actor's type, address and pid, and
+//! filtered at the level given at start.
+
+use std::{
+    collections::BTreeSet,
+    fs::File,
+    io::Read,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use greenroom::{actor_type_name, Address, Error, SystemConfig};
+use greenroom_integration_tests::{actors::*, TestSystem};
+
+const HOST: &str = env!("CARGO_BIN_EXE_greenroom-test-host");
+const T: Duration = Duration::from_secs(10);
+/// How long a line may take to reach the file.
+const ARRIVAL: Duration = Duration::from_secs(20);
+
+/// A system logging at `level` to a file in a fresh temporary directory (returned, so that
+/// it outlives the system: declare it first).
+fn system(level: tracing::Level) -> (tempfile::TempDir, PathBuf, TestSystem) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("system.log");
+    let sys = TestSystem::start_with(HOST, SystemConfig::default().log_level(level).log_file(&path));
+    (dir, path, sys)
+}
+
+/// A string no other test (or earlier run) writes.
+fn nonce(what: &str) -> String {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{what}-{}-{n}", std::process::id())
+}
+
+fn pid_of(sys: &TestSystem, actor: Address) -> u32 {
+    sys.actor_info(actor)
+        .expect("actor info")
+        .pid
+        .expect("a running actor has a pid")
+}
+
+/// ` actor=@N actor_type=… pid=P `, as the admin tags a line of that host.
+fn attribution(actor: Address, pid: u32) -> String {
+    format!(" actor={actor} actor_type={} pid={pid} ", actor_type_name::<Logger>())
+}
+
+/// Reads a growing log file line by line.
+struct LogTail {
+    file: File,
+    partial: Vec<u8>,
+    lines: Vec<String>,
+}
+
+impl LogTail {
+    /// The client creates the file when it starts the system.
+    fn open(path: &Path) -> LogTail {
+        LogTail {
+            file: File::open(path).unwrap_or_else(|e| panic!("no log file at {}: {e}", path.display())),
+            partial: Vec::new(),
+            lines: Vec::new(),
+        }
+    }
+
+    /// Reads what was appended since the last call; returns the number of new lines.
+    fn poll(&mut self) -> usize {
+        let mut bytes = Vec::new();
+        self.file.read_to_end(&mut bytes).expect("read the log file");
+        self.partial.extend_from_slice(&bytes);
+        let Some(end) = self.partial.iter().rposition(|&b| b == b'\n') else {
+            return 0;
+        };
+        let complete: Vec<u8> = self.partial.drain(..=end).collect();
+        let before = self.lines.len();
+        self.lines
+            .extend(String::from_utf8_lossy(&complete).lines().map(str::to_owned));
+        self.lines.len() - before
+    }
+
+    /// Waits until a line satisfies `found`; returns its index. Panics with the log at the
+    /// deadline.
+    fn wait_for(&mut self, what: &str, found: impl Fn(&str) -> bool) -> usize {
+        let deadline = Instant::now() + ARRIVAL;
+        let mut checked = 0;
+        loop {
+            if let Some(i) = self.lines[checked..].iter().position(|l| found(l)) {
+                return checked + i;
+            }
+            checked = self.lines.len();
+            assert!(
+                Instant::now() < deadline,
+                "no log line {what} within {ARRIVAL:?}; the log has:\n{}",
+                self.lines.join("\n")
+            );
+            if self.poll() == 0 {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+#[test]
+fn an_actors_record_reaches_the_log_file_with_its_type_address_and_pid() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("system.log");
+    std::fs::write(&path, "a line written before the system started\n").unwrap();
+    let sys = TestSystem::start_with(
+        HOST,
+        SystemConfig::default().log_level(tracing::Level::INFO).log_file(&path),
+    );
+    let logger = sys.create_actor::<Logger>().unwrap();
+    let text = nonce("hello from an actor");
+    assert!(sys.ask::<_, bool>(logger, LogCommand::Info(text.clone()), T).unwrap());
+    let pid = pid_of(&sys, logger);
+
+    let mut log = LogTail::open(&path);
+    let i = log.wait_for(&text, |l| l.contains(&text));
+    let line = &log.lines[i];
+    assert!(
+        line.contains(&format!(" INFO greenroom_integration_tests::actors: {text} answer=42")),
+        "{line}"
+    );
+    assert!(line.contains(&attribution(logger, pid)), "{line}");
+    assert!(line.ends_with(" incarnation=1"), "{line}");
+    assert_eq!(
+        log.lines[0], "a line written before the system started",
+        "the file is appended to"
+    );
+    // The admin's own records go to the same place.
+    log.wait_for("from the admin", |l| {
+        l.contains(" INFO greenroom::admin: spawned actor host") && l.contains(&format!("pid={pid}"))
+    });
+}
+
+#[test]
+fn records_below_the_level_are_not_written() {
+    let (_dir, path, sys) = system(tracing::Level::INFO);
+    let logger = sys.create_actor::<Logger>().unwrap();
+    let hidden = nonce("debug at info level");
+    let marker = nonce("info after it");
+    assert!(sys
+        .ask::<_, bool>(logger, LogCommand::Debug(hidden.clone()), T)
+        .unwrap());
+    assert!(sys.ask::<_, bool>(logger, LogCommand::Info(marker.clone()), T).unwrap());
+    let mut log = LogTail::open(&path);
+    // One host's lines arrive in order: once the later record is there, the earlier one
+    // would be too.
+    log.wait_for(&marker, |l| l.contains(&marker));
+    assert!(
+        !log.lines.iter().any(|l| l.contains(&hidden)),
+        "a debug record at level info:\n{}",
+        log.lines.join("\n")
+    );
+    assert!(
+        !log.lines.iter().any(|l| l.contains(" DEBUG ")),
+        "no debug record at all"
+    );
+}
+
+#[test]
+fn records_at_the_level_are_written() {
+    let (_dir, path, sys) = system(tracing::Level::DEBUG);
+    let logger = sys.create_actor::<Logger>().unwrap();
+    let shown = nonce("debug at debug level");
+    assert!(sys.ask::<_, bool>(logger, LogCommand::Debug(shown.clone()), T).unwrap());
+    let pid = pid_of(&sys, logger);
+    let mut log = LogTail::open(&path);
+    let i = log.wait_for(&shown, |l| l.contains(&shown));
+    let line = &log.lines[i];
+    assert!(line.contains(" DEBUG greenroom_integration_tests::actors: "), "{line}");
+    assert!(line.contains(&attribution(logger, pid)), "{line}");
+}
+
+#[test]
+fn raw_stderr_and_the_last_words_of_an_aborting_actor_are_in_the_log() {
+    // The default level: raw output is never filtered.
+    let (_dir, path, sys) = system(tracing::Level::WARN);
+    let logger = sys.create_actor::<Logger>().unwrap();
+    let pid = pid_of(&sys, logger);
+    let raw = nonce("plain eprintln");
+    assert!(sys.ask::<_, bool>(logger, LogCommand::Eprint(raw.clone()), T).unwrap());
+    let mut log = LogTail::open(&path);
+    let i = log.wait_for(&raw, |l| l.contains(&raw));
+    let line = log.lines[i].clone();
+    assert!(
+        line.contains(&format!(" WARN stderr: {raw}")),
+        "marked as raw stderr: {line}"
+    );
+    assert!(line.contains(&attribution(logger, pid)), "{line}");
+
+    let last_words = nonce("about to abort");
+    match sys.ask::<_, bool>(logger, LogCommand::AbortAfter(last_words.clone()), T) {
+        Err(Error::Poisoned { .. }) => {}
+        other => panic!("the actor should have died on the message: {other:?}"),
+    }
+    let i = log.wait_for(&last_words, |l| l.contains(&last_words));
+    assert!(log.lines[i].contains(&attribution(logger, pid)), "{}", log.lines[i]);
+
+    // A panic that aborts the process (it escapes a destructor during unwinding): its
+    // message is logged as an error record, and Rust's own last line as raw output.
+    let restarted = pid_of(&sys, logger);
+    assert_ne!(restarted, pid);
+    let boom = nonce("first of two panics");
+    match sys.ask::<_, bool>(logger, LogCommand::DoublePanic(boom.clone()), T) {
+        Err(Error::Poisoned { .. }) => {}
+        other => panic!("the actor should have died on the message: {other:?}"),
+    }
+    let i = log.wait_for(&boom, |l| l.contains(&boom) && l.contains("PanicOnDrop"));
+    let line = &log.lines[i];
+    assert!(line.contains(" ERROR "), "{line}");
+    assert!(line.contains(&attribution(logger, restarted)), "{line}");
+    log.wait_for("Rust's abort message", |l| {
+        l.contains(" WARN stderr: ") && l.contains("aborting") && l.contains(&format!("pid={restarted} "))
+    });
+}
+
+#[test]
+fn a_chatty_actor_does_not_stall_the_system_and_every_line_arrives() {
+    let (_dir, path, sys) = system(tracing::Level::INFO);
+    let chatty = sys.create_actor::<Logger>().unwrap();
+    let echo = sys.create_actor::<Echo>().unwrap();
+    let prefix = nonce("chatty");
+    let count = 50_000u64;
+    sys.tell(
+        chatty,
+        LogCommand::Lines {
+            prefix: prefix.clone(),
+            count,
+        },
+    )
+    .unwrap();
+
+    // While the lines pour in, other actors answer and the admin serves requests promptly.
+    let bound = Duration::from_secs(2);
+    let mut log = LogTail::open(&path);
+    let mut seen = BTreeSet::new();
+    let mut checks = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let marker = format!(" INFO greenroom_integration_tests::actors: {prefix} ");
+    while (seen.len() as u64) < count {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {count} lines arrived",
+            seen.len()
+        );
+        let started = Instant::now();
+        let text = format!("check {checks}");
+        let mut answer = sys.ask_any(echo, text.clone(), bound).expect("the echo answers");
+        if answer.0 == chatty {
+            // The chatty actor's `true` for its finished command came first.
+            answer = sys.listen(bound).expect("the echo answers").expect("the echo answers");
+        }
+        assert_eq!((answer.0, answer.1.downcast::<String>()), (echo, Some(text)));
+        sys.actor_info(chatty).expect("the admin answers");
+        assert!(started.elapsed() < bound, "took {:?}", started.elapsed());
+        checks += 1;
+        let from = log.lines.len();
+        log.poll();
+        for line in &log.lines[from..] {
+            if let Some(at) = line.find(&marker) {
+                let rest = &line[at + marker.len()..];
+                let n: u64 = rest
+                    .split(' ')
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .expect("a line number");
+                assert!(seen.insert(n), "line {n} arrived twice");
+            }
+        }
+    }
+    assert_eq!(seen.len() as u64, count);
+    assert_eq!(seen.last(), Some(&(count - 1)));
+    assert!(checks >= 1);
+    // The chatty actor is fine too.
+    assert!(sys.ask::<_, bool>(chatty, LogCommand::Info(nonce("done")), T).unwrap());
+}
+
+#[test]
+fn each_actors_records_are_attributed_to_it() {
+    let (_dir, path, sys) = system(tracing::Level::INFO);
+    let a = sys.create_actor::<Logger>().unwrap();
+    let b = sys.create_actor::<Logger>().unwrap();
+    let (pid_a, pid_b) = (pid_of(&sys, a), pid_of(&sys, b));
+    let (tag_a, tag_b) = (nonce("from-a"), nonce("from-b"));
+    for i in 0..20 {
+        sys.tell(a, LogCommand::Info(format!("{tag_a} {i}"))).unwrap();
+        sys.tell(b, LogCommand::Eprint(format!("{tag_b} {i}"))).unwrap();
+    }
+    for (actor, text) in [(a, &tag_a), (b, &tag_b)] {
+        assert!(sys
+            .ask::<_, bool>(actor, LogCommand::Info(format!("{text} end")), T)
+            .unwrap());
+    }
+    let mut log = LogTail::open(&path);
+    log.wait_for("from a", |l| l.contains(&format!("{tag_a} end")));
+    log.wait_for("from b", |l| l.contains(&format!("{tag_b} end")));
+    for (tag, actor, pid, other) in [(&tag_a, a, pid_a, pid_b), (&tag_b, b, pid_b, pid_a)] {
+        let lines: Vec<&String> = log.lines.iter().filter(|l| l.contains(tag.as_str())).collect();
+        assert_eq!(lines.len(), 21, "{tag}: {lines:#?}");
+        for line in lines {
+            assert!(line.contains(&attribution(actor, pid)), "{line}");
+            assert!(!line.contains(&format!("pid={other} ")), "{line}");
+        }
+    }
+}
+
+#[test]
+fn an_invalid_filter_fails_the_start() {
+    let err = match greenroom::ActorSystem::start_with(
+        SystemConfig::default()
+            .host_executable(HOST)
+            .log_filter("my_app=loudest"),
+    ) {
+        Err(e) => e,
+        Ok(_) => panic!("a system started with an invalid log filter"),
+    };
+    assert!(
+        matches!(
+            err,
+            Error::InvalidSetting {
+                setting: "log_filter",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
