@@ -1,7 +1,10 @@
-//! What the example programs share: choosing the base from the command line.
+//! What the example programs share: choosing the base from the command line, and the actor
+//! types of the CLI walk-through ([`demo`]).
 //!
 //! Every example that makes sense on both bases takes `--base processes` (the default) or
 //! `--base simple`; nothing else in the program changes.
+
+pub mod demo;
 
 use greenroom::Base;
 

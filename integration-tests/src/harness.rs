@@ -286,3 +286,22 @@ pub fn wait_for_exit(pid: u32, timeout: Duration) -> bool {
         }
     }
 }
+
+/// A binary of another package of this workspace (the `greenroom` CLI, an example), from the
+/// target directory this test was built into. `cargo test --workspace` builds them all before
+/// any test runs; run alone, a test needs them built first.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test runs from target/<profile>/deps");
+    let bin = dir.join(name);
+    assert!(
+        bin.exists(),
+        "{} is not built: run `cargo test --workspace`, or `cargo build --workspace --bins` first",
+        bin.display()
+    );
+    bin
+}

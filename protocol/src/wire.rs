@@ -252,6 +252,44 @@ impl fmt::Display for CreateFailure {
     }
 }
 
+/// What an admin says of its system: the answer to [`ToAdmin::Describe`], behind
+/// `greenroom status` and `greenroom list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SystemDescription {
+    /// The name it was started under (`greenroom start --name`), if any.
+    pub name: Option<String>,
+    pub admin_pid: u32,
+    /// The executable run for every host.
+    pub host_executable: String,
+    pub runtime_dir: String,
+    /// When the admin started, in milliseconds since the Unix epoch.
+    pub started_unix_ms: u64,
+    /// Where the system's log goes, if it is a file.
+    pub log_file: Option<String>,
+    /// Every actor the admin knows, gone ones included, in creation order.
+    pub actors: Vec<ActorRow>,
+}
+
+/// One actor in a [`SystemDescription`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActorRow {
+    pub address: Address,
+    pub type_name: String,
+    pub global_name: Option<String>,
+    /// Its supervisor (`None`: the root).
+    pub parent: Option<Address>,
+    pub state: ActorState,
+    /// The host process serving it now, if any.
+    pub pid: Option<u32>,
+    /// 1 for the first process, +1 per restart.
+    pub incarnation: u32,
+    /// When its current process was started, in milliseconds since the Unix epoch.
+    pub started_unix_ms: Option<u64>,
+    /// Messages its host has read and not yet processed, as the host last reported (not
+    /// counting what still waits in its sockets).
+    pub queued: Option<u64>,
+}
+
 /// Host or client → admin, on a control connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToAdmin {
@@ -289,6 +327,9 @@ pub enum ToAdmin {
     /// Messages that can never be delivered to `target` (it is gone for good). The admin
     /// hands each to the dead-letter handler as a `DeadEnvelope`, or logs it.
     DeadLetters { target: Address, messages: Vec<Payload> },
+    /// Client: describe the system and every actor in it. Answered by
+    /// [`FromAdmin::Description`].
+    Describe { request: u64 },
     /// Set (`Some`) or remove (`None`) one of the system's capabilities. The admin tells every
     /// host and client the new set ([`FromAdmin::CapabilitiesChanged`]).
     UpdateCapability { key: String, value: Option<Payload> },
@@ -341,6 +382,8 @@ pub enum FromAdmin {
     ExitNow,
     /// The answer to [`ToAdmin::Shutdown`]: every actor is stopped.
     ShutdownComplete { request: u64 },
+    /// The answer to [`ToAdmin::Describe`].
+    Description { request: u64, system: SystemDescription },
     /// To every host and client: the system's capabilities changed; this is the new set.
     CapabilitiesChanged { capabilities: crate::Capabilities },
 }

@@ -132,6 +132,16 @@ pub enum Error {
     #[error("{0}")]
     WrongBase(&'static str),
 
+    /// No admin answers in this runtime directory.
+    #[error(
+        "no actor system is running in {runtime_dir} ({why}); start one with `greenroom start --host-bin PATH --name NAME`, or check the name"
+    )]
+    NoSuchSystem { runtime_dir: PathBuf, why: String },
+
+    /// A system name that cannot be a directory name.
+    #[error("invalid actor system name {0:?}: use 1 to 64 letters, digits, '-', '_' or '.', not starting with '.'")]
+    InvalidSystemName(String),
+
     /// The system was shut down; start a new one.
     #[error("the actor system has been shut down; start a new ActorSystem")]
     SystemStopped,

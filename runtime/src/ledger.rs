@@ -11,7 +11,8 @@
 //! word 0      magic
 //! word 1      busy_sender   endpoint id of the message being processed, 0 when idle
 //! word 2      busy_seq      its sequence number on that sender's connection
-//! word 3      (reserved)
+//! word 3      queued        messages the host had read and not yet processed when it
+//!                           began the current one (for `greenroom status`)
 //! then SLOTS × { sender: u64, done: u64 }   one per open data connection:
 //!             every message of `sender` up to seq `done` has been processed
 //! ```
@@ -47,6 +48,7 @@ const BYTES: usize = WORDS * 8;
 const W_MAGIC: usize = 0;
 const W_BUSY_SENDER: usize = 1;
 const W_BUSY_SEQ: usize = 2;
+const W_QUEUED: usize = 3;
 
 /// The admin's handle on one actor's ledger file.
 pub struct LedgerFile {
@@ -109,19 +111,33 @@ impl LedgerFile {
 }
 
 impl LedgerFile {
-    /// The message being processed right now, as (sender, seq), if any: a cheap peek for
-    /// liveness checks.
-    pub fn busy(&self) -> io::Result<Option<(u64, u64)>> {
-        let mut bytes = [0u8; 24];
+    /// The header words, if a host has mapped the ledger (its magic is set): a cheap peek,
+    /// one `pread`, at what the current incarnation is doing.
+    fn header(&self) -> io::Result<Option<[u64; HEADER_WORDS]>> {
+        let mut bytes = [0u8; HEADER_WORDS * 8];
         let n = nix::sys::uio::pread(&self.fd, &mut bytes, 0)?;
         if n < bytes.len() {
             return Ok(None);
         }
-        let word = |i: usize| u64::from_ne_bytes(bytes[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
-        if word(W_MAGIC) != MAGIC || word(W_BUSY_SENDER) == 0 {
-            return Ok(None);
+        let mut words = [0u64; HEADER_WORDS];
+        for (i, w) in words.iter_mut().enumerate() {
+            *w = u64::from_ne_bytes(bytes[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
         }
-        Ok(Some((word(W_BUSY_SENDER), word(W_BUSY_SEQ))))
+        Ok((words[W_MAGIC] == MAGIC).then_some(words))
+    }
+
+    /// How many messages the host had read and not yet processed when it began its latest
+    /// one (`None` if it never mapped the ledger).
+    pub fn queued(&self) -> io::Result<Option<u64>> {
+        Ok(self.header()?.map(|w| w[W_QUEUED]))
+    }
+
+    /// The message being processed right now, as (sender, seq), if any: for liveness checks.
+    pub fn busy(&self) -> io::Result<Option<(u64, u64)>> {
+        Ok(self
+            .header()?
+            .filter(|w| w[W_BUSY_SENDER] != 0)
+            .map(|w| (w[W_BUSY_SENDER], w[W_BUSY_SEQ])))
     }
 }
 
@@ -232,6 +248,11 @@ impl Ledger {
         }
         self.word(HEADER_WORDS + 2 * slot as usize).store(0, Ordering::Release);
         self.free.push(slot);
+    }
+
+    /// Records how many messages wait behind the one about to be processed.
+    pub fn set_queued(&self, queued: u64) {
+        self.word(W_QUEUED).store(queued, Ordering::Relaxed);
     }
 
     /// Records that message `seq` of `sender` is about to be processed.

@@ -55,8 +55,8 @@ pub use actor::{actor_type_name, Actor, ActorResult, Backend, Context, Registry}
 pub use dispatch::Handle;
 pub use error::{Error, Result};
 pub use greenroom_protocol::{
-    ActorState, Address, Backoff, Capabilities, ChildSpec, CreateFailure, ExitCause, ProtocolError, Resource,
-    ResourceLimits, RestartType, Strategy, SupervisorSpec,
+    ActorRow, ActorState, Address, Backoff, Capabilities, ChildSpec, CreateFailure, ExitCause, ProtocolError, Resource,
+    ResourceLimits, RestartType, Strategy, SupervisorSpec, SystemDescription,
 };
 pub use message::{
     ActorExitRequest, AnyMessage, ChildActorExited, ChildRestarted, DeadEnvelope, Message, PoisonMessage, WakeupMessage,

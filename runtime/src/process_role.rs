@@ -24,6 +24,14 @@ pub const DEFAULT_SEND_WINDOW: usize = 8 * 1024 * 1024;
 /// client's environment it overrides `SystemConfig::log_level`; see [`crate::logging`].
 pub const LOG_ENV: &str = "GREENROOM_LOG";
 
+/// Environment variable: set for an admin started on its own (`greenroom start`), which has
+/// no owner connection and runs until it is told to stop.
+pub const DETACHED_ENV: &str = "GREENROOM_DETACHED";
+/// Environment variable: the name a detached system was started under.
+pub const SYSTEM_NAME_ENV: &str = "GREENROOM_SYSTEM_NAME";
+/// Environment variable: the file a detached admin's log goes to (for `Describe`).
+pub const LOG_PATH_ENV: &str = "GREENROOM_LOG_PATH";
+
 /// The control socket a started process inherits (to its admin, or from its owner).
 pub const CONTROL_FD: RawFd = 3;
 /// The listening socket a host inherits: its actor's address on disk.

@@ -41,6 +41,42 @@ pub fn socket_path(dir: &Path, address: Address) -> PathBuf {
     dir.join(format!("{}.sock", address.id()))
 }
 
+/// The runtime directory of the system named `name` (one started with `greenroom start`),
+/// under `base` ([`default_base`] unless given).
+pub fn named_system_dir(base: &Path, name: &str) -> Result<PathBuf> {
+    let valid = (1..=64).contains(&name.len())
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !valid {
+        return Err(Error::InvalidSystemName(name.to_owned()));
+    }
+    Ok(base.join(format!("n-{name}")))
+}
+
+/// Creates `base`, the parent of runtime directories, mode 0700, if it is not there.
+pub fn create_base(base: &Path) -> Result<()> {
+    ensure_private_dir(base, false).map_err(|why| Error::RuntimeDir {
+        path: base.to_path_buf(),
+        why,
+    })
+}
+
+/// The names of the named systems whose directories are under `base` (running or stale).
+pub fn named_systems(base: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(base)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.strip_prefix("n-").map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
 /// Where further clients connect to the admin of the system in `dir`.
 pub fn admin_socket_path(dir: &Path) -> PathBuf {
     dir.join("admin.sock")

@@ -45,8 +45,8 @@ use std::{
 };
 
 use greenroom_protocol::{
-    frame::decode, ActorState, Address, Capabilities, ChildSpec, CreateFailure, ExitCause, FromAdmin, Handshake,
-    HandshakeReply, PeerRole, SupervisorSpec, ToAdmin, DEFAULT_MAX_FRAME,
+    frame::decode, ActorRow, ActorState, Address, Capabilities, ChildSpec, CreateFailure, ExitCause, FromAdmin,
+    Handshake, HandshakeReply, PeerRole, SupervisorSpec, SystemDescription, ToAdmin, DEFAULT_MAX_FRAME,
 };
 use mio::{net::UnixStream, Events, Interest, Poll, Token};
 use nix::{
@@ -131,6 +131,8 @@ struct ActorRecord {
     control: Option<Token>,
     /// The current process's stderr pipe, to read what is left of it when it is reaped.
     log_pipe: Option<Token>,
+    /// When the current process was spawned.
+    spawned_at: Option<std::time::SystemTime>,
     /// The address on disk, held across restarts; dropped when the actor is gone.
     listener: Option<UnixListener>,
     /// Its delivery ledger; dropped (its fd closed) once the actor is gone for good.
@@ -155,6 +157,13 @@ struct ActorRecord {
     kill_cause: Option<ExitCause>,
     /// What recent dead incarnations did: (incarnation, ledger, cause).
     reports: VecDeque<(u32, LedgerReport, ExitCause)>,
+}
+
+/// Who this admin is, for `Describe`.
+struct Identity {
+    name: Option<String>,
+    started: std::time::SystemTime,
+    log_file: Option<String>,
 }
 
 /// A sender waiting to hear what became of an incarnation it lost its connection to.
@@ -207,6 +216,8 @@ struct Admin {
     dead_letter_handler: Option<ActorId>,
     /// The system's capabilities: kept here, copied to every host and client.
     capabilities: Capabilities,
+    /// What `Describe` reports about the system itself.
+    identity: Identity,
     /// Actors with timed checks of their own (a liveness timeout, or a host that closed its
     /// control connection): kept apart so that the loop's timing work does not grow with the
     /// number of actors.
@@ -260,35 +271,27 @@ impl Admin {
             mio::Waker::new(poll.registry(), LOG_WAKER).map_err(Error::io("creating the log sink's waker"))?,
         );
 
-        // SAFETY: fd 3 is the owner's control socket, put there by the client that started
-        // this admin (see `start_admin`); nothing else in this process owns it.
-        let owner = unsafe { std::os::unix::net::UnixStream::from_raw_fd(CONTROL_FD) };
-        // Make sure no later child inherits the owner's socket.
-        nix::fcntl::fcntl(
-            CONTROL_FD,
-            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-        )
-        .map_err(|e| Error::io("marking the owner socket close-on-exec")(e.into()))?;
-        owner
-            .set_nonblocking(true)
-            .map_err(Error::io("making the owner socket non-blocking"))?;
-        let mut owner = UnixStream::from_std(owner);
-        poll.registry()
-            .register(&mut owner, OWNER, Interest::READABLE | Interest::WRITABLE)
-            .map_err(Error::io("registering the owner socket"))?;
         poll.registry()
             .register(&mut client_listener, CLIENT_LISTENER, Interest::READABLE)
             .map_err(Error::io("registering the client listener"))?;
-
         let mut peers = HashMap::new();
-        peers.insert(
-            OWNER,
-            ControlPeer {
-                framed: Framed::new(owner, DEFAULT_MAX_FRAME),
-                kind: PeerKind::Client(None),
-                handshake_done: false,
-            },
-        );
+        // A detached admin (`greenroom start`) has no owner: it runs until it is told to stop.
+        if std::env::var_os(process_role::DETACHED_ENV).is_none() {
+            let owner = Self::owner_connection(&poll)?;
+            peers.insert(
+                OWNER,
+                ControlPeer {
+                    framed: Framed::new(owner, DEFAULT_MAX_FRAME),
+                    kind: PeerKind::Client(None),
+                    handshake_done: false,
+                },
+            );
+        }
+        let identity = Identity {
+            name: std::env::var(process_role::SYSTEM_NAME_ENV).ok(),
+            started: std::time::SystemTime::now(),
+            log_file: std::env::var(process_role::LOG_PATH_ENV).ok(),
+        };
         tracing::info!(rundir = %rundir.display(), pid = std::process::id(), open_files, "admin started");
         Ok(Admin {
             poll,
@@ -315,10 +318,33 @@ impl Admin {
             global_names: HashMap::new(),
             dead_letter_handler: None,
             capabilities,
+            identity,
             sink,
             log_pipes: HashMap::new(),
             logs_paused: Vec::new(),
         })
+    }
+
+    /// The owner's control connection: fd 3, put there by the client that started this
+    /// admin (see `start_admin`), registered with `poll`.
+    fn owner_connection(poll: &Poll) -> Result<UnixStream> {
+        // SAFETY: fd 3 is the owner's control socket, put there by the client that started
+        // this admin; nothing else in this process owns it.
+        let owner = unsafe { std::os::unix::net::UnixStream::from_raw_fd(CONTROL_FD) };
+        // Make sure no later child inherits the owner's socket.
+        nix::fcntl::fcntl(
+            CONTROL_FD,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .map_err(|e| Error::io("marking the owner socket close-on-exec")(e.into()))?;
+        owner
+            .set_nonblocking(true)
+            .map_err(Error::io("making the owner socket non-blocking"))?;
+        let mut owner = UnixStream::from_std(owner);
+        poll.registry()
+            .register(&mut owner, OWNER, Interest::READABLE | Interest::WRITABLE)
+            .map_err(Error::io("registering the owner socket"))?;
+        Ok(owner)
     }
 
     fn run(mut self) -> Result<()> {
@@ -909,6 +935,10 @@ impl Admin {
             (ToAdmin::DeadLetters { target, messages }, kind @ (PeerKind::Host(_) | PeerKind::Client(Some(_)))) => {
                 self.dead_letters(kind, target, messages);
             }
+            (ToAdmin::Describe { request }, PeerKind::Client(Some(_))) => {
+                let system = self.describe();
+                self.send(token, &FromAdmin::Description { request, system });
+            }
             (ToAdmin::UpdateCapability { key, value }, PeerKind::Host(_) | PeerKind::Client(Some(_))) => {
                 self.update_capability(key, value);
             }
@@ -920,6 +950,49 @@ impl Admin {
                 );
                 self.peer_closed(token);
             }
+        }
+    }
+
+    /// The system and every actor the admin knows, for `greenroom status`.
+    fn describe(&self) -> SystemDescription {
+        let unix_ms = |t: std::time::SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64)
+        };
+        let names: HashMap<ActorId, &String> = self.global_names.iter().map(|(n, id)| (*id, n)).collect();
+        let mut ids: Vec<&ActorId> = self.actors.keys().collect();
+        ids.sort_unstable();
+        let actors = ids
+            .into_iter()
+            .filter_map(|id| {
+                let rec = self.actors.get(id)?;
+                let (state, incarnation) = self.tree.state(*id)?;
+                let live = rec.pid.is_some();
+                Some(ActorRow {
+                    address: rec.address,
+                    type_name: rec.type_name.clone(),
+                    global_name: names.get(id).map(|n| (*n).clone()),
+                    parent: self.tree.parent(*id).map(Address::local),
+                    state,
+                    pid: rec.pid.map(|p| p.as_raw() as u32),
+                    incarnation,
+                    started_unix_ms: rec.spawned_at.filter(|_| live).map(unix_ms),
+                    queued: rec
+                        .ledger
+                        .as_ref()
+                        .filter(|_| live)
+                        .and_then(|l| l.queued().ok().flatten()),
+                })
+            })
+            .collect();
+        SystemDescription {
+            name: self.identity.name.clone(),
+            admin_pid: std::process::id(),
+            host_executable: self.host_exe.to_string_lossy().into_owned(),
+            runtime_dir: self.rundir.to_string_lossy().into_owned(),
+            started_unix_ms: unix_ms(self.identity.started),
+            log_file: self.identity.log_file.clone(),
+            actors,
         }
     }
 
@@ -1133,6 +1206,7 @@ impl Admin {
                 pid: None,
                 control: None,
                 log_pipe: None,
+                spawned_at: None,
                 listener: Some(listener),
                 ledger: Some(ledger),
                 creator: None,
@@ -1206,6 +1280,7 @@ impl Admin {
         // The admin reaps with wait4(-1); the std handle is not needed.
         drop(child);
         rec.pid = Some(pid);
+        rec.spawned_at = Some(std::time::SystemTime::now());
         rec.start_failure = None;
         rec.orphaned_at = None;
         rec.kill_cause = None;
@@ -1492,4 +1567,44 @@ pub(crate) fn start_admin(
         source,
     })?;
     Ok((child, client_end))
+}
+
+/// What `greenroom start` needs to start an admin on its own.
+#[derive(Debug, Clone)]
+pub struct DetachedAdmin {
+    /// The host binary: run as the admin and for every actor.
+    pub host_executable: PathBuf,
+    /// The system's name; its runtime directory is derived from it.
+    pub name: String,
+    /// The runtime directory ([`runtime_dir::named_system_dir`]).
+    pub runtime_dir: PathBuf,
+    pub capabilities: Capabilities,
+    /// The log file (the admin's stderr), reported by `Describe`.
+    pub log_file: Option<PathBuf>,
+    /// The log filter (`GREENROOM_LOG` syntax); `None`: the default.
+    pub log_filter: Option<String>,
+}
+
+impl DetachedAdmin {
+    /// The command that runs this admin: the host binary in the admin role, with no owner
+    /// connection (it runs until a client or a signal stops it). The caller chooses stdio and
+    /// whether to detach it from its session.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.host_executable);
+        cmd.env(process_role::ROLE_ENV, process_role::Role::Admin.env_value())
+            .env(process_role::DETACHED_ENV, "1")
+            .env(process_role::SYSTEM_NAME_ENV, &self.name)
+            .env(process_role::RUNTIME_DIR_ENV, &self.runtime_dir)
+            .env(process_role::HOST_EXE_ENV, &self.host_executable)
+            .env(CAPABILITIES_ENV, encode_hex(&self.capabilities))
+            .arg0(format!("greenroom-admin {}", self.name))
+            .stdin(Stdio::null());
+        if let Some(path) = &self.log_file {
+            cmd.env(process_role::LOG_PATH_ENV, path);
+        }
+        if let Some(filter) = crate::logging::effective_filter(self.log_filter.as_deref()) {
+            cmd.env(process_role::LOG_ENV, filter);
+        }
+        cmd
+    }
 }

@@ -500,6 +500,7 @@ impl Endpoint {
     /// Records in the ledger that the message behind `receipt` is about to be processed.
     pub fn begin(&self, receipt: &Receipt) {
         if let Some(ledger) = &self.ledger {
+            ledger.set_queued(self.inbox.len() as u64);
             if receipt.token != NO_CONN {
                 ledger.begin(receipt.sender, receipt.seq);
             }

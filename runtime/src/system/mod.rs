@@ -41,7 +41,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use greenroom_protocol::{ActorState, Address, Capabilities, ChildSpec, SupervisorSpec, DEFAULT_MAX_FRAME};
+use greenroom_protocol::{
+    ActorState, Address, Capabilities, ChildSpec, SupervisorSpec, SystemDescription, DEFAULT_MAX_FRAME,
+};
 
 use crate::{
     actor::{actor_type_name, check_capabilities, Actor, Registry},
@@ -257,6 +259,45 @@ impl ActorSystem {
             Base::Simple => Inner::Simple(simple::SimpleSystem::start(&config)?),
         };
         Ok(ActorSystem { inner })
+    }
+
+    /// Attaches to the system started with `greenroom start --name NAME` (Thespian's
+    /// `ActorSystem()` reaching an existing admin), under the default runtime base. The
+    /// client creates, tells and asks as if it had started the system; its `shutdown` (and
+    /// dropping it) only closes this client, and [`ActorSystem::stop_system`] stops the
+    /// system. Several programs may be attached at once.
+    ///
+    /// Fails with [`Error::NoSuchSystem`] if no admin answers under that name.
+    pub fn connect(name: &str) -> Result<Self> {
+        let dir = crate::runtime_dir::named_system_dir(&crate::runtime_dir::default_base(), name)?;
+        Self::connect_dir(&dir)
+    }
+
+    /// Like [`ActorSystem::connect`], given the system's runtime directory.
+    pub fn connect_dir(runtime_dir: &Path) -> Result<Self> {
+        let client =
+            process::ProcessSystem::attach(runtime_dir, DEFAULT_MAX_FRAME, crate::process_role::DEFAULT_SEND_WINDOW)?;
+        Ok(ActorSystem {
+            inner: Inner::Processes(Box::new(client)),
+        })
+    }
+
+    /// What the admin says of the system and of every actor it knows (process base): the
+    /// data behind `greenroom status`.
+    pub fn describe(&self) -> Result<SystemDescription> {
+        match &self.inner {
+            Inner::Processes(p) => p.describe(),
+            Inner::Simple(_) => Err(Error::WrongBase("describe: the simple base has no admin to describe")),
+        }
+    }
+
+    /// Stops the whole system, from any client: every actor is asked to exit, then the admin
+    /// stops. (For the program that started the system this is [`ActorSystem::shutdown`].)
+    pub fn stop_system(&self) -> Result<()> {
+        match &self.inner {
+            Inner::Processes(p) => p.stop_system(),
+            Inner::Simple(s) => s.stop_system(),
+        }
     }
 
     /// A private client of this system (Thespian's `private()`): the same system, seen

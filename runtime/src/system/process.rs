@@ -21,7 +21,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use greenroom_protocol::{Address, Capabilities, ChildSpec, FromAdmin, Payload, PeerRole, ToAdmin};
+use greenroom_protocol::{Address, Capabilities, ChildSpec, FromAdmin, Payload, PeerRole, SystemDescription, ToAdmin};
 
 use super::{deadline_after, for_client, ActorInfo, SystemConfig};
 use crate::{
@@ -38,6 +38,8 @@ use crate::{
 const CREATE_TIMEOUT: Duration = Duration::from_secs(50);
 /// How long `tell` waits for room when an actor is not keeping up.
 const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a closing client waits to write its last acknowledgements.
+const CLOSE_FLUSH: Duration = Duration::from_secs(1);
 /// How long `shutdown` waits for every actor to stop.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -132,10 +134,23 @@ impl ProcessSystem {
 
     /// A new client of the same admin with its own address (a private client).
     pub(crate) fn connect_private(&self) -> Result<Self> {
-        let path = runtime_dir::admin_socket_path(&self.rundir);
-        let control = std::os::unix::net::UnixStream::connect(&path)
-            .map_err(Error::io(format!("connecting to the admin at {}", path.display())))?;
-        let (endpoint, address) = register_client(control, self.max_frame, &self.rundir)?;
+        Self::attach(&self.rundir, self.max_frame, self.send_window)
+    }
+
+    /// A client of the admin already running in `rundir`: a private client of its owner, or
+    /// a program attaching to a system started with `greenroom start`.
+    pub(crate) fn attach(rundir: &Path, max_frame: u32, send_window: usize) -> Result<Self> {
+        let path = runtime_dir::admin_socket_path(rundir);
+        let control = std::os::unix::net::UnixStream::connect(&path).map_err(|e| Error::NoSuchSystem {
+            runtime_dir: rundir.to_path_buf(),
+            why: e.to_string(),
+        })?;
+        // The kernel's word for who answered, the same check the admin makes of us.
+        let admin = crate::net::peer::check_same_user(&control).map_err(|why| Error::NoSuchSystem {
+            runtime_dir: rundir.to_path_buf(),
+            why,
+        })?;
+        let (endpoint, address) = register_client(control, max_frame, rundir)?;
         Ok(ProcessSystem {
             client: Mutex::new(Client {
                 endpoint,
@@ -143,11 +158,26 @@ impl ProcessSystem {
                 stopped: false,
             }),
             address,
-            rundir: self.rundir.clone(),
-            admin_pid: self.admin_pid,
-            max_frame: self.max_frame,
-            send_window: self.send_window,
+            rundir: rundir.to_path_buf(),
+            admin_pid: admin.pid as u32,
+            max_frame,
+            send_window,
         })
+    }
+
+    /// What the admin says of the system and every actor in it.
+    pub(crate) fn describe(&self) -> Result<SystemDescription> {
+        let mut client = self.lock()?;
+        let request = client.endpoint.next_request();
+        let answer = client.endpoint.control_request(
+            &ToAdmin::Describe { request },
+            Duration::from_secs(10),
+            |f| matches!(f, FromAdmin::Description { request: r, .. } if *r == request),
+        )?;
+        match answer {
+            FromAdmin::Description { system, .. } => Ok(system),
+            other => Err(Error::AdminProtocol(format!("expected a description, got {other:?}"))),
+        }
     }
 
     pub(crate) fn address(&self) -> Address {
@@ -246,17 +276,37 @@ impl ProcessSystem {
         })
     }
 
-    /// The owner: stops every actor and the admin, and removes the runtime directory. A
-    /// private client: goes away (its address is then gone), the system runs on.
+    /// The owner: stops every actor and the admin, and removes the runtime directory. Any
+    /// other client: goes away (its address is then gone), the system runs on.
     pub(crate) fn shutdown(&self) -> Result<()> {
-        let mut client = self.client.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let owner = self.lock_even_stopped().admin.is_some();
+        self.finish(owner)
+    }
+
+    /// Stops every actor and the admin, from any client.
+    pub(crate) fn stop_system(&self) -> Result<()> {
+        self.finish(true)
+    }
+
+    fn lock_even_stopped(&self) -> MutexGuard<'_, Client> {
+        self.client.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Closes this client, first stopping the whole system if `stop_admin`. A second call
+    /// does nothing.
+    fn finish(&self, stop_admin: bool) -> Result<()> {
+        let mut client = self.lock_even_stopped();
         if client.stopped {
             return Ok(());
         }
         client.stopped = true;
-        if client.admin.is_none() {
-            // Closing the control connection (when the endpoint drops) unregisters it.
-            let _ = std::fs::remove_file(runtime_dir::socket_path(&self.rundir, self.address));
+        // Closing the control connection (when the endpoint drops) unregisters the client.
+        let _ = std::fs::remove_file(runtime_dir::socket_path(&self.rundir, self.address));
+        if !stop_admin {
+            // Acknowledge what this client took before it goes, or its senders would count
+            // those messages as never delivered (acks are batched).
+            client.endpoint.flush_acks();
+            client.endpoint.flush_blocking(Instant::now() + CLOSE_FLUSH);
             return Ok(());
         }
         let request = client.endpoint.next_request();
@@ -265,15 +315,14 @@ impl ProcessSystem {
             .control_request(&ToAdmin::Shutdown { request }, SHUTDOWN_TIMEOUT, |f| {
                 matches!(f, FromAdmin::ShutdownComplete { .. })
             });
-        let _ = std::fs::remove_file(runtime_dir::socket_path(&self.rundir, self.address));
         if let Some(mut admin) = client.admin.take() {
             if answer.is_err() {
                 let _ = admin.kill();
             }
             let _ = admin.wait();
+            // The admin removes the directory; make sure of it if the admin died early.
+            runtime_dir::remove(&self.rundir);
         }
-        // The admin removes the directory; make sure of it if the admin died early.
-        runtime_dir::remove(&self.rundir);
         answer.map(|_| ())
     }
 }

@@ -284,8 +284,17 @@ impl SimpleSystem {
     /// Asks every top-level actor to exit (each asks its children), runs until the last is
     /// gone, and refuses every later call. A second call does nothing.
     pub(crate) fn shutdown(&self) -> Result<()> {
+        self.finish(self.owner)
+    }
+
+    /// Stops the whole system, from any client.
+    pub(crate) fn stop_system(&self) -> Result<()> {
+        self.finish(true)
+    }
+
+    fn finish(&self, stop_all: bool) -> Result<()> {
         let mut core = self.core.lock().unwrap_or_else(|p| p.into_inner());
-        if !self.owner {
+        if !stop_all {
             // A private client leaves: its address is gone, later messages to it are dead
             // letters.
             if core.clients.remove(&self.address.id()).is_some() {

@@ -1,0 +1,167 @@
+//! `greenroom start`: an admin of its own for a host binary, detached or in the foreground.
+//!
+//! The admin is the host binary run in the admin role, with no owner connection: it runs
+//! until `greenroom stop`, a client's `stop_system`, or SIGTERM/SIGINT. Detached, it gets a
+//! session of its own (so a closing terminal does not stop it) and its stderr — the system's
+//! log — goes to the log file; `start` returns once the admin answers on its socket.
+
+use std::{
+    os::unix::process::CommandExt,
+    path::PathBuf,
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use greenroom::{admin::DetachedAdmin, runtime_dir, ActorSystem, Capabilities};
+
+use super::{connect, system_dir};
+use crate::CliError;
+
+/// How long `start` waits for a new admin to answer.
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The arguments of `greenroom start`.
+#[derive(Debug)]
+pub struct Start {
+    pub host_bin: PathBuf,
+    pub name: String,
+    pub capabilities: Vec<String>,
+    pub log: Option<PathBuf>,
+    pub log_level: Option<String>,
+    pub foreground: bool,
+}
+
+pub fn run(args: Start) -> Result<(), CliError> {
+    let host_bin = std::fs::canonicalize(&args.host_bin)
+        .map_err(|e| CliError::Invalid(format!("--host-bin {}: {e}", args.host_bin.display())))?;
+    let capabilities = parse_capabilities(&args.capabilities)?;
+    let dir = system_dir(&args.name)?;
+    match connect(&args.name) {
+        Ok(system) => {
+            let pid = system.admin_pid().unwrap_or_default();
+            return Err(CliError::AlreadyRunning { name: args.name, pid });
+        }
+        Err(CliError::NotRunning { .. }) => {}
+        Err(other) => return Err(other),
+    }
+    let base = runtime_dir::default_base();
+    runtime_dir::create_base(&base)?;
+    if dir.exists() {
+        // Nobody answers there: what is left of an admin that was killed.
+        runtime_dir::remove(&dir);
+    }
+    let log_file = match (&args.log, args.foreground) {
+        (Some(path), _) => Some(std::path::absolute(path).map_err(|e| CliError::Invalid(format!("--log: {e}")))?),
+        (None, false) => Some(base.join(format!("{}.log", args.name))),
+        (None, true) => None,
+    };
+    let admin = DetachedAdmin {
+        host_executable: host_bin,
+        name: args.name.clone(),
+        runtime_dir: dir.clone(),
+        capabilities,
+        log_file: log_file.clone(),
+        log_filter: args.log_level,
+    };
+    let mut cmd = admin.command();
+    if let Some(path) = &log_file {
+        cmd.stderr(open_log(path)?);
+    }
+    if args.foreground {
+        // Replaces this process: signals and exit status are the admin's own.
+        let err = cmd.exec();
+        return Err(CliError::Failed(format!(
+            "cannot run {}: {err}",
+            admin.host_executable.display()
+        )));
+    }
+    cmd.stdout(Stdio::null());
+    // SAFETY: setsid is async-signal-safe and touches no memory; run in the child between
+    // fork and exec so that the admin leaves this terminal's session.
+    unsafe {
+        cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| CliError::Failed(format!("cannot run {}: {e}", admin.host_executable.display())))?;
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let system = loop {
+        match ActorSystem::connect_dir(&dir) {
+            Ok(system) => break system,
+            Err(greenroom::Error::NoSuchSystem { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = log_file
+                .as_ref()
+                .map_or(String::new(), |p| format!("; see {}", p.display()));
+            return Err(CliError::Failed(format!(
+                "the admin exited at once ({status}): is {} a Greenroom host binary (calling greenroom_host::serve)?{log}",
+                admin.host_executable.display()
+            )));
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(CliError::Failed(format!(
+                "the admin did not answer within {READY_TIMEOUT:?}; it was stopped"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let pid = system.admin_pid().unwrap_or(child.id());
+    println!("started actor system {:?}", args.name);
+    println!("  admin pid    {pid}");
+    println!("  runtime dir  {}", dir.display());
+    if let Some(path) = &log_file {
+        println!("  log          {}", path.display());
+    }
+    Ok(())
+}
+
+/// Opens the log file for appending, readable by this user only.
+fn open_log(path: &std::path::Path) -> Result<std::fs::File, CliError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| CliError::Failed(format!("cannot open the log file {}: {e}", path.display())))
+}
+
+/// `KEY=VALUE` pairs: a `u64` if all digits, a `bool` if `true`/`false`, else a `String`.
+fn parse_capabilities(pairs: &[String]) -> Result<Capabilities, CliError> {
+    let mut caps = Capabilities::new();
+    for pair in pairs {
+        let Some((key, value)) = pair.split_once('=').filter(|(k, _)| !k.is_empty()) else {
+            return Err(CliError::Invalid(format!(
+                "--capability {pair:?}: expected KEY=VALUE, e.g. --capability gpus=2"
+            )));
+        };
+        let set = if let Ok(n) = value.parse::<u64>() {
+            caps.set(key, &n)
+        } else if let Ok(b) = value.parse::<bool>() {
+            caps.set(key, &b)
+        } else {
+            caps.set(key, &value.to_owned())
+        };
+        set.map_err(|e| CliError::Invalid(format!("--capability {pair:?}: {e}")))?;
+    }
+    Ok(caps)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capability_values_are_typed_by_their_text() {
+        let caps = parse_capabilities(&["gpus=2".into(), "fast=true".into(), "site=lab 3".into()]).unwrap();
+        assert_eq!(caps.get::<u64>("gpus"), Some(2));
+        assert_eq!(caps.get::<bool>("fast"), Some(true));
+        assert_eq!(caps.get::<String>("site").as_deref(), Some("lab 3"));
+        assert!(parse_capabilities(&["novalue".into()]).is_err());
+        assert!(parse_capabilities(&["=3".into()]).is_err());
+    }
+}

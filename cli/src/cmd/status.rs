@@ -1,0 +1,139 @@
+//! `greenroom status`: the supervision tree, as an indented tree or as JSON.
+
+use std::collections::BTreeMap;
+
+use super::{connect, human_duration};
+use crate::{
+    json::{self, Actor, Status},
+    CliError,
+};
+
+pub fn run(name: &str, as_json: bool, all: bool) -> Result<(), CliError> {
+    let system = connect(name)?;
+    let description = system.describe()?;
+    let mut status = Status::from_description(&description, json::now_unix_ms());
+    if !all {
+        status.actors.retain(|a| a.state != "gone");
+    }
+    if as_json {
+        let text = serde_json::to_string_pretty(&status).map_err(|e| CliError::Failed(e.to_string()))?;
+        println!("{text}");
+    } else {
+        print!("{}", render(&status));
+    }
+    Ok(())
+}
+
+/// The human view: a header, then each actor under its supervisor.
+pub fn render(status: &Status) -> String {
+    let mut out = format!(
+        "actor system {:?}: admin pid {}, up {}, {} actor{}\n",
+        status.name.as_deref().unwrap_or("(unnamed)"),
+        status.admin_pid,
+        human_duration(status.uptime_s),
+        status.actors.len(),
+        if status.actors.len() == 1 { "" } else { "s" }
+    );
+    let mut children: BTreeMap<Option<&str>, Vec<&Actor>> = BTreeMap::new();
+    let shown: std::collections::BTreeSet<&str> = status.actors.iter().map(|a| a.address.as_str()).collect();
+    for actor in &status.actors {
+        // An actor whose supervisor is not shown (gone, with --all off) is listed at the top.
+        let parent = actor.parent.as_deref().filter(|p| shown.contains(p));
+        children.entry(parent).or_default().push(actor);
+    }
+    let mut stack: Vec<(&Actor, usize)> = children
+        .get(&None)
+        .map(|top| top.iter().rev().map(|a| (*a, 0)).collect())
+        .unwrap_or_default();
+    while let Some((actor, depth)) = stack.pop() {
+        out.push_str(&"  ".repeat(depth + 1));
+        out.push_str(&line(actor));
+        out.push('\n');
+        if let Some(kids) = children.get(&Some(actor.address.as_str())) {
+            stack.extend(kids.iter().rev().map(|k| (*k, depth + 1)));
+        }
+    }
+    out
+}
+
+fn line(a: &Actor) -> String {
+    let mut s = format!("{} {}", a.address, short_type(&a.type_name));
+    if let Some(name) = &a.global_name {
+        s.push_str(&format!(" \"{name}\""));
+    }
+    s.push_str(&format!("  {}", a.state));
+    if let Some(cause) = &a.exit_cause {
+        s.push_str(&format!(" ({cause})"));
+    }
+    if let Some(pid) = a.pid {
+        s.push_str(&format!("  pid {pid}"));
+    }
+    s.push_str(&format!("  restarts {}", a.restarts));
+    if let Some(q) = a.queued {
+        s.push_str(&format!("  queued {q}"));
+    }
+    if let Some(up) = a.uptime_s {
+        s.push_str(&format!("  up {}", human_duration(up)));
+    }
+    if let Some(kib) = a.rss_kib {
+        s.push_str(&format!("  rss {:.1} MiB", kib as f64 / 1024.0));
+    }
+    s
+}
+
+/// `demo::Counter` for `greenroom_examples::demo::Counter`: the last two path segments.
+fn short_type(type_name: &str) -> &str {
+    let mut cut = type_name.len();
+    for _ in 0..2 {
+        match type_name[..cut].rfind("::") {
+            Some(i) => cut = i,
+            None => return type_name,
+        }
+    }
+    &type_name[cut + 2..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn actor(address: &str, parent: Option<&str>) -> Actor {
+        Actor {
+            address: address.into(),
+            type_name: "app::demo::Counter".into(),
+            global_name: None,
+            parent: parent.map(Into::into),
+            state: "running",
+            exit_cause: None,
+            pid: Some(10),
+            incarnation: 2,
+            restarts: 1,
+            queued: Some(0),
+            uptime_s: Some(1.0),
+            rss_kib: Some(2048),
+        }
+    }
+
+    #[test]
+    fn children_are_indented_under_their_supervisor() {
+        let status = Status {
+            name: Some("demo".into()),
+            admin_pid: 1,
+            runtime_dir: "/x".into(),
+            host_executable: "/y".into(),
+            log_file: None,
+            uptime_s: 5.0,
+            actors: vec![actor("@2", None), actor("@3", Some("@2")), actor("@4", None)],
+        };
+        let text = render(&status);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("actor system \"demo\": admin pid 1"), "{text}");
+        assert!(
+            lines[1].starts_with("  @2 demo::Counter  running  pid 10  restarts 1"),
+            "{text}"
+        );
+        assert!(lines[2].starts_with("    @3 "), "{text}");
+        assert!(lines[3].starts_with("  @4 "), "{text}");
+        assert!(lines[1].ends_with("rss 2.0 MiB"), "{text}");
+    }
+}

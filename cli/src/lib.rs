@@ -1,0 +1,145 @@
+//! The `greenroom` command: run actor systems as long-lived services, look inside them, and
+//! break them on purpose.
+//!
+//! ```text
+//! greenroom start --host-bin PATH [--name NAME] [--capability KEY=VALUE]... [--log FILE] [--foreground]
+//! greenroom status [NAME] [--json] [--all]
+//! greenroom kill ADDRESS|GLOBAL_NAME [--signal KILL] [--system NAME]
+//! greenroom stop [NAME]
+//! greenroom list [--json]
+//! greenroom logs [NAME] [-f]
+//! ```
+//!
+//! `NAME` defaults to `default`. A named system lives in `$XDG_RUNTIME_DIR/greenroom/n-NAME`
+//! (or `/tmp/greenroom-<uid>/n-NAME`), and a program joins it with
+//! `ActorSystem::connect("NAME")`.
+//!
+//! ## Exit codes
+//! | code | meaning |
+//! |---|---|
+//! | 0 | done |
+//! | 1 | the command failed (an actor not found, a signal refused, the admin did not answer, ...) |
+//! | 2 | usage error: bad arguments (printed by the argument parser) |
+//! | 3 | no actor system of that name is running |
+//! | 4 | `start`: a system of that name is already running |
+//!
+//! Errors are one line on stderr saying what to do next.
+
+mod cmd;
+mod error;
+pub mod json;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+pub use error::CliError;
+
+/// Run Greenroom actor systems as services, inspect them, and inject faults.
+#[derive(Debug, Parser)]
+#[command(name = "greenroom", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The name used when none is given.
+pub const DEFAULT_NAME: &str = "default";
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start an admin for a host binary (detached unless --foreground).
+    Start {
+        /// The host binary: it registers your actor types and calls `greenroom_host::serve`.
+        #[arg(long = "host-bin", value_name = "PATH")]
+        host_bin: PathBuf,
+        /// The system's name, used by every other command and by `ActorSystem::connect`.
+        #[arg(long, default_value = DEFAULT_NAME)]
+        name: String,
+        /// A capability of the system: `KEY=VALUE`; VALUE is a `u64` if it is all digits, a
+        /// `bool` if `true`/`false`, otherwise a `String`. Repeatable.
+        #[arg(long = "capability", value_name = "KEY=VALUE")]
+        capabilities: Vec<String>,
+        /// The log file (appended to). Default: `NAME.log` beside the runtime directory.
+        #[arg(long, value_name = "FILE")]
+        log: Option<PathBuf>,
+        /// The log filter (`GREENROOM_LOG` syntax, e.g. `info` or `warn,my_app=debug`).
+        #[arg(long = "log-level", value_name = "FILTER")]
+        log_level: Option<String>,
+        /// Run the admin in this process, in the foreground (for systemd or containers); the
+        /// log goes to stderr unless --log is given.
+        #[arg(long)]
+        foreground: bool,
+    },
+    /// Show the supervision tree: address, type, global name, pid, state, restarts, queued
+    /// messages, uptime, memory.
+    Status {
+        /// The system's name.
+        #[arg(default_value = DEFAULT_NAME)]
+        name: String,
+        /// Print JSON (the format is documented in `greenroom_cli::json`).
+        #[arg(long)]
+        json: bool,
+        /// Include actors that are gone.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Send a signal to an actor's host process: its supervisor restarts it by its policy.
+    Kill {
+        /// The actor: an address (`@3` or `3`) or a global name.
+        target: String,
+        /// The signal, by name (`KILL`, `SIGTERM`, `SEGV`, ...) or number.
+        #[arg(long, default_value = "KILL")]
+        signal: String,
+        /// The system's name.
+        #[arg(long = "system", default_value = DEFAULT_NAME)]
+        system: String,
+    },
+    /// Stop a system gracefully: every actor is asked to exit, then the admin stops.
+    Stop {
+        /// The system's name.
+        #[arg(default_value = DEFAULT_NAME)]
+        name: String,
+    },
+    /// List this user's named systems.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a system's log (the admin's and every actor's records).
+    Logs {
+        /// The system's name.
+        #[arg(default_value = DEFAULT_NAME)]
+        name: String,
+        /// Keep printing what is appended, until the system stops or you interrupt.
+        #[arg(short, long)]
+        follow: bool,
+    },
+}
+
+/// Runs one command, printing its output on stdout.
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Start {
+            host_bin,
+            name,
+            capabilities,
+            log,
+            log_level,
+            foreground,
+        } => cmd::start::run(cmd::start::Start {
+            host_bin,
+            name,
+            capabilities,
+            log,
+            log_level,
+            foreground,
+        }),
+        Command::Status { name, json, all } => cmd::status::run(&name, json, all),
+        Command::Kill { target, signal, system } => cmd::kill::run(&system, &target, &signal),
+        Command::Stop { name } => cmd::stop::run(&name),
+        Command::List { json } => cmd::list::run(json),
+        Command::Logs { name, follow } => cmd::logs::run(&name, follow),
+    }
+}

@@ -1,0 +1,51 @@
+//! The exit-code contract of the `greenroom` binary, for the cases that need no running
+//! system (the walk-through in `integration-tests` covers the rest).
+
+use std::process::{Command, Output};
+
+fn greenroom(args: &[&str], base: &std::path::Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_greenroom"))
+        .args(args)
+        .env("XDG_RUNTIME_DIR", base)
+        .output()
+        .expect("run greenroom")
+}
+
+#[test]
+fn each_failure_has_its_documented_exit_code_and_a_one_line_reason() {
+    let base = tempfile::tempdir().unwrap();
+    let stderr = |o: &Output| String::from_utf8_lossy(&o.stderr).into_owned();
+
+    let out = greenroom(&["status", "nothing-here"], base.path());
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(
+        stderr(&out).trim(),
+        "greenroom: no actor system named \"nothing-here\" is running; start one with `greenroom start --host-bin PATH --name nothing-here`"
+    );
+
+    let out = greenroom(&["frobnicate"], base.path());
+    assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
+
+    let out = greenroom(&["status", "../escape"], base.path());
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("invalid actor system name"));
+
+    let out = greenroom(&["kill", "@3", "--signal", "NOPE", "--system", "x"], base.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("not a signal name"));
+
+    let out = greenroom(
+        &["start", "--host-bin", "/nonexistent/host", "--name", "x"],
+        base.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--host-bin /nonexistent/host"));
+
+    // A binary that is not a Greenroom host: the admin cannot start, and `start` says so.
+    let out = greenroom(&["start", "--host-bin", "/bin/true", "--name", "x"], base.path());
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("Greenroom host binary"), "{}", stderr(&out));
+
+    let out = greenroom(&["list"], base.path());
+    assert_eq!(out.status.code(), Some(0));
+}
