@@ -132,8 +132,6 @@ struct State {
     written: usize,
     /// The admin's own records dropped past [`HARD_CAP`], not yet reported.
     dropped: u64,
-    /// The sink refused the last write for now: wait for it to become writable.
-    waiting: bool,
 }
 
 impl State {
@@ -159,7 +157,6 @@ impl Sink {
             buf: Vec::new(),
             written: 0,
             dropped: 0,
-            waiting: false,
         })))
     }
 
@@ -213,10 +210,8 @@ impl Sink {
                 Ok(0) => break,
                 Ok(n) => st.written += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    st.waiting = true;
-                    break;
-                }
+                // Refused for now: the rest waits for the sink's writable event.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 // The sink is gone (its reader closed it, the disk is full): nowhere to
                 // report it, so what is pending is dropped rather than held forever.
                 Err(_) => st.written = st.buf.len(),
@@ -226,7 +221,6 @@ impl Sink {
         if done {
             st.buf.clear();
             st.written = 0;
-            st.waiting = false;
         } else if st.written >= SOFT_CAP {
             // Keep the buffer from only ever growing while the sink is slow.
             let written = st.written;
@@ -453,7 +447,7 @@ mod tests {
             sink.flush();
             assert!(pushed <= 3 * SOFT_CAP, "the sink never filled up");
         }
-        assert!(sink.lock().waiting, "it waits for the pipe to become writable");
+        assert!(!sink.flush(), "the rest waits for the pipe to become writable");
         // Once the reader reads, flushing makes progress until all is written.
         let mut got = 0;
         let mut chunk = vec![0u8; 64 * 1024];
