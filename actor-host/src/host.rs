@@ -50,6 +50,8 @@ const FINAL_FLUSH: Duration = Duration::from_secs(5);
 thread_local! {
     /// The last panic's message and location, recorded by the host's panic hook.
     static LAST_PANIC: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+    /// Set on the host's loop thread, whose panics `catch_unwind` catches.
+    static ON_HOST_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Replaces the default panic hook (which prints to stderr) with one that records the panic
@@ -60,14 +62,16 @@ thread_local! {
 /// one while an earlier panic is still unwinding (which aborts the process if it escapes a
 /// destructor), and every panic when panics abort.
 fn install_panic_hook() {
-    let host_thread = std::thread::current().id();
+    // A flag of the loop's thread rather than its `ThreadId`: `thread::current()` costs a
+    // host's start-up more pages than this does.
+    ON_HOST_THREAD.with(|t| t.set(true));
     std::panic::set_hook(Box::new(move |info| {
         let text = match info.location() {
             Some(at) => format!("{} (at {}:{})", panic_text(info.payload()), at.file(), at.line()),
             None => panic_text(info.payload()),
         };
         let unwinding_from = LAST_PANIC.with(|p| p.borrow().clone());
-        let on_host_thread = std::thread::current().id() == host_thread;
+        let on_host_thread = ON_HOST_THREAD.with(|t| t.get());
         if !on_host_thread || unwinding_from.is_some() || cfg!(panic = "abort") {
             let thread = std::thread::current();
             tracing::error!(thread = thread.name().unwrap_or("unnamed"), panic = %text,

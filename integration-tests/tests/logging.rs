@@ -326,3 +326,88 @@ fn an_invalid_filter_fails_the_start() {
         "{err}"
     );
 }
+
+/// Whether `pid` is in a `write(2, ..)` call right now (blocked on its stderr).
+fn writing_to_stderr(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/syscall")).is_ok_and(|s| s.split_whitespace().take(2).eq(["1", "0x2"]))
+}
+
+#[test]
+fn a_log_sink_nobody_reads_holds_up_only_the_actor_that_logs() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let fifo = dir.path().join("log.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+    // The log's reader, which reads nothing until told (the write end needs one to open).
+    let mut reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .expect("open the fifo for reading");
+    let sys = TestSystem::start_with(
+        HOST,
+        SystemConfig::default().log_level(tracing::Level::INFO).log_file(&fifo),
+    );
+    let chatty = sys.create_actor::<Logger>().unwrap();
+    let echo = sys.create_actor::<Echo>().unwrap();
+    let chatty_pid = pid_of(&sys, chatty);
+    let prefix = nonce("unread");
+    // Far more than the fifo, the admin's buffer and the host's pipe hold together.
+    let count = 200_000u64;
+    sys.tell(
+        chatty,
+        LogCommand::Lines {
+            prefix: prefix.clone(),
+            count,
+        },
+    )
+    .unwrap();
+
+    // The whole chain fills up until the chatty host waits in its write to stderr...
+    let deadline = Instant::now() + ARRIVAL;
+    while !writing_to_stderr(chatty_pid) {
+        assert!(Instant::now() < deadline, "the chatty host never had to wait");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // ...while the admin and the other actors carry on.
+    let bound = Duration::from_secs(2);
+    for i in 0..5 {
+        let started = Instant::now();
+        assert_eq!(
+            sys.ask::<_, String>(echo, format!("still here {i}"), bound).unwrap(),
+            format!("still here {i}")
+        );
+        sys.actor_info(echo).expect("the admin answers");
+        let fresh = sys.create_actor::<Echo>().expect("the admin creates actors");
+        assert_eq!(sys.ask::<_, String>(fresh, "new".to_string(), bound).unwrap(), "new");
+        assert!(started.elapsed() < bound, "took {:?}", started.elapsed());
+    }
+    assert!(writing_to_stderr(chatty_pid), "the chatty host is still held up");
+
+    // Once the log is read, every line comes through.
+    let (mut partial, mut seen) = (Vec::new(), 0u64);
+    let mut chunk = vec![0u8; 1 << 16];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen < count {
+        assert!(Instant::now() < deadline, "only {seen} of {count} lines arrived");
+        match reader.read(&mut chunk) {
+            Ok(n) => partial.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
+            }
+            Err(e) => panic!("reading the log: {e}"),
+        }
+        if let Some(end) = partial.iter().rposition(|&b| b == b'\n') {
+            let complete: Vec<u8> = partial.drain(..=end).collect();
+            seen += String::from_utf8_lossy(&complete)
+                .lines()
+                .filter(|l| l.contains(&prefix))
+                .count() as u64;
+        }
+    }
+    assert_eq!(seen, count);
+    // Without a reader, the admin's last records have nowhere to go: it drops them rather
+    // than wait at shutdown.
+    drop(reader);
+}

@@ -30,7 +30,7 @@ use std::{
 use tracing::Level;
 use tracing_subscriber::{
     filter::LevelFilter,
-    fmt::{format::Writer, time::FormatTime, MakeWriter},
+    fmt::{format::Writer, time::FormatTime, writer::BoxMakeWriter, MakeWriter},
     EnvFilter,
 };
 
@@ -66,7 +66,7 @@ pub(crate) fn check_filter(spec: &str) -> Result<(), String> {
 /// Installs a host's subscriber: records at or above the filter, one line each, on stderr
 /// (the admin's pipe). Called first thing in a host process.
 pub fn init_host_logging() {
-    install(|| RecordLine);
+    install(BoxMakeWriter::new(|| RecordLine));
 }
 
 /// Installs the admin's subscriber: its own records, in the sink's layout, through `sink`.
@@ -74,14 +74,14 @@ pub(crate) fn init_admin_logging<W>(sink: W)
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
-    install(sink);
+    install(BoxMakeWriter::new(sink));
 }
 
 /// Installs a plain-text subscriber writing through `writer`, filtered by `GREENROOM_LOG`.
-fn install<W>(writer: W)
-where
-    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
-{
+/// One writer type for admin and hosts: the subscriber's code is generic over it, and one
+/// copy of it in the executable instead of two keeps a host's start-up from touching more
+/// pages.
+fn install(writer: BoxMakeWriter) {
     let fmt = tracing_subscriber::fmt().with_ansi(false).with_writer(writer);
     let spec = std::env::var(LOG_ENV).unwrap_or_default();
     let spec = if spec.is_empty() { DEFAULT_FILTER } else { &spec };

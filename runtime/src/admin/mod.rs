@@ -73,8 +73,8 @@ use crate::{
 const SIGNALS: Token = Token(0);
 const OWNER: Token = Token(1);
 const CLIENT_LISTENER: Token = Token(2);
-/// The log sink's writer made room after the loop paused reading host pipes.
-const LOG_WAKER: Token = Token(3);
+/// The log sink (a pipe, terminal or socket) can take more.
+const LOG_SINK: Token = Token(3);
 /// Control peers and host stderr pipes get tokens from here on.
 const FIRST_PEER: usize = 4;
 
@@ -95,16 +95,16 @@ pub(crate) const CAPABILITIES_ENV: &str = "GREENROOM_CAPABILITIES";
 /// Entry point of an admin process: reads its settings from the environment, serves until
 /// shutdown, and exits. Called by `greenroom_host::init` when `GREENROOM_ROLE=admin`.
 pub fn run_from_env() -> ! {
-    let (sink, sink_thread) = logs::Sink::start();
+    let sink = logs::Sink::stderr();
     crate::logging::init_admin_logging(sink.clone());
-    let code = match Admin::from_env(sink).and_then(|admin| admin.run()) {
+    let code = match Admin::from_env(sink.clone()).and_then(|admin| admin.run()) {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!(error = %e, "the admin failed");
             1
         }
     };
-    sink_thread.finish(LOG_FLUSH_TIMEOUT);
+    sink.finish(LOG_FLUSH_TIMEOUT);
     std::process::exit(code)
 }
 
@@ -208,7 +208,7 @@ struct Admin {
     sink: logs::Sink,
     /// Host stderr pipes, until their end of file (which may come after the host is reaped).
     log_pipes: HashMap<Token, logs::LogPipe>,
-    /// Pipes left unread because the sink was full; read again when its writer wakes us.
+    /// Pipes left unread because the sink was full; read again once it has taken some.
     logs_paused: Vec<Token>,
     /// Global names and the actors holding them.
     global_names: HashMap<String, ActorId>,
@@ -267,9 +267,8 @@ impl Admin {
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(Error::io("registering signals"))?;
-        sink.set_waker(
-            mio::Waker::new(poll.registry(), LOG_WAKER).map_err(Error::io("creating the log sink's waker"))?,
-        );
+        sink.register(poll.registry(), LOG_SINK)
+            .map_err(Error::io("registering the log sink"))?;
 
         poll.registry()
             .register(&mut client_listener, CLIENT_LISTENER, Interest::READABLE)
@@ -386,10 +385,8 @@ impl Admin {
                     self.accept_clients();
                     continue;
                 }
-                if token == LOG_WAKER {
-                    for token in std::mem::take(&mut self.logs_paused) {
-                        self.read_log(token);
-                    }
+                if token == LOG_SINK {
+                    // Written below, with what this turn adds.
                     continue;
                 }
                 if self.log_pipes.contains_key(&token) {
@@ -413,6 +410,7 @@ impl Admin {
                 self.finish_shutdown();
                 return Ok(());
             }
+            self.flush_log();
         }
     }
 
@@ -635,8 +633,8 @@ impl Admin {
     // ---- host stderr pipes ----
 
     /// Reads one host's stderr pipe, up to one read budget, into the sink; closes it at its
-    /// end of file. Left unread (until the sink's writer wakes the loop) while the sink is
-    /// full, so that a host logging faster than the sink is written waits on its own pipe.
+    /// end of file. Left unread while the sink is full (until it has taken some), so that a
+    /// host logging faster than the sink is written waits on its own full pipe.
     fn read_log(&mut self, token: Token) {
         let Some(pipe) = self.log_pipes.get_mut(&token) else {
             return;
@@ -653,6 +651,15 @@ impl Admin {
                     let _ = self.poll.registry().deregister(&mut pipe.rx);
                 }
             }
+        }
+    }
+
+    /// Writes what the sink takes now; pipes paused for lack of room are read again once
+    /// there is some (next turn, with the rescans).
+    fn flush_log(&mut self) {
+        self.sink.flush();
+        if !self.logs_paused.is_empty() && self.sink.has_room() {
+            self.rescan.append(&mut self.logs_paused);
         }
     }
 
