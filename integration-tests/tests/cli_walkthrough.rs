@@ -209,3 +209,66 @@ fn start_status_kill_status_ask_stop_leaves_nothing_running() {
         "{log}"
     );
 }
+
+#[test]
+fn a_foreground_admin_serves_until_stopped_and_logs_follow_it_to_the_end() {
+    let mut w = Walkthrough::new("fg");
+    let demo_host = workspace_bin("demo_host");
+    let log = w.base.path().join("fg.log");
+    let mut admin = Command::new(&w.greenroom)
+        .args(["start", "--foreground", "--name", "fg", "--log-level", "info", "--log"])
+        .arg(&log)
+        .arg("--host-bin")
+        .arg(&demo_host)
+        .env("XDG_RUNTIME_DIR", w.base.path())
+        .spawn()
+        .unwrap();
+    // `start --foreground` becomes the admin: the same pid serves until it is stopped.
+    w.pids.push(admin.id());
+    let deadline = Instant::now() + T;
+    let status = loop {
+        let out = w.greenroom(&["status", "fg", "--json"]);
+        if out.status.success() {
+            break serde_json::from_slice::<Value>(&out.stdout).unwrap();
+        }
+        assert_eq!(out.status.code(), Some(3), "{out:?}");
+        assert!(admin.try_wait().unwrap().is_none(), "the foreground admin exited early");
+        assert!(Instant::now() < deadline, "the foreground admin never answered");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status["admin_pid"].as_u64(), Some(u64::from(admin.id())));
+    assert_eq!(status["log_file"].as_str(), log.to_str());
+
+    let mut follower = Command::new(&w.greenroom)
+        .args(["logs", "fg", "--follow"])
+        .env("XDG_RUNTIME_DIR", w.base.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read what it prints as it prints it, and stop the system only once it is following.
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let stdout = follower.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + T;
+    loop {
+        let line = lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the follower prints the log so far");
+        if line.contains("admin started") {
+            break;
+        }
+    }
+    assert_success(&w.greenroom(&["stop", "fg"]), "greenroom stop");
+    let exit = admin.wait().unwrap();
+    assert!(exit.success(), "a stopped admin exits 0: {exit:?}");
+    // The follower sees the system's last words, then ends by itself.
+    let exit = follower.wait().unwrap();
+    reader.join().unwrap();
+    assert!(exit.success(), "greenroom logs --follow: {exit:?}");
+    assert!(lines.try_iter().any(|l| l.contains("admin stopped")));
+}

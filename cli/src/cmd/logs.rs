@@ -1,7 +1,8 @@
-//! `greenroom logs`: print a system's log file, and with `-f` keep printing what is added.
+//! `greenroom logs`: print a system's log file, and with `-f` keep printing what is added
+//! until the admin has exited.
 
 use std::{
-    io::{Read, Seek, SeekFrom, Write},
+    io::{Read, Seek, Write},
     path::PathBuf,
     time::Duration,
 };
@@ -12,17 +13,18 @@ use super::connect;
 use crate::CliError;
 
 pub fn run(name: &str, follow: bool) -> Result<(), CliError> {
-    // A running system says where its log is; a stopped one left it at the default place.
-    let running = connect(name).ok();
-    let path = match running.as_ref().map(|s| s.describe()).transpose()? {
+    // A running system says where its log is; a stopped one (or one stopping as we ask) left
+    // it at the default place.
+    let described = connect(name).ok().and_then(|s| s.describe().ok());
+    let admin_pid = described.as_ref().map(|d| d.admin_pid);
+    let path = match described {
         Some(d) => d.log_file.map(PathBuf::from).ok_or_else(|| {
             CliError::Failed(format!(
-                "system {name:?} logs to its admin's stderr (started with --foreground), not to a file"
+                "system {name:?} logs to its admin's stderr (started with --foreground and no --log), not to a file"
             ))
         })?,
         None => runtime_dir::default_base().join(format!("{name}.log")),
     };
-    drop(running);
     let mut file = std::fs::File::open(&path)
         .map_err(|e| CliError::Failed(format!("cannot read the log of {name:?} at {}: {e}", path.display())))?;
     let mut stdout = std::io::stdout().lock();
@@ -41,14 +43,15 @@ pub fn run(name: &str, follow: bool) -> Result<(), CliError> {
             return Ok(());
         }
         let _ = stdout.flush();
-        // At the end: done once the system is gone and nothing more was written.
-        if connect(name).is_err() {
+        // At the end of what is written: done once the admin has exited (its last words are
+        // in the file by then) and nothing more was added.
+        let admin_alive = admin_pid.is_some_and(super::process_running);
+        if !admin_alive {
             let at = file.stream_position().unwrap_or(0);
             let len = file.metadata().map(|m| m.len()).unwrap_or(0);
             if len <= at {
                 return Ok(());
             }
-            let _ = file.seek(SeekFrom::Start(at));
             continue;
         }
         std::thread::sleep(Duration::from_millis(200));

@@ -14,7 +14,7 @@ pub fn run(name: &str) -> Result<(), CliError> {
     system.stop_system()?;
     drop(system);
     let deadline = Instant::now() + EXIT_TIMEOUT;
-    while std::path::Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid) {
+    while super::process_running(pid) {
         if Instant::now() >= deadline {
             return Err(CliError::Failed(format!(
                 "the admin (pid {pid}) reported the shutdown but is still running after {EXIT_TIMEOUT:?}"
@@ -24,12 +24,4 @@ pub fn run(name: &str) -> Result<(), CliError> {
     }
     println!("stopped actor system {name:?}");
     Ok(())
-}
-
-/// A process that has exited but not been reaped yet (by its parent, not us).
-fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit(')').next().map(|r| r.trim_start().starts_with('Z')))
-        .unwrap_or(false)
 }
