@@ -209,3 +209,29 @@ fn strangers_on_the_admin_socket_are_refused_and_the_admin_carries_on() {
     let back: String = private.ask(echo, "me too".to_string(), T).unwrap();
     assert_eq!(back, "me too");
 }
+
+#[test]
+fn a_stalled_handshake_on_the_admin_socket_is_timed_out_without_blocking_anyone() {
+    let sys = TestSystem::start(HOST);
+    let path = greenroom::runtime_dir::admin_socket_path(sys.runtime_dir());
+    let mut stalled = UnixStream::connect(&path).unwrap();
+    stalled.write_all(&[40, 0, 0, 0, b'G']).unwrap();
+    let silent = UnixStream::connect(&path).unwrap();
+    let opened = std::time::Instant::now();
+    // Meanwhile the admin serves everyone else: creates, and a new client.
+    let echo = sys.create_actor::<Echo>().unwrap();
+    let private = sys.private().unwrap();
+    let back: String = private.ask(echo, "not blocked".to_string(), T).unwrap();
+    assert_eq!(back, "not blocked");
+    assert!(read_to_close(&mut stalled).is_empty(), "closed without a reply");
+    let after = opened.elapsed();
+    assert!(
+        after >= greenroom::net::endpoint::HANDSHAKE_TIMEOUT - Duration::from_millis(100),
+        "closed after {after:?}, before the handshake timeout"
+    );
+    let mut silent = silent;
+    assert!(
+        read_to_close(&mut silent).is_empty(),
+        "a peer that never wrote is closed too"
+    );
+}

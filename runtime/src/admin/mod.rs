@@ -64,6 +64,7 @@ use crate::{
     error::{Error, Result},
     ledger::{LedgerFile, LedgerReport},
     message::{ActorExitRequest, AnyMessage, ChildActorExited, ChildRestarted, DeadEnvelope},
+    net::endpoint::HANDSHAKE_TIMEOUT,
     net::framed::{Framed, ReadError},
     net::{wait_ready, Ready},
     process_role::{self, CONTROL_FD},
@@ -193,6 +194,9 @@ struct Admin {
     peers: HashMap<Token, ControlPeer>,
     /// `admin.sock`: where further clients connect.
     client_listener: mio::net::UnixListener,
+    /// Clients accepted on `admin.sock`, by the time their handshake must be done, oldest
+    /// first (one timeout for all, so the order of acceptance is the order of deadlines).
+    handshake_deadlines: VecDeque<(Instant, Token)>,
     next_token: usize,
     tree: Tree,
     actors: HashMap<ActorId, ActorRecord>,
@@ -304,6 +308,7 @@ impl Admin {
             next_id: 1,
             peers,
             client_listener,
+            handshake_deadlines: VecDeque::new(),
             next_token: FIRST_PEER,
             tree: Tree::new(root_spec),
             actors: HashMap::new(),
@@ -351,6 +356,7 @@ impl Admin {
             let next = [
                 self.tree.next_deadline(),
                 self.shutdown.as_ref().filter(|s| !s.killed).map(|s| s.deadline),
+                self.handshake_deadlines.front().map(|(at, _)| *at),
                 self.watched
                     .iter()
                     .filter_map(|id| self.actors.get(id))
@@ -406,6 +412,7 @@ impl Admin {
             self.kill_lingering_hosts();
             self.probe_liveness();
             self.check_shutdown_deadline();
+            self.expire_handshakes();
             if self.shutdown_finished() {
                 self.finish_shutdown();
                 return Ok(());
@@ -774,6 +781,8 @@ impl Admin {
                     handshake_done: false,
                 },
             );
+            self.handshake_deadlines
+                .push_back((Instant::now() + HANDSHAKE_TIMEOUT, token));
             // Whatever it sent before the registration took effect.
             self.read_peer(token);
         }
@@ -1432,6 +1441,22 @@ impl Admin {
         });
         let cmds = self.tree.shutdown(Instant::now());
         self.execute(cmds);
+    }
+
+    /// Closes clients of `admin.sock` that have not completed their handshake in time, so
+    /// that a peer that connects and says nothing holds nothing for long.
+    fn expire_handshakes(&mut self) {
+        let now = Instant::now();
+        while let Some(&(deadline, token)) = self.handshake_deadlines.front() {
+            if deadline > now {
+                break;
+            }
+            self.handshake_deadlines.pop_front();
+            if self.peers.get(&token).is_some_and(|p| !p.handshake_done) {
+                tracing::warn!(timeout = ?HANDSHAKE_TIMEOUT, "closing a client connection that did not complete its handshake in time");
+                self.peer_closed(token);
+            }
+        }
     }
 
     /// The safety net: whatever is still running at the shutdown deadline is killed.
