@@ -1,6 +1,7 @@
-//! Hostile input against a live actor's socket, generated with proptest: the connection is
-//! refused or the frame rejected, nothing panics, the actor keeps answering, and its fd
-//! count and memory come back to where they were.
+//! Hostile input against a live actor's socket and against the admin's `admin.sock`,
+//! generated with proptest: the connection is refused or the frame rejected, nothing panics,
+//! the actor and the admin keep answering, and their fd counts and memory come back to where
+//! they were. Then 500 connections opened and abandoned on each.
 //!
 //! Cases per run: 2,000 by default; set `GREENROOM_HOSTILE_CASES` for more.
 
@@ -12,7 +13,9 @@ use std::{
 
 use greenroom::runtime_dir::socket_path;
 use greenroom_integration_tests::{actors::Echo, harness, TestSystem};
-use greenroom_protocol::{encode_frame, Address, DataFrame, Handshake, Payload, PeerRole, MAGIC, PROTOCOL_VERSION};
+use greenroom_protocol::{
+    encode_frame, Address, ChildSpec, DataFrame, Handshake, Payload, PeerRole, ToAdmin, MAGIC, PROTOCOL_VERSION,
+};
 use proptest::{prelude::*, test_runner::TestRunner};
 
 const HOST: &str = env!("CARGO_BIN_EXE_greenroom-test-host");
@@ -174,5 +177,166 @@ fn hostile_bytes_never_hurt_the_actor_and_leave_nothing_behind() {
         harness::rss_kib(host) <= rss + 2048,
         "RSS grew from {rss} KiB to {} KiB",
         harness::rss_kib(host)
+    );
+}
+
+/// What a hostile peer of the admin sends after connecting to `admin.sock`.
+#[derive(Debug, Clone)]
+enum AdminAttack {
+    /// Any bytes, a lying length prefix, a handshake of any magic, version or role: as on a
+    /// data socket.
+    Raw(Attack),
+    /// A proper client handshake, then frames that are not control frames.
+    BadFrames(Vec<Vec<u8>>),
+    /// A proper client handshake, then well-formed control frames of every kind a client
+    /// might send, with hostile contents (all but `Shutdown`, which a same-user client may
+    /// legitimately send).
+    Requests(Vec<ToAdmin>),
+}
+
+fn client_handshake() -> Vec<u8> {
+    let mut buf = Vec::new();
+    Handshake { role: PeerRole::Client }.encode(&mut buf).unwrap();
+    buf
+}
+
+fn admin_bytes(attack: &AdminAttack) -> Vec<u8> {
+    match attack {
+        AdminAttack::Raw(raw) => bytes_of(raw, Address::local(0)),
+        AdminAttack::BadFrames(frames) => {
+            let mut b = client_handshake();
+            for f in frames {
+                let _ = encode_frame(&mut b, f, u32::MAX, "garbage");
+            }
+            b
+        }
+        AdminAttack::Requests(requests) => {
+            let mut b = client_handshake();
+            for r in requests {
+                let _ = encode_frame(&mut b, r, u32::MAX, "request");
+            }
+            b
+        }
+    }
+}
+
+fn control_requests() -> impl Strategy<Value = ToAdmin> {
+    let address = || (0u64..1_000_000).prop_map(Address::local);
+    let payload = || {
+        (".{0,20}", proptest::collection::vec(any::<u8>(), 0..64))
+            .prop_map(|(tag, bytes)| Payload { tag: tag.into(), bytes })
+    };
+    prop_oneof![
+        Just(ToAdmin::RegisterClient),
+        (any::<u64>(), "[a-z:]{0,30}", proptest::option::of("[a-z]{1,8}")).prop_map(
+            |(request, type_name, global_name)| {
+                // Unknown type names only: a known one would (rightly) start a process per case.
+                ToAdmin::CreateActor {
+                    request,
+                    type_name: format!("no::such::{type_name}"),
+                    spec: ChildSpec::default(),
+                    global_name,
+                }
+            }
+        ),
+        (any::<u64>(), address(), proptest::option::of(any::<u32>()))
+            .prop_map(|(request, actor, settle)| ToAdmin::ActorStatus { request, actor, settle }),
+        proptest::collection::vec(".{0,20}", 0..3).prop_map(|types| ToAdmin::HostReady { types }),
+        Just(ToAdmin::Exiting),
+        any::<bool>().prop_map(|start| ToAdmin::HandleDeadLetters { start }),
+        (address(), proptest::collection::vec(payload(), 0..3))
+            .prop_map(|(target, messages)| ToAdmin::DeadLetters { target, messages }),
+        (".{0,20}", proptest::option::of(payload())).prop_map(|(key, value)| ToAdmin::UpdateCapability { key, value }),
+        any::<u64>().prop_map(|request| ToAdmin::Describe { request }),
+    ]
+}
+
+fn admin_attacks() -> impl Strategy<Value = AdminAttack> {
+    let bytes = || proptest::collection::vec(any::<u8>(), 0..200);
+    prop_oneof![
+        attacks().prop_map(AdminAttack::Raw),
+        proptest::collection::vec(bytes(), 1..5).prop_map(AdminAttack::BadFrames),
+        proptest::collection::vec(control_requests(), 1..6).prop_map(AdminAttack::Requests),
+    ]
+}
+
+#[test]
+fn hostile_bytes_never_hurt_the_admin_and_leave_nothing_behind() {
+    std::env::set_var("GREENROOM_LOG", "error");
+    let sys = TestSystem::start(HOST);
+    let admin = sys.admin_pid();
+    let path = greenroom::runtime_dir::admin_socket_path(sys.runtime_dir());
+    let echo = sys.create_actor::<Echo>().unwrap();
+    let alive = || {
+        // The admin answers a status query, creates an actor, and that actor answers.
+        assert!(sys.actor_info(echo).is_ok());
+        let fresh = sys.create_actor::<Echo>().unwrap();
+        let back: String = sys.ask(fresh, "alive?".to_string(), T).unwrap();
+        sys.tell(fresh, greenroom::ActorExitRequest).unwrap();
+        back == "alive?"
+    };
+    assert!(alive());
+    launch(&path, b"warm-up");
+    launch(
+        &path,
+        &admin_bytes(&AdminAttack::Requests(vec![
+            ToAdmin::RegisterClient,
+            ToAdmin::Describe { request: 1 },
+        ])),
+    );
+    assert!(alive());
+    let (fds, rss) = (harness::fd_count(admin), harness::rss_kib(admin));
+
+    let cases = std::env::var("GREENROOM_HOSTILE_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000);
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    let n = std::cell::Cell::new(0u32);
+    runner
+        .run(&admin_attacks(), |attack| {
+            launch(&path, &admin_bytes(&attack));
+            n.set(n.get() + 1);
+            if n.get() % 100 == 0 {
+                prop_assert!(harness::is_alive(admin), "the admin died on {attack:?}");
+                prop_assert!(alive());
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(n.get(), cases, "every generated case was sent");
+
+    // 500 connections opened and abandoned at once, half of them mid-handshake.
+    let abandoned: Vec<UnixStream> = (0..500)
+        .filter_map(|i| {
+            let mut s = UnixStream::connect(&path).ok()?;
+            if i % 2 == 0 {
+                let _ = s.write_all(&client_handshake()[..5]);
+            }
+            Some(s)
+        })
+        .collect();
+    assert!(alive(), "the admin serves others while 500 peers hang");
+    drop(abandoned);
+
+    assert!(alive());
+    // Every hostile connection is closed (or times out its handshake) and its fd released.
+    let deadline = std::time::Instant::now() + greenroom::net::endpoint::HANDSHAKE_TIMEOUT + Duration::from_secs(5);
+    while harness::fd_count(admin) > fds && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        harness::fd_count(admin) <= fds,
+        "admin fds: {} now, {fds} before",
+        harness::fd_count(admin)
+    );
+    assert!(
+        harness::rss_kib(admin) <= rss + 4096,
+        "admin RSS grew from {rss} KiB to {} KiB",
+        harness::rss_kib(admin)
     );
 }
