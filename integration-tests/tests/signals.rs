@@ -94,3 +94,66 @@ fn running_out_of_fds_fails_create_clearly_and_the_admin_keeps_running() {
     let back: String = sys.ask(more, "again".to_string(), T).unwrap();
     assert_eq!(back, "again");
 }
+
+/// A pids cgroup (v1) holding one process, removed (after moving the process back out) on
+/// drop: fork in that process fails with EAGAIN while the limit is reached.
+struct PidsLimit {
+    dir: std::path::PathBuf,
+    pid: u32,
+}
+
+impl PidsLimit {
+    /// `None` (and why) where the pids controller is not mounted writable here.
+    fn confine(pid: u32) -> Result<PidsLimit, String> {
+        let root = std::path::Path::new("/sys/fs/cgroup/pids");
+        if !root.join("cgroup.procs").exists() {
+            return Err("no cgroup v1 pids controller at /sys/fs/cgroup/pids".into());
+        }
+        let dir = root.join(format!("greenroom-test-{}-{pid}", std::process::id()));
+        std::fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let limit = PidsLimit { dir, pid };
+        limit.write("pids.max", "1")?;
+        limit.write("cgroup.procs", &pid.to_string())?;
+        Ok(limit)
+    }
+
+    fn write(&self, file: &str, value: &str) -> Result<(), String> {
+        std::fs::write(self.dir.join(file), value).map_err(|e| format!("cannot write {file}: {e}"))
+    }
+}
+
+impl Drop for PidsLimit {
+    fn drop(&mut self) {
+        let _ = std::fs::write("/sys/fs/cgroup/pids/cgroup.procs", self.pid.to_string());
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+#[test]
+fn fork_failing_fails_create_clearly_and_the_admin_keeps_running() {
+    let sys = TestSystem::start(HOST);
+    let echo = sys.create_actor::<Echo>().unwrap();
+    let admin = sys.admin_pid();
+    // The admin alone in a cgroup that allows one process: its next fork gets EAGAIN.
+    let limit = match PidsLimit::confine(admin) {
+        Ok(limit) => limit,
+        Err(why) => {
+            println!("skipped: {why}");
+            return;
+        }
+    };
+    let err = sys.create_actor::<Echo>().unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::Create { .. }), "{text}");
+    assert!(text.contains("Resource temporarily unavailable"), "the error names the cause: {text}");
+    assert!(text.contains("cannot start another process"), "and what it means: {text}");
+    assert!(harness::is_alive(admin));
+    let back: String = sys.ask(echo, "fine".to_string(), T).unwrap();
+    assert_eq!(back, "fine", "the running actor is unaffected");
+    // With room again, creating works.
+    limit.write("pids.max", "max").unwrap();
+    let more = sys.create_actor::<Echo>().unwrap();
+    let back: String = sys.ask(more, "again".to_string(), T).unwrap();
+    assert_eq!(back, "again");
+    drop(limit);
+}
