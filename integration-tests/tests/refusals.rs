@@ -235,3 +235,63 @@ fn a_stalled_handshake_on_the_admin_socket_is_timed_out_without_blocking_anyone(
         "a peer that never wrote is closed too"
     );
 }
+
+/// Opens `n` connections to `path` that send nothing; once `expect_closed` of them have been
+/// closed by the listener (waiting at most 2 s, well inside the handshake timeout), returns
+/// how many are closed then, and the connections.
+fn flood(path: &std::path::Path, n: usize, expect_closed: usize) -> (usize, Vec<UnixStream>) {
+    let streams: Vec<UnixStream> = (0..n).map(|_| UnixStream::connect(path).unwrap()).collect();
+    for s in &streams {
+        s.set_nonblocking(true).unwrap();
+    }
+    let mut closed = vec![false; n];
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        for (i, s) in streams.iter().enumerate() {
+            if matches!((&*s).read(&mut [0u8; 16]), Ok(0)) {
+                closed[i] = true;
+            }
+        }
+        let count = closed.iter().filter(|c| **c).count();
+        if count >= expect_closed || std::time::Instant::now() >= deadline {
+            return (count, streams);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn connections_waiting_for_their_handshake_are_bounded_on_every_listener() {
+    let config = greenroom::SystemConfig::default().max_pending_connections(8);
+    let sys = TestSystem::start_with(HOST, config);
+    let echo = sys.create_actor::<Echo>().unwrap();
+    let back: String = sys.ask(echo, "before".to_string(), T).unwrap();
+    assert_eq!(back, "before");
+
+    // On an actor's socket: 8 may wait, the other 12 are closed at once.
+    let (closed, held) = flood(&socket_path(sys.runtime_dir(), echo), 20, 12);
+    assert_eq!(closed, 12, "past the limit, connections are closed on accept");
+    // Connections already made are not affected.
+    let back: String = sys.ask(echo, "during".to_string(), T).unwrap();
+    assert_eq!(back, "during");
+
+    // The same on the admin's socket; the owner's connection is not affected.
+    let (closed, held_admin) = flood(&greenroom::runtime_dir::admin_socket_path(sys.runtime_dir()), 20, 12);
+    assert_eq!(closed, 12);
+    let more = sys.create_actor::<Echo>().unwrap();
+    let back: String = sys.ask(more, "admin ok".to_string(), T).unwrap();
+    assert_eq!(back, "admin ok");
+
+    // Once the stalled ones are gone (the listeners see them close), newcomers get in again.
+    drop((held, held_admin));
+    let deadline = std::time::Instant::now() + T;
+    let private = loop {
+        match sys.private() {
+            Ok(p) => break p,
+            Err(e) => assert!(std::time::Instant::now() < deadline, "never let in again: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let back: String = private.ask(echo, "after".to_string(), T).unwrap();
+    assert_eq!(back, "after");
+}

@@ -145,8 +145,14 @@ fn fork_failing_fails_create_clearly_and_the_admin_keeps_running() {
     let err = sys.create_actor::<Echo>().unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, Error::Create { .. }), "{text}");
-    assert!(text.contains("Resource temporarily unavailable"), "the error names the cause: {text}");
-    assert!(text.contains("cannot start another process"), "and what it means: {text}");
+    assert!(
+        text.contains("Resource temporarily unavailable"),
+        "the error names the cause: {text}"
+    );
+    assert!(
+        text.contains("cannot start another process"),
+        "and what it means: {text}"
+    );
     assert!(harness::is_alive(admin));
     let back: String = sys.ask(echo, "fine".to_string(), T).unwrap();
     assert_eq!(back, "fine", "the running actor is unaffected");

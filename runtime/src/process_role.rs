@@ -32,6 +32,19 @@ pub const SYSTEM_NAME_ENV: &str = "GREENROOM_SYSTEM_NAME";
 /// Environment variable: the file a detached admin's log goes to (for `Describe`).
 pub const LOG_PATH_ENV: &str = "GREENROOM_LOG_PATH";
 
+/// Environment variable: how many accepted connections may wait for their handshake at once,
+/// per listening socket (default [`crate::net::pending::DEFAULT_MAX_PENDING`]). Hosts inherit
+/// it from the admin.
+pub const MAX_PENDING_ENV: &str = "GREENROOM_MAX_PENDING";
+
+/// The bound on connections waiting for their handshake in this process.
+pub fn max_pending_connections() -> usize {
+    std::env::var(MAX_PENDING_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(crate::net::pending::DEFAULT_MAX_PENDING)
+}
+
 /// The control socket a started process inherits (to its admin, or from its owner).
 pub const CONTROL_FD: RawFd = 3;
 /// The listening socket a host inherits: its actor's address on disk.

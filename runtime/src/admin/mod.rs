@@ -64,8 +64,8 @@ use crate::{
     error::{Error, Result},
     ledger::{LedgerFile, LedgerReport},
     message::{ActorExitRequest, AnyMessage, ChildActorExited, ChildRestarted, DeadEnvelope},
-    net::endpoint::HANDSHAKE_TIMEOUT,
     net::framed::{Framed, ReadError},
+    net::pending::{Pending, HANDSHAKE_TIMEOUT},
     net::{wait_ready, Ready},
     process_role::{self, CONTROL_FD},
     runtime_dir,
@@ -194,9 +194,8 @@ struct Admin {
     peers: HashMap<Token, ControlPeer>,
     /// `admin.sock`: where further clients connect.
     client_listener: mio::net::UnixListener,
-    /// Clients accepted on `admin.sock`, by the time their handshake must be done, oldest
-    /// first (one timeout for all, so the order of acceptance is the order of deadlines).
-    handshake_deadlines: VecDeque<(Instant, Token)>,
+    /// Clients accepted on `admin.sock` that have not completed their handshake.
+    handshake_deadlines: Pending,
     next_token: usize,
     tree: Tree,
     actors: HashMap<ActorId, ActorRecord>,
@@ -308,7 +307,7 @@ impl Admin {
             next_id: 1,
             peers,
             client_listener,
-            handshake_deadlines: VecDeque::new(),
+            handshake_deadlines: Pending::new(process_role::max_pending_connections()),
             next_token: FIRST_PEER,
             tree: Tree::new(root_spec),
             actors: HashMap::new(),
@@ -356,7 +355,7 @@ impl Admin {
             let next = [
                 self.tree.next_deadline(),
                 self.shutdown.as_ref().filter(|s| !s.killed).map(|s| s.deadline),
-                self.handshake_deadlines.front().map(|(at, _)| *at),
+                self.handshake_deadlines.next_deadline(),
                 self.watched
                     .iter()
                     .filter_map(|id| self.actors.get(id))
@@ -763,6 +762,11 @@ impl Admin {
                 tracing::warn!(reason = %why, "refused a client connection from another user");
                 continue;
             }
+            let peers = &self.peers;
+            let waiting = |t: Token| peers.get(&t).is_some_and(|p| !p.handshake_done);
+            if !self.handshake_deadlines.admit(waiting, "admin.sock") {
+                continue;
+            }
             let token = Token(self.next_token);
             self.next_token += 1;
             if let Err(e) = self
@@ -781,8 +785,7 @@ impl Admin {
                     handshake_done: false,
                 },
             );
-            self.handshake_deadlines
-                .push_back((Instant::now() + HANDSHAKE_TIMEOUT, token));
+            self.handshake_deadlines.push(token);
             // Whatever it sent before the registration took effect.
             self.read_peer(token);
         }
@@ -1446,16 +1449,11 @@ impl Admin {
     /// Closes clients of `admin.sock` that have not completed their handshake in time, so
     /// that a peer that connects and says nothing holds nothing for long.
     fn expire_handshakes(&mut self) {
-        let now = Instant::now();
-        while let Some(&(deadline, token)) = self.handshake_deadlines.front() {
-            if deadline > now {
-                break;
-            }
-            self.handshake_deadlines.pop_front();
-            if self.peers.get(&token).is_some_and(|p| !p.handshake_done) {
-                tracing::warn!(timeout = ?HANDSHAKE_TIMEOUT, "closing a client connection that did not complete its handshake in time");
-                self.peer_closed(token);
-            }
+        let peers = &self.peers;
+        let waiting = |t: Token| peers.get(&t).is_some_and(|p| !p.handshake_done);
+        for token in self.handshake_deadlines.expired(Instant::now(), waiting) {
+            tracing::warn!(timeout = ?HANDSHAKE_TIMEOUT, "closing a client connection that did not complete its handshake in time");
+            self.peer_closed(token);
         }
     }
 
@@ -1550,6 +1548,17 @@ fn decode_hex<T: serde::de::DeserializeOwned>(hex: &str) -> Option<T> {
 }
 
 /// Where a new system logs, and what.
+/// What a client's `SystemConfig` tells the admin it starts (hosts inherit the environment
+/// settings from the admin).
+pub(crate) struct AdminSettings<'a> {
+    pub max_frame: u32,
+    pub send_window: usize,
+    pub max_pending: usize,
+    pub root_spec: &'a SupervisorSpec,
+    pub capabilities: &'a Capabilities,
+    pub log: LogSettings,
+}
+
 pub(crate) struct LogSettings {
     /// The filter for the admin and its hosts (`GREENROOM_LOG`); `None`: the default.
     pub filter: Option<String>,
@@ -1562,12 +1571,16 @@ pub(crate) struct LogSettings {
 pub(crate) fn start_admin(
     exe: &std::path::Path,
     rundir: &std::path::Path,
-    max_frame: u32,
-    send_window: usize,
-    root_spec: &SupervisorSpec,
-    capabilities: &Capabilities,
-    log: LogSettings,
+    settings: AdminSettings<'_>,
 ) -> Result<(std::process::Child, std::os::unix::net::UnixStream)> {
+    let AdminSettings {
+        max_frame,
+        send_window,
+        max_pending,
+        root_spec,
+        capabilities,
+        log,
+    } = settings;
     let (client_end, admin_end) =
         std::os::unix::net::UnixStream::pair().map_err(Error::io("creating a socket pair"))?;
     let mut cmd = Command::new(exe);
@@ -1576,6 +1589,7 @@ pub(crate) fn start_admin(
         .env(process_role::HOST_EXE_ENV, exe)
         .env(process_role::MAX_FRAME_ENV, max_frame.to_string())
         .env(process_role::SEND_WINDOW_ENV, send_window.to_string())
+        .env(process_role::MAX_PENDING_ENV, max_pending.to_string())
         .env(ROOT_SPEC_ENV, encode_hex(root_spec))
         .env(CAPABILITIES_ENV, encode_hex(capabilities))
         .arg0("greenroom-admin")

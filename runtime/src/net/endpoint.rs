@@ -33,6 +33,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use super::pending::Pending;
 use greenroom_protocol::{
     encode_frame, frame::decode, ActorState, Address, Capabilities, ChildSpec, DataFrame, DataReply, ExitCause,
     FrameReader, FromAdmin, Handshake, HandshakeReply, PeerRole, ProtocolError, Recovery, ToAdmin,
@@ -58,8 +59,7 @@ use crate::{
 pub const ACK_BATCH: u64 = 64;
 /// How long to wait before accepting again after `accept` failed (out of fds or memory).
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
-/// How long an accepted connection has to send its handshake before it is closed.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+pub use super::pending::HANDSHAKE_TIMEOUT;
 /// Acknowledge this long after the last processed message if no batch filled up.
 pub const ACK_DELAY: Duration = Duration::from_millis(10);
 
@@ -203,7 +203,7 @@ pub struct Endpoint {
     /// change): what `accepts` checks run against, without a round trip per create.
     capabilities: Capabilities,
     /// Accepted connections by the time their handshake must be complete, oldest first.
-    handshake_deadlines: VecDeque<(Instant, Token)>,
+    handshake_deadlines: Pending,
     /// When to try `accept` again after it failed for lack of resources.
     accept_retry: Option<Instant>,
 }
@@ -248,11 +248,17 @@ impl Endpoint {
             ledger: None,
             incarnation: 0,
             capabilities: Capabilities::new(),
-            handshake_deadlines: VecDeque::new(),
+            handshake_deadlines: Pending::new(crate::process_role::max_pending_connections()),
             accept_retry: None,
         };
         ep.flush_control();
         Ok(ep)
+    }
+
+    /// How many accepted connections may wait for their handshake at once (the default
+    /// comes from the environment, see `process_role::max_pending_connections`).
+    pub fn set_max_pending(&mut self, limit: usize) {
+        self.handshake_deadlines = Pending::new(limit);
     }
 
     /// The system's capabilities as this endpoint last heard them.
@@ -594,7 +600,7 @@ impl Endpoint {
             let until = at.saturating_duration_since(now);
             timeout = Some(timeout.map_or(until, |t| t.min(until)));
         }
-        if let Some(&(deadline, _)) = self.handshake_deadlines.front() {
+        if let Some(deadline) = self.handshake_deadlines.next_deadline() {
             let until = deadline.saturating_duration_since(now);
             timeout = Some(timeout.map_or(until, |t| t.min(until)));
         }
@@ -924,6 +930,11 @@ impl Endpoint {
                     continue;
                 }
             };
+            let conns = &self.conns;
+            let waiting = |t: Token| matches!(conns.get(&t), Some(Conn::In(c)) if c.peer.is_none());
+            if !self.handshake_deadlines.admit(waiting, "actor socket") {
+                continue;
+            }
             let token = Token(self.next_token);
             self.next_token += 1;
             if let Err(e) = self
@@ -951,26 +962,21 @@ impl Endpoint {
             );
             // Data may already be waiting; edge-triggered readiness would not tell us again.
             self.rescan.push(token);
-            self.handshake_deadlines
-                .push_back((Instant::now() + HANDSHAKE_TIMEOUT, token));
+            self.handshake_deadlines.push(token);
         }
     }
 
-    /// Closes accepted connections that have not completed their handshake in time, so that
-    /// peers which connect and stall cannot pile up.
+    /// Closes accepted connections that have not completed their handshake in time, so
+    /// that peers which connect and stall cannot pile up.
     fn expire_handshakes(&mut self, now: Instant) {
-        while let Some(&(deadline, token)) = self.handshake_deadlines.front() {
-            if deadline > now {
-                return;
-            }
-            self.handshake_deadlines.pop_front();
+        let conns = &self.conns;
+        let waiting = |t: Token| matches!(conns.get(&t), Some(Conn::In(c)) if c.peer.is_none());
+        for token in self.handshake_deadlines.expired(now, waiting) {
             if let Some(Conn::In(conn)) = self.conns.get(&token) {
-                if conn.peer.is_none() {
-                    tracing::warn!(endpoint = %self.me, peer_pid = conn.peer_pid, timeout = ?HANDSHAKE_TIMEOUT,
-                        "closing a connection that did not complete its handshake in time");
-                    self.close_in(token);
-                }
+                tracing::warn!(endpoint = %self.me, peer_pid = conn.peer_pid, timeout = ?HANDSHAKE_TIMEOUT,
+                    "closing a connection that did not complete its handshake in time");
             }
+            self.close_in(token);
         }
     }
 

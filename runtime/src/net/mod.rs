@@ -4,6 +4,7 @@
 pub mod endpoint;
 pub(crate) mod framed;
 pub(crate) mod peer;
+pub mod pending;
 
 use std::{io, time::Duration};
 

@@ -73,6 +73,7 @@ pub enum Base {
 /// | `host_executable` | the current executable | processes |
 /// | `max_frame` | 16 MiB | processes |
 /// | `send_window` | 8 MiB of unprocessed messages per sender and target: beyond it `tell` waits (then fails), an actor's `send` fails with [`Error::Backpressure`] | processes |
+/// | `max_pending_connections` | 256 accepted connections waiting for their handshake, per listening socket: more are closed at once | processes |
 /// | `root_supervision` | [`SupervisorSpec::default`]: one-for-one, 5 restarts in 10 s | processes |
 /// | `log_level` / `log_filter` | `warn` (the `GREENROOM_LOG` environment variable, when set, takes precedence) | processes |
 /// | `log_file` | none: the admin and every actor log to this program's stderr | processes |
@@ -92,6 +93,7 @@ pub struct SystemConfig {
     capabilities: Capabilities,
     log_filter: Option<String>,
     log_file: Option<PathBuf>,
+    max_pending: usize,
 }
 
 impl Default for SystemConfig {
@@ -108,6 +110,7 @@ impl Default for SystemConfig {
             capabilities: Capabilities::new(),
             log_filter: None,
             log_file: None,
+            max_pending: crate::net::pending::DEFAULT_MAX_PENDING,
         }
     }
 }
@@ -144,6 +147,15 @@ impl SystemConfig {
     /// never block), both with [`Error::Backpressure`].
     pub fn send_window(mut self, bytes: usize) -> Self {
         self.send_window = bytes;
+        self
+    }
+
+    /// How many accepted connections may wait for their handshake at once on each listening
+    /// socket (every actor's, the client's, the admin's): beyond it, new connections are
+    /// closed at once and one warning per burst is logged. Each must complete its handshake
+    /// within 3 s in any case. A defence against a flood of connections that say nothing.
+    pub fn max_pending_connections(mut self, limit: usize) -> Self {
+        self.max_pending = limit.max(1);
         self
     }
 

@@ -93,20 +93,23 @@ impl ProcessSystem {
             Some(path) => Some(open_log_file(path)?),
             None => None,
         };
-        let (mut child, control) = admin::start_admin(
-            &exe,
-            &rundir,
-            config.max_frame,
-            config.send_window,
-            &config.root_supervision,
-            &config.capabilities,
-            admin::LogSettings {
+        let settings = admin::AdminSettings {
+            max_frame: config.max_frame,
+            send_window: config.send_window,
+            max_pending: config.max_pending,
+            root_spec: &config.root_supervision,
+            capabilities: &config.capabilities,
+            log: admin::LogSettings {
                 filter: logging::effective_filter(config.log_filter.as_deref()),
                 file: log_file,
             },
-        )?;
+        };
+        let (mut child, control) = admin::start_admin(&exe, &rundir, settings)?;
         let admin_pid = child.id();
-        let registered = register_client(control, config.max_frame, &rundir);
+        let registered = register_client(control, config.max_frame, &rundir).map(|(mut endpoint, address)| {
+            endpoint.set_max_pending(config.max_pending);
+            (endpoint, address)
+        });
         let (endpoint, address) = match registered {
             Ok(r) => r,
             Err(e) => {
