@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use greenroom::{Address, Error};
+use greenroom::{ActorSystem, Address, Error, SystemConfig};
 use greenroom_integration_tests::{
     actors::*,
     harness::{self, TestSystem},
@@ -138,4 +138,51 @@ fn killing_the_admin_takes_every_host_down() {
         matches!(err, Error::AdminGone | Error::ActorGone { .. } | Error::UnknownActor(_)),
         "{err}"
     );
+}
+
+#[test]
+fn a_killed_programs_runtime_directory_is_reclaimed_at_the_next_start_and_a_live_ones_is_not() {
+    use std::io::BufRead;
+    let base = tempfile::Builder::new().prefix("grst").tempdir_in("/tmp").unwrap();
+    // A client program and its admin, both SIGKILLed: nobody cleans up.
+    let mut holder = std::process::Command::new(HOST)
+        .args(["--hold-system", base.path().to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let mut words = line.split_whitespace();
+    assert_eq!(words.next(), Some("admin"), "{line}");
+    let admin: u32 = words.next().unwrap().parse().unwrap();
+    let stale = std::path::PathBuf::from(words.nth(1).unwrap());
+    assert!(stale.exists());
+    // A live system in the same base, which must survive the reclaim.
+    let live =
+        ActorSystem::start_with(SystemConfig::default().runtime_base(base.path()).host_executable(HOST)).unwrap();
+    let live_dir = live.runtime_dir().unwrap().to_path_buf();
+    let kill9 = |pid: u32| {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap()
+    };
+    kill9(holder.id());
+    kill9(admin);
+    holder.wait().unwrap();
+    assert!(harness::wait_for_exit(admin, T));
+    assert!(stale.exists(), "nobody removed it");
+
+    let next =
+        ActorSystem::start_with(SystemConfig::default().runtime_base(base.path()).host_executable(HOST)).unwrap();
+    assert!(!stale.exists(), "the next start reclaimed the dead program's directory");
+    assert!(live_dir.exists(), "a live program's directory is left alone");
+    let echo = live.create_actor::<Echo>().unwrap();
+    let back: String = live.ask(echo, "still mine".to_string(), T).unwrap();
+    assert_eq!(back, "still mine");
+    next.shutdown().unwrap();
+    live.shutdown().unwrap();
 }

@@ -36,6 +36,9 @@ enum Attack {
     BadFrames(Vec<Vec<u8>>),
     /// A proper handshake, then well-formed messages with any tag and bytes, and any seq.
     Messages(Vec<(u64, String, Vec<u8>)>),
+    /// A handshake addressed to another actor (a message for an address this socket is not),
+    /// then a well-formed message.
+    ForAnother(u64),
 }
 
 fn handshake(to: Address) -> Vec<u8> {
@@ -89,6 +92,15 @@ fn bytes_of(attack: &Attack, to: Address) -> Vec<u8> {
             }
             b
         }
+        Attack::ForAnother(id) => {
+            let mut b = handshake(Address::local(*id));
+            let payload = Payload {
+                tag: "alloc::string::String".into(),
+                bytes: vec![2, b'h', b'i'],
+            };
+            let _ = DataFrame::encode_message(&mut b, 1, &payload, u32::MAX);
+            b
+        }
     }
 }
 
@@ -106,6 +118,7 @@ fn attacks() -> impl Strategy<Value = Attack> {
         (0usize..40).prop_map(Attack::TruncatedHello),
         proptest::collection::vec(bytes(), 1..5).prop_map(Attack::BadFrames),
         proptest::collection::vec((any::<u64>(), ".{0,30}", bytes()), 1..5).prop_map(Attack::Messages),
+        any::<u64>().prop_map(Attack::ForAnother),
     ]
 }
 

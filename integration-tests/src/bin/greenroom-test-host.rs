@@ -3,6 +3,10 @@
 //! Run by a test with `--probe-connect PATH` (and no `GREENROOM_ROLE`), it is instead a
 //! stranger: it connects to the Unix socket at PATH, sends a well-formed data handshake, and
 //! prints what happened, so a test can run it as another user.
+//!
+//! With `--hold-system BASE` it is a client program: it starts a system under runtime base
+//! BASE (itself as the host binary), prints `admin <pid> dir <runtime dir>`, and waits to be
+//! killed, so a test can kill a client and its admin together.
 
 use std::{io::Read, io::Write, os::unix::net::UnixStream, time::Duration};
 
@@ -10,11 +14,33 @@ use greenroom_protocol::{Address, Handshake, PeerRole};
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    if args.next().as_deref() == Some("--probe-connect") {
-        probe(&args.next().unwrap_or_default());
-        return;
+    match args.next().as_deref() {
+        Some("--probe-connect") => probe(&args.next().unwrap_or_default()),
+        Some("--hold-system") => hold_system(&args.next().unwrap_or_default()),
+        _ => greenroom_host::serve(greenroom_integration_tests::registry()),
     }
-    greenroom_host::serve(greenroom_integration_tests::registry())
+}
+
+/// Starts a system under `base` and waits (for a SIGKILL, in practice) with it running.
+fn hold_system(base: &str) {
+    let registry = greenroom_host::init(greenroom_integration_tests::registry());
+    let _ = registry;
+    let config = greenroom::SystemConfig::default().runtime_base(base);
+    let system = match greenroom::ActorSystem::start_with(config) {
+        Ok(s) => s,
+        Err(e) => {
+            println!("failed: {e}");
+            return;
+        }
+    };
+    let dir = system
+        .runtime_dir()
+        .map(|d| d.display().to_string())
+        .unwrap_or_default();
+    println!("admin {} dir {dir}", system.admin_pid().unwrap_or_default());
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
 }
 
 /// Prints `connect-failed: <error kind>`, or `closed-after: <bytes received>`.
