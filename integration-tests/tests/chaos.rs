@@ -3,7 +3,7 @@
 //! Every message carries a unique id; at the end each id must have arrived exactly once or
 //! come back as poison — none unaccounted, none delivered twice.
 //!
-//! Bounded to about 10 s of load by default; set `GREENROOM_CHAOS_SECS` for longer.
+//! Bounded to about 20 s of load by default; set `GREENROOM_CHAOS_SECS` for longer.
 
 use std::{
     collections::HashMap,
@@ -48,7 +48,7 @@ fn nothing_is_lost_or_duplicated_while_stages_are_killed_and_paused() {
         std::env::var("GREENROOM_CHAOS_SECS")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(10),
+            .unwrap_or(20),
     );
     let config = harness::restart_at_once(100_000);
     let sys = TestSystem::start_with(HOST, config);

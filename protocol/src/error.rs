@@ -39,6 +39,10 @@ pub enum ProtocolError {
         source: postcard::Error,
     },
 
+    /// A body decoded as the expected type but did not end there.
+    #[error("{what} followed by {extra} unexpected bytes: a frame holds exactly one value")]
+    TrailingBytes { what: &'static str, extra: usize },
+
     /// A value could not be encoded (a serde type that postcard cannot represent).
     #[error("could not encode {what}: {source}")]
     Encode {

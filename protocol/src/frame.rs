@@ -72,8 +72,19 @@ pub fn encode_raw_frame(buf: &mut Vec<u8>, body: &[u8], max_frame: u32) -> Resul
 }
 
 /// Decodes one frame body as `T`; `what` names the expected type in the error.
+///
+/// The body must be exactly one value: bytes left over after it are an error too, so that a
+/// garbled frame whose first bytes happen to spell a short valid value (a one-byte request,
+/// say) is refused rather than acted on.
 pub fn decode<T: DeserializeOwned>(body: &[u8], what: &'static str) -> Result<T, ProtocolError> {
-    postcard::from_bytes(body).map_err(|source| ProtocolError::Decode { what, source })
+    let (value, rest) = postcard::take_from_bytes(body).map_err(|source| ProtocolError::Decode { what, source })?;
+    if !rest.is_empty() {
+        return Err(ProtocolError::TrailingBytes {
+            what,
+            extra: rest.len(),
+        });
+    }
+    Ok(value)
 }
 
 /// What one [`FrameReader::fill_from`] call saw on the stream.
@@ -250,6 +261,15 @@ mod tests {
             encode_frame(&mut buf, v, DEFAULT_MAX_FRAME, "bytes").unwrap();
         }
         buf
+    }
+
+    #[test]
+    fn a_body_with_bytes_after_its_value_is_refused() {
+        // `0` is a complete `u8`; what follows must not be ignored.
+        let err = decode::<u8>(&[0, 6, 1], "a byte").unwrap_err();
+        assert!(matches!(err, ProtocolError::TrailingBytes { extra: 2, .. }), "{err}");
+        assert!(err.to_string().contains("2 unexpected bytes"), "{err}");
+        assert_eq!(decode::<u8>(&[7], "a byte").unwrap(), 7);
     }
 
     #[test]

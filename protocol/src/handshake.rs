@@ -186,7 +186,7 @@ mod tests {
             body.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
             body.extend_from_slice(&tail);
             match Handshake::decode(&body) {
-                Ok(_) | Err(ProtocolError::Decode { .. }) => {}
+                Ok(_) | Err(ProtocolError::Decode { .. } | ProtocolError::TrailingBytes { .. }) => {}
                 Err(other) => prop_assert!(false, "unexpected error {other}"),
             }
         }
