@@ -118,3 +118,16 @@ fn semi_deterministic_prints_the_same_on_both_bases() {
     assert!(out.contains("failed   \"PANIC\": receive panicked"), "{out}");
     assert_eq!(out.lines().last(), Some("identical output on both bases"), "{out}");
 }
+
+#[test]
+fn hello_runs_with_stderr_to_dev_null() {
+    // A daemon's usual stderr: the admin's log sink must cope with a file epoll cannot watch.
+    let base = tempfile::Builder::new().prefix("grx").tempdir_in("/tmp").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_hello"))
+        .env("XDG_RUNTIME_DIR", base.path())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .expect("run hello");
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "Hello, World!\n");
+}

@@ -163,3 +163,32 @@ fn fork_failing_fails_create_clearly_and_the_admin_keeps_running() {
     assert_eq!(back, "again");
     drop(limit);
 }
+
+#[test]
+fn a_foreground_admin_stopped_by_sigterm_exits_0_after_stopping_every_actor() {
+    let base = tempfile::Builder::new().prefix("grsig").tempdir_in("/tmp").unwrap();
+    let mut admin = std::process::Command::new(harness::workspace_bin("greenroom"))
+        .args(["start", "--foreground", "--name", "sig", "--host-bin", HOST])
+        .env("XDG_RUNTIME_DIR", base.path())
+        // A daemon's usual stderr, which epoll cannot watch: the log sink must cope.
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let dir = base.path().join("greenroom/n-sig");
+    let deadline = std::time::Instant::now() + T;
+    let client = loop {
+        match greenroom::ActorSystem::connect_dir(&dir) {
+            Ok(c) => break c,
+            Err(e) => assert!(std::time::Instant::now() < deadline, "the admin never answered: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let echo = client.create_actor::<Echo>().unwrap();
+    let host = client.actor_info(echo).unwrap().pid.unwrap();
+    kill(Pid::from_raw(admin.id() as i32), Signal::SIGTERM).unwrap();
+    let status = admin.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "a graceful stop exits 0: {status:?}");
+    assert!(harness::wait_for_exit(host, T), "the actor's host is gone");
+    assert!(!dir.exists(), "the runtime directory is removed");
+    drop(client);
+}

@@ -166,9 +166,20 @@ impl Sink {
 
     /// Registers the sink for writability with the loop, when writes to it can be refused.
     pub fn register(&self, registry: &Registry, token: Token) -> io::Result<()> {
-        match self.lock().out.as_ref().and_then(Output::pollable) {
-            Some(fd) => registry.register(&mut SourceFd(&fd), token, Interest::WRITABLE),
-            None => Ok(()),
+        let mut st = self.lock();
+        let Some(fd) = st.out.as_ref().and_then(Output::pollable) else {
+            return Ok(());
+        };
+        match registry.register(&mut SourceFd(&fd), token, Interest::WRITABLE) {
+            // A device epoll cannot watch (`/dev/null`, for one): it never makes a writer
+            // wait either, so write to it directly.
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                if let Some(Output::NonBlocking(f)) = st.out.take() {
+                    st.out = Some(Output::Direct(f));
+                }
+                Ok(())
+            }
+            other => other,
         }
     }
 
