@@ -172,6 +172,19 @@ fn hostile_bytes_never_hurt_the_actor_and_leave_nothing_behind() {
         .unwrap();
     assert_eq!(n.get(), cases, "every generated case was sent");
 
+    // 500 connections opened and abandoned at once, half of them mid-handshake.
+    let abandoned: Vec<UnixStream> = (0..500)
+        .filter_map(|i| {
+            let mut s = UnixStream::connect(&path).ok()?;
+            if i % 2 == 0 {
+                let _ = s.write_all(&handshake(echo)[..5]);
+            }
+            Some(s)
+        })
+        .collect();
+    assert_eq!(ask(), "alive?", "the actor serves others while 500 peers hang");
+    drop(abandoned);
+
     assert_eq!(ask(), "alive?");
     assert_eq!(sys.actor_info(echo).unwrap().pid, Some(host), "same process throughout");
     // Every hostile connection is closed (or times out its handshake) and its fd released.
