@@ -26,13 +26,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use greenroom::actor::panic_text;
+use greenroom::{actor::panic_text, message::is_exit_traffic};
 use greenroom::{
     ledger::{Ledger, LEDGER_FD},
     net::endpoint::{Endpoint, Inbound},
     process_role::{CONTROL_FD, LISTENER_FD},
-    ActorExitRequest, Address, AnyMessage, Backend, ChildActorExited, ChildRestarted, Context, CreateFailure, Error,
-    PoisonMessage, Registry, WakeupMessage,
+    ActorExitRequest, Address, AnyMessage, Backend, ChildActorExited, Context, CreateFailure, Error, PoisonMessage,
+    Registry, WakeupMessage,
 };
 use greenroom_protocol::{Capabilities, ChildSpec, FromAdmin, Payload, PeerRole, ToAdmin, DEFAULT_MAX_FRAME};
 
@@ -387,12 +387,6 @@ impl Host {
             tracing::error!(error = %e, "could not tell the admin that the actor is exiting");
         }
     }
-}
-
-/// Messages an exiting actor still receives: further exit requests and news of its
-/// children.
-fn is_exit_traffic(msg: &AnyMessage) -> bool {
-    msg.is::<ActorExitRequest>() || msg.is::<ChildActorExited>() || msg.is::<ChildRestarted>()
 }
 
 /// What `Context` does inside a host process.

@@ -201,6 +201,13 @@ pub struct PoisonMessage {
     pub details: String,
 }
 
+/// Messages an exiting actor still receives: further exit requests and news of its
+/// children. Anything else sent to it then becomes a dead letter, on either base.
+#[doc(hidden)]
+pub fn is_exit_traffic(msg: &AnyMessage) -> bool {
+    msg.is::<ActorExitRequest>() || msg.is::<ChildActorExited>() || msg.is::<ChildRestarted>()
+}
+
 /// True for the runtime's own message types, which external clients do not receive
 /// (except [`PoisonMessage`], which answers their `ask`).
 pub fn is_system_tag(tag: &str) -> bool {

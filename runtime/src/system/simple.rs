@@ -46,7 +46,7 @@ use crate::{
     actor::{panic_text, program_registry, Backend, Context, Registry},
     error::{Error, Result},
     message::{
-        take_undecodable, ActorExitRequest, AnyMessage, ChildActorExited, ChildRestarted, DeadEnvelope, Message,
+        is_exit_traffic, take_undecodable, ActorExitRequest, AnyMessage, ChildActorExited, DeadEnvelope, Message,
         PoisonMessage, WakeupMessage,
     },
 };
@@ -618,12 +618,6 @@ impl Core {
                 "dead letter: no handler registered; message dropped"),
         }
     }
-}
-
-/// Messages an exiting actor still receives: further exit requests and news of its
-/// children.
-fn is_exit_traffic(msg: &AnyMessage) -> bool {
-    msg.is::<ActorExitRequest>() || msg.is::<ChildActorExited>() || msg.is::<ChildRestarted>()
 }
 
 /// What `Context` does on the simple base.
