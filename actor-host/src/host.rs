@@ -219,15 +219,7 @@ impl Host {
                             continue;
                         }
                         self.endpoint.begin(&receipt);
-                        greenroom::message::take_undecodable();
                         self.deliver(sender, &msg);
-                        if greenroom::message::take_undecodable() {
-                            // Its tag named a type the actor expects, but the bytes did not
-                            // decode (a sender built from other source): not for silence.
-                            tracing::warn!(%sender, message_type = msg.tag(),
-                                "message does not decode as the type its tag names; handed to the dead-letter path");
-                            self.endpoint.dead_letters(self.me, vec![msg.clone()]);
-                        }
                         // A message is done when what the actor sent for it has left this
                         // process: record it only then, so that a death before the write
                         // returns the message as poison instead of losing its replies.
@@ -276,8 +268,22 @@ impl Host {
         }
     }
 
-    /// Runs the actor on one message, with the retry and poison rules.
+    /// Runs the actor on one message (from a peer, the admin, or a wakeup): the retry,
+    /// poison and exit rules, then the dead-letter path for a message that did not decode as
+    /// the type its tag names.
     fn deliver(&mut self, sender: Address, msg: &AnyMessage) {
+        greenroom::message::take_undecodable();
+        self.run_receive(sender, msg);
+        if greenroom::message::take_undecodable() {
+            // Its tag named a type the actor expects, but the bytes did not decode (a sender
+            // built from other source): not for silence.
+            tracing::warn!(%sender, message_type = msg.tag(),
+                "message does not decode as the type its tag names; handed to the dead-letter path");
+            self.endpoint.dead_letters(self.me, vec![msg.clone()]);
+        }
+    }
+
+    fn run_receive(&mut self, sender: Address, msg: &AnyMessage) {
         let is_exit = msg.is::<ActorExitRequest>();
         if let Some(exited) = msg.downcast::<ChildActorExited>() {
             self.children.retain(|c| *c != exited.child);
@@ -333,6 +339,9 @@ impl Host {
     }
 
     fn receive_once(&mut self, sender: Address, msg: &AnyMessage) -> Result<(), String> {
+        // A panic the actor caught itself in an earlier call left its record behind; it must
+        // not read as "still unwinding" to the hook if this call panics.
+        LAST_PANIC.with(|p| p.borrow_mut().take());
         let mut backend = HostBackend {
             wakeups: &mut self.wakeups,
             wakeups_asked: &mut self.wakeups_asked,

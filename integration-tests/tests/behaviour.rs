@@ -293,7 +293,9 @@ on_both_bases! {
         let client = sys.private().unwrap();
         let address = client.address();
         let _: String = client.ask(echo, "hi".to_string(), T).unwrap();
-        drop(client);
+        // Shut down (not yet dropped): closed all the same, and says so if used.
+        client.shutdown().unwrap();
+        assert!(matches!(client.tell(echo, 1u8), Err(Error::SystemStopped)));
         // The admin hears of the close asynchronously on the process base.
         let deadline = std::time::Instant::now() + T;
         while !matches!(sys.actor_info(address).unwrap().state, ActorState::Gone(_)) {

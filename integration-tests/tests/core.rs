@@ -170,10 +170,11 @@ fn a_killed_programs_runtime_directory_is_reclaimed_at_the_next_start_and_a_live
         )
         .unwrap()
     };
-    kill9(holder.id());
+    // The admin first: with its owner gone first, it would shut down and clean up itself.
     kill9(admin);
-    holder.wait().unwrap();
     assert!(harness::wait_for_exit(admin, T));
+    kill9(holder.id());
+    holder.wait().unwrap();
     assert!(stale.exists(), "nobody removed it");
 
     let next =

@@ -273,7 +273,7 @@ fn control_requests() -> impl Strategy<Value = ToAdmin> {
         (address(), proptest::collection::vec(payload(), 0..3))
             .prop_map(|(target, messages)| ToAdmin::DeadLetters { target, messages }),
         (".{0,20}", proptest::option::of(payload())).prop_map(|(key, value)| ToAdmin::UpdateCapability { key, value }),
-        any::<u64>().prop_map(|request| ToAdmin::Describe { request }),
+        (any::<u64>(), any::<bool>()).prop_map(|(request, include_gone)| ToAdmin::Describe { request, include_gone }),
     ]
 }
 
@@ -307,7 +307,10 @@ fn hostile_bytes_never_hurt_the_admin_and_leave_nothing_behind() {
         &path,
         &admin_bytes(&AdminAttack::Requests(vec![
             ToAdmin::RegisterClient,
-            ToAdmin::Describe { request: 1 },
+            ToAdmin::Describe {
+                request: 1,
+                include_gone: true,
+            },
         ])),
     );
     assert!(alive());

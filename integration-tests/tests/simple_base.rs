@@ -208,3 +208,52 @@ fn a_simple_system_refuses_calls_after_shutdown() {
     assert!(matches!(sys.tell(echo, 1u8), Err(Error::SystemStopped)));
     sys.shutdown().unwrap();
 }
+
+/// A dead-letter handler that fails on every dead letter.
+#[derive(Default)]
+struct BrokenMortuary;
+
+impl greenroom::Actor for BrokenMortuary {
+    fn receive(
+        &mut self,
+        ctx: &mut greenroom::Context<'_>,
+        msg: &greenroom::AnyMessage,
+        sender: Address,
+    ) -> greenroom::ActorResult {
+        if msg.is::<TakeDeadLetters>() {
+            ctx.handle_dead_letters(true)?;
+            ctx.send(sender, true)?;
+            return Ok(());
+        }
+        Err(format!("cannot take {}", msg.tag()).into())
+    }
+}
+
+#[test]
+fn a_failing_dead_letter_handler_does_not_loop_on_the_poison_it_cannot_return() {
+    // The poison for a dead letter goes back to its sender, the dead target: it is logged,
+    // not turned into another dead letter for the same handler (which would never end).
+    let (done_tx, done) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let registry = registry().register::<BrokenMortuary>();
+        let sys = ActorSystem::start_with(SystemConfig::default().base(Base::Simple).registry(registry)).unwrap();
+        let handler = sys.create_actor::<BrokenMortuary>().unwrap();
+        let _: bool = sys.ask(handler, TakeDeadLetters, T).unwrap();
+        let doomed = sys.create_actor::<Echo>().unwrap();
+        sys.tell(doomed, ActorExitRequest).unwrap();
+        let forwarder = sys.create_actor::<Forwarder>().unwrap();
+        sys.tell(
+            forwarder,
+            Forward {
+                to: doomed,
+                text: "for the dead".into(),
+            },
+        )
+        .unwrap();
+        let echo = sys.create_actor::<Echo>().unwrap();
+        let back: String = sys.ask(echo, "still running".to_string(), T).unwrap();
+        let _ = done_tx.send(back);
+    });
+    let back = done.recv_timeout(T).expect("the system came back from the dead letter");
+    assert_eq!(back, "still running");
+}

@@ -266,7 +266,7 @@ pub struct SystemDescription {
     pub started_unix_ms: u64,
     /// Where the system's log goes, if it is a file.
     pub log_file: Option<String>,
-    /// Every actor the admin knows, gone ones included, in creation order.
+    /// The actors, in creation order: live ones, and gone ones if asked for.
     pub actors: Vec<ActorRow>,
 }
 
@@ -327,9 +327,9 @@ pub enum ToAdmin {
     /// Messages that can never be delivered to `target` (it is gone for good). The admin
     /// hands each to the dead-letter handler as a `DeadEnvelope`, or logs it.
     DeadLetters { target: Address, messages: Vec<Payload> },
-    /// Client: describe the system and every actor in it. Answered by
-    /// [`FromAdmin::Description`].
-    Describe { request: u64 },
+    /// Client: describe the system and its actors (those gone for good too, if
+    /// `include_gone`). Answered by [`FromAdmin::Description`].
+    Describe { request: u64, include_gone: bool },
     /// Set (`Some`) or remove (`None`) one of the system's capabilities. The admin tells every
     /// host and client the new set ([`FromAdmin::CapabilitiesChanged`]).
     UpdateCapability { key: String, value: Option<Payload> },

@@ -53,14 +53,15 @@ pub trait Actor: Send + 'static {
     /// impl Actor for Trainer {
     ///     fn receive(&mut self, _: &mut Context<'_>, _: &AnyMessage, _: Address) -> ActorResult { Ok(()) }
     ///
+    ///     // `u64`: what `greenroom start --capability gpus=2` stores for a number.
     ///     fn accepts(capabilities: &Capabilities, requirements: &Capabilities) -> bool {
-    ///         let gpus = capabilities.get::<u32>("gpus").unwrap_or(0);
-    ///         gpus >= requirements.get::<u32>("gpus").unwrap_or(1)
+    ///         let gpus = capabilities.get::<u64>("gpus").unwrap_or(0);
+    ///         gpus >= requirements.get::<u64>("gpus").unwrap_or(1)
     ///     }
     /// }
-    /// let lab = Capabilities::new().with("gpus", &2u32)?;
+    /// let lab = Capabilities::new().with("gpus", &2u64)?;
     /// assert!(Trainer::accepts(&lab, &Capabilities::new()));
-    /// assert!(!Trainer::accepts(&lab, &Capabilities::new().with("gpus", &4u32)?));
+    /// assert!(!Trainer::accepts(&lab, &Capabilities::new().with("gpus", &4u64)?));
     /// # Ok::<(), greenroom::ProtocolError>(())
     /// ```
     fn accepts(capabilities: &Capabilities, requirements: &Capabilities) -> bool

@@ -142,8 +142,9 @@ pub enum Error {
     #[error("invalid actor system name {0:?}: use 1 to 64 letters, digits, '-', '_' or '.', not starting with '.'")]
     InvalidSystemName(String),
 
-    /// The system was shut down; start a new one.
-    #[error("the actor system has been shut down; start a new ActorSystem")]
+    /// This `ActorSystem` handle was shut down (closed, for a private or attached client) or
+    /// its system stopped.
+    #[error("this ActorSystem has been shut down (or closed); start or connect a new one")]
     SystemStopped,
     /// A [`SystemConfig`](crate::SystemConfig) setting cannot be used.
     #[error("SystemConfig::{setting}: {why}")]

@@ -177,6 +177,17 @@ fn timestamp_now() -> String {
     now
 }
 
+/// Opens the file a system logs to for appending, creating it readable by this user only.
+pub fn open_log_file(path: &std::path::Path) -> crate::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(crate::Error::io(format!("opening the log file {}", path.display())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -69,7 +69,9 @@ pub fn named_systems(base: &Path) -> Vec<String> {
         .map(|entries| {
             entries
                 .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
                 .filter_map(|e| e.file_name().to_str()?.strip_prefix("n-").map(str::to_owned))
+                .filter(|name| named_system_dir(base, name).is_ok())
                 .collect()
         })
         .unwrap_or_default();

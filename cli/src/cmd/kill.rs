@@ -11,7 +11,7 @@ use crate::CliError;
 pub fn run(system_name: &str, target: &str, signal: &str) -> Result<(), CliError> {
     let signal = parse_signal(signal)?;
     let system = connect(system_name)?;
-    let description = system.describe()?;
+    let description = system.describe(false)?;
     let wanted_id = target.strip_prefix('@').unwrap_or(target).parse::<u64>().ok();
     let row = description
         .actors

@@ -13,7 +13,7 @@ pub fn run(as_json: bool) -> Result<(), CliError> {
     let mut listed = Vec::new();
     for name in runtime_dir::named_systems(&runtime_dir::default_base()) {
         let dir = system_dir(&name)?.to_string_lossy().into_owned();
-        let described = connect(&name).ok().and_then(|s| s.describe().ok());
+        let described = connect(&name).ok().and_then(|s| s.describe(false).ok());
         listed.push(match described {
             Some(d) => Listed {
                 name,

@@ -13,9 +13,9 @@ use super::connect;
 use crate::CliError;
 
 pub fn run(name: &str, follow: bool) -> Result<(), CliError> {
-    // A running system says where its log is; a stopped one (or one stopping as we ask) left
-    // it at the default place.
-    let described = connect(name).ok().and_then(|s| s.describe().ok());
+    // A running system says where its log is; for a stopped one (or one stopping as we ask)
+    // only the default place can be tried (a `--log FILE` given at start is not recorded).
+    let described = connect(name).ok().and_then(|s| s.describe(false).ok());
     let admin_pid = described.as_ref().map(|d| d.admin_pid);
     let path = match described {
         Some(d) => d.log_file.map(PathBuf::from).ok_or_else(|| {

@@ -36,6 +36,11 @@ pub fn run(args: Start) -> Result<(), CliError> {
         .map_err(|e| CliError::Invalid(format!("--host-bin {}: {e}", args.host_bin.display())))?;
     let capabilities = parse_capabilities(&args.capabilities)?;
     let dir = system_dir(&args.name)?;
+    let base = runtime_dir::default_base();
+    runtime_dir::create_base(&base)?;
+    // One `start` of a name at a time, from the check through the admin answering: a second
+    // one then finds the first running instead of removing its directory as stale.
+    let _start_lock = lock_name(&base, &args.name)?;
     match connect(&args.name) {
         Ok(system) => {
             let pid = system.admin_pid().unwrap_or_default();
@@ -44,8 +49,6 @@ pub fn run(args: Start) -> Result<(), CliError> {
         Err(CliError::NotRunning { .. }) => {}
         Err(other) => return Err(other),
     }
-    let base = runtime_dir::default_base();
-    runtime_dir::create_base(&base)?;
     if dir.exists() {
         // Nobody answers there: what is left of an admin that was killed.
         runtime_dir::remove(&dir);
@@ -65,7 +68,7 @@ pub fn run(args: Start) -> Result<(), CliError> {
     };
     let mut cmd = admin.command();
     if let Some(path) = &log_file {
-        cmd.stderr(open_log(path)?);
+        cmd.stderr(greenroom::logging::open_log_file(path)?);
     }
     if args.foreground {
         // Replaces this process: signals and exit status are the admin's own.
@@ -89,7 +92,13 @@ pub fn run(args: Start) -> Result<(), CliError> {
         match ActorSystem::connect_dir(&dir) {
             Ok(system) => break system,
             Err(greenroom::Error::NoSuchSystem { .. }) => {}
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                // It answers, but not as it should (another protocol version, say): do not
+                // leave it running unreachable.
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(CliError::Failed(format!("the new admin was stopped: {e}")));
+            }
         }
         if let Ok(Some(status)) = child.try_wait() {
             let log = log_file
@@ -119,15 +128,17 @@ pub fn run(args: Start) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Opens the log file for appending, readable by this user only.
-fn open_log(path: &std::path::Path) -> Result<std::fs::File, CliError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .append(true)
+/// Takes the lock file `n-NAME.lock` in `base` for as long as the returned value lives.
+fn lock_name(base: &std::path::Path, name: &str) -> Result<nix::fcntl::Flock<std::fs::File>, CliError> {
+    let path = base.join(format!("n-{name}.lock"));
+    let file = std::fs::OpenOptions::new()
         .create(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| CliError::Failed(format!("cannot open the log file {}: {e}", path.display())))
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| CliError::Failed(format!("cannot open {}: {e}", path.display())))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| CliError::Failed(format!("cannot lock {}: {e}", path.display())))
 }
 
 /// `KEY=VALUE` pairs: a `u64` if all digits, a `bool` if `true`/`false`, else a `String`.

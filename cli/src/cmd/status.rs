@@ -10,11 +10,8 @@ use crate::{
 
 pub fn run(name: &str, as_json: bool, all: bool) -> Result<(), CliError> {
     let system = connect(name)?;
-    let description = system.describe()?;
-    let mut status = Status::from_description(&description, json::now_unix_ms());
-    if !all {
-        status.actors.retain(|a| a.state != "gone");
-    }
+    let description = system.describe(all)?;
+    let status = Status::from_description(&description, json::now_unix_ms());
     if as_json {
         let text = serde_json::to_string_pretty(&status).map_err(|e| CliError::Failed(e.to_string()))?;
         println!("{text}");

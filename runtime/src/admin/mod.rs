@@ -940,6 +940,10 @@ impl Admin {
                 }
             }
             (ToAdmin::Exiting, PeerKind::Host(id)) => {
+                // An exiting actor takes only exit traffic: dead letters are logged from now on.
+                if self.dead_letter_handler == Some(id) {
+                    self.dead_letter_handler = None;
+                }
                 let cmds = self.tree.exit_requested(id, Instant::now());
                 self.execute(cmds);
             }
@@ -954,8 +958,8 @@ impl Admin {
             (ToAdmin::DeadLetters { target, messages }, kind @ (PeerKind::Host(_) | PeerKind::Client(Some(_)))) => {
                 self.dead_letters(kind, target, messages);
             }
-            (ToAdmin::Describe { request }, PeerKind::Client(Some(_))) => {
-                let system = self.describe();
+            (ToAdmin::Describe { request, include_gone }, PeerKind::Client(Some(_))) => {
+                let system = self.describe(include_gone);
                 self.send(token, &FromAdmin::Description { request, system });
             }
             (ToAdmin::UpdateCapability { key, value }, PeerKind::Host(_) | PeerKind::Client(Some(_))) => {
@@ -972,8 +976,9 @@ impl Admin {
         }
     }
 
-    /// The system and every actor the admin knows, for `greenroom status`.
-    fn describe(&self) -> SystemDescription {
+    /// The system and its actors (gone ones only if asked for: a long-running system may
+    /// have retired many), for `greenroom status`.
+    fn describe(&self, include_gone: bool) -> SystemDescription {
         let unix_ms = |t: std::time::SystemTime| {
             t.duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64)
@@ -986,6 +991,9 @@ impl Admin {
             .filter_map(|id| {
                 let rec = self.actors.get(id)?;
                 let (state, incarnation) = self.tree.state(*id)?;
+                if !include_gone && matches!(state, ActorState::Gone(_)) {
+                    return None;
+                }
                 let live = rec.pid.is_some();
                 Some(ActorRow {
                     address: rec.address,
@@ -1564,6 +1572,8 @@ pub(crate) struct LogSettings {
     pub filter: Option<String>,
     /// The log file, opened for appending, to be the admin's stderr; `None`: the client's.
     pub file: Option<std::fs::File>,
+    /// Its path, for `Describe`.
+    pub path: Option<PathBuf>,
 }
 
 /// Starts an admin process for a new system rooted at `rundir`; returns it and the client's
@@ -1601,6 +1611,9 @@ pub(crate) fn start_admin(
     // The admin's stderr is the system's log sink.
     if let Some(file) = log.file {
         cmd.stderr(file);
+    }
+    if let Some(path) = log.path {
+        cmd.env(process_role::LOG_PATH_ENV, path);
     }
     let child = spawn::spawn_with_fds(
         &mut cmd,

@@ -209,7 +209,7 @@ impl SystemConfig {
         self
     }
 
-    /// Simple base: record every `receive` call, read back with
+    /// Simple base: record every message delivered to an actor, read back with
     /// [`ActorSystem::take_deliveries`] — how a test shows that two runs did the same thing.
     pub fn record_deliveries(mut self, on: bool) -> Self {
         self.record_deliveries = on;
@@ -287,18 +287,22 @@ impl ActorSystem {
 
     /// Like [`ActorSystem::connect`], given the system's runtime directory.
     pub fn connect_dir(runtime_dir: &Path) -> Result<Self> {
-        let client =
-            process::ProcessSystem::attach(runtime_dir, DEFAULT_MAX_FRAME, crate::process_role::DEFAULT_SEND_WINDOW)?;
+        let client = process::ProcessSystem::attach(
+            runtime_dir,
+            DEFAULT_MAX_FRAME,
+            crate::process_role::DEFAULT_SEND_WINDOW,
+            crate::net::pending::DEFAULT_MAX_PENDING,
+        )?;
         Ok(ActorSystem {
             inner: Inner::Processes(Box::new(client)),
         })
     }
 
-    /// What the admin says of the system and of every actor it knows (process base): the
-    /// data behind `greenroom status`.
-    pub fn describe(&self) -> Result<SystemDescription> {
+    /// What the admin says of the system and its live actors, and of those gone for good if
+    /// `include_gone` (process base): the data behind `greenroom status`.
+    pub fn describe(&self, include_gone: bool) -> Result<SystemDescription> {
         match &self.inner {
-            Inner::Processes(p) => p.describe(),
+            Inner::Processes(p) => p.describe(include_gone),
             Inner::Simple(_) => Err(Error::WrongBase("describe: the simple base has no admin to describe")),
         }
     }
@@ -541,12 +545,13 @@ impl ActorSystem {
             Inner::Processes(_) => Err(Error::WrongBase(
                 "virtual_time: the process base runs on the real clock",
             )),
-            Inner::Simple(s) => Ok(s.virtual_time()),
+            Inner::Simple(s) => s.virtual_time(),
         }
     }
 
-    /// Simple base, with [`SystemConfig::record_deliveries`]: every `receive` call since the
-    /// last take, in the order they ran.
+    /// Simple base, with [`SystemConfig::record_deliveries`]: every message delivered to an
+    /// actor since the last take, in the order they ran (one entry per message: a retry after
+    /// a failure is not recorded again).
     pub fn take_deliveries(&self) -> Result<Vec<Delivery>> {
         match &self.inner {
             Inner::Processes(_) => Err(Error::WrongBase(

@@ -47,19 +47,36 @@ struct Client {
     endpoint: Endpoint,
     /// The admin process, for the client that started it (the owner).
     admin: Option<Child>,
-    stopped: bool,
+}
+
+/// The client, while it is open: `lock` hands it out only then.
+struct Open<'a>(MutexGuard<'a, Option<Client>>);
+
+impl std::ops::Deref for Open<'_> {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        self.0.as_ref().expect("Open is only made for an open client")
+    }
+}
+
+impl std::ops::DerefMut for Open<'_> {
+    fn deref_mut(&mut self) -> &mut Client {
+        self.0.as_mut().expect("Open is only made for an open client")
+    }
 }
 
 /// A client of the process base: an endpoint with its own address, talking to the admin
 /// over a control connection. The owner started the admin and shuts it down; a private
 /// client connected later through `admin.sock` and only goes away itself.
 pub(crate) struct ProcessSystem {
-    client: Mutex<Client>,
+    /// `None` once closed: its sockets are gone with it.
+    client: Mutex<Option<Client>>,
     address: Address,
     rundir: PathBuf,
     admin_pid: u32,
     max_frame: u32,
     send_window: usize,
+    max_pending: usize,
 }
 
 impl ProcessSystem {
@@ -90,7 +107,7 @@ impl ProcessSystem {
             })?;
         }
         let log_file = match &config.log_file {
-            Some(path) => Some(open_log_file(path)?),
+            Some(path) => Some(logging::open_log_file(path)?),
             None => None,
         };
         let settings = admin::AdminSettings {
@@ -102,6 +119,7 @@ impl ProcessSystem {
             log: admin::LogSettings {
                 filter: logging::effective_filter(config.log_filter.as_deref()),
                 file: log_file,
+                path: config.log_file.clone(),
             },
         };
         let (mut child, control) = admin::start_admin(&exe, &rundir, settings)?;
@@ -122,27 +140,27 @@ impl ProcessSystem {
             }
         };
         Ok(ProcessSystem {
-            client: Mutex::new(Client {
+            client: Mutex::new(Some(Client {
                 endpoint,
                 admin: Some(child),
-                stopped: false,
-            }),
+            })),
             address,
             rundir,
             admin_pid,
             max_frame: config.max_frame,
             send_window: config.send_window,
+            max_pending: config.max_pending,
         })
     }
 
     /// A new client of the same admin with its own address (a private client).
     pub(crate) fn connect_private(&self) -> Result<Self> {
-        Self::attach(&self.rundir, self.max_frame, self.send_window)
+        Self::attach(&self.rundir, self.max_frame, self.send_window, self.max_pending)
     }
 
     /// A client of the admin already running in `rundir`: a private client of its owner, or
     /// a program attaching to a system started with `greenroom start`.
-    pub(crate) fn attach(rundir: &Path, max_frame: u32, send_window: usize) -> Result<Self> {
+    pub(crate) fn attach(rundir: &Path, max_frame: u32, send_window: usize, max_pending: usize) -> Result<Self> {
         let path = runtime_dir::admin_socket_path(rundir);
         let control = std::os::unix::net::UnixStream::connect(&path).map_err(|e| Error::NoSuchSystem {
             runtime_dir: rundir.to_path_buf(),
@@ -153,27 +171,25 @@ impl ProcessSystem {
             runtime_dir: rundir.to_path_buf(),
             why,
         })?;
-        let (endpoint, address) = register_client(control, max_frame, rundir)?;
+        let (mut endpoint, address) = register_client(control, max_frame, rundir)?;
+        endpoint.set_max_pending(max_pending);
         Ok(ProcessSystem {
-            client: Mutex::new(Client {
-                endpoint,
-                admin: None,
-                stopped: false,
-            }),
+            client: Mutex::new(Some(Client { endpoint, admin: None })),
             address,
             rundir: rundir.to_path_buf(),
             admin_pid: admin.pid as u32,
             max_frame,
             send_window,
+            max_pending,
         })
     }
 
     /// What the admin says of the system and every actor in it.
-    pub(crate) fn describe(&self) -> Result<SystemDescription> {
+    pub(crate) fn describe(&self, include_gone: bool) -> Result<SystemDescription> {
         let mut client = self.lock()?;
         let request = client.endpoint.next_request();
         let answer = client.endpoint.control_request(
-            &ToAdmin::Describe { request },
+            &ToAdmin::Describe { request, include_gone },
             Duration::from_secs(10),
             |f| matches!(f, FromAdmin::Description { request: r, .. } if *r == request),
         )?;
@@ -195,12 +211,12 @@ impl ProcessSystem {
         self.admin_pid
     }
 
-    fn lock(&self) -> Result<MutexGuard<'_, Client>> {
+    fn lock(&self) -> Result<Open<'_>> {
         let client = self.client.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if client.stopped {
-            return Err(Error::AdminGone);
+        if client.is_none() {
+            return Err(Error::SystemStopped);
         }
-        Ok(client)
+        Ok(Open(client))
     }
 
     pub(crate) fn create_actor(&self, type_name: &str, spec: ChildSpec, global_name: Option<&str>) -> Result<Address> {
@@ -280,9 +296,14 @@ impl ProcessSystem {
     }
 
     /// The owner: stops every actor and the admin, and removes the runtime directory. Any
-    /// other client: goes away (its address is then gone), the system runs on.
+    /// other client: closes (its address is then gone), the system runs on.
     pub(crate) fn shutdown(&self) -> Result<()> {
-        let owner = self.lock_even_stopped().admin.is_some();
+        let owner = self
+            .client
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .as_ref()
+            .is_some_and(|c| c.admin.is_some());
         self.finish(owner)
     }
 
@@ -291,23 +312,22 @@ impl ProcessSystem {
         self.finish(true)
     }
 
-    fn lock_even_stopped(&self) -> MutexGuard<'_, Client> {
-        self.client.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Closes this client, first stopping the whole system if `stop_admin`. A second call
-    /// does nothing.
+    /// Closes this client — its control connection, its socket, its connections — first
+    /// stopping the whole system if `stop_admin`. A second call does nothing.
     fn finish(&self, stop_admin: bool) -> Result<()> {
-        let mut client = self.lock_even_stopped();
-        if client.stopped {
+        let Some(mut client) = self
+            .client
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+        else {
             return Ok(());
-        }
-        client.stopped = true;
-        // Closing the control connection (when the endpoint drops) unregisters the client.
+        };
         let _ = std::fs::remove_file(runtime_dir::socket_path(&self.rundir, self.address));
         if !stop_admin {
             // Acknowledge what this client took before it goes, or its senders would count
-            // those messages as never delivered (acks are batched).
+            // those messages as never delivered (acks are batched). Dropping the endpoint then
+            // closes the control connection, which unregisters the client.
             client.endpoint.flush_acks();
             client.endpoint.flush_blocking(Instant::now() + CLOSE_FLUSH);
             return Ok(());
@@ -336,17 +356,6 @@ impl Drop for ProcessSystem {
             tracing::warn!(error = %e, "actor system shutdown on drop did not complete cleanly");
         }
     }
-}
-
-/// Opens (or creates, readable by this user only) the file a system logs to, for appending.
-fn open_log_file(path: &Path) -> Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(Error::io(format!("opening the log file {}", path.display())))
 }
 
 /// Handshakes with the admin over `control`, registers as a client, and binds the client's

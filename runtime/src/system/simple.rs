@@ -79,6 +79,8 @@ pub(crate) struct SimpleSystem {
     core: Arc<Mutex<Core>>,
     address: Address,
     owner: bool,
+    /// This client has been shut down (for a private one: closed while the system runs on).
+    closed: std::sync::atomic::AtomicBool,
 }
 
 struct Envelope {
@@ -171,6 +173,7 @@ impl SimpleSystem {
             core: Arc::new(Mutex::new(core)),
             address,
             owner: true,
+            closed: Default::default(),
         })
     }
 
@@ -181,14 +184,16 @@ impl SimpleSystem {
             core: Arc::clone(&self.core),
             address,
             owner: false,
+            closed: Default::default(),
         })
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Core>> {
+        refuse_reentry()?;
         // An actor's panic is caught inside the lock, so poisoning means a bug in this file;
         // the state is still consistent enough to shut down.
         let core = self.core.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if core.stopped {
+        if core.stopped || self.closed.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(Error::SystemStopped);
         }
         Ok(core)
@@ -267,8 +272,9 @@ impl SimpleSystem {
         Ok(())
     }
 
-    pub(crate) fn virtual_time(&self) -> Duration {
-        self.core.lock().unwrap_or_else(|p| p.into_inner()).now
+    pub(crate) fn virtual_time(&self) -> Result<Duration> {
+        refuse_reentry()?;
+        Ok(self.core.lock().unwrap_or_else(|p| p.into_inner()).now)
     }
 
     pub(crate) fn take_deliveries(&self) -> Result<Vec<Delivery>> {
@@ -293,7 +299,9 @@ impl SimpleSystem {
     }
 
     fn finish(&self, stop_all: bool) -> Result<()> {
+        refuse_reentry()?;
         let mut core = self.core.lock().unwrap_or_else(|p| p.into_inner());
+        self.closed.store(true, std::sync::atomic::Ordering::Relaxed);
         if !stop_all {
             // A private client leaves: its address is gone, later messages to it are dead
             // letters.
@@ -323,10 +331,46 @@ impl SimpleSystem {
                 "simple base: actors still exiting at shutdown were dropped"
             );
         }
-        core.actors.clear();
+        let left = std::mem::take(&mut core.actors);
         core.timers.clear();
+        drop(core);
+        // Dropped outside the lock: an actor's `Drop` is user code.
+        let _running = RunningActorCode::enter();
+        drop(left);
         Ok(())
     }
+}
+
+thread_local! {
+    /// Set while this thread runs an actor's code (receive, constructor, drop) for a
+    /// simple-base system, which holds the system's lock meanwhile.
+    static RUNNING_ACTOR_CODE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks this thread as running actor code until dropped.
+struct RunningActorCode(bool);
+
+impl RunningActorCode {
+    fn enter() -> Self {
+        RunningActorCode(RUNNING_ACTOR_CODE.with(|r| r.replace(true)))
+    }
+}
+
+impl Drop for RunningActorCode {
+    fn drop(&mut self) {
+        RUNNING_ACTOR_CODE.with(|r| r.set(self.0));
+    }
+}
+
+/// An actor that calls its own simple-base system through an `ActorSystem` (not its
+/// `Context`) would wait for the lock its own `receive` holds: refuse instead of hanging.
+fn refuse_reentry() -> Result<()> {
+    if RUNNING_ACTOR_CODE.with(|r| r.get()) {
+        return Err(Error::WrongBase(
+            "a simple-base ActorSystem was called from inside one of its own actors: an actor acts through its Context",
+        ));
+    }
+    Ok(())
 }
 
 impl Drop for SimpleSystem {
@@ -387,11 +431,11 @@ impl Core {
             type_name: type_name.to_owned(),
             failure,
         };
-        if let Some(existing) = global_name.and_then(|name| self.global_names.get(name)) {
-            return Ok(Address::local(*existing));
-        }
         if parent.is_some_and(|p| self.actors.get(&p).is_none_or(|slot| slot.exiting)) {
             return Err(refuse(CreateFailure::ParentExiting));
+        }
+        if let Some(existing) = global_name.and_then(|name| self.global_names.get(name)) {
+            return Ok(Address::local(*existing));
         }
         if !self.registry.contains(type_name) {
             return Err(refuse(CreateFailure::UnknownType {
@@ -399,7 +443,11 @@ impl Core {
                 known: self.registry.type_names(),
             }));
         }
-        let actor = match catch_unwind(AssertUnwindSafe(|| self.registry.construct(type_name))) {
+        let constructed = {
+            let _running = RunningActorCode::enter();
+            catch_unwind(AssertUnwindSafe(|| self.registry.construct(type_name)))
+        };
+        let actor = match constructed {
             Ok(Some(actor)) => actor,
             Ok(None) => unreachable!("the registry was just asked for this type"),
             Err(panic) => {
@@ -515,7 +563,6 @@ impl Core {
         if let Some(exited) = msg.downcast::<ChildActorExited>() {
             slot.children.retain(|c| Address::local(*c) != exited.child);
         }
-        let type_name = slot.type_name.clone();
         if let Some(recorded) = self.deliveries.as_mut() {
             recorded.push(Delivery {
                 at: self.now,
@@ -528,6 +575,7 @@ impl Core {
         let attempts = if is_exit || msg.is::<PoisonMessage>() { 1 } else { 2 };
         let mut failure = None;
         take_undecodable();
+        let running = RunningActorCode::enter();
         for attempt in 1..=attempts {
             let mut backend = SimpleBackend { core: self, me: target };
             let mut ctx = Context::new(target, &mut backend);
@@ -539,12 +587,16 @@ impl Core {
             };
             match &failure {
                 None => break,
-                Some(details) => tracing::warn!(
-                    actor = %target, actor_type = %type_name, %sender, message_type = msg.tag(), attempt, %details,
-                    "receive failed"
-                ),
+                Some(details) => {
+                    let actor_type = self.actors.get(&id).map_or("?", |s| s.type_name.as_str());
+                    tracing::warn!(
+                        actor = %target, %actor_type, %sender, message_type = msg.tag(), attempt, %details,
+                        "receive failed"
+                    )
+                }
             }
         }
+        drop(running);
         if let Some(slot) = self.actors.get_mut(&id) {
             slot.actor = Some(actor);
         }
@@ -556,9 +608,17 @@ impl Core {
             self.dead_letter(sender, target, msg.clone());
         }
         if let Some(details) = failure {
-            // A message the actor sent itself (a wakeup) has no one else to go back to.
+            // A message the actor sent itself (a wakeup) has no one else to go back to, and a
+            // sender that is gone cannot take it back (as on the process base, where the send
+            // fails): logged, never a dead letter, which could fail again and loop.
+            let sender_alive = self.actors.contains_key(&sender.id()) || self.clients.contains_key(&sender.id());
             if attempts == 2 && sender != target {
-                self.enqueue_message(target, sender, &PoisonMessage { message: msg, details });
+                if sender_alive {
+                    self.enqueue_message(target, sender, &PoisonMessage { message: msg, details });
+                } else {
+                    tracing::warn!(actor = %target, %sender, message_type = msg.tag(),
+                        "could not return a poison message to its sender: it is gone");
+                }
             }
         }
         if is_exit {
@@ -578,6 +638,10 @@ impl Core {
         slot.exiting = true;
         let children = slot.children.clone();
         self.timers.retain(|Reverse(t)| t.actor != id);
+        // An exiting actor takes only exit traffic: dead letters are logged from now on.
+        if self.dead_letter_handler == Some(id) {
+            self.dead_letter_handler = None;
+        }
         for child in children.into_iter().rev() {
             self.enqueue_message(Address::local(id), Address::local(child), &ActorExitRequest);
         }
@@ -590,13 +654,17 @@ impl Core {
         if !slot.exiting || !slot.children.is_empty() {
             return;
         }
-        let Some(slot) = self.actors.remove(&id) else { return };
+        let Some(mut slot) = self.actors.remove(&id) else {
+            return;
+        };
+        {
+            // The actor's `Drop` is user code.
+            let _running = RunningActorCode::enter();
+            slot.actor = None;
+        }
         self.gone.insert(id, ExitCause::Normal);
         if let Some(name) = &slot.global_name {
             self.global_names.remove(name);
-        }
-        if self.dead_letter_handler == Some(id) {
-            self.dead_letter_handler = None;
         }
         if let Some(parent) = slot.parent {
             let notice = ChildActorExited {
@@ -640,6 +708,10 @@ impl Backend for SimpleBackend<'_> {
 
     fn wakeup_after(&mut self, delay: Duration, payload: AnyMessage) -> Result<()> {
         let core = &mut *self.core;
+        if core.actors.get(&self.me.id()).is_none_or(|slot| slot.exiting) {
+            // As on the process base: an exiting actor's timers are dropped.
+            return Ok(());
+        }
         core.timers_set += 1;
         core.timers.push(Reverse(Timer {
             due: core.deadline_after(delay),
