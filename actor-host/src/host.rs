@@ -26,7 +26,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use greenroom::{actor::panic_text, message::is_exit_traffic};
+use greenroom::{
+    actor::{panic_text, receive_with_retry},
+    message::is_exit_traffic,
+};
 use greenroom::{
     ledger::{Ledger, LEDGER_FD},
     net::endpoint::{Endpoint, Inbound},
@@ -288,26 +291,16 @@ impl Host {
         if let Some(exited) = msg.downcast::<ChildActorExited>() {
             self.children.retain(|c| *c != exited.child);
         }
-        let attempts = if is_exit || msg.is::<PoisonMessage>() { 1 } else { 2 };
-        let mut failure = None;
-        for attempt in 1..=attempts {
-            match self.receive_once(sender, msg) {
-                Ok(()) => {
-                    failure = None;
-                    break;
-                }
-                Err(details) => {
-                    tracing::warn!(
-                        %sender, message_type = msg.tag(), attempt, %details,
-                        "receive failed"
-                    );
-                    failure = Some(details);
-                }
+        let failure = receive_with_retry(msg, |attempt| {
+            let outcome = self.receive_once(sender, msg);
+            if let Err(details) = &outcome {
+                tracing::warn!(%sender, message_type = msg.tag(), attempt, %details, "receive failed");
             }
-        }
-        if let Some(details) = failure {
+            outcome
+        });
+        if let Some((details, retried)) = failure {
             // A message the actor sent itself (a wakeup) has no one else to go back to.
-            if attempts == 2 && sender != self.me {
+            if retried && sender != self.me {
                 self.return_poisoned(sender, msg, details);
             }
         }

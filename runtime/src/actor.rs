@@ -346,3 +346,24 @@ pub fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
         "a non-string panic payload".to_owned()
     }
 }
+
+/// The delivery rule both bases apply: `receive` gets a message up to twice (once only for
+/// `ActorExitRequest` and `PoisonMessage`, which are never retried); `once(attempt)` runs one
+/// call and says what went wrong. Returns the last failure if every attempt failed, and
+/// whether the message may go back to its sender as poison (it was retried).
+#[doc(hidden)]
+pub fn receive_with_retry(
+    msg: &AnyMessage,
+    mut once: impl FnMut(u32) -> std::result::Result<(), String>,
+) -> Option<(String, bool)> {
+    let retried = !(msg.is::<crate::ActorExitRequest>() || msg.is::<crate::PoisonMessage>());
+    let attempts = if retried { 2 } else { 1 };
+    let mut failure = None;
+    for attempt in 1..=attempts {
+        match once(attempt) {
+            Ok(()) => return None,
+            Err(details) => failure = Some(details),
+        }
+    }
+    failure.map(|details| (details, retried))
+}

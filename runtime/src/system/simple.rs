@@ -43,7 +43,7 @@ use greenroom_protocol::{
 
 use super::{for_client, ActorInfo, SystemConfig};
 use crate::{
-    actor::{panic_text, program_registry, Backend, Context, Registry},
+    actor::{panic_text, program_registry, receive_with_retry, Backend, Context, Registry},
     error::{Error, Result},
     message::{
         is_exit_traffic, take_undecodable, ActorExitRequest, AnyMessage, ChildActorExited, DeadEnvelope, Message,
@@ -572,30 +572,25 @@ impl Core {
             });
         }
         let is_exit = msg.is::<ActorExitRequest>();
-        let attempts = if is_exit || msg.is::<PoisonMessage>() { 1 } else { 2 };
-        let mut failure = None;
         take_undecodable();
         let running = RunningActorCode::enter();
-        for attempt in 1..=attempts {
+        let failure = receive_with_retry(&msg, |attempt| {
             let mut backend = SimpleBackend { core: self, me: target };
             let mut ctx = Context::new(target, &mut backend);
-            let outcome = catch_unwind(AssertUnwindSafe(|| actor.receive(&mut ctx, &msg, sender)));
-            failure = match outcome {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(format!("receive returned an error: {e}")),
-                Err(panic) => Some(format!("receive panicked: {}", panic_text(&*panic))),
+            let outcome = match catch_unwind(AssertUnwindSafe(|| actor.receive(&mut ctx, &msg, sender))) {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(format!("receive returned an error: {e}")),
+                Err(panic) => Err(format!("receive panicked: {}", panic_text(&*panic))),
             };
-            match &failure {
-                None => break,
-                Some(details) => {
-                    let actor_type = self.actors.get(&id).map_or("?", |s| s.type_name.as_str());
-                    tracing::warn!(
-                        actor = %target, %actor_type, %sender, message_type = msg.tag(), attempt, %details,
-                        "receive failed"
-                    )
-                }
+            if let Err(details) = &outcome {
+                let actor_type = self.actors.get(&id).map_or("?", |s| s.type_name.as_str());
+                tracing::warn!(
+                    actor = %target, %actor_type, %sender, message_type = msg.tag(), attempt, %details,
+                    "receive failed"
+                );
             }
-        }
+            outcome
+        });
         drop(running);
         if let Some(slot) = self.actors.get_mut(&id) {
             slot.actor = Some(actor);
@@ -607,12 +602,12 @@ impl Core {
                 "message does not decode as the type its tag names; handed to the dead-letter path");
             self.dead_letter(sender, target, msg.clone());
         }
-        if let Some(details) = failure {
+        if let Some((details, retried)) = failure {
             // A message the actor sent itself (a wakeup) has no one else to go back to, and a
             // sender that is gone cannot take it back (as on the process base, where the send
             // fails): logged, never a dead letter, which could fail again and loop.
             let sender_alive = self.actors.contains_key(&sender.id()) || self.clients.contains_key(&sender.id());
-            if attempts == 2 && sender != target {
+            if retried && sender != target {
                 if sender_alive {
                     self.enqueue_message(target, sender, &PoisonMessage { message: msg, details });
                 } else {
