@@ -99,7 +99,8 @@ impl TestSystem {
     /// Live processes whose parent is the admin: the actor hosts.
     pub fn host_pids(&self) -> Vec<u32> {
         let Some(admin) = self.admin_pid else { return Vec::new() };
-        let pids = children_of(admin);
+        // The admin's spawner is its child too, but hosts no actor.
+        let pids: Vec<u32> = children_of(admin).into_iter().filter(|pid| is_host(*pid)).collect();
         self.seen_hosts
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -200,6 +201,11 @@ fn stat_of(pid: u32) -> Option<(char, u32)> {
     let state = fields.next()?.chars().next()?;
     let ppid = fields.next()?.parse().ok()?;
     Some((state, ppid))
+}
+
+/// Whether `pid` is an actor host (its title is `greenroom-host <Type>`).
+pub fn is_host(pid: u32) -> bool {
+    fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(b"greenroom-host"))
 }
 
 /// Whether `pid` is a running (not zombie, not reaped) process.

@@ -95,25 +95,27 @@ fn running_out_of_fds_fails_create_clearly_and_the_admin_keeps_running() {
     assert_eq!(back, "again");
 }
 
-/// A pids cgroup (v1) holding one process, removed (after moving the process back out) on
-/// drop: fork in that process fails with EAGAIN while the limit is reached.
+/// A pids cgroup (v1) holding some processes and allowing no more, removed (after moving
+/// them back out) on drop: a fork or clone in them fails with EAGAIN while the limit holds.
 struct PidsLimit {
     dir: std::path::PathBuf,
-    pid: u32,
+    pids: Vec<u32>,
 }
 
 impl PidsLimit {
     /// `None` (and why) where the pids controller is not mounted writable here.
-    fn confine(pid: u32) -> Result<PidsLimit, String> {
+    fn confine(pids: Vec<u32>) -> Result<PidsLimit, String> {
         let root = std::path::Path::new("/sys/fs/cgroup/pids");
         if !root.join("cgroup.procs").exists() {
             return Err("no cgroup v1 pids controller at /sys/fs/cgroup/pids".into());
         }
-        let dir = root.join(format!("greenroom-test-{}-{pid}", std::process::id()));
+        let dir = root.join(format!("greenroom-test-{}-{}", std::process::id(), pids[0]));
         std::fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let limit = PidsLimit { dir, pid };
-        limit.write("pids.max", "1")?;
-        limit.write("cgroup.procs", &pid.to_string())?;
+        let limit = PidsLimit { dir, pids };
+        limit.write("pids.max", &limit.pids.len().to_string())?;
+        for pid in &limit.pids {
+            limit.write("cgroup.procs", &pid.to_string())?;
+        }
         Ok(limit)
     }
 
@@ -124,7 +126,9 @@ impl PidsLimit {
 
 impl Drop for PidsLimit {
     fn drop(&mut self) {
-        let _ = std::fs::write("/sys/fs/cgroup/pids/cgroup.procs", self.pid.to_string());
+        for pid in &self.pids {
+            let _ = std::fs::write("/sys/fs/cgroup/pids/cgroup.procs", pid.to_string());
+        }
         let _ = std::fs::remove_dir(&self.dir);
     }
 }
@@ -134,8 +138,15 @@ fn fork_failing_fails_create_clearly_and_the_admin_keeps_running() {
     let sys = TestSystem::start(HOST);
     let echo = sys.create_actor::<Echo>().unwrap();
     let admin = sys.admin_pid();
-    // The admin alone in a cgroup that allows one process: its next fork gets EAGAIN.
-    let limit = match PidsLimit::confine(admin) {
+    // The admin and its spawner (its child that hosts no actor) in a cgroup that allows no
+    // more processes: the next host's fork (or clone) gets EAGAIN.
+    let mut confined = vec![admin];
+    confined.extend(
+        harness::children_of(admin)
+            .into_iter()
+            .filter(|p| !harness::is_host(*p)),
+    );
+    let limit = match PidsLimit::confine(confined) {
         Ok(limit) => limit,
         Err(why) => {
             println!("skipped: {why}");

@@ -32,11 +32,12 @@ mod exit;
 mod logs;
 pub(crate) mod spawn;
 pub mod supervisor;
+mod zygote;
 
 use std::{
     collections::{HashMap, VecDeque},
     os::{
-        fd::FromRawFd,
+        fd::{AsFd, AsRawFd, FromRawFd},
         unix::{net::UnixListener, process::CommandExt},
     },
     path::PathBuf,
@@ -96,9 +97,12 @@ pub(crate) const CAPABILITIES_ENV: &str = "GREENROOM_CAPABILITIES";
 /// Entry point of an admin process: reads its settings from the environment, serves until
 /// shutdown, and exits. Called by `greenroom_host::init` when `GREENROOM_ROLE=admin`.
 pub fn run_from_env() -> ! {
+    // First, while this process holds nothing but its owner socket: the spawner, whose small
+    // fd table every host spawn then copies instead of the admin's.
+    let spawner = host_exe_from_env().ok().and_then(|exe| zygote::Spawner::start(&exe));
     let sink = logs::Sink::stderr();
     crate::logging::init_admin_logging(sink.clone());
-    let code = match Admin::from_env(sink.clone()).and_then(|admin| admin.run()) {
+    let code = match Admin::from_env(sink.clone(), spawner).and_then(|admin| admin.run()) {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!(error = %e, "the admin failed");
@@ -219,6 +223,8 @@ struct Admin {
     dead_letter_handler: Option<ActorId>,
     /// The system's capabilities: kept here, copied to every host and client.
     capabilities: Capabilities,
+    /// The spawner that starts hosts (`zygote.rs`); `None`: spawn directly.
+    spawner: Option<zygote::Spawner>,
     /// What `Describe` reports about the system itself.
     identity: Identity,
     /// Actors with timed checks of their own (a liveness timeout, or a host that closed its
@@ -228,7 +234,7 @@ struct Admin {
 }
 
 impl Admin {
-    fn from_env(sink: logs::Sink) -> Result<Self> {
+    fn from_env(sink: logs::Sink, spawner: Option<zygote::Spawner>) -> Result<Self> {
         let rundir = std::env::var_os(process_role::RUNTIME_DIR_ENV)
             .map(PathBuf::from)
             .ok_or_else(|| {
@@ -237,10 +243,7 @@ impl Admin {
                     process_role::RUNTIME_DIR_ENV
                 ))
             })?;
-        let host_exe = match std::env::var_os(process_role::HOST_EXE_ENV) {
-            Some(p) => PathBuf::from(p),
-            None => std::env::current_exe().map_err(Error::io("finding the host executable"))?,
-        };
+        let host_exe = host_exe_from_env()?;
         let max_frame = std::env::var(process_role::MAX_FRAME_ENV)
             .ok()
             .and_then(|v| v.parse().ok())
@@ -322,6 +325,7 @@ impl Admin {
             dead_letter_handler: None,
             capabilities,
             identity,
+            spawner,
             sink,
             log_pipes: HashMap::new(),
             logs_paused: Vec::new(),
@@ -584,6 +588,9 @@ impl Admin {
             let cpu_used = seconds(usage.ru_utime) + seconds(usage.ru_stime);
             if let Some(id) = self.by_pid.remove(&pid) {
                 self.on_host_exit(id, status, cpu_used);
+            } else if self.spawner.as_ref().is_some_and(|s| s.pid() == pid.as_raw()) {
+                tracing::warn!(?status, "the spawner exited; spawning hosts directly from now on");
+                self.spawner = None;
             }
         }
     }
@@ -1287,25 +1294,54 @@ impl Admin {
             .map_err(|e| format!("cannot create a socket pair: {}", explain(&e)))?;
         let (host_stderr, log_end) =
             logs::stderr_pipe().map_err(|e| format!("cannot create a pipe for the host's stderr: {}", explain(&e)))?;
-        let mut cmd = Command::new(&self.host_exe);
-        cmd.env(process_role::ROLE_ENV, process_role::Role::Host.env_value())
-            .arg0(format!("greenroom-host {}", short_type_name(&rec.type_name)))
-            .stdin(Stdio::null())
-            .stderr(Stdio::from(host_stderr));
-        let child = spawn::spawn_with_fds(
-            &mut cmd,
-            &[&host_end, listener, ledger],
-            spawn::ParentDeath::Kill,
-            &rec.limits,
-        )
-        .map_err(|e| format!("cannot run {}: {}", self.host_exe.display(), explain(&e)))?;
+        let argv0 = format!("greenroom-host {}", short_type_name(&rec.type_name));
+        let by_spawner = self.spawner.as_ref().map(|spawner| {
+            spawner.spawn(
+                &argv0,
+                &rec.limits,
+                [
+                    host_stderr.as_raw_fd(),
+                    host_end.as_raw_fd(),
+                    listener.as_raw_fd(),
+                    ledger.as_fd().as_raw_fd(),
+                ],
+            )
+        });
+        let pid = match by_spawner {
+            Some(Ok(pid)) => Pid::from_raw(pid),
+            Some(Err(e))
+                if !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::TimedOut | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                return Err(format!("cannot run {}: {}", self.host_exe.display(), explain(&e)));
+            }
+            unusable => {
+                if let Some(Err(e)) = unusable {
+                    tracing::warn!(error = %e, "the spawner is gone; spawning hosts directly from now on");
+                    self.spawner = None;
+                }
+                let mut cmd = Command::new(&self.host_exe);
+                cmd.env(process_role::ROLE_ENV, process_role::Role::Host.env_value())
+                    .arg0(argv0)
+                    .stdin(Stdio::null())
+                    .stderr(Stdio::from(host_stderr.try_clone().map_err(|e| explain(&e))?));
+                let child = spawn::spawn_with_fds(
+                    &mut cmd,
+                    &[&host_end, listener, ledger],
+                    spawn::ParentDeath::Kill,
+                    &rec.limits,
+                )
+                .map_err(|e| format!("cannot run {}: {}", self.host_exe.display(), explain(&e)))?;
+                // The admin reaps with wait4(-1); the std handle is not needed.
+                Pid::from_raw(child.id() as i32)
+            }
+        };
+        // The admin's copies of the host's ends: with the pipe's write end closed, its end of
+        // file comes when the host (and whatever inherited its stderr) is gone.
         drop(host_end);
-        // `cmd` holds the admin's copy of the pipe's write end: with it closed, the pipe's
-        // end of file comes when the host (and whatever inherited its stderr) is gone.
-        drop(cmd);
-        let pid = Pid::from_raw(child.id() as i32);
-        // The admin reaps with wait4(-1); the std handle is not needed.
-        drop(child);
+        drop(host_stderr);
         rec.pid = Some(pid);
         rec.spawned_at = Some(std::time::SystemTime::now());
         rec.start_failure = None;
@@ -1539,6 +1575,14 @@ fn short_type_name(type_name: &str) -> &str {
 }
 
 /// The root supervisor's spec as an environment value: postcard bytes in hex.
+/// The executable the admin runs for hosts: `GREENROOM_HOST_EXE`, else its own.
+fn host_exe_from_env() -> Result<PathBuf> {
+    match std::env::var_os(process_role::HOST_EXE_ENV) {
+        Some(p) => Ok(PathBuf::from(p)),
+        None => std::env::current_exe().map_err(Error::io("finding the host executable")),
+    }
+}
+
 /// A setting for the admin's environment: postcard, in hex.
 fn encode_hex<T: serde::Serialize>(value: &T) -> String {
     postcard::to_allocvec(value)

@@ -28,6 +28,31 @@ pub(crate) enum ParentDeath {
     Ignore,
 }
 
+/// The `setrlimit` calls that apply `limits` (nothing for an unlimited resource).
+pub(crate) fn rlimits_of(limits: &ResourceLimits) -> Vec<(libc::__rlimit_resource_t, libc::rlimit)> {
+    [
+        (libc::RLIMIT_AS, limits.memory_bytes, 0),
+        // The hard CPU limit one second later: SIGXCPU first, then SIGKILL if ignored.
+        (libc::RLIMIT_CPU, limits.cpu_seconds, 1),
+        (libc::RLIMIT_NOFILE, limits.open_files, 0),
+    ]
+    .into_iter()
+    .filter_map(
+        |(resource, soft, slack): (libc::__rlimit_resource_t, Option<u64>, u64)| {
+            soft.map(|soft| {
+                (
+                    resource,
+                    libc::rlimit {
+                        rlim_cur: soft,
+                        rlim_max: soft.saturating_add(slack),
+                    },
+                )
+            })
+        },
+    )
+    .collect()
+}
+
 /// Spawns `cmd` with each of `fds` duplicated onto 3, 4, … in order, and `limits` applied
 /// with `setrlimit` before it runs.
 pub(crate) fn spawn_with_fds(
@@ -44,25 +69,7 @@ pub(crate) fn spawn_with_fds(
         high.push(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) });
     }
     let sources: Vec<RawFd> = high.iter().map(|f| f.as_raw_fd()).collect();
-    let rlimits: Vec<(libc::__rlimit_resource_t, libc::rlimit)> = [
-        (libc::RLIMIT_AS, limits.memory_bytes, 0),
-        // The hard CPU limit one second later: SIGXCPU first, then SIGKILL if ignored.
-        (libc::RLIMIT_CPU, limits.cpu_seconds, 1),
-        (libc::RLIMIT_NOFILE, limits.open_files, 0),
-    ]
-    .into_iter()
-    .filter_map(|(resource, soft, slack)| {
-        soft.map(|soft| {
-            (
-                resource,
-                libc::rlimit {
-                    rlim_cur: soft,
-                    rlim_max: soft.saturating_add(slack),
-                },
-            )
-        })
-    })
-    .collect();
+    let rlimits = rlimits_of(limits);
     let parent_pid = nix::unistd::getpid().as_raw();
     // SAFETY: the closure runs in the forked child before exec; it only calls
     // async-signal-safe functions (dup2, setrlimit, prctl, getppid) and allocates nothing.
