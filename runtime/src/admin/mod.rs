@@ -1519,6 +1519,9 @@ impl Admin {
     }
 
     fn finish_shutdown(&mut self) {
+        if let Some(spawner) = self.spawner.take() {
+            spawner.stop();
+        }
         // Every host is reaped: what is left in their pipes is all there will be (an orphan
         // of a host that still holds one is not waited for).
         for (_, mut pipe) in std::mem::take(&mut self.log_pipes) {

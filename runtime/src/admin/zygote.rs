@@ -105,6 +105,19 @@ impl Spawner {
         self.pid
     }
 
+    /// Ends the spawner (it exits when its socket closes) and reaps it, so that a stopped
+    /// admin leaves no process behind.
+    pub(crate) fn stop(self) {
+        let pid = nix::unistd::Pid::from_raw(self.pid);
+        drop(self.socket);
+        loop {
+            match nix::sys::wait::waitpid(pid, None) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                _ => break,
+            }
+        }
+    }
+
     /// Starts a host with `fds` as its stderr and fds 3, 4, 5; returns its pid, a child of
     /// the admin. An `Err` of kind `BrokenPipe` or `TimedOut` means the spawner is unusable.
     pub(crate) fn spawn(&self, argv0: &str, limits: &ResourceLimits, fds: [RawFd; 4]) -> io::Result<i32> {
