@@ -110,12 +110,7 @@ impl Spawner {
     pub(crate) fn stop(self) {
         let pid = nix::unistd::Pid::from_raw(self.pid);
         drop(self.socket);
-        loop {
-            match nix::sys::wait::waitpid(pid, None) {
-                Err(nix::errno::Errno::EINTR) => continue,
-                _ => break,
-            }
-        }
+        while let Err(nix::errno::Errno::EINTR) = nix::sys::wait::waitpid(pid, None) {}
     }
 
     /// Starts a host with `fds` as its stderr and fds 3, 4, 5; returns its pid, a child of
