@@ -173,16 +173,16 @@ impl Spawner {
 
 /// The spawner's loop: one request, one clone, one reply, until the admin goes.
 fn serve(socket: OwnedFd, exe: &CString, env: &[CString], admin_pid: libc::pid_t) -> ! {
-    // Keep only the socket (high, out of the children's way) and stderr.
-    // SAFETY: F_DUPFD_CLOEXEC and close_range take fd numbers only.
-    let sock = unsafe { libc::fcntl(socket.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 1000) };
-    if sock < 0 {
-        // SAFETY: _exit ends the process at once.
-        unsafe { libc::_exit(70) };
-    }
+    // Keep only the socket and stdio: close every other fd the admin had.
+    let sock = socket.as_raw_fd();
     std::mem::forget(socket);
-    // SAFETY: closes every fd from 3 to 999 (the admin's, inherited); the socket is at 1000+.
-    unsafe { libc::syscall(libc::SYS_close_range, 3u32, 999u32, 0u32) };
+    // SAFETY: close_range takes fd numbers only; the ranges leave out `sock` and 0..=2.
+    unsafe {
+        if sock > 3 {
+            libc::syscall(libc::SYS_close_range, 3u32, (sock - 1) as u32, 0u32);
+        }
+        libc::syscall(libc::SYS_close_range, (sock + 1) as u32, u32::MAX, 0u32);
+    }
     // SAFETY: prctl with integer arguments; the spawner dies with the admin.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
     // SAFETY: getppid has no arguments.
