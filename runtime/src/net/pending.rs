@@ -1,4 +1,4 @@
-//! [`Pending`]: accepted connections that have not completed their handshake yet — how long
+//! `Pending`: accepted connections that have not completed their handshake yet — how long
 //! each may take, and how many may wait at once.
 //!
 //! Every listening socket of the runtime (an actor's, a client's, the admin's `admin.sock`)
