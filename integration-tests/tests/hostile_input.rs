@@ -133,6 +133,35 @@ fn launch(path: &std::path::Path, bytes: &[u8]) {
     let _ = s.read_to_end(&mut sink);
 }
 
+/// The proptest runner for hostile cases: 2,000 by default, `GREENROOM_HOSTILE_CASES` for
+/// more; also returns the count.
+fn hostile_runner() -> (TestRunner, u32) {
+    let cases = std::env::var("GREENROOM_HOSTILE_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000);
+    let runner = TestRunner::new(ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    (runner, cases)
+}
+
+/// 500 connections to `path` opened at once and left hanging, every other one after the
+/// first 5 bytes of `hello` (mid-handshake); dropping them abandons them.
+fn abandoned_connections(path: &std::path::Path, hello: &[u8]) -> Vec<UnixStream> {
+    (0..500)
+        .filter_map(|i| {
+            let mut s = UnixStream::connect(path).ok()?;
+            if i % 2 == 0 {
+                let _ = s.write_all(&hello[..5]);
+            }
+            Some(s)
+        })
+        .collect()
+}
+
 #[test]
 fn hostile_bytes_never_hurt_the_actor_and_leave_nothing_behind() {
     // Thousands of refusals would each log a warning; keep the output readable.
@@ -149,15 +178,7 @@ fn hostile_bytes_never_hurt_the_actor_and_leave_nothing_behind() {
     assert_eq!(ask(), "alive?");
     let (fds, rss) = (harness::fd_count(host), harness::rss_kib(host));
 
-    let cases = std::env::var("GREENROOM_HOSTILE_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2_000);
-    let mut runner = TestRunner::new(ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    });
+    let (mut runner, cases) = hostile_runner();
     let n = std::cell::Cell::new(0u32);
     runner
         .run(&attacks(), |attack| {
@@ -172,16 +193,7 @@ fn hostile_bytes_never_hurt_the_actor_and_leave_nothing_behind() {
         .unwrap();
     assert_eq!(n.get(), cases, "every generated case was sent");
 
-    // 500 connections opened and abandoned at once, half of them mid-handshake.
-    let abandoned: Vec<UnixStream> = (0..500)
-        .filter_map(|i| {
-            let mut s = UnixStream::connect(&path).ok()?;
-            if i % 2 == 0 {
-                let _ = s.write_all(&handshake(echo)[..5]);
-            }
-            Some(s)
-        })
-        .collect();
+    let abandoned = abandoned_connections(&path, &handshake(echo));
     assert_eq!(ask(), "alive?", "the actor serves others while 500 peers hang");
     drop(abandoned);
 
@@ -316,15 +328,7 @@ fn hostile_bytes_never_hurt_the_admin_and_leave_nothing_behind() {
     assert!(alive());
     let (fds, rss) = (harness::fd_count(admin), harness::rss_kib(admin));
 
-    let cases = std::env::var("GREENROOM_HOSTILE_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2_000);
-    let mut runner = TestRunner::new(ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    });
+    let (mut runner, cases) = hostile_runner();
     let n = std::cell::Cell::new(0u32);
     runner
         .run(&admin_attacks(), |attack| {
@@ -339,16 +343,7 @@ fn hostile_bytes_never_hurt_the_admin_and_leave_nothing_behind() {
         .unwrap();
     assert_eq!(n.get(), cases, "every generated case was sent");
 
-    // 500 connections opened and abandoned at once, half of them mid-handshake.
-    let abandoned: Vec<UnixStream> = (0..500)
-        .filter_map(|i| {
-            let mut s = UnixStream::connect(&path).ok()?;
-            if i % 2 == 0 {
-                let _ = s.write_all(&client_handshake()[..5]);
-            }
-            Some(s)
-        })
-        .collect();
+    let abandoned = abandoned_connections(&path, &client_handshake());
     assert!(alive(), "the admin serves others while 500 peers hang");
     drop(abandoned);
 

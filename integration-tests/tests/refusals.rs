@@ -27,6 +27,17 @@ fn read_to_close(stream: &mut UnixStream) -> Vec<u8> {
     got
 }
 
+/// Asserts that `stalled`, opened at `opened`, is closed without a reply, and not before the
+/// handshake timeout.
+fn assert_closed_at_the_handshake_timeout(stalled: &mut UnixStream, opened: std::time::Instant) {
+    assert!(read_to_close(stalled).is_empty(), "closed without a reply");
+    let after = opened.elapsed();
+    assert!(
+        after >= greenroom::net::endpoint::HANDSHAKE_TIMEOUT - Duration::from_millis(100),
+        "closed after {after:?}, before the handshake timeout"
+    );
+}
+
 #[test]
 fn garbage_and_wrong_versions_are_refused_and_the_actor_keeps_answering() {
     let sys = TestSystem::start(HOST);
@@ -139,12 +150,7 @@ fn a_stalled_half_handshake_is_timed_out_without_blocking_anyone() {
     // Meanwhile the actor serves everyone else.
     let back: String = sys.ask(echo, "not blocked".to_string(), T).unwrap();
     assert_eq!(back, "not blocked");
-    assert!(read_to_close(&mut stalled).is_empty(), "closed without a reply");
-    let after = opened.elapsed();
-    assert!(
-        after >= greenroom::net::endpoint::HANDSHAKE_TIMEOUT - Duration::from_millis(100),
-        "closed after {after:?}, before the handshake timeout"
-    );
+    assert_closed_at_the_handshake_timeout(&mut stalled, opened);
 }
 
 #[test]
@@ -223,12 +229,7 @@ fn a_stalled_handshake_on_the_admin_socket_is_timed_out_without_blocking_anyone(
     let private = sys.private().unwrap();
     let back: String = private.ask(echo, "not blocked".to_string(), T).unwrap();
     assert_eq!(back, "not blocked");
-    assert!(read_to_close(&mut stalled).is_empty(), "closed without a reply");
-    let after = opened.elapsed();
-    assert!(
-        after >= greenroom::net::endpoint::HANDSHAKE_TIMEOUT - Duration::from_millis(100),
-        "closed after {after:?}, before the handshake timeout"
-    );
+    assert_closed_at_the_handshake_timeout(&mut stalled, opened);
     let mut silent = silent;
     assert!(
         read_to_close(&mut silent).is_empty(),
