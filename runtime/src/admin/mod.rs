@@ -769,9 +769,10 @@ impl Admin {
                 tracing::warn!(reason = %why, "refused a client connection from another user");
                 continue;
             }
-            let peers = &self.peers;
-            let waiting = |t: Token| peers.get(&t).is_some_and(|p| !p.handshake_done);
-            if !self.handshake_deadlines.admit(waiting, "admin.sock") {
+            if !self
+                .handshake_deadlines
+                .admit(awaiting_handshake(&self.peers), "admin.sock")
+            {
                 continue;
             }
             let token = Token(self.next_token);
@@ -1493,9 +1494,10 @@ impl Admin {
     /// Closes clients of `admin.sock` that have not completed their handshake in time, so
     /// that a peer that connects and says nothing holds nothing for long.
     fn expire_handshakes(&mut self) {
-        let peers = &self.peers;
-        let waiting = |t: Token| peers.get(&t).is_some_and(|p| !p.handshake_done);
-        for token in self.handshake_deadlines.expired(Instant::now(), waiting) {
+        for token in self
+            .handshake_deadlines
+            .expired(Instant::now(), awaiting_handshake(&self.peers))
+        {
             tracing::warn!(timeout = ?HANDSHAKE_TIMEOUT, "closing a client connection that did not complete its handshake in time");
             self.peer_closed(token);
         }
@@ -1544,6 +1546,11 @@ impl Admin {
         }
         tracing::info!("admin stopped");
     }
+}
+
+/// Whether a control connection has yet to complete its handshake (for [`Pending`]).
+fn awaiting_handshake(peers: &HashMap<Token, ControlPeer>) -> impl Fn(Token) -> bool + '_ {
+    |t| peers.get(&t).is_some_and(|p| !p.handshake_done)
 }
 
 /// Which handshake roles may open which control connections.

@@ -930,9 +930,10 @@ impl Endpoint {
                     continue;
                 }
             };
-            let conns = &self.conns;
-            let waiting = |t: Token| matches!(conns.get(&t), Some(Conn::In(c)) if c.peer.is_none());
-            if !self.handshake_deadlines.admit(waiting, "actor socket") {
+            if !self
+                .handshake_deadlines
+                .admit(awaiting_handshake(&self.conns), "actor socket")
+            {
                 continue;
             }
             let token = Token(self.next_token);
@@ -969,9 +970,7 @@ impl Endpoint {
     /// Closes accepted connections that have not completed their handshake in time, so
     /// that peers which connect and stall cannot pile up.
     fn expire_handshakes(&mut self, now: Instant) {
-        let conns = &self.conns;
-        let waiting = |t: Token| matches!(conns.get(&t), Some(Conn::In(c)) if c.peer.is_none());
-        for token in self.handshake_deadlines.expired(now, waiting) {
+        for token in self.handshake_deadlines.expired(now, awaiting_handshake(&self.conns)) {
             if let Some(Conn::In(conn)) = self.conns.get(&token) {
                 tracing::warn!(endpoint = %self.me, peer_pid = conn.peer_pid, timeout = ?HANDSHAKE_TIMEOUT,
                     "closing a connection that did not complete its handshake in time");
@@ -1336,6 +1335,11 @@ fn retained_messages(parts: &[&[u8]]) -> Vec<AnyMessage> {
 
 /// Writes the handshake then the unwritten frames of `conn`, gathering many frames into one
 /// `writev`. Stops at `WouldBlock`; an error means the connection is gone.
+/// Whether an accepted connection has yet to complete its handshake (for [`Pending`]).
+fn awaiting_handshake(conns: &HashMap<Token, Conn>) -> impl Fn(Token) -> bool + '_ {
+    |t| matches!(conns.get(&t), Some(Conn::In(c)) if c.peer.is_none())
+}
+
 fn write_out_conn(conn: &mut OutConn) -> io::Result<()> {
     let OutConn {
         stream: Some(stream),
