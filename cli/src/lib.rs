@@ -29,10 +29,9 @@ mod cmd;
 mod error;
 pub mod json;
 
-use std::path::PathBuf;
-
 use clap::{Parser, Subcommand};
 
+pub use cmd::start::Start;
 pub use error::CliError;
 
 /// Run Greenroom actor systems as services, inspect them, and inject faults.
@@ -49,28 +48,7 @@ pub const DEFAULT_NAME: &str = "default";
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start an admin for a host binary (detached unless --foreground).
-    Start {
-        /// The host binary: it registers your actor types and calls `greenroom_host::serve`.
-        #[arg(long = "host-bin", value_name = "PATH")]
-        host_bin: PathBuf,
-        /// The system's name, used by every other command and by `ActorSystem::connect`.
-        #[arg(long, default_value = DEFAULT_NAME)]
-        name: String,
-        /// A capability of the system: `KEY=VALUE`; VALUE is a `u64` if it is all digits, a
-        /// `bool` if `true`/`false`, otherwise a `String`. Repeatable.
-        #[arg(long = "capability", value_name = "KEY=VALUE")]
-        capabilities: Vec<String>,
-        /// The log file (appended to). Default: `NAME.log` beside the runtime directory.
-        #[arg(long, value_name = "FILE")]
-        log: Option<PathBuf>,
-        /// The log filter (`GREENROOM_LOG` syntax, e.g. `info` or `warn,my_app=debug`).
-        #[arg(long = "log-level", value_name = "FILTER")]
-        log_level: Option<String>,
-        /// Run the admin in this process, in the foreground (for systemd or containers); the
-        /// log goes to stderr unless --log is given.
-        #[arg(long)]
-        foreground: bool,
-    },
+    Start(Start),
     /// Show the supervision tree: address, type, global name, pid, state, restarts, queued
     /// messages, uptime, memory.
     Status {
@@ -121,21 +99,7 @@ pub enum Command {
 /// Runs one command, printing its output on stdout.
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
-        Command::Start {
-            host_bin,
-            name,
-            capabilities,
-            log,
-            log_level,
-            foreground,
-        } => cmd::start::run(cmd::start::Start {
-            host_bin,
-            name,
-            capabilities,
-            log,
-            log_level,
-            foreground,
-        }),
+        Command::Start(args) => cmd::start::run(args),
         Command::Status { name, json, all } => cmd::status::run(&name, json, all),
         Command::Kill { target, signal, system } => cmd::kill::run(&system, &target, &signal),
         Command::Stop { name } => cmd::stop::run(&name),

@@ -15,19 +15,33 @@ use std::{
 use greenroom::{admin::DetachedAdmin, runtime_dir, ActorSystem, Capabilities};
 
 use super::{connect, system_dir};
-use crate::CliError;
+use crate::{CliError, DEFAULT_NAME};
 
 /// How long `start` waits for a new admin to answer.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The arguments of `greenroom start`.
-#[derive(Debug)]
+#[derive(Debug, clap::Args)]
 pub struct Start {
+    /// The host binary: it registers your actor types and calls `greenroom_host::serve`.
+    #[arg(long = "host-bin", value_name = "PATH")]
     pub host_bin: PathBuf,
+    /// The system's name, used by every other command and by `ActorSystem::connect`.
+    #[arg(long, default_value = DEFAULT_NAME)]
     pub name: String,
+    /// A capability of the system: `KEY=VALUE`; VALUE is a `u64` if it is all digits, a
+    /// `bool` if `true`/`false`, otherwise a `String`. Repeatable.
+    #[arg(long = "capability", value_name = "KEY=VALUE")]
     pub capabilities: Vec<String>,
+    /// The log file (appended to). Default: `NAME.log` beside the runtime directory.
+    #[arg(long, value_name = "FILE")]
     pub log: Option<PathBuf>,
+    /// The log filter (`GREENROOM_LOG` syntax, e.g. `info` or `warn,my_app=debug`).
+    #[arg(long = "log-level", value_name = "FILTER")]
     pub log_level: Option<String>,
+    /// Run the admin in this process, in the foreground (for systemd or containers); the
+    /// log goes to stderr unless --log is given.
+    #[arg(long)]
     pub foreground: bool,
 }
 
