@@ -433,10 +433,7 @@ impl Backend for HostBackend<'_> {
     }
 
     fn wakeup_after(&mut self, delay: Duration, payload: AnyMessage) -> greenroom::Result<()> {
-        let now = Instant::now();
-        let due = now
-            .checked_add(delay)
-            .unwrap_or(now + greenroom_protocol::supervision::LONGEST);
+        let due = greenroom::system::deadline_after(delay);
         *self.wakeups_asked += 1;
         let payload = payload.into_payload();
         self.wakeups.push(Reverse(Wakeup {

@@ -603,7 +603,8 @@ fn for_client(sender: Address, msg: AnyMessage) -> Result<Option<(Address, AnyMe
 
 /// `timeout` from now; a timeout too long for the clock (e.g. `Duration::MAX`) waits as good
 /// as forever instead of overflowing.
-fn deadline_after(timeout: Duration) -> Instant {
+#[doc(hidden)]
+pub fn deadline_after(timeout: Duration) -> Instant {
     let now = Instant::now();
     now.checked_add(timeout)
         .unwrap_or_else(|| now + greenroom_protocol::supervision::LONGEST)
