@@ -53,6 +53,43 @@ pub(crate) fn rlimits_of(limits: &ResourceLimits) -> Vec<(libc::__rlimit_resourc
     .collect()
 }
 
+/// What a freshly forked child does before exec: `sources` onto `first_target`,
+/// `first_target + 1`, …; the resource limits; and, with `kill_with: Some(parent)`,
+/// `PR_SET_PDEATHSIG(SIGKILL)` plus a check that `parent` is still its parent (if it died
+/// before prctl took effect, nobody would send the signal: refuse to start an orphan).
+/// `Err` is the errno of the first failure.
+///
+/// # Safety
+/// Only for a child between fork (or clone) and exec: it calls only async-signal-safe
+/// functions (dup2, setrlimit, prctl, getppid) and allocates nothing.
+pub(crate) unsafe fn prepare_child(
+    sources: &[RawFd],
+    first_target: RawFd,
+    rlimits: &[(libc::__rlimit_resource_t, libc::rlimit)],
+    kill_with: Option<libc::pid_t>,
+) -> Result<(), i32> {
+    let errno = || *libc::__errno_location();
+    for (i, src) in sources.iter().enumerate() {
+        if libc::dup2(*src, first_target + i as RawFd) < 0 {
+            return Err(errno());
+        }
+    }
+    for (resource, limit) in rlimits {
+        if libc::setrlimit(*resource, limit) < 0 {
+            return Err(errno());
+        }
+    }
+    if let Some(parent) = kill_with {
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) < 0 {
+            return Err(errno());
+        }
+        if libc::getppid() != parent {
+            return Err(libc::ESRCH);
+        }
+    }
+    Ok(())
+}
+
 /// Spawns `cmd` with each of `fds` duplicated onto 3, 4, … in order, and `limits` applied
 /// with `setrlimit` before it runs.
 pub(crate) fn spawn_with_fds(
@@ -71,32 +108,11 @@ pub(crate) fn spawn_with_fds(
     let sources: Vec<RawFd> = high.iter().map(|f| f.as_raw_fd()).collect();
     let rlimits = rlimits_of(limits);
     let parent_pid = nix::unistd::getpid().as_raw();
-    // SAFETY: the closure runs in the forked child before exec; it only calls
-    // async-signal-safe functions (dup2, setrlimit, prctl, getppid) and allocates nothing.
+    let kill_with = (on_parent_death == ParentDeath::Kill).then_some(parent_pid);
+    // SAFETY: the closure runs in the forked child before exec and only calls
+    // `prepare_child`, which is async-signal-safe.
     unsafe {
-        cmd.pre_exec(move || {
-            for (i, src) in sources.iter().enumerate() {
-                if libc::dup2(*src, 3 + i as RawFd) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            for (resource, limit) in &rlimits {
-                if libc::setrlimit(*resource, limit) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            if on_parent_death == ParentDeath::Kill {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                // The parent may have died before prctl took effect: then nobody would
-                // send the signal, so refuse to start an orphan.
-                if libc::getppid() != parent_pid {
-                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
-                }
-            }
-            Ok(())
-        });
+        cmd.pre_exec(move || prepare_child(&sources, 3, &rlimits, kill_with).map_err(io::Error::from_raw_os_error));
     }
     let child = cmd.spawn();
     drop(high);

@@ -280,27 +280,12 @@ fn spawn_one(
                 libc::write(report_write, bytes.as_ptr().cast(), bytes.len());
                 libc::_exit(127)
             };
-            let errno = || *libc::__errno_location();
-            for (i, src) in high.iter().enumerate() {
-                // stderr, then the control socket, the listener and the ledger on 3, 4, 5.
-                if libc::dup2(*src, 2 + i as RawFd) < 0 {
-                    fail(errno());
-                }
-            }
-            for (resource, limit) in &limits {
-                if libc::setrlimit(*resource, limit) < 0 {
-                    fail(errno());
-                }
-            }
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) < 0 {
-                fail(errno());
-            }
-            // The admin died before prctl took effect: nobody would kill this orphan.
-            if libc::getppid() != admin_pid {
-                fail(libc::ESRCH);
+            // stderr, then the control socket, the listener and the ledger on 3, 4, 5.
+            if let Err(errno) = super::spawn::prepare_child(&high, 2, &limits, Some(admin_pid)) {
+                fail(errno);
             }
             libc::execve(exe.as_ptr(), argv.as_ptr(), env.as_ptr());
-            fail(errno());
+            fail(*libc::__errno_location());
         }
     }
     for h in high {
