@@ -19,7 +19,7 @@
 
 use std::{
     cmp::Reverse,
-    collections::BinaryHeap,
+    collections::{BinaryHeap, VecDeque},
     os::fd::FromRawFd,
     panic::{catch_unwind, AssertUnwindSafe},
     path::PathBuf,
@@ -32,8 +32,9 @@ use greenroom::{
 };
 use greenroom::{
     ledger::{Ledger, LEDGER_FD},
-    net::endpoint::{Endpoint, Inbound},
+    net::endpoint::{Endpoint, Inbound, Receipt},
     process_role::{CONTROL_FD, LISTENER_FD},
+    troupe::{TroupeDone, WorkerRole},
     ActorExitRequest, Address, AnyMessage, Backend, ChildActorExited, Context, CreateFailure, Error, PoisonMessage,
     Registry, WakeupMessage,
 };
@@ -129,6 +130,11 @@ struct Host {
     /// Pending wakeups, earliest first: (due, order asked, delay, payload).
     wakeups: BinaryHeap<Reverse<Wakeup>>,
     wakeups_asked: u64,
+    /// Messages the actor holds back for now (a troupe manager with no free worker), oldest
+    /// first: read, but neither processed nor acknowledged.
+    held: VecDeque<(Address, AnyMessage, Receipt)>,
+    /// This actor's side of a troupe, if it works in one.
+    worker: WorkerRole,
 }
 
 /// One pending `wakeup_after`; ordered by due time, then by the order they were asked.
@@ -191,6 +197,8 @@ impl Host {
                     exiting: false,
                     wakeups: BinaryHeap::new(),
                     wakeups_asked: 0,
+                    held: VecDeque::new(),
+                    worker: WorkerRole::default(),
                 }));
             }
             Ok(None) => CreateFailure::UnknownType {
@@ -221,19 +229,22 @@ impl Host {
                             );
                             continue;
                         }
-                        self.endpoint.begin(&receipt);
-                        self.deliver(sender, &msg);
-                        // A message is done when what the actor sent for it has left this
-                        // process: record it only then, so that a death before the write
-                        // returns the message as poison instead of losing its replies.
-                        if let Err(e) = self.endpoint.flush_all() {
+                        if self.holds_back(sender, &msg) {
+                            self.endpoint.hold(&receipt);
+                            self.held.push_back((sender, msg, receipt));
+                            continue;
+                        }
+                        if let Err(e) = self.process(sender, &msg, receipt) {
                             tracing::error!(error = %e, "host event loop failed");
                             return EXIT_INTERNAL;
                         }
-                        self.endpoint.processed(receipt);
                     }
                     Inbound::Control(FromAdmin::Deliver { sender, payload }) => {
                         self.deliver(sender, &AnyMessage::from_payload(payload));
+                        if let Err(e) = self.release_held() {
+                            tracing::error!(error = %e, "host event loop failed");
+                            return EXIT_INTERNAL;
+                        }
                     }
                     Inbound::Control(FromAdmin::ExitNow) => {
                         self.endpoint.flush_blocking(Instant::now() + FINAL_FLUSH);
@@ -259,6 +270,10 @@ impl Host {
                 }
             }
             self.deliver_due_wakeups();
+            if let Err(e) = self.release_held() {
+                tracing::error!(error = %e, "host event loop failed");
+                return EXIT_INTERNAL;
+            }
             self.endpoint.flush();
             let timeout = self
                 .wakeups
@@ -271,11 +286,58 @@ impl Host {
         }
     }
 
+    /// Whether a message from a peer must wait in `held`: the actor holds it back, or an
+    /// earlier message of its sender is held and it may not overtake it.
+    fn holds_back(&self, sender: Address, msg: &AnyMessage) -> bool {
+        self.actor.holds_back(msg)
+            || (!self.held.is_empty() && !self.actor.overtakes(msg) && self.held.iter().any(|(s, _, _)| *s == sender))
+    }
+
+    /// Processes one message from a peer, then whatever it frees among the held ones.
+    fn process(&mut self, sender: Address, msg: &AnyMessage, receipt: Receipt) -> Result<(), Error> {
+        self.process_one(sender, msg, receipt)?;
+        self.release_held()
+    }
+
+    fn process_one(&mut self, sender: Address, msg: &AnyMessage, receipt: Receipt) -> Result<(), Error> {
+        self.endpoint.begin(&receipt, self.held.len());
+        self.deliver(sender, msg);
+        // A message is done when what the actor sent for it has left this process: record it
+        // only then, so that a death before the write returns the message as poison instead
+        // of losing its replies.
+        self.endpoint.flush_all()?;
+        self.endpoint.processed(receipt);
+        Ok(())
+    }
+
+    /// Processes held messages, oldest first, for as long as the actor takes them. Called
+    /// after every message, so that whenever messages are held the actor holds back the
+    /// oldest (and everything behind it is held back too, or waits behind an earlier message
+    /// of its sender).
+    fn release_held(&mut self) -> Result<(), Error> {
+        while let Some((sender, msg, receipt)) = self.held.pop_front() {
+            if self.exiting || self.actor.holds_back(&msg) {
+                // Still not wanted (or never will be, once exiting: left unprocessed, it goes
+                // back to its sender when this host exits).
+                self.held.push_front((sender, msg, receipt));
+                break;
+            }
+            self.process_one(sender, &msg, receipt)?;
+        }
+        Ok(())
+    }
+
     /// Runs the actor on one message (from a peer, the admin, or a wakeup): the retry,
     /// poison and exit rules, then the dead-letter path for a message that did not decode as
-    /// the type its tag names.
+    /// the type its tag names. A troupe manager's hand-off runs on the message it carries,
+    /// from its original sender, and the manager hears when the worker is free.
     fn deliver(&mut self, sender: Address, msg: &AnyMessage) {
         greenroom::message::take_undecodable();
+        let job = self.worker.take_job(sender, msg);
+        let (sender, msg) = match &job {
+            Some(work) => (work.sender, &work.message),
+            None => (sender, msg),
+        };
         self.run_receive(sender, msg);
         if greenroom::message::take_undecodable() {
             // Its tag named a type the actor expects, but the bytes did not decode (a sender
@@ -283,6 +345,14 @@ impl Host {
             tracing::warn!(%sender, message_type = msg.tag(),
                 "message does not decode as the type its tag names; handed to the dead-letter path");
             self.endpoint.dead_letters(self.me, vec![msg.clone()]);
+        }
+        if job.is_some() {
+            if let Some(manager) = self.worker.job_finished() {
+                send_done(&mut self.endpoint, manager);
+            }
+        }
+        if let Some(load) = self.actor.troupe_load() {
+            self.endpoint.record_troupe_load(load);
         }
     }
 
@@ -336,6 +406,8 @@ impl Host {
         // not read as "still unwinding" to the hook if this call panics.
         LAST_PANIC.with(|p| p.borrow_mut().take());
         let mut backend = HostBackend {
+            held_back: self.held.len(),
+            worker: &mut self.worker,
             wakeups: &mut self.wakeups,
             wakeups_asked: &mut self.wakeups_asked,
             send_window: self.send_window,
@@ -393,6 +465,8 @@ impl Host {
 
 /// What `Context` does inside a host process.
 struct HostBackend<'a> {
+    held_back: usize,
+    worker: &'a mut WorkerRole,
     wakeups: &'a mut BinaryHeap<Reverse<Wakeup>>,
     wakeups_asked: &'a mut u64,
     send_window: usize,
@@ -432,6 +506,17 @@ impl Backend for HostBackend<'_> {
         self.endpoint.update_capability(key, value)
     }
 
+    fn set_work_in_progress(&mut self, on: bool) -> greenroom::Result<()> {
+        if let Some(manager) = self.worker.set_in_progress(on) {
+            send_done(self.endpoint, manager);
+        }
+        Ok(())
+    }
+
+    fn held_back(&self) -> usize {
+        self.held_back
+    }
+
     fn wakeup_after(&mut self, delay: Duration, payload: AnyMessage) -> greenroom::Result<()> {
         let due = greenroom::system::deadline_after(delay);
         *self.wakeups_asked += 1;
@@ -466,6 +551,14 @@ impl Backend for HostBackend<'_> {
             self.children.push(created);
         }
         Ok(created)
+    }
+}
+
+/// Tells a troupe manager this worker is free (written with whatever the job sent).
+fn send_done(endpoint: &mut Endpoint, manager: Address) {
+    let sent = AnyMessage::new(&TroupeDone).and_then(|done| endpoint.send(manager, &done));
+    if let Err(e) = sent {
+        tracing::warn!(%manager, error = %e, "could not tell the troupe manager this worker is free");
     }
 }
 

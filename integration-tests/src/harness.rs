@@ -68,6 +68,11 @@ impl TestSystem {
         }
     }
 
+    /// Whether this system runs on the simple base.
+    pub fn is_simple(&self) -> bool {
+        self.admin_pid.is_none()
+    }
+
     /// The admin's pid (a process-base test).
     pub fn admin_pid(&self) -> u32 {
         self.admin_pid

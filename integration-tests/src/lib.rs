@@ -6,6 +6,7 @@
 
 pub mod actors;
 pub mod harness;
+pub mod troupe_actors;
 
 pub use harness::TestSystem;
 
@@ -29,4 +30,6 @@ pub fn registry() -> greenroom::Registry {
         .register::<GpuWorker>()
         .register::<Broker>()
         .register::<Logger>()
+        .register::<troupe_actors::PoolWorker>()
+        .register::<troupe_actors::Burster>()
 }

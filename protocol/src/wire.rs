@@ -286,8 +286,21 @@ pub struct ActorRow {
     /// When its current process was started, in milliseconds since the Unix epoch.
     pub started_unix_ms: Option<u64>,
     /// Messages its host has read and not yet processed, as the host last reported (not
-    /// counting what still waits in its sockets).
+    /// counting what still waits in its sockets); for a troupe's manager, with the messages
+    /// it holds back for a free worker.
     pub queued: Option<u64>,
+    /// Set for a troupe's manager: its workers, as it last reported them.
+    pub troupe: Option<TroupeLoad>,
+}
+
+/// A troupe manager's load, for `greenroom status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct TroupeLoad {
+    /// Workers running or starting.
+    pub workers: u32,
+    /// Workers with a message in hand.
+    pub busy: u32,
+    pub max_workers: u32,
 }
 
 /// Host or client → admin, on a control connection.

@@ -71,6 +71,50 @@ pub trait Actor: Send + 'static {
         let _ = (capabilities, requirements);
         true
     }
+
+    /// `Some` makes every typed create of this type (`create_actor::<Self>()` and its
+    /// variants) create a [troupe](crate::troupe) of such actors behind one address instead
+    /// of a single actor. The default, `None`, creates one actor.
+    fn troupe() -> Option<crate::Troupe>
+    where
+        Self: Sized,
+    {
+        None
+    }
+
+    /// Whether the base should leave `msg` in the mailbox, unprocessed and unacknowledged, for
+    /// now (a troupe manager with no free worker). Held messages are offered again, oldest
+    /// first, after each `receive`; a later message of a sender with a message held waits
+    /// behind it (per-sender order), unless the actor lets it [overtake](Actor::overtakes).
+    #[doc(hidden)]
+    fn holds_back(&self, msg: &AnyMessage) -> bool {
+        let _ = msg;
+        false
+    }
+
+    /// Whether `msg` may be processed ahead of its sender's held messages (a troupe worker's
+    /// "free" notice, which must reach the manager even while work the worker sent to its own
+    /// troupe waits).
+    #[doc(hidden)]
+    fn overtakes(&self, msg: &AnyMessage) -> bool {
+        let _ = msg;
+        false
+    }
+
+    /// A troupe manager's load, recorded for `greenroom status` after each `receive`.
+    #[doc(hidden)]
+    fn troupe_load(&self) -> Option<greenroom_protocol::TroupeLoad> {
+        None
+    }
+}
+
+/// The registered type a typed create of `A` starts: `A`, or its troupe manager when `A`
+/// declares a troupe.
+pub(crate) fn created_type_name<A: Actor>() -> &'static str {
+    match A::troupe() {
+        Some(_) => crate::troupe::manager_type_name::<A>(),
+        None => actor_type_name::<A>(),
+    }
 }
 
 /// Runs `A`'s capability check against a system's capabilities.
@@ -109,6 +153,10 @@ pub trait Backend {
     fn capabilities(&self) -> &Capabilities;
     /// Sets (`Some`) or removes one of the system's capabilities.
     fn update_capability(&mut self, key: &str, value: Option<Payload>) -> Result<()>;
+    /// Sets or clears a troupe worker's work-in-progress mark.
+    fn set_work_in_progress(&mut self, on: bool) -> Result<()>;
+    /// How many messages this actor holds back (see `Actor::holds_back`).
+    fn held_back(&self) -> usize;
 }
 
 /// The actor's handle on the system during one `receive` call.
@@ -147,24 +195,60 @@ impl<'a> Context<'a> {
     /// Fails with [`Error::NoCompatibleSystem`] if `A`'s [`Actor::accepts`] refuses the
     /// system's capabilities.
     pub fn create_actor<A: Actor>(&mut self) -> Result<Address> {
-        self.create_checked::<A>(ChildSpec::default(), None, &Capabilities::new())
+        self.create_checked::<A>(
+            created_type_name::<A>(),
+            ChildSpec::default(),
+            None,
+            &Capabilities::new(),
+        )
     }
 
     /// Creates a child actor of type `A` if `A`'s [`Actor::accepts`] takes this system for
     /// `requirements` (Thespian's `targetActorRequirements`); else
     /// [`Error::NoCompatibleSystem`]. Placement on other systems comes with conventions.
     pub fn create_actor_requiring<A: Actor>(&mut self, requirements: &Capabilities) -> Result<Address> {
-        self.create_checked::<A>(ChildSpec::default(), None, requirements)
+        self.create_checked::<A>(created_type_name::<A>(), ChildSpec::default(), None, requirements)
     }
 
+    /// Creates `type_name` (`A` itself, or `A`'s troupe manager) if `A` accepts the system.
     fn create_checked<A: Actor>(
         &mut self,
+        type_name: &str,
         spec: ChildSpec,
         global_name: Option<&str>,
         requirements: &Capabilities,
     ) -> Result<Address> {
         check_capabilities::<A>(self.backend.capabilities(), requirements)?;
-        self.backend.create_actor(actor_type_name::<A>(), spec, global_name)
+        self.backend.create_actor(type_name, spec, global_name)
+    }
+
+    /// Creates a child [troupe](crate::troupe) of `A` workers with these settings (whatever
+    /// `A` declares), and returns the troupe's address. `spec` is the manager's: its
+    /// `supervision` bounds how often workers may be restarted.
+    pub fn create_troupe<A: Actor>(&mut self, settings: crate::Troupe, spec: ChildSpec) -> Result<Address> {
+        let manager = crate::troupe::manager_type_name::<A>();
+        let troupe = self.create_checked::<A>(manager, spec, None, &Capabilities::new())?;
+        self.send(troupe, crate::troupe::ConfigureTroupe(settings))?;
+        Ok(troupe)
+    }
+
+    /// In a troupe worker: `true` keeps this worker busy after `receive` returns, so that its
+    /// troupe hands it nothing new (and does not stop it for idleness) until it calls this
+    /// again with `false` — for work that spans several messages. Outside a troupe it does
+    /// nothing.
+    pub fn set_work_in_progress(&mut self, on: bool) -> Result<()> {
+        self.backend.set_work_in_progress(on)
+    }
+
+    /// Creates one actor of type `A` even if `A` declares a troupe: a troupe's worker.
+    pub(crate) fn create_worker<A: Actor>(&mut self, spec: ChildSpec) -> Result<Address> {
+        self.create_checked::<A>(actor_type_name::<A>(), spec, None, &Capabilities::new())
+    }
+
+    /// How many messages this actor's base holds back for it (a troupe manager's queue).
+    #[doc(hidden)]
+    pub fn held_back(&self) -> usize {
+        self.backend.held_back()
     }
 
     /// The actor of type `A` known system-wide as `name`: if a live actor holds the name
@@ -172,7 +256,12 @@ impl<'a> Context<'a> {
     /// A named actor belongs to the system, not to its creator (no notices reach the
     /// creator); the name survives restarts and is freed when the actor is gone for good.
     pub fn create_actor_global<A: Actor>(&mut self, name: &str) -> Result<Address> {
-        self.create_checked::<A>(ChildSpec::default(), Some(name), &Capabilities::new())
+        self.create_checked::<A>(
+            created_type_name::<A>(),
+            ChildSpec::default(),
+            Some(name),
+            &Capabilities::new(),
+        )
     }
 
     /// Creates a child actor of type `A`, supervised as `spec` says.
@@ -189,7 +278,7 @@ impl<'a> Context<'a> {
     /// # let _ = worker; Ok(()) }
     /// ```
     pub fn create_actor_with<A: Actor>(&mut self, spec: ChildSpec) -> Result<Address> {
-        self.create_checked::<A>(spec, None, &Capabilities::new())
+        self.create_checked::<A>(created_type_name::<A>(), spec, None, &Capabilities::new())
     }
 
     /// Asks for a [`crate::WakeupMessage`] carrying `payload` to be delivered to this actor
@@ -288,11 +377,18 @@ impl Registry {
         self.register_with(A::default)
     }
 
-    /// Registers `A`, constructed by `make`.
+    /// Registers `A`, constructed by `make` — and the manager of a [troupe](crate::troupe) of
+    /// `A` workers, so that `A` can run as a troupe too.
     pub fn register_with<A: Actor>(mut self, make: impl Fn() -> A + Send + Sync + 'static) -> Self {
         self.factories.insert(
             actor_type_name::<A>().to_owned(),
             std::sync::Arc::new(move || Box::new(make()) as Box<dyn Actor>),
+        );
+        self.factories.insert(
+            crate::troupe::manager_type_name::<A>().to_owned(),
+            std::sync::Arc::new(|| {
+                Box::new(crate::troupe::TroupeManager::<A>::new(A::troupe().unwrap_or_default())) as Box<dyn Actor>
+            }),
         );
         self
     }

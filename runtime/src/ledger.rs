@@ -13,6 +13,8 @@
 //! word 2      busy_seq      its sequence number on that sender's connection
 //! word 3      queued        messages the host had read and not yet processed when it
 //!                           began the current one (for `greenroom status`)
+//! word 4      troupe_load   a troupe manager's workers | busy << 32 (for `greenroom status`)
+//! word 5      troupe_max    a troupe manager's max_workers + 1; 0 for any other actor
 //! then SLOTS × { sender: u64, done: u64 }   one per open data connection:
 //!             every message of `sender` up to seq `done` has been processed
 //! ```
@@ -30,7 +32,7 @@ use std::{
     sync::atomic::{AtomicU64, Ordering},
 };
 
-use greenroom_protocol::{ExitCause, Recovery};
+use greenroom_protocol::{ExitCause, Recovery, TroupeLoad};
 use nix::sys::{
     memfd::{memfd_create, MemFdCreateFlag},
     mman::{mmap, munmap, MapFlags, ProtFlags},
@@ -40,7 +42,7 @@ use nix::sys::{
 pub const LEDGER_FD: RawFd = 5;
 
 const MAGIC: u64 = u64::from_le_bytes(*b"GRLEDGR1");
-const HEADER_WORDS: usize = 4;
+const HEADER_WORDS: usize = 6;
 const SLOTS: usize = 4096;
 const WORDS: usize = HEADER_WORDS + 2 * SLOTS;
 const BYTES: usize = WORDS * 8;
@@ -49,6 +51,8 @@ const W_MAGIC: usize = 0;
 const W_BUSY_SENDER: usize = 1;
 const W_BUSY_SEQ: usize = 2;
 const W_QUEUED: usize = 3;
+const W_TROUPE_LOAD: usize = 4;
+const W_TROUPE_MAX: usize = 5;
 
 /// The admin's handle on one actor's ledger file.
 pub struct LedgerFile {
@@ -130,6 +134,15 @@ impl LedgerFile {
     /// one (`None` if it never mapped the ledger).
     pub fn queued(&self) -> io::Result<Option<u64>> {
         Ok(self.header()?.map(|w| w[W_QUEUED]))
+    }
+
+    /// A troupe manager's load as it last recorded it (`None` for other actors).
+    pub fn troupe(&self) -> io::Result<Option<TroupeLoad>> {
+        Ok(self.header()?.filter(|w| w[W_TROUPE_MAX] != 0).map(|w| TroupeLoad {
+            workers: w[W_TROUPE_LOAD] as u32,
+            busy: (w[W_TROUPE_LOAD] >> 32) as u32,
+            max_workers: (w[W_TROUPE_MAX] - 1) as u32,
+        }))
     }
 
     /// The message being processed right now, as (sender, seq), if any: for liveness checks.
@@ -255,19 +268,28 @@ impl Ledger {
         self.word(W_QUEUED).store(queued, Ordering::Relaxed);
     }
 
+    /// Records a troupe manager's load.
+    pub fn set_troupe(&self, load: TroupeLoad) {
+        let packed = u64::from(load.workers) | (u64::from(load.busy) << 32);
+        self.word(W_TROUPE_LOAD).store(packed, Ordering::Relaxed);
+        self.word(W_TROUPE_MAX)
+            .store(u64::from(load.max_workers) + 1, Ordering::Relaxed);
+    }
+
     /// Records that message `seq` of `sender` is about to be processed.
     pub fn begin(&self, sender: u64, seq: u64) {
         self.word(W_BUSY_SEQ).store(seq, Ordering::Relaxed);
         self.word(W_BUSY_SENDER).store(sender, Ordering::Release);
     }
 
-    /// Records that message `seq` of `sender`, begun last, is done. A slot released (and
-    /// perhaps claimed by another sender) since the message arrived is left alone.
-    pub fn end(&self, slot: Option<u32>, sender: u64, seq: u64) {
+    /// Records that the message begun last is done, and that every message of `sender` up to
+    /// `done_upto` has been processed. A slot released (and perhaps claimed by another
+    /// sender) since the message arrived is left alone.
+    pub fn end(&self, slot: Option<u32>, sender: u64, done_upto: u64) {
         if let Some(slot) = slot {
             if self.owners.get(slot as usize) == Some(&sender) {
                 self.word(HEADER_WORDS + 2 * slot as usize + 1)
-                    .store(seq, Ordering::Release);
+                    .store(done_upto, Ordering::Release);
             }
         }
         self.word(W_BUSY_SENDER).store(0, Ordering::Release);

@@ -50,15 +50,17 @@ pub mod net;
 pub mod process_role;
 pub mod runtime_dir;
 pub mod system;
+pub mod troupe;
 
 pub use actor::{actor_type_name, Actor, ActorResult, Backend, Context, Registry};
 pub use dispatch::Handle;
 pub use error::{Error, Result};
 pub use greenroom_protocol::{
     ActorRow, ActorState, Address, Backoff, Capabilities, ChildSpec, CreateFailure, ExitCause, ProtocolError, Resource,
-    ResourceLimits, RestartType, Strategy, SupervisorSpec, SystemDescription,
+    ResourceLimits, RestartType, Strategy, SupervisorSpec, SystemDescription, TroupeLoad,
 };
 pub use message::{
     ActorExitRequest, AnyMessage, ChildActorExited, ChildRestarted, DeadEnvelope, Message, PoisonMessage, WakeupMessage,
 };
 pub use system::{ActorInfo, ActorSystem, Base, Delivery, SystemConfig};
+pub use troupe::{Troupe, TroupeReport, TroupeStatus, UpdateTroupeSettings};

@@ -1017,6 +1017,11 @@ impl Admin {
                         .as_ref()
                         .filter(|_| live)
                         .and_then(|l| l.queued().ok().flatten()),
+                    troupe: rec
+                        .ledger
+                        .as_ref()
+                        .filter(|_| live)
+                        .and_then(|l| l.troupe().ok().flatten()),
                 })
             })
             .collect();

@@ -143,10 +143,25 @@ struct InConn {
     /// This connection's ledger slot, if one was free.
     slot: Option<u32>,
     last_seq: u64,
+    /// The highest sequence number processed.
     processed: u64,
+    /// Messages read but held back by the actor, in sequence order (see [`Endpoint::hold`]).
+    held: VecDeque<u64>,
     acked: u64,
     out: Vec<u8>,
     out_pos: usize,
+}
+
+impl InConn {
+    /// Every message of this connection up to here has been processed: the highest one
+    /// processed, short of the first still held back. Only this is acknowledged and written
+    /// to the ledger, so a held message is never forgotten by its sender.
+    fn done_upto(&self) -> u64 {
+        match self.held.front() {
+            Some(first) => self.processed.min(first - 1),
+            None => self.processed,
+        }
+    }
 }
 
 /// The sending side of a connection we opened to a peer.
@@ -503,13 +518,31 @@ impl Endpoint {
         }
     }
 
-    /// Records in the ledger that the message behind `receipt` is about to be processed.
-    pub fn begin(&self, receipt: &Receipt) {
+    /// Records in the ledger that the message behind `receipt` is about to be processed, with
+    /// `held_back` more messages waiting outside the inbox (a troupe manager's).
+    pub fn begin(&self, receipt: &Receipt, held_back: usize) {
         if let Some(ledger) = &self.ledger {
-            ledger.set_queued(self.inbox.len() as u64);
+            ledger.set_queued((self.inbox.len() + held_back) as u64);
             if receipt.token != NO_CONN {
                 ledger.begin(receipt.sender, receipt.seq);
             }
+        }
+    }
+
+    /// Records a troupe manager's load in the ledger, for `greenroom status`.
+    pub fn record_troupe_load(&self, load: greenroom_protocol::TroupeLoad) {
+        if let Some(ledger) = &self.ledger {
+            ledger.set_troupe(load);
+        }
+    }
+
+    /// Records that the actor holds back the message behind `receipt` for now: it stays
+    /// unacknowledged (and out of the ledger's done mark) until [`Endpoint::processed`], even
+    /// if later messages of its connection are processed first. Should this process die
+    /// meanwhile, its sender sends it again to the next incarnation.
+    pub fn hold(&mut self, receipt: &Receipt) {
+        if let Some(Conn::In(conn)) = self.conns.get_mut(&receipt.token) {
+            conn.held.push_back(receipt.seq);
         }
     }
 
@@ -519,15 +552,24 @@ impl Endpoint {
         if receipt.token == NO_CONN {
             return;
         }
+        let done_upto = match self.conns.get_mut(&receipt.token) {
+            Some(Conn::In(conn)) => {
+                if let Some(at) = conn.held.iter().position(|seq| *seq == receipt.seq) {
+                    conn.held.remove(at);
+                }
+                conn.processed = conn.processed.max(receipt.seq);
+                conn.done_upto()
+            }
+            _ => receipt.seq,
+        };
         if let Some(ledger) = &self.ledger {
-            ledger.end(receipt.slot, receipt.sender, receipt.seq);
+            ledger.end(receipt.slot, receipt.sender, done_upto);
         }
         let unrecorded = self.ledger.is_some() && receipt.slot.is_none();
         let Some(Conn::In(conn)) = self.conns.get_mut(&receipt.token) else {
             return;
         };
-        conn.processed = conn.processed.max(receipt.seq);
-        if unrecorded || conn.processed - conn.acked >= ACK_BATCH {
+        if unrecorded || done_upto.saturating_sub(conn.acked) >= ACK_BATCH {
             self.send_ack(receipt.token);
         } else if self.ack_due.is_none() {
             self.ack_due = Some(Instant::now() + ACK_DELAY);
@@ -663,7 +705,7 @@ impl Endpoint {
             .conns
             .iter()
             .filter_map(|(t, c)| match c {
-                Conn::In(i) if i.processed > i.acked => Some(*t),
+                Conn::In(i) if i.done_upto() > i.acked => Some(*t),
                 _ => None,
             })
             .collect();
@@ -956,6 +998,7 @@ impl Endpoint {
                     slot: None,
                     last_seq: 0,
                     processed: 0,
+                    held: VecDeque::new(),
                     acked: 0,
                     out: Vec::new(),
                     out_pos: 0,
@@ -1104,10 +1147,10 @@ impl Endpoint {
         let Some(Conn::In(conn)) = self.conns.get_mut(&token) else {
             return;
         };
-        if conn.processed <= conn.acked {
+        let upto = conn.done_upto();
+        if upto <= conn.acked {
             return;
         }
-        let upto = conn.processed;
         if encode_frame(&mut conn.out, &DataReply::Ack { upto }, u32::MAX, "ack").is_ok() {
             conn.acked = upto;
         }

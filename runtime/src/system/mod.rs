@@ -46,7 +46,7 @@ use greenroom_protocol::{
 };
 
 use crate::{
-    actor::{actor_type_name, check_capabilities, Actor, Registry},
+    actor::{check_capabilities, created_type_name, Actor, Registry},
     error::{Error, Result},
     message::{is_system_tag, AnyMessage, Message, PoisonMessage},
 };
@@ -421,7 +421,40 @@ impl ActorSystem {
         requirements: &Capabilities,
     ) -> Result<Address> {
         check_capabilities::<A>(&self.capabilities()?, requirements)?;
-        self.create(actor_type_name::<A>(), spec, global_name)
+        self.create(created_type_name::<A>(), spec, global_name)
+    }
+
+    /// Creates a top-level [troupe](crate::troupe) of `A` workers with these settings
+    /// (whatever `A` declares with [`Actor::troupe`]), and returns the troupe's address.
+    /// `spec` is the manager's: its `supervision` bounds how often workers may be restarted.
+    ///
+    /// ```
+    /// # use greenroom::{Actor, ActorResult, ActorSystem, Address, AnyMessage, Base, ChildSpec, Context, Registry, SystemConfig, Troupe, TroupeReport, TroupeStatus};
+    /// # use std::time::Duration;
+    /// #[derive(Default)]
+    /// struct Doubler;
+    /// impl Actor for Doubler {
+    ///     fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, sender: Address) -> ActorResult {
+    ///         if let Some(n) = msg.downcast::<u64>() {
+    ///             ctx.send(sender, 2 * n)?;
+    ///         }
+    ///         Ok(())
+    ///     }
+    /// }
+    /// # let system = ActorSystem::start_with(SystemConfig::default().base(Base::Simple).registry(Registry::new().register::<Doubler>()))?;
+    /// let settings = Troupe { max_workers: 2, ..Troupe::default() };
+    /// let pool = system.create_troupe::<Doubler>(settings, ChildSpec::default())?;
+    /// let doubled: u64 = system.ask(pool, 21u64, Duration::from_secs(5))?;
+    /// assert_eq!(doubled, 42);
+    /// let report: TroupeReport = system.ask(pool, TroupeStatus, Duration::from_secs(5))?;
+    /// assert_eq!((report.max_workers, report.workers), (2, 1));
+    /// # Ok::<(), greenroom::Error>(())
+    /// ```
+    pub fn create_troupe<A: Actor>(&self, settings: crate::Troupe, spec: ChildSpec) -> Result<Address> {
+        check_capabilities::<A>(&self.capabilities()?, &Capabilities::new())?;
+        let troupe = self.create(crate::troupe::manager_type_name::<A>(), spec, None)?;
+        self.tell(troupe, crate::troupe::ConfigureTroupe(settings))?;
+        Ok(troupe)
     }
 
     /// The actor of type `A` known system-wide as `name`: the live actor holding the name

@@ -49,6 +49,7 @@ use crate::{
         is_exit_traffic, take_undecodable, ActorExitRequest, AnyMessage, ChildActorExited, DeadEnvelope, Message,
         PoisonMessage, WakeupMessage,
     },
+    troupe::{TroupeDone, WorkerRole},
 };
 
 /// One `receive` call, as recorded with [`SystemConfig::record_deliveries`].
@@ -98,6 +99,11 @@ struct Slot {
     children: Vec<u64>,
     exiting: bool,
     global_name: Option<String>,
+    /// Messages the actor holds back for now (a troupe manager with no free worker), oldest
+    /// first; offered again after each of its `receive`s.
+    held: VecDeque<(Address, AnyMessage)>,
+    /// This actor's side of a troupe, if it works in one.
+    worker: WorkerRole,
 }
 
 /// A pending `wakeup_after`, ordered by due time, then by the order they were asked.
@@ -475,6 +481,8 @@ impl Core {
                 children: Vec::new(),
                 exiting: false,
                 global_name: global_name.map(str::to_owned),
+                held: VecDeque::new(),
+                worker: WorkerRole::default(),
             },
         );
         Ok(Address::local(id))
@@ -555,6 +563,45 @@ impl Core {
             self.dead_letter(sender, target, msg);
             return;
         }
+        let holds_back = slot.actor.as_ref().is_some_and(|actor| {
+            actor.holds_back(&msg)
+                || (!slot.held.is_empty() && !actor.overtakes(&msg) && slot.held.iter().any(|(s, _)| *s == sender))
+        });
+        if holds_back {
+            slot.held.push_back((sender, msg));
+            return;
+        }
+        self.run_actor(sender, target, msg);
+        self.release_held(id);
+    }
+
+    /// Runs the held messages the actor now takes, oldest first. Called after every delivery,
+    /// so that whenever messages are held the actor holds back the oldest (as the host does).
+    fn release_held(&mut self, id: u64) {
+        loop {
+            let Some(slot) = self.actors.get_mut(&id) else { return };
+            let takes_front = !slot.exiting
+                && slot
+                    .held
+                    .front()
+                    .is_some_and(|(_, msg)| slot.actor.as_ref().is_some_and(|a| !a.holds_back(msg)));
+            if !takes_front {
+                return;
+            }
+            let Some((sender, msg)) = slot.held.pop_front() else {
+                return;
+            };
+            self.run_actor(sender, Address::local(id), msg);
+        }
+    }
+
+    /// One delivery to a live actor: the retry, poison and exit rules, then the dead-letter
+    /// path for a message that did not decode. A troupe manager's hand-off runs on the
+    /// message it carries, from its original sender, and the manager hears when the worker
+    /// is free.
+    fn run_actor(&mut self, sender: Address, target: Address, msg: AnyMessage) {
+        let id = target.id();
+        let Some(slot) = self.actors.get_mut(&id) else { return };
         let Some(mut actor) = slot.actor.take() else {
             // Only its own receive holds it, and nothing is delivered during a receive.
             tracing::error!(actor = %target, "simple base: re-entrant delivery refused");
@@ -563,6 +610,12 @@ impl Core {
         if let Some(exited) = msg.downcast::<ChildActorExited>() {
             slot.children.retain(|c| Address::local(*c) != exited.child);
         }
+        take_undecodable();
+        let manager = sender;
+        let (sender, msg, job) = match slot.worker.take_job(sender, &msg) {
+            Some(work) => (work.sender, work.message, true),
+            None => (sender, msg, false),
+        };
         if let Some(recorded) = self.deliveries.as_mut() {
             recorded.push(Delivery {
                 at: self.now,
@@ -572,7 +625,6 @@ impl Core {
             });
         }
         let is_exit = msg.is::<ActorExitRequest>();
-        take_undecodable();
         let running = RunningActorCode::enter();
         let failure = receive_with_retry(&msg, |attempt| {
             let mut backend = SimpleBackend { core: self, me: target };
@@ -616,6 +668,12 @@ impl Core {
                 }
             }
         }
+        if job {
+            let free = self.actors.get_mut(&id).and_then(|slot| slot.worker.job_finished());
+            if free.is_some() {
+                self.enqueue_message(target, manager, &TroupeDone);
+            }
+        }
         if is_exit {
             self.begin_exit(id);
         } else {
@@ -632,6 +690,7 @@ impl Core {
         }
         slot.exiting = true;
         let children = slot.children.clone();
+        let held = std::mem::take(&mut slot.held);
         self.timers.retain(|Reverse(t)| t.actor != id);
         // An exiting actor takes only exit traffic: dead letters are logged from now on.
         if self.dead_letter_handler == Some(id) {
@@ -639,6 +698,10 @@ impl Core {
         }
         for child in children.into_iter().rev() {
             self.enqueue_message(Address::local(id), Address::local(child), &ActorExitRequest);
+        }
+        // What it held back it will never take: as any message to an exiting actor.
+        for (sender, msg) in held {
+            self.dead_letter(sender, Address::local(id), msg);
         }
         self.finish_exit_if_done(id);
     }
@@ -725,6 +788,23 @@ impl Backend for SimpleBackend<'_> {
     fn update_capability(&mut self, key: &str, value: Option<Payload>) -> Result<()> {
         self.core.capabilities.set_encoded(key, value);
         Ok(())
+    }
+
+    fn set_work_in_progress(&mut self, on: bool) -> Result<()> {
+        let me = self.me;
+        let free = self
+            .core
+            .actors
+            .get_mut(&me.id())
+            .and_then(|slot| slot.worker.set_in_progress(on));
+        if let Some(manager) = free {
+            self.core.enqueue_message(me, manager, &TroupeDone);
+        }
+        Ok(())
+    }
+
+    fn held_back(&self) -> usize {
+        self.core.actors.get(&self.me.id()).map_or(0, |slot| slot.held.len())
     }
 
     fn handle_dead_letters(&mut self, start: bool) -> Result<()> {

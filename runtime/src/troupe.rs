@@ -1,0 +1,481 @@
+//! Troupes: one address standing for an elastic pool of worker actors of one type — how a
+//! process-per-actor system gets parallelism on every core (Thespian's `@troupe`).
+//!
+//! A troupe is two kinds of actor. Its **manager** ([`TroupeManager<W>`], runtime code) owns
+//! the public address and does no work; its **workers** are ordinary actors of type `W`,
+//! children of the manager, each in its own process.
+//!
+//! ```text
+//!  sender ──msg──▶ manager ──TroupeWork{sender, msg}──▶ worker   (an idle one, or a new one
+//!     ▲                ▲                                   │      while fewer than max exist)
+//!     │                └──────────── TroupeDone ───────────┤
+//!     └──────────── reply (the worker sees `sender`) ──────┘
+//! ```
+//!
+//! ## Rules
+//! * Each message goes to an idle worker; if none is idle and fewer than `max_workers` exist,
+//!   a new worker is started for it. Otherwise the message **stays in the manager's mailbox,
+//!   unprocessed**, in arrival order, until a worker is free. It is not taken into the
+//!   manager's memory: a manager that is killed and restarted gets it again from its sender,
+//!   like any message an actor had not yet processed, and the queue counts against each
+//!   sender's send window (backpressure instead of an unbounded queue).
+//! * The worker's host unwraps the hand-off: `receive` sees the original message and the
+//!   original sender, and replies to it directly (not through the manager). When `receive`
+//!   returns, the host tells the manager the worker is free, in the same write as the reply.
+//! * [`Context::set_work_in_progress`] marks a worker busy across several messages (for
+//!   example while it waits for answers from other actors): it gets nothing new and is not
+//!   stopped for idleness until it clears the mark.
+//! * A worker that fails on a message twice returns it to the original sender as
+//!   [`PoisonMessage`], as any actor does. A worker whose process dies mid-message: the
+//!   message goes back to its original sender as `PoisonMessage` (it may be what killed the
+//!   worker, so it is not run again), the worker is restarted by `worker_spec`'s policy, and
+//!   the messages waiting in the manager's mailbox go on to the workers.
+//! * Idle workers beyond `idle_workers` are stopped (`ActorExitRequest`) once they have been
+//!   idle for `idle_timeout`.
+//! * At run time, [`TroupeStatus`] asks for a [`TroupeReport`], and
+//!   [`UpdateTroupeSettings`] changes the pool's bounds (answered with a report of the values
+//!   in effect). `greenroom status` shows each troupe's workers, busy count and queue.
+//! * On the simple base everything runs in one thread: the same rules hold (workers are
+//!   created, handed messages and stopped the same way), without parallelism.
+//!
+//! ## Declaring a troupe
+//! Per actor type, with [`Actor::troupe`]: every typed create of that type then makes a
+//! troupe. Or per create, with [`crate::ActorSystem::create_troupe`] /
+//! [`Context::create_troupe`]. Settings given at create time, or changed later with
+//! [`UpdateTroupeSettings`], last as long as the manager's process; a manager that is
+//! restarted starts again from the type's declared settings.
+//!
+//! ```
+//! use greenroom::{Actor, ActorResult, Address, AnyMessage, Context, Troupe};
+//! use std::time::Duration;
+//!
+//! #[derive(Default)]
+//! struct Hasher;
+//! impl Actor for Hasher {
+//!     fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, sender: Address) -> ActorResult {
+//!         if let Some(data) = msg.downcast::<Vec<u8>>() {
+//!             let sum: u64 = data.iter().map(|b| u64::from(*b)).sum();
+//!             ctx.send(sender, sum)?; // straight back to whoever sent the data
+//!         }
+//!         Ok(())
+//!     }
+//!     // Every `create_actor::<Hasher>()` makes a troupe of up to 4 hashers.
+//!     fn troupe() -> Option<Troupe> {
+//!         Some(Troupe { max_workers: 4, ..Troupe::default() })
+//!     }
+//! }
+//! ```
+
+use std::{collections::BTreeMap, marker::PhantomData, time::Duration};
+
+use greenroom_protocol::{Address, ChildSpec, TroupeLoad};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    actor::{Actor, ActorResult, Context},
+    message::{ActorExitRequest, AnyMessage, ChildActorExited, ChildRestarted, Message, PoisonMessage, WakeupMessage},
+};
+
+/// A troupe's bounds.
+///
+/// | field | default | meaning |
+/// |---|---|---|
+/// | `max_workers` | 10 | workers never exceed this (at least 1) |
+/// | `idle_workers` | 2 | idle workers kept; more are stopped after `idle_timeout` |
+/// | `idle_timeout` | 2 s | how long an extra worker may stay idle |
+/// | `worker_spec` | [`ChildSpec::default`]: permanent, restarted after a crash | how each worker is supervised by the manager (its restart policy, liveness and resource limits); the manager's own spec's `supervision` sets the restart intensity |
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Troupe {
+    pub max_workers: u32,
+    pub idle_workers: u32,
+    pub idle_timeout: Duration,
+    pub worker_spec: ChildSpec,
+}
+
+impl Default for Troupe {
+    fn default() -> Self {
+        Troupe {
+            max_workers: 10,
+            idle_workers: 2,
+            idle_timeout: Duration::from_secs(2),
+            worker_spec: ChildSpec::default(),
+        }
+    }
+}
+
+impl Troupe {
+    /// At least one worker, and never more kept idle than may exist.
+    fn sanitized(self) -> Self {
+        let max_workers = self.max_workers.max(1);
+        Troupe {
+            max_workers,
+            idle_workers: self.idle_workers.min(max_workers),
+            idle_timeout: self.idle_timeout.min(greenroom_protocol::supervision::LONGEST),
+            worker_spec: self.worker_spec.clamped(),
+        }
+    }
+}
+
+/// Asks a troupe's manager for a [`TroupeReport`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct TroupeStatus;
+
+/// Changes a troupe's bounds at run time (`None` keeps a value); answered with a
+/// [`TroupeReport`] of the values in effect. Lowering `max_workers` stops idle workers at
+/// once and busy ones as they finish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct UpdateTroupeSettings {
+    pub max_workers: Option<u32>,
+    pub idle_workers: Option<u32>,
+    pub idle_timeout: Option<Duration>,
+}
+
+/// A troupe's settings and load, the answer to [`TroupeStatus`] and [`UpdateTroupeSettings`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TroupeReport {
+    pub max_workers: u32,
+    pub idle_workers: u32,
+    pub idle_timeout: Duration,
+    /// Workers running or starting (not counting those being stopped).
+    pub workers: u32,
+    /// Workers with a message (or work in progress).
+    pub busy: u32,
+    /// Messages waiting in the manager's mailbox for a free worker.
+    pub queued: u64,
+}
+
+/// A message handed to a worker, with its original sender. Unwrapped by the worker's base.
+#[doc(hidden)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TroupeWork {
+    pub sender: Address,
+    pub message: AnyMessage,
+}
+
+/// Worker → manager: free for the next message.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TroupeDone;
+
+/// Creator → new manager: the settings given at create time (no answer).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigureTroupe(pub Troupe);
+
+/// The manager's own wakeup: stop `worker` if it is still idle since `generation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct ReapIdle {
+    worker: Address,
+    generation: u64,
+}
+
+/// The registered type name of `W`'s troupe manager.
+pub fn manager_type_name<W: Actor>() -> &'static str {
+    std::any::type_name::<TroupeManager<W>>()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WorkerState {
+    /// Free since the manager's `generation`-th idle transition.
+    Idle {
+        generation: u64,
+    },
+    Busy,
+    /// Asked to exit; still counts against `max_workers` until its process is gone.
+    Stopping,
+}
+
+/// The manager of a troupe of `W` workers. Registered for every actor type (see
+/// [`crate::Registry::register`]); created by a typed create of a type whose
+/// [`Actor::troupe`] is `Some`, or by `create_troupe`.
+pub struct TroupeManager<W> {
+    settings: Troupe,
+    workers: BTreeMap<Address, WorkerState>,
+    idle_transitions: u64,
+    _worker: PhantomData<fn() -> W>,
+}
+
+impl<W: Actor> TroupeManager<W> {
+    /// A manager with these settings and no workers yet.
+    pub fn new(settings: Troupe) -> Self {
+        TroupeManager {
+            settings: settings.sanitized(),
+            workers: BTreeMap::new(),
+            idle_transitions: 0,
+            _worker: PhantomData,
+        }
+    }
+
+    fn count(&self, wanted: fn(&WorkerState) -> bool) -> u32 {
+        self.workers.values().filter(|s| wanted(s)).count() as u32
+    }
+
+    fn idle_count(&self) -> u32 {
+        self.count(|s| matches!(s, WorkerState::Idle { .. }))
+    }
+
+    /// The first idle worker in address order, so that the latest-made stay idle and are the
+    /// ones stopped.
+    fn idle_worker(&self) -> Option<Address> {
+        self.workers
+            .iter()
+            .find(|(_, s)| matches!(s, WorkerState::Idle { .. }))
+            .map(|(a, _)| *a)
+    }
+
+    fn has_room(&self) -> bool {
+        self.idle_worker().is_some() || (self.workers.len() as u32) < self.settings.max_workers
+    }
+
+    fn report(&self, ctx: &Context<'_>) -> TroupeReport {
+        TroupeReport {
+            max_workers: self.settings.max_workers,
+            idle_workers: self.settings.idle_workers,
+            idle_timeout: self.settings.idle_timeout,
+            workers: self.count(|s| !matches!(s, WorkerState::Stopping)),
+            busy: self.count(|s| matches!(s, WorkerState::Busy)),
+            queued: ctx.held_back() as u64,
+        }
+    }
+
+    /// Hands `msg` to an idle worker, or to a new one.
+    fn hand_off(&mut self, ctx: &mut Context<'_>, sender: Address, msg: &AnyMessage) -> ActorResult {
+        let worker = match self.idle_worker() {
+            Some(worker) => worker,
+            None if (self.workers.len() as u32) < self.settings.max_workers => {
+                let worker = ctx.create_worker::<W>(self.settings.worker_spec)?;
+                self.workers.insert(worker, WorkerState::Idle { generation: 0 });
+                worker
+            }
+            // The base holds work back while there is no room (`holds_back`), so this is a
+            // broken invariant, not a full troupe: the sender gets the message back.
+            None => return Err("troupe manager: a message was released with no worker free".into()),
+        };
+        ctx.send(
+            worker,
+            TroupeWork {
+                sender,
+                message: msg.clone(),
+            },
+        )?;
+        self.workers.insert(worker, WorkerState::Busy);
+        Ok(())
+    }
+
+    /// `worker` is free: give it the next message, stop it if the troupe is over its bounds,
+    /// or schedule a check that stops it if it stays idle too long.
+    fn worker_free(&mut self, ctx: &mut Context<'_>, worker: Address) -> ActorResult {
+        match self.workers.get(&worker) {
+            None | Some(WorkerState::Stopping) => return Ok(()),
+            Some(_) => {}
+        }
+        if self.workers.len() as u32 > self.settings.max_workers {
+            return self.stop(ctx, worker);
+        }
+        self.idle_transitions += 1;
+        let generation = self.idle_transitions;
+        self.workers.insert(worker, WorkerState::Idle { generation });
+        if self.idle_count() > self.settings.idle_workers {
+            ctx.wakeup_after(self.settings.idle_timeout, ReapIdle { worker, generation })?;
+        }
+        Ok(())
+    }
+
+    fn stop(&mut self, ctx: &mut Context<'_>, worker: Address) -> ActorResult {
+        self.workers.insert(worker, WorkerState::Stopping);
+        ctx.send(worker, ActorExitRequest)?;
+        Ok(())
+    }
+
+    fn reap(&mut self, ctx: &mut Context<'_>, reap: ReapIdle) -> ActorResult {
+        let still_idle = self.workers.get(&reap.worker)
+            == Some(&WorkerState::Idle {
+                generation: reap.generation,
+            });
+        if still_idle && self.idle_count() > self.settings.idle_workers {
+            self.stop(ctx, reap.worker)?;
+        }
+        Ok(())
+    }
+
+    /// After a settings change: stop idle workers beyond `max_workers` now, and let the idle
+    /// ones beyond `idle_workers` time out.
+    fn rebalance(&mut self, ctx: &mut Context<'_>) -> ActorResult {
+        let idle: Vec<(Address, u64)> = self
+            .workers
+            .iter()
+            .rev()
+            .filter_map(|(a, s)| match s {
+                WorkerState::Idle { generation } => Some((*a, *generation)),
+                _ => None,
+            })
+            .collect();
+        for (worker, generation) in idle {
+            if self.workers.len() as u32 > self.settings.max_workers {
+                self.stop(ctx, worker)?;
+            } else if self.idle_count() > self.settings.idle_workers {
+                ctx.wakeup_after(self.settings.idle_timeout, ReapIdle { worker, generation })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A message the manager sent came back. A hand-off: its worker died on it (or could not
+    /// take it), so it goes back to its original sender, as a message an actor died on does.
+    fn returned(&mut self, ctx: &mut Context<'_>, poison: PoisonMessage, from: Address) -> ActorResult {
+        match poison.message.downcast::<TroupeWork>() {
+            Some(work) => ctx.send(
+                work.sender,
+                PoisonMessage {
+                    message: work.message,
+                    details: poison.details,
+                },
+            )?,
+            None => tracing::warn!(%from, message_type = poison.message.tag(), details = %poison.details,
+                "troupe manager: a report it sent was returned as poison; dropped"),
+        }
+        Ok(())
+    }
+}
+
+/// The messages a manager handles itself; everything else is work for the workers.
+fn is_for_manager(msg: &AnyMessage) -> bool {
+    let tag = msg.tag();
+    tag == TroupeDone::type_tag()
+        || tag == PoisonMessage::type_tag()
+        || tag == ChildRestarted::type_tag()
+        || tag == ChildActorExited::type_tag()
+        || tag == WakeupMessage::type_tag()
+        || tag == TroupeStatus::type_tag()
+        || tag == UpdateTroupeSettings::type_tag()
+        || tag == ConfigureTroupe::type_tag()
+        || tag == ActorExitRequest::type_tag()
+}
+
+impl<W: Actor> Actor for TroupeManager<W> {
+    fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, sender: Address) -> ActorResult {
+        if !is_for_manager(msg) {
+            return self.hand_off(ctx, sender, msg);
+        }
+        if msg.is::<TroupeDone>() {
+            self.worker_free(ctx, sender)?;
+        } else if let Some(poison) = msg.downcast::<PoisonMessage>() {
+            self.returned(ctx, poison, sender)?;
+        } else if let Some(restarted) = msg.downcast::<ChildRestarted>() {
+            // A new process with nothing in hand; what the old one held went back as poison.
+            self.worker_free(ctx, restarted.child)?;
+        } else if let Some(exited) = msg.downcast::<ChildActorExited>() {
+            self.workers.remove(&exited.child);
+        } else if let Some(wakeup) = msg.downcast::<WakeupMessage>() {
+            if let Some(reap) = wakeup.payload.downcast::<ReapIdle>() {
+                self.reap(ctx, reap)?;
+            }
+        } else if msg.is::<TroupeStatus>() {
+            ctx.send(sender, self.report(ctx))?;
+        } else if let Some(update) = msg.downcast::<UpdateTroupeSettings>() {
+            self.settings = Troupe {
+                max_workers: update.max_workers.unwrap_or(self.settings.max_workers),
+                idle_workers: update.idle_workers.unwrap_or(self.settings.idle_workers),
+                idle_timeout: update.idle_timeout.unwrap_or(self.settings.idle_timeout),
+                ..self.settings
+            }
+            .sanitized();
+            self.rebalance(ctx)?;
+            ctx.send(sender, self.report(ctx))?;
+        } else if let Some(ConfigureTroupe(settings)) = msg.downcast::<ConfigureTroupe>() {
+            self.settings = settings.sanitized();
+            self.rebalance(ctx)?;
+        }
+        // `ActorExitRequest`: the base asks every worker to exit.
+        Ok(())
+    }
+
+    fn holds_back(&self, msg: &AnyMessage) -> bool {
+        !self.has_room() && !is_for_manager(msg)
+    }
+
+    fn overtakes(&self, msg: &AnyMessage) -> bool {
+        msg.is::<TroupeDone>()
+    }
+
+    fn troupe_load(&self) -> Option<TroupeLoad> {
+        Some(TroupeLoad {
+            workers: self.count(|s| !matches!(s, WorkerState::Stopping)),
+            busy: self.count(|s| matches!(s, WorkerState::Busy)),
+            max_workers: self.settings.max_workers,
+        })
+    }
+}
+
+/// A worker's side of a troupe, kept by its base: which manager to tell when it is free.
+#[doc(hidden)]
+#[derive(Debug, Default)]
+pub struct WorkerRole {
+    manager: Option<Address>,
+    on_job: bool,
+    in_progress: bool,
+}
+
+impl WorkerRole {
+    /// If `msg` is a hand-off from a troupe manager (`from`): the original sender and
+    /// message, to run `receive` on.
+    pub fn take_job(&mut self, from: Address, msg: &AnyMessage) -> Option<TroupeWork> {
+        let work = msg.downcast::<TroupeWork>()?;
+        self.manager = Some(from);
+        self.on_job = true;
+        Some(work)
+    }
+
+    /// The job's `receive` has returned: the manager to tell that this worker is free, unless
+    /// it marked work in progress.
+    pub fn job_finished(&mut self) -> Option<Address> {
+        self.on_job = false;
+        self.manager.filter(|_| !self.in_progress)
+    }
+
+    /// Sets or clears the work-in-progress mark: the manager to tell now, when a mark set
+    /// during an earlier job is cleared.
+    pub fn set_in_progress(&mut self, on: bool) -> Option<Address> {
+        let was = std::mem::replace(&mut self.in_progress, on);
+        self.manager.filter(|_| was && !on && !self.on_job)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_are_sanitized() {
+        let s = Troupe {
+            max_workers: 0,
+            idle_workers: 5,
+            idle_timeout: Duration::MAX,
+            ..Troupe::default()
+        }
+        .sanitized();
+        assert_eq!((s.max_workers, s.idle_workers), (1, 1));
+        assert_eq!(s.idle_timeout, greenroom_protocol::supervision::LONGEST);
+    }
+
+    #[test]
+    fn a_worker_is_free_after_its_job_unless_work_is_in_progress() {
+        let manager = Address::local(7);
+        let job = AnyMessage::new(&TroupeWork {
+            sender: Address::local(3),
+            message: AnyMessage::new(&1u32).unwrap(),
+        })
+        .unwrap();
+        let mut role = WorkerRole::default();
+        assert!(role.take_job(manager, &AnyMessage::new(&1u32).unwrap()).is_none());
+        let work = role.take_job(manager, &job).unwrap();
+        assert_eq!(work.sender, Address::local(3));
+        assert_eq!(role.job_finished(), Some(manager));
+
+        role.take_job(manager, &job).unwrap();
+        assert_eq!(role.set_in_progress(true), None);
+        assert_eq!(role.job_finished(), None, "work in progress: not free yet");
+        assert_eq!(role.set_in_progress(false), Some(manager), "cleared later: free now");
+        assert_eq!(role.set_in_progress(false), None, "no second notice");
+    }
+}
