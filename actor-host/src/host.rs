@@ -34,7 +34,7 @@ use greenroom::{
     ledger::{Ledger, LEDGER_FD},
     net::endpoint::{Endpoint, Inbound, Receipt},
     process_role::{CONTROL_FD, LISTENER_FD},
-    troupe::{TroupeDone, WorkerRole},
+    troupe::{TroupeDone, TroupeWork, WorkerRole},
     ActorExitRequest, Address, AnyMessage, Backend, ChildActorExited, Context, CreateFailure, Error, PoisonMessage,
     Registry, WakeupMessage,
 };
@@ -219,6 +219,13 @@ impl Host {
             while let Some(inbound) = self.endpoint.next_inbound() {
                 match inbound {
                     Inbound::Message { sender, msg, receipt } => {
+                        if self.exiting && msg.is::<TroupeWork>() {
+                            if let Err(e) = self.return_unrun_job(&msg, receipt) {
+                                tracing::error!(error = %e, "host event loop failed");
+                                return EXIT_INTERNAL;
+                            }
+                            continue;
+                        }
                         if self.exiting && !is_exit_traffic(&msg) {
                             // Left unprocessed and unacknowledged on purpose: when this host
                             // exits, the sender gets the message back as undelivered (its
@@ -261,7 +268,24 @@ impl Host {
                     } => {
                         tracing::debug!(target_actor = %peer, cause = ?cause, count = undelivered.len(),
                             "messages never processed by a peer that is gone");
-                        self.endpoint.dead_letters(peer, undelivered);
+                        // A troupe manager's hand-offs go back to it, to return to their
+                        // senders; anything else is a dead letter.
+                        let (jobs, others): (Vec<_>, Vec<_>) =
+                            undelivered.into_iter().partition(|m| m.is::<TroupeWork>());
+                        self.endpoint.dead_letters(peer, others);
+                        if !jobs.is_empty() {
+                            let details = format!("never run: {}", cause.into_error(peer));
+                            for job in jobs {
+                                let poison = PoisonMessage {
+                                    message: job,
+                                    details: details.clone(),
+                                };
+                                match AnyMessage::new(&poison) {
+                                    Ok(poison) => self.deliver(peer, &poison),
+                                    Err(e) => tracing::error!(error = %e, "could not encode a PoisonMessage"),
+                                }
+                            }
+                        }
                     }
                     Inbound::AdminLost => {
                         tracing::info!("the admin has gone; exiting");
@@ -289,8 +313,14 @@ impl Host {
     /// Whether a message from a peer must wait in `held`: the actor holds it back, or an
     /// earlier message of its sender is held and it may not overtake it.
     fn holds_back(&self, sender: Address, msg: &AnyMessage) -> bool {
-        self.actor.holds_back(msg)
+        self.waits(msg)
             || (!self.held.is_empty() && !self.actor.overtakes(msg) && self.held.iter().any(|(s, _, _)| *s == sender))
+    }
+
+    /// Whether `msg` must wait for now: the actor holds it back, or it is a troupe hand-off
+    /// while this worker has work in progress.
+    fn waits(&self, msg: &AnyMessage) -> bool {
+        self.actor.holds_back(msg) || self.worker.defers(msg)
     }
 
     /// Processes one message from a peer, then whatever it frees among the held ones.
@@ -310,13 +340,27 @@ impl Host {
         Ok(())
     }
 
+    /// A hand-off this exiting worker will never run: straight back to its original sender,
+    /// as poison (its manager may be gone, and could not return it).
+    fn return_unrun_job(&mut self, msg: &AnyMessage, receipt: Receipt) -> Result<(), Error> {
+        if let Some(work) = msg.downcast::<TroupeWork>() {
+            tracing::debug!(sender = %work.sender, message_type = work.message.tag(),
+                "troupe worker exiting; returning a message it will not run");
+            let details = "the troupe worker stopped before it ran this message".to_owned();
+            self.return_poisoned(work.sender, &work.message, details);
+        }
+        self.endpoint.flush_all()?;
+        self.endpoint.processed(receipt);
+        Ok(())
+    }
+
     /// Processes held messages, oldest first, for as long as the actor takes them. Called
     /// after every message, so that whenever messages are held the actor holds back the
     /// oldest (and everything behind it is held back too, or waits behind an earlier message
     /// of its sender).
     fn release_held(&mut self) -> Result<(), Error> {
         while let Some((sender, msg, receipt)) = self.held.pop_front() {
-            if self.exiting || self.actor.holds_back(&msg) {
+            if self.exiting || self.waits(&msg) {
                 // Still not wanted (or never will be, once exiting: left unprocessed, it goes
                 // back to its sender when this host exits).
                 self.held.push_front((sender, msg, receipt));
@@ -442,6 +486,16 @@ impl Host {
     /// answers `ExitNow` once the children are gone.
     fn begin_exit(&mut self) {
         self.exiting = true;
+        // Hand-offs held while work was in progress will not run now.
+        let (jobs, others): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|(_, m, _)| m.is::<TroupeWork>());
+        self.held = others;
+        for (_, job, receipt) in jobs {
+            if let Err(e) = self.return_unrun_job(&job, receipt) {
+                tracing::error!(error = %e, "could not return a troupe message this worker will not run");
+            }
+        }
         let exit = match AnyMessage::new(&ActorExitRequest) {
             Ok(m) => m,
             Err(e) => {

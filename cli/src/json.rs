@@ -24,11 +24,16 @@
 //!       "restarts": 1,
 //!       "queued": 0,
 //!       "uptime_s": 3.1,
-//!       "rss_kib": 2944
+//!       "rss_kib": 2944,
+//!       "troupe": null
 //!     }
 //!   ]
 //! }
 //! ```
+//!
+//! A troupe's manager has `"troupe": {"workers": 2, "busy": 1, "max_workers": 3}` (its
+//! workers are listed as its children), and its `queued` counts the messages waiting for a
+//! free worker.
 //!
 //! `state` is one of `starting`, `running`, `exiting`, `restarting`, `gone`, `unknown`;
 //! `exit_cause` says why a `gone` actor ended. `pid`, `queued`, `uptime_s` and `rss_kib` are
@@ -66,6 +71,15 @@ pub struct Actor {
     pub queued: Option<u64>,
     pub uptime_s: Option<f64>,
     pub rss_kib: Option<u64>,
+    pub troupe: Option<Troupe>,
+}
+
+/// A troupe manager's load, in [`Actor`].
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Troupe {
+    pub workers: u32,
+    pub busy: u32,
+    pub max_workers: u32,
 }
 
 /// One entry of `list --json`.
@@ -117,6 +131,11 @@ impl Actor {
             queued: a.queued,
             uptime_s: a.started_unix_ms.map(|s| seconds_between(s, now_unix_ms)),
             rss_kib: a.pid.and_then(rss_kib),
+            troupe: a.troupe.map(|t| Troupe {
+                workers: t.workers,
+                busy: t.busy,
+                max_workers: t.max_workers,
+            }),
         }
     }
 }

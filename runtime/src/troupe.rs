@@ -14,7 +14,9 @@
 //!
 //! ## Rules
 //! * Each message goes to an idle worker; if none is idle and fewer than `max_workers` exist,
-//!   a new worker is started for it. Otherwise the message **stays in the manager's mailbox,
+//!   a new worker is started for it; failing both, it is handed to the least loaded worker
+//!   that holds fewer than `1 + prefetch` messages, to run next (so a worker never waits
+//!   idle for the manager while work is queued). Otherwise the message **stays in the manager's mailbox,
 //!   unprocessed**, in arrival order, until a worker is free. It is not taken into the
 //!   manager's memory: a manager that is killed and restarted gets it again from its sender,
 //!   like any message an actor had not yet processed, and the queue counts against each
@@ -23,13 +25,19 @@
 //!   original sender, and replies to it directly (not through the manager). When `receive`
 //!   returns, the host tells the manager the worker is free, in the same write as the reply.
 //! * [`Context::set_work_in_progress`] marks a worker busy across several messages (for
-//!   example while it waits for answers from other actors): it gets nothing new and is not
-//!   stopped for idleness until it clears the mark.
+//!   example while it waits for answers from other actors): it gets nothing new (a message
+//!   handed ahead waits in its mailbox) and is not stopped for idleness until it clears the
+//!   mark.
 //! * A worker that fails on a message twice returns it to the original sender as
 //!   [`PoisonMessage`], as any actor does. A worker whose process dies mid-message: the
 //!   message goes back to its original sender as `PoisonMessage` (it may be what killed the
-//!   worker, so it is not run again), the worker is restarted by `worker_spec`'s policy, and
-//!   the messages waiting in the manager's mailbox go on to the workers.
+//!   worker, so it is not run again), the worker is restarted by `worker_spec`'s policy, a
+//!   message handed ahead to it goes to its new process, and the messages waiting in the
+//!   manager's mailbox go on to the workers. A worker that stops with a message handed
+//!   ahead returns it to its sender as `PoisonMessage` too.
+//! * Messages from one sender keep their order through the manager, control messages
+//!   included: a sender's [`TroupeStatus`] waits behind its own queued work (ask from another
+//!   client to watch a queue). Only a worker's notice that it is free overtakes.
 //! * Idle workers beyond `idle_workers` are stopped (`ActorExitRequest`) once they have been
 //!   idle for `idle_timeout`.
 //! * At run time, [`TroupeStatus`] asks for a [`TroupeReport`], and
@@ -83,12 +91,14 @@ use crate::{
 /// | `max_workers` | 10 | workers never exceed this (at least 1) |
 /// | `idle_workers` | 2 | idle workers kept; more are stopped after `idle_timeout` |
 /// | `idle_timeout` | 2 s | how long an extra worker may stay idle |
+/// | `prefetch` | 1 | messages a busy worker may be handed beyond the one it runs, once no worker is idle and no new one may start: it then never waits for a round trip through the manager between two messages. 0 hands work to idle workers only (Thespian's rule), best when messages take very uneven times, since a message handed ahead waits behind its worker's current one |
 /// | `worker_spec` | [`ChildSpec::default`]: permanent, restarted after a crash | how each worker is supervised by the manager (its restart policy, liveness and resource limits); the manager's own spec's `supervision` sets the restart intensity |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Troupe {
     pub max_workers: u32,
     pub idle_workers: u32,
     pub idle_timeout: Duration,
+    pub prefetch: u32,
     pub worker_spec: ChildSpec,
 }
 
@@ -98,19 +108,21 @@ impl Default for Troupe {
             max_workers: 10,
             idle_workers: 2,
             idle_timeout: Duration::from_secs(2),
+            prefetch: 1,
             worker_spec: ChildSpec::default(),
         }
     }
 }
 
 impl Troupe {
-    /// At least one worker, and never more kept idle than may exist.
+    /// At least one worker, never more kept idle than may exist, a bounded prefetch.
     fn sanitized(self) -> Self {
         let max_workers = self.max_workers.max(1);
         Troupe {
             max_workers,
             idle_workers: self.idle_workers.min(max_workers),
             idle_timeout: self.idle_timeout.min(greenroom_protocol::supervision::LONGEST),
+            prefetch: self.prefetch.min(MAX_PREFETCH),
             worker_spec: self.worker_spec.clamped(),
         }
     }
@@ -128,6 +140,7 @@ pub struct UpdateTroupeSettings {
     pub max_workers: Option<u32>,
     pub idle_workers: Option<u32>,
     pub idle_timeout: Option<Duration>,
+    pub prefetch: Option<u32>,
 }
 
 /// A troupe's settings and load, the answer to [`TroupeStatus`] and [`UpdateTroupeSettings`].
@@ -136,9 +149,10 @@ pub struct TroupeReport {
     pub max_workers: u32,
     pub idle_workers: u32,
     pub idle_timeout: Duration,
+    pub prefetch: u32,
     /// Workers running or starting (not counting those being stopped).
     pub workers: u32,
-    /// Workers with a message (or work in progress).
+    /// Workers with a message in hand (or work in progress).
     pub busy: u32,
     /// Messages waiting in the manager's mailbox for a free worker.
     pub queued: u64,
@@ -174,15 +188,29 @@ pub fn manager_type_name<W: Actor>() -> &'static str {
     std::any::type_name::<TroupeManager<W>>()
 }
 
+/// The most a troupe may prefetch per worker.
+pub const MAX_PREFETCH: u32 = 64;
+
+/// What the manager knows of one worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum WorkerState {
-    /// Free since the manager's `generation`-th idle transition.
-    Idle {
-        generation: u64,
-    },
-    Busy,
+struct Worker {
+    /// Messages handed to it and not yet reported done (or returned).
+    in_hand: u32,
+    /// Counts its idle transitions, so that an idle timer set before it got more work does
+    /// not stop it.
+    generation: u64,
     /// Asked to exit; still counts against `max_workers` until its process is gone.
-    Stopping,
+    stopping: bool,
+}
+
+impl Worker {
+    fn is_idle(&self) -> bool {
+        !self.stopping && self.in_hand == 0
+    }
+
+    fn takes_more(&self, prefetch: u32) -> bool {
+        !self.stopping && self.in_hand <= prefetch
+    }
 }
 
 /// The manager of a troupe of `W` workers. Registered for every actor type (see
@@ -190,7 +218,7 @@ enum WorkerState {
 /// [`Actor::troupe`] is `Some`, or by `create_troupe`.
 pub struct TroupeManager<W> {
     settings: Troupe,
-    workers: BTreeMap<Address, WorkerState>,
+    workers: BTreeMap<Address, Worker>,
     idle_transitions: u64,
     _worker: PhantomData<fn() -> W>,
 }
@@ -206,45 +234,73 @@ impl<W: Actor> TroupeManager<W> {
         }
     }
 
-    fn count(&self, wanted: fn(&WorkerState) -> bool) -> u32 {
-        self.workers.values().filter(|s| wanted(s)).count() as u32
+    fn count(&self, wanted: fn(&Worker) -> bool) -> u32 {
+        self.workers.values().filter(|w| wanted(w)).count() as u32
     }
 
     fn idle_count(&self) -> u32 {
-        self.count(|s| matches!(s, WorkerState::Idle { .. }))
+        self.count(Worker::is_idle)
     }
 
-    /// The first idle worker in address order, so that the latest-made stay idle and are the
-    /// ones stopped.
-    fn idle_worker(&self) -> Option<Address> {
-        self.workers
-            .iter()
-            .find(|(_, s)| matches!(s, WorkerState::Idle { .. }))
+    fn load(&self) -> TroupeLoad {
+        TroupeLoad {
+            workers: self.count(|w| !w.stopping),
+            busy: self.count(|w| !w.stopping && w.in_hand > 0),
+            max_workers: self.settings.max_workers,
+        }
+    }
+
+    fn may_start_worker(&self) -> bool {
+        (self.workers.len() as u32) < self.settings.max_workers
+    }
+
+    /// Where the next message goes, short of starting a worker: the first idle worker in
+    /// address order (so that the latest-made stay idle and are the ones stopped); with none
+    /// idle and no worker to start, the least loaded one that may take one more
+    /// (`prefetch`).
+    fn pick(&self, may_queue_behind: bool) -> Option<Address> {
+        let idle = self.workers.iter().find(|(_, w)| w.is_idle());
+        let behind = || {
+            self.workers
+                .iter()
+                .filter(|(_, w)| w.takes_more(self.settings.prefetch))
+                .min_by_key(|(_, w)| w.in_hand)
+        };
+        idle.or_else(|| if may_queue_behind { behind() } else { None })
             .map(|(a, _)| *a)
     }
 
     fn has_room(&self) -> bool {
-        self.idle_worker().is_some() || (self.workers.len() as u32) < self.settings.max_workers
+        self.may_start_worker() || self.pick(true).is_some()
     }
 
     fn report(&self, ctx: &Context<'_>) -> TroupeReport {
+        let load = self.load();
         TroupeReport {
             max_workers: self.settings.max_workers,
             idle_workers: self.settings.idle_workers,
             idle_timeout: self.settings.idle_timeout,
-            workers: self.count(|s| !matches!(s, WorkerState::Stopping)),
-            busy: self.count(|s| matches!(s, WorkerState::Busy)),
+            prefetch: self.settings.prefetch,
+            workers: load.workers,
+            busy: load.busy,
             queued: ctx.held_back() as u64,
         }
     }
 
-    /// Hands `msg` to an idle worker, or to a new one.
+    /// Hands `msg` to an idle worker, to a new one, or behind a busy one's current message.
     fn hand_off(&mut self, ctx: &mut Context<'_>, sender: Address, msg: &AnyMessage) -> ActorResult {
-        let worker = match self.idle_worker() {
+        let worker = match self.pick(!self.may_start_worker()) {
             Some(worker) => worker,
-            None if (self.workers.len() as u32) < self.settings.max_workers => {
+            None if self.may_start_worker() => {
                 let worker = ctx.create_worker::<W>(self.settings.worker_spec)?;
-                self.workers.insert(worker, WorkerState::Idle { generation: 0 });
+                self.workers.insert(
+                    worker,
+                    Worker {
+                        in_hand: 0,
+                        generation: 0,
+                        stopping: false,
+                    },
+                );
                 worker
             }
             // The base holds work back while there is no room (`holds_back`), so this is a
@@ -258,23 +314,32 @@ impl<W: Actor> TroupeManager<W> {
                 message: msg.clone(),
             },
         )?;
-        self.workers.insert(worker, WorkerState::Busy);
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.in_hand += 1;
+        }
         Ok(())
     }
 
-    /// `worker` is free: give it the next message, stop it if the troupe is over its bounds,
-    /// or schedule a check that stops it if it stays idle too long.
-    fn worker_free(&mut self, ctx: &mut Context<'_>, worker: Address) -> ActorResult {
-        match self.workers.get(&worker) {
-            None | Some(WorkerState::Stopping) => return Ok(()),
-            Some(_) => {}
+    /// `worker` finished (or gave back) one message. Once it holds none: stop it if the
+    /// troupe is over its bounds, or schedule a check that stops it if it stays idle too
+    /// long.
+    fn finished_one(&mut self, ctx: &mut Context<'_>, worker: Address) -> ActorResult {
+        let over_max = self.workers.len() as u32 > self.settings.max_workers;
+        let Some(w) = self.workers.get_mut(&worker) else {
+            return Ok(()); // a worker of an earlier incarnation of this manager
+        };
+        // Saturating: a worker killed between reporting a message done and recording it so
+        // returns that message as well.
+        w.in_hand = w.in_hand.saturating_sub(1);
+        if !w.is_idle() {
+            return Ok(());
         }
-        if self.workers.len() as u32 > self.settings.max_workers {
+        if over_max {
             return self.stop(ctx, worker);
         }
         self.idle_transitions += 1;
-        let generation = self.idle_transitions;
-        self.workers.insert(worker, WorkerState::Idle { generation });
+        w.generation = self.idle_transitions;
+        let generation = w.generation;
         if self.idle_count() > self.settings.idle_workers {
             ctx.wakeup_after(self.settings.idle_timeout, ReapIdle { worker, generation })?;
         }
@@ -282,16 +347,18 @@ impl<W: Actor> TroupeManager<W> {
     }
 
     fn stop(&mut self, ctx: &mut Context<'_>, worker: Address) -> ActorResult {
-        self.workers.insert(worker, WorkerState::Stopping);
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.stopping = true;
+        }
         ctx.send(worker, ActorExitRequest)?;
         Ok(())
     }
 
     fn reap(&mut self, ctx: &mut Context<'_>, reap: ReapIdle) -> ActorResult {
-        let still_idle = self.workers.get(&reap.worker)
-            == Some(&WorkerState::Idle {
-                generation: reap.generation,
-            });
+        let still_idle = self
+            .workers
+            .get(&reap.worker)
+            .is_some_and(|w| w.is_idle() && w.generation == reap.generation);
         if still_idle && self.idle_count() > self.settings.idle_workers {
             self.stop(ctx, reap.worker)?;
         }
@@ -305,10 +372,8 @@ impl<W: Actor> TroupeManager<W> {
             .workers
             .iter()
             .rev()
-            .filter_map(|(a, s)| match s {
-                WorkerState::Idle { generation } => Some((*a, *generation)),
-                _ => None,
-            })
+            .filter(|(_, w)| w.is_idle())
+            .map(|(a, w)| (*a, w.generation))
             .collect();
         for (worker, generation) in idle {
             if self.workers.len() as u32 > self.settings.max_workers {
@@ -320,17 +385,20 @@ impl<W: Actor> TroupeManager<W> {
         Ok(())
     }
 
-    /// A message the manager sent came back. A hand-off: its worker died on it (or could not
-    /// take it), so it goes back to its original sender, as a message an actor died on does.
+    /// A message the manager sent came back. A hand-off: its worker died on it or is gone,
+    /// so it goes back to its original sender, as a message an actor died on does.
     fn returned(&mut self, ctx: &mut Context<'_>, poison: PoisonMessage, from: Address) -> ActorResult {
         match poison.message.downcast::<TroupeWork>() {
-            Some(work) => ctx.send(
-                work.sender,
-                PoisonMessage {
-                    message: work.message,
-                    details: poison.details,
-                },
-            )?,
+            Some(work) => {
+                ctx.send(
+                    work.sender,
+                    PoisonMessage {
+                        message: work.message,
+                        details: poison.details,
+                    },
+                )?;
+                self.finished_one(ctx, from)?;
+            }
             None => tracing::warn!(%from, message_type = poison.message.tag(), details = %poison.details,
                 "troupe manager: a report it sent was returned as poison; dropped"),
         }
@@ -358,12 +426,12 @@ impl<W: Actor> Actor for TroupeManager<W> {
             return self.hand_off(ctx, sender, msg);
         }
         if msg.is::<TroupeDone>() {
-            self.worker_free(ctx, sender)?;
+            self.finished_one(ctx, sender)?;
         } else if let Some(poison) = msg.downcast::<PoisonMessage>() {
             self.returned(ctx, poison, sender)?;
-        } else if let Some(restarted) = msg.downcast::<ChildRestarted>() {
-            // A new process with nothing in hand; what the old one held went back as poison.
-            self.worker_free(ctx, restarted.child)?;
+        } else if msg.is::<ChildRestarted>() {
+            // Nothing to do: the message the old process died on comes back as poison
+            // (counted then), and the rest of its hand is sent again to the new one.
         } else if let Some(exited) = msg.downcast::<ChildActorExited>() {
             self.workers.remove(&exited.child);
         } else if let Some(wakeup) = msg.downcast::<WakeupMessage>() {
@@ -377,6 +445,7 @@ impl<W: Actor> Actor for TroupeManager<W> {
                 max_workers: update.max_workers.unwrap_or(self.settings.max_workers),
                 idle_workers: update.idle_workers.unwrap_or(self.settings.idle_workers),
                 idle_timeout: update.idle_timeout.unwrap_or(self.settings.idle_timeout),
+                prefetch: update.prefetch.unwrap_or(self.settings.prefetch),
                 ..self.settings
             }
             .sanitized();
@@ -399,11 +468,7 @@ impl<W: Actor> Actor for TroupeManager<W> {
     }
 
     fn troupe_load(&self) -> Option<TroupeLoad> {
-        Some(TroupeLoad {
-            workers: self.count(|s| !matches!(s, WorkerState::Stopping)),
-            busy: self.count(|s| matches!(s, WorkerState::Busy)),
-            max_workers: self.settings.max_workers,
-        })
+        Some(self.load())
     }
 }
 
@@ -431,6 +496,12 @@ impl WorkerRole {
     pub fn job_finished(&mut self) -> Option<Address> {
         self.on_job = false;
         self.manager.filter(|_| !self.in_progress)
+    }
+
+    /// Whether `msg` must wait in the mailbox: a further hand-off while work is in progress
+    /// (the manager sent it before it knew).
+    pub fn defers(&self, msg: &AnyMessage) -> bool {
+        self.in_progress && msg.is::<TroupeWork>()
     }
 
     /// Sets or clears the work-in-progress mark: the manager to tell now, when a mark set
@@ -475,7 +546,10 @@ mod tests {
         role.take_job(manager, &job).unwrap();
         assert_eq!(role.set_in_progress(true), None);
         assert_eq!(role.job_finished(), None, "work in progress: not free yet");
+        assert!(role.defers(&job), "a further hand-off waits");
+        assert!(!role.defers(&AnyMessage::new(&1u32).unwrap()), "other messages do not");
         assert_eq!(role.set_in_progress(false), Some(manager), "cleared later: free now");
         assert_eq!(role.set_in_progress(false), None, "no second notice");
+        assert!(!role.defers(&job));
     }
 }

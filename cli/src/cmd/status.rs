@@ -54,7 +54,7 @@ pub fn render(status: &Status) -> String {
 }
 
 fn line(a: &Actor) -> String {
-    let mut s = format!("{} {}", a.address, short_type(&a.type_name));
+    let mut s = format!("{} {}", a.address, shown_type(&a.type_name));
     if let Some(name) = &a.global_name {
         s.push_str(&format!(" \"{name}\""));
     }
@@ -66,6 +66,9 @@ fn line(a: &Actor) -> String {
         s.push_str(&format!("  pid {pid}"));
     }
     s.push_str(&format!("  restarts {}", a.restarts));
+    if let Some(t) = a.troupe {
+        s.push_str(&format!("  workers {}/{} busy {}", t.workers, t.max_workers, t.busy));
+    }
     if let Some(q) = a.queued {
         s.push_str(&format!("  queued {q}"));
     }
@@ -76,6 +79,18 @@ fn line(a: &Actor) -> String {
         s.push_str(&format!("  rss {:.1} MiB", kib as f64 / 1024.0));
     }
     s
+}
+
+/// An actor type as status shows it: its last two path segments, and a troupe's manager as
+/// `troupe of demo::Worker`.
+fn shown_type(type_name: &str) -> String {
+    match type_name
+        .strip_prefix("greenroom::troupe::TroupeManager<")
+        .and_then(|t| t.strip_suffix('>'))
+    {
+        Some(worker) => format!("troupe of {}", short_type(worker)),
+        None => short_type(type_name).to_owned(),
+    }
 }
 
 /// `demo::Counter` for `greenroom_examples::demo::Counter`: the last two path segments.
@@ -108,6 +123,7 @@ mod tests {
             queued: Some(0),
             uptime_s: Some(1.0),
             rss_kib: Some(2048),
+            troupe: None,
         }
     }
 
@@ -132,5 +148,22 @@ mod tests {
         assert!(lines[2].starts_with("    @3 "), "{text}");
         assert!(lines[3].starts_with("  @4 "), "{text}");
         assert!(lines[1].ends_with("rss 2.0 MiB"), "{text}");
+    }
+
+    #[test]
+    fn a_troupe_shows_its_workers_busy_count_and_queue() {
+        let mut manager = actor("@2", None);
+        manager.type_name = "greenroom::troupe::TroupeManager<app::demo::Worker>".into();
+        manager.troupe = Some(crate::json::Troupe {
+            workers: 2,
+            busy: 2,
+            max_workers: 4,
+        });
+        manager.queued = Some(7);
+        let text = line(&manager);
+        assert!(
+            text.starts_with("@2 troupe of demo::Worker  running  pid 10  restarts 1  workers 2/4 busy 2  queued 7"),
+            "{text}"
+        );
     }
 }

@@ -21,8 +21,8 @@ use std::{
 };
 
 use greenroom::{
-    Actor, ActorExitRequest, ActorResult, ActorSystem, Address, AnyMessage, Backoff, Context, Error, Registry,
-    SupervisorSpec, SystemConfig,
+    Actor, ActorExitRequest, ActorResult, ActorSystem, Address, AnyMessage, Backoff, ChildSpec, Context, Error,
+    Registry, SupervisorSpec, SystemConfig, Troupe,
 };
 use serde::{Deserialize, Serialize};
 
@@ -90,6 +90,37 @@ impl Actor for Sink {
     }
 }
 
+/// CPU-bound work for a [`Hasher`]: hash a 64 KiB buffer `rounds` times.
+#[derive(Debug, Serialize, Deserialize)]
+struct HashJob {
+    seed: u64,
+    rounds: u32,
+}
+
+/// Answers each [`HashJob`] with the hash; runs alone or as a troupe's worker.
+#[derive(Default)]
+struct Hasher;
+
+impl Actor for Hasher {
+    fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, sender: Address) -> ActorResult {
+        if let Some(job) = msg.downcast::<HashJob>() {
+            ctx.send(sender, hash_work(job.seed, job.rounds))?;
+        }
+        Ok(())
+    }
+}
+
+fn hash_work(seed: u64, rounds: u32) -> u64 {
+    use std::hash::{Hash, Hasher as _};
+    let buffer = vec![seed as u8; 64 * 1024];
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for round in 0..rounds {
+        round.hash(&mut h);
+        buffer.hash(&mut h);
+    }
+    h.finish()
+}
+
 // ---- measurement helpers ----
 
 #[derive(Debug, Clone, Copy)]
@@ -124,8 +155,12 @@ fn pin(pid: i32, cpus: &[usize]) {
     }
 }
 
+/// Every online CPU. (Not `available_parallelism`, which counts only the CPUs the calling
+/// thread may use: after a `pin` that is one, and a "restore" would keep it pinned.)
 fn all_cpus() -> Vec<usize> {
-    (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect()
+    // SAFETY: sysconf only reads a system constant.
+    let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    (0..usize::try_from(online).unwrap_or(1).max(1)).collect()
 }
 
 /// Runs this executable as a raw child (no Greenroom) in `mode` (with an optional `arg`),
@@ -375,6 +410,112 @@ fn greenroom_kill_restart(system: &ActorSystem, trials: usize) -> Result<Latency
     Ok(latency_us(samples))
 }
 
+/// Sends `jobs` hash jobs to `to` at once and waits for every answer: the wall time.
+fn hash_jobs(system: &ActorSystem, to: Address, jobs: u64, rounds: u32) -> Result<Duration, Error> {
+    let t = Instant::now();
+    for seed in 0..jobs {
+        system.tell(to, HashJob { seed, rounds })?;
+    }
+    for _ in 0..jobs {
+        let answer = system.listen(Duration::from_secs(60))?;
+        if answer.is_none() {
+            return Err(Error::Timeout {
+                address: to,
+                timeout: Duration::from_secs(60),
+            });
+        }
+    }
+    Ok(t.elapsed())
+}
+
+/// The raw limit of the troupe figure: the same jobs on one thread, then split over two
+/// threads of this process (no messages at all). Returns the two wall times.
+fn raw_parallel_hash(jobs: u64, rounds: u32) -> (Duration, Duration) {
+    let t = Instant::now();
+    for seed in 0..jobs {
+        std::hint::black_box(hash_work(seed, rounds));
+    }
+    let one = t.elapsed();
+    let t = Instant::now();
+    std::thread::scope(|scope| {
+        for half in 0..2 {
+            scope.spawn(move || {
+                for seed in (half..jobs).step_by(2) {
+                    std::hint::black_box(hash_work(seed, rounds));
+                }
+            });
+        }
+    });
+    (one, t.elapsed())
+}
+
+/// About 1 ms of hashing per job on this class of machine: CPU-bound work, long enough
+/// that the troupe figure measures parallelism (the next row measures the manager's hop).
+const HASH_ROUNDS: u32 = 64;
+
+/// The troupe figures: `jobs` CPU-bound jobs through one actor and through a troupe of two
+/// workers, alternately `reps` times (median times and median speed-up), and the ask round
+/// trip through a one-worker troupe against a direct ask.
+struct TroupeFigures {
+    alone: f64,
+    pooled: f64,
+    speedup: f64,
+    direct: Latency,
+    relayed: Latency,
+}
+
+fn troupe_figures(system: &ActorSystem, jobs: u64, reps: usize, rounds: usize) -> Result<TroupeFigures, Error> {
+    let single = system.create_actor::<Hasher>()?;
+    let pool = Troupe {
+        max_workers: 2,
+        idle_workers: 2,
+        ..Troupe::default()
+    };
+    let troupe = system.create_troupe::<Hasher>(pool, ChildSpec::default())?;
+    // Warm up, and start both workers.
+    hash_jobs(system, single, 4, HASH_ROUNDS)?;
+    hash_jobs(system, troupe, 4, HASH_ROUNDS)?;
+    let (mut alone, mut pooled, mut speedup) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..reps {
+        let a = hash_jobs(system, single, jobs, HASH_ROUNDS)?.as_secs_f64();
+        let p = hash_jobs(system, troupe, jobs, HASH_ROUNDS)?.as_secs_f64();
+        alone.push(a);
+        pooled.push(p);
+        speedup.push(a / p);
+    }
+    stop(system, single)?;
+    stop(system, troupe)?;
+
+    let direct = system.create_actor::<Echo>()?;
+    let one = Troupe {
+        max_workers: 1,
+        ..Troupe::default()
+    };
+    let relayed = system.create_troupe::<Echo>(one, ChildSpec::default())?;
+    let direct_rt = greenroom_round_trip(system, direct, rounds)?;
+    let relayed_rt = greenroom_round_trip(system, relayed, rounds)?;
+    stop(system, direct)?;
+    stop(system, relayed)?;
+    Ok(TroupeFigures {
+        alone: median(alone),
+        pooled: median(pooled),
+        speedup: median(speedup),
+        direct: direct_rt,
+        relayed: relayed_rt,
+    })
+}
+
+/// Asks `actor` to exit and waits until it (with its children) is gone, so that its
+/// processes' ends do not fall into a later measurement.
+fn stop(system: &ActorSystem, actor: Address) -> Result<(), Error> {
+    system.tell(actor, ActorExitRequest)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !matches!(system.actor_info(actor)?.state, greenroom::ActorState::Gone(_)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
 /// (VmRSS, PSS) of `pid` in KiB.
 fn memory_kib(pid: u32) -> (u64, u64) {
     let field = |file: &str, key: &str| {
@@ -452,7 +593,8 @@ fn main() {
         Registry::new()
             .register::<Echo>()
             .register::<Source>()
-            .register::<Sink>(),
+            .register::<Sink>()
+            .register::<Hasher>(),
     );
     let mut args = std::env::args().skip(1);
     let (mut quick, mut json) = (false, None);
@@ -576,7 +718,37 @@ fn run(quick: bool, json: Option<String>) -> Result<(), Box<dyn std::error::Erro
         pass: gr_kill.p50 <= 1.5 * raw_kill.p50 && gr_kill.p50 <= 5000.0,
     });
 
-    // 5. Admin CPU while idle.
+    // 5. A troupe: CPU-bound jobs on two workers against one actor, and what the manager's
+    // hop costs an ask.
+    let jobs = if quick { 500 } else { 2_000 };
+    let raw_speedup = median(
+        (0..reps)
+            .map(|_| {
+                let (one, two) = raw_parallel_hash(jobs, HASH_ROUNDS);
+                one.as_secs_f64() / two.as_secs_f64()
+            })
+            .collect(),
+    );
+    let t = troupe_figures(&system, jobs, reps, rounds / 5)?;
+    rows.push(Row {
+        figure: format!("troupe of 2: {jobs} hash jobs"),
+        raw: format!("2 threads {raw_speedup:.2}x"),
+        greenroom: format!("{:.2} s vs 1 actor {:.2} s", t.pooled, t.alone),
+        ratio: Some(t.speedup),
+        target: "speed-up >= 1.8x".into(),
+        pass: t.speedup >= 1.8,
+    });
+    rows.push(Row {
+        figure: "ask via troupe vs direct (p50/p99)".into(),
+        raw: fmt_us(t.direct),
+        greenroom: fmt_us(t.relayed),
+        ratio: Some(t.relayed.p50 / t.direct.p50),
+        // Three hops instead of two (client, manager, worker): 1.5x is the floor.
+        target: "p50 <= 2.5x direct ask".into(),
+        pass: t.relayed.p50 <= 2.5 * t.direct.p50,
+    });
+
+    // 6. Admin CPU while idle.
     let admin = system.admin_pid().unwrap_or_default();
     let window = if quick {
         Duration::from_secs(2)
@@ -596,7 +768,7 @@ fn run(quick: bool, json: Option<String>) -> Result<(), Box<dyn std::error::Erro
     });
     system.shutdown()?;
 
-    // 6. Many actors: each its own process.
+    // 7. Many actors: each its own process.
     let n = if quick { 500 } else { 2_000 };
     let (create, ask, shutdown, left) = many_actors(n)?;
     let scale = n as f64 / 2_000.0;

@@ -565,6 +565,7 @@ impl Core {
         }
         let holds_back = slot.actor.as_ref().is_some_and(|actor| {
             actor.holds_back(&msg)
+                || slot.worker.defers(&msg)
                 || (!slot.held.is_empty() && !actor.overtakes(&msg) && slot.held.iter().any(|(s, _)| *s == sender))
         });
         if holds_back {
@@ -581,10 +582,9 @@ impl Core {
         loop {
             let Some(slot) = self.actors.get_mut(&id) else { return };
             let takes_front = !slot.exiting
-                && slot
-                    .held
-                    .front()
-                    .is_some_and(|(_, msg)| slot.actor.as_ref().is_some_and(|a| !a.holds_back(msg)));
+                && slot.held.front().is_some_and(|(_, msg)| {
+                    !slot.worker.defers(msg) && slot.actor.as_ref().is_some_and(|a| !a.holds_back(msg))
+                });
             if !takes_front {
                 return;
             }
