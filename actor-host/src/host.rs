@@ -32,9 +32,9 @@ use greenroom::{
 };
 use greenroom::{
     ledger::{Ledger, LEDGER_FD},
-    net::endpoint::{Endpoint, Inbound, Receipt},
+    net::endpoint::{Endpoint, Inbound, LostCause, Receipt},
     process_role::{CONTROL_FD, LISTENER_FD},
-    troupe::{TroupeDone, TroupeWork, WorkerRole},
+    troupe::{self, TroupeDone, TroupeWork, TroupeWorkInProgress, WorkerRole},
     ActorExitRequest, Address, AnyMessage, Backend, ChildActorExited, Context, CreateFailure, Error, PoisonMessage,
     Registry, WakeupMessage,
 };
@@ -47,6 +47,10 @@ const EXIT_INTERNAL: i32 = 70;
 
 /// How long an actor's `create_actor` waits for the admin's answer.
 const CREATE_TIMEOUT: Duration = Duration::from_secs(50);
+
+/// How long an exiting troupe manager waits for the admin's word on its dead workers'
+/// messages before its process ends.
+const SETTLE_GRACE: Duration = Duration::from_secs(2);
 
 /// How long a finishing host keeps trying to write what its actor sent.
 const FINAL_FLUSH: Duration = Duration::from_secs(5);
@@ -219,29 +223,7 @@ impl Host {
             while let Some(inbound) = self.endpoint.next_inbound() {
                 match inbound {
                     Inbound::Message { sender, msg, receipt } => {
-                        if self.exiting && msg.is::<TroupeWork>() {
-                            if let Err(e) = self.return_unrun_job(&msg, receipt) {
-                                tracing::error!(error = %e, "host event loop failed");
-                                return EXIT_INTERNAL;
-                            }
-                            continue;
-                        }
-                        if self.exiting && !is_exit_traffic(&msg) {
-                            // Left unprocessed and unacknowledged on purpose: when this host
-                            // exits, the sender gets the message back as undelivered (its
-                            // `ask` fails at once, an actor logs a dead letter).
-                            tracing::debug!(
-                                %sender, message_type = msg.tag(),
-                                "actor is exiting; message left unprocessed"
-                            );
-                            continue;
-                        }
-                        if self.holds_back(sender, &msg) {
-                            self.endpoint.hold(&receipt);
-                            self.held.push_back((sender, msg, receipt));
-                            continue;
-                        }
-                        if let Err(e) = self.process(sender, &msg, receipt) {
+                        if let Err(e) = self.on_message(sender, msg, receipt) {
                             tracing::error!(error = %e, "host event loop failed");
                             return EXIT_INTERNAL;
                         }
@@ -254,6 +236,7 @@ impl Host {
                         }
                     }
                     Inbound::Control(FromAdmin::ExitNow) => {
+                        self.take_back_hand_offs(Instant::now() + SETTLE_GRACE);
                         self.endpoint.flush_blocking(Instant::now() + FINAL_FLUSH);
                         tracing::debug!("actor exited");
                         return EXIT_OK;
@@ -265,28 +248,7 @@ impl Host {
                         peer,
                         cause,
                         undelivered,
-                    } => {
-                        tracing::debug!(target_actor = %peer, cause = ?cause, count = undelivered.len(),
-                            "messages never processed by a peer that is gone");
-                        // A troupe manager's hand-offs go back to it, to return to their
-                        // senders; anything else is a dead letter.
-                        let (jobs, others): (Vec<_>, Vec<_>) =
-                            undelivered.into_iter().partition(|m| m.is::<TroupeWork>());
-                        self.endpoint.dead_letters(peer, others);
-                        if !jobs.is_empty() {
-                            let details = format!("never run: {}", cause.into_error(peer));
-                            for job in jobs {
-                                let poison = PoisonMessage {
-                                    message: job,
-                                    details: details.clone(),
-                                };
-                                match AnyMessage::new(&poison) {
-                                    Ok(poison) => self.deliver(peer, &poison),
-                                    Err(e) => tracing::error!(error = %e, "could not encode a PoisonMessage"),
-                                }
-                            }
-                        }
-                    }
+                    } => self.on_peer_lost(peer, cause, undelivered),
                     Inbound::AdminLost => {
                         tracing::info!("the admin has gone; exiting");
                         return EXIT_ADMIN_GONE;
@@ -310,17 +272,95 @@ impl Host {
         }
     }
 
+    /// A message from a peer: processed now, held for later, or (while exiting) left
+    /// unprocessed.
+    fn on_message(&mut self, sender: Address, msg: AnyMessage, receipt: Receipt) -> Result<(), Error> {
+        if self.exiting && !is_exit_traffic(&msg) && !troupe::is_returned_hand_off(&msg) {
+            if let Some(poison) = troupe::unrun(&msg) {
+                return self.return_unrun_job(sender, poison, receipt);
+            }
+            // Left unprocessed and unacknowledged on purpose: when this host exits, the
+            // sender gets the message back as undelivered (its `ask` fails at once, an actor
+            // logs a dead letter).
+            tracing::debug!(%sender, message_type = msg.tag(), "actor is exiting; message left unprocessed");
+            return Ok(());
+        }
+        if self.holds_back(sender, &msg) {
+            self.endpoint.hold(&receipt);
+            self.held.push_back((sender, msg, receipt));
+            return Ok(());
+        }
+        self.process(sender, &msg, receipt)
+    }
+
+    /// Messages a peer that is gone never processed: a troupe manager's hand-offs go back to
+    /// it as poison, to return to their senders; anything else is a dead letter.
+    fn on_peer_lost(&mut self, peer: Address, cause: LostCause, undelivered: Vec<AnyMessage>) {
+        tracing::debug!(target_actor = %peer, cause = ?cause, count = undelivered.len(),
+            "messages never processed by a peer that is gone");
+        let (jobs, others): (Vec<_>, Vec<_>) = undelivered.into_iter().partition(|m| m.is::<TroupeWork>());
+        self.endpoint.dead_letters(peer, others);
+        if jobs.is_empty() {
+            return;
+        }
+        let details = format!("never run: {}", cause.into_error(peer));
+        for job in jobs {
+            let poison = PoisonMessage {
+                message: job,
+                details: details.clone(),
+            };
+            match AnyMessage::new(&poison) {
+                Ok(poison) => self.deliver(peer, &poison),
+                Err(e) => tracing::error!(error = %e, "could not encode a PoisonMessage"),
+            }
+        }
+    }
+
+    /// An exiting troupe manager told to exit now: first take back what its workers' deaths
+    /// return (the admin may say "exit now" before it has answered what became of a dead
+    /// worker's messages), so that it reaches the senders, waiting up to `deadline`.
+    fn take_back_hand_offs(&mut self, deadline: Instant) {
+        if self.actor.troupe_load().is_none() {
+            return; // not a manager: nothing was handed off
+        }
+        loop {
+            while let Some(inbound) = self.endpoint.next_inbound() {
+                match inbound {
+                    Inbound::Message { sender, msg, receipt } => {
+                        if let Err(e) = self.on_message(sender, msg, receipt) {
+                            tracing::warn!(error = %e, "could not return a worker's message while exiting");
+                        }
+                    }
+                    Inbound::PeerLost {
+                        peer,
+                        cause,
+                        undelivered,
+                    } => self.on_peer_lost(peer, cause, undelivered),
+                    _ => {}
+                }
+            }
+            let now = Instant::now();
+            if !self.endpoint.is_settling() || now >= deadline {
+                return;
+            }
+            if let Err(e) = self.endpoint.pump(Some(deadline - now)) {
+                tracing::warn!(error = %e, "could not wait for a worker's messages while exiting");
+                return;
+            }
+        }
+    }
+
     /// Whether a message from a peer must wait in `held`: the actor holds it back, or an
     /// earlier message of its sender is held and it may not overtake it.
     fn holds_back(&self, sender: Address, msg: &AnyMessage) -> bool {
         self.waits(msg)
-            || (!self.held.is_empty() && !self.actor.overtakes(msg) && self.held.iter().any(|(s, _, _)| *s == sender))
+            || (!self.held.is_empty()
+                && !troupe::may_overtake(self.actor.as_ref(), msg)
+                && self.held.iter().any(|(s, _, _)| *s == sender))
     }
 
-    /// Whether `msg` must wait for now: the actor holds it back, or it is a troupe hand-off
-    /// while this worker has work in progress.
     fn waits(&self, msg: &AnyMessage) -> bool {
-        self.actor.holds_back(msg) || self.worker.defers(msg)
+        troupe::waits(self.actor.as_ref(), &self.worker, msg)
     }
 
     /// Processes one message from a peer, then whatever it frees among the held ones.
@@ -340,14 +380,17 @@ impl Host {
         Ok(())
     }
 
-    /// A hand-off this exiting worker will never run: straight back to its original sender,
-    /// as poison (its manager may be gone, and could not return it).
-    fn return_unrun_job(&mut self, msg: &AnyMessage, receipt: Receipt) -> Result<(), Error> {
-        if let Some(work) = msg.downcast::<TroupeWork>() {
-            tracing::debug!(sender = %work.sender, message_type = work.message.tag(),
-                "troupe worker exiting; returning a message it will not run");
-            let details = "the troupe worker stopped before it ran this message".to_owned();
-            self.return_poisoned(work.sender, &work.message, details);
+    /// A hand-off this exiting worker will never run (`poison`, from `troupe::unrun`): back
+    /// to its manager, which returns it to its sender and counts it out of this worker's hand;
+    /// straight to the sender if the manager is gone.
+    fn return_unrun_job(&mut self, manager: Address, poison: PoisonMessage, receipt: Receipt) -> Result<(), Error> {
+        tracing::debug!(%manager, "troupe worker exiting; returning a message it will not run");
+        let to_manager = AnyMessage::new(&poison).and_then(|p| self.endpoint.send(manager, &p));
+        if let Err(e) = to_manager {
+            tracing::debug!(%manager, error = %e, "returning it to its sender directly");
+            if let Some(work) = poison.message.downcast::<TroupeWork>() {
+                self.return_poisoned(work.sender, &work.message, poison.details);
+            }
         }
         self.endpoint.flush_all()?;
         self.endpoint.processed(receipt);
@@ -392,7 +435,7 @@ impl Host {
         }
         if job.is_some() {
             if let Some(manager) = self.worker.job_finished() {
-                send_done(&mut self.endpoint, manager);
+                tell_manager(&mut self.endpoint, manager, &TroupeDone);
             }
         }
         if let Some(load) = self.actor.troupe_load() {
@@ -491,8 +534,9 @@ impl Host {
             .into_iter()
             .partition(|(_, m, _)| m.is::<TroupeWork>());
         self.held = others;
-        for (_, job, receipt) in jobs {
-            if let Err(e) = self.return_unrun_job(&job, receipt) {
+        for (manager, job, receipt) in jobs {
+            let Some(poison) = troupe::unrun(&job) else { continue };
+            if let Err(e) = self.return_unrun_job(manager, poison, receipt) {
                 tracing::error!(error = %e, "could not return a troupe message this worker will not run");
             }
         }
@@ -562,9 +606,13 @@ impl Backend for HostBackend<'_> {
 
     fn set_work_in_progress(&mut self, on: bool) -> greenroom::Result<()> {
         if let Some(manager) = self.worker.set_in_progress(on) {
-            send_done(self.endpoint, manager);
+            tell_manager(self.endpoint, manager, &TroupeWorkInProgress(on));
         }
         Ok(())
+    }
+
+    fn hand_off(&mut self, to: Address, msg: AnyMessage) -> greenroom::Result<()> {
+        self.endpoint.send(to, &msg)
     }
 
     fn held_back(&self) -> usize {
@@ -608,11 +656,11 @@ impl Backend for HostBackend<'_> {
     }
 }
 
-/// Tells a troupe manager this worker is free (written with whatever the job sent).
-fn send_done(endpoint: &mut Endpoint, manager: Address) {
-    let sent = AnyMessage::new(&TroupeDone).and_then(|done| endpoint.send(manager, &done));
+/// Tells this worker's troupe manager `notice` (written with whatever the job sent).
+fn tell_manager<M: greenroom::Message>(endpoint: &mut Endpoint, manager: Address, notice: &M) {
+    let sent = AnyMessage::new(notice).and_then(|notice| endpoint.send(manager, &notice));
     if let Err(e) = sent {
-        tracing::warn!(%manager, error = %e, "could not tell the troupe manager this worker is free");
+        tracing::warn!(%manager, error = %e, notice = M::type_tag(), "could not tell the troupe manager");
     }
 }
 

@@ -135,19 +135,18 @@ on_both_bases! {
         let settings = Troupe { max_workers: 1, idle_workers: 0, idle_timeout: Duration::from_millis(50), ..Troupe::default() };
         let troupe = sys.create_troupe::<PoolWorker>(settings, ChildSpec::default()).unwrap();
         let long: JobDone = sys.ask(troupe, PoolJob::Long { id: 1 }, T).unwrap();
-        // Job 2 is handed ahead to the one worker (prefetch 1) and waits there; job 3 waits
-        // in the manager.
+        // The manager has heard of the mark: jobs 2 and 3 wait in it, not handed ahead.
         sys.tell(troupe, PoolJob::work(2, 0)).unwrap();
         sys.tell(troupe, PoolJob::work(3, 0)).unwrap();
         // A status query waits behind its sender's own queued work, as every message keeps
         // its sender's order: ask from another client.
         let observer = sys.private().unwrap();
         let report = status(&observer, troupe);
-        assert_eq!((report.workers, report.busy, report.queued), (1, 1, 1), "{report:?}");
+        assert_eq!((report.workers, report.busy, report.queued), (1, 1, 2), "{report:?}");
         // Well past the idle timeout, jobs 2 and 3 still wait and the busy worker is kept.
         assert!(sys.listen(Duration::from_millis(300)).unwrap().is_none(), "a job ran during work in progress");
         let report = status(&observer, troupe);
-        assert_eq!((report.workers, report.busy, report.queued), (1, 1, 1), "{report:?}");
+        assert_eq!((report.workers, report.busy, report.queued), (1, 1, 2), "{report:?}");
         // Clearing the mark frees the worker: jobs 2 and 3 run on it, in order.
         sys.tell(long.worker, FinishWork).unwrap();
         let (_, first) = sys.listen(T).unwrap().expect("WorkFinished");
@@ -200,11 +199,11 @@ on_both_bases! {
         let ms = job_ms(&sys, 100);
         let done = burst(&sys, troupe, (0..15).map(|id| PoolJob::work(id, ms)).collect());
         assert_eq!(workers_of(&done).len(), 5);
-        // Lowering the bound stops the idle extras at once.
+        // Lowering the bound stops the idle extras at once, and only them.
         let update = UpdateTroupeSettings { max_workers: Some(2), ..UpdateTroupeSettings::default() };
         let report: TroupeReport = sys.ask(troupe, update, T).unwrap();
         assert_eq!(report.max_workers, 2);
-        assert!(report.workers <= 2, "{report:?}");
+        assert_eq!(report.workers, 2, "{report:?}");
         // Nonsense is made sensible: at least one worker.
         let update = UpdateTroupeSettings { max_workers: Some(0), ..UpdateTroupeSettings::default() };
         let report: TroupeReport = sys.ask(troupe, update, T).unwrap();
@@ -332,4 +331,85 @@ fn a_killed_manager_loses_none_of_the_work_it_held() {
     );
     assert!(harness::wait_for_exit(manager_pid, Duration::from_secs(5)));
     assert_eq!(sys.actor_info(troupe).unwrap().incarnation, 2);
+}
+
+#[test]
+fn a_worker_killed_with_work_in_progress_is_used_again_after_its_restart() {
+    let sys = TestSystem::start(env!("CARGO_BIN_EXE_greenroom-test-host"));
+    let settings = Troupe {
+        max_workers: 1,
+        prefetch: 0,
+        ..Troupe::default()
+    };
+    let troupe = sys.create_troupe::<PoolWorker>(settings, ChildSpec::default()).unwrap();
+    let long: JobDone = sys.ask(troupe, PoolJob::Long { id: 1 }, T).unwrap();
+    kill(Pid::from_raw(long.pid as i32), Signal::SIGKILL).unwrap();
+    // Its mark died with its process: the restarted worker takes the next job.
+    let next: JobDone = sys.ask(troupe, PoolJob::work(2, 0), T).unwrap();
+    assert_eq!(next.worker, long.worker, "the same address, restarted");
+    assert_ne!(next.pid, long.pid);
+}
+
+#[test]
+fn after_a_group_restart_of_its_workers_the_troupe_uses_them_all_again() {
+    let sys = TestSystem::start(env!("CARGO_BIN_EXE_greenroom-test-host"));
+    let settings = Troupe {
+        max_workers: 2,
+        ..Troupe::default()
+    };
+    let mut spec = ChildSpec::default();
+    spec.supervision.strategy = greenroom::Strategy::OneForAll;
+    let troupe = sys.create_troupe::<PoolWorker>(settings, spec).unwrap();
+    // Worker A marks work in progress; worker B runs a job that hangs, with one handed ahead.
+    let long: JobDone = sys.ask(troupe, PoolJob::Long { id: 1 }, T).unwrap();
+    let (socket, path) = pid_socket(&sys, "hung");
+    let hung = PoolJob::Work {
+        id: 2,
+        ms: 60_000,
+        notify: Some(path),
+    };
+    sys.tell(troupe, hung.clone()).unwrap();
+    let victim = recv_pid(&socket);
+    sys.tell(troupe, PoolJob::work(3, 0)).unwrap();
+    // Killing B restarts both (one for all).
+    kill(Pid::from_raw(victim as i32), Signal::SIGKILL).unwrap();
+    let (done, returned) = collect(&sys, 2);
+    assert_eq!(returned, vec![hung]);
+    assert_eq!(done.iter().map(|d| d.id).collect::<Vec<_>>(), vec![3]);
+    // Both workers are free again and both are used.
+    let ms = 100;
+    let burst_done = burst(&sys, troupe, (10..16).map(|id| PoolJob::work(id, ms)).collect());
+    assert_eq!(burst_done.done.len(), 6, "{burst_done:?}");
+    let workers = workers_of(&burst_done);
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    assert!(workers.contains(&long.worker));
+    let report = status(&sys, troupe);
+    assert_eq!((report.workers, report.busy, report.queued), (2, 0, 0), "{report:?}");
+}
+
+#[test]
+fn a_job_running_when_its_exiting_troupe_kills_the_worker_goes_back_to_its_sender() {
+    let sys = TestSystem::start(env!("CARGO_BIN_EXE_greenroom-test-host"));
+    let settings = Troupe {
+        max_workers: 1,
+        prefetch: 0,
+        ..Troupe::default()
+    };
+    let mut spec = ChildSpec::default();
+    spec.supervision.stop_timeout = Duration::from_millis(300);
+    let troupe = sys.create_troupe::<PoolWorker>(settings, spec).unwrap();
+    let (socket, path) = pid_socket(&sys, "slow");
+    let slow = PoolJob::Work {
+        id: 1,
+        ms: 60_000,
+        notify: Some(path),
+    };
+    sys.tell(troupe, slow.clone()).unwrap();
+    let worker = recv_pid(&socket);
+    // The manager exits; its worker does not finish in the stop timeout and is killed.
+    sys.tell(troupe, greenroom::ActorExitRequest).unwrap();
+    assert!(harness::wait_for_exit(worker, T));
+    let (done, returned) = collect(&sys, 1);
+    assert!(done.is_empty());
+    assert_eq!(returned, vec![slow], "the job comes back through the exiting manager");
 }

@@ -155,6 +155,9 @@ pub trait Backend {
     fn update_capability(&mut self, key: &str, value: Option<Payload>) -> Result<()>;
     /// Sets or clears a troupe worker's work-in-progress mark.
     fn set_work_in_progress(&mut self, on: bool) -> Result<()>;
+    /// Sends a troupe manager's hand-off, past the send window: hand-offs are bounded by the
+    /// troupe's prefetch, and a manager must not fail one for acks that lag behind.
+    fn hand_off(&mut self, to: Address, msg: AnyMessage) -> Result<()>;
     /// How many messages this actor holds back (see `Actor::holds_back`).
     fn held_back(&self) -> usize;
 }
@@ -243,6 +246,12 @@ impl<'a> Context<'a> {
     /// Creates one actor of type `A` even if `A` declares a troupe: a troupe's worker.
     pub(crate) fn create_worker<A: Actor>(&mut self, spec: ChildSpec) -> Result<Address> {
         self.create_checked::<A>(actor_type_name::<A>(), spec, None, &Capabilities::new())
+    }
+
+    /// A troupe manager's hand-off to a worker (see [`Backend::hand_off`]).
+    pub(crate) fn hand_off<M: Message>(&mut self, to: Address, msg: &M) -> Result<()> {
+        let msg = AnyMessage::new(msg)?;
+        self.backend.hand_off(to, msg)
     }
 
     /// How many messages this actor's base holds back for it (a troupe manager's queue).

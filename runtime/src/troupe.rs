@@ -166,10 +166,15 @@ pub struct TroupeWork {
     pub message: AnyMessage,
 }
 
-/// Worker → manager: free for the next message.
+/// Worker → manager: done with one message handed to it.
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TroupeDone;
+
+/// Worker → manager: it set (`true`) or cleared its work-in-progress mark.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TroupeWorkInProgress(pub bool);
 
 /// Creator → new manager: the settings given at create time (no answer).
 #[doc(hidden)]
@@ -196,6 +201,8 @@ pub const MAX_PREFETCH: u32 = 64;
 struct Worker {
     /// Messages handed to it and not yet reported done (or returned).
     in_hand: u32,
+    /// It marked work in progress (cleared when its process is restarted).
+    in_progress: bool,
     /// Counts its idle transitions, so that an idle timer set before it got more work does
     /// not stop it.
     generation: u64,
@@ -205,11 +212,15 @@ struct Worker {
 
 impl Worker {
     fn is_idle(&self) -> bool {
-        !self.stopping && self.in_hand == 0
+        !self.stopping && !self.in_progress && self.in_hand == 0
+    }
+
+    fn is_busy(&self) -> bool {
+        !self.stopping && (self.in_progress || self.in_hand > 0)
     }
 
     fn takes_more(&self, prefetch: u32) -> bool {
-        !self.stopping && self.in_hand <= prefetch
+        !self.stopping && !self.in_progress && self.in_hand <= prefetch
     }
 }
 
@@ -244,12 +255,19 @@ impl<W: Actor> TroupeManager<W> {
 
     fn load(&self) -> TroupeLoad {
         TroupeLoad {
-            workers: self.count(|w| !w.stopping),
-            busy: self.count(|w| !w.stopping && w.in_hand > 0),
+            workers: self.live_count(),
+            busy: self.count(Worker::is_busy),
             max_workers: self.settings.max_workers,
         }
     }
 
+    /// Workers not being stopped.
+    fn live_count(&self) -> u32 {
+        self.count(|w| !w.stopping)
+    }
+
+    /// Whether another worker may start: counting those being stopped, whose processes still
+    /// exist, so that the processes never exceed `max_workers`.
     fn may_start_worker(&self) -> bool {
         (self.workers.len() as u32) < self.settings.max_workers
     }
@@ -297,6 +315,7 @@ impl<W: Actor> TroupeManager<W> {
                     worker,
                     Worker {
                         in_hand: 0,
+                        in_progress: false,
                         generation: 0,
                         stopping: false,
                     },
@@ -307,9 +326,9 @@ impl<W: Actor> TroupeManager<W> {
             // broken invariant, not a full troupe: the sender gets the message back.
             None => return Err("troupe manager: a message was released with no worker free".into()),
         };
-        ctx.send(
+        ctx.hand_off(
             worker,
-            TroupeWork {
+            &TroupeWork {
                 sender,
                 message: msg.clone(),
             },
@@ -320,30 +339,49 @@ impl<W: Actor> TroupeManager<W> {
         Ok(())
     }
 
-    /// `worker` finished (or gave back) one message. Once it holds none: stop it if the
-    /// troupe is over its bounds, or schedule a check that stops it if it stays idle too
-    /// long.
+    /// `worker` finished (or gave back) one message.
     fn finished_one(&mut self, ctx: &mut Context<'_>, worker: Address) -> ActorResult {
-        let over_max = self.workers.len() as u32 > self.settings.max_workers;
-        let Some(w) = self.workers.get_mut(&worker) else {
-            return Ok(()); // a worker of an earlier incarnation of this manager
-        };
         // Saturating: a worker killed between reporting a message done and recording it so
-        // returns that message as well.
-        w.in_hand = w.in_hand.saturating_sub(1);
-        if !w.is_idle() {
+        // returns that message as well. (Unknown: a worker of an earlier incarnation.)
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.in_hand = w.in_hand.saturating_sub(1);
+        }
+        self.if_idle(ctx, worker)
+    }
+
+    /// If `worker` has become idle: stop it if the troupe is over its bounds, or schedule a
+    /// check that stops it if it stays idle too long.
+    fn if_idle(&mut self, ctx: &mut Context<'_>, worker: Address) -> ActorResult {
+        if !self.workers.get(&worker).is_some_and(Worker::is_idle) {
             return Ok(());
         }
-        if over_max {
+        if self.live_count() > self.settings.max_workers {
             return self.stop(ctx, worker);
         }
         self.idle_transitions += 1;
-        w.generation = self.idle_transitions;
-        let generation = w.generation;
+        let generation = self.idle_transitions;
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.generation = generation;
+        }
         if self.idle_count() > self.settings.idle_workers {
             ctx.wakeup_after(self.settings.idle_timeout, ReapIdle { worker, generation })?;
         }
         Ok(())
+    }
+
+    /// A worker's process was restarted: it has no work in progress any more (the message it
+    /// died on comes back as poison and is counted then; the rest of its hand is sent again
+    /// to the new process). One that was being stopped is asked again.
+    fn restarted(&mut self, ctx: &mut Context<'_>, worker: Address) -> ActorResult {
+        let Some(w) = self.workers.get_mut(&worker) else {
+            return Ok(());
+        };
+        w.in_progress = false;
+        if w.stopping {
+            ctx.send(worker, ActorExitRequest)?;
+            return Ok(());
+        }
+        self.if_idle(ctx, worker)
     }
 
     fn stop(&mut self, ctx: &mut Context<'_>, worker: Address) -> ActorResult {
@@ -376,7 +414,7 @@ impl<W: Actor> TroupeManager<W> {
             .map(|(a, w)| (*a, w.generation))
             .collect();
         for (worker, generation) in idle {
-            if self.workers.len() as u32 > self.settings.max_workers {
+            if self.live_count() > self.settings.max_workers {
                 self.stop(ctx, worker)?;
             } else if self.idle_count() > self.settings.idle_workers {
                 ctx.wakeup_after(self.settings.idle_timeout, ReapIdle { worker, generation })?;
@@ -410,6 +448,7 @@ impl<W: Actor> TroupeManager<W> {
 fn is_for_manager(msg: &AnyMessage) -> bool {
     let tag = msg.tag();
     tag == TroupeDone::type_tag()
+        || tag == TroupeWorkInProgress::type_tag()
         || tag == PoisonMessage::type_tag()
         || tag == ChildRestarted::type_tag()
         || tag == ChildActorExited::type_tag()
@@ -429,9 +468,13 @@ impl<W: Actor> Actor for TroupeManager<W> {
             self.finished_one(ctx, sender)?;
         } else if let Some(poison) = msg.downcast::<PoisonMessage>() {
             self.returned(ctx, poison, sender)?;
-        } else if msg.is::<ChildRestarted>() {
-            // Nothing to do: the message the old process died on comes back as poison
-            // (counted then), and the rest of its hand is sent again to the new one.
+        } else if let Some(TroupeWorkInProgress(on)) = msg.downcast::<TroupeWorkInProgress>() {
+            if let Some(w) = self.workers.get_mut(&sender) {
+                w.in_progress = on;
+            }
+            self.if_idle(ctx, sender)?;
+        } else if let Some(restarted) = msg.downcast::<ChildRestarted>() {
+            self.restarted(ctx, restarted.child)?;
         } else if let Some(exited) = msg.downcast::<ChildActorExited>() {
             self.workers.remove(&exited.child);
         } else if let Some(wakeup) = msg.downcast::<WakeupMessage>() {
@@ -463,8 +506,11 @@ impl<W: Actor> Actor for TroupeManager<W> {
         !self.has_room() && !is_for_manager(msg)
     }
 
+    /// Notices about workers (and the manager's own timers and stop) are taken at once;
+    /// only the control messages a sender asks keep their place behind its queued work.
     fn overtakes(&self, msg: &AnyMessage) -> bool {
-        msg.is::<TroupeDone>()
+        is_for_manager(msg)
+            && !(msg.is::<TroupeStatus>() || msg.is::<UpdateTroupeSettings>() || msg.is::<ConfigureTroupe>())
     }
 
     fn troupe_load(&self) -> Option<TroupeLoad> {
@@ -472,12 +518,45 @@ impl<W: Actor> Actor for TroupeManager<W> {
     }
 }
 
+/// The rule both bases apply to a message for an actor whose earlier messages from the
+/// same sender are held: it waits behind them, unless it may overtake them (an exit request,
+/// or what the actor lets through).
+#[doc(hidden)]
+pub fn may_overtake(actor: &dyn Actor, msg: &AnyMessage) -> bool {
+    msg.is::<ActorExitRequest>() || actor.overtakes(msg)
+}
+
+/// Whether `msg` waits in the mailbox for now: the actor holds it back, or it is a
+/// hand-off to a worker with work in progress.
+#[doc(hidden)]
+pub fn waits(actor: &dyn Actor, worker: &WorkerRole, msg: &AnyMessage) -> bool {
+    actor.holds_back(msg) || worker.defers(msg)
+}
+
+/// A hand-off a stopping worker will not run, as the poison that returns it to its
+/// manager, which passes it on to the original sender and counts it out of the worker's
+/// hand. `None` for any other message.
+#[doc(hidden)]
+pub fn unrun(msg: &AnyMessage) -> Option<PoisonMessage> {
+    msg.is::<TroupeWork>().then(|| PoisonMessage {
+        message: msg.clone(),
+        details: "the troupe worker stopped before it ran this message".to_owned(),
+    })
+}
+
+/// Whether `msg` is a hand-off coming back to its manager: an exiting manager still takes
+/// these, to return them to their senders.
+#[doc(hidden)]
+pub fn is_returned_hand_off(msg: &AnyMessage) -> bool {
+    // `try_downcast`: a message that fails to decode here is not this actor's to report.
+    matches!(msg.try_downcast::<PoisonMessage>(), Ok(Some(poison)) if poison.message.is::<TroupeWork>())
+}
+
 /// A worker's side of a troupe, kept by its base: which manager to tell when it is free.
 #[doc(hidden)]
 #[derive(Debug, Default)]
 pub struct WorkerRole {
     manager: Option<Address>,
-    on_job: bool,
     in_progress: bool,
 }
 
@@ -487,15 +566,12 @@ impl WorkerRole {
     pub fn take_job(&mut self, from: Address, msg: &AnyMessage) -> Option<TroupeWork> {
         let work = msg.downcast::<TroupeWork>()?;
         self.manager = Some(from);
-        self.on_job = true;
         Some(work)
     }
 
-    /// The job's `receive` has returned: the manager to tell that this worker is free, unless
-    /// it marked work in progress.
-    pub fn job_finished(&mut self) -> Option<Address> {
-        self.on_job = false;
-        self.manager.filter(|_| !self.in_progress)
+    /// The job's `receive` has returned: the manager to tell (`TroupeDone`).
+    pub fn job_finished(&self) -> Option<Address> {
+        self.manager
     }
 
     /// Whether `msg` must wait in the mailbox: a further hand-off while work is in progress
@@ -504,11 +580,11 @@ impl WorkerRole {
         self.in_progress && msg.is::<TroupeWork>()
     }
 
-    /// Sets or clears the work-in-progress mark: the manager to tell now, when a mark set
-    /// during an earlier job is cleared.
+    /// Sets or clears the work-in-progress mark: the manager to tell
+    /// (`TroupeWorkInProgress`), if the mark changed and this actor works in a troupe.
     pub fn set_in_progress(&mut self, on: bool) -> Option<Address> {
         let was = std::mem::replace(&mut self.in_progress, on);
-        self.manager.filter(|_| was && !on && !self.on_job)
+        self.manager.filter(|_| was != on)
     }
 }
 
@@ -530,7 +606,7 @@ mod tests {
     }
 
     #[test]
-    fn a_worker_is_free_after_its_job_unless_work_is_in_progress() {
+    fn a_worker_reports_each_job_and_each_change_of_its_mark() {
         let manager = Address::local(7);
         let job = AnyMessage::new(&TroupeWork {
             sender: Address::local(3),
@@ -544,11 +620,20 @@ mod tests {
         assert_eq!(role.job_finished(), Some(manager));
 
         role.take_job(manager, &job).unwrap();
-        assert_eq!(role.set_in_progress(true), None);
-        assert_eq!(role.job_finished(), None, "work in progress: not free yet");
+        assert_eq!(
+            role.set_in_progress(true),
+            Some(manager),
+            "the manager hears of the mark"
+        );
+        assert_eq!(role.set_in_progress(true), None, "once");
+        assert_eq!(role.job_finished(), Some(manager), "every job is reported done");
         assert!(role.defers(&job), "a further hand-off waits");
         assert!(!role.defers(&AnyMessage::new(&1u32).unwrap()), "other messages do not");
-        assert_eq!(role.set_in_progress(false), Some(manager), "cleared later: free now");
+        assert_eq!(
+            role.set_in_progress(false),
+            Some(manager),
+            "cleared later: the manager hears"
+        );
         assert_eq!(role.set_in_progress(false), None, "no second notice");
         assert!(!role.defers(&job));
     }

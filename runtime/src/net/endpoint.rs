@@ -529,6 +529,12 @@ impl Endpoint {
         }
     }
 
+    /// Whether a lost connection waits for the admin's word on its peer (after which its
+    /// messages are sent again, returned, or handed back as `PeerLost`).
+    pub fn is_settling(&self) -> bool {
+        !self.settling.is_empty()
+    }
+
     /// Records a troupe manager's load in the ledger, for `greenroom status`.
     pub fn record_troupe_load(&self, load: greenroom_protocol::TroupeLoad) {
         if let Some(ledger) = &self.ledger {
@@ -552,23 +558,23 @@ impl Endpoint {
         if receipt.token == NO_CONN {
             return;
         }
-        let done_upto = match self.conns.get_mut(&receipt.token) {
-            Some(Conn::In(conn)) => {
-                if let Some(at) = conn.held.iter().position(|seq| *seq == receipt.seq) {
-                    conn.held.remove(at);
-                }
-                conn.processed = conn.processed.max(receipt.seq);
-                conn.done_upto()
+        let Some(Conn::In(conn)) = self.conns.get_mut(&receipt.token) else {
+            // The connection is gone (and its ledger slot perhaps reused by the sender's next
+            // one): only the busy mark is cleared.
+            if let Some(ledger) = &self.ledger {
+                ledger.end(None, receipt.sender, receipt.seq);
             }
-            _ => receipt.seq,
+            return;
         };
+        if let Some(at) = conn.held.iter().position(|seq| *seq == receipt.seq) {
+            conn.held.remove(at);
+        }
+        conn.processed = conn.processed.max(receipt.seq);
+        let done_upto = conn.done_upto();
         if let Some(ledger) = &self.ledger {
             ledger.end(receipt.slot, receipt.sender, done_upto);
         }
         let unrecorded = self.ledger.is_some() && receipt.slot.is_none();
-        let Some(Conn::In(conn)) = self.conns.get_mut(&receipt.token) else {
-            return;
-        };
         if unrecorded || done_upto.saturating_sub(conn.acked) >= ACK_BATCH {
             self.send_ack(receipt.token);
         } else if self.ack_due.is_none() {

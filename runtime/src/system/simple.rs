@@ -49,7 +49,7 @@ use crate::{
         is_exit_traffic, take_undecodable, ActorExitRequest, AnyMessage, ChildActorExited, DeadEnvelope, Message,
         PoisonMessage, WakeupMessage,
     },
-    troupe::{TroupeDone, WorkerRole},
+    troupe::{self, TroupeDone, TroupeWorkInProgress, WorkerRole},
 };
 
 /// One `receive` call, as recorded with [`SystemConfig::record_deliveries`].
@@ -559,14 +559,15 @@ impl Core {
             self.dead_letter(sender, target, msg);
             return;
         };
-        if slot.exiting && !is_exit_traffic(&msg) {
-            self.dead_letter(sender, target, msg);
+        if slot.exiting && !is_exit_traffic(&msg) && !troupe::is_returned_hand_off(&msg) {
+            self.refuse_while_exiting(sender, target, msg);
             return;
         }
         let holds_back = slot.actor.as_ref().is_some_and(|actor| {
-            actor.holds_back(&msg)
-                || slot.worker.defers(&msg)
-                || (!slot.held.is_empty() && !actor.overtakes(&msg) && slot.held.iter().any(|(s, _)| *s == sender))
+            troupe::waits(actor.as_ref(), &slot.worker, &msg)
+                || (!slot.held.is_empty()
+                    && !troupe::may_overtake(actor.as_ref(), &msg)
+                    && slot.held.iter().any(|(s, _)| *s == sender))
         });
         if holds_back {
             slot.held.push_back((sender, msg));
@@ -583,7 +584,9 @@ impl Core {
             let Some(slot) = self.actors.get_mut(&id) else { return };
             let takes_front = !slot.exiting
                 && slot.held.front().is_some_and(|(_, msg)| {
-                    !slot.worker.defers(msg) && slot.actor.as_ref().is_some_and(|a| !a.holds_back(msg))
+                    slot.actor
+                        .as_ref()
+                        .is_some_and(|a| !troupe::waits(a.as_ref(), &slot.worker, msg))
                 });
             if !takes_front {
                 return;
@@ -669,10 +672,7 @@ impl Core {
             }
         }
         if job {
-            let free = self.actors.get_mut(&id).and_then(|slot| slot.worker.job_finished());
-            if free.is_some() {
-                self.enqueue_message(target, manager, &TroupeDone);
-            }
+            self.enqueue_message(target, manager, &TroupeDone);
         }
         if is_exit {
             self.begin_exit(id);
@@ -701,7 +701,7 @@ impl Core {
         }
         // What it held back it will never take: as any message to an exiting actor.
         for (sender, msg) in held {
-            self.dead_letter(sender, Address::local(id), msg);
+            self.refuse_while_exiting(sender, Address::local(id), msg);
         }
         self.finish_exit_if_done(id);
     }
@@ -730,6 +730,15 @@ impl Core {
                 cause: ExitCause::Normal,
             };
             self.enqueue_message(Address::local(id), Address::local(parent), &notice);
+        }
+    }
+
+    /// A message an exiting actor will not take: a troupe hand-off goes back to its manager
+    /// as poison (to return it to its sender), anything else is a dead letter.
+    fn refuse_while_exiting(&mut self, sender: Address, target: Address, msg: AnyMessage) {
+        match troupe::unrun(&msg) {
+            Some(poison) => self.enqueue_message(target, sender, &poison),
+            None => self.dead_letter(sender, target, msg),
         }
     }
 
@@ -792,15 +801,19 @@ impl Backend for SimpleBackend<'_> {
 
     fn set_work_in_progress(&mut self, on: bool) -> Result<()> {
         let me = self.me;
-        let free = self
+        let manager = self
             .core
             .actors
             .get_mut(&me.id())
             .and_then(|slot| slot.worker.set_in_progress(on));
-        if let Some(manager) = free {
-            self.core.enqueue_message(me, manager, &TroupeDone);
+        if let Some(manager) = manager {
+            self.core.enqueue_message(me, manager, &TroupeWorkInProgress(on));
         }
         Ok(())
+    }
+
+    fn hand_off(&mut self, to: Address, msg: AnyMessage) -> Result<()> {
+        self.send(to, msg)
     }
 
     fn held_back(&self) -> usize {
