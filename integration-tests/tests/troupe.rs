@@ -345,8 +345,18 @@ fn a_worker_killed_with_work_in_progress_is_used_again_after_its_restart() {
     let long: JobDone = sys.ask(troupe, PoolJob::Long { id: 1 }, T).unwrap();
     kill(Pid::from_raw(long.pid as i32), Signal::SIGKILL).unwrap();
     // Its mark died with its process: the restarted worker takes the next job.
-    let next: JobDone = sys.ask(troupe, PoolJob::work(2, 0), T).unwrap();
-    assert_eq!(next.worker, long.worker, "the same address, restarted");
+    sys.tell(troupe, PoolJob::work(2, 0)).unwrap();
+    let next = loop {
+        match sys.listen(T) {
+            Ok(Some((_, msg))) => break msg.downcast::<JobDone>().expect("a JobDone"),
+            Ok(None) => panic!("job 2 was never answered: the restarted worker is not used"),
+            // Killed after its reply left but before the job was recorded done: the job also
+            // comes back (see "Reply and poison" in ARCHITECTURE.md).
+            Err(Error::Poisoned { message, .. }) if message.downcast() == Some(PoolJob::Long { id: 1 }) => {}
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!((next.id, next.worker), (2, long.worker), "the same address, restarted");
     assert_ne!(next.pid, long.pid);
 }
 

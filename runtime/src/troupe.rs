@@ -23,11 +23,11 @@
 //!   sender's send window (backpressure instead of an unbounded queue).
 //! * The worker's host unwraps the hand-off: `receive` sees the original message and the
 //!   original sender, and replies to it directly (not through the manager). When `receive`
-//!   returns, the host tells the manager the worker is free, in the same write as the reply.
+//!   returns, the host tells the manager (`TroupeDone`), in the same write as the reply.
 //! * [`Context::set_work_in_progress`] marks a worker busy across several messages (for
-//!   example while it waits for answers from other actors): it gets nothing new (a message
-//!   handed ahead waits in its mailbox) and is not stopped for idleness until it clears the
-//!   mark.
+//!   example while it waits for answers from other actors): the manager hears of it, hands
+//!   it nothing new (a message handed ahead before it heard waits in the worker's mailbox)
+//!   and does not stop it for idleness until it clears the mark. A restart clears it.
 //! * A worker that fails on a message twice returns it to the original sender as
 //!   [`PoisonMessage`], as any actor does. A worker whose process dies mid-message: the
 //!   message goes back to its original sender as `PoisonMessage` (it may be what killed the
@@ -37,7 +37,8 @@
 //!   ahead returns it to its sender as `PoisonMessage` too.
 //! * Messages from one sender keep their order through the manager, control messages
 //!   included: a sender's [`TroupeStatus`] waits behind its own queued work (ask from another
-//!   client to watch a queue). Only a worker's notice that it is free overtakes.
+//!   client to watch a queue). The notices about workers (done, work in progress,
+//!   returned, restarted, exited) overtake it, and so does `ActorExitRequest`.
 //! * Idle workers beyond `idle_workers` are stopped (`ActorExitRequest`) once they have been
 //!   idle for `idle_timeout`.
 //! * At run time, [`TroupeStatus`] asks for a [`TroupeReport`], and
@@ -552,7 +553,8 @@ pub fn is_returned_hand_off(msg: &AnyMessage) -> bool {
     matches!(msg.try_downcast::<PoisonMessage>(), Ok(Some(poison)) if poison.message.is::<TroupeWork>())
 }
 
-/// A worker's side of a troupe, kept by its base: which manager to tell when it is free.
+/// A worker's side of a troupe, kept by its base: which manager to tell, and its
+/// work-in-progress mark.
 #[doc(hidden)]
 #[derive(Debug, Default)]
 pub struct WorkerRole {
