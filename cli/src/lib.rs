@@ -8,6 +8,7 @@
 //! greenroom stop [NAME]
 //! greenroom list [--json]
 //! greenroom logs [NAME] [-f]
+//! greenroom keygen FILE
 //! ```
 //!
 //! `NAME` defaults to `default`. A named system lives in `$XDG_RUNTIME_DIR/greenroom/n-NAME`
@@ -94,6 +95,11 @@ pub enum Command {
         #[arg(short, long)]
         follow: bool,
     },
+    /// Write a new cluster secret for a convention to FILE (mode 0600; never overwrites).
+    Keygen {
+        /// Where to write it.
+        file: std::path::PathBuf,
+    },
 }
 
 /// Runs one command, printing its output on stdout.
@@ -105,5 +111,6 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Stop { name } => cmd::stop::run(&name),
         Command::List { json } => cmd::list::run(json),
         Command::Logs { name, follow } => cmd::logs::run(&name, follow),
+        Command::Keygen { file } => cmd::keygen::run(&file),
     }
 }

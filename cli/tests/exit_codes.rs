@@ -49,3 +49,24 @@ fn each_failure_has_its_documented_exit_code_and_a_one_line_reason() {
     let out = greenroom(&["list"], base.path());
     assert_eq!(out.status.code(), Some(0));
 }
+
+#[test]
+fn keygen_writes_an_owner_only_secret_once() {
+    let base = tempfile::tempdir().unwrap();
+    let file = base.path().join("cluster.key");
+    let file_arg = file.to_str().unwrap();
+    let out = greenroom(&["keygen", file_arg], base.path());
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions()) & 0o777;
+    assert_eq!(mode, 0o600);
+    let secret = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(secret.trim().len(), 64);
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains(secret.trim()),
+        "the secret is never printed"
+    );
+    let again = greenroom(&["keygen", file_arg], base.path());
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("the file exists"));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), secret, "not overwritten");
+}

@@ -23,6 +23,11 @@ pub enum ProtocolError {
     #[error("bad magic {found:02x?} (expected \"GRNR\"): the peer does not speak the Greenroom protocol")]
     BadMagic { found: Vec<u8> },
 
+    /// A convention name that is empty, too long, or has characters other than letters,
+    /// digits, `-`, `_` and `.`.
+    #[error("bad convention name {name:?}: use 1 to 64 letters, digits, `-`, `_` or `.`")]
+    BadConventionName { name: String },
+
     /// The peer speaks another protocol version.
     #[error("peer speaks protocol version {peer}, this build speaks version {ours}")]
     VersionMismatch { peer: u16, ours: u16 },

@@ -20,6 +20,7 @@
 //! and what to do about an error, belongs to the runtime.
 
 pub mod capabilities;
+pub mod convention;
 pub mod error;
 pub mod frame;
 pub mod handshake;

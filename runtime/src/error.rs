@@ -28,6 +28,14 @@ pub enum Error {
         source: postcard::Error,
     },
 
+    /// A convention's cluster secret file is missing, malformed, or readable by others.
+    #[error("convention secret {}: {fix}", path.display())]
+    ConventionSecret { path: PathBuf, fix: String },
+
+    /// A link to another admin of a convention failed or was refused.
+    #[error("convention link with {peer}: {reason}")]
+    ConventionLink { peer: String, reason: String },
+
     /// The actor at this address has exited for good; messages to it cannot be delivered.
     #[error("actor {address} is gone ({cause}); messages to it can no longer be delivered")]
     ActorGone { address: Address, cause: ExitCause },

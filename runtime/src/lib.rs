@@ -40,6 +40,7 @@
 
 pub mod actor;
 pub mod admin;
+pub mod convention;
 pub mod dispatch;
 pub mod error;
 pub mod ledger;

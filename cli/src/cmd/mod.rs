@@ -1,5 +1,6 @@
 //! One file per command; what they share is here: finding a system by name.
 
+pub mod keygen;
 pub mod kill;
 pub mod list;
 pub mod logs;

@@ -1,0 +1,149 @@
+//! The plaintext opening of a link between two admins of a convention (several machines'
+//! actor systems), sent before the encrypted Noise handshake so that a peer of another
+//! version or another convention is told exactly that, instead of failing to decrypt.
+//!
+//! ```text
+//! hello (connector):  | "GRNC" (4) | version: u16 LE (2) | name length: u8 (1) | name (UTF-8) |
+//! answer (acceptor):  | "GRNC" (4) | version: u16 LE (2) | refused: u8 (1) | reason length: u16 LE (2) | reason |
+//! ```
+//!
+//! Both fields are also bound into the Noise handshake as its prologue, so a peer cannot
+//! claim one convention here and speak for another afterwards. Nothing secret is in them.
+
+use crate::{ProtocolError, PROTOCOL_VERSION};
+
+/// The four bytes that open every convention link: `GRNC`.
+pub const LINK_MAGIC: [u8; 4] = *b"GRNC";
+
+/// The longest convention name, in bytes.
+pub const MAX_CONVENTION_NAME: usize = 64;
+
+/// The fixed part of a hello: magic, version, name length.
+pub const HELLO_HEAD: usize = 7;
+
+/// The fixed part of an answer: magic, version, refused flag, reason length.
+pub const ANSWER_HEAD: usize = 9;
+
+/// The longest refusal reason sent, in bytes.
+pub const MAX_REASON: usize = 512;
+
+/// A convention name as it may be used: 1 to 64 bytes of letters, digits, `-`, `_`, `.`.
+pub fn check_name(name: &str) -> Result<(), ProtocolError> {
+    let fine = !name.is_empty()
+        && name.len() <= MAX_CONVENTION_NAME
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if fine {
+        Ok(())
+    } else {
+        Err(ProtocolError::BadConventionName { name: name.to_owned() })
+    }
+}
+
+/// The connector's hello for convention `name`.
+pub fn encode_hello(name: &str) -> Result<Vec<u8>, ProtocolError> {
+    check_name(name)?;
+    let mut out = Vec::with_capacity(HELLO_HEAD + name.len());
+    out.extend_from_slice(&LINK_MAGIC);
+    out.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+    out.push(name.len() as u8);
+    out.extend_from_slice(name.as_bytes());
+    Ok(out)
+}
+
+fn check_magic_and_version(head: &[u8]) -> Result<(), ProtocolError> {
+    if head[..4] != LINK_MAGIC {
+        return Err(ProtocolError::BadMagic {
+            found: head[..4].to_vec(),
+        });
+    }
+    let peer = u16::from_le_bytes([head[4], head[5]]);
+    if peer != PROTOCOL_VERSION {
+        return Err(ProtocolError::VersionMismatch {
+            peer,
+            ours: PROTOCOL_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// Checks a hello's fixed part; returns the length of the name that follows.
+pub fn parse_hello_head(head: &[u8; HELLO_HEAD]) -> Result<usize, ProtocolError> {
+    check_magic_and_version(head)?;
+    let len = usize::from(head[6]);
+    if len == 0 || len > MAX_CONVENTION_NAME {
+        return Err(ProtocolError::BadConventionName {
+            name: format!("<{len} bytes>"),
+        });
+    }
+    Ok(len)
+}
+
+/// The convention name of a hello, from the bytes after its fixed part.
+pub fn parse_name(bytes: &[u8]) -> Result<String, ProtocolError> {
+    let name = String::from_utf8_lossy(bytes).into_owned();
+    check_name(&name)?;
+    Ok(name)
+}
+
+/// The acceptor's answer: accepted (`None`) or refused with a reason.
+pub fn encode_answer(refusal: Option<&str>) -> Vec<u8> {
+    let reason = refusal.unwrap_or("").as_bytes();
+    let reason = &reason[..reason.len().min(MAX_REASON)];
+    let mut out = Vec::with_capacity(ANSWER_HEAD + reason.len());
+    out.extend_from_slice(&LINK_MAGIC);
+    out.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+    out.push(u8::from(refusal.is_some()));
+    out.extend_from_slice(&(reason.len() as u16).to_le_bytes());
+    out.extend_from_slice(reason);
+    out
+}
+
+/// Checks an answer's fixed part; returns whether it refuses and the length of its reason.
+pub fn parse_answer_head(head: &[u8; ANSWER_HEAD]) -> Result<(bool, usize), ProtocolError> {
+    check_magic_and_version(head)?;
+    let len = usize::from(u16::from_le_bytes([head[7], head[8]]));
+    if len > MAX_REASON {
+        return Err(ProtocolError::FrameTooLarge {
+            len: len as u64,
+            max: MAX_REASON as u32,
+        });
+    }
+    Ok((head[6] != 0, len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hello_round_trips_and_a_bad_one_says_why() {
+        let hello = encode_hello("lab-1").unwrap();
+        let head: [u8; HELLO_HEAD] = hello[..HELLO_HEAD].try_into().unwrap();
+        let len = parse_hello_head(&head).unwrap();
+        assert_eq!(parse_name(&hello[HELLO_HEAD..HELLO_HEAD + len]).unwrap(), "lab-1");
+
+        let mut old = head;
+        old[4..6].copy_from_slice(&(PROTOCOL_VERSION - 1).to_le_bytes());
+        assert!(matches!(
+            parse_hello_head(&old),
+            Err(ProtocolError::VersionMismatch { .. })
+        ));
+        let mut http = head;
+        http[..4].copy_from_slice(b"GET ");
+        assert!(matches!(parse_hello_head(&http), Err(ProtocolError::BadMagic { .. })));
+        assert!(encode_hello("").is_err());
+        assert!(encode_hello("has space").is_err());
+        assert!(encode_hello(&"x".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn an_answer_round_trips() {
+        let no = encode_answer(Some("wrong convention"));
+        let head: [u8; ANSWER_HEAD] = no[..ANSWER_HEAD].try_into().unwrap();
+        assert_eq!(parse_answer_head(&head).unwrap(), (true, 16));
+        assert_eq!(&no[ANSWER_HEAD..], b"wrong convention");
+        let yes = encode_answer(None);
+        let head: [u8; ANSWER_HEAD] = yes[..ANSWER_HEAD].try_into().unwrap();
+        assert_eq!(parse_answer_head(&head).unwrap(), (false, 0));
+    }
+}

@@ -1,0 +1,617 @@
+//! An authenticated, encrypted link between two admins of a convention, over TCP.
+//!
+//! ```text
+//! connector                                         acceptor
+//!   ── hello: GRNC, version, convention name ──▶      checks both; on a mismatch answers
+//!   ◀── answer: GRNC, version, accepted | refused(reason)   "refused" with the reason, closes
+//!   ── Noise msg 1: psk, e ─────────────────────▶      fails here without the secret
+//!   ◀── Noise msg 2: e, ee, s, es ──────────────
+//!   ── Noise msg 3: s, se ──────────────────────▶
+//!   ◀══ transport: frames, each in ≤ 64 KiB Noise messages ══▶
+//! ```
+//!
+//! Every Noise message travels as a 2-byte big-endian length and the message (the Noise
+//! specification's framing), so none exceeds 65,535 bytes. The pattern is
+//! `Noise_XXpsk0_25519_ChaChaPoly_BLAKE2s`: both sides prove a static key (each admin keeps
+//! one, so a peer is recognised across reconnects), and the cluster secret is the pre-shared
+//! key, mixed in before the first message — a peer without it cannot produce or read even
+//! that one. The hello's version and convention name are also the handshake's prologue, so
+//! they are authenticated too.
+//!
+//! A frame of any size up to the link's maximum is cut into chunks: each chunk's plaintext is
+//! one flag byte (1 = the frame's last chunk) and up to 65,518 bytes of the frame. The
+//! receiver checks the frame's size against the maximum before it grows its buffer. Any
+//! decryption failure, out-of-order or replayed message ends the link: there is no recovery
+//! inside a link, only a new one.
+//!
+//! The handshake has a deadline (`LinkConfig::handshake_timeout`), so a peer that stalls
+//! cannot hold a connection open. This link does blocking I/O on its own stream; the admin
+//! will drive links from its event loop when membership is built on them.
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    time::{Duration, Instant},
+};
+
+use greenroom_protocol::{
+    convention::{
+        encode_answer, encode_hello, parse_answer_head, parse_hello_head, parse_name, ANSWER_HEAD, HELLO_HEAD,
+    },
+    DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+};
+
+use super::secret::ClusterSecret;
+use crate::error::{Error, Result};
+
+/// The Noise protocol every link speaks.
+pub const NOISE_PATTERN: &str = "Noise_XXpsk0_25519_ChaChaPoly_BLAKE2s";
+
+/// The longest Noise message.
+const NOISE_MAX: usize = 65_535;
+/// The AEAD tag each transport message carries.
+const TAG_LEN: usize = 16;
+/// The most frame bytes one chunk carries (after its flag byte).
+pub const CHUNK_DATA: usize = NOISE_MAX - TAG_LEN - 1;
+const LAST_CHUNK: u8 = 1;
+
+/// How long a handshake may take, by default.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What one admin brings to its links: the convention's name and secret, and its own
+/// static key.
+#[derive(Clone)]
+pub struct LinkConfig {
+    pub convention: String,
+    pub secret: ClusterSecret,
+    /// This admin's X25519 private key (see [`LinkConfig::generate_static_key`]).
+    pub static_key: Vec<u8>,
+    pub handshake_timeout: Duration,
+    /// The largest frame a peer may send.
+    pub max_frame: u32,
+}
+
+impl std::fmt::Debug for LinkConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkConfig")
+            .field("convention", &self.convention)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("max_frame", &self.max_frame)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LinkConfig {
+    /// Settings for `convention` with a fresh static key and the default limits.
+    pub fn new(convention: &str, secret: ClusterSecret) -> Result<LinkConfig> {
+        greenroom_protocol::convention::check_name(convention).map_err(|e| Error::ConventionLink {
+            peer: "-".into(),
+            reason: e.to_string(),
+        })?;
+        Ok(LinkConfig {
+            convention: convention.to_owned(),
+            secret,
+            static_key: Self::generate_static_key()?,
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+            max_frame: DEFAULT_MAX_FRAME,
+        })
+    }
+
+    /// A new X25519 private key for this admin.
+    pub fn generate_static_key() -> Result<Vec<u8>> {
+        let keypair = snow::Builder::new(params())
+            .generate_keypair()
+            .map_err(|e| Error::ConventionLink {
+                peer: "-".into(),
+                reason: format!("could not generate a static key: {e}"),
+            })?;
+        Ok(keypair.private)
+    }
+
+    fn prologue(&self) -> Vec<u8> {
+        let mut p = b"greenroom convention link".to_vec();
+        p.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+        p.extend_from_slice(self.convention.as_bytes());
+        p
+    }
+}
+
+fn params() -> snow::params::NoiseParams {
+    NOISE_PATTERN
+        .parse()
+        .unwrap_or_else(|_| unreachable!("the pattern is a constant snow supports"))
+}
+
+/// An established link: frames in and out, encrypted.
+pub struct Link {
+    stream: TcpStream,
+    transport: snow::TransportState,
+    peer: String,
+    peer_key: Vec<u8>,
+    max_frame: u32,
+    cipher: Vec<u8>,
+    plain: Vec<u8>,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link").field("peer", &self.peer).finish_non_exhaustive()
+    }
+}
+
+/// The side of a handshake this end plays.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Connector,
+    Acceptor,
+}
+
+impl Link {
+    /// Opens a link on `stream`, which this admin connected to a peer.
+    pub fn connect(stream: TcpStream, config: &LinkConfig) -> Result<Link> {
+        Self::handshake(stream, config, Side::Connector)
+    }
+
+    /// Opens a link on `stream`, which a peer connected to this admin.
+    pub fn accept(stream: TcpStream, config: &LinkConfig) -> Result<Link> {
+        Self::handshake(stream, config, Side::Acceptor)
+    }
+
+    fn handshake(stream: TcpStream, config: &LinkConfig, side: Side) -> Result<Link> {
+        let peer = stream
+            .peer_addr()
+            .map_or_else(|_| "an unknown peer".to_owned(), |a| a.to_string());
+        let mut io = Deadlined {
+            stream,
+            deadline: Instant::now() + config.handshake_timeout,
+            peer: peer.clone(),
+        };
+        io.stream
+            .set_nodelay(true)
+            .map_err(|e| io.failed(format!("setting TCP_NODELAY: {e}")))?;
+        match side {
+            Side::Connector => io.say_hello(&config.convention)?,
+            Side::Acceptor => io.hear_hello(&config.convention)?,
+        }
+        let prologue = config.prologue();
+        let builder = snow::Builder::new(params())
+            .psk(0, config.secret.bytes())
+            .local_private_key(&config.static_key)
+            .prologue(&prologue);
+        let mut noise = match side {
+            Side::Connector => builder.build_initiator(),
+            Side::Acceptor => builder.build_responder(),
+        }
+        .map_err(|e| io.failed(format!("could not set up the handshake: {e}")))?;
+        let mut buf = vec![0u8; NOISE_MAX];
+        let mut payload = vec![0u8; NOISE_MAX];
+        // XX: the connector writes messages 1 and 3, the acceptor message 2.
+        for step in 0..3 {
+            let ours = (step % 2 == 0) == (side == Side::Connector);
+            if ours {
+                let len = noise
+                    .write_message(&[], &mut buf)
+                    .map_err(|e| io.failed(format!("handshake message {}: {e}", step + 1)))?;
+                io.write_noise(&buf[..len])?;
+            } else {
+                let len = io.read_noise(&mut buf, step + 1)?;
+                noise.read_message(&buf[..len], &mut payload).map_err(|_| {
+                    io.failed(if step == 0 {
+                        "the first handshake message does not authenticate: the peer does not hold this \
+                         convention's secret (check that every member's secret file is the same)"
+                            .to_owned()
+                    } else {
+                        format!("handshake message {} does not authenticate: a different secret, or a replayed or tampered handshake", step + 1)
+                    })
+                })?;
+            }
+        }
+        let peer_key = noise.get_remote_static().map(<[u8]>::to_vec).unwrap_or_default();
+        let transport = noise
+            .into_transport_mode()
+            .map_err(|e| io.failed(format!("finishing the handshake: {e}")))?;
+        io.stream
+            .set_read_timeout(None)
+            .and_then(|()| io.stream.set_write_timeout(None))
+            .map_err(|e| io.failed(format!("clearing the handshake deadline: {e}")))?;
+        Ok(Link {
+            stream: io.stream,
+            transport,
+            peer,
+            peer_key,
+            max_frame: config.max_frame,
+            cipher: vec![0u8; NOISE_MAX],
+            plain: vec![0u8; NOISE_MAX],
+        })
+    }
+
+    /// The peer's address, for logs.
+    pub fn peer(&self) -> &str {
+        &self.peer
+    }
+
+    /// The peer admin's static public key, proven in the handshake.
+    pub fn peer_key(&self) -> &[u8] {
+        &self.peer_key
+    }
+
+    /// How long `recv` waits (`None`: as long as it takes).
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> Result<()> {
+        self.stream
+            .set_read_timeout(timeout)
+            .map_err(|e| self.failed(format!("{e}")))
+    }
+
+    fn failed(&self, reason: String) -> Error {
+        Error::ConventionLink {
+            peer: self.peer.clone(),
+            reason,
+        }
+    }
+
+    /// Sends one frame (up to the peer's maximum), in as many Noise messages as it takes.
+    pub fn send(&mut self, frame: &[u8]) -> Result<()> {
+        if frame.len() > self.max_frame as usize {
+            return Err(self.failed(format!(
+                "a frame of {} bytes is over the link's maximum of {} bytes",
+                frame.len(),
+                self.max_frame
+            )));
+        }
+        let mut out = Vec::with_capacity(frame.len() + (frame.len() / CHUNK_DATA + 1) * (2 + TAG_LEN + 1));
+        let mut chunks = frame.chunks(CHUNK_DATA).peekable();
+        let mut chunk_plain = Vec::with_capacity(CHUNK_DATA.min(frame.len()) + 1);
+        loop {
+            let chunk = chunks.next().unwrap_or(&[]);
+            let last = chunks.peek().is_none();
+            chunk_plain.clear();
+            chunk_plain.push(if last { LAST_CHUNK } else { 0 });
+            chunk_plain.extend_from_slice(chunk);
+            let len = self
+                .transport
+                .write_message(&chunk_plain, &mut self.cipher)
+                .map_err(|e| Error::ConventionLink {
+                    peer: self.peer.clone(),
+                    reason: format!("encrypting: {e}"),
+                })?;
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+            out.extend_from_slice(&self.cipher[..len]);
+            if last {
+                break;
+            }
+        }
+        self.stream
+            .write_all(&out)
+            .map_err(|e| self.failed(format!("writing: {e}")))
+    }
+
+    /// Receives the next frame. Any error ends the link.
+    pub fn recv(&mut self) -> Result<Vec<u8>> {
+        let mut frame = Vec::new();
+        loop {
+            let mut len = [0u8; 2];
+            self.stream
+                .read_exact(&mut len)
+                .map_err(|e| self.failed(format!("reading: {e}")))?;
+            let len = usize::from(u16::from_be_bytes(len));
+            if len < TAG_LEN + 1 {
+                return Err(self.failed(format!("a Noise message of {len} bytes is too short to be one")));
+            }
+            self.stream
+                .read_exact(&mut self.cipher[..len])
+                .map_err(|e| Error::ConventionLink {
+                    peer: self.peer.clone(),
+                    reason: format!("reading: {e}"),
+                })?;
+            let n = self
+                .transport
+                .read_message(&self.cipher[..len], &mut self.plain)
+                .map_err(|_| Error::ConventionLink {
+                    peer: self.peer.clone(),
+                    reason: "a message does not decrypt (tampered, replayed or out of order): link closed".into(),
+                })?;
+            let (flag, data) = match self.plain[..n].split_first() {
+                Some((flag, data)) => (*flag, data),
+                None => return Err(self.failed("an empty chunk".into())),
+            };
+            if frame.len() + data.len() > self.max_frame as usize {
+                return Err(self.failed(format!(
+                    "the peer's frame is over the link's maximum of {} bytes",
+                    self.max_frame
+                )));
+            }
+            frame.extend_from_slice(data);
+            if flag == LAST_CHUNK {
+                return Ok(frame);
+            }
+        }
+    }
+}
+
+/// The stream during a handshake: every read and write bounded by one deadline.
+struct Deadlined {
+    stream: TcpStream,
+    deadline: Instant,
+    peer: String,
+}
+
+impl Deadlined {
+    fn failed(&self, reason: String) -> Error {
+        Error::ConventionLink {
+            peer: self.peer.clone(),
+            reason,
+        }
+    }
+
+    fn time_left(&self) -> Result<Duration> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(self.failed("the handshake did not finish before its deadline".into()));
+        }
+        Ok(left)
+    }
+
+    fn read_exact(&mut self, buf: &mut [u8], what: &str) -> Result<()> {
+        let left = self.time_left()?;
+        self.stream
+            .set_read_timeout(Some(left))
+            .map_err(|e| self.failed(format!("{e}")))?;
+        self.stream.read_exact(buf).map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                self.failed(format!("the handshake did not finish before its deadline (waiting for {what})"))
+            }
+            std::io::ErrorKind::UnexpectedEof => self.failed(format!(
+                "the peer closed the connection before {what}: it refused this link (see its log) or does not hold this convention's secret"
+            )),
+            _ => self.failed(format!("reading {what}: {e}")),
+        })
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
+        let left = self.time_left()?;
+        self.stream
+            .set_write_timeout(Some(left))
+            .map_err(|e| self.failed(format!("{e}")))?;
+        self.stream
+            .write_all(bytes)
+            .map_err(|e| self.failed(format!("writing the handshake: {e}")))
+    }
+
+    fn say_hello(&mut self, convention: &str) -> Result<()> {
+        let hello = encode_hello(convention).map_err(|e| self.failed(e.to_string()))?;
+        self.write_all(&hello)?;
+        let mut head = [0u8; ANSWER_HEAD];
+        self.read_exact(&mut head, "the answer to our hello")?;
+        let (refused, len) = parse_answer_head(&head).map_err(|e| self.failed(format!("its answer: {e}")))?;
+        let mut reason = vec![0u8; len];
+        self.read_exact(&mut reason, "the answer's reason")?;
+        if refused {
+            return Err(self.failed(format!("refused: {}", String::from_utf8_lossy(&reason))));
+        }
+        Ok(())
+    }
+
+    fn hear_hello(&mut self, convention: &str) -> Result<()> {
+        let mut head = [0u8; HELLO_HEAD];
+        self.read_exact(&mut head, "its hello")?;
+        let name = parse_hello_head(&head).and_then(|len| {
+            let mut name = vec![0u8; len];
+            self.read_exact(&mut name, "its hello")
+                .map_err(|e| greenroom_protocol::ProtocolError::BadConventionName { name: e.to_string() })?;
+            parse_name(&name)
+        });
+        let refusal = match &name {
+            Err(e) => Some(format!("not a Greenroom convention link of this version: {e}")),
+            Ok(name) if name != convention => Some(format!(
+                "this admin is in convention {convention:?}, not {name:?}: start the member with the same --convention-name"
+            )),
+            Ok(_) => None,
+        };
+        // Best effort: a stranger that sent garbage may already be gone.
+        let _ = self.write_all(&encode_answer(refusal.as_deref()));
+        match refusal {
+            Some(reason) => Err(self.failed(reason)),
+            None => Ok(()),
+        }
+    }
+
+    fn write_noise(&mut self, message: &[u8]) -> Result<()> {
+        let mut framed = Vec::with_capacity(2 + message.len());
+        framed.extend_from_slice(&(message.len() as u16).to_be_bytes());
+        framed.extend_from_slice(message);
+        self.write_all(&framed)
+    }
+
+    fn read_noise(&mut self, buf: &mut [u8], step: usize) -> Result<usize> {
+        let mut len = [0u8; 2];
+        let what = format!("handshake message {step}");
+        self.read_exact(&mut len, &what)?;
+        let len = usize::from(u16::from_be_bytes(len));
+        self.read_exact(&mut buf[..len], &what)?;
+        Ok(len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{net::TcpListener, thread};
+
+    use super::*;
+
+    fn config(name: &str, secret: u8) -> LinkConfig {
+        LinkConfig::new(name, ClusterSecret::from_bytes([secret; 32])).unwrap()
+    }
+
+    /// Runs an acceptor with `theirs` on a loopback port and a connector with `ours`;
+    /// returns both outcomes.
+    fn pair(ours: LinkConfig, theirs: LinkConfig) -> (Result<Link>, Result<Link>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            Link::accept(stream, &theirs)
+        });
+        let connected = Link::connect(TcpStream::connect(addr).unwrap(), &ours);
+        (connected, acceptor.join().unwrap())
+    }
+
+    fn reason(r: Result<Link>) -> String {
+        r.expect_err("the link must fail").to_string()
+    }
+
+    #[test]
+    fn members_with_the_same_secret_exchange_frames_of_any_size() {
+        let (ours, theirs) = (config("lab", 7), config("lab", 7));
+        let (their_public, our_public) = (theirs.static_key.clone(), ours.static_key.clone());
+        let (a, b) = pair(ours, theirs);
+        let (mut a, mut b) = (a.unwrap(), b.unwrap());
+        assert_eq!(a.peer_key().len(), 32);
+        assert_ne!(a.peer_key(), b.peer_key(), "each proves its own static key");
+        let _ = (their_public, our_public);
+        let big: Vec<u8> = (0..1_000_000u32).map(|i| i as u8).collect();
+        let sender = thread::spawn(move || {
+            for frame in [&b"hello"[..], &[], &big[..], &[9u8; CHUNK_DATA], &[8u8; CHUNK_DATA + 1]] {
+                a.send(frame).unwrap();
+            }
+            a
+        });
+        assert_eq!(b.recv().unwrap(), b"hello");
+        assert_eq!(b.recv().unwrap(), b"");
+        let got = b.recv().unwrap();
+        assert_eq!(got.len(), 1_000_000);
+        assert!(got.iter().enumerate().all(|(i, x)| *x == i as u8));
+        assert_eq!(b.recv().unwrap(), vec![9u8; CHUNK_DATA], "exactly one chunk's worth");
+        assert_eq!(
+            b.recv().unwrap(),
+            vec![8u8; CHUNK_DATA + 1],
+            "one byte into a second chunk"
+        );
+        let mut a = sender.join().unwrap();
+        b.send(b"and back").unwrap();
+        assert_eq!(a.recv().unwrap(), b"and back");
+    }
+
+    #[test]
+    fn a_peer_without_the_secret_fails_at_the_first_message() {
+        let (connector, acceptor) = pair(config("lab", 1), config("lab", 2));
+        let acceptor = reason(acceptor);
+        assert!(acceptor.contains("first handshake message"), "{acceptor}");
+        assert!(acceptor.contains("secret"), "{acceptor}");
+        let connector = reason(connector);
+        assert!(connector.contains("closed the connection"), "{connector}");
+    }
+
+    #[test]
+    fn another_convention_is_refused_with_both_names() {
+        let (connector, acceptor) = pair(config("blue", 1), config("green", 1));
+        let connector = reason(connector);
+        assert!(
+            connector.contains("refused") && connector.contains("\"green\"") && connector.contains("\"blue\""),
+            "{connector}"
+        );
+        assert!(reason(acceptor).contains("not \"blue\""));
+    }
+
+    /// Runs an acceptor and feeds it raw bytes from a stranger; returns its error and what
+    /// it answered.
+    fn stranger(bytes: &[u8], timeout: Duration) -> (String, Vec<u8>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut config = config("lab", 3);
+        config.handshake_timeout = timeout;
+        let acceptor = thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            Link::accept(stream, &config)
+        });
+        let mut s = TcpStream::connect(addr).unwrap();
+        let _ = s.write_all(bytes);
+        let err = reason(acceptor.join().unwrap());
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        (err, answer)
+    }
+
+    #[test]
+    fn strangers_are_refused_with_a_reason_and_nothing_panics() {
+        // Another version.
+        let mut old = encode_hello("lab").unwrap();
+        old[4..6].copy_from_slice(&(PROTOCOL_VERSION + 1).to_le_bytes());
+        let (err, answer) = stranger(&old, Duration::from_secs(5));
+        assert!(err.contains("version"), "{err}");
+        assert!(
+            String::from_utf8_lossy(&answer).contains("version"),
+            "the stranger is told why"
+        );
+        // Garbage, an HTTP request, plaintext postcard of a data handshake.
+        for junk in [
+            &b"\xff\xfe\x00garbage!"[..],
+            b"GET / HTTP/1.1\r\n\r\n",
+            &[0x47, 0x52, 0x4e, 0x52, 6, 0, 0],
+        ] {
+            let (err, _) = stranger(junk, Duration::from_secs(5));
+            assert!(err.contains("not a Greenroom convention link"), "{err}");
+        }
+        // A good hello, then a huge Noise length and junk instead of the first message.
+        let mut lying = encode_hello("lab").unwrap();
+        lying.extend_from_slice(&[0xff, 0xff]);
+        lying.extend_from_slice(&[0u8; 100]);
+        let (err, _) = stranger(&lying, Duration::from_millis(500));
+        assert!(err.contains("deadline") || err.contains("closed"), "{err}");
+        let mut junk_noise = encode_hello("lab").unwrap();
+        junk_noise.extend_from_slice(&48u16.to_be_bytes());
+        junk_noise.extend_from_slice(&[7u8; 48]);
+        let (err, _) = stranger(&junk_noise, Duration::from_secs(5));
+        assert!(err.contains("first handshake message"), "{err}");
+    }
+
+    #[test]
+    fn a_stalled_handshake_is_cut_at_its_deadline() {
+        let started = Instant::now();
+        let (err, _) = stranger(&encode_hello("lab").unwrap()[..3], Duration::from_millis(300));
+        assert!(err.contains("deadline"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_replayed_handshake_does_not_get_in() {
+        // An honest connector and acceptor (secret 3, as `stranger`'s) handshake; an
+        // eavesdropper records the connector's messages 1 and 3 and replays them to a new
+        // acceptor, whose message 2 is different: message 3 no longer authenticates.
+        let prologue = config("lab", 3).prologue();
+        let build = |initiator: bool| {
+            let key = LinkConfig::generate_static_key().unwrap();
+            let builder = snow::Builder::new(params())
+                .psk(0, &[3u8; 32])
+                .local_private_key(&key)
+                .prologue(&prologue);
+            if initiator {
+                builder.build_initiator().unwrap()
+            } else {
+                builder.build_responder().unwrap()
+            }
+        };
+        let (mut connector, mut acceptor) = (build(true), build(false));
+        let (mut m1, mut m2, mut m3, mut scratch) = (
+            vec![0u8; NOISE_MAX],
+            vec![0u8; NOISE_MAX],
+            vec![0u8; NOISE_MAX],
+            vec![0u8; NOISE_MAX],
+        );
+        let n1 = connector.write_message(&[], &mut m1).unwrap();
+        acceptor.read_message(&m1[..n1], &mut scratch).unwrap();
+        let n2 = acceptor.write_message(&[], &mut m2).unwrap();
+        connector.read_message(&m2[..n2], &mut scratch).unwrap();
+        let n3 = connector.write_message(&[], &mut m3).unwrap();
+        acceptor.read_message(&m3[..n3], &mut scratch).unwrap();
+        assert!(acceptor.is_handshake_finished(), "the recorded session was genuine");
+
+        let mut replay = encode_hello("lab").unwrap();
+        for m in [&m1[..n1], &m3[..n3]] {
+            replay.extend_from_slice(&(m.len() as u16).to_be_bytes());
+            replay.extend_from_slice(m);
+        }
+        let (err, _) = stranger(&replay, Duration::from_secs(5));
+        assert!(err.contains("handshake message 3"), "{err}");
+    }
+}
