@@ -10,11 +10,17 @@
 //!   (a peer without it fails at the first message), then frames of any size, each carried
 //!   in Noise messages of at most 64 KiB.
 //!
-//! Membership (SWIM over these links), placement by capabilities and the cross-machine data
-//! path come next; see ARCHITECTURE.md, "What is not built yet".
+//! * [`membership`]: which admins are in and alive, by SWIM (foca) over those links; a dead
+//!   member is noticed within a few seconds.
+//!
+//! The admin does not run these yet (a gateway process per admin will); placement by
+//! capabilities and the cross-machine data path come next. See ARCHITECTURE.md, "What is
+//! not built yet".
 
 pub mod link;
+pub mod membership;
 pub mod secret;
 
 pub use link::{Link, LinkConfig};
+pub use membership::{MemberId, MemberNode, Membership, MembershipEvent};
 pub use secret::ClusterSecret;
