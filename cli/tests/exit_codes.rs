@@ -61,10 +61,12 @@ fn keygen_writes_an_owner_only_secret_once() {
     assert_eq!(mode, 0o600);
     let secret = std::fs::read_to_string(&file).unwrap();
     assert_eq!(secret.trim().len(), 64);
-    assert!(
-        !String::from_utf8_lossy(&out.stdout).contains(secret.trim()),
-        "the secret is never printed"
-    );
+    for printed in [&out.stdout, &out.stderr] {
+        assert!(
+            !String::from_utf8_lossy(printed).contains(secret.trim()),
+            "the secret is never printed"
+        );
+    }
     let again = greenroom(&["keygen", file_arg], base.path());
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr).contains("the file exists"));

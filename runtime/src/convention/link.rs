@@ -12,11 +12,11 @@
 //!
 //! Every Noise message travels as a 2-byte big-endian length and the message (the Noise
 //! specification's framing), so none exceeds 65,535 bytes. The pattern is
-//! `Noise_XXpsk0_25519_ChaChaPoly_BLAKE2s`: both sides prove a static key (each admin keeps
-//! one, so a peer is recognised across reconnects), and the cluster secret is the pre-shared
-//! key, mixed in before the first message — a peer without it cannot produce or read even
-//! that one. The hello's version and convention name are also the handshake's prologue, so
-//! they are authenticated too.
+//! `Noise_XXpsk0_25519_ChaChaPoly_BLAKE2s`: both sides prove a static key, and the cluster
+//! secret is the pre-shared key, mixed in before the first message — a peer without it
+//! cannot produce that message, so a live stranger fails there. (One that replays a recorded
+//! first message gets the second, but can never produce the third.) The hello's version and
+//! convention name are also the handshake's prologue, so they are authenticated too.
 //!
 //! A frame of any size up to the link's maximum is cut into chunks: each chunk's plaintext is
 //! one flag byte (1 = the frame's last chunk) and up to 65,518 bytes of the frame. The
@@ -24,8 +24,10 @@
 //! decryption failure, out-of-order or replayed message ends the link: there is no recovery
 //! inside a link, only a new one.
 //!
-//! The handshake has a deadline (`LinkConfig::handshake_timeout`), so a peer that stalls
-//! cannot hold a connection open. This link does blocking I/O on its own stream; the admin
+//! The handshake has one deadline for all of it (`LinkConfig::handshake_timeout`), checked
+//! before every read and write, so a peer that stalls or trickles bytes cannot hold a
+//! connection open. After any error in `send` or `recv` a link refuses further use: its
+//! cipher states may no longer match the peer's. This link does blocking I/O on its own stream; the admin
 //! will drive links from its event loop when membership is built on them.
 
 use std::{
@@ -66,6 +68,8 @@ pub struct LinkConfig {
     pub secret: ClusterSecret,
     /// This admin's X25519 private key (see [`LinkConfig::generate_static_key`]).
     pub static_key: Vec<u8>,
+    /// Its public half, which peers see as [`Link::peer_key`].
+    pub static_public: Vec<u8>,
     pub handshake_timeout: Duration,
     /// The largest frame a peer may send.
     pub max_frame: u32,
@@ -88,24 +92,31 @@ impl LinkConfig {
             peer: "-".into(),
             reason: e.to_string(),
         })?;
+        let keypair = Self::generate_keypair()?;
         Ok(LinkConfig {
             convention: convention.to_owned(),
             secret,
-            static_key: Self::generate_static_key()?,
+            static_key: keypair.private,
+            static_public: keypair.public,
             handshake_timeout: HANDSHAKE_TIMEOUT,
             max_frame: DEFAULT_MAX_FRAME,
         })
     }
 
-    /// A new X25519 private key for this admin.
-    pub fn generate_static_key() -> Result<Vec<u8>> {
-        let keypair = snow::Builder::new(params())
+    /// A new X25519 key pair for an admin. (Kept in memory only for now: an admin's key is
+    /// new each time it starts, which is also when its incarnation changes.)
+    fn generate_keypair() -> Result<snow::Keypair> {
+        snow::Builder::new(params())
             .generate_keypair()
             .map_err(|e| Error::ConventionLink {
                 peer: "-".into(),
                 reason: format!("could not generate a static key: {e}"),
-            })?;
-        Ok(keypair.private)
+            })
+    }
+
+    /// A new X25519 private key.
+    pub fn generate_static_key() -> Result<Vec<u8>> {
+        Ok(Self::generate_keypair()?.private)
     }
 
     fn prologue(&self) -> Vec<u8> {
@@ -131,6 +142,8 @@ pub struct Link {
     max_frame: u32,
     cipher: Vec<u8>,
     plain: Vec<u8>,
+    /// Set by any error in `send` or `recv`: the link is unusable from then on.
+    broken: bool,
 }
 
 impl std::fmt::Debug for Link {
@@ -163,7 +176,7 @@ impl Link {
             .map_or_else(|_| "an unknown peer".to_owned(), |a| a.to_string());
         let mut io = Deadlined {
             stream,
-            deadline: Instant::now() + config.handshake_timeout,
+            deadline: crate::system::deadline_after(config.handshake_timeout),
             peer: peer.clone(),
         };
         io.stream
@@ -206,7 +219,10 @@ impl Link {
                 })?;
             }
         }
-        let peer_key = noise.get_remote_static().map(<[u8]>::to_vec).unwrap_or_default();
+        let peer_key = noise
+            .get_remote_static()
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| io.failed("the handshake ended without the peer's static key".into()))?;
         let transport = noise
             .into_transport_mode()
             .map_err(|e| io.failed(format!("finishing the handshake: {e}")))?;
@@ -222,6 +238,7 @@ impl Link {
             max_frame: config.max_frame,
             cipher: vec![0u8; NOISE_MAX],
             plain: vec![0u8; NOISE_MAX],
+            broken: false,
         })
     }
 
@@ -250,7 +267,30 @@ impl Link {
     }
 
     /// Sends one frame (up to the peer's maximum), in as many Noise messages as it takes.
+    /// Any error ends the link.
     pub fn send(&mut self, frame: &[u8]) -> Result<()> {
+        self.usable()?;
+        let sent = self.send_frame(frame);
+        self.broken = sent.is_err();
+        sent
+    }
+
+    /// Receives the next frame. Any error (a read timeout included) ends the link.
+    pub fn recv(&mut self) -> Result<Vec<u8>> {
+        self.usable()?;
+        let received = self.recv_frame();
+        self.broken = received.is_err();
+        received
+    }
+
+    fn usable(&self) -> Result<()> {
+        if self.broken {
+            return Err(self.failed("the link failed earlier and cannot be used again; open a new one".into()));
+        }
+        Ok(())
+    }
+
+    fn send_frame(&mut self, frame: &[u8]) -> Result<()> {
         if frame.len() > self.max_frame as usize {
             return Err(self.failed(format!(
                 "a frame of {} bytes is over the link's maximum of {} bytes",
@@ -285,8 +325,7 @@ impl Link {
             .map_err(|e| self.failed(format!("writing: {e}")))
     }
 
-    /// Receives the next frame. Any error ends the link.
-    pub fn recv(&mut self) -> Result<Vec<u8>> {
+    fn recv_frame(&mut self) -> Result<Vec<u8>> {
         let mut frame = Vec::new();
         loop {
             let mut len = [0u8; 2];
@@ -311,9 +350,13 @@ impl Link {
                     reason: "a message does not decrypt (tampered, replayed or out of order): link closed".into(),
                 })?;
             let (flag, data) = match self.plain[..n].split_first() {
-                Some((flag, data)) => (*flag, data),
+                Some((&flag @ (0 | LAST_CHUNK), data)) => (flag, data),
+                Some((flag, _)) => return Err(self.failed(format!("a chunk with the unknown flag {flag}"))),
                 None => return Err(self.failed("an empty chunk".into())),
             };
+            if data.is_empty() && flag != LAST_CHUNK {
+                return Err(self.failed("an empty chunk that is not a frame's last".into()));
+            }
             if frame.len() + data.len() > self.max_frame as usize {
                 return Err(self.failed(format!(
                     "the peer's frame is over the link's maximum of {} bytes",
@@ -351,30 +394,57 @@ impl Deadlined {
         Ok(left)
     }
 
+    /// Fills `buf`, every `read` bounded by what is left of the one deadline (a peer that
+    /// trickles a byte at a time still runs out of time).
     fn read_exact(&mut self, buf: &mut [u8], what: &str) -> Result<()> {
-        let left = self.time_left()?;
-        self.stream
-            .set_read_timeout(Some(left))
-            .map_err(|e| self.failed(format!("{e}")))?;
-        self.stream.read_exact(buf).map_err(|e| match e.kind() {
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
-                self.failed(format!("the handshake did not finish before its deadline (waiting for {what})"))
+        let mut filled = 0;
+        while filled < buf.len() {
+            let left = self.time_left().map_err(|_| self.late(what))?;
+            self.stream
+                .set_read_timeout(Some(left))
+                .map_err(|e| self.failed(format!("{e}")))?;
+            match self.stream.read(&mut buf[filled..]) {
+                Ok(0) => {
+                    return Err(self.failed(format!(
+                        "the peer closed the connection before {what}: it refused this link (see its log) or does not hold this convention's secret"
+                    )))
+                }
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    return Err(self.late(what))
+                }
+                Err(e) => return Err(self.failed(format!("reading {what}: {e}"))),
             }
-            std::io::ErrorKind::UnexpectedEof => self.failed(format!(
-                "the peer closed the connection before {what}: it refused this link (see its log) or does not hold this convention's secret"
-            )),
-            _ => self.failed(format!("reading {what}: {e}")),
-        })
+        }
+        Ok(())
     }
 
+    fn late(&self, what: &str) -> Error {
+        self.failed(format!(
+            "the handshake did not finish before its deadline (waiting for {what})"
+        ))
+    }
+
+    /// Writes all of `bytes`, every `write` bounded by what is left of the deadline.
     fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
-        let left = self.time_left()?;
-        self.stream
-            .set_write_timeout(Some(left))
-            .map_err(|e| self.failed(format!("{e}")))?;
-        self.stream
-            .write_all(bytes)
-            .map_err(|e| self.failed(format!("writing the handshake: {e}")))
+        let mut written = 0;
+        while written < bytes.len() {
+            let left = self.time_left()?;
+            self.stream
+                .set_write_timeout(Some(left))
+                .map_err(|e| self.failed(format!("{e}")))?;
+            match self.stream.write(&bytes[written..]) {
+                Ok(0) => return Err(self.failed("the peer stopped taking the handshake".into())),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    return Err(self.late("the peer to take the handshake"))
+                }
+                Err(e) => return Err(self.failed(format!("writing the handshake: {e}"))),
+            }
+        }
+        Ok(())
     }
 
     fn say_hello(&mut self, convention: &str) -> Result<()> {
@@ -386,7 +456,13 @@ impl Deadlined {
         let mut reason = vec![0u8; len];
         self.read_exact(&mut reason, "the answer's reason")?;
         if refused {
-            return Err(self.failed(format!("refused: {}", String::from_utf8_lossy(&reason))));
+            // The reason comes from a peer not yet authenticated: control characters are
+            // replaced, so that it cannot forge log lines or drive a terminal.
+            let reason: String = String::from_utf8_lossy(&reason)
+                .chars()
+                .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+                .collect();
+            return Err(self.failed(format!("refused: {reason}")));
         }
         Ok(())
     }
@@ -394,12 +470,14 @@ impl Deadlined {
     fn hear_hello(&mut self, convention: &str) -> Result<()> {
         let mut head = [0u8; HELLO_HEAD];
         self.read_exact(&mut head, "its hello")?;
-        let name = parse_hello_head(&head).and_then(|len| {
-            let mut name = vec![0u8; len];
-            self.read_exact(&mut name, "its hello")
-                .map_err(|e| greenroom_protocol::ProtocolError::BadConventionName { name: e.to_string() })?;
-            parse_name(&name)
-        });
+        let name = match parse_hello_head(&head) {
+            Ok(len) => {
+                let mut name = vec![0u8; len];
+                self.read_exact(&mut name, "its hello")?;
+                parse_name(&name)
+            }
+            Err(e) => Err(e),
+        };
         let refusal = match &name {
             Err(e) => Some(format!("not a Greenroom convention link of this version: {e}")),
             Ok(name) if name != convention => Some(format!(
@@ -410,7 +488,14 @@ impl Deadlined {
         // Best effort: a stranger that sent garbage may already be gone.
         let _ = self.write_all(&encode_answer(refusal.as_deref()));
         match refusal {
-            Some(reason) => Err(self.failed(reason)),
+            Some(reason) => {
+                // Closing with its junk unread would reset the connection and could discard
+                // the answer: stop writing, and read a little of what it sent first.
+                let _ = self.stream.shutdown(std::net::Shutdown::Write);
+                let _ = self.stream.set_read_timeout(Some(Duration::from_millis(100)));
+                let _ = std::io::copy(&mut (&self.stream).take(64 * 1024), &mut std::io::sink());
+                Err(self.failed(reason))
+            }
             None => Ok(()),
         }
     }
@@ -462,12 +547,11 @@ mod tests {
     #[test]
     fn members_with_the_same_secret_exchange_frames_of_any_size() {
         let (ours, theirs) = (config("lab", 7), config("lab", 7));
-        let (their_public, our_public) = (theirs.static_key.clone(), ours.static_key.clone());
+        let (their_public, our_public) = (theirs.static_public.clone(), ours.static_public.clone());
         let (a, b) = pair(ours, theirs);
         let (mut a, mut b) = (a.unwrap(), b.unwrap());
-        assert_eq!(a.peer_key().len(), 32);
-        assert_ne!(a.peer_key(), b.peer_key(), "each proves its own static key");
-        let _ = (their_public, our_public);
+        assert_eq!(a.peer_key(), their_public, "each learns the key the other proved");
+        assert_eq!(b.peer_key(), our_public);
         let big: Vec<u8> = (0..1_000_000u32).map(|i| i as u8).collect();
         let sender = thread::spawn(move || {
             for frame in [&b"hello"[..], &[], &big[..], &[9u8; CHUNK_DATA], &[8u8; CHUNK_DATA + 1]] {
@@ -549,20 +633,54 @@ mod tests {
             b"GET / HTTP/1.1\r\n\r\n",
             &[0x47, 0x52, 0x4e, 0x52, 6, 0, 0],
         ] {
-            let (err, _) = stranger(junk, Duration::from_secs(5));
+            let (err, answer) = stranger(junk, Duration::from_secs(5));
             assert!(err.contains("not a Greenroom convention link"), "{err}");
+            assert!(
+                String::from_utf8_lossy(&answer).contains("not a Greenroom convention link"),
+                "the stranger is told why: {answer:?}"
+            );
         }
         // A good hello, then a huge Noise length and junk instead of the first message.
         let mut lying = encode_hello("lab").unwrap();
         lying.extend_from_slice(&[0xff, 0xff]);
         lying.extend_from_slice(&[0u8; 100]);
         let (err, _) = stranger(&lying, Duration::from_millis(500));
-        assert!(err.contains("deadline") || err.contains("closed"), "{err}");
+        assert!(err.contains("deadline"), "{err}");
         let mut junk_noise = encode_hello("lab").unwrap();
         junk_noise.extend_from_slice(&48u16.to_be_bytes());
         junk_noise.extend_from_slice(&[7u8; 48]);
         let (err, _) = stranger(&junk_noise, Duration::from_secs(5));
         assert!(err.contains("first handshake message"), "{err}");
+    }
+
+    #[test]
+    fn a_peer_that_trickles_bytes_is_cut_at_the_one_deadline() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut config = config("lab", 3);
+        config.handshake_timeout = Duration::from_millis(400);
+        let acceptor = thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let started = Instant::now();
+            (Link::accept(stream, &config), started.elapsed())
+        });
+        let mut s = TcpStream::connect(addr).unwrap();
+        // A good hello, a Noise length of 65,535, then a byte every 100 ms: each read is
+        // quick, but the whole would take hours.
+        s.write_all(&encode_hello("lab").unwrap()).unwrap();
+        s.write_all(&[0xff, 0xff]).unwrap();
+        let trickler = thread::spawn(move || {
+            for _ in 0..30 {
+                if s.write_all(&[0]).is_err() {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let (outcome, took) = acceptor.join().unwrap();
+        assert!(reason(outcome).contains("deadline"));
+        assert!(took < Duration::from_secs(2), "held for {took:?}");
+        trickler.join().unwrap();
     }
 
     #[test]

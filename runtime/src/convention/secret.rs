@@ -71,10 +71,12 @@ impl ClusterSecret {
         Ok(ClusterSecret(bytes))
     }
 
-    /// Reads the secret at `path`: it must exist, be readable by its owner only, and hold
-    /// 64 hexadecimal digits. Each refusal says how to fix it.
+    /// Reads the secret at `path`: it must exist, be a regular file owned by this user (or
+    /// root) that no one else may read, and hold 64 hexadecimal digits. Each refusal says how
+    /// to fix it. (A symbolic link is followed, as a Kubernetes secret volume needs; what is
+    /// checked is the file opened, not the path looked at before.)
     pub fn load(path: &Path) -> Result<ClusterSecret> {
-        let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        let file = std::fs::File::open(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => refused(
                 path,
                 format!(
@@ -84,6 +86,12 @@ impl ClusterSecret {
             ),
             _ => refused(path, format!("cannot read it: {e}")),
         })?;
+        let meta = file
+            .metadata()
+            .map_err(|e| refused(path, format!("cannot read it: {e}")))?;
+        if !meta.is_file() {
+            return Err(refused(path, "it is not a regular file"));
+        }
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(refused(
@@ -94,7 +102,14 @@ impl ClusterSecret {
                 ),
             ));
         }
-        let text = std::fs::read_to_string(path).map_err(|e| refused(path, format!("cannot read it: {e}")))?;
+        let me = nix::unistd::getuid().as_raw();
+        let owner = std::os::unix::fs::MetadataExt::uid(&meta);
+        if owner != me && owner != 0 {
+            return Err(refused(
+                path,
+                format!("it belongs to uid {owner}, not to this user (uid {me}) or root; `chown` it"),
+            ));
+        }
         let bad = || {
             refused(
                 path,
@@ -104,13 +119,19 @@ impl ClusterSecret {
                 ),
             )
         };
-        let digits = text.trim();
-        if digits.len() != 2 * SECRET_LEN {
+        // Read no more than a secret's worth (and a little slack for whitespace).
+        let mut text = String::new();
+        file.take(4 * SECRET_LEN as u64)
+            .read_to_string(&mut text)
+            .map_err(|_| bad())?;
+        let digits = text.trim().as_bytes();
+        if digits.len() != 2 * SECRET_LEN || !digits.iter().all(u8::is_ascii_hexdigit) {
             return Err(bad());
         }
         let mut bytes = [0u8; SECRET_LEN];
-        for (i, byte) in bytes.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(digits.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16).map_err(|_| bad())?;
+        for (byte, pair) in bytes.iter_mut().zip(digits.chunks(2)) {
+            let pair = std::str::from_utf8(pair).map_err(|_| bad())?;
+            *byte = u8::from_str_radix(pair, 16).map_err(|_| bad())?;
         }
         Ok(ClusterSecret(bytes))
     }
@@ -172,10 +193,29 @@ mod tests {
         assert!(short.contains("64 hexadecimal digits"), "{short}");
         let not_hex = message(ClusterSecret::load(&write("nothex", &"zz".repeat(32), 0o600)).unwrap_err());
         assert!(not_hex.contains("64 hexadecimal digits"), "{not_hex}");
-        let exposed = message(ClusterSecret::load(&write("exposed", &"ab".repeat(32), 0o644)).unwrap_err());
-        assert!(exposed.contains("chmod 600"), "{exposed}");
-        assert!(exposed.contains("0644"), "{exposed}");
-        assert!(!exposed.contains(&"ab".repeat(32)), "the secret is never in a message");
+        let plus = message(ClusterSecret::load(&write("plus", &"+a".repeat(32), 0o600)).unwrap_err());
+        assert!(plus.contains("64 hexadecimal digits"), "{plus}");
+        for (name, mode) in [
+            ("world", 0o644),
+            ("group", 0o640),
+            ("group-write", 0o620),
+            ("other-write", 0o602),
+        ] {
+            let exposed = message(ClusterSecret::load(&write(name, &"ab".repeat(32), mode)).unwrap_err());
+            assert!(exposed.contains("chmod 600"), "{exposed}");
+            assert!(exposed.contains(&format!("{mode:04o}")), "{exposed}");
+            assert!(!exposed.contains(&"ab".repeat(32)), "the secret is never in a message");
+        }
+        let dir_path = dir.path().join("a-directory");
+        std::fs::create_dir(&dir_path).unwrap();
+        std::fs::set_permissions(&dir_path, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let not_file = message(ClusterSecret::load(&dir_path).unwrap_err());
+        assert!(not_file.contains("not a regular file"), "{not_file}");
+        // A symbolic link to a good file is followed (Kubernetes mounts secrets so).
+        let target = write("target", &"cd".repeat(32), 0o600);
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(ClusterSecret::load(&link).is_ok());
         assert!(ClusterSecret::load(&write("fine", &"AB".repeat(32), 0o400)).is_ok());
     }
 }
