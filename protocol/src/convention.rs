@@ -10,7 +10,7 @@
 //! Both fields are also bound into the Noise handshake as its prologue, so a peer cannot
 //! claim one convention here and speak for another afterwards. Nothing secret is in them.
 
-use crate::{ProtocolError, PROTOCOL_VERSION};
+use crate::{handshake::check_opening, ProtocolError, PROTOCOL_VERSION};
 
 /// The four bytes that open every convention link: `GRNC`.
 pub const LINK_MAGIC: [u8; 4] = *b"GRNC";
@@ -50,25 +50,9 @@ pub fn encode_hello(name: &str) -> Result<Vec<u8>, ProtocolError> {
     Ok(out)
 }
 
-fn check_magic_and_version(head: &[u8]) -> Result<(), ProtocolError> {
-    if head[..4] != LINK_MAGIC {
-        return Err(ProtocolError::BadMagic {
-            found: head[..4].to_vec(),
-        });
-    }
-    let peer = u16::from_le_bytes([head[4], head[5]]);
-    if peer != PROTOCOL_VERSION {
-        return Err(ProtocolError::VersionMismatch {
-            peer,
-            ours: PROTOCOL_VERSION,
-        });
-    }
-    Ok(())
-}
-
 /// Checks a hello's fixed part; returns the length of the name that follows.
 pub fn parse_hello_head(head: &[u8; HELLO_HEAD]) -> Result<usize, ProtocolError> {
-    check_magic_and_version(head)?;
+    check_opening(head, &LINK_MAGIC)?;
     let len = usize::from(head[6]);
     if len == 0 || len > MAX_CONVENTION_NAME {
         return Err(ProtocolError::BadConventionName {
@@ -100,7 +84,7 @@ pub fn encode_answer(refusal: Option<&str>) -> Vec<u8> {
 
 /// Checks an answer's fixed part; returns whether it refuses and the length of its reason.
 pub fn parse_answer_head(head: &[u8; ANSWER_HEAD]) -> Result<(bool, usize), ProtocolError> {
-    check_magic_and_version(head)?;
+    check_opening(head, &LINK_MAGIC)?;
     let len = usize::from(u16::from_le_bytes([head[7], head[8]]));
     if len > MAX_REASON {
         return Err(ProtocolError::FrameTooLarge {

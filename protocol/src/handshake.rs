@@ -57,19 +57,27 @@ fn check_header(body: &[u8]) -> Result<&[u8], ProtocolError> {
         }
         return Err(ProtocolError::ShortHandshake { len: body.len() });
     }
-    if body[..4] != MAGIC {
+    check_opening(body, &MAGIC)?;
+    Ok(&body[HEADER..])
+}
+
+/// Checks the opening of a handshake or a convention hello (at least six bytes): `magic`,
+/// then this build's protocol version. Both checks come before any decoding, so a stranger
+/// or an old build is told exactly which is wrong.
+pub(crate) fn check_opening(head: &[u8], magic: &[u8; 4]) -> Result<(), ProtocolError> {
+    if head[..4] != *magic {
         return Err(ProtocolError::BadMagic {
-            found: body[..4].to_vec(),
+            found: head[..4].to_vec(),
         });
     }
-    let peer = u16::from_le_bytes([body[4], body[5]]);
+    let peer = u16::from_le_bytes([head[4], head[5]]);
     if peer != PROTOCOL_VERSION {
         return Err(ProtocolError::VersionMismatch {
             peer,
             ours: PROTOCOL_VERSION,
         });
     }
-    Ok(&body[HEADER..])
+    Ok(())
 }
 
 fn encode_with_header<T: Serialize>(buf: &mut Vec<u8>, value: &T, what: &'static str) -> Result<(), ProtocolError> {
