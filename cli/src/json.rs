@@ -31,6 +31,9 @@
 //! }
 //! ```
 //!
+//! A member of a convention also has `"convention": {"name", "me", "leader", "members":
+//! [{"address", "incarnation"}]}` (`null` otherwise).
+//!
 //! A troupe's manager has `"troupe": {"workers": 2, "busy": 1, "max_workers": 3}` (its
 //! workers are listed as its children), and its `queued` counts the messages waiting for a
 //! free worker.
@@ -53,6 +56,27 @@ pub struct Status {
     pub log_file: Option<String>,
     pub uptime_s: f64,
     pub actors: Vec<Actor>,
+    /// The convention this system is a member of, if any.
+    pub convention: Option<Convention>,
+}
+
+/// A member system's view of its convention, in [`Status`].
+#[derive(Debug, Clone, Serialize)]
+pub struct Convention {
+    pub name: String,
+    /// This admin's advertised address.
+    pub me: String,
+    /// The leader's address (`null`: this admin leads).
+    pub leader: Option<String>,
+    /// The other members believed alive: address and incarnation (start time, ms).
+    pub members: Vec<Member>,
+}
+
+/// One member of a [`Convention`].
+#[derive(Debug, Clone, Serialize)]
+pub struct Member {
+    pub address: String,
+    pub incarnation: u64,
 }
 
 /// One actor of [`Status`].
@@ -104,6 +128,19 @@ impl Status {
             log_file: d.log_file.clone(),
             uptime_s: seconds_between(d.started_unix_ms, now_unix_ms),
             actors: d.actors.iter().map(|a| Actor::from_row(a, now_unix_ms)).collect(),
+            convention: d.convention.as_ref().map(|c| Convention {
+                name: c.name.clone(),
+                me: c.me.address.clone(),
+                leader: c.leader.clone(),
+                members: c
+                    .members
+                    .iter()
+                    .map(|m| Member {
+                        address: m.address.clone(),
+                        incarnation: m.incarnation,
+                    })
+                    .collect(),
+            }),
         }
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! greenroom start --host-bin PATH [--name NAME] [--capability KEY=VALUE]... [--log FILE] [--foreground]
-//! greenroom status [NAME] [--json] [--all]
+//!                 [--convention-name NAME --listen ADDR --secret-file FILE [--advertise ADDR] [--convention LEADER_ADDR]]
+//! greenroom status [NAME] [--json] [--all] [--convention]
 //! greenroom kill ADDRESS|GLOBAL_NAME [--signal KILL] [--system NAME]
 //! greenroom stop [NAME]
 //! greenroom list [--json]
@@ -62,6 +63,9 @@ pub enum Command {
         /// Include actors that are gone.
         #[arg(long)]
         all: bool,
+        /// Show the convention's members instead of the actors.
+        #[arg(long)]
+        convention: bool,
     },
     /// Send a signal to an actor's host process: its supervisor restarts it by its policy.
     Kill {
@@ -106,7 +110,12 @@ pub enum Command {
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Start(args) => cmd::start::run(args),
-        Command::Status { name, json, all } => cmd::status::run(&name, json, all),
+        Command::Status {
+            name,
+            json,
+            all,
+            convention,
+        } => cmd::status::run(&name, json, all, convention),
         Command::Kill { target, signal, system } => cmd::kill::run(&system, &target, &signal),
         Command::Stop { name } => cmd::stop::run(&name),
         Command::List { json } => cmd::list::run(json),

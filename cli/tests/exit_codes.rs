@@ -72,3 +72,40 @@ fn keygen_writes_an_owner_only_secret_once() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("the file exists"));
     assert_eq!(std::fs::read_to_string(&file).unwrap(), secret, "not overwritten");
 }
+
+#[test]
+fn a_convention_start_without_a_usable_secret_is_a_usage_error_with_the_fix() {
+    let base = tempfile::tempdir().unwrap();
+    let missing = base.path().join("none.key");
+    let args = |secret: &str| {
+        vec![
+            "start",
+            "--host-bin",
+            "/bin/true",
+            "--name",
+            "x",
+            "--convention-name",
+            "lab",
+            "--listen",
+            "127.0.0.1:7000",
+            "--secret-file",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .chain([secret.to_owned()])
+        .collect::<Vec<String>>()
+    };
+    let run = |args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        greenroom(&args, base.path())
+    };
+    let out = run(args(missing.to_str().unwrap()));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("greenroom keygen"));
+
+    let out = greenroom(
+        &["start", "--host-bin", "/bin/true", "--convention-name", "lab"],
+        base.path(),
+    );
+    assert_eq!(out.status.code(), Some(2), "--listen and --secret-file are required");
+}

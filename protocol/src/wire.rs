@@ -268,6 +268,29 @@ pub struct SystemDescription {
     pub log_file: Option<String>,
     /// The actors, in creation order: live ones, and gone ones if asked for.
     pub actors: Vec<ActorRow>,
+    /// The convention this system is a member of, if any.
+    pub convention: Option<ConventionView>,
+}
+
+/// A system's view of its convention, in a [`SystemDescription`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConventionView {
+    pub name: String,
+    /// This admin, as the others know it.
+    pub me: MemberRow,
+    /// The leader's address, as configured (`None`: this admin is the leader).
+    pub leader: Option<String>,
+    /// The other members believed alive, by address.
+    pub members: Vec<MemberRow>,
+}
+
+/// One admin of a convention.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRow {
+    /// Its advertised address (`host:port`).
+    pub address: String,
+    /// When it started (milliseconds since the Unix epoch): a restarted admin is a new member.
+    pub incarnation: u64,
 }
 
 /// One actor in a [`SystemDescription`].

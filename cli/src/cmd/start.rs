@@ -43,12 +43,47 @@ pub struct Start {
     /// log goes to stderr unless --log is given.
     #[arg(long)]
     pub foreground: bool,
+    /// Join a convention of this name (several machines' systems joined); needs --listen and
+    /// --secret-file.
+    #[arg(long = "convention-name", value_name = "NAME", requires_all = ["listen", "secret_file"])]
+    pub convention_name: Option<String>,
+    /// Where this admin accepts links from other members (`HOST:PORT`).
+    #[arg(long, value_name = "ADDR", requires = "convention_name")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Where the other members reach this admin (default: --listen).
+    #[arg(long, value_name = "ADDR", requires = "convention_name")]
+    pub advertise: Option<std::net::SocketAddr>,
+    /// The convention leader's address; without it, this admin is the leader.
+    #[arg(long = "convention", value_name = "LEADER_ADDR", requires = "convention_name")]
+    pub leader: Option<std::net::SocketAddr>,
+    /// The convention's secret (`greenroom keygen FILE`), the same file on every member.
+    #[arg(long = "secret-file", value_name = "FILE", requires = "convention_name")]
+    pub secret_file: Option<PathBuf>,
+}
+
+/// The convention settings, checked now (name, secret file) so that a bad one is a usage
+/// error that says how to fix it, not an admin that fails in the background.
+fn convention_of(args: &Start) -> Result<Option<greenroom::convention::ConventionConfig>, CliError> {
+    let (Some(name), Some(listen), Some(secret_file)) = (&args.convention_name, args.listen, &args.secret_file) else {
+        return Ok(None);
+    };
+    let secret_file = std::path::absolute(secret_file).map_err(|e| CliError::Invalid(format!("--secret-file: {e}")))?;
+    let config = greenroom::convention::ConventionConfig {
+        name: name.clone(),
+        listen,
+        advertise: args.advertise,
+        leader: args.leader,
+        secret_file,
+    };
+    config.check().map_err(|e| CliError::Invalid(e.to_string()))?;
+    Ok(Some(config))
 }
 
 pub fn run(args: Start) -> Result<(), CliError> {
     let host_bin = std::fs::canonicalize(&args.host_bin)
         .map_err(|e| CliError::Invalid(format!("--host-bin {}: {e}", args.host_bin.display())))?;
     let capabilities = parse_capabilities(&args.capabilities)?;
+    let convention = convention_of(&args)?;
     let dir = system_dir(&args.name)?;
     let base = runtime_dir::default_base();
     runtime_dir::create_base(&base)?;
@@ -79,6 +114,7 @@ pub fn run(args: Start) -> Result<(), CliError> {
         capabilities,
         log_file: log_file.clone(),
         log_filter: args.log_level,
+        convention,
     };
     let mut cmd = admin.command();
     if let Some(path) = &log_file {

@@ -8,17 +8,46 @@ use crate::{
     CliError,
 };
 
-pub fn run(name: &str, as_json: bool, all: bool) -> Result<(), CliError> {
+pub fn run(name: &str, as_json: bool, all: bool, convention: bool) -> Result<(), CliError> {
     let system = connect(name)?;
     let description = system.describe(all)?;
     let status = Status::from_description(&description, json::now_unix_ms());
     if as_json {
-        let text = serde_json::to_string_pretty(&status).map_err(|e| CliError::Failed(e.to_string()))?;
-        println!("{text}");
+        let text = if convention {
+            serde_json::to_string_pretty(&status.convention)
+        } else {
+            serde_json::to_string_pretty(&status)
+        };
+        println!("{}", text.map_err(|e| CliError::Failed(e.to_string()))?);
+    } else if convention {
+        print!("{}", render_convention(name, &status)?);
     } else {
         print!("{}", render(&status));
     }
     Ok(())
+}
+
+/// `status --convention`: this member, then the others.
+fn render_convention(name: &str, status: &Status) -> Result<String, CliError> {
+    let Some(c) = &status.convention else {
+        return Err(CliError::Failed(format!(
+            "actor system {name:?} is not in a convention (start it with --convention-name, --listen and --secret-file)"
+        )));
+    };
+    let mut out = format!(
+        "convention {:?}: this member {}{}, {} other member{} alive\n",
+        c.name,
+        c.me,
+        c.leader
+            .as_ref()
+            .map_or(" (the leader)".to_owned(), |l| format!(", leader {l}")),
+        c.members.len(),
+        if c.members.len() == 1 { "" } else { "s" }
+    );
+    for m in &c.members {
+        out.push_str(&format!("  {}  incarnation {}\n", m.address, m.incarnation));
+    }
+    Ok(out)
 }
 
 /// The human view: a header, then each actor under its supervisor.
@@ -137,6 +166,7 @@ mod tests {
             log_file: None,
             uptime_s: 5.0,
             actors: vec![actor("@2", None), actor("@3", Some("@2")), actor("@4", None)],
+            convention: None,
         };
         let text = render(&status);
         let lines: Vec<&str> = text.lines().collect();

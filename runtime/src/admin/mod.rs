@@ -62,6 +62,7 @@ use signal_hook_mio::v1_0::Signals;
 use supervisor::{ActorId, Notice, Tree};
 
 use crate::{
+    convention::{membership::MemberId, ConventionConfig, MemberNode},
     error::{Error, Result},
     ledger::{LedgerFile, LedgerReport},
     message::{ActorExitRequest, AnyMessage, ChildActorExited, ChildRestarted, DeadEnvelope},
@@ -93,6 +94,8 @@ const LOG_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 pub(crate) const ROOT_SPEC_ENV: &str = "GREENROOM_ROOT_SUPERVISION";
 /// Environment variable carrying the system's initial capabilities (postcard, hex).
 pub(crate) const CAPABILITIES_ENV: &str = "GREENROOM_CAPABILITIES";
+/// The convention to join, if any (postcard, hex): a `ConventionConfig`.
+const CONVENTION_ENV: &str = "GREENROOM_CONVENTION";
 
 /// Entry point of an admin process: reads its settings from the environment, serves until
 /// shutdown, and exits. Called by `greenroom_host::init` when `GREENROOM_ROLE=admin`.
@@ -231,6 +234,8 @@ struct Admin {
     /// control connection): kept apart so that the loop's timing work does not grow with the
     /// number of actors.
     watched: std::collections::BTreeSet<ActorId>,
+    /// The convention this system is a member of: its settings, and the membership threads.
+    convention: Option<(ConventionConfig, MemberNode)>,
 }
 
 impl Admin {
@@ -261,6 +266,19 @@ impl Admin {
             .ok()
             .and_then(|hex| decode_hex::<Capabilities>(&hex))
             .unwrap_or_default();
+        // A convention whose secret is missing or exposed fails the start, with the fix.
+        let convention = match std::env::var(CONVENTION_ENV) {
+            Ok(hex) => {
+                let config = decode_hex::<ConventionConfig>(&hex).ok_or_else(|| {
+                    Error::NotStartedByGreenroom(format!("{CONVENTION_ENV} does not decode as a convention's settings"))
+                })?;
+                let node = config.start()?;
+                tracing::info!(convention = %config.name, me = %node.me().addr, leader = ?config.leader,
+                    "convention membership started");
+                Some((config, node))
+            }
+            Err(_) => None,
+        };
         runtime_dir::create(&rundir)?;
         let open_files = process_role::raise_open_files_limit();
         let listener_path = runtime_dir::admin_socket_path(&rundir);
@@ -326,6 +344,7 @@ impl Admin {
             capabilities,
             identity,
             spawner,
+            convention,
             sink,
             log_pipes: HashMap::new(),
             logs_paused: Vec::new(),
@@ -1033,6 +1052,10 @@ impl Admin {
             started_unix_ms: unix_ms(self.identity.started),
             log_file: self.identity.log_file.clone(),
             actors,
+            convention: self
+                .convention
+                .as_ref()
+                .map(|(config, node)| convention_view(config, node)),
         }
     }
 
@@ -1599,6 +1622,20 @@ fn host_exe_from_env() -> Result<PathBuf> {
 }
 
 /// A setting for the admin's environment: postcard, in hex.
+/// What `Describe` says of the convention.
+fn convention_view(config: &ConventionConfig, node: &MemberNode) -> greenroom_protocol::ConventionView {
+    let row = |m: &MemberId| greenroom_protocol::MemberRow {
+        address: m.addr.to_string(),
+        incarnation: m.incarnation,
+    };
+    greenroom_protocol::ConventionView {
+        name: config.name.clone(),
+        me: row(node.me()),
+        leader: config.leader.map(|l| l.to_string()),
+        members: node.members().iter().map(row).collect(),
+    }
+}
+
 fn encode_hex<T: serde::Serialize>(value: &T) -> String {
     postcard::to_allocvec(value)
         .map(|bytes| bytes.iter().map(|b| format!("{b:02x}")).collect())
@@ -1618,6 +1655,7 @@ fn decode_hex<T: serde::de::DeserializeOwned>(hex: &str) -> Option<T> {
 /// What a client's `SystemConfig` tells the admin it starts (hosts inherit the environment
 /// settings from the admin).
 pub(crate) struct AdminSettings<'a> {
+    pub convention: Option<&'a ConventionConfig>,
     pub max_frame: u32,
     pub send_window: usize,
     pub max_pending: usize,
@@ -1643,6 +1681,7 @@ pub(crate) fn start_admin(
     settings: AdminSettings<'_>,
 ) -> Result<(std::process::Child, std::os::unix::net::UnixStream)> {
     let AdminSettings {
+        convention,
         max_frame,
         send_window,
         max_pending,
@@ -1663,6 +1702,9 @@ pub(crate) fn start_admin(
         .env(CAPABILITIES_ENV, encode_hex(capabilities))
         .arg0("greenroom-admin")
         .stdin(Stdio::null());
+    if let Some(convention) = convention {
+        cmd.env(CONVENTION_ENV, encode_hex(convention));
+    }
     // Hosts inherit the filter from the admin's environment.
     if let Some(filter) = log.filter {
         cmd.env(process_role::LOG_ENV, filter);
@@ -1701,6 +1743,8 @@ pub struct DetachedAdmin {
     pub log_file: Option<PathBuf>,
     /// The log filter (`GREENROOM_LOG` syntax); `None`: the default.
     pub log_filter: Option<String>,
+    /// The convention to join, if any.
+    pub convention: Option<ConventionConfig>,
 }
 
 impl DetachedAdmin {
@@ -1719,6 +1763,9 @@ impl DetachedAdmin {
             .stdin(Stdio::null());
         if let Some(path) = &self.log_file {
             cmd.env(process_role::LOG_PATH_ENV, path);
+        }
+        if let Some(convention) = &self.convention {
+            cmd.env(CONVENTION_ENV, encode_hex(convention));
         }
         if let Some(filter) = crate::logging::effective_filter(self.log_filter.as_deref()) {
             cmd.env(process_role::LOG_ENV, filter);

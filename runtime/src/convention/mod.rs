@@ -13,13 +13,55 @@
 //! * [`membership`]: which admins are in and alive, by SWIM (foca) over those links; a dead
 //!   member is noticed within a few seconds.
 //!
-//! The admin does not run these yet (a gateway process per admin will); placement by
-//! capabilities and the cross-machine data path come next. See ARCHITECTURE.md, "What is
+//! An admin started with a [`ConventionConfig`] runs a [`MemberNode`] (its threads, beside
+//! the admin's loop) and reports the members in `describe` and `greenroom status
+//! --convention`. Placement by capabilities and the cross-machine data path come next. See ARCHITECTURE.md, "What is
 //! not built yet".
 
 pub mod link;
 pub mod membership;
 pub mod secret;
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// How a system joins a convention: [`crate::SystemConfig::convention`], or
+/// `greenroom start --convention-name ... --listen ... --secret-file ...`.
+///
+/// | field | meaning |
+/// |---|---|
+/// | `name` | the convention's name; every member uses the same |
+/// | `listen` | where this admin accepts links from other members |
+/// | `advertise` | where the others reach it (default: `listen`) |
+/// | `leader` | the leader's address; `None` makes this admin the leader |
+/// | `secret_file` | the cluster secret (`greenroom keygen`); there is no default, and no start without it |
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConventionConfig {
+    pub name: String,
+    pub listen: SocketAddr,
+    pub advertise: Option<SocketAddr>,
+    pub leader: Option<SocketAddr>,
+    pub secret_file: PathBuf,
+}
+
+impl ConventionConfig {
+    /// Checks what can be checked before the admin starts: the name, and the secret file.
+    pub fn check(&self) -> crate::Result<()> {
+        greenroom_protocol::convention::check_name(&self.name).map_err(|e| crate::Error::ConventionLink {
+            peer: "-".into(),
+            reason: e.to_string(),
+        })?;
+        ClusterSecret::load(&self.secret_file).map(|_| ())
+    }
+
+    /// Starts this admin's membership: loads the secret and joins through the leader.
+    pub(crate) fn start(&self) -> crate::Result<MemberNode> {
+        let secret = ClusterSecret::load(&self.secret_file)?;
+        let links = LinkConfig::new(&self.name, secret)?;
+        MemberNode::start(self.listen, self.advertise.unwrap_or(self.listen), links, self.leader)
+    }
+}
 
 pub use link::{Link, LinkConfig};
 pub use membership::{MemberId, MemberNode, Membership, MembershipEvent};

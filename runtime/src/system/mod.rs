@@ -78,6 +78,7 @@ pub enum Base {
 /// | `log_level` / `log_filter` | `warn` (the `GREENROOM_LOG` environment variable, when set, takes precedence) | processes |
 /// | `log_file` | none: the admin and every actor log to this program's stderr | processes |
 /// | `capabilities` | none | both |
+/// | `convention` | none: this system is on its own | processes |
 /// | `registry` | the one given to `greenroom_host::init` | simple |
 /// | `record_deliveries` | off | simple |
 #[derive(Debug, Clone)]
@@ -94,6 +95,7 @@ pub struct SystemConfig {
     log_filter: Option<String>,
     log_file: Option<PathBuf>,
     max_pending: usize,
+    convention: Option<crate::convention::ConventionConfig>,
 }
 
 impl Default for SystemConfig {
@@ -111,6 +113,7 @@ impl Default for SystemConfig {
             log_filter: None,
             log_file: None,
             max_pending: crate::net::pending::DEFAULT_MAX_PENDING,
+            convention: None,
         }
     }
 }
@@ -198,6 +201,14 @@ impl SystemConfig {
     /// [`ActorSystem::update_capability`].
     pub fn capabilities(mut self, capabilities: Capabilities) -> Self {
         self.capabilities = capabilities;
+        self
+    }
+
+    /// Makes this system a member of a convention (several machines' systems joined; see
+    /// [`crate::convention`]). The start fails if the secret file is missing, malformed or
+    /// readable by others.
+    pub fn convention(mut self, convention: crate::convention::ConventionConfig) -> Self {
+        self.convention = Some(convention);
         self
     }
 

@@ -87,6 +87,11 @@ impl ProcessSystem {
                 "ActorSystem::start called in an admin or host process: call greenroom_host::init(registry) first thing in main".into(),
             ));
         }
+        // A convention's secret file is checked here, so that a missing or exposed one fails
+        // the start with its fix rather than as an admin that exited.
+        if let Some(convention) = &config.convention {
+            convention.check()?;
+        }
         static SYSTEMS: AtomicU64 = AtomicU64::new(0);
         // Each actor this client talks to costs it up to two sockets.
         crate::process_role::raise_open_files_limit();
@@ -111,6 +116,7 @@ impl ProcessSystem {
             None => None,
         };
         let settings = admin::AdminSettings {
+            convention: config.convention.as_ref(),
             max_frame: config.max_frame,
             send_window: config.send_window,
             max_pending: config.max_pending,

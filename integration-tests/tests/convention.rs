@@ -1,0 +1,122 @@
+//! Conventions (several machines' actor systems joined), as far as they are built: real
+//! admins on 127.0.0.1, 127.0.0.2 and 127.0.0.3 join through a leader over authenticated
+//! links, see each other in `describe`, and notice a SIGKILLed member.
+
+use std::{
+    net::{SocketAddr, TcpListener},
+    os::unix::fs::PermissionsExt,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use greenroom::{convention::ClusterSecret, convention::ConventionConfig, Error, SystemConfig};
+use greenroom_integration_tests::{harness, TestSystem};
+use nix::{
+    sys::signal::{kill, Signal},
+    unistd::Pid,
+};
+
+const HOST: &str = env!("CARGO_BIN_EXE_greenroom-test-host");
+
+/// A free port on `ip` (bound, then released for the admin to take).
+fn free_addr(ip: &str) -> SocketAddr {
+    TcpListener::bind(format!("{ip}:0")).unwrap().local_addr().unwrap()
+}
+
+fn member(secret: &Path, listen: SocketAddr, leader: Option<SocketAddr>) -> TestSystem {
+    let convention = ConventionConfig {
+        name: "lab".into(),
+        listen,
+        advertise: None,
+        leader,
+        secret_file: secret.to_owned(),
+    };
+    TestSystem::start_with(HOST, SystemConfig::default().convention(convention))
+}
+
+/// The other members `sys` lists now, by address.
+fn members(sys: &TestSystem) -> Vec<String> {
+    let view = sys.describe(false).unwrap().convention.expect("a convention member");
+    let mut addrs: Vec<String> = view.members.into_iter().map(|m| m.address).collect();
+    addrs.sort();
+    addrs
+}
+
+/// Waits until `sys` lists exactly `wanted`; returns how long it took. (Membership changes
+/// are not pushed to clients yet: this asks the admin every 20 ms, up to `within`.)
+fn wait_for_members(sys: &TestSystem, wanted: &[SocketAddr], within: Duration) -> Duration {
+    let mut wanted: Vec<String> = wanted.iter().map(ToString::to_string).collect();
+    wanted.sort();
+    let started = Instant::now();
+    loop {
+        let now = members(sys);
+        if now == wanted {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "after {within:?}: {now:?}, wanted {wanted:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn three_admins_join_through_the_leader_and_notice_a_killed_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("cluster.key");
+    ClusterSecret::generate(&secret).unwrap();
+    let (a_addr, b_addr, c_addr) = (free_addr("127.0.0.1"), free_addr("127.0.0.2"), free_addr("127.0.0.3"));
+    let a = member(&secret, a_addr, None);
+    let b = member(&secret, b_addr, Some(a_addr));
+    let c = member(&secret, c_addr, Some(a_addr));
+    let within = Duration::from_secs(10);
+    wait_for_members(&a, &[b_addr, c_addr], within);
+    wait_for_members(&b, &[a_addr, c_addr], within);
+    wait_for_members(&c, &[a_addr, b_addr], within);
+    let view = a.describe(false).unwrap().convention.unwrap();
+    assert_eq!(
+        (view.name.as_str(), view.me.address.clone(), view.leader),
+        ("lab", a_addr.to_string(), None)
+    );
+
+    // SIGKILL the third admin: its hosts die with it, and the others drop it.
+    let c_admin = c.admin_pid();
+    kill(Pid::from_raw(c_admin as i32), Signal::SIGKILL).unwrap();
+    assert!(harness::wait_for_exit(c_admin, Duration::from_secs(5)));
+    let noticed = wait_for_members(&a, &[b_addr], within);
+    eprintln!("the leader noticed a killed member after {noticed:?}");
+    assert!(noticed < Duration::from_secs(5), "noticed only after {noticed:?}");
+    wait_for_members(&b, &[a_addr], within);
+    drop(c);
+}
+
+#[test]
+fn a_member_cannot_start_with_a_missing_or_exposed_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("none.key");
+    let config = |secret: &Path| {
+        SystemConfig::default()
+            .host_executable(HOST)
+            .convention(ConventionConfig {
+                name: "lab".into(),
+                listen: free_addr("127.0.0.1"),
+                advertise: None,
+                leader: None,
+                secret_file: secret.to_owned(),
+            })
+    };
+    let refused = |config: SystemConfig| match greenroom::ActorSystem::start_with(config) {
+        Ok(_) => panic!("the system started"),
+        Err(e) => e,
+    };
+    let err = refused(config(&missing));
+    assert!(matches!(err, Error::ConventionSecret { .. }), "{err}");
+    assert!(err.to_string().contains("greenroom keygen"), "{err}");
+
+    let exposed = dir.path().join("exposed.key");
+    ClusterSecret::generate(&exposed).unwrap();
+    std::fs::set_permissions(&exposed, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = refused(config(&exposed));
+    assert!(err.to_string().contains("chmod 600"), "{err}");
+}
