@@ -181,6 +181,36 @@ mod tests {
     }
 
     #[test]
+    fn the_convention_view_lists_this_member_the_leader_and_the_others() {
+        let mut status = Status {
+            name: Some("lab".into()),
+            admin_pid: 1,
+            runtime_dir: "/x".into(),
+            host_executable: "/y".into(),
+            log_file: None,
+            uptime_s: 5.0,
+            actors: Vec::new(),
+            convention: None,
+        };
+        let alone = render_convention("lab", &status).unwrap_err().to_string();
+        assert!(alone.contains("not in a convention"), "{alone}");
+        status.convention = Some(crate::json::Convention {
+            name: "lab".into(),
+            me: "10.0.0.2:7400".into(),
+            leader: Some("10.0.0.1:7400".into()),
+            members: vec![crate::json::Member {
+                address: "10.0.0.1:7400".into(),
+                incarnation: 42,
+            }],
+        });
+        let text = render_convention("lab", &status).unwrap();
+        assert_eq!(
+            text,
+            "convention \"lab\": this member 10.0.0.2:7400, leader 10.0.0.1:7400, 1 other member alive\n  10.0.0.1:7400  incarnation 42\n"
+        );
+    }
+
+    #[test]
     fn a_troupe_shows_its_workers_busy_count_and_queue() {
         let mut manager = actor("@2", None);
         manager.type_name = "greenroom::troupe::TroupeManager<app::demo::Worker>".into();
