@@ -120,3 +120,49 @@ fn a_member_cannot_start_with_a_missing_or_exposed_secret() {
     let err = refused(config(&exposed));
     assert!(err.to_string().contains("chmod 600"), "{err}");
 }
+
+/// Sends SIGCONT to a stopped process when dropped, so that a failing test leaves nothing
+/// stopped behind.
+struct Resume(u32);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.0 as i32), Signal::SIGCONT);
+    }
+}
+
+#[test]
+fn a_stopped_admin_is_noticed_without_blaming_the_others_and_rejoins_when_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("cluster.key");
+    ClusterSecret::generate(&secret).unwrap();
+    let (a_addr, b_addr, c_addr) = (free_addr("127.0.0.1"), free_addr("127.0.0.2"), free_addr("127.0.0.3"));
+    let a = member(&secret, a_addr, None);
+    let b = member(&secret, b_addr, Some(a_addr));
+    let c = member(&secret, c_addr, Some(a_addr));
+    let within = Duration::from_secs(10);
+    wait_for_members(&a, &[b_addr, c_addr], within);
+    wait_for_members(&b, &[a_addr, c_addr], within);
+
+    // SIGSTOP: the kernel still accepts connections for it, but nothing answers (the case
+    // that a connection refused cannot reveal).
+    let c_admin = c.admin_pid();
+    let resume = Resume(c_admin);
+    kill(Pid::from_raw(c_admin as i32), Signal::SIGSTOP).unwrap();
+    let noticed = wait_for_members(&a, &[b_addr], within);
+    eprintln!("the leader noticed a stopped member after {noticed:?}");
+    assert!(noticed < Duration::from_secs(5), "noticed only after {noticed:?}");
+    wait_for_members(&b, &[a_addr], within);
+    // The live two were never taken for dead meanwhile: their identities are the first ones.
+    let a_view = a.describe(false).unwrap().convention.unwrap();
+    let b_view = b.describe(false).unwrap().convention.unwrap();
+    assert_eq!(a_view.members[0].incarnation, b_view.me.incarnation);
+    assert_eq!(b_view.members[0].incarnation, a_view.me.incarnation);
+
+    // Resumed, it finds it was declared down and rejoins.
+    drop(resume);
+    let healed = wait_for_members(&a, &[b_addr, c_addr], Duration::from_secs(15));
+    eprintln!("the stopped member was back after {healed:?}");
+    wait_for_members(&b, &[a_addr, c_addr], Duration::from_secs(15));
+    wait_for_members(&c, &[a_addr, b_addr], Duration::from_secs(15));
+}

@@ -94,8 +94,9 @@ const LOG_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 pub(crate) const ROOT_SPEC_ENV: &str = "GREENROOM_ROOT_SUPERVISION";
 /// Environment variable carrying the system's initial capabilities (postcard, hex).
 pub(crate) const CAPABILITIES_ENV: &str = "GREENROOM_CAPABILITIES";
-/// The convention to join, if any (postcard, hex): a `ConventionConfig`.
-const CONVENTION_ENV: &str = "GREENROOM_CONVENTION";
+/// The convention to join, if any (postcard, hex): a `ConventionConfig`. For the admin
+/// only: hosts never inherit it, and a system started without a convention has it removed.
+pub(crate) const CONVENTION_ENV: &str = "GREENROOM_CONVENTION";
 
 /// Entry point of an admin process: reads its settings from the environment, serves until
 /// shutdown, and exits. Called by `greenroom_host::init` when `GREENROOM_ROLE=admin`.
@@ -1353,6 +1354,7 @@ impl Admin {
                 }
                 let mut cmd = Command::new(&self.host_exe);
                 cmd.env(process_role::ROLE_ENV, process_role::Role::Host.env_value())
+                    .env_remove(CONVENTION_ENV)
                     .arg0(argv0)
                     .stdin(Stdio::null())
                     .stderr(Stdio::from(host_stderr.try_clone().map_err(|e| explain(&e))?));
@@ -1702,9 +1704,10 @@ pub(crate) fn start_admin(
         .env(CAPABILITIES_ENV, encode_hex(capabilities))
         .arg0("greenroom-admin")
         .stdin(Stdio::null());
-    if let Some(convention) = convention {
-        cmd.env(CONVENTION_ENV, encode_hex(convention));
-    }
+    match convention {
+        Some(convention) => cmd.env(CONVENTION_ENV, encode_hex(convention)),
+        None => cmd.env_remove(CONVENTION_ENV),
+    };
     // Hosts inherit the filter from the admin's environment.
     if let Some(filter) = log.filter {
         cmd.env(process_role::LOG_ENV, filter);
@@ -1764,9 +1767,10 @@ impl DetachedAdmin {
         if let Some(path) = &self.log_file {
             cmd.env(process_role::LOG_PATH_ENV, path);
         }
-        if let Some(convention) = &self.convention {
-            cmd.env(CONVENTION_ENV, encode_hex(convention));
-        }
+        match &self.convention {
+            Some(convention) => cmd.env(CONVENTION_ENV, encode_hex(convention)),
+            None => cmd.env_remove(CONVENTION_ENV),
+        };
         if let Some(filter) = crate::logging::effective_filter(self.log_filter.as_deref()) {
             cmd.env(process_role::LOG_ENV, filter);
         }

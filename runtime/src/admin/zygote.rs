@@ -65,7 +65,7 @@ impl Spawner {
             socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC).ok()?;
         let exe = CString::new(host_exe.as_os_str().as_bytes()).ok()?;
         let env: Vec<CString> = std::env::vars_os()
-            .filter(|(k, _)| k != process_role::ROLE_ENV)
+            .filter(|(k, _)| k != process_role::ROLE_ENV && k != super::CONVENTION_ENV)
             .filter_map(|(k, v)| {
                 let mut kv = k.as_bytes().to_vec();
                 kv.push(b'=');

@@ -252,6 +252,14 @@ impl Link {
         &self.peer_key
     }
 
+    /// How long one write of `send` may block (`None`: as long as it takes). A `send` that
+    /// times out ends the link.
+    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> Result<()> {
+        self.stream
+            .set_write_timeout(timeout)
+            .map_err(|e| self.failed(format!("{e}")))
+    }
+
     /// How long `recv` waits (`None`: as long as it takes).
     pub fn set_read_timeout(&self, timeout: Option<Duration>) -> Result<()> {
         self.stream

@@ -40,9 +40,20 @@ pub const PROBE_RTT: Duration = Duration::from_millis(250);
 pub const SUSPECT_TO_DOWN: Duration = Duration::from_millis(1500);
 /// The largest membership message.
 const MAX_MESSAGE: usize = 16 * 1024;
-/// How long a link's handshake may take when membership opens it: short, since the loop
-/// waits for it.
+/// How long a link's handshake may take when membership opens it.
 const MEMBER_HANDSHAKE: Duration = Duration::from_secs(1);
+/// How long a write to a member may block: a member that stops reading (stopped, or
+/// partitioned) loses messages, as if over UDP, rather than holding anything up.
+const MEMBER_WRITE_TIMEOUT: Duration = PROBE_RTT;
+/// Messages queued for one member's writer; more are dropped (SWIM tolerates loss).
+const WRITER_QUEUE: usize = 64;
+/// The most links accepted at once; more are closed at once.
+const MAX_ACCEPTED: usize = 64;
+/// How often a member that knows no other asks the leader again (a member started before
+/// its leader, a restarted leader's followers, the healing of a partition).
+const REANNOUNCE: Duration = Duration::from_secs(1);
+/// Membership events kept for a reader (the admin reads the member list instead).
+const EVENT_QUEUE: usize = 1024;
 
 /// One admin of a convention, in one of its lives.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -226,14 +237,19 @@ enum Input {
 /// accepted link, and the loop that owns the core and the outgoing links.
 pub struct MemberNode {
     me: MemberId,
+    /// Where the listener really is (to wake its thread at stop).
+    listening: SocketAddr,
     members: Arc<Mutex<Vec<MemberId>>>,
     events: mpsc::Receiver<MembershipEvent>,
     inputs: mpsc::Sender<Input>,
     stopping: Arc<AtomicBool>,
-    /// A handle on each accepted link's stream, to cut its reader loose at stop.
-    accepted: Arc<Mutex<Vec<TcpStream>>>,
+    /// A handle on each accepted link's stream (by connection number), to cut its reader
+    /// loose at stop; each reader removes its own when it ends.
+    accepted: Accepted,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
+
+type Accepted = Arc<Mutex<HashMap<u64, TcpStream>>>;
 
 impl MemberNode {
     /// Listens on `listen`, advertises `advertise`, and joins the convention through
@@ -245,12 +261,18 @@ impl MemberNode {
         leader: Option<SocketAddr>,
     ) -> Result<MemberNode> {
         let listener = TcpListener::bind(listen).map_err(|e| failed(format!("listening on {listen}: {e}")))?;
+        let mut listening = listener
+            .local_addr()
+            .map_err(|e| failed(format!("listening on {listen}: {e}")))?;
+        if listening.ip().is_unspecified() {
+            listening.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
         let me = MemberId::new(advertise);
         let (inputs, inbox) = mpsc::channel();
-        let (event_tx, events) = mpsc::channel();
+        let (event_tx, events) = mpsc::sync_channel(EVENT_QUEUE);
         let members = Arc::new(Mutex::new(Vec::new()));
         let stopping = Arc::new(AtomicBool::new(false));
-        let accepted = Arc::new(Mutex::new(Vec::new()));
+        let accepted: Accepted = Arc::new(Mutex::new(HashMap::new()));
         let mut links = links;
         links.handshake_timeout = MEMBER_HANDSHAKE;
         let accept_thread = {
@@ -269,18 +291,19 @@ impl MemberNode {
                     let mut core = CoreLoop {
                         membership: Membership::new(me),
                         links,
-                        out: HashMap::new(),
+                        writers: HashMap::new(),
                         timers: BinaryHeap::new(),
                         order: 0,
                         members,
                         events: event_tx,
                     };
-                    core.run(leader, inbox, stopping);
+                    core.run(leader, inbox, &stopping);
                 })
                 .map_err(|e| failed(format!("starting a thread: {e}")))?
         };
         Ok(MemberNode {
             me,
+            listening,
             members,
             events,
             inputs,
@@ -313,12 +336,13 @@ impl MemberNode {
     fn shut(&mut self) {
         self.stopping.store(true, Ordering::SeqCst);
         let _ = self.inputs.send(Input::Stop);
-        // Wake the accept loop, and end every reader's blocking read.
-        let _ = TcpStream::connect_timeout(&self.me.addr, Duration::from_millis(200));
+        // Wake the accept loop (at the address it really listens on), and end every reader's
+        // blocking read.
+        let _ = TcpStream::connect_timeout(&self.listening, Duration::from_millis(200));
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
-        for stream in self.accepted.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+        for (_, stream) in self.accepted.lock().unwrap_or_else(|p| p.into_inner()).drain() {
             let _ = stream.shutdown(std::net::Shutdown::Both);
         }
     }
@@ -335,76 +359,162 @@ fn accept_loop(
     links: LinkConfig,
     inputs: mpsc::Sender<Input>,
     stopping: Arc<AtomicBool>,
-    accepted: Arc<Mutex<Vec<TcpStream>>>,
+    accepted: Accepted,
 ) {
+    let mut next_id = 0u64;
     for stream in listener.incoming() {
         if stopping.load(Ordering::SeqCst) {
             return;
         }
-        let Ok(stream) = stream else { continue };
-        if let Ok(handle) = stream.try_clone() {
-            let mut accepted = accepted.lock().unwrap_or_else(|p| p.into_inner());
-            // Forget handles of links that have ended (their peer is gone).
-            accepted.retain(|s| s.peer_addr().is_ok());
-            accepted.push(handle);
+        let stream = match stream {
+            Ok(stream) => stream,
+            Err(e) => {
+                // Out of fds or memory: wait a little rather than spin.
+                tracing::warn!(error = %e, "convention listener: accept failed");
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        let id = next_id;
+        next_id += 1;
+        {
+            let mut open = accepted.lock().unwrap_or_else(|p| p.into_inner());
+            if open.len() >= MAX_ACCEPTED {
+                tracing::warn!(
+                    limit = MAX_ACCEPTED,
+                    "convention listener: too many links open; closing a new one"
+                );
+                continue;
+            }
+            match stream.try_clone() {
+                Ok(handle) => open.insert(id, handle),
+                Err(_) => continue,
+            };
         }
-        let (links, inputs) = (links.clone(), inputs.clone());
+        let (links, inputs, open) = (links.clone(), inputs.clone(), accepted.clone());
         // A thread per link, so that one slow handshake holds up no other. It reads until the
         // link ends: the peer closes it, it fails, or `shut` shuts its stream down.
-        let _ = std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name("convention-link".into())
             .spawn(move || {
-                let mut link = match Link::accept(stream, &links) {
-                    Ok(link) => link,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "convention link refused");
-                        return;
-                    }
-                };
-                loop {
-                    match link.recv() {
-                        Ok(bytes) => {
-                            if inputs.send(Input::Data(bytes)).is_err() {
-                                return;
+                read_link(stream, &links, &inputs);
+                open.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            });
+        if spawned.is_err() {
+            accepted.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        }
+    }
+}
+
+/// Accepts a link on `stream` and passes what it carries to the core loop until it ends.
+fn read_link(stream: TcpStream, links: &LinkConfig, inputs: &mpsc::Sender<Input>) {
+    let mut link = match Link::accept(stream, links) {
+        Ok(link) => link,
+        Err(e) => {
+            tracing::warn!(error = %e, "convention link refused");
+            return;
+        }
+    };
+    loop {
+        match link.recv() {
+            Ok(bytes) => {
+                if inputs.send(Input::Data(bytes)).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "convention link closed");
+                return;
+            }
+        }
+    }
+}
+
+/// One member's outgoing link, on a thread of its own, so that a member that is slow, stopped
+/// or unreachable holds up only its own messages: the core loop hands it messages through a
+/// small queue and drops them when the queue is full.
+struct Writer {
+    queue: mpsc::SyncSender<Vec<u8>>,
+}
+
+impl Writer {
+    fn start(addr: SocketAddr, links: LinkConfig) -> Option<Writer> {
+        let (queue, pending) = mpsc::sync_channel::<Vec<u8>>(WRITER_QUEUE);
+        std::thread::Builder::new()
+            .name("convention-writer".into())
+            .spawn(move || {
+                let mut link: Option<Link> = None;
+                // Ends when the core loop drops the queue's sender.
+                for bytes in pending {
+                    if link.is_none() {
+                        let opened = TcpStream::connect_timeout(&addr, MEMBER_HANDSHAKE)
+                            .map_err(|e| failed(format!("connecting to {addr}: {e}")))
+                            .and_then(|stream| Link::connect(stream, &links))
+                            .and_then(|l| l.set_write_timeout(Some(MEMBER_WRITE_TIMEOUT)).map(|()| l));
+                        match opened {
+                            Ok(opened) => link = Some(opened),
+                            Err(e) => {
+                                tracing::debug!(%addr, error = %e, "no link to a member; message dropped");
+                                continue;
                             }
                         }
-                        Err(e) => {
-                            tracing::debug!(error = %e, "convention link closed");
-                            return;
+                    }
+                    if let Some(open) = link.as_mut() {
+                        if let Err(e) = open.send(&bytes) {
+                            tracing::debug!(%addr, error = %e, "link to a member lost; message dropped");
+                            link = None;
                         }
                     }
                 }
-            });
+            })
+            .ok()?;
+        Some(Writer { queue })
     }
 }
 
 struct CoreLoop {
     membership: Membership,
     links: LinkConfig,
-    out: HashMap<SocketAddr, Link>,
+    writers: HashMap<SocketAddr, Writer>,
     timers: BinaryHeap<Due>,
     order: u64,
     members: Arc<Mutex<Vec<MemberId>>>,
-    events: mpsc::Sender<MembershipEvent>,
+    events: mpsc::SyncSender<MembershipEvent>,
 }
 
 impl CoreLoop {
-    fn run(&mut self, leader: Option<SocketAddr>, inbox: mpsc::Receiver<Input>, stopping: Arc<AtomicBool>) {
-        if let Some(leader) = leader {
-            match self.membership.announce(leader) {
-                Ok(out) => self.apply(out),
-                Err(e) => tracing::warn!(error = %e, "could not announce to the leader"),
-            }
-        }
+    fn run(&mut self, leader: Option<SocketAddr>, inbox: mpsc::Receiver<Input>, stopping: &AtomicBool) {
+        let mut next_announce = Instant::now();
         while !stopping.load(Ordering::SeqCst) {
-            let wait = self.timers.peek().map_or(Duration::from_millis(200), |d| {
-                d.0.saturating_duration_since(Instant::now())
-            });
-            match inbox.recv_timeout(wait) {
-                Ok(Input::Data(bytes)) => match self.membership.handle_data(&bytes) {
-                    Ok(out) => self.apply(out),
-                    Err(e) => tracing::debug!(error = %e, "membership message refused"),
-                },
+            // Alone, with a leader to ask: ask (again).
+            if let Some(leader) = leader.filter(|_| Instant::now() >= next_announce) {
+                next_announce = Instant::now() + REANNOUNCE;
+                if self.membership.members().is_empty() {
+                    match self.membership.announce(leader) {
+                        Ok(out) => self.apply(out),
+                        Err(e) => tracing::debug!(error = %e, "could not announce to the leader"),
+                    }
+                }
+            }
+            let next_timer = self.timers.peek().map(|d| d.0);
+            let wake = [next_timer, leader.map(|_| next_announce)]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or_else(|| Instant::now() + Duration::from_millis(200));
+            match inbox.recv_timeout(wake.saturating_duration_since(Instant::now())) {
+                Ok(Input::Data(bytes)) => {
+                    self.take(&bytes);
+                    // Everything already queued first (acks among it), then the timers:
+                    // otherwise a burst could make probes time out that were answered.
+                    loop {
+                        match inbox.try_recv() {
+                            Ok(Input::Data(bytes)) => self.take(&bytes),
+                            Ok(Input::Stop) | Err(mpsc::TryRecvError::Disconnected) => return,
+                            Err(mpsc::TryRecvError::Empty) => break,
+                        }
+                    }
+                }
                 Ok(Input::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
@@ -421,6 +531,13 @@ impl CoreLoop {
         }
     }
 
+    fn take(&mut self, bytes: &[u8]) {
+        match self.membership.handle_data(bytes) {
+            Ok(out) => self.apply(out),
+            Err(e) => tracing::debug!(error = %e, "membership message refused"),
+        }
+    }
+
     fn apply(&mut self, out: Outputs) {
         for (to, bytes) in out.send {
             self.send(to.addr, &bytes);
@@ -432,32 +549,26 @@ impl CoreLoop {
         if !out.events.is_empty() {
             *self.members.lock().unwrap_or_else(|p| p.into_inner()) = self.membership.members();
             for event in out.events {
-                let _ = self.events.send(event);
+                // Nobody may be reading (the admin reads the member list): never block.
+                let _ = self.events.try_send(event);
             }
         }
     }
 
-    /// Sends on the link to `addr`, opening one if needed; a failed link is dropped (the
-    /// member's silence is what membership then notices).
+    /// Queues `bytes` for the member at `addr` (its writer opens the link), or drops them if
+    /// its queue is full: the member's silence is what membership then notices.
     fn send(&mut self, addr: SocketAddr, bytes: &[u8]) {
-        if !self.out.contains_key(&addr) {
-            let link = TcpStream::connect_timeout(&addr, MEMBER_HANDSHAKE)
-                .map_err(|e| failed(format!("connecting to {addr}: {e}")))
-                .and_then(|stream| Link::connect(stream, &self.links));
-            match link {
-                Ok(link) => {
-                    self.out.insert(addr, link);
+        if !self.writers.contains_key(&addr) {
+            match Writer::start(addr, self.links.clone()) {
+                Some(writer) => {
+                    self.writers.insert(addr, writer);
                 }
-                Err(e) => {
-                    tracing::debug!(%addr, error = %e, "no link to a member");
-                    return;
-                }
+                None => return,
             }
         }
-        if let Some(link) = self.out.get_mut(&addr) {
-            if let Err(e) = link.send(bytes) {
-                tracing::debug!(%addr, error = %e, "link to a member lost");
-                self.out.remove(&addr);
+        if let Some(writer) = self.writers.get(&addr) {
+            if let Err(mpsc::TrySendError::Disconnected(_)) = writer.queue.try_send(bytes.to_vec()) {
+                self.writers.remove(&addr);
             }
         }
     }
@@ -516,14 +627,60 @@ mod tests {
     }
 
     #[test]
-    fn a_member_with_another_secret_never_joins() {
+    fn a_member_with_another_secret_never_joins_and_one_with_the_same_does() {
         let leader = node("127.0.0.1", None);
         let port = TcpListener::bind("127.0.0.4:0").unwrap().local_addr().unwrap().port();
         let addr: SocketAddr = format!("127.0.0.4:{port}").parse().unwrap();
         let stranger_links = LinkConfig::new("lab", ClusterSecret::from_bytes([6; 32])).unwrap();
         let stranger = MemberNode::start(addr, addr, stranger_links, Some(leader.me().addr)).unwrap();
-        assert_eq!(leader.next_event(Duration::from_secs(2)), None, "no member came up");
+        // It asks again every second: three tries, none gets in.
+        assert_eq!(leader.next_event(Duration::from_secs(3)), None, "no member came up");
         assert!(leader.members().is_empty());
         assert!(stranger.members().is_empty());
+        drop(stranger);
+        // The same machine and port with the convention's secret joins.
+        let friend = MemberNode::start(addr, addr, links(), Some(leader.me().addr)).unwrap();
+        wait_until(&leader, |m| m == [friend.me().clone()], Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_member_started_before_its_leader_joins_when_the_leader_comes() {
+        let leader_addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let early = node("127.0.0.2", Some(leader_addr));
+        assert_eq!(early.next_event(Duration::from_millis(1500)), None);
+        let leader = MemberNode::start(leader_addr, leader_addr, links(), None).unwrap();
+        wait_until(&leader, |m| m == [early.me().clone()], Duration::from_secs(10));
+    }
+
+    #[test]
+    fn stopping_returns_promptly_when_the_advertised_address_is_not_the_listening_one() {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let listen: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let advertise: SocketAddr = format!("127.0.0.9:{port}").parse().unwrap();
+        let node = MemberNode::start(listen, advertise, links(), None).unwrap();
+        let started = Instant::now();
+        drop(node);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn connections_that_end_leave_no_handle_behind() {
+        let node = node("127.0.0.1", None);
+        for _ in 0..100 {
+            drop(TcpStream::connect(node.listening).unwrap());
+        }
+        let started = Instant::now();
+        loop {
+            let open = node.accepted.lock().unwrap().len();
+            if open == 0 {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(5), "{open} handles still kept");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }

@@ -46,13 +46,26 @@ pub struct ConventionConfig {
 }
 
 impl ConventionConfig {
-    /// Checks what can be checked before the admin starts: the name, and the secret file.
+    /// Checks what can be checked before the admin starts: the name, the secret file, an
+    /// advertised address others can reach, and a listen address free to bind.
     pub fn check(&self) -> crate::Result<()> {
-        greenroom_protocol::convention::check_name(&self.name).map_err(|e| crate::Error::ConventionLink {
+        let refused = |reason: String| crate::Error::ConventionLink {
             peer: "-".into(),
-            reason: e.to_string(),
-        })?;
-        ClusterSecret::load(&self.secret_file).map(|_| ())
+            reason,
+        };
+        greenroom_protocol::convention::check_name(&self.name).map_err(|e| refused(e.to_string()))?;
+        ClusterSecret::load(&self.secret_file)?;
+        let advertise = self.advertise.unwrap_or(self.listen);
+        if advertise.ip().is_unspecified() || advertise.port() == 0 {
+            return Err(refused(format!(
+                "other members cannot reach {advertise}: give --advertise (or listen on) a reachable address with a port"
+            )));
+        }
+        // Bound and released at once: a taken port is reported here, with the reason, rather
+        // than as an admin that exited.
+        std::net::TcpListener::bind(self.listen)
+            .map(drop)
+            .map_err(|e| refused(format!("cannot listen on {}: {e}", self.listen)))
     }
 
     /// Starts this admin's membership: loads the secret and joins through the leader.
