@@ -32,7 +32,7 @@
 //! ```
 //!
 //! A member of a convention also has `"convention": {"name", "me", "leader", "members":
-//! [{"address", "incarnation"}]}` (`null` otherwise).
+//! [{"address", "incarnation", "capabilities": [names]}]}` (`null` otherwise).
 //!
 //! A troupe's manager has `"troupe": {"workers": 2, "busy": 1, "max_workers": 3}` (its
 //! workers are listed as its children), and its `queued` counts the messages waiting for a
@@ -77,6 +77,8 @@ pub struct Convention {
 pub struct Member {
     pub address: String,
     pub incarnation: u64,
+    /// The names of its capabilities, as it last told this member.
+    pub capabilities: Vec<String>,
 }
 
 /// One actor of [`Status`].
@@ -138,6 +140,7 @@ impl Status {
                     .map(|m| Member {
                         address: m.address.clone(),
                         incarnation: m.incarnation,
+                        capabilities: m.capabilities.keys().map(str::to_owned).collect(),
                     })
                     .collect(),
             }),

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use greenroom::{convention::ClusterSecret, convention::ConventionConfig, Error, SystemConfig};
+use greenroom::{convention::ClusterSecret, convention::ConventionConfig, Capabilities, Error, SystemConfig};
 use greenroom_integration_tests::{harness, TestSystem};
 use nix::{
     sys::signal::{kill, Signal},
@@ -24,6 +24,10 @@ fn free_addr(ip: &str) -> SocketAddr {
 }
 
 fn member(secret: &Path, listen: SocketAddr, leader: Option<SocketAddr>) -> TestSystem {
+    member_with(secret, listen, leader, Capabilities::new())
+}
+
+fn member_with(secret: &Path, listen: SocketAddr, leader: Option<SocketAddr>, caps: Capabilities) -> TestSystem {
     let convention = ConventionConfig {
         name: "lab".into(),
         listen,
@@ -31,7 +35,21 @@ fn member(secret: &Path, listen: SocketAddr, leader: Option<SocketAddr>) -> Test
         leader,
         secret_file: secret.to_owned(),
     };
-    TestSystem::start_with(HOST, SystemConfig::default().convention(convention))
+    TestSystem::start_with(HOST, SystemConfig::default().convention(convention).capabilities(caps))
+}
+
+/// Waits until `sys` has heard `member` claim capability `key` (asking every 20 ms).
+fn wait_for_capability(sys: &TestSystem, member: SocketAddr, key: &str, within: Duration) {
+    let started = Instant::now();
+    loop {
+        let view = sys.describe(false).unwrap().convention.unwrap();
+        let row = view.members.iter().find(|m| m.address == member.to_string());
+        if row.is_some_and(|m| m.capabilities.contains(key)) {
+            return;
+        }
+        assert!(started.elapsed() < within, "{member} never claimed {key:?}: {row:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// The other members `sys` lists now, by address.
@@ -62,13 +80,18 @@ fn wait_for_members(sys: &TestSystem, wanted: &[SocketAddr], within: Duration) -
 }
 
 #[test]
-fn three_admins_join_through_the_leader_and_notice_a_killed_one() {
+fn three_admins_join_through_the_leader_share_capabilities_and_notice_a_killed_one() {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("cluster.key");
     ClusterSecret::generate(&secret).unwrap();
     let (a_addr, b_addr, c_addr) = (free_addr("127.0.0.1"), free_addr("127.0.0.2"), free_addr("127.0.0.3"));
     let a = member(&secret, a_addr, None);
-    let b = member(&secret, b_addr, Some(a_addr));
+    let b = member_with(
+        &secret,
+        b_addr,
+        Some(a_addr),
+        Capabilities::new().with("gpu", &true).unwrap(),
+    );
     let c = member(&secret, c_addr, Some(a_addr));
     let within = Duration::from_secs(10);
     wait_for_members(&a, &[b_addr, c_addr], within);
@@ -79,6 +102,16 @@ fn three_admins_join_through_the_leader_and_notice_a_killed_one() {
         (view.name.as_str(), view.me.address.clone(), view.leader),
         ("lab", a_addr.to_string(), None)
     );
+
+    // Each member's capabilities reach the others, and so does a change made at run time.
+    wait_for_capability(&a, b_addr, "gpu", within);
+    wait_for_capability(&c, b_addr, "gpu", within);
+    b.update_capability("disk_gb", &500u64).unwrap();
+    wait_for_capability(&a, b_addr, "disk_gb", within);
+    let view = a.describe(false).unwrap().convention.unwrap();
+    let b_row = view.members.iter().find(|m| m.address == b_addr.to_string()).unwrap();
+    assert_eq!(b_row.capabilities.get::<bool>("gpu"), Some(true));
+    assert_eq!(b_row.capabilities.get::<u64>("disk_gb"), Some(500));
 
     // SIGKILL the third admin: its hosts die with it, and the others drop it.
     let c_admin = c.admin_pid();

@@ -10,7 +10,24 @@
 //! Both fields are also bound into the Noise handshake as its prologue, so a peer cannot
 //! claim one convention here and speak for another afterwards. Nothing secret is in them.
 
-use crate::{handshake::check_opening, ProtocolError, PROTOCOL_VERSION};
+use serde::{Deserialize, Serialize};
+
+use crate::{handshake::check_opening, Capabilities, ProtocolError, PROTOCOL_VERSION};
+
+/// What travels on an established convention link, one per frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConventionFrame {
+    /// A SWIM membership message (foca's own encoding), for the membership layer.
+    Membership(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// A member's capabilities: the member (its advertised address and incarnation), and a
+    /// version that grows with every change, so that an older copy never replaces a newer.
+    Capabilities {
+        member: String,
+        incarnation: u64,
+        version: u64,
+        capabilities: Capabilities,
+    },
+}
 
 /// The four bytes that open every convention link: `GRNC`.
 pub const LINK_MAGIC: [u8; 4] = *b"GRNC";

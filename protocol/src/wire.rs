@@ -291,6 +291,8 @@ pub struct MemberRow {
     pub address: String,
     /// When it started (milliseconds since the Unix epoch): a restarted admin is a new member.
     pub incarnation: u64,
+    /// Its capabilities, as it last told this member (empty until it has).
+    pub capabilities: crate::Capabilities,
 }
 
 /// One actor in a [`SystemDescription`].

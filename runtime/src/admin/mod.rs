@@ -273,7 +273,7 @@ impl Admin {
                 let config = decode_hex::<ConventionConfig>(&hex).ok_or_else(|| {
                     Error::NotStartedByGreenroom(format!("{CONVENTION_ENV} does not decode as a convention's settings"))
                 })?;
-                let node = config.start()?;
+                let node = config.start(capabilities.clone())?;
                 tracing::info!(convention = %config.name, me = %node.me().addr, leader = ?config.leader,
                     "convention membership started");
                 Some((config, node))
@@ -1056,7 +1056,7 @@ impl Admin {
             convention: self
                 .convention
                 .as_ref()
-                .map(|(config, node)| convention_view(config, node)),
+                .map(|(config, node)| convention_view(config, node, &self.capabilities)),
         }
     }
 
@@ -1064,6 +1064,10 @@ impl Admin {
     fn update_capability(&mut self, key: String, value: Option<greenroom_protocol::Payload>) {
         tracing::info!(%key, set = value.is_some(), "capability updated");
         self.capabilities.set_encoded(&key, value);
+        // The convention's other members hear of it too (they own no copy to update).
+        if let Some((_, node)) = &self.convention {
+            node.set_capabilities(self.capabilities.clone());
+        }
         let frame = FromAdmin::CapabilitiesChanged {
             capabilities: self.capabilities.clone(),
         };
@@ -1625,16 +1629,25 @@ fn host_exe_from_env() -> Result<PathBuf> {
 
 /// A setting for the admin's environment: postcard, in hex.
 /// What `Describe` says of the convention.
-fn convention_view(config: &ConventionConfig, node: &MemberNode) -> greenroom_protocol::ConventionView {
-    let row = |m: &MemberId| greenroom_protocol::MemberRow {
+fn convention_view(
+    config: &ConventionConfig,
+    node: &MemberNode,
+    ours: &Capabilities,
+) -> greenroom_protocol::ConventionView {
+    let row = |m: &MemberId, capabilities: &Capabilities| greenroom_protocol::MemberRow {
         address: m.addr.to_string(),
         incarnation: m.incarnation,
+        capabilities: capabilities.clone(),
     };
     greenroom_protocol::ConventionView {
         name: config.name.clone(),
-        me: row(node.me()),
+        me: row(node.me(), ours),
         leader: config.leader.map(|l| l.to_string()),
-        members: node.members().iter().map(row).collect(),
+        members: node
+            .members_with_capabilities()
+            .iter()
+            .map(|(m, capabilities)| row(m, capabilities))
+            .collect(),
     }
 }
 

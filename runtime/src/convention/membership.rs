@@ -29,6 +29,8 @@ use foca::{AccumulatingRuntime, Config, Foca, NoCustomBroadcast, OwnedNotificati
 use rand::{rngs::SmallRng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use greenroom_protocol::{convention::ConventionFrame, Capabilities};
+
 use super::link::{Link, LinkConfig};
 use crate::error::{Error, Result};
 
@@ -229,8 +231,29 @@ impl Ord for Due {
 }
 
 enum Input {
+    /// A membership message from a member.
     Data(Vec<u8>),
+    /// A member's capabilities.
+    Capabilities {
+        member: SocketAddr,
+        incarnation: u64,
+        version: u64,
+        capabilities: Capabilities,
+    },
+    /// This admin's capabilities changed.
+    SetCapabilities(Capabilities),
     Stop,
+}
+
+/// How often each member tells every other its capabilities again (they also go out at
+/// once on a join and on every change; this repairs a message dropped on the way).
+const SHARE_AGAIN: Duration = Duration::from_secs(2);
+
+/// A member's capabilities as it last told us.
+struct Known {
+    incarnation: u64,
+    version: u64,
+    capabilities: Capabilities,
 }
 
 /// One admin's membership, running over TCP links: a listener thread, a reader thread per
@@ -239,7 +262,7 @@ pub struct MemberNode {
     me: MemberId,
     /// Where the listener really is (to wake its thread at stop).
     listening: SocketAddr,
-    members: Arc<Mutex<Vec<MemberId>>>,
+    members: Snapshot,
     events: mpsc::Receiver<MembershipEvent>,
     inputs: mpsc::Sender<Input>,
     stopping: Arc<AtomicBool>,
@@ -251,14 +274,18 @@ pub struct MemberNode {
 
 type Accepted = Arc<Mutex<HashMap<u64, TcpStream>>>;
 
+/// The members believed alive, with their capabilities: the core loop's, for readers.
+type Snapshot = Arc<Mutex<Vec<(MemberId, Capabilities)>>>;
+
 impl MemberNode {
     /// Listens on `listen`, advertises `advertise`, and joins the convention through
-    /// `leader` (none: this one is the leader).
+    /// `leader` (none: this one is the leader), telling the others `capabilities`.
     pub fn start(
         listen: SocketAddr,
         advertise: SocketAddr,
         links: LinkConfig,
         leader: Option<SocketAddr>,
+        capabilities: Capabilities,
     ) -> Result<MemberNode> {
         let listener = TcpListener::bind(listen).map_err(|e| failed(format!("listening on {listen}: {e}")))?;
         let mut listening = listener
@@ -270,7 +297,7 @@ impl MemberNode {
         let me = MemberId::new(advertise);
         let (inputs, inbox) = mpsc::channel();
         let (event_tx, events) = mpsc::sync_channel(EVENT_QUEUE);
-        let members = Arc::new(Mutex::new(Vec::new()));
+        let members: Snapshot = Arc::new(Mutex::new(Vec::new()));
         let stopping = Arc::new(AtomicBool::new(false));
         let accepted: Accepted = Arc::new(Mutex::new(HashMap::new()));
         let mut links = links;
@@ -289,13 +316,17 @@ impl MemberNode {
                 .name("convention-members".into())
                 .spawn(move || {
                     let mut core = CoreLoop {
-                        membership: Membership::new(me),
+                        membership: Membership::new(me.clone()),
+                        me,
                         links,
                         writers: HashMap::new(),
                         timers: BinaryHeap::new(),
                         order: 0,
                         members,
                         events: event_tx,
+                        capabilities,
+                        version: 1,
+                        known: HashMap::new(),
                     };
                     core.run(leader, inbox, &stopping);
                 })
@@ -320,7 +351,22 @@ impl MemberNode {
 
     /// The other members believed alive now.
     pub fn members(&self) -> Vec<MemberId> {
+        self.members
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(m, _)| m.clone())
+            .collect()
+    }
+
+    /// The other members believed alive, with their capabilities as each last told this one.
+    pub fn members_with_capabilities(&self) -> Vec<(MemberId, Capabilities)> {
         self.members.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Tells every member this admin's new capabilities.
+    pub fn set_capabilities(&self, capabilities: Capabilities) {
+        let _ = self.inputs.send(Input::SetCapabilities(capabilities));
     }
 
     /// The next membership change, waiting up to `timeout`.
@@ -416,16 +462,39 @@ fn read_link(stream: TcpStream, links: &LinkConfig, inputs: &mpsc::Sender<Input>
         }
     };
     loop {
-        match link.recv() {
-            Ok(bytes) => {
-                if inputs.send(Input::Data(bytes)).is_err() {
+        let input = match link
+            .recv()
+            .map(|bytes| greenroom_protocol::frame::decode::<ConventionFrame>(&bytes, "convention frame"))
+        {
+            Ok(Ok(ConventionFrame::Membership(bytes))) => Input::Data(bytes),
+            Ok(Ok(ConventionFrame::Capabilities {
+                member,
+                incarnation,
+                version,
+                capabilities,
+            })) => match member.parse() {
+                Ok(member) => Input::Capabilities {
+                    member,
+                    incarnation,
+                    version,
+                    capabilities,
+                },
+                Err(_) => {
+                    tracing::warn!(peer = link.peer(), %member, "capabilities for an address that does not parse; link closed");
                     return;
                 }
+            },
+            Ok(Err(e)) => {
+                tracing::warn!(peer = link.peer(), error = %e, "a convention frame that does not decode; link closed");
+                return;
             }
             Err(e) => {
                 tracing::debug!(error = %e, "convention link closed");
                 return;
             }
+        };
+        if inputs.send(input).is_err() {
+            return;
         }
     }
 }
@@ -474,18 +543,29 @@ impl Writer {
 
 struct CoreLoop {
     membership: Membership,
+    me: MemberId,
     links: LinkConfig,
     writers: HashMap<SocketAddr, Writer>,
     timers: BinaryHeap<Due>,
     order: u64,
-    members: Arc<Mutex<Vec<MemberId>>>,
+    members: Snapshot,
     events: mpsc::SyncSender<MembershipEvent>,
+    /// This admin's capabilities, and how many times they changed.
+    capabilities: Capabilities,
+    version: u64,
+    /// The other members' capabilities, by address.
+    known: HashMap<SocketAddr, Known>,
 }
 
 impl CoreLoop {
     fn run(&mut self, leader: Option<SocketAddr>, inbox: mpsc::Receiver<Input>, stopping: &AtomicBool) {
         let mut next_announce = Instant::now();
+        let mut next_share = Instant::now() + SHARE_AGAIN;
         while !stopping.load(Ordering::SeqCst) {
+            if Instant::now() >= next_share {
+                next_share = Instant::now() + SHARE_AGAIN;
+                self.share_with_all();
+            }
             // Alone, with a leader to ask: ask (again).
             if let Some(leader) = leader.filter(|_| Instant::now() >= next_announce) {
                 next_announce = Instant::now() + REANNOUNCE;
@@ -497,25 +577,25 @@ impl CoreLoop {
                 }
             }
             let next_timer = self.timers.peek().map(|d| d.0);
-            let wake = [next_timer, leader.map(|_| next_announce)]
+            let wake = [next_timer, leader.map(|_| next_announce), Some(next_share)]
                 .into_iter()
                 .flatten()
                 .min()
                 .unwrap_or_else(|| Instant::now() + Duration::from_millis(200));
             match inbox.recv_timeout(wake.saturating_duration_since(Instant::now())) {
-                Ok(Input::Data(bytes)) => {
-                    self.take(&bytes);
+                Ok(Input::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                Ok(input) => {
+                    self.take(input);
                     // Everything already queued first (acks among it), then the timers:
                     // otherwise a burst could make probes time out that were answered.
                     loop {
                         match inbox.try_recv() {
-                            Ok(Input::Data(bytes)) => self.take(&bytes),
                             Ok(Input::Stop) | Err(mpsc::TryRecvError::Disconnected) => return,
+                            Ok(input) => self.take(input),
                             Err(mpsc::TryRecvError::Empty) => break,
                         }
                     }
                 }
-                Ok(Input::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
             let now = Instant::now();
@@ -531,23 +611,104 @@ impl CoreLoop {
         }
     }
 
-    fn take(&mut self, bytes: &[u8]) {
-        match self.membership.handle_data(bytes) {
-            Ok(out) => self.apply(out),
-            Err(e) => tracing::debug!(error = %e, "membership message refused"),
+    fn take(&mut self, input: Input) {
+        match input {
+            Input::Data(bytes) => match self.membership.handle_data(&bytes) {
+                Ok(out) => self.apply(out),
+                Err(e) => tracing::debug!(error = %e, "membership message refused"),
+            },
+            Input::Capabilities {
+                member,
+                incarnation,
+                version,
+                capabilities,
+            } => {
+                let newer = self
+                    .known
+                    .get(&member)
+                    .is_none_or(|k| (incarnation, version) > (k.incarnation, k.version));
+                if newer {
+                    self.known.insert(
+                        member,
+                        Known {
+                            incarnation,
+                            version,
+                            capabilities,
+                        },
+                    );
+                    self.publish();
+                }
+            }
+            Input::SetCapabilities(capabilities) => {
+                self.capabilities = capabilities;
+                self.version += 1;
+                self.share_with_all();
+            }
+            Input::Stop => {}
         }
+    }
+
+    /// Tells `addr` this admin's capabilities.
+    fn share_with(&mut self, addr: SocketAddr) {
+        let frame = ConventionFrame::Capabilities {
+            member: self.me.addr.to_string(),
+            incarnation: self.me.incarnation,
+            version: self.version,
+            capabilities: self.capabilities.clone(),
+        };
+        self.send_frame(addr, &frame);
+    }
+
+    fn share_with_all(&mut self) {
+        for member in self.membership.members() {
+            self.share_with(member.addr);
+        }
+    }
+
+    /// The member list, with capabilities, for readers.
+    fn publish(&self) {
+        let snapshot: Vec<(MemberId, Capabilities)> = self
+            .membership
+            .members()
+            .into_iter()
+            .map(|m| {
+                let capabilities = self
+                    .known
+                    .get(&m.addr)
+                    .filter(|k| k.incarnation == m.incarnation)
+                    .map(|k| k.capabilities.clone())
+                    .unwrap_or_default();
+                (m, capabilities)
+            })
+            .collect();
+        *self.members.lock().unwrap_or_else(|p| p.into_inner()) = snapshot;
     }
 
     fn apply(&mut self, out: Outputs) {
         for (to, bytes) in out.send {
-            self.send(to.addr, &bytes);
+            self.send_frame(to.addr, &ConventionFrame::Membership(bytes));
         }
         for (after, timer) in out.timers {
             self.order += 1;
             self.timers.push(Due(Instant::now() + after, self.order, timer));
         }
         if !out.events.is_empty() {
-            *self.members.lock().unwrap_or_else(|p| p.into_inner()) = self.membership.members();
+            for event in &out.events {
+                match event {
+                    // A newcomer hears our capabilities at once.
+                    MembershipEvent::Up(member) => self.share_with(member.addr),
+                    MembershipEvent::Down(member) => {
+                        if self
+                            .known
+                            .get(&member.addr)
+                            .is_some_and(|k| k.incarnation == member.incarnation)
+                        {
+                            self.known.remove(&member.addr);
+                        }
+                    }
+                }
+            }
+            self.publish();
             for event in out.events {
                 // Nobody may be reading (the admin reads the member list): never block.
                 let _ = self.events.try_send(event);
@@ -555,9 +716,16 @@ impl CoreLoop {
         }
     }
 
-    /// Queues `bytes` for the member at `addr` (its writer opens the link), or drops them if
+    /// Queues `frame` for the member at `addr` (its writer opens the link), or drops it if
     /// its queue is full: the member's silence is what membership then notices.
-    fn send(&mut self, addr: SocketAddr, bytes: &[u8]) {
+    fn send_frame(&mut self, addr: SocketAddr, frame: &ConventionFrame) {
+        let bytes = match postcard::to_allocvec(frame) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::error!(error = %e, "could not encode a convention frame");
+                return;
+            }
+        };
         if !self.writers.contains_key(&addr) {
             match Writer::start(addr, self.links.clone()) {
                 Some(writer) => {
@@ -567,7 +735,7 @@ impl CoreLoop {
             }
         }
         if let Some(writer) = self.writers.get(&addr) {
-            if let Err(mpsc::TrySendError::Disconnected(_)) = writer.queue.try_send(bytes.to_vec()) {
+            if let Err(mpsc::TrySendError::Disconnected(_)) = writer.queue.try_send(bytes) {
                 self.writers.remove(&addr);
             }
         }
@@ -591,7 +759,7 @@ mod tests {
             .unwrap()
             .port();
         let addr: SocketAddr = format!("{ip}:{port}").parse().unwrap();
-        MemberNode::start(addr, addr, links(), leader).unwrap()
+        MemberNode::start(addr, addr, links(), leader, Capabilities::new()).unwrap()
     }
 
     /// Waits (on membership events) until `node`'s members satisfy `wanted`; returns how long
@@ -632,14 +800,15 @@ mod tests {
         let port = TcpListener::bind("127.0.0.4:0").unwrap().local_addr().unwrap().port();
         let addr: SocketAddr = format!("127.0.0.4:{port}").parse().unwrap();
         let stranger_links = LinkConfig::new("lab", ClusterSecret::from_bytes([6; 32])).unwrap();
-        let stranger = MemberNode::start(addr, addr, stranger_links, Some(leader.me().addr)).unwrap();
+        let stranger =
+            MemberNode::start(addr, addr, stranger_links, Some(leader.me().addr), Capabilities::new()).unwrap();
         // It asks again every second: three tries, none gets in.
         assert_eq!(leader.next_event(Duration::from_secs(3)), None, "no member came up");
         assert!(leader.members().is_empty());
         assert!(stranger.members().is_empty());
         drop(stranger);
         // The same machine and port with the convention's secret joins.
-        let friend = MemberNode::start(addr, addr, links(), Some(leader.me().addr)).unwrap();
+        let friend = MemberNode::start(addr, addr, links(), Some(leader.me().addr), Capabilities::new()).unwrap();
         wait_until(&leader, |m| m == [friend.me().clone()], Duration::from_secs(10));
     }
 
@@ -648,7 +817,7 @@ mod tests {
         let leader_addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let early = node("127.0.0.2", Some(leader_addr));
         assert_eq!(early.next_event(Duration::from_millis(1500)), None);
-        let leader = MemberNode::start(leader_addr, leader_addr, links(), None).unwrap();
+        let leader = MemberNode::start(leader_addr, leader_addr, links(), None, Capabilities::new()).unwrap();
         wait_until(&leader, |m| m == [early.me().clone()], Duration::from_secs(10));
     }
 
@@ -657,7 +826,7 @@ mod tests {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let listen: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let advertise: SocketAddr = format!("127.0.0.9:{port}").parse().unwrap();
-        let node = MemberNode::start(listen, advertise, links(), None).unwrap();
+        let node = MemberNode::start(listen, advertise, links(), None, Capabilities::new()).unwrap();
         let started = Instant::now();
         drop(node);
         assert!(

@@ -68,11 +68,13 @@ impl ConventionConfig {
             .map_err(|e| refused(format!("cannot listen on {}: {e}", self.listen)))
     }
 
-    /// Starts this admin's membership: loads the secret and joins through the leader.
-    pub(crate) fn start(&self) -> crate::Result<MemberNode> {
+    /// Starts this admin's membership: loads the secret and joins through the leader,
+    /// telling the others `capabilities`.
+    pub(crate) fn start(&self, capabilities: greenroom_protocol::Capabilities) -> crate::Result<MemberNode> {
         let secret = ClusterSecret::load(&self.secret_file)?;
         let links = LinkConfig::new(&self.name, secret)?;
-        MemberNode::start(self.listen, self.advertise.unwrap_or(self.listen), links, self.leader)
+        let advertise = self.advertise.unwrap_or(self.listen);
+        MemberNode::start(self.listen, advertise, links, self.leader, capabilities)
     }
 }
 
