@@ -408,6 +408,7 @@ fn accept_loop(
     accepted: Accepted,
 ) {
     let mut next_id = 0u64;
+    let refusals = Arc::new(Mutex::new(RefusalLog::default()));
     for stream in listener.incoming() {
         if stopping.load(Ordering::SeqCst) {
             return;
@@ -437,13 +438,13 @@ fn accept_loop(
                 Err(_) => continue,
             };
         }
-        let (links, inputs, open) = (links.clone(), inputs.clone(), accepted.clone());
+        let (links, inputs, open, refusals) = (links.clone(), inputs.clone(), accepted.clone(), refusals.clone());
         // A thread per link, so that one slow handshake holds up no other. It reads until the
         // link ends: the peer closes it, it fails, or `shut` shuts its stream down.
         let spawned = std::thread::Builder::new()
             .name("convention-link".into())
             .spawn(move || {
-                read_link(stream, &links, &inputs);
+                read_link(stream, &links, &inputs, &refusals);
                 open.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
             });
         if spawned.is_err() {
@@ -452,12 +453,61 @@ fn accept_loop(
     }
 }
 
+/// How many refused links are logged per [`REFUSAL_WINDOW`]; the rest are counted, and the
+/// count is logged when the next window opens. A peer that hammers the port cannot flood
+/// the log.
+const REFUSALS_LOGGED: u32 = 5;
+const REFUSAL_WINDOW: Duration = Duration::from_secs(10);
+
+/// The rate limit on "convention link refused" warnings.
+#[derive(Debug)]
+struct RefusalLog {
+    window_start: Instant,
+    logged: u32,
+    suppressed: u32,
+}
+
+impl Default for RefusalLog {
+    fn default() -> Self {
+        RefusalLog {
+            window_start: Instant::now(),
+            logged: 0,
+            suppressed: 0,
+        }
+    }
+}
+
+impl RefusalLog {
+    /// Logs `error`, unless this window's quota is spent; says whether it was logged.
+    fn refused(&mut self, error: &Error) -> bool {
+        let now = Instant::now();
+        if now.duration_since(self.window_start) >= REFUSAL_WINDOW {
+            if self.suppressed > 0 {
+                tracing::warn!(count = self.suppressed, window = ?REFUSAL_WINDOW,
+                    "more convention links were refused and not logged one by one");
+            }
+            *self = RefusalLog {
+                window_start: now,
+                ..RefusalLog::default()
+            };
+        }
+        if self.logged < REFUSALS_LOGGED {
+            self.logged += 1;
+            tracing::warn!(error = %error, "convention link refused");
+            true
+        } else {
+            self.suppressed += 1;
+            false
+        }
+    }
+}
+
 /// Accepts a link on `stream` and passes what it carries to the core loop until it ends.
-fn read_link(stream: TcpStream, links: &LinkConfig, inputs: &mpsc::Sender<Input>) {
+fn read_link(stream: TcpStream, links: &LinkConfig, inputs: &mpsc::Sender<Input>, refusals: &Mutex<RefusalLog>) {
     let mut link = match Link::accept(stream, links) {
         Ok(link) => link,
         Err(e) => {
-            tracing::warn!(error = %e, "convention link refused");
+            refusals.lock().unwrap_or_else(|p| p.into_inner()).refused(&e);
             return;
         }
     };
@@ -834,6 +884,18 @@ mod tests {
             "took {:?}",
             started.elapsed()
         );
+    }
+
+    #[test]
+    fn refused_links_are_logged_at_a_bounded_rate() {
+        let mut log = RefusalLog::default();
+        let e = failed("a stranger");
+        let logged = (0..100).filter(|_| log.refused(&e)).count();
+        assert_eq!(logged, REFUSALS_LOGGED as usize);
+        assert_eq!(log.suppressed, 100 - REFUSALS_LOGGED);
+        log.window_start -= REFUSAL_WINDOW;
+        assert!(log.refused(&e), "a new window logs again");
+        assert_eq!(log.suppressed, 0);
     }
 
     #[test]
