@@ -596,6 +596,10 @@ impl Backend for HostBackend<'_> {
         self.endpoint.send_control(&ToAdmin::HandleDeadLetters { start })
     }
 
+    fn notify_on_convention_changes(&mut self, on: bool) -> greenroom::Result<()> {
+        self.endpoint.send_control(&ToAdmin::ConventionNotices { on })
+    }
+
     fn capabilities(&self) -> &Capabilities {
         self.endpoint.capabilities()
     }

@@ -657,3 +657,31 @@ impl Actor for Logger {
         Ok(())
     }
 }
+
+/// Starts a [`ConventionWatcher`] watching; answered with `true`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct WatchConvention;
+
+/// Asks a [`ConventionWatcher`] for what it has heard.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct ConventionNews;
+
+/// Records every `ActorSystemConventionUpdate` it receives, in order.
+#[derive(Default)]
+pub struct ConventionWatcher {
+    heard: Vec<greenroom::ActorSystemConventionUpdate>,
+}
+
+impl Actor for ConventionWatcher {
+    fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, sender: Address) -> ActorResult {
+        if msg.is::<WatchConvention>() {
+            ctx.notify_on_convention_changes(true)?;
+            ctx.send(sender, true)?;
+        } else if let Some(update) = msg.downcast::<greenroom::ActorSystemConventionUpdate>() {
+            self.heard.push(update);
+        } else if msg.is::<ConventionNews>() {
+            ctx.send(sender, self.heard.clone())?;
+        }
+        Ok(())
+    }
+}

@@ -30,6 +30,7 @@ pub fn registry() -> greenroom::Registry {
         .register::<GpuWorker>()
         .register::<Broker>()
         .register::<Logger>()
+        .register::<ConventionWatcher>()
         .register::<troupe_actors::PoolWorker>()
         .register::<troupe_actors::Burster>()
 }

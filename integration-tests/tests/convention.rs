@@ -10,7 +10,10 @@ use std::{
 };
 
 use greenroom::{convention::ClusterSecret, convention::ConventionConfig, Capabilities, Error, SystemConfig};
-use greenroom_integration_tests::{harness, TestSystem};
+use greenroom_integration_tests::{
+    actors::{ConventionNews, ConventionWatcher, WatchConvention},
+    harness, TestSystem,
+};
 use nix::{
     sys::signal::{kill, Signal},
     unistd::Pid,
@@ -80,7 +83,7 @@ fn wait_for_members(sys: &TestSystem, wanted: &[SocketAddr], within: Duration) -
 }
 
 #[test]
-fn three_admins_join_through_the_leader_share_capabilities_and_notice_a_killed_one() {
+fn three_admins_join_share_capabilities_tell_watching_actors_and_notice_a_killed_one() {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("cluster.key");
     ClusterSecret::generate(&secret).unwrap();
@@ -113,6 +116,18 @@ fn three_admins_join_through_the_leader_share_capabilities_and_notice_a_killed_o
     assert_eq!(b_row.capabilities.get::<bool>("gpu"), Some(true));
     assert_eq!(b_row.capabilities.get::<u64>("disk_gb"), Some(500));
 
+    // An actor that asks hears of every member, then of every change.
+    let watcher = a.create_actor::<ConventionWatcher>().unwrap();
+    let watching: bool = a.ask(watcher, WatchConvention, within).unwrap();
+    assert!(watching);
+    let heard = news_until(&a, watcher, |heard| {
+        [b_addr, c_addr]
+            .iter()
+            .all(|m| heard.iter().any(|u| u.added && u.member == m.to_string()))
+    });
+    let b_news = heard.iter().rev().find(|u| u.member == b_addr.to_string()).unwrap();
+    assert_eq!(b_news.capabilities.get::<bool>("gpu"), Some(true), "{heard:?}");
+
     // SIGKILL the third admin: its hosts die with it, and the others drop it.
     let c_admin = c.admin_pid();
     kill(Pid::from_raw(c_admin as i32), Signal::SIGKILL).unwrap();
@@ -121,7 +136,32 @@ fn three_admins_join_through_the_leader_share_capabilities_and_notice_a_killed_o
     eprintln!("the leader noticed a killed member after {noticed:?}");
     assert!(noticed < Duration::from_secs(5), "noticed only after {noticed:?}");
     wait_for_members(&b, &[a_addr], within);
+    let heard = news_until(&a, watcher, |heard| {
+        heard.iter().any(|u| !u.added && u.member == c_addr.to_string())
+    });
+    assert!(
+        heard.iter().all(|u| u.added || u.member == c_addr.to_string()),
+        "{heard:?}"
+    );
     drop(c);
+}
+
+/// Asks the watcher what it has heard until `enough` holds (every 20 ms, up to 10 s).
+fn news_until(
+    sys: &TestSystem,
+    watcher: greenroom::Address,
+    enough: impl Fn(&[greenroom::ActorSystemConventionUpdate]) -> bool,
+) -> Vec<greenroom::ActorSystemConventionUpdate> {
+    let started = Instant::now();
+    loop {
+        let heard: Vec<greenroom::ActorSystemConventionUpdate> =
+            sys.ask(watcher, ConventionNews, Duration::from_secs(10)).unwrap();
+        if enough(&heard) {
+            return heard;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "not heard: {heard:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]

@@ -362,6 +362,9 @@ pub enum ToAdmin {
     /// Host: this actor starts (or stops) being the system's dead-letter handler. The last
     /// to start wins; a stop from an actor that is not the handler does nothing.
     HandleDeadLetters { start: bool },
+    /// Host: this actor wants (or no longer wants) an `ActorSystemConventionUpdate` for every
+    /// change in the convention's membership.
+    ConventionNotices { on: bool },
     /// Messages that can never be delivered to `target` (it is gone for good). The admin
     /// hands each to the dead-letter handler as a `DeadEnvelope`, or logs it.
     DeadLetters { target: Address, messages: Vec<Payload> },

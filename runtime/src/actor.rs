@@ -149,6 +149,8 @@ pub trait Backend {
     fn wakeup_after(&mut self, delay: std::time::Duration, payload: AnyMessage) -> Result<()>;
     /// Makes this actor the system's dead-letter handler (`start`), or stops it being one.
     fn handle_dead_letters(&mut self, start: bool) -> Result<()>;
+    /// Starts or stops convention updates for this actor.
+    fn notify_on_convention_changes(&mut self, on: bool) -> Result<()>;
     /// The system's capabilities as this base last heard them.
     fn capabilities(&self) -> &Capabilities;
     /// Sets (`Some`) or removes one of the system's capabilities.
@@ -324,6 +326,14 @@ impl<'a> Context<'a> {
     /// letters are logged by the admin with their target, sender and type.
     pub fn handle_dead_letters(&mut self, start: bool) -> Result<()> {
         self.backend.handle_dead_letters(start)
+    }
+
+    /// `true`: this actor receives a [`crate::ActorSystemConventionUpdate`] for each member
+    /// of the system's convention now, and for every later join, capability change and
+    /// departure (Thespian's `notifyOnSystemRegistrationChanges`); `false` stops them. A
+    /// system in no convention sends none.
+    pub fn notify_on_convention_changes(&mut self, on: bool) -> Result<()> {
+        self.backend.notify_on_convention_changes(on)
     }
 
     /// Creates a child actor by registered type name. (Without the type, no capability

@@ -61,7 +61,8 @@ pub use greenroom_protocol::{
     ResourceLimits, RestartType, Strategy, SupervisorSpec, SystemDescription, TroupeLoad,
 };
 pub use message::{
-    ActorExitRequest, AnyMessage, ChildActorExited, ChildRestarted, DeadEnvelope, Message, PoisonMessage, WakeupMessage,
+    ActorExitRequest, ActorSystemConventionUpdate, AnyMessage, ChildActorExited, ChildRestarted, DeadEnvelope, Message,
+    PoisonMessage, WakeupMessage,
 };
 pub use system::{ActorInfo, ActorSystem, Base, Delivery, SystemConfig};
 pub use troupe::{Troupe, TroupeReport, TroupeStatus, UpdateTroupeSettings};

@@ -201,6 +201,18 @@ pub struct PoisonMessage {
     pub details: String,
 }
 
+/// Tells an actor that asked for it (`Context::notify_on_convention_changes`) that a member
+/// of the convention has joined or changed its capabilities (`added: true`), or has left or
+/// died (`added: false`) — Thespian's `ActorSystemConventionUpdate`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActorSystemConventionUpdate {
+    /// The member's advertised address.
+    pub member: String,
+    /// Its capabilities (empty when it left).
+    pub capabilities: greenroom_protocol::Capabilities,
+    pub added: bool,
+}
+
 /// Messages an exiting actor still receives: further exit requests and news of its
 /// children. Anything else sent to it then becomes a dead letter, on either base.
 #[doc(hidden)]

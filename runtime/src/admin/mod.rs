@@ -62,10 +62,15 @@ use signal_hook_mio::v1_0::Signals;
 use supervisor::{ActorId, Notice, Tree};
 
 use crate::{
-    convention::{membership::MemberId, ConventionConfig, MemberNode},
+    convention::{
+        membership::{MemberId, MembershipEvent},
+        ConventionConfig, MemberNode,
+    },
     error::{Error, Result},
     ledger::{LedgerFile, LedgerReport},
-    message::{ActorExitRequest, AnyMessage, ChildActorExited, ChildRestarted, DeadEnvelope},
+    message::{
+        ActorExitRequest, ActorSystemConventionUpdate, AnyMessage, ChildActorExited, ChildRestarted, DeadEnvelope,
+    },
     net::framed::{Framed, ReadError},
     net::pending::{Pending, HANDSHAKE_TIMEOUT},
     net::{wait_ready, Ready},
@@ -78,8 +83,10 @@ const OWNER: Token = Token(1);
 const CLIENT_LISTENER: Token = Token(2);
 /// The log sink (a pipe, terminal or socket) can take more.
 const LOG_SINK: Token = Token(3);
+/// Woken by the convention's membership threads when they have events for the loop.
+const CONVENTION: Token = Token(4);
 /// Control peers and host stderr pipes get tokens from here on.
-const FIRST_PEER: usize = 4;
+const FIRST_PEER: usize = 5;
 
 /// How long a shutdown waits for actors to finish before killing whatever is left.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -237,6 +244,8 @@ struct Admin {
     watched: std::collections::BTreeSet<ActorId>,
     /// The convention this system is a member of: its settings, and the membership threads.
     convention: Option<(ConventionConfig, MemberNode)>,
+    /// Actors that asked for `ActorSystemConventionUpdate`s.
+    convention_watchers: std::collections::BTreeSet<ActorId>,
 }
 
 impl Admin {
@@ -267,19 +276,6 @@ impl Admin {
             .ok()
             .and_then(|hex| decode_hex::<Capabilities>(&hex))
             .unwrap_or_default();
-        // A convention whose secret is missing or exposed fails the start, with the fix.
-        let convention = match std::env::var(CONVENTION_ENV) {
-            Ok(hex) => {
-                let config = decode_hex::<ConventionConfig>(&hex).ok_or_else(|| {
-                    Error::NotStartedByGreenroom(format!("{CONVENTION_ENV} does not decode as a convention's settings"))
-                })?;
-                let node = config.start(capabilities.clone())?;
-                tracing::info!(convention = %config.name, me = %node.me().addr, leader = ?config.leader,
-                    "convention membership started");
-                Some((config, node))
-            }
-            Err(_) => None,
-        };
         runtime_dir::create(&rundir)?;
         let open_files = process_role::raise_open_files_limit();
         let listener_path = runtime_dir::admin_socket_path(&rundir);
@@ -298,6 +294,21 @@ impl Admin {
         poll.registry()
             .register(&mut client_listener, CLIENT_LISTENER, Interest::READABLE)
             .map_err(Error::io("registering the client listener"))?;
+        // A convention whose secret is missing or exposed fails the start, with the fix.
+        let convention = match std::env::var(CONVENTION_ENV) {
+            Ok(hex) => {
+                let config = decode_hex::<ConventionConfig>(&hex).ok_or_else(|| {
+                    Error::NotStartedByGreenroom(format!("{CONVENTION_ENV} does not decode as a convention's settings"))
+                })?;
+                let waker = mio::Waker::new(poll.registry(), CONVENTION)
+                    .map_err(Error::io("creating the convention's waker"))?;
+                let node = config.start(capabilities.clone(), std::sync::Arc::new(waker))?;
+                tracing::info!(convention = %config.name, me = %node.me().addr, leader = ?config.leader,
+                    "convention membership started");
+                Some((config, node))
+            }
+            Err(_) => None,
+        };
         let mut peers = HashMap::new();
         // A detached admin (`greenroom start`) has no owner: it runs until it is told to stop.
         if std::env::var_os(process_role::DETACHED_ENV).is_none() {
@@ -346,6 +357,7 @@ impl Admin {
             identity,
             spawner,
             convention,
+            convention_watchers: Default::default(),
             sink,
             log_pipes: HashMap::new(),
             logs_paused: Vec::new(),
@@ -416,6 +428,10 @@ impl Admin {
                 }
                 if token == LOG_SINK {
                     // Written below, with what this turn adds.
+                    continue;
+                }
+                if token == CONVENTION {
+                    self.on_convention_events();
                     continue;
                 }
                 if self.log_pipes.contains_key(&token) {
@@ -976,6 +992,21 @@ impl Admin {
                 self.execute(cmds);
             }
             (ToAdmin::Shutdown { request }, PeerKind::Client(Some(_))) => self.begin_shutdown(Some((token, request))),
+            (ToAdmin::ConventionNotices { on }, PeerKind::Host(id)) => {
+                if !on {
+                    self.convention_watchers.remove(&id);
+                } else if self.convention_watchers.insert(id) {
+                    // It hears of every member there is now, then of every change.
+                    let members = self
+                        .convention
+                        .as_ref()
+                        .map(|(_, node)| node.members_with_capabilities())
+                        .unwrap_or_default();
+                    for (member, capabilities) in members {
+                        self.tell_convention_watcher(id, &member, capabilities, true);
+                    }
+                }
+            }
             (ToAdmin::HandleDeadLetters { start }, PeerKind::Host(id)) => {
                 if start {
                     self.dead_letter_handler = Some(id);
@@ -1079,6 +1110,51 @@ impl Admin {
             .collect();
         for token in told {
             self.send(token, &frame);
+        }
+    }
+
+    /// Passes the membership's news to the actors that asked: a member whose capabilities are
+    /// (first or newly) known is added; one that left or died is not.
+    fn on_convention_events(&mut self) {
+        let mut updates = Vec::new();
+        if let Some((_, node)) = &self.convention {
+            while let Some(event) = node.next_event(Duration::ZERO) {
+                match event {
+                    MembershipEvent::Capabilities(member, capabilities) => updates.push((member, capabilities, true)),
+                    MembershipEvent::Down(member) => updates.push((member, Capabilities::new(), false)),
+                    // Told once its capabilities arrive (they follow the join at once).
+                    MembershipEvent::Up(_) => {}
+                }
+            }
+        }
+        self.convention_watchers.retain(|id| self.actors.contains_key(id));
+        let watchers: Vec<ActorId> = self.convention_watchers.iter().copied().collect();
+        for (member, capabilities, added) in updates {
+            tracing::info!(member = %member.addr, added, "convention membership changed");
+            for &id in &watchers {
+                self.tell_convention_watcher(id, &member, capabilities.clone(), added);
+            }
+        }
+    }
+
+    fn tell_convention_watcher(&mut self, id: ActorId, member: &MemberId, capabilities: Capabilities, added: bool) {
+        let Some(token) = self.actors.get(&id).and_then(|r| r.control) else {
+            return;
+        };
+        let update = ActorSystemConventionUpdate {
+            member: member.addr.to_string(),
+            capabilities,
+            added,
+        };
+        match AnyMessage::new(&update) {
+            Ok(msg) => self.send(
+                token,
+                &FromAdmin::Deliver {
+                    sender: Address::local(id),
+                    payload: msg.into_payload(),
+                },
+            ),
+            Err(e) => tracing::error!(error = %e, "could not encode an ActorSystemConventionUpdate"),
         }
     }
 

@@ -116,6 +116,8 @@ impl foca::Identity for MemberId {
 pub enum MembershipEvent {
     Up(MemberId),
     Down(MemberId),
+    /// A live member's capabilities, first heard or changed.
+    Capabilities(MemberId, Capabilities),
 }
 
 /// What the core asks its driver to do.
@@ -286,6 +288,7 @@ impl MemberNode {
         links: LinkConfig,
         leader: Option<SocketAddr>,
         capabilities: Capabilities,
+        waker: Option<Arc<mio::Waker>>,
     ) -> Result<MemberNode> {
         let listener = TcpListener::bind(listen).map_err(|e| failed(format!("listening on {listen}: {e}")))?;
         let mut listening = listener
@@ -327,6 +330,7 @@ impl MemberNode {
                         capabilities,
                         version: 1,
                         known: HashMap::new(),
+                        waker,
                     };
                     core.run(leader, inbox, &stopping);
                 })
@@ -605,6 +609,8 @@ struct CoreLoop {
     version: u64,
     /// The other members' capabilities, by address.
     known: HashMap<SocketAddr, Known>,
+    /// Woken after events are queued (the admin's loop).
+    waker: Option<Arc<mio::Waker>>,
 }
 
 impl CoreLoop {
@@ -683,10 +689,18 @@ impl CoreLoop {
                         Known {
                             incarnation,
                             version,
-                            capabilities,
+                            capabilities: capabilities.clone(),
                         },
                     );
                     self.publish();
+                    let alive = self
+                        .membership
+                        .members()
+                        .into_iter()
+                        .find(|m| m.addr == member && m.incarnation == incarnation);
+                    if let Some(id) = alive {
+                        self.emit(MembershipEvent::Capabilities(id, capabilities));
+                    }
                 }
             }
             Input::SetCapabilities(capabilities) => {
@@ -695,6 +709,15 @@ impl CoreLoop {
                 self.share_with_all();
             }
             Input::Stop => {}
+        }
+    }
+
+    /// Queues `event` for the reader, and wakes it. Never blocks: a reader that does not keep
+    /// up misses events (the member list stays right).
+    fn emit(&self, event: MembershipEvent) {
+        let _ = self.events.try_send(event);
+        if let Some(waker) = &self.waker {
+            let _ = waker.wake();
         }
     }
 
@@ -756,12 +779,12 @@ impl CoreLoop {
                             self.known.remove(&member.addr);
                         }
                     }
+                    MembershipEvent::Capabilities(..) => {}
                 }
             }
             self.publish();
             for event in out.events {
-                // Nobody may be reading (the admin reads the member list): never block.
-                let _ = self.events.try_send(event);
+                self.emit(event);
             }
         }
     }
@@ -809,7 +832,7 @@ mod tests {
             .unwrap()
             .port();
         let addr: SocketAddr = format!("{ip}:{port}").parse().unwrap();
-        MemberNode::start(addr, addr, links(), leader, Capabilities::new()).unwrap()
+        MemberNode::start(addr, addr, links(), leader, Capabilities::new(), None).unwrap()
     }
 
     /// Waits (on membership events) until `node`'s members satisfy `wanted`; returns how long
@@ -850,15 +873,22 @@ mod tests {
         let port = TcpListener::bind("127.0.0.4:0").unwrap().local_addr().unwrap().port();
         let addr: SocketAddr = format!("127.0.0.4:{port}").parse().unwrap();
         let stranger_links = LinkConfig::new("lab", ClusterSecret::from_bytes([6; 32])).unwrap();
-        let stranger =
-            MemberNode::start(addr, addr, stranger_links, Some(leader.me().addr), Capabilities::new()).unwrap();
+        let stranger = MemberNode::start(
+            addr,
+            addr,
+            stranger_links,
+            Some(leader.me().addr),
+            Capabilities::new(),
+            None,
+        )
+        .unwrap();
         // It asks again every second: three tries, none gets in.
         assert_eq!(leader.next_event(Duration::from_secs(3)), None, "no member came up");
         assert!(leader.members().is_empty());
         assert!(stranger.members().is_empty());
         drop(stranger);
         // The same machine and port with the convention's secret joins.
-        let friend = MemberNode::start(addr, addr, links(), Some(leader.me().addr), Capabilities::new()).unwrap();
+        let friend = MemberNode::start(addr, addr, links(), Some(leader.me().addr), Capabilities::new(), None).unwrap();
         wait_until(&leader, |m| m == [friend.me().clone()], Duration::from_secs(10));
     }
 
@@ -867,7 +897,7 @@ mod tests {
         let leader_addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let early = node("127.0.0.2", Some(leader_addr));
         assert_eq!(early.next_event(Duration::from_millis(1500)), None);
-        let leader = MemberNode::start(leader_addr, leader_addr, links(), None, Capabilities::new()).unwrap();
+        let leader = MemberNode::start(leader_addr, leader_addr, links(), None, Capabilities::new(), None).unwrap();
         wait_until(&leader, |m| m == [early.me().clone()], Duration::from_secs(10));
     }
 
@@ -876,7 +906,7 @@ mod tests {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let listen: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let advertise: SocketAddr = format!("127.0.0.9:{port}").parse().unwrap();
-        let node = MemberNode::start(listen, advertise, links(), None, Capabilities::new()).unwrap();
+        let node = MemberNode::start(listen, advertise, links(), None, Capabilities::new(), None).unwrap();
         let started = Instant::now();
         drop(node);
         assert!(

@@ -70,11 +70,16 @@ impl ConventionConfig {
 
     /// Starts this admin's membership: loads the secret and joins through the leader,
     /// telling the others `capabilities`.
-    pub(crate) fn start(&self, capabilities: greenroom_protocol::Capabilities) -> crate::Result<MemberNode> {
+    /// `waker` is woken whenever membership events are queued.
+    pub(crate) fn start(
+        &self,
+        capabilities: greenroom_protocol::Capabilities,
+        waker: std::sync::Arc<mio::Waker>,
+    ) -> crate::Result<MemberNode> {
         let secret = ClusterSecret::load(&self.secret_file)?;
         let links = LinkConfig::new(&self.name, secret)?;
         let advertise = self.advertise.unwrap_or(self.listen);
-        MemberNode::start(self.listen, advertise, links, self.leader, capabilities)
+        MemberNode::start(self.listen, advertise, links, self.leader, capabilities, Some(waker))
     }
 }
 

@@ -820,6 +820,11 @@ impl Backend for SimpleBackend<'_> {
         self.core.actors.get(&self.me.id()).map_or(0, |slot| slot.held.len())
     }
 
+    fn notify_on_convention_changes(&mut self, on: bool) -> Result<()> {
+        let _ = on; // the simple base is never in a convention
+        Ok(())
+    }
+
     fn handle_dead_letters(&mut self, start: bool) -> Result<()> {
         if start {
             self.core.dead_letter_handler = Some(self.me.id());
