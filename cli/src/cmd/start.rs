@@ -50,12 +50,14 @@ pub struct Start {
     /// Where this admin accepts links from other members (`HOST:PORT`).
     #[arg(long, value_name = "ADDR", requires = "convention_name")]
     pub listen: Option<std::net::SocketAddr>,
-    /// Where the other members reach this admin (default: --listen).
+    /// Where the other members reach this admin (default: --listen): `IP:PORT`, or
+    /// `NAME:PORT`, resolved once at start.
     #[arg(long, value_name = "ADDR", requires = "convention_name")]
-    pub advertise: Option<std::net::SocketAddr>,
-    /// The convention leader's address; without it, this admin is the leader.
+    pub advertise: Option<String>,
+    /// The convention leader's address (`IP:PORT`, or `NAME:PORT` resolved once at start);
+    /// without it, this admin is the leader.
     #[arg(long = "convention", value_name = "LEADER_ADDR", requires = "convention_name")]
-    pub leader: Option<std::net::SocketAddr>,
+    pub leader: Option<String>,
     /// The convention's secret (`greenroom keygen FILE`), the same file on every member.
     #[arg(long = "secret-file", value_name = "FILE", requires = "convention_name")]
     pub secret_file: Option<PathBuf>,
@@ -71,12 +73,32 @@ fn convention_of(args: &Start) -> Result<Option<greenroom::convention::Conventio
     let config = greenroom::convention::ConventionConfig {
         name: name.clone(),
         listen,
-        advertise: args.advertise,
-        leader: args.leader,
+        advertise: args
+            .advertise
+            .as_deref()
+            .map(|a| resolve("--advertise", a))
+            .transpose()?,
+        leader: args.leader.as_deref().map(|l| resolve("--convention", l)).transpose()?,
         secret_file,
     };
     config.check().map_err(|e| CliError::Invalid(e.to_string()))?;
     Ok(Some(config))
+}
+
+/// `IP:PORT` as it is, `NAME:PORT` through the resolver (its first IPv4 address, else its
+/// first): a container's or a pod's name works where its address is not known in advance.
+fn resolve(flag: &str, addr: &str) -> Result<std::net::SocketAddr, CliError> {
+    use std::net::ToSocketAddrs;
+    let found: Vec<std::net::SocketAddr> = addr
+        .to_socket_addrs()
+        .map_err(|e| CliError::Invalid(format!("{flag} {addr}: {e} (give IP:PORT or NAME:PORT)")))?
+        .collect();
+    found
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(found.first())
+        .copied()
+        .ok_or_else(|| CliError::Invalid(format!("{flag} {addr}: the name resolves to no address")))
 }
 
 pub fn run(args: Start) -> Result<(), CliError> {
@@ -224,5 +246,17 @@ mod tests {
         assert_eq!(caps.get::<String>("site").as_deref(), Some("lab 3"));
         assert!(parse_capabilities(&["novalue".into()]).is_err());
         assert!(parse_capabilities(&["=3".into()]).is_err());
+    }
+
+    #[test]
+    fn convention_addresses_may_be_names_resolved_at_start() {
+        assert_eq!(
+            resolve("--convention", "127.0.0.2:7400").unwrap(),
+            "127.0.0.2:7400".parse().unwrap()
+        );
+        let local = resolve("--convention", "localhost:7400").unwrap();
+        assert!(local.ip().is_loopback() && local.port() == 7400, "{local}");
+        let bad = resolve("--advertise", "no port here").unwrap_err().to_string();
+        assert!(bad.contains("--advertise no port here"), "{bad}");
     }
 }
