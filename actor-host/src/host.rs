@@ -350,13 +350,10 @@ impl Host {
         }
     }
 
-    /// Whether a message from a peer must wait in `held`: the actor holds it back, or an
-    /// earlier message of its sender is held and it may not overtake it.
+    /// Whether a message from a peer must wait in `held` (`troupe::must_wait`).
     fn holds_back(&self, sender: Address, msg: &AnyMessage) -> bool {
-        self.waits(msg)
-            || (!self.held.is_empty()
-                && !troupe::may_overtake(self.actor.as_ref(), msg)
-                && self.held.iter().any(|(s, _, _)| *s == sender))
+        let held = self.held.iter().map(|(s, _, _)| *s);
+        troupe::must_wait(self.actor.as_ref(), &self.worker, msg, sender, held)
     }
 
     fn waits(&self, msg: &AnyMessage) -> bool {

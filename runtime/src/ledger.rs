@@ -130,18 +130,17 @@ impl LedgerFile {
         Ok((words[W_MAGIC] == MAGIC).then_some(words))
     }
 
-    /// How many messages the host had read and not yet processed when it began its latest
-    /// one (`None` if it never mapped the ledger).
-    pub fn queued(&self) -> io::Result<Option<u64>> {
-        Ok(self.header()?.map(|w| w[W_QUEUED]))
-    }
-
-    /// A troupe manager's load as it last recorded it (`None` for other actors).
-    pub fn troupe(&self) -> io::Result<Option<TroupeLoad>> {
-        Ok(self.header()?.filter(|w| w[W_TROUPE_MAX] != 0).map(|w| TroupeLoad {
-            workers: w[W_TROUPE_LOAD] as u32,
-            busy: (w[W_TROUPE_LOAD] >> 32) as u32,
-            max_workers: (w[W_TROUPE_MAX] - 1) as u32,
+    /// What the host last reported for `greenroom status`, from one read of the header (`None`
+    /// if it never mapped the ledger): how many messages it had read and not yet processed
+    /// when it began its latest one, and a troupe manager's load (`None` for other actors).
+    pub fn reported(&self) -> io::Result<Option<(u64, Option<TroupeLoad>)>> {
+        Ok(self.header()?.map(|w| {
+            let troupe = (w[W_TROUPE_MAX] != 0).then(|| TroupeLoad {
+                workers: w[W_TROUPE_LOAD] as u32,
+                busy: (w[W_TROUPE_LOAD] >> 32) as u32,
+                max_workers: (w[W_TROUPE_MAX] - 1) as u32,
+            });
+            (w[W_QUEUED], troupe)
         }))
     }
 

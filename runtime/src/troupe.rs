@@ -519,12 +519,24 @@ impl<W: Actor> Actor for TroupeManager<W> {
     }
 }
 
-/// The rule both bases apply to a message for an actor whose earlier messages from the
-/// same sender are held: it waits behind them, unless it may overtake them (an exit request,
-/// or what the actor lets through).
+/// The rule both bases apply to a message arriving for an actor, given the senders of the
+/// messages it holds: it waits in the mailbox if it [`waits`], or if an earlier message of
+/// its sender is held and it may not overtake it (an exit request, or what the actor lets
+/// through, may).
 #[doc(hidden)]
-pub fn may_overtake(actor: &dyn Actor, msg: &AnyMessage) -> bool {
-    msg.is::<ActorExitRequest>() || actor.overtakes(msg)
+pub fn must_wait(
+    actor: &dyn Actor,
+    worker: &WorkerRole,
+    msg: &AnyMessage,
+    sender: Address,
+    held_senders: impl Iterator<Item = Address>,
+) -> bool {
+    if waits(actor, worker, msg) {
+        return true;
+    }
+    // Nothing held (every ordinary actor, always): no more to check.
+    let mut held = held_senders.peekable();
+    held.peek().is_some() && !(msg.is::<ActorExitRequest>() || actor.overtakes(msg)) && held.any(|s| s == sender)
 }
 
 /// Whether `msg` waits in the mailbox for now: the actor holds it back, or it is a

@@ -1054,6 +1054,11 @@ impl Admin {
                     return None;
                 }
                 let live = rec.pid.is_some();
+                let reported = rec
+                    .ledger
+                    .as_ref()
+                    .filter(|_| live)
+                    .and_then(|l| l.reported().ok().flatten());
                 Some(ActorRow {
                     address: rec.address,
                     type_name: rec.type_name.clone(),
@@ -1063,16 +1068,8 @@ impl Admin {
                     pid: rec.pid.map(|p| p.as_raw() as u32),
                     incarnation,
                     started_unix_ms: rec.spawned_at.filter(|_| live).map(unix_ms),
-                    queued: rec
-                        .ledger
-                        .as_ref()
-                        .filter(|_| live)
-                        .and_then(|l| l.queued().ok().flatten()),
-                    troupe: rec
-                        .ledger
-                        .as_ref()
-                        .filter(|_| live)
-                        .and_then(|l| l.troupe().ok().flatten()),
+                    queued: reported.map(|(queued, _)| queued),
+                    troupe: reported.and_then(|(_, troupe)| troupe),
                 })
             })
             .collect();

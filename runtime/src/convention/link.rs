@@ -260,13 +260,6 @@ impl Link {
             .map_err(|e| self.failed(format!("{e}")))
     }
 
-    /// How long `recv` waits (`None`: as long as it takes).
-    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> Result<()> {
-        self.stream
-            .set_read_timeout(timeout)
-            .map_err(|e| self.failed(format!("{e}")))
-    }
-
     fn failed(&self, reason: String) -> Error {
         Error::ConventionLink {
             peer: self.peer.clone(),

@@ -564,10 +564,8 @@ impl Core {
             return;
         }
         let holds_back = slot.actor.as_ref().is_some_and(|actor| {
-            troupe::waits(actor.as_ref(), &slot.worker, &msg)
-                || (!slot.held.is_empty()
-                    && !troupe::may_overtake(actor.as_ref(), &msg)
-                    && slot.held.iter().any(|(s, _)| *s == sender))
+            let held = slot.held.iter().map(|(s, _)| *s);
+            troupe::must_wait(actor.as_ref(), &slot.worker, &msg, sender, held)
         });
         if holds_back {
             slot.held.push_back((sender, msg));
