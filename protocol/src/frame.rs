@@ -96,6 +96,21 @@ pub struct Fill {
     pub eof: bool,
 }
 
+/// When [`FrameReader::fill_from`] may stop reading before its budget is spent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadUntil {
+    /// Until a read fails with `WouldBlock`: the one safe choice when nothing else says
+    /// the stream is drained (a socket just accepted, a read cut short by its budget).
+    WouldBlock,
+    /// Until a read returns fewer bytes than asked for. On a stream socket that means the
+    /// receive queue was empty at that moment, so an edge-triggered poll reports the next
+    /// byte as a new event (epoll(7)); this saves the `read` that would only say
+    /// `WouldBlock`, one syscall per wake-up. Use it only for a readable event that did not
+    /// also report the peer's hang-up: a hang-up is reported once, so after one the stream
+    /// must be read to its end.
+    ShortRead,
+}
+
 /// How much the reader asks of the stream per `read` call.
 const READ_CHUNK: usize = 64 * 1024;
 /// A new reader's buffer: small, so that an idle connection costs one page, not sixteen.
@@ -137,12 +152,13 @@ impl FrameReader {
         self.end += bytes.len();
     }
 
-    /// Reads from `stream` until it would block, reaches end of stream, or `budget` bytes
-    /// have been read (so one busy peer cannot starve the others in an event loop).
+    /// Reads from `stream` until it would block (or, with [`ReadUntil::ShortRead`], until a
+    /// read returns less than asked), reaches end of stream, or `budget` bytes have been
+    /// read (so one busy peer cannot starve the others in an event loop).
     ///
     /// Interrupted reads are retried; a connection reset counts as end of stream; any other
     /// I/O error is returned.
-    pub fn fill_from<R: Read>(&mut self, stream: &mut R, budget: usize) -> io::Result<Fill> {
+    pub fn fill_from<R: Read>(&mut self, stream: &mut R, budget: usize, until: ReadUntil) -> io::Result<Fill> {
         let mut fill = Fill { bytes: 0, eof: false };
         while fill.bytes < budget {
             // Read into what is free, at least a small chunk; a reader whose reads fill its
@@ -154,6 +170,7 @@ impl FrameReader {
                 free.min(READ_CHUNK)
             };
             self.reserve(chunk);
+            let asked = self.data.len() - self.end;
             match stream.read(&mut self.data[self.end..]) {
                 Ok(0) => {
                     fill.eof = true;
@@ -162,6 +179,9 @@ impl FrameReader {
                 Ok(n) => {
                     self.end += n;
                     fill.bytes += n;
+                    if n < asked && until == ReadUntil::ShortRead {
+                        break;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -255,6 +275,49 @@ mod tests {
     use crate::DEFAULT_MAX_FRAME;
     use proptest::prelude::*;
 
+    /// A stream that hands out its chunks one per `read` (a short read each), then
+    /// `WouldBlock`, and counts the calls.
+    struct Chunks {
+        chunks: std::collections::VecDeque<Vec<u8>>,
+        reads: usize,
+    }
+
+    impl Read for Chunks {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.reads += 1;
+            let Some(chunk) = self.chunks.pop_front() else {
+                return Err(io::ErrorKind::WouldBlock.into());
+            };
+            buf[..chunk.len()].copy_from_slice(&chunk);
+            Ok(chunk.len())
+        }
+    }
+
+    #[test]
+    fn short_read_mode_stops_at_the_first_short_read_and_would_block_mode_reads_on() {
+        let bytes = frames_of(&[vec![1; 10], vec![2; 10]]);
+        let first_frame = bytes.len() / 2;
+        let (a, b) = bytes.split_at(first_frame);
+        let chunks = || Chunks {
+            chunks: [a.to_vec(), b.to_vec()].into(),
+            reads: 0,
+        };
+
+        let (mut r, mut s) = (FrameReader::new(DEFAULT_MAX_FRAME), chunks());
+        let fill = r.fill_from(&mut s, usize::MAX, ReadUntil::ShortRead).unwrap();
+        assert_eq!(
+            (fill.bytes, s.reads),
+            (first_frame, 1),
+            "one read, and no read that says WouldBlock"
+        );
+        assert!(r.next_frame().unwrap().is_some());
+        assert!(r.next_frame().unwrap().is_none());
+
+        let (mut r, mut s) = (FrameReader::new(DEFAULT_MAX_FRAME), chunks());
+        let fill = r.fill_from(&mut s, usize::MAX, ReadUntil::WouldBlock).unwrap();
+        assert_eq!((fill.bytes, s.reads), (bytes.len(), 3), "read until WouldBlock");
+    }
+
     fn frames_of(values: &[Vec<u8>]) -> Vec<u8> {
         let mut buf = Vec::new();
         for v in values {
@@ -334,7 +397,7 @@ mod tests {
         let mut r = FrameReader::new(DEFAULT_MAX_FRAME);
         let mut cursor = std::io::Cursor::new(buf);
         loop {
-            let fill = r.fill_from(&mut cursor, usize::MAX).unwrap();
+            let fill = r.fill_from(&mut cursor, usize::MAX, ReadUntil::WouldBlock).unwrap();
             if fill.eof {
                 break;
             }

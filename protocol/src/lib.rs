@@ -29,7 +29,7 @@ pub mod wire;
 
 pub use capabilities::Capabilities;
 pub use error::ProtocolError;
-pub use frame::{encode_frame, FrameReader};
+pub use frame::{encode_frame, FrameReader, ReadUntil};
 pub use handshake::{Handshake, HandshakeReply, PeerRole};
 pub use supervision::{Backoff, ChildSpec, ResourceLimits, RestartType, Strategy, SupervisorSpec};
 pub use wire::{

@@ -416,6 +416,7 @@ impl Admin {
                 token,
                 readable,
                 writable,
+                ..
             } in &ready
             {
                 if token == SIGNALS {

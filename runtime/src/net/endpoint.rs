@@ -36,11 +36,11 @@ use std::{
 use super::pending::Pending;
 use greenroom_protocol::{
     encode_frame, frame::decode, ActorState, Address, Capabilities, ChildSpec, DataFrame, DataReply, ExitCause,
-    FrameReader, FromAdmin, Handshake, HandshakeReply, PeerRole, ProtocolError, Recovery, ToAdmin,
+    FrameReader, FromAdmin, Handshake, HandshakeReply, PeerRole, ProtocolError, ReadUntil, Recovery, ToAdmin,
 };
 use mio::{
     net::{UnixListener, UnixStream},
-    Events, Interest, Poll, Token,
+    Events, Interest, Poll, Registry, Token,
 };
 
 use super::{
@@ -150,6 +150,8 @@ struct InConn {
     acked: u64,
     out: Vec<u8>,
     out_pos: usize,
+    /// Registered for writable events (only while acks wait for room; see [`set_write_interest`]).
+    write_armed: bool,
 }
 
 impl InConn {
@@ -181,6 +183,9 @@ struct OutConn {
     /// How many bytes at the front of `frames` have been written.
     written: usize,
     next_seq: u64,
+    /// Registered for writable events (only while frames wait for room; see
+    /// [`set_write_interest`]).
+    write_armed: bool,
 }
 
 enum Conn {
@@ -660,11 +665,12 @@ impl Endpoint {
             .map_err(Error::io("waiting for socket events"))?;
         let rescan = std::mem::take(&mut self.rescan);
         for token in rescan {
-            self.on_readable(token);
+            self.on_readable(token, ReadUntil::WouldBlock);
         }
         for &Ready {
             token,
             readable,
+            hung_up,
             writable,
         } in &ready
         {
@@ -686,7 +692,12 @@ impl Endpoint {
                         self.write_in_replies(token);
                     }
                     if readable {
-                        self.on_readable(token);
+                        let until = if hung_up {
+                            ReadUntil::WouldBlock
+                        } else {
+                            ReadUntil::ShortRead
+                        };
+                        self.on_readable(token, until);
                     }
                 }
             }
@@ -700,6 +711,12 @@ impl Endpoint {
         }
         if self.ack_due.is_some_and(|due| Instant::now() >= due) {
             self.flush_acks();
+        }
+        // What was queued while handling events (a reconnect's resend) is written now: a
+        // data socket reports room only after a write has blocked (see
+        // `set_write_interest`), so no later event would start it.
+        if !self.dirty.is_empty() {
+            self.flush();
         }
         Ok(())
     }
@@ -754,11 +771,12 @@ impl Endpoint {
             bounds: VecDeque::new(),
             written: 0,
             next_seq: 1,
+            write_armed: false,
         };
         if let Some(s) = conn.stream.as_mut() {
             self.poll
                 .registry()
-                .register(s, token, Interest::READABLE | Interest::WRITABLE)
+                .register(s, token, Interest::READABLE)
                 .map_err(Error::io("registering a data connection"))?;
         }
         self.conns.insert(token, Conn::Out(conn));
@@ -920,7 +938,7 @@ impl Endpoint {
                 if self
                     .poll
                     .registry()
-                    .register(&mut s, token, Interest::READABLE | Interest::WRITABLE)
+                    .register(&mut s, token, Interest::READABLE)
                     .is_err()
                 {
                     self.give_up(
@@ -930,6 +948,7 @@ impl Endpoint {
                     return;
                 }
                 conn.stream = Some(s);
+                conn.write_armed = false;
                 conn.reader = FrameReader::new(self.max_frame);
                 conn.accepted = false;
                 conn.incarnation = 0;
@@ -946,10 +965,10 @@ impl Endpoint {
 
     // ---- reading and writing ----
 
-    fn on_readable(&mut self, token: Token) {
+    fn on_readable(&mut self, token: Token, until: ReadUntil) {
         match self.conns.get(&token) {
-            Some(Conn::In(_)) => self.read_in(token),
-            Some(Conn::Out(_)) => self.read_out(token),
+            Some(Conn::In(_)) => self.read_in(token, until),
+            Some(Conn::Out(_)) => self.read_out(token, until),
             None => {}
         }
     }
@@ -986,11 +1005,7 @@ impl Endpoint {
             }
             let token = Token(self.next_token);
             self.next_token += 1;
-            if let Err(e) = self
-                .poll
-                .registry()
-                .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
-            {
+            if let Err(e) = self.poll.registry().register(&mut stream, token, Interest::READABLE) {
                 tracing::warn!(endpoint = %self.me, error = %e, "could not register an accepted connection");
                 continue;
             }
@@ -1008,6 +1023,7 @@ impl Endpoint {
                     acked: 0,
                     out: Vec::new(),
                     out_pos: 0,
+                    write_armed: false,
                 }),
             );
             // Data may already be waiting; edge-triggered readiness would not tell us again.
@@ -1028,12 +1044,12 @@ impl Endpoint {
         }
     }
 
-    fn read_in(&mut self, token: Token) {
+    fn read_in(&mut self, token: Token, until: ReadUntil) {
         let me = self.me;
         let Some(Conn::In(conn)) = self.conns.get_mut(&token) else {
             return;
         };
-        let fill = match conn.reader.fill_from(&mut conn.stream, READ_BUDGET) {
+        let fill = match conn.reader.fill_from(&mut conn.stream, READ_BUDGET, until) {
             Ok(f) => f,
             Err(e) => {
                 tracing::debug!(endpoint = %me, error = %e, "data connection read failed");
@@ -1167,36 +1183,41 @@ impl Endpoint {
         let Some(Conn::In(conn)) = self.conns.get_mut(&token) else {
             return;
         };
+        let mut blocked = false;
         while conn.out_pos < conn.out.len() {
             match conn.stream.write(&conn.out[conn.out_pos..]) {
-                Ok(0) => {
-                    conn.out.clear();
-                    conn.out_pos = 0;
-                    return;
-                }
+                Ok(0) => break,
                 Ok(n) => conn.out_pos += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                // The sender went away; it will learn the outcome from the admin.
-                Err(_) => {
-                    conn.out.clear();
-                    conn.out_pos = 0;
-                    return;
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    blocked = true;
+                    break;
                 }
+                // The sender went away; it will learn the outcome from the admin.
+                Err(_) => break,
             }
         }
-        conn.out.clear();
-        conn.out_pos = 0;
+        if !blocked {
+            conn.out.clear();
+            conn.out_pos = 0;
+        }
+        set_write_interest(
+            self.poll.registry(),
+            &mut conn.stream,
+            token,
+            &mut conn.write_armed,
+            blocked,
+        );
     }
 
-    fn read_out(&mut self, token: Token) {
+    fn read_out(&mut self, token: Token, until: ReadUntil) {
         let Some(Conn::Out(conn)) = self.conns.get_mut(&token) else {
             return;
         };
         let Some(stream) = conn.stream.as_mut() else {
             return;
         };
-        let fill = match conn.reader.fill_from(stream, READ_BUDGET) {
+        let fill = match conn.reader.fill_from(stream, READ_BUDGET, until) {
             Ok(f) => f,
             Err(e) => {
                 self.out_lost(token, &format!("read failed: {e}"));
@@ -1273,9 +1294,17 @@ impl Endpoint {
         if let Err(e) = write_out_conn(conn) {
             self.out_lost(token, &format!("write failed: {e}"));
         }
-        match self.conns.get(&token) {
+        match self.conns.get_mut(&token) {
             Some(Conn::Out(conn)) => {
-                conn.written < conn.frames.len() || (conn.stream.is_some() && conn.hello_written < conn.hello.len())
+                let blocked = conn.written < conn.frames.len() || conn.hello_written < conn.hello.len();
+                match conn.stream.as_mut() {
+                    Some(stream) => {
+                        set_write_interest(self.poll.registry(), stream, token, &mut conn.write_armed, blocked);
+                        blocked
+                    }
+                    // Waiting for the admin's word on a lost peer: the bytes are still ours.
+                    None => conn.written < conn.frames.len(),
+                }
             }
             _ => false,
         }
@@ -1382,13 +1411,37 @@ fn retained_messages(parts: &[&[u8]]) -> Vec<AnyMessage> {
     messages
 }
 
-/// Writes the handshake then the unwritten frames of `conn`, gathering many frames into one
-/// `writev`. Stops at `WouldBlock`; an error means the connection is gone.
 /// Whether an accepted connection has yet to complete its handshake (for [`Pending`]).
 fn awaiting_handshake(conns: &HashMap<Token, Conn>) -> impl Fn(Token) -> bool + '_ {
     |t| matches!(conns.get(&t), Some(Conn::In(c)) if c.peer.is_none())
 }
 
+/// Registers a data socket for writable events only while a write is waiting for room.
+///
+/// Sockets are edge-triggered, and a Unix socket signals "writable" every time its peer
+/// reads: registered for it all the time, each side of a request and reply woke up once more
+/// per message for nothing (an extra `epoll_wait` and a wake-up across CPUs per round
+/// trip). So data sockets are registered readable only, and `WRITABLE` is added when a
+/// write would block and removed once the queue is written. `epoll_ctl` reports a socket
+/// that is already writable at once, so arming cannot miss the room it waits for.
+fn set_write_interest(registry: &Registry, stream: &mut UnixStream, token: Token, armed: &mut bool, want: bool) {
+    if *armed == want {
+        return;
+    }
+    let interest = if want {
+        Interest::READABLE | Interest::WRITABLE
+    } else {
+        Interest::READABLE
+    };
+    match registry.reregister(stream, token, interest) {
+        Ok(()) => *armed = want,
+        // Only a closed fd fails here; its reader sees the end of the stream.
+        Err(e) => tracing::debug!(error = %e, "could not change a data socket's interest"),
+    }
+}
+
+/// Writes the handshake then the unwritten frames of `conn`, gathering many frames into one
+/// `writev`. Stops at `WouldBlock`; an error means the connection is gone.
 fn write_out_conn(conn: &mut OutConn) -> io::Result<()> {
     let OutConn {
         stream: Some(stream),

@@ -6,7 +6,7 @@
 
 use std::io::{self, Write};
 
-use greenroom_protocol::{encode_frame, FrameReader, ProtocolError};
+use greenroom_protocol::{encode_frame, FrameReader, ProtocolError, ReadUntil};
 use mio::net::UnixStream;
 use serde::Serialize;
 
@@ -78,7 +78,7 @@ impl Framed {
     pub fn read(&mut self) -> Result<ReadOutcome, ReadError> {
         let fill = self
             .reader
-            .fill_from(&mut self.stream, READ_BUDGET)
+            .fill_from(&mut self.stream, READ_BUDGET, ReadUntil::WouldBlock)
             .map_err(ReadError::Io)?;
         let mut frames = Vec::new();
         while let Some(body) = self.reader.next_frame().map_err(ReadError::Protocol)? {

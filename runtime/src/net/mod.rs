@@ -17,6 +17,8 @@ pub(crate) struct Ready {
     pub token: Token,
     /// Readable, or closed, or in error: a read will say which.
     pub readable: bool,
+    /// The peer hung up, or the socket is in error: read to the end, not to a short read.
+    pub hung_up: bool,
     pub writable: bool,
 }
 
@@ -37,6 +39,7 @@ pub(crate) fn wait_ready(
     ready.extend(events.iter().map(|e| Ready {
         token: e.token(),
         readable: e.is_readable() || e.is_read_closed() || e.is_error(),
+        hung_up: e.is_read_closed() || e.is_error(),
         writable: e.is_writable(),
     }));
     Ok(())
