@@ -46,7 +46,8 @@ use mio::{
 use super::{
     framed::{Framed, READ_BUDGET},
     peer::check_same_user,
-    wait_ready, Ready,
+    spin::Spinner,
+    Ready,
 };
 use crate::{
     error::{Error, Result},
@@ -214,6 +215,7 @@ pub struct Endpoint {
     rescan: Vec<Token>,
     dirty: Vec<Token>,
     ack_due: Option<Instant>,
+    spinner: Spinner,
     scratch: Vec<u8>,
     /// This host's delivery ledger (hosts only; clients keep none).
     ledger: Option<Ledger>,
@@ -264,6 +266,7 @@ impl Endpoint {
             rescan: Vec::new(),
             dirty: Vec::new(),
             ack_due: None,
+            spinner: Spinner::new(),
             scratch: Vec::new(),
             ledger: None,
             incarnation: 0,
@@ -661,7 +664,8 @@ impl Endpoint {
             timeout = Some(Duration::ZERO);
         }
         let mut ready = std::mem::take(&mut self.ready);
-        wait_ready(&mut self.poll, &mut self.events, timeout, &mut ready)
+        self.spinner
+            .wait(&mut self.poll, &mut self.events, timeout, &mut ready)
             .map_err(Error::io("waiting for socket events"))?;
         let rescan = std::mem::take(&mut self.rescan);
         for token in rescan {

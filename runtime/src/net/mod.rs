@@ -5,6 +5,7 @@ pub mod endpoint;
 pub(crate) mod framed;
 pub(crate) mod peer;
 pub mod pending;
+pub(crate) mod spin;
 
 use std::{io, time::Duration};
 
