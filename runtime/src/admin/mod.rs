@@ -73,7 +73,7 @@ use crate::{
     },
     net::framed::{Framed, ReadError},
     net::pending::{Pending, HANDSHAKE_TIMEOUT},
-    net::{wait_ready, Ready},
+    net::{spin::Spinner, Ready},
     process_role::{self, CONTROL_FD},
     runtime_dir,
 };
@@ -200,6 +200,7 @@ struct Admin {
     poll: Poll,
     events: Events,
     ready: Vec<Ready>,
+    spinner: Spinner,
     signals: Signals,
     rundir: PathBuf,
     host_exe: PathBuf,
@@ -332,6 +333,7 @@ impl Admin {
             poll,
             events: Events::with_capacity(256),
             ready: Vec::new(),
+            spinner: Spinner::new(),
             signals,
             rundir,
             host_exe,
@@ -407,7 +409,8 @@ impl Admin {
                 timeout = Some(Duration::ZERO);
             }
             let mut ready = std::mem::take(&mut self.ready);
-            wait_ready(&mut self.poll, &mut self.events, timeout, &mut ready)
+            self.spinner
+                .wait(&mut self.poll, &mut self.events, timeout, &mut ready)
                 .map_err(Error::io("waiting for events"))?;
             for token in std::mem::take(&mut self.rescan) {
                 self.read_source(token);
