@@ -27,7 +27,7 @@
 //! the `ask` waiting on it at once.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     io::{self, IoSlice, Write},
     path::{Path, PathBuf},
     time::{Duration, Instant},
@@ -42,6 +42,7 @@ use mio::{
     net::{UnixListener, UnixStream},
     Events, Interest, Poll, Registry, Token,
 };
+use rustc_hash::FxHashMap as HashMap;
 
 use super::{
     framed::{Framed, READ_BUDGET},
@@ -257,12 +258,12 @@ impl Endpoint {
             control_accepted: false,
             control_open: true,
             listener: None,
-            conns: HashMap::new(),
+            conns: HashMap::default(),
             next_token: FIRST_CONN,
-            out_by_peer: HashMap::new(),
+            out_by_peer: HashMap::default(),
             inbox: VecDeque::new(),
             next_request: 1,
-            settling: HashMap::new(),
+            settling: HashMap::default(),
             rescan: Vec::new(),
             dirty: Vec::new(),
             ack_due: None,
