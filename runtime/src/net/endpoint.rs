@@ -20,8 +20,9 @@
 //! ## Nothing is forgotten until it is processed
 //! A sender keeps the encoded bytes of every message until the receiver acknowledges it as
 //! *processed* (not merely read). Acks are cumulative and batched: one every
-//! [`ACK_BATCH`] messages, or [`ACK_DELAY`] after the receiver goes idle — never a write per
-//! message. When a connection ends, the endpoint asks the admin what became of the peer
+//! [`ACK_BATCH`] messages, or when the receiver is about to sleep (its spin found nothing
+//! more to do, see `net/spin.rs`), and at the latest [`ACK_DELAY`] after the first message
+//! left unacknowledged — never a write per message while messages keep coming. When a connection ends, the endpoint asks the admin what became of the peer
 //! (`ActorStatus { settle: Some(incarnation) }`); if the peer is gone for good, every unacknowledged
 //! message is handed back as [`Inbound::PeerLost`], so the caller can dead-letter it or fail
 //! the `ask` waiting on it at once.
@@ -62,7 +63,8 @@ pub const ACK_BATCH: u64 = 64;
 /// How long to wait before accepting again after `accept` failed (out of fds or memory).
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 pub use super::pending::HANDSHAKE_TIMEOUT;
-/// Acknowledge this long after the last processed message if no batch filled up.
+/// Acknowledge at the latest this long after a processed message if no batch filled up
+/// and the endpoint never went to sleep.
 pub const ACK_DELAY: Duration = Duration::from_millis(10);
 
 const CONTROL: Token = Token(0);
@@ -216,6 +218,8 @@ pub struct Endpoint {
     rescan: Vec<Token>,
     dirty: Vec<Token>,
     ack_due: Option<Instant>,
+    /// Connections with processed messages not yet acknowledged (may repeat).
+    ack_pending: Vec<Token>,
     spinner: Spinner,
     scratch: Vec<u8>,
     /// This host's delivery ledger (hosts only; clients keep none).
@@ -267,6 +271,7 @@ impl Endpoint {
             rescan: Vec::new(),
             dirty: Vec::new(),
             ack_due: None,
+            ack_pending: Vec::new(),
             spinner: Spinner::new(),
             scratch: Vec::new(),
             ledger: None,
@@ -586,8 +591,11 @@ impl Endpoint {
         let unrecorded = self.ledger.is_some() && receipt.slot.is_none();
         if unrecorded || done_upto.saturating_sub(conn.acked) >= ACK_BATCH {
             self.send_ack(receipt.token);
-        } else if self.ack_due.is_none() {
-            self.ack_due = Some(Instant::now() + ACK_DELAY);
+        } else {
+            self.ack_pending.push(receipt.token);
+            if self.ack_due.is_none() {
+                self.ack_due = Some(Instant::now() + ACK_DELAY);
+            }
         }
     }
 
@@ -647,27 +655,23 @@ impl Endpoint {
     /// Waits up to `timeout` (forever if `None`) for socket activity and turns it into
     /// [`Inbound`] items. Returns early as soon as anything happened.
     pub fn pump(&mut self, timeout: Option<Duration>) -> Result<()> {
-        let now = Instant::now();
-        let mut timeout = timeout;
-        if let Some(due) = self.ack_due {
-            let until = due.saturating_duration_since(now);
-            timeout = Some(timeout.map_or(until, |t| t.min(until)));
-        }
-        if let Some(at) = self.accept_retry {
-            let until = at.saturating_duration_since(now);
-            timeout = Some(timeout.map_or(until, |t| t.min(until)));
-        }
-        if let Some(deadline) = self.handshake_deadlines.next_deadline() {
-            let until = deadline.saturating_duration_since(now);
-            timeout = Some(timeout.map_or(until, |t| t.min(until)));
-        }
-        if !self.rescan.is_empty() {
-            timeout = Some(Duration::ZERO);
-        }
+        let start = Instant::now();
         let mut ready = std::mem::take(&mut self.ready);
-        self.spinner
-            .wait(&mut self.poll, &mut self.events, timeout, &mut ready)
+        let spin_timeout = self.wait_timeout(timeout);
+        let spun = self
+            .spinner
+            .spin(&mut self.poll, &mut self.events, spin_timeout, &mut ready)
             .map_err(Error::io("waiting for socket events"))?;
+        if !spun {
+            // About to sleep: acknowledge what was processed now rather than be woken again
+            // by the ack timer (an idle actor's every message used to cost it two wake-ups).
+            // A busy endpoint still batches: its spin finds the next message first.
+            self.flush_acks();
+            let timeout = self.wait_timeout(timeout.map(|t| t.saturating_sub(start.elapsed())));
+            self.spinner
+                .block(&mut self.poll, &mut self.events, timeout, &mut ready)
+                .map_err(Error::io("waiting for socket events"))?;
+        }
         let rescan = std::mem::take(&mut self.rescan);
         for token in rescan {
             self.on_readable(token, ReadUntil::WouldBlock);
@@ -729,17 +733,36 @@ impl Endpoint {
     /// Sends every pending acknowledgement now.
     pub fn flush_acks(&mut self) {
         self.ack_due = None;
-        let tokens: Vec<Token> = self
-            .conns
-            .iter()
-            .filter_map(|(t, c)| match c {
-                Conn::In(i) if i.done_upto() > i.acked => Some(*t),
-                _ => None,
-            })
-            .collect();
-        for t in tokens {
-            self.send_ack(t);
+        let mut tokens = std::mem::take(&mut self.ack_pending);
+        tokens.sort_unstable();
+        tokens.dedup();
+        for &t in &tokens {
+            if matches!(self.conns.get(&t), Some(Conn::In(i)) if i.done_upto() > i.acked) {
+                self.send_ack(t);
+            }
         }
+        tokens.clear();
+        self.ack_pending = tokens;
+    }
+
+    /// How long a wait may last: the caller's `timeout`, cut short by the endpoint's own
+    /// deadlines (the ack timer, an accept retry, a pending handshake), zero when a
+    /// connection must be read again.
+    fn wait_timeout(&self, timeout: Option<Duration>) -> Option<Duration> {
+        if !self.rescan.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let now = Instant::now();
+        [
+            self.ack_due,
+            self.accept_retry,
+            self.handshake_deadlines.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|at| at.saturating_duration_since(now))
+        .chain(timeout)
+        .min()
     }
 
     // ---- opening and losing out connections ----

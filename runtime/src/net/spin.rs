@@ -56,25 +56,53 @@ impl Spinner {
         &mut self,
         poll: &mut Poll,
         events: &mut Events,
-        mut timeout: Option<Duration>,
+        timeout: Option<Duration>,
         ready: &mut Vec<Ready>,
     ) -> io::Result<()> {
-        if self.armed && self.enabled && timeout != Some(Duration::ZERO) {
-            let start = Instant::now();
-            let spin_for = timeout.map_or(SPIN_FOR, |t| t.min(SPIN_FOR));
-            loop {
-                wait_ready(poll, events, Some(Duration::ZERO), ready)?;
-                if !ready.is_empty() {
-                    return Ok(());
-                }
-                if start.elapsed() >= spin_for {
-                    break;
-                }
-                std::thread::yield_now();
-            }
-            self.armed = false;
-            timeout = timeout.map(|t| t.saturating_sub(start.elapsed()));
+        let start = Instant::now();
+        if self.spin(poll, events, timeout, ready)? {
+            return Ok(());
         }
+        self.block(poll, events, timeout.map(|t| t.saturating_sub(start.elapsed())), ready)
+    }
+
+    /// Polls without blocking, for up to [`SPIN_FOR`] (and at most `timeout`), if the spin is
+    /// armed. `true` if it found events (in `ready`); `false` if the caller should
+    /// [`block`](Self::block): the spin was not armed, or found nothing and is now
+    /// disarmed, or `timeout` is zero and one poll found nothing.
+    pub(crate) fn spin(
+        &mut self,
+        poll: &mut Poll,
+        events: &mut Events,
+        timeout: Option<Duration>,
+        ready: &mut Vec<Ready>,
+    ) -> io::Result<bool> {
+        if !(self.armed && self.enabled) || timeout == Some(Duration::ZERO) {
+            return Ok(false);
+        }
+        let start = Instant::now();
+        let spin_for = timeout.map_or(SPIN_FOR, |t| t.min(SPIN_FOR));
+        loop {
+            wait_ready(poll, events, Some(Duration::ZERO), ready)?;
+            if !ready.is_empty() {
+                return Ok(true);
+            }
+            if start.elapsed() >= spin_for {
+                self.armed = false;
+                return Ok(false);
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    /// Waits up to `timeout` for events; arms the spin if one came within [`SHORT_WAIT`].
+    pub(crate) fn block(
+        &mut self,
+        poll: &mut Poll,
+        events: &mut Events,
+        timeout: Option<Duration>,
+        ready: &mut Vec<Ready>,
+    ) -> io::Result<()> {
         let before = Instant::now();
         wait_ready(poll, events, timeout, ready)?;
         if !ready.is_empty() && before.elapsed() < SHORT_WAIT {
