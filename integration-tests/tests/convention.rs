@@ -1,6 +1,7 @@
 //! Conventions (several machines' actor systems joined), as far as they are built: real
 //! admins on 127.0.0.1, 127.0.0.2 and 127.0.0.3 join through a leader over authenticated
-//! links, see each other in `describe`, and notice a SIGKILLed member.
+//! links, see each other in `describe`, notice a SIGKILLed or stopped member, and take back a
+//! restarted leader.
 
 use std::{
     net::{SocketAddr, TcpListener},
@@ -11,7 +12,7 @@ use std::{
 
 use greenroom::{convention::ClusterSecret, convention::ConventionConfig, Capabilities, Error, SystemConfig};
 use greenroom_integration_tests::{
-    actors::{ConventionNews, ConventionWatcher, WatchConvention},
+    actors::{ConventionNews, ConventionWatcher, Echo, WatchConvention},
     harness, TestSystem,
 };
 use nix::{
@@ -238,4 +239,54 @@ fn a_stopped_admin_is_noticed_without_blaming_the_others_and_rejoins_when_resume
     eprintln!("the stopped member was back after {healed:?}");
     wait_for_members(&b, &[a_addr, c_addr], Duration::from_secs(15));
     wait_for_members(&c, &[a_addr, b_addr], Duration::from_secs(15));
+}
+
+/// The incarnation `sys` lists for the member at `addr`, if it lists it.
+fn incarnation_of(sys: &TestSystem, addr: SocketAddr) -> Option<u64> {
+    let view = sys.describe(false).unwrap().convention.unwrap();
+    view.members
+        .iter()
+        .find(|m| m.address == addr.to_string())
+        .map(|m| m.incarnation)
+}
+
+#[test]
+fn a_killed_leader_is_noticed_members_keep_working_and_a_restarted_leader_rejoins_as_a_new_incarnation() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("cluster.key");
+    ClusterSecret::generate(&secret).unwrap();
+    let (a_addr, b_addr, c_addr) = (free_addr("127.0.0.1"), free_addr("127.0.0.2"), free_addr("127.0.0.3"));
+    let a = member(&secret, a_addr, None);
+    let b = member(&secret, b_addr, Some(a_addr));
+    let c = member(&secret, c_addr, Some(a_addr));
+    let within = Duration::from_secs(10);
+    wait_for_members(&b, &[a_addr, c_addr], within);
+    wait_for_members(&c, &[a_addr, b_addr], within);
+    let first = a.describe(false).unwrap().convention.unwrap().me.incarnation;
+    assert_eq!(incarnation_of(&b, a_addr), Some(first));
+    let echo = b.create_actor::<Echo>().unwrap();
+
+    // SIGKILL the leader: both members drop it, and the member's own actor keeps answering.
+    let a_admin = a.admin_pid();
+    kill(Pid::from_raw(a_admin as i32), Signal::SIGKILL).unwrap();
+    assert!(harness::wait_for_exit(a_admin, Duration::from_secs(5)));
+    let noticed = wait_for_members(&b, &[c_addr], within);
+    eprintln!("a member noticed the killed leader after {noticed:?}");
+    assert!(noticed < Duration::from_secs(5), "noticed only after {noticed:?}");
+    wait_for_members(&c, &[b_addr], within);
+    let answer: String = b.ask(echo, "still here".to_string(), within).unwrap();
+    assert_eq!(answer, "still here");
+    drop(a);
+
+    // A leader restarted at the same address knows no one; the members, who still know
+    // each other, ask it again and it is back, as a new incarnation.
+    let a = member(&secret, a_addr, None);
+    let second = a.describe(false).unwrap().convention.unwrap().me.incarnation;
+    assert_ne!(second, first);
+    let back = wait_for_members(&a, &[b_addr, c_addr], Duration::from_secs(15));
+    eprintln!("the restarted leader had both members back after {back:?}");
+    wait_for_members(&b, &[a_addr, c_addr], within);
+    wait_for_members(&c, &[a_addr, b_addr], within);
+    assert_eq!(incarnation_of(&b, a_addr), Some(second));
+    assert_eq!(incarnation_of(&c, a_addr), Some(second));
 }

@@ -51,8 +51,8 @@ const MEMBER_WRITE_TIMEOUT: Duration = PROBE_RTT;
 const WRITER_QUEUE: usize = 64;
 /// The most links accepted at once; more are closed at once.
 const MAX_ACCEPTED: usize = 64;
-/// How often a member that knows no other asks the leader again (a member started before
-/// its leader, a restarted leader's followers, the healing of a partition).
+/// How often a member that does not count the leader among its members asks it again (a
+/// member started before its leader, a restarted leader, the healing of a partition).
 const REANNOUNCE: Duration = Duration::from_secs(1);
 /// Membership events kept for a reader (the admin reads the member list instead).
 const EVENT_QUEUE: usize = 1024;
@@ -622,10 +622,12 @@ impl CoreLoop {
                 next_share = Instant::now() + SHARE_AGAIN;
                 self.share_with_all();
             }
-            // Alone, with a leader to ask: ask (again).
+            // Not in touch with the leader: ask it (again). Alone (started before the leader,
+            // or cut off by a partition), or with others but without the leader: a leader
+            // that was restarted knows no one, and only its followers can bring it back.
             if let Some(leader) = leader.filter(|_| Instant::now() >= next_announce) {
                 next_announce = Instant::now() + REANNOUNCE;
-                if self.membership.members().is_empty() {
+                if !self.membership.members().iter().any(|m| m.addr == leader) {
                     match self.membership.announce(leader) {
                         Ok(out) => self.apply(out),
                         Err(e) => tracing::debug!(error = %e, "could not announce to the leader"),
