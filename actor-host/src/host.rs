@@ -139,6 +139,19 @@ struct Host {
     held: VecDeque<(Address, AnyMessage, Receipt)>,
     /// This actor's side of a troupe, if it works in one.
     worker: WorkerRole,
+    /// What the actor's capability check is run again with when the capabilities change.
+    fit: Fit,
+}
+
+/// An actor's capability check and what it was created with, for the re-check after a
+/// capability change (Thespian's rule: an actor whose check refuses the new set is asked to
+/// exit).
+struct Fit {
+    registry: Registry,
+    type_name: String,
+    requirements: Capabilities,
+    /// The endpoint's capabilities version last checked.
+    checked: u64,
 }
 
 /// One pending `wakeup_after`; ordered by due time, then by the order they were asked.
@@ -170,6 +183,7 @@ impl Host {
             max_frame,
             send_window,
             capabilities,
+            requirements,
             ..
         } = start
         else {
@@ -203,6 +217,12 @@ impl Host {
                     wakeups_asked: 0,
                     held: VecDeque::new(),
                     worker: WorkerRole::default(),
+                    fit: Fit {
+                        registry: registry.clone(),
+                        type_name,
+                        requirements,
+                        checked: 0,
+                    },
                 }));
             }
             Ok(None) => CreateFailure::UnknownType {
@@ -255,6 +275,7 @@ impl Host {
                     }
                 }
             }
+            self.recheck_capabilities();
             self.deliver_due_wakeups();
             if let Err(e) = self.release_held() {
                 tracing::error!(error = %e, "host event loop failed");
@@ -464,6 +485,31 @@ impl Host {
     }
 
     /// Delivers the wakeups that are due, in time order (dropped once the actor is exiting).
+    /// After a capability change (from the admin, or this actor's own), runs the actor's
+    /// check again with its creator's requirements; if it refuses, the actor is asked to
+    /// exit, by the system (`@0`), as a supervisor would.
+    fn recheck_capabilities(&mut self) {
+        let version = self.endpoint.capabilities_version();
+        if version == self.fit.checked {
+            return;
+        }
+        self.fit.checked = version;
+        let Fit {
+            registry,
+            type_name,
+            requirements,
+            ..
+        } = &self.fit;
+        if self.exiting || registry.still_accepts(type_name, self.endpoint.capabilities(), requirements) {
+            return;
+        }
+        tracing::info!("the actor's capability check refuses the changed capabilities; asking it to exit");
+        match AnyMessage::new(&ActorExitRequest) {
+            Ok(exit) => self.deliver(Address::local(0), &exit),
+            Err(e) => tracing::error!(error = %e, "could not encode an exit request"),
+        }
+    }
+
     fn deliver_due_wakeups(&mut self) {
         let now = Instant::now();
         while self.wakeups.peek().is_some_and(|Reverse(w)| w.due <= now) {
@@ -639,6 +685,7 @@ impl Backend for HostBackend<'_> {
         type_name: &str,
         spec: ChildSpec,
         global_name: Option<&str>,
+        requirements: &Capabilities,
     ) -> greenroom::Result<Address> {
         if self.exiting {
             return Err(Error::Create {
@@ -648,7 +695,7 @@ impl Backend for HostBackend<'_> {
         }
         let created = self
             .endpoint
-            .create_actor(type_name, spec, global_name, CREATE_TIMEOUT)?;
+            .create_actor(type_name, spec, global_name, requirements, CREATE_TIMEOUT)?;
         // A named actor belongs to the system, not to this one.
         if global_name.is_none() {
             self.children.push(created);

@@ -341,6 +341,39 @@ on_both_bases! {
         sys.remove_capability("gpus").unwrap();
         assert!(matches!(sys.create_actor::<GpuWorker>(), Err(Error::NoCompatibleSystem { .. })));
     }
+
+    fn a_running_actor_whose_check_refuses_changed_capabilities_is_asked_to_exit(sys) {
+        let gone = |address: Address| {
+            let deadline = std::time::Instant::now() + T;
+            while !matches!(sys.actor_info(address).unwrap().state, ActorState::Gone(_)) {
+                assert!(std::time::Instant::now() < deadline, "{address} was never asked to exit");
+                sys.listen(Duration::from_millis(10)).unwrap();
+            }
+            sys.actor_info(address).unwrap().state
+        };
+        sys.update_capability("gpus", &4u32).unwrap();
+        let any_gpu = sys.create_actor::<GpuWorker>().unwrap();
+        let four = greenroom::Capabilities::new().with("gpus", &4u32).unwrap();
+        let four_gpus = sys.create_actor_requiring::<GpuWorker>(&four).unwrap();
+        let echo = sys.create_actor::<Echo>().unwrap();
+
+        // A change that changes nothing checks nothing again.
+        sys.update_capability("gpus", &4u32).unwrap();
+        assert_eq!(sys.ask::<_, String>(four_gpus, (), T).unwrap(), "gpu ok");
+
+        // Down to two: the actor created for four refuses, with its creator's requirements,
+        // and is asked to exit; the others keep running.
+        sys.update_capability("gpus", &2u32).unwrap();
+        assert_eq!(gone(four_gpus), ActorState::Gone(ExitCause::Normal));
+        assert_eq!(sys.ask::<_, String>(any_gpu, (), T).unwrap(), "gpu ok");
+        assert_eq!(sys.ask::<_, String>(echo, "still here".to_string(), T).unwrap(), "still here");
+
+        // Changed from inside an actor: the same rule, everywhere.
+        let broker = sys.create_actor::<Broker>().unwrap();
+        let _: bool = sys.ask(broker, OfferGpus(0), T).unwrap();
+        assert_eq!(gone(any_gpu), ActorState::Gone(ExitCause::Normal));
+        assert_eq!(sys.ask::<_, String>(echo, "and here".to_string(), T).unwrap(), "and here");
+    }
 }
 
 #[test]

@@ -274,6 +274,7 @@ fn control_requests() -> impl Strategy<Value = ToAdmin> {
                     type_name: format!("no::such::{type_name}"),
                     spec: ChildSpec::default(),
                     global_name,
+                    requirements: greenroom::Capabilities::new(),
                 }
             }
         ),

@@ -342,6 +342,9 @@ pub enum ToAdmin {
         /// A system-wide name: if a live actor holds it, its address is the answer; else the
         /// new actor takes it, as a top-level actor (the admin is its parent, not the asker).
         global_name: Option<String>,
+        /// What the creator required of the system (`create_actor_requiring`; empty for a
+        /// plain create): its host checks them again whenever the capabilities change.
+        requirements: crate::Capabilities,
     },
     /// What state is `actor` in? With `settle: Some(n)`, the asker saw its connection to
     /// incarnation `n` end (0: before learning the incarnation), and the admin answers once
@@ -399,6 +402,8 @@ pub enum FromAdmin {
         send_window: u64,
         /// The system's capabilities now.
         capabilities: crate::Capabilities,
+        /// What the actor's creator required (see [`ToAdmin::CreateActor`]).
+        requirements: crate::Capabilities,
     },
     /// The answer to [`ToAdmin::CreateActor`].
     Created {
@@ -469,7 +474,7 @@ mod tests {
                 FromAdmin::Created { request, result: Err(CreateFailure::UnknownType { type_name: name.clone(), known: vec![name.clone()] }) },
                 FromAdmin::Status { request, actor, state: ActorState::Gone(ExitCause::Signal { signal: 9, core_dumped: false }), pid: Some(7), incarnation: 2, recovery: Some(Recovery { processed_upto: Some(3), in_flight: None, cause: ExitCause::Normal }) },
                 FromAdmin::Deliver { sender: actor, payload },
-                FromAdmin::Start { actor, incarnation: 1, type_name: name.clone(), parent: Some(actor), runtime_dir: name, max_frame: 7, send_window: 9, capabilities: crate::Capabilities::new().with("k", &1u8).unwrap() },
+                FromAdmin::Start { actor, incarnation: 1, type_name: name.clone(), parent: Some(actor), runtime_dir: name, max_frame: 7, send_window: 9, capabilities: crate::Capabilities::new().with("k", &1u8).unwrap(), requirements: crate::Capabilities::new().with("gpu", &true).unwrap() },
             ];
             for f in frames {
                 prop_assert_eq!(round_trip(&f), f);

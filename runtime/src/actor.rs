@@ -144,7 +144,15 @@ pub trait Backend {
     fn send(&mut self, to: Address, msg: AnyMessage) -> Result<()>;
     /// Creates a child actor of the registered type `type_name`, supervised as `spec` says,
     /// and returns its address at once; messages to it wait until it is up.
-    fn create_actor(&mut self, type_name: &str, spec: ChildSpec, global_name: Option<&str>) -> Result<Address>;
+    /// `requirements` are what the creator required of the system (empty for a plain
+    /// create); the child's base checks them again whenever the capabilities change.
+    fn create_actor(
+        &mut self,
+        type_name: &str,
+        spec: ChildSpec,
+        global_name: Option<&str>,
+        requirements: &Capabilities,
+    ) -> Result<Address>;
     /// Delivers `WakeupMessage { delay, payload }` to this actor after `delay`.
     fn wakeup_after(&mut self, delay: std::time::Duration, payload: AnyMessage) -> Result<()>;
     /// Makes this actor the system's dead-letter handler (`start`), or stops it being one.
@@ -224,7 +232,7 @@ impl<'a> Context<'a> {
         requirements: &Capabilities,
     ) -> Result<Address> {
         check_capabilities::<A>(self.backend.capabilities(), requirements)?;
-        self.backend.create_actor(type_name, spec, global_name)
+        self.backend.create_actor(type_name, spec, global_name, requirements)
     }
 
     /// Creates a child [troupe](crate::troupe) of `A` workers with these settings (whatever
@@ -339,7 +347,7 @@ impl<'a> Context<'a> {
     /// Creates a child actor by registered type name. (Without the type, no capability
     /// check runs.)
     pub fn create_actor_named(&mut self, type_name: &str, spec: ChildSpec) -> Result<Address> {
-        self.backend.create_actor(type_name, spec, None)
+        self.backend.create_actor(type_name, spec, None, &Capabilities::new())
     }
 
     /// The system's capabilities, as this actor's process last heard them (changes reach
@@ -349,7 +357,8 @@ impl<'a> Context<'a> {
     }
 
     /// Sets one of the system's capabilities (Thespian's `updateCapability`); every process
-    /// of the system hears of it.
+    /// of the system hears of it, and every running actor whose [`Actor::accepts`] then
+    /// refuses the system (this one included) is asked to exit.
     pub fn update_capability<T: serde::Serialize>(&mut self, key: &str, value: &T) -> Result<()> {
         let value = greenroom_protocol::capabilities::encode_value(value).map_err(Error::Capability)?;
         self.backend.update_capability(key, Some(value))
@@ -362,6 +371,9 @@ impl<'a> Context<'a> {
 }
 
 type Factory = std::sync::Arc<dyn Fn() -> Box<dyn Actor> + Send + Sync>;
+
+/// An actor type's capability check, [`Actor::accepts`]: (capabilities, requirements).
+pub type CapabilityCheck = fn(&Capabilities, &Capabilities) -> bool;
 
 /// The actor types a host binary can run, by name.
 ///
@@ -383,6 +395,7 @@ type Factory = std::sync::Arc<dyn Fn() -> Box<dyn Actor> + Send + Sync>;
 #[derive(Default, Clone)]
 pub struct Registry {
     factories: std::collections::BTreeMap<String, Factory>,
+    checks: std::collections::BTreeMap<String, CapabilityCheck>,
 }
 
 impl Registry {
@@ -409,7 +422,38 @@ impl Registry {
                 Box::new(crate::troupe::TroupeManager::<A>::new(A::troupe().unwrap_or_default())) as Box<dyn Actor>
             }),
         );
+        // A troupe is created on `A`'s check, and stands or falls by it.
+        self.checks.insert(actor_type_name::<A>().to_owned(), A::accepts);
+        self.checks
+            .insert(crate::troupe::manager_type_name::<A>().to_owned(), A::accepts);
         self
+    }
+
+    /// Whether the actor type `type_name` still accepts a system with `capabilities`, for the
+    /// `requirements` its creator gave: Thespian's re-check of running actors after a
+    /// capability change. An unregistered type is not refused here (it cannot be running).
+    ///
+    /// ```
+    /// use greenroom::{Actor, ActorResult, Address, AnyMessage, Capabilities, Context, Registry};
+    /// #[derive(Default)]
+    /// struct Gpu;
+    /// impl Actor for Gpu {
+    ///     fn receive(&mut self, _: &mut Context<'_>, _: &AnyMessage, _: Address) -> ActorResult { Ok(()) }
+    ///     fn accepts(capabilities: &Capabilities, _: &Capabilities) -> bool {
+    ///         capabilities.get::<bool>("gpu") == Some(true)
+    ///     }
+    /// }
+    /// let registry = Registry::new().register::<Gpu>();
+    /// let name = greenroom::actor_type_name::<Gpu>();
+    /// let none = Capabilities::new();
+    /// assert!(registry.still_accepts(name, &Capabilities::new().with("gpu", &true)?, &none));
+    /// assert!(!registry.still_accepts(name, &none, &none));
+    /// # Ok::<(), greenroom::ProtocolError>(())
+    /// ```
+    pub fn still_accepts(&self, type_name: &str, capabilities: &Capabilities, requirements: &Capabilities) -> bool {
+        self.checks
+            .get(type_name)
+            .is_none_or(|accepts| accepts(capabilities, requirements))
     }
 
     /// Whether `type_name` is registered.

@@ -143,6 +143,8 @@ struct ControlPeer {
 struct ActorRecord {
     address: Address,
     type_name: String,
+    /// What its creator required of the system, for its hosts to check again.
+    requirements: Capabilities,
     pid: Option<Pid>,
     control: Option<Token>,
     /// The current process's stderr pipe, to read what is left of it when it is reaped.
@@ -173,6 +175,15 @@ struct ActorRecord {
     kill_cause: Option<ExitCause>,
     /// What recent dead incarnations did: (incarnation, ledger, cause).
     reports: VecDeque<(u32, LedgerReport, ExitCause)>,
+}
+
+/// A `ToAdmin::CreateActor`, taken apart.
+struct CreateRequest {
+    request: u64,
+    type_name: String,
+    spec: ChildSpec,
+    global_name: Option<String>,
+    requirements: Capabilities,
 }
 
 /// Who this admin is, for `Describe`.
@@ -934,9 +945,20 @@ impl Admin {
                     type_name,
                     spec,
                     global_name,
+                    requirements,
                 },
                 kind,
-            ) => self.create_actor(token, kind, request, type_name, spec.clamped(), global_name),
+            ) => self.create_actor(
+                token,
+                kind,
+                CreateRequest {
+                    request,
+                    type_name,
+                    spec: spec.clamped(),
+                    global_name,
+                    requirements,
+                },
+            ),
             (ToAdmin::ActorStatus { request, actor, settle }, _) => match settle {
                 Some(incarnation) => {
                     self.settle_waiters.push(SettleWaiter {
@@ -1094,8 +1116,14 @@ impl Admin {
 
     /// Changes one capability and tells every host and registered client the new set.
     fn update_capability(&mut self, key: String, value: Option<greenroom_protocol::Payload>) {
-        tracing::info!(%key, set = value.is_some(), "capability updated");
-        self.capabilities.set_encoded(&key, value);
+        let mut updated = self.capabilities.clone();
+        updated.set_encoded(&key, value);
+        if updated == self.capabilities {
+            // Thespian's rule: a change that changes nothing re-checks no actor.
+            return;
+        }
+        tracing::info!(%key, set = updated.contains(&key), "capability updated");
+        self.capabilities = updated;
         // The convention's other members hear of it too (they own no copy to update).
         if let Some((_, node)) = &self.convention {
             node.set_capabilities(self.capabilities.clone());
@@ -1258,15 +1286,14 @@ impl Admin {
 
     // ---- creating actors ----
 
-    fn create_actor(
-        &mut self,
-        token: Token,
-        kind: PeerKind,
-        request: u64,
-        type_name: String,
-        spec: ChildSpec,
-        global_name: Option<String>,
-    ) {
+    fn create_actor(&mut self, token: Token, kind: PeerKind, create: CreateRequest) {
+        let CreateRequest {
+            request,
+            type_name,
+            spec,
+            global_name,
+            requirements,
+        } = create;
         let parent = match (kind, &global_name) {
             // A named actor belongs to the system, not to whoever asked first.
             (PeerKind::Host(_) | PeerKind::Client(Some(_)), Some(_)) => None,
@@ -1348,6 +1375,7 @@ impl Admin {
             ActorRecord {
                 address,
                 type_name,
+                requirements,
                 pid: None,
                 control: None,
                 log_pipe: None,
@@ -1528,6 +1556,7 @@ impl Admin {
             max_frame: self.max_frame,
             send_window: self.send_window,
             capabilities: self.capabilities.clone(),
+            requirements: rec.requirements.clone(),
         };
         let stop_pending = std::mem::take(&mut rec.stop_pending);
         self.send(token, &start);

@@ -229,6 +229,7 @@ pub struct Endpoint {
     /// The system's capabilities as the admin last said (at welcome or start, then on each
     /// change): what `accepts` checks run against, without a round trip per create.
     capabilities: Capabilities,
+    capabilities_version: u64,
     /// Accepted connections by the time their handshake must be complete, oldest first.
     handshake_deadlines: Pending,
     /// When to try `accept` again after it failed for lack of resources.
@@ -277,6 +278,7 @@ impl Endpoint {
             ledger: None,
             incarnation: 0,
             capabilities: Capabilities::new(),
+            capabilities_version: 0,
             handshake_deadlines: Pending::new(crate::process_role::max_pending_connections()),
             accept_retry: None,
         };
@@ -295,6 +297,12 @@ impl Endpoint {
         &self.capabilities
     }
 
+    /// Grows each time the capabilities this endpoint knows change (not when they are set
+    /// first), so a host can tell when to run its actor's check again.
+    pub fn capabilities_version(&self) -> u64 {
+        self.capabilities_version
+    }
+
     /// Records the system's capabilities (from the welcome or start frame, or after this
     /// process changed one).
     pub fn set_capabilities(&mut self, capabilities: Capabilities) {
@@ -308,7 +316,11 @@ impl Endpoint {
             key: key.to_owned(),
             value: value.clone(),
         })?;
+        let before = self.capabilities.clone();
         self.capabilities.set_encoded(key, value);
+        if self.capabilities != before {
+            self.capabilities_version += 1;
+        }
         Ok(())
     }
 
@@ -425,6 +437,7 @@ impl Endpoint {
         type_name: &str,
         spec: ChildSpec,
         global_name: Option<&str>,
+        requirements: &Capabilities,
         timeout: Duration,
     ) -> Result<Address> {
         let request = self.next_request();
@@ -434,6 +447,7 @@ impl Endpoint {
                 type_name: type_name.to_owned(),
                 spec,
                 global_name: global_name.map(str::to_owned),
+                requirements: requirements.clone(),
             },
             timeout,
             |f| matches!(f, FromAdmin::Created { request: r, .. } if *r == request),
@@ -1389,7 +1403,12 @@ impl Endpoint {
                             self.settled(token, state, recovery);
                         }
                     }
-                    Ok(FromAdmin::CapabilitiesChanged { capabilities }) => self.capabilities = capabilities,
+                    Ok(FromAdmin::CapabilitiesChanged { capabilities }) => {
+                        if capabilities != self.capabilities {
+                            self.capabilities = capabilities;
+                            self.capabilities_version += 1;
+                        }
+                    }
                     Ok(frame) => self.inbox.push_back(Inbound::Control(frame)),
                     Err(e) => {
                         tracing::error!(error = %e, "undecodable frame from the admin");

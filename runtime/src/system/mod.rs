@@ -432,7 +432,7 @@ impl ActorSystem {
         requirements: &Capabilities,
     ) -> Result<Address> {
         check_capabilities::<A>(&self.capabilities()?, requirements)?;
-        self.create(created_type_name::<A>(), spec, global_name)
+        self.create(created_type_name::<A>(), spec, global_name, requirements)
     }
 
     /// Creates a top-level [troupe](crate::troupe) of `A` workers with these settings
@@ -463,7 +463,12 @@ impl ActorSystem {
     /// ```
     pub fn create_troupe<A: Actor>(&self, settings: crate::Troupe, spec: ChildSpec) -> Result<Address> {
         check_capabilities::<A>(&self.capabilities()?, &Capabilities::new())?;
-        let troupe = self.create(crate::troupe::manager_type_name::<A>(), spec, None)?;
+        let troupe = self.create(
+            crate::troupe::manager_type_name::<A>(),
+            spec,
+            None,
+            &Capabilities::new(),
+        )?;
         self.tell(troupe, crate::troupe::ConfigureTroupe(settings))?;
         Ok(troupe)
     }
@@ -478,13 +483,19 @@ impl ActorSystem {
     /// Creates a top-level actor by registered type name (see [`ActorSystem::create_actor`]).
     /// Without the type, no capability check runs.
     pub fn create_actor_named(&self, type_name: &str, spec: ChildSpec) -> Result<Address> {
-        self.create(type_name, spec, None)
+        self.create(type_name, spec, None, &Capabilities::new())
     }
 
-    fn create(&self, type_name: &str, spec: ChildSpec, global_name: Option<&str>) -> Result<Address> {
+    fn create(
+        &self,
+        type_name: &str,
+        spec: ChildSpec,
+        global_name: Option<&str>,
+        requirements: &Capabilities,
+    ) -> Result<Address> {
         match &self.inner {
-            Inner::Processes(p) => p.create_actor(type_name, spec, global_name),
-            Inner::Simple(s) => s.create_actor(type_name, spec, global_name),
+            Inner::Processes(p) => p.create_actor(type_name, spec, global_name, requirements),
+            Inner::Simple(s) => s.create_actor(type_name, spec, global_name, requirements),
         }
     }
 
@@ -546,6 +557,9 @@ impl ActorSystem {
 
     /// Sets one of the system's capabilities (Thespian's `updateCapability`). Every process
     /// of the system hears of it shortly; this client's own next create sees it at once.
+    /// If the set changes, every running actor whose [`Actor::accepts`] refuses it (with its
+    /// creator's requirements) is asked to exit; setting a value the key already has does
+    /// nothing.
     pub fn update_capability<T: serde::Serialize>(&self, key: &str, value: &T) -> Result<()> {
         let value = greenroom_protocol::capabilities::encode_value(value).map_err(Error::Capability)?;
         self.change_capability(key, Some(value))

@@ -225,11 +225,17 @@ impl ProcessSystem {
         Ok(Open(client))
     }
 
-    pub(crate) fn create_actor(&self, type_name: &str, spec: ChildSpec, global_name: Option<&str>) -> Result<Address> {
+    pub(crate) fn create_actor(
+        &self,
+        type_name: &str,
+        spec: ChildSpec,
+        global_name: Option<&str>,
+        requirements: &Capabilities,
+    ) -> Result<Address> {
         let mut client = self.lock()?;
         client
             .endpoint
-            .create_actor(type_name, spec, global_name, CREATE_TIMEOUT)
+            .create_actor(type_name, spec, global_name, requirements, CREATE_TIMEOUT)
     }
 
     /// Sends `msg`; waits (up to 60 s) while `to` has more than the send window of

@@ -99,6 +99,8 @@ struct Slot {
     children: Vec<u64>,
     exiting: bool,
     global_name: Option<String>,
+    /// What its creator required of the system, checked again when the capabilities change.
+    requirements: Capabilities,
     /// Messages the actor holds back for now (a troupe manager with no free worker), oldest
     /// first; offered again after each of its `receive`s.
     held: VecDeque<(Address, AnyMessage)>,
@@ -209,9 +211,15 @@ impl SimpleSystem {
         self.address
     }
 
-    pub(crate) fn create_actor(&self, type_name: &str, spec: ChildSpec, global_name: Option<&str>) -> Result<Address> {
+    pub(crate) fn create_actor(
+        &self,
+        type_name: &str,
+        spec: ChildSpec,
+        global_name: Option<&str>,
+        requirements: &Capabilities,
+    ) -> Result<Address> {
         let _ = spec; // restarts, liveness and limits need processes: see the module docs.
-        self.lock()?.create(type_name, None, global_name)
+        self.lock()?.create(type_name, None, global_name, requirements)
     }
 
     pub(crate) fn tell(&self, to: Address, msg: AnyMessage) -> Result<()> {
@@ -263,7 +271,9 @@ impl SimpleSystem {
     }
 
     pub(crate) fn update_capability(&self, key: &str, value: Option<Payload>) -> Result<()> {
-        self.lock()?.capabilities.set_encoded(key, value);
+        let mut core = self.lock()?;
+        core.update_capability(key, value);
+        core.run_queue();
         Ok(())
     }
 
@@ -394,6 +404,32 @@ impl Core {
         id
     }
 
+    /// Sets (`Some`) or removes one capability. If that changes the set, every live actor's
+    /// type checks it again with its creator's requirements, and those that refuse it are
+    /// asked to exit, by the system (`@0`), as a host does; the caller may be one of them.
+    fn update_capability(&mut self, key: &str, value: Option<Payload>) {
+        let before = self.capabilities.clone();
+        self.capabilities.set_encoded(key, value);
+        if self.capabilities == before {
+            return;
+        }
+        let refused: Vec<u64> = self
+            .actors
+            .iter()
+            .filter(|(_, slot)| {
+                !slot.exiting
+                    && !self
+                        .registry
+                        .still_accepts(&slot.type_name, &self.capabilities, &slot.requirements)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in refused {
+            tracing::info!(actor = %Address::local(id), %key, "the actor's capability check refuses the changed capabilities; asking it to exit");
+            self.enqueue_message(Address::local(0), Address::local(id), &ActorExitRequest);
+        }
+    }
+
     fn new_client(&mut self) -> Address {
         let id = self.allocate_id();
         self.clients.insert(id, VecDeque::new());
@@ -432,7 +468,13 @@ impl Core {
     }
 
     /// Creates an actor, its constructor run now: top-level (`parent` none) or a child.
-    fn create(&mut self, type_name: &str, parent: Option<u64>, global_name: Option<&str>) -> Result<Address> {
+    fn create(
+        &mut self,
+        type_name: &str,
+        parent: Option<u64>,
+        global_name: Option<&str>,
+        requirements: &Capabilities,
+    ) -> Result<Address> {
         let refuse = |failure| Error::Create {
             type_name: type_name.to_owned(),
             failure,
@@ -481,6 +523,7 @@ impl Core {
                 children: Vec::new(),
                 exiting: false,
                 global_name: global_name.map(str::to_owned),
+                requirements: requirements.clone(),
                 held: VecDeque::new(),
                 worker: WorkerRole::default(),
             },
@@ -766,9 +809,16 @@ impl Backend for SimpleBackend<'_> {
         Ok(())
     }
 
-    fn create_actor(&mut self, type_name: &str, spec: ChildSpec, global_name: Option<&str>) -> Result<Address> {
+    fn create_actor(
+        &mut self,
+        type_name: &str,
+        spec: ChildSpec,
+        global_name: Option<&str>,
+        requirements: &Capabilities,
+    ) -> Result<Address> {
         let _ = spec; // see the module docs
-        self.core.create(type_name, Some(self.me.id()), global_name)
+        self.core
+            .create(type_name, Some(self.me.id()), global_name, requirements)
     }
 
     fn wakeup_after(&mut self, delay: Duration, payload: AnyMessage) -> Result<()> {
@@ -793,7 +843,7 @@ impl Backend for SimpleBackend<'_> {
     }
 
     fn update_capability(&mut self, key: &str, value: Option<Payload>) -> Result<()> {
-        self.core.capabilities.set_encoded(key, value);
+        self.core.update_capability(key, value);
         Ok(())
     }
 
