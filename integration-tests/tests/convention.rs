@@ -13,7 +13,7 @@ use std::{
 
 use greenroom::{convention::ClusterSecret, convention::ConventionConfig, Capabilities, Error, SystemConfig};
 use greenroom_integration_tests::{
-    actors::{ConventionNews, ConventionWatcher, Echo, WatchConvention},
+    actors::{Blast, Blaster, ConventionNews, ConventionWatcher, Echo, Recorded, Recorder, Report, WatchConvention},
     harness, TestSystem,
 };
 use nix::{
@@ -459,4 +459,83 @@ fn a_partition_between_two_network_namespaces_is_detected_and_heals() {
             "admin {pid} did not stop"
         );
     }
+}
+
+#[test]
+fn asks_and_tells_cross_members_in_order_and_come_back_when_the_receiver_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("cluster.key");
+    ClusterSecret::generate(&secret).unwrap();
+    let (a_addr, b_addr, c_addr) = (free_addr("127.0.0.1"), free_addr("127.0.0.2"), free_addr("127.0.0.3"));
+    let a = member(&secret, a_addr, None);
+    let b = member(&secret, b_addr, Some(a_addr));
+    let c = member(&secret, c_addr, Some(a_addr));
+    let within = Duration::from_secs(10);
+    wait_for_members(&a, &[b_addr, c_addr], within);
+    wait_for_members(&b, &[a_addr, c_addr], within);
+    wait_for_members(&c, &[a_addr, b_addr], within);
+
+    // Addresses name their node: each admin's differ.
+    let echo = b.create_actor::<Echo>().unwrap();
+    let recorder = c.create_actor::<Recorder>().unwrap();
+    assert_ne!(echo.node(), recorder.node());
+    assert_ne!(echo.node(), greenroom::NodeId(0));
+
+    // A client of one member asks an actor of another, through both gateways.
+    let started = Instant::now();
+    let answer: String = a.ask(echo, "across".to_string(), within).unwrap();
+    eprintln!("first cross-member ask (links opened) took {:?}", started.elapsed());
+    assert_eq!(answer, "across");
+    let mut samples: Vec<Duration> = (0..200)
+        .map(|i| {
+            let t = Instant::now();
+            let back: u64 = a.ask(echo, i as u64, within).unwrap();
+            assert_eq!(back, i as u64);
+            t.elapsed()
+        })
+        .collect();
+    samples.sort();
+    eprintln!(
+        "cross-member ask round trip on loopback: p50 {:?}, p99 {:?}",
+        samples[100], samples[198]
+    );
+
+    // Tells from a client, and from an actor on a third member, arrive in order.
+    for n in 0..500u64 {
+        a.tell(recorder, n).unwrap();
+    }
+    let seen: Recorded = a.ask(recorder, Report, within).unwrap();
+    assert_eq!((seen.count, seen.in_order, seen.last), (500, true, Some(499)));
+    let recorder2 = c.create_actor::<Recorder>().unwrap();
+    let blaster = b.create_actor::<Blaster>().unwrap();
+    let done: bool = b
+        .ask(
+            blaster,
+            Blast {
+                to: recorder2,
+                count: 1000,
+            },
+            within,
+        )
+        .unwrap();
+    assert!(done);
+    let seen: Recorded = b.ask(recorder2, Report, within).unwrap();
+    assert_eq!((seen.count, seen.in_order, seen.last), (1000, true, Some(999)));
+
+    // The receiver gone: a cross-member ask fails at once with an error, not a timeout.
+    b.tell(echo, greenroom::ActorExitRequest).unwrap();
+    let deadline = Instant::now() + within;
+    while !matches!(b.actor_info(echo).unwrap().state, greenroom::ActorState::Gone(_)) {
+        assert!(Instant::now() < deadline, "the echo actor never left");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let t = Instant::now();
+    let err = a.ask::<_, String>(echo, "anyone?".to_string(), within).unwrap_err();
+    assert!(t.elapsed() < Duration::from_secs(5), "took {:?}: {err}", t.elapsed());
+    assert!(!matches!(err, Error::Timeout { .. }), "{err}");
+
+    // An address of a node that is no member: refused at once too.
+    let stranger = greenroom::Address::new(greenroom::NodeId(12345), 2);
+    let err = a.ask::<_, String>(stranger, "hello?".to_string(), within).unwrap_err();
+    assert!(!matches!(err, Error::Timeout { .. }), "{err}");
 }

@@ -12,7 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{handshake::check_opening, Capabilities, ProtocolError, PROTOCOL_VERSION};
+use crate::{handshake::check_opening, Address, Capabilities, Payload, ProtocolError, PROTOCOL_VERSION};
 
 /// What travels on an established convention link, one per frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,6 +27,33 @@ pub enum ConventionFrame {
         version: u64,
         capabilities: Capabilities,
     },
+    /// The cross-machine data path, between two admins' gateways.
+    Gateway(GatewayFrame),
+}
+
+/// What one admin's gateway tells another's about a (sender, receiver) pair: `from` lives on
+/// the sending admin's node, `to` on the receiving one's (or the other way round for
+/// [`GatewayFrame::Ack`] and [`GatewayFrame::Lost`], which travel back).
+///
+/// ```text
+///  sender ──Message{seq}──▶ gateway ══Message{from,to,seq}══▶ gateway ──Message{seq}──▶ receiver
+///         ◀──Ack{upto}──────        ◀═════Ack{from,to,upto}══         ◀──Ack{upto}─────
+///                                   ◀═════Lost{from,to,reason}═  (receiver unreachable)
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GatewayFrame {
+    /// Message `seq` of the pair's stream (from 1, without gaps, per sender connection).
+    Message {
+        from: Address,
+        to: Address,
+        seq: u64,
+        payload: Payload,
+    },
+    /// The receiver has processed the pair's messages up to `upto`.
+    Ack { from: Address, to: Address, upto: u64 },
+    /// The receiver cannot be reached (gone, or its connection ended): the sender is to
+    /// treat everything unacknowledged as undelivered.
+    Lost { from: Address, to: Address, reason: String },
 }
 
 /// The four bytes that open every convention link: `GRNC`.

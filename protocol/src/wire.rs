@@ -12,10 +12,34 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// Which machine (admin) an address lives on. `0` is the local system; conventions of
-/// several machines number their members from 1.
+/// Which admin (machine) an address lives on. `0` is a system in no convention. In a
+/// convention, each admin's node id is [`NodeId::for_member`] of its advertised address and
+/// start time, so an admin restarted at the same address is a new node: addresses of its
+/// previous life name no actor of the new one, and mail for them goes to dead letters.
+///
+/// ```
+/// use greenroom_protocol::NodeId;
+/// let first = NodeId::for_member("10.0.0.7:7000", 1_700_000_000_000);
+/// let restarted = NodeId::for_member("10.0.0.7:7000", 1_700_000_090_000);
+/// assert_ne!(first, restarted);
+/// assert_ne!(first, NodeId(0));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
 pub struct NodeId(pub u32);
+
+impl NodeId {
+    /// The node id of the convention member advertised at `addr` that started at
+    /// `incarnation` (ms since the Unix epoch): a 32-bit FNV-1a hash of both, never 0.
+    /// Every member computes every other's from what membership tells it.
+    pub fn for_member(addr: &str, incarnation: u64) -> NodeId {
+        let mut hash: u32 = 0x811c_9dc5;
+        for byte in addr.bytes().chain(incarnation.to_le_bytes()) {
+            hash ^= u32::from(byte);
+            hash = hash.wrapping_mul(0x0100_0193);
+        }
+        NodeId(hash.max(1))
+    }
+}
 
 /// The name of an endpoint — an actor or an external client — in an actor system.
 ///
@@ -39,6 +63,11 @@ impl Address {
     /// The address of endpoint `id` on the local node.
     pub const fn local(id: u64) -> Self {
         Address { node: NodeId(0), id }
+    }
+
+    /// The address of endpoint `id` on node `node`.
+    pub const fn new(node: NodeId, id: u64) -> Self {
+        Address { node, id }
     }
 
     /// The endpoint number, unique within its node for the life of the system.

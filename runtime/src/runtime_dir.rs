@@ -84,6 +84,12 @@ pub fn admin_socket_path(dir: &Path) -> PathBuf {
     dir.join("admin.sock")
 }
 
+/// The socket of the convention gateway in `dir`, where endpoints connect to send to
+/// actors of other nodes.
+pub fn gateway_socket_path(dir: &Path) -> PathBuf {
+    dir.join("gateway.sock")
+}
+
 /// Creates `dir` (and its parent) mode 0700, owned by this user, short enough for sockets.
 pub fn create(dir: &Path) -> Result<()> {
     let bad = |why: String| Error::RuntimeDir {

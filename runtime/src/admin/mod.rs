@@ -47,7 +47,7 @@ use std::{
 
 use greenroom_protocol::{
     frame::decode, ActorRow, ActorState, Address, Capabilities, ChildSpec, CreateFailure, ExitCause, FromAdmin,
-    Handshake, HandshakeReply, PeerRole, SupervisorSpec, SystemDescription, ToAdmin, DEFAULT_MAX_FRAME,
+    Handshake, HandshakeReply, NodeId, PeerRole, SupervisorSpec, SystemDescription, ToAdmin, DEFAULT_MAX_FRAME,
 };
 use mio::{net::UnixStream, Events, Interest, Poll, Token};
 use nix::{
@@ -64,7 +64,7 @@ use supervisor::{ActorId, Notice, Tree};
 use crate::{
     convention::{
         membership::{MemberId, MembershipEvent},
-        ConventionConfig, MemberNode,
+        ConventionConfig, Gateway, MemberNode,
     },
     error::{Error, Result},
     ledger::{LedgerFile, LedgerReport},
@@ -255,7 +255,9 @@ struct Admin {
     /// number of actors.
     watched: std::collections::BTreeSet<ActorId>,
     /// The convention this system is a member of: its settings, and the membership threads.
-    convention: Option<(ConventionConfig, MemberNode)>,
+    convention: Option<(ConventionConfig, MemberNode, Gateway)>,
+    /// The node id of this admin's addresses: its convention member's, else 0.
+    node: NodeId,
     /// Actors that asked for `ActorSystemConventionUpdate`s.
     convention_watchers: std::collections::BTreeSet<ActorId>,
 }
@@ -314,10 +316,15 @@ impl Admin {
                 })?;
                 let waker = mio::Waker::new(poll.registry(), CONVENTION)
                     .map_err(Error::io("creating the convention's waker"))?;
-                let node = config.start(capabilities.clone(), std::sync::Arc::new(waker))?;
-                tracing::info!(convention = %config.name, me = %node.me().addr, leader = ?config.leader,
-                    "convention membership started");
-                Some((config, node))
+                let (node, gateway) = config.start(
+                    capabilities.clone(),
+                    std::sync::Arc::new(waker),
+                    rundir.clone(),
+                    max_frame,
+                )?;
+                tracing::info!(convention = %config.name, me = %node.me().addr, node = node.me().node().0,
+                    leader = ?config.leader, "convention membership started");
+                Some((config, node, gateway))
             }
             Err(_) => None,
         };
@@ -369,6 +376,9 @@ impl Admin {
             capabilities,
             identity,
             spawner,
+            node: convention
+                .as_ref()
+                .map_or(NodeId(0), |(_, member, _)| member.me().node()),
             convention,
             convention_watchers: Default::default(),
             sink,
@@ -484,7 +494,7 @@ impl Admin {
             match cmd {
                 C::Spawn { id, incarnation } => {
                     if let Err(why) = self.spawn_host(id, incarnation) {
-                        tracing::error!(actor = %Address::local(id), reason = %why, "could not start a host");
+                        tracing::error!(actor = %self.address_of(id), reason = %why, "could not start a host");
                         if let Some(rec) = self.actors.get_mut(&id) {
                             rec.start_failure = Some(CreateFailure::SpawnFailed(why.clone()));
                         }
@@ -494,7 +504,7 @@ impl Admin {
                 C::RequestStop { id } => self.request_stop(id),
                 C::Kill { id } => {
                     if let Some(pid) = self.actors.get(&id).and_then(|r| r.pid) {
-                        tracing::warn!(actor = %Address::local(id), pid = pid.as_raw(), "killing an actor host that did not stop in time");
+                        tracing::warn!(actor = %self.address_of(id), pid = pid.as_raw(), "killing an actor host that did not stop in time");
                         let _ = kill(pid, Signal::SIGKILL);
                     }
                 }
@@ -523,7 +533,7 @@ impl Admin {
             self.send(
                 token,
                 &FromAdmin::Deliver {
-                    sender: Address::local(0),
+                    sender: self.address_of(0),
                     payload: msg.into_payload(),
                 },
             );
@@ -540,7 +550,7 @@ impl Admin {
                 cause,
                 restart_count,
             } => {
-                let child = Address::local(child);
+                let child = self.address_of(child);
                 let msg = AnyMessage::new(&ChildRestarted {
                     child,
                     cause,
@@ -549,7 +559,7 @@ impl Admin {
                 (child, msg)
             }
             Notice::Exited { child, cause } => {
-                let child = Address::local(child);
+                let child = self.address_of(child);
                 (child, AnyMessage::new(&ChildActorExited { child, cause }))
             }
         };
@@ -907,7 +917,7 @@ impl Admin {
             PeerKind::Client(client) => {
                 if let Some(id) = client {
                     self.clients.remove(&id);
-                    let _ = std::fs::remove_file(runtime_dir::socket_path(&self.rundir, Address::local(id)));
+                    let _ = std::fs::remove_file(runtime_dir::socket_path(&self.rundir, self.address_of(id)));
                     self.answer_settled(id);
                 }
                 if token == OWNER {
@@ -932,7 +942,7 @@ impl Admin {
                 self.send(
                     token,
                     &FromAdmin::ClientWelcome {
-                        address: Address::local(id),
+                        address: self.address_of(id),
                         runtime_dir: self.rundir.to_string_lossy().into_owned(),
                         max_frame: self.max_frame,
                         capabilities: self.capabilities.clone(),
@@ -960,7 +970,7 @@ impl Admin {
                 },
             ),
             (ToAdmin::ActorStatus { request, actor, settle }, _) => match settle {
-                Some(incarnation) => {
+                Some(incarnation) if actor.node() == self.node => {
                     self.settle_waiters.push(SettleWaiter {
                         token,
                         request,
@@ -969,7 +979,9 @@ impl Admin {
                     });
                     self.answer_settled(actor.id());
                 }
-                None => {
+                // Not settled here: what is known of it is known now (nothing, for another
+                // node's address).
+                _ => {
                     let (state, pid, incarnation) = self.status_of(actor);
                     self.send(
                         token,
@@ -1026,7 +1038,7 @@ impl Admin {
                     let members = self
                         .convention
                         .as_ref()
-                        .map(|(_, node)| node.members_with_capabilities())
+                        .map(|(_, node, _)| node.members_with_capabilities())
                         .unwrap_or_default();
                     for (member, capabilities) in members {
                         self.tell_convention_watcher(id, &member, capabilities, true);
@@ -1110,7 +1122,7 @@ impl Admin {
             convention: self
                 .convention
                 .as_ref()
-                .map(|(config, node)| convention_view(config, node, &self.capabilities)),
+                .map(|(config, node, _)| convention_view(config, node, &self.capabilities)),
         }
     }
 
@@ -1125,7 +1137,7 @@ impl Admin {
         tracing::info!(%key, set = updated.contains(&key), "capability updated");
         self.capabilities = updated;
         // The convention's other members hear of it too (they own no copy to update).
-        if let Some((_, node)) = &self.convention {
+        if let Some((_, node, _)) = &self.convention {
             node.set_capabilities(self.capabilities.clone());
         }
         let frame = FromAdmin::CapabilitiesChanged {
@@ -1146,11 +1158,14 @@ impl Admin {
     /// (first or newly) known is added; one that left or died is not.
     fn on_convention_events(&mut self) {
         let mut updates = Vec::new();
-        if let Some((_, node)) = &self.convention {
+        if let Some((_, node, gateway)) = &self.convention {
             while let Some(event) = node.next_event(Duration::ZERO) {
                 match event {
                     MembershipEvent::Capabilities(member, capabilities) => updates.push((member, capabilities, true)),
-                    MembershipEvent::Down(member) => updates.push((member, Capabilities::new(), false)),
+                    MembershipEvent::Down(member) => {
+                        gateway.node_lost(member.node(), &format!("the member at {} left or died", member.addr));
+                        updates.push((member, Capabilities::new(), false));
+                    }
                     // Told once its capabilities arrive (they follow the join at once).
                     MembershipEvent::Up(_) => {}
                 }
@@ -1179,7 +1194,7 @@ impl Admin {
             Ok(msg) => self.send(
                 token,
                 &FromAdmin::Deliver {
-                    sender: Address::local(id),
+                    sender: self.address_of(id),
                     payload: msg.into_payload(),
                 },
             ),
@@ -1190,8 +1205,8 @@ impl Admin {
     /// Hands undeliverable messages to the dead-letter handler, or logs them.
     fn dead_letters(&mut self, from: PeerKind, target: Address, messages: Vec<greenroom_protocol::Payload>) {
         let sender = match from {
-            PeerKind::Host(id) | PeerKind::Client(Some(id)) => Address::local(id),
-            PeerKind::Client(None) => Address::local(0),
+            PeerKind::Host(id) | PeerKind::Client(Some(id)) => self.address_of(id),
+            PeerKind::Client(None) => self.address_of(0),
         };
         let handler = self
             .dead_letter_handler
@@ -1223,8 +1238,18 @@ impl Admin {
         id
     }
 
-    /// State, host pid and incarnation of any address.
+    /// The address of endpoint `id` of this system: on this admin's node.
+    fn address_of(&self, id: u64) -> Address {
+        Address::new(self.node, id)
+    }
+
+    /// State, host pid and incarnation of any address. An address of another node is
+    /// `Unknown` here: this admin knows only its own actors (a sender whose connection to
+    /// the gateway ended then hands its messages back).
     fn status_of(&self, actor: Address) -> (ActorState, Option<u32>, u32) {
+        if actor.node() != self.node {
+            return (ActorState::Unknown, None, 0);
+        }
         if let Some((state, incarnation)) = self.tree.state(actor.id()) {
             let pid = self
                 .actors
@@ -1246,7 +1271,7 @@ impl Admin {
     /// Answers the senders waiting to learn what became of `id`'s lost incarnation, once it
     /// is known: the incarnation they saw has been reaped (or the actor is gone).
     fn answer_settled(&mut self, id: ActorId) {
-        let (state, pid, current) = self.status_of(Address::local(id));
+        let (state, pid, current) = self.status_of(self.address_of(id));
         let reaped = self.actors.get(&id).is_none_or(|r| r.pid.is_none());
         let settled = |w: &SettleWaiter| {
             w.actor.id() == id
@@ -1311,7 +1336,7 @@ impl Admin {
                 .state(*existing)
                 .is_some_and(|(s, _)| !matches!(s, ActorState::Gone(_)))
             {
-                let address = Address::local(*existing);
+                let address = self.address_of(*existing);
                 self.send(
                     token,
                     &FromAdmin::Created {
@@ -1350,7 +1375,7 @@ impl Admin {
             }
         }
         let id = self.allocate_id();
-        let address = Address::local(id);
+        let address = self.address_of(id);
         if let Some(name) = global_name {
             self.global_names.insert(name, id);
         }

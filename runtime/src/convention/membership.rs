@@ -29,9 +29,12 @@ use foca::{AccumulatingRuntime, Config, Foca, NoCustomBroadcast, OwnedNotificati
 use rand::{rngs::SmallRng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use greenroom_protocol::{convention::ConventionFrame, Capabilities};
+use greenroom_protocol::{convention::ConventionFrame, Capabilities, NodeId};
 
-use super::link::{Link, LinkConfig};
+use super::{
+    gateway::{GatewayInput, GatewaySink},
+    link::{Link, LinkConfig},
+};
 use crate::error::{Error, Result};
 
 /// How often each member probes another.
@@ -80,6 +83,12 @@ impl MemberId {
             incarnation,
             bump: 0,
         }
+    }
+
+    /// The node id of this member's addresses: stable for the admin's life (the renewal
+    /// bump is left out), new when it restarts.
+    pub fn node(&self) -> NodeId {
+        NodeId::for_member(&self.addr.to_string(), self.incarnation)
     }
 
     /// A placeholder for a member known only by address (the leader, before it answers).
@@ -279,6 +288,22 @@ type Accepted = Arc<Mutex<HashMap<u64, TcpStream>>>;
 /// The members believed alive, with their capabilities: the core loop's, for readers.
 type Snapshot = Arc<Mutex<Vec<(MemberId, Capabilities)>>>;
 
+/// Where the members believed alive are, by node id: the gateway's view of membership.
+#[derive(Clone)]
+pub struct Directory(Snapshot);
+
+impl Directory {
+    /// The convention address of the live member whose node id is `node`.
+    pub fn addr_of(&self, node: NodeId) -> Option<SocketAddr> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|(m, _)| m.node() == node)
+            .map(|(m, _)| m.addr)
+    }
+}
+
 impl MemberNode {
     /// Listens on `listen`, advertises `advertise`, and joins the convention through
     /// `leader` (none: this one is the leader), telling the others `capabilities`.
@@ -289,6 +314,7 @@ impl MemberNode {
         leader: Option<SocketAddr>,
         capabilities: Capabilities,
         waker: Option<Arc<mio::Waker>>,
+        gateway: Option<GatewaySink>,
     ) -> Result<MemberNode> {
         let listener = TcpListener::bind(listen).map_err(|e| failed(format!("listening on {listen}: {e}")))?;
         let mut listening = listener
@@ -310,7 +336,7 @@ impl MemberNode {
                 (inputs.clone(), links.clone(), stopping.clone(), accepted.clone());
             std::thread::Builder::new()
                 .name("convention-accept".into())
-                .spawn(move || accept_loop(listener, links, inputs, stopping, accepted))
+                .spawn(move || accept_loop(listener, links, inputs, stopping, accepted, gateway))
                 .map_err(|e| failed(format!("starting a thread: {e}")))?
         };
         let core_thread = {
@@ -351,6 +377,11 @@ impl MemberNode {
     /// This admin's identity.
     pub fn me(&self) -> &MemberId {
         &self.me
+    }
+
+    /// The live members by node id, kept current.
+    pub fn directory(&self) -> Directory {
+        Directory(self.members.clone())
     }
 
     /// The other members believed alive now.
@@ -410,6 +441,7 @@ fn accept_loop(
     inputs: mpsc::Sender<Input>,
     stopping: Arc<AtomicBool>,
     accepted: Accepted,
+    gateway: Option<GatewaySink>,
 ) {
     let mut next_id = 0u64;
     let refusals = Arc::new(Mutex::new(RefusalLog::default()));
@@ -442,13 +474,19 @@ fn accept_loop(
                 Err(_) => continue,
             };
         }
-        let (links, inputs, open, refusals) = (links.clone(), inputs.clone(), accepted.clone(), refusals.clone());
+        let (links, inputs, open, refusals, gateway) = (
+            links.clone(),
+            inputs.clone(),
+            accepted.clone(),
+            refusals.clone(),
+            gateway.clone(),
+        );
         // A thread per link, so that one slow handshake holds up no other. It reads until the
         // link ends: the peer closes it, it fails, or `shut` shuts its stream down.
         let spawned = std::thread::Builder::new()
             .name("convention-link".into())
             .spawn(move || {
-                read_link(stream, &links, &inputs, &refusals);
+                read_link(stream, &links, &inputs, &refusals, gateway.as_ref());
                 open.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
             });
         if spawned.is_err() {
@@ -507,7 +545,14 @@ impl RefusalLog {
 }
 
 /// Accepts a link on `stream` and passes what it carries to the core loop until it ends.
-fn read_link(stream: TcpStream, links: &LinkConfig, inputs: &mpsc::Sender<Input>, refusals: &Mutex<RefusalLog>) {
+/// Gateway frames go straight to the gateway (`gateway`), without the core loop.
+fn read_link(
+    stream: TcpStream,
+    links: &LinkConfig,
+    inputs: &mpsc::Sender<Input>,
+    refusals: &Mutex<RefusalLog>,
+    gateway: Option<&GatewaySink>,
+) {
     let mut link = match Link::accept(stream, links) {
         Ok(link) => link,
         Err(e) => {
@@ -521,6 +566,16 @@ fn read_link(stream: TcpStream, links: &LinkConfig, inputs: &mpsc::Sender<Input>
             .map(|bytes| greenroom_protocol::frame::decode::<ConventionFrame>(&bytes, "convention frame"))
         {
             Ok(Ok(ConventionFrame::Membership(bytes))) => Input::Data(bytes),
+            Ok(Ok(ConventionFrame::Gateway(frame))) => {
+                match gateway {
+                    Some(gateway) => gateway.send(GatewayInput::Remote(frame)),
+                    None => tracing::debug!(
+                        peer = link.peer(),
+                        "a gateway frame for a member without a gateway; dropped"
+                    ),
+                }
+                continue;
+            }
             Ok(Ok(ConventionFrame::Capabilities {
                 member,
                 incarnation,
@@ -834,7 +889,7 @@ mod tests {
             .unwrap()
             .port();
         let addr: SocketAddr = format!("{ip}:{port}").parse().unwrap();
-        MemberNode::start(addr, addr, links(), leader, Capabilities::new(), None).unwrap()
+        MemberNode::start(addr, addr, links(), leader, Capabilities::new(), None, None).unwrap()
     }
 
     /// Waits (on membership events) until `node`'s members satisfy `wanted`; returns how long
@@ -882,6 +937,7 @@ mod tests {
             Some(leader.me().addr),
             Capabilities::new(),
             None,
+            None,
         )
         .unwrap();
         // It asks again every second: three tries, none gets in.
@@ -890,7 +946,16 @@ mod tests {
         assert!(stranger.members().is_empty());
         drop(stranger);
         // The same machine and port with the convention's secret joins.
-        let friend = MemberNode::start(addr, addr, links(), Some(leader.me().addr), Capabilities::new(), None).unwrap();
+        let friend = MemberNode::start(
+            addr,
+            addr,
+            links(),
+            Some(leader.me().addr),
+            Capabilities::new(),
+            None,
+            None,
+        )
+        .unwrap();
         wait_until(&leader, |m| m == [friend.me().clone()], Duration::from_secs(10));
     }
 
@@ -899,7 +964,8 @@ mod tests {
         let leader_addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let early = node("127.0.0.2", Some(leader_addr));
         assert_eq!(early.next_event(Duration::from_millis(1500)), None);
-        let leader = MemberNode::start(leader_addr, leader_addr, links(), None, Capabilities::new(), None).unwrap();
+        let leader =
+            MemberNode::start(leader_addr, leader_addr, links(), None, Capabilities::new(), None, None).unwrap();
         wait_until(&leader, |m| m == [early.me().clone()], Duration::from_secs(10));
     }
 
@@ -908,7 +974,7 @@ mod tests {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let listen: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let advertise: SocketAddr = format!("127.0.0.9:{port}").parse().unwrap();
-        let node = MemberNode::start(listen, advertise, links(), None, Capabilities::new(), None).unwrap();
+        let node = MemberNode::start(listen, advertise, links(), None, Capabilities::new(), None, None).unwrap();
         let started = Instant::now();
         drop(node);
         assert!(

@@ -11,13 +11,16 @@
 //!   in Noise messages of at most 64 KiB.
 //!
 //! * [`membership`]: which admins are in and alive, by SWIM (foca) over those links; a dead
-//!   member is noticed within a few seconds.
+//!   member is noticed within a few seconds;
+//! * [`gateway`]: the cross-machine data path: messages to addresses of other nodes, in
+//!   order, acknowledged end to end, handed back when their receiver cannot be reached.
 //!
-//! An admin started with a [`ConventionConfig`] runs a [`MemberNode`] (its threads, beside
-//! the admin's loop) and reports the members in `describe` and `greenroom status
-//! --convention`. Placement by capabilities and the cross-machine data path come next. See ARCHITECTURE.md, "What is
-//! not built yet".
+//! An admin started with a [`ConventionConfig`] runs a [`MemberNode`] and a [`Gateway`]
+//! (their threads, beside the admin's loop), gives its addresses its node id, and reports
+//! the members in `describe` and `greenroom status --convention`. Placement by
+//! capabilities comes next. See ARCHITECTURE.md, "What is not built yet".
 
+pub mod gateway;
 pub mod link;
 pub mod membership;
 pub mod secret;
@@ -68,21 +71,36 @@ impl ConventionConfig {
             .map_err(|e| refused(format!("cannot listen on {}: {e}", self.listen)))
     }
 
-    /// Starts this admin's membership: loads the secret and joins through the leader,
-    /// telling the others `capabilities`.
+    /// Starts this admin's membership and gateway: loads the secret, joins through the
+    /// leader, telling the others `capabilities`, and binds `gateway.sock` in `rundir`.
     /// `waker` is woken whenever membership events are queued.
     pub(crate) fn start(
         &self,
         capabilities: greenroom_protocol::Capabilities,
         waker: std::sync::Arc<mio::Waker>,
-    ) -> crate::Result<MemberNode> {
+        rundir: PathBuf,
+        max_frame: u32,
+    ) -> crate::Result<(MemberNode, Gateway)> {
         let secret = ClusterSecret::load(&self.secret_file)?;
         let links = LinkConfig::new(&self.name, secret)?;
         let advertise = self.advertise.unwrap_or(self.listen);
-        MemberNode::start(self.listen, advertise, links, self.leader, capabilities, Some(waker))
+        let prepared = Gateway::prepare()?;
+        let sink = prepared.sink();
+        let node = MemberNode::start(
+            self.listen,
+            advertise,
+            links.clone(),
+            self.leader,
+            capabilities,
+            Some(waker),
+            Some(sink),
+        )?;
+        let gateway = Gateway::start(prepared, rundir, node.me().node(), node.directory(), links, max_frame)?;
+        Ok((node, gateway))
     }
 }
 
+pub use gateway::Gateway;
 pub use link::{Link, LinkConfig};
 pub use membership::{MemberId, MemberNode, Membership, MembershipEvent};
 pub use secret::ClusterSecret;

@@ -781,8 +781,18 @@ impl Endpoint {
 
     // ---- opening and losing out connections ----
 
+    /// Where to connect to reach `to`: its own socket, or for an address of another node
+    /// (in a convention), this system's gateway, which carries the connection on.
+    fn path_of(&self, to: Address) -> PathBuf {
+        if to.node() == self.me.node() {
+            runtime_dir::socket_path(&self.rundir, to)
+        } else {
+            runtime_dir::gateway_socket_path(&self.rundir)
+        }
+    }
+
     fn open(&mut self, to: Address) -> Result<Token> {
-        let path = runtime_dir::socket_path(&self.rundir, to);
+        let path = self.path_of(to);
         let stream = match UnixStream::connect(&path) {
             Ok(s) => s,
             Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) => {
@@ -971,10 +981,13 @@ impl Endpoint {
     /// The peer is back (a new incarnation at the same address): resend what it never
     /// acknowledged, in order, on a fresh connection.
     fn reconnect(&mut self, token: Token) {
+        let Some(Conn::Out(conn)) = self.conns.get(&token) else {
+            return;
+        };
+        let path = self.path_of(conn.peer);
         let Some(Conn::Out(conn)) = self.conns.get_mut(&token) else {
             return;
         };
-        let path = runtime_dir::socket_path(&self.rundir, conn.peer);
         match UnixStream::connect(&path) {
             Ok(mut s) => {
                 if self
@@ -1115,7 +1128,7 @@ impl Endpoint {
                         role: PeerRole::Data { from, to },
                     }) if to == me => {
                         conn.peer = Some(from);
-                        conn.slot = self.ledger.as_mut().and_then(|l| l.claim(from.id()));
+                        conn.slot = self.ledger.as_mut().and_then(|l| l.claim(ledger_key(self.me, from)));
                         let _ = HandshakeReply {
                             refusal: None,
                             incarnation: self.incarnation,
@@ -1161,7 +1174,7 @@ impl Endpoint {
                             receipt: Receipt {
                                 token,
                                 seq,
-                                sender: sender.id(),
+                                sender: ledger_key(self.me, sender),
                                 slot: conn.slot,
                             },
                         });
@@ -1456,6 +1469,20 @@ fn retained_messages(parts: &[&[u8]]) -> Vec<AnyMessage> {
         }
     }
     messages
+}
+
+/// How the ledger names `sender` when `me` receives from it: its id for a sender of this
+/// node, which is what the admin looks up when that sender asks what became of its messages;
+/// for a sender of another node (through the gateway), a key with the top bit set, so that
+/// it can never be taken for a local sender with the same id (recovery for remote senders
+/// is not built; see `convention/gateway.rs`).
+fn ledger_key(me: Address, sender: Address) -> u64 {
+    const REMOTE: u64 = 1 << 63;
+    if sender.node() == me.node() {
+        sender.id()
+    } else {
+        REMOTE | (((u64::from(sender.node().0) << 32) ^ sender.id()) & !REMOTE)
+    }
 }
 
 /// Whether an accepted connection has yet to complete its handshake (for [`Pending`]).

@@ -1,0 +1,755 @@
+//! The cross-machine data path: each admin in a convention runs a gateway that carries
+//! messages between its own endpoints and the other members' gateways.
+//!
+//! An endpoint that sends to an address of another node (`Address::node`) connects, with
+//! the ordinary data handshake `Data { from, to }`, to `gateway.sock` in its runtime
+//! directory instead of to `<id>.sock`; nothing else changes for it: it numbers, retains
+//! and resends its messages as for a local receiver. The gateway forwards each message over
+//! the authenticated link to the receiver's node, whose gateway opens an ordinary data
+//! connection to the receiver *as the sender* (`Data { from: remote sender, to }`), so the
+//! receiver sees the real sender and replies to it the same way, through the gateways.
+//!
+//! ```text
+//!  node A                                               node B
+//!  @A.5 ──Message{seq}──▶ gateway ══Gateway(Message{@A.5,@B.7,seq})══▶ gateway ──Message{seq}──▶ @B.7
+//!       ◀──Ack{upto}─────         ◀═Gateway(Ack{@A.5,@B.7,upto})═════         ◀──Ack{upto}─────
+//! ```
+//!
+//! **Order.** One connection per (sender, receiver) on each machine, one link per pair of
+//! machines and direction, one loop in between: a sender's messages to one receiver arrive
+//! in the order sent.
+//!
+//! **Nothing lost.** The sender is acknowledged only with the receiver's own
+//! acknowledgement, carried back end to end, so a message is retained by its sender until
+//! the receiver has processed it. When the receiver cannot be reached (no such actor, its
+//! connection ended because it stopped or was restarted, its machine died or the link
+//! broke), the gateway closes the sender's connection; the sender asks its admin about the
+//! address, which knows no actor of another node, and hands every unacknowledged message
+//! back: an `ask` fails at once, an actor's sends go to the dead-letter path. Messages of
+//! that stream still in flight behind the failure are not delivered (the receiving gateway
+//! remembers the lost pair until the sender starts a new stream), so nothing is both
+//! returned and delivered.
+//!
+//! **Not yet.** A receiver that restarts is not waited for, as a local one is: its remote
+//! senders get their unacknowledged messages back instead. A message the receiver was
+//! processing when it died comes back as undelivered, not as `PoisonMessage`.
+//!
+//! The gateway runs on threads of the admin process for now, like membership: one loop
+//! (`mio`, the Unix side and everything the links bring) and one writer thread per member
+//! it sends to. What other members send arrives on the links membership accepts, whose
+//! readers hand gateway frames to [`GatewaySink`].
+
+use std::{
+    collections::{HashMap, HashSet},
+    io::{self, Write},
+    net::{SocketAddr, TcpStream},
+    path::PathBuf,
+    sync::{mpsc, Arc},
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use greenroom_protocol::{
+    convention::{ConventionFrame, GatewayFrame},
+    frame::decode,
+    Address, DataFrame, DataReply, FrameReader, Handshake, HandshakeReply, NodeId, PeerRole, ReadUntil,
+};
+use mio::{
+    net::{UnixListener, UnixStream},
+    Events, Interest, Poll, Token, Waker,
+};
+
+use super::{
+    link::{Link, LinkConfig},
+    membership::Directory,
+};
+use crate::{
+    error::{Error, Result},
+    net::peer::check_same_user,
+    runtime_dir,
+};
+
+const LISTENER: Token = Token(0);
+const WAKER: Token = Token(1);
+const FIRST_CONN: usize = 2;
+/// Bytes read from one connection before the others get a turn.
+const READ_BUDGET: usize = 256 * 1024;
+/// How long opening a link to another member's gateway may take.
+const LINK_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long one write to another member may block before its link counts as broken.
+const LINK_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A (sender, receiver) pair.
+type Pair = (Address, Address);
+
+/// What reaches the gateway's loop from other threads.
+#[derive(Debug)]
+pub enum GatewayInput {
+    /// A frame another member's gateway sent.
+    Remote(GatewayFrame),
+    /// Membership declared the member of this node down.
+    NodeLost(NodeId, String),
+    /// The link this gateway writes to that node on broke (a writer's report).
+    LinkBroke(NodeId, String),
+    Stop,
+}
+
+/// How other threads hand the gateway input: its channel and the waker of its poll.
+#[derive(Clone)]
+pub struct GatewaySink {
+    tx: mpsc::Sender<GatewayInput>,
+    waker: Arc<Waker>,
+}
+
+impl GatewaySink {
+    pub fn send(&self, input: GatewayInput) {
+        if self.tx.send(input).is_ok() {
+            let _ = self.waker.wake();
+        }
+    }
+}
+
+/// A gateway's poll and channel, made before membership starts so that membership's link
+/// readers can be given the sink.
+pub struct Prepared {
+    poll: Poll,
+    inputs: mpsc::Receiver<GatewayInput>,
+    sink: GatewaySink,
+}
+
+impl Prepared {
+    /// The sink the gateway will read from.
+    pub fn sink(&self) -> GatewaySink {
+        self.sink.clone()
+    }
+}
+
+/// The running gateway; dropping it stops the loop and removes `gateway.sock`.
+pub struct Gateway {
+    sink: GatewaySink,
+    socket: PathBuf,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// The poll, channel and waker of a gateway about to start.
+    pub fn prepare() -> Result<Prepared> {
+        let poll = Poll::new().map_err(Error::io("creating the gateway's epoll instance"))?;
+        let waker = Waker::new(poll.registry(), WAKER).map_err(Error::io("creating the gateway's waker"))?;
+        let (tx, inputs) = mpsc::channel();
+        Ok(Prepared {
+            poll,
+            inputs,
+            sink: GatewaySink {
+                tx,
+                waker: Arc::new(waker),
+            },
+        })
+    }
+
+    /// Binds `gateway.sock` in `rundir` and starts the loop for node `me`.
+    pub fn start(
+        prepared: Prepared,
+        rundir: PathBuf,
+        me: NodeId,
+        directory: Directory,
+        links: LinkConfig,
+        max_frame: u32,
+    ) -> Result<Gateway> {
+        let Prepared { poll, inputs, sink } = prepared;
+        let socket = runtime_dir::gateway_socket_path(&rundir);
+        let mut listener = UnixListener::bind(&socket).map_err(Error::io(format!("binding {}", socket.display())))?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)
+            .map_err(Error::io("registering the gateway's listener"))?;
+        let mut gateway_loop = Loop {
+            poll,
+            listener,
+            rundir,
+            me,
+            max_frame,
+            inputs,
+            sink: sink.clone(),
+            conns: HashMap::new(),
+            next_token: FIRST_CONN,
+            senders: HashMap::new(),
+            receivers: HashMap::new(),
+            lost: HashSet::new(),
+            writers: HashMap::new(),
+            directory,
+            links,
+            rescan: Vec::new(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("convention-gateway".into())
+            .spawn(move || gateway_loop.run())
+            .map_err(Error::io("starting the gateway's thread"))?;
+        Ok(Gateway {
+            sink,
+            socket,
+            thread: Some(thread),
+        })
+    }
+
+    /// The sink that membership's link readers hand gateway frames to.
+    pub fn sink(&self) -> GatewaySink {
+        self.sink.clone()
+    }
+
+    /// Membership declared the member of node `node` down: its pairs fail now.
+    pub fn node_lost(&self, node: NodeId, reason: &str) {
+        self.sink.send(GatewayInput::NodeLost(node, reason.to_owned()));
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.sink.send(GatewayInput::Stop);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// One Unix connection of the gateway.
+struct Side {
+    stream: UnixStream,
+    reader: FrameReader,
+    /// Bytes to write, from `written` on.
+    out: Vec<u8>,
+    written: usize,
+    kind: Kind,
+    /// A sender's side: the last message forwarded, and the last acknowledged.
+    forwarded: u64,
+    acked: u64,
+}
+
+enum Kind {
+    /// A local sender's connection, for messages to another node; the pair once its
+    /// handshake is read.
+    Sender(Option<Pair>),
+    /// The gateway's connection to a local receiver, for a remote sender; `accepted` once
+    /// the receiver's handshake reply has come.
+    Receiver { pair: Pair, accepted: bool },
+}
+
+struct Loop {
+    poll: Poll,
+    listener: UnixListener,
+    rundir: PathBuf,
+    me: NodeId,
+    max_frame: u32,
+    inputs: mpsc::Receiver<GatewayInput>,
+    sink: GatewaySink,
+    conns: HashMap<Token, Side>,
+    next_token: usize,
+    /// Local senders' connections, by pair.
+    senders: HashMap<Pair, Token>,
+    /// Connections to local receivers, by pair.
+    receivers: HashMap<Pair, Token>,
+    /// Remote pairs whose receiver was lost: later messages of the same stream are not
+    /// delivered (their sender gets them back); a new stream (seq 1) starts afresh.
+    lost: HashSet<Pair>,
+    /// One writer thread per node sent to.
+    writers: HashMap<NodeId, mpsc::Sender<Vec<u8>>>,
+    directory: Directory,
+    links: LinkConfig,
+    /// Connections whose read stopped at the budget, to read again before blocking.
+    rescan: Vec<Token>,
+}
+
+impl Loop {
+    fn run(&mut self) {
+        let mut events = Events::with_capacity(256);
+        loop {
+            let timeout = (!self.rescan.is_empty()).then_some(Duration::ZERO);
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                tracing::error!(error = %e, "gateway: waiting for events failed; the cross-machine data path stops");
+                return;
+            }
+            for token in std::mem::take(&mut self.rescan) {
+                self.read(token);
+            }
+            let ready: Vec<(Token, bool, bool)> = events
+                .iter()
+                .map(|e| {
+                    (
+                        e.token(),
+                        e.is_readable() || e.is_read_closed() || e.is_error(),
+                        e.is_writable(),
+                    )
+                })
+                .collect();
+            for (token, readable, writable) in ready {
+                match token {
+                    LISTENER => self.accept_all(),
+                    WAKER => {
+                        if !self.take_inputs() {
+                            return;
+                        }
+                    }
+                    token => {
+                        if writable {
+                            self.flush(token);
+                        }
+                        if readable {
+                            self.read(token);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles everything other threads queued; `false` once told to stop.
+    fn take_inputs(&mut self) -> bool {
+        loop {
+            match self.inputs.try_recv() {
+                Ok(GatewayInput::Remote(frame)) => self.remote(frame),
+                Ok(GatewayInput::NodeLost(node, reason)) => self.node_lost(node, &reason, true),
+                Ok(GatewayInput::LinkBroke(node, reason)) => self.node_lost(node, &reason, false),
+                Ok(GatewayInput::Stop) | Err(mpsc::TryRecvError::Disconnected) => return false,
+                Err(mpsc::TryRecvError::Empty) => return true,
+            }
+        }
+    }
+
+    fn accept_all(&mut self) {
+        loop {
+            let mut stream = match self.listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "gateway: accept failed");
+                    return;
+                }
+            };
+            if let Err(why) = check_same_user(&stream) {
+                tracing::warn!(reason = %why, "gateway: connection refused");
+                continue;
+            }
+            let token = self.register(&mut stream);
+            self.conns.insert(
+                token,
+                Side {
+                    stream,
+                    reader: FrameReader::new(self.max_frame),
+                    out: Vec::new(),
+                    written: 0,
+                    kind: Kind::Sender(None),
+                    forwarded: 0,
+                    acked: 0,
+                },
+            );
+            // Data may be waiting already: an edge-triggered poll would not say so again.
+            self.rescan.push(token);
+        }
+    }
+
+    fn register(&mut self, stream: &mut UnixStream) -> Token {
+        let token = Token(self.next_token);
+        self.next_token += 1;
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(stream, token, Interest::READABLE | Interest::WRITABLE)
+        {
+            tracing::warn!(error = %e, "gateway: could not register a connection");
+        }
+        token
+    }
+
+    fn read(&mut self, token: Token) {
+        let Some(side) = self.conns.get_mut(&token) else { return };
+        let fill = match side
+            .reader
+            .fill_from(&mut side.stream, READ_BUDGET, ReadUntil::WouldBlock)
+        {
+            Ok(fill) => fill,
+            Err(e) => {
+                self.close(token, &format!("read failed: {e}"));
+                return;
+            }
+        };
+        let mut bodies = Vec::new();
+        loop {
+            match side.reader.next_frame() {
+                Ok(Some(body)) => bodies.push(body.to_vec()),
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "gateway: a malformed frame; connection closed");
+                    self.close(token, &format!("malformed frame: {e}"));
+                    return;
+                }
+            }
+        }
+        for body in bodies {
+            if !self.conns.contains_key(&token) {
+                return;
+            }
+            self.frame(token, &body);
+        }
+        if fill.eof {
+            self.close(token, "the connection ended");
+        } else if fill.bytes >= READ_BUDGET {
+            self.rescan.push(token);
+        }
+    }
+
+    /// One frame from a local connection.
+    fn frame(&mut self, token: Token, body: &[u8]) {
+        let state = match self.conns.get(&token).map(|side| &side.kind) {
+            Some(Kind::Sender(pair)) => (*pair, None),
+            Some(Kind::Receiver { pair, accepted }) => (None, Some((*pair, *accepted))),
+            None => return,
+        };
+        match state {
+            (None, None) => self.sender_handshake(token, body),
+            (Some((from, to)), _) => match decode::<DataFrame>(body, "data frame") {
+                Ok(DataFrame::Message { seq, payload }) => {
+                    if let Some(side) = self.conns.get_mut(&token) {
+                        side.forwarded = seq;
+                    }
+                    let frame = GatewayFrame::Message { from, to, seq, payload };
+                    if let Err(why) = self.forward(to.node(), frame) {
+                        self.close(token, &why);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(%from, %to, error = %e, "gateway: a data frame that does not decode; connection closed");
+                    self.close(token, &format!("bad data frame: {e}"));
+                }
+            },
+            (None, Some((pair, false))) => match HandshakeReply::decode(body) {
+                Ok(HandshakeReply { refusal: None, .. }) => {
+                    if let Some(side) = self.conns.get_mut(&token) {
+                        side.kind = Kind::Receiver { pair, accepted: true };
+                    }
+                }
+                Ok(HandshakeReply { refusal: Some(why), .. }) => self.close(token, &format!("refused: {why}")),
+                Err(e) => self.close(token, &format!("bad handshake reply: {e}")),
+            },
+            (None, Some(((from, to), true))) => match decode::<DataReply>(body, "data reply") {
+                Ok(DataReply::Ack { upto }) => {
+                    // Acks are cumulative: one lost with a broken link is covered by the next.
+                    let _ = self.forward(from.node(), GatewayFrame::Ack { from, to, upto });
+                }
+                Err(e) => self.close(token, &format!("bad data reply: {e}")),
+            },
+        }
+    }
+
+    /// A local sender's handshake: accepted for an address of a live member's node, else
+    /// refused with the reason (the sender then hands its messages back).
+    fn sender_handshake(&mut self, token: Token, body: &[u8]) {
+        let checked = match Handshake::decode(body) {
+            Ok(Handshake {
+                role: PeerRole::Data { from, to },
+            }) => self.refusal(from, to).map_err(|why| (why, Some((from, to)))),
+            Ok(other) => Err((
+                format!("a gateway takes data connections only, not {:?}", other.role),
+                None,
+            )),
+            Err(e) => Err((format!("bad handshake: {e}"), None)),
+        };
+        let reply = HandshakeReply {
+            refusal: checked.as_ref().err().map(|(why, _)| why.clone()),
+            incarnation: u32::from(checked.is_ok()),
+        };
+        let Some(side) = self.conns.get_mut(&token) else { return };
+        if let Err(e) = reply.encode(&mut side.out) {
+            tracing::error!(error = %e, "gateway: could not encode a handshake reply");
+        }
+        if let Ok(pair) = checked {
+            side.kind = Kind::Sender(Some(pair));
+        }
+        self.flush(token);
+        match checked {
+            Ok(pair) => {
+                if let Some(old) = self.senders.insert(pair, token) {
+                    self.close(old, "replaced by a new connection of the same sender");
+                }
+            }
+            Err((why, pair)) => {
+                match pair {
+                    Some((from, to)) => tracing::warn!(%from, %to, reason = %why, "gateway: connection refused"),
+                    None => tracing::warn!(reason = %why, "gateway: connection refused"),
+                }
+                self.close(token, &why);
+            }
+        }
+    }
+
+    /// Why a local sender may not send `from` → `to` through this gateway, if it may not.
+    fn refusal(&self, from: Address, to: Address) -> std::result::Result<Pair, String> {
+        if from.node() != self.me {
+            return Err(format!("{from} is not an address of this node ({})", self.me.0));
+        }
+        if to.node() == self.me || to.node() == NodeId(0) {
+            return Err(format!("{to} is not an address of another node"));
+        }
+        if self.directory.addr_of(to.node()).is_none() {
+            return Err(format!(
+                "no member of the convention is node {} (the member left, died or restarted as a new node)",
+                to.node().0
+            ));
+        }
+        Ok((from, to))
+    }
+
+    /// Queues `frame` for the gateway of `node`, starting its writer if needed.
+    fn forward(&mut self, node: NodeId, frame: GatewayFrame) -> std::result::Result<(), String> {
+        let bytes = postcard::to_allocvec(&ConventionFrame::Gateway(frame))
+            .map_err(|e| format!("could not encode a gateway frame: {e}"))?;
+        if !self.writers.contains_key(&node) {
+            let Some(addr) = self.directory.addr_of(node) else {
+                return Err(format!("no member of the convention is node {}", node.0));
+            };
+            let writer = start_writer(node, addr, self.links.clone(), self.sink.clone())
+                .map_err(|e| format!("could not start a writer for {addr}: {e}"))?;
+            self.writers.insert(node, writer);
+        }
+        match self.writers.get(&node).map(|w| w.send(bytes)) {
+            Some(Ok(())) => Ok(()),
+            _ => {
+                self.writers.remove(&node);
+                Err(format!("the link to node {} is gone", node.0))
+            }
+        }
+    }
+
+    /// A frame from another member's gateway.
+    fn remote(&mut self, frame: GatewayFrame) {
+        match frame {
+            GatewayFrame::Message { from, to, seq, payload } => {
+                let pair = (from, to);
+                if seq == 1 {
+                    // A new stream from this sender: whatever came before is settled.
+                    self.lost.remove(&pair);
+                    if let Some(old) = self.receivers.remove(&pair) {
+                        self.drop_side(old);
+                    }
+                } else if self.lost.contains(&pair) {
+                    tracing::debug!(%from, %to, seq, "gateway: message behind a lost receiver not delivered (its sender gets it back)");
+                    return;
+                }
+                let token = match self.receivers.get(&pair) {
+                    Some(token) => *token,
+                    None => match self.open_receiver(pair) {
+                        Ok(token) => token,
+                        Err(why) => {
+                            self.receiver_lost(pair, &why);
+                            return;
+                        }
+                    },
+                };
+                let Some(side) = self.conns.get_mut(&token) else { return };
+                if let Err(e) = DataFrame::encode_message(&mut side.out, seq, &payload, self.max_frame) {
+                    tracing::warn!(%from, %to, error = %e, "gateway: a message this node cannot carry");
+                    self.close(token, &format!("message not carried: {e}"));
+                    return;
+                }
+                self.flush(token);
+            }
+            GatewayFrame::Ack { from, to, upto } => {
+                let Some(&token) = self.senders.get(&(from, to)) else {
+                    return;
+                };
+                let Some(side) = self.conns.get_mut(&token) else { return };
+                side.acked = side.acked.max(upto);
+                if greenroom_protocol::encode_frame(&mut side.out, &DataReply::Ack { upto }, u32::MAX, "ack").is_ok() {
+                    self.flush(token);
+                }
+            }
+            GatewayFrame::Lost { from, to, reason } => {
+                if let Some(&token) = self.senders.get(&(from, to)) {
+                    self.close(token, &reason);
+                }
+            }
+        }
+    }
+
+    /// Opens a data connection to the local receiver of `pair`, as its remote sender.
+    fn open_receiver(&mut self, pair: Pair) -> std::result::Result<Token, String> {
+        let (from, to) = pair;
+        if to.node() != self.me {
+            return Err(format!("{to} is not an address of this node"));
+        }
+        let path = runtime_dir::socket_path(&self.rundir, to);
+        let mut stream = UnixStream::connect(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+                format!("no actor {to} on its node (gone, or never there)")
+            }
+            _ => format!("connecting to {to}: {e}"),
+        })?;
+        let mut out = Vec::new();
+        Handshake {
+            role: PeerRole::Data { from, to },
+        }
+        .encode(&mut out)
+        .map_err(|e| format!("handshake: {e}"))?;
+        let token = self.register(&mut stream);
+        self.conns.insert(
+            token,
+            Side {
+                stream,
+                reader: FrameReader::new(self.max_frame),
+                out,
+                written: 0,
+                kind: Kind::Receiver { pair, accepted: false },
+                forwarded: 0,
+                acked: 0,
+            },
+        );
+        self.receivers.insert(pair, token);
+        Ok(token)
+    }
+
+    /// Tells the sender's gateway that `pair`'s receiver is lost, and delivers nothing more
+    /// of the stream.
+    fn receiver_lost(&mut self, pair: Pair, reason: &str) {
+        let (from, to) = pair;
+        tracing::info!(%from, %to, %reason, "gateway: receiver unreachable; its remote sender gets its messages back");
+        self.lost.insert(pair);
+        let _ = self.forward(
+            from.node(),
+            GatewayFrame::Lost {
+                from,
+                to,
+                reason: reason.to_owned(),
+            },
+        );
+    }
+
+    /// Our link to `node` broke, or (`gone`) its member is gone: our senders to it get
+    /// their messages back (nothing they sent since can be acknowledged), and, when it is
+    /// gone, the streams of its senders end too. (A broken link alone leaves its senders'
+    /// streams: what they still send arrives on their own link.)
+    fn node_lost(&mut self, node: NodeId, reason: &str, gone: bool) {
+        self.writers.remove(&node);
+        let ours: Vec<Token> = self
+            .senders
+            .iter()
+            .filter(|((_, to), _)| to.node() == node)
+            .map(|(_, t)| *t)
+            .collect();
+        for token in ours {
+            self.close(token, reason);
+        }
+        if !gone {
+            return;
+        }
+        let theirs: Vec<Token> = self
+            .receivers
+            .iter()
+            .filter(|((from, _), _)| from.node() == node)
+            .map(|(_, t)| *t)
+            .collect();
+        for token in theirs {
+            self.drop_side(token);
+        }
+        self.lost.retain(|(from, _)| from.node() != node);
+    }
+
+    /// Closes a connection: a receiver's loss is reported to its remote sender; a sender
+    /// learns from the end of its connection that what it has not seen acknowledged comes
+    /// back to it.
+    fn close(&mut self, token: Token, why: &str) {
+        let Some(side) = self.conns.get(&token) else { return };
+        match side.kind {
+            Kind::Receiver { pair, .. } => {
+                self.drop_side(token);
+                self.receiver_lost(pair, &format!("its connection ended ({why})"));
+            }
+            Kind::Sender(Some((from, to))) if side.forwarded > side.acked => {
+                let unacknowledged = side.forwarded - side.acked;
+                tracing::warn!(%from, %to, unacknowledged, reason = %why,
+                    "messages to an actor of another node come back undelivered");
+                self.drop_side(token);
+            }
+            Kind::Sender(_) => {
+                tracing::debug!(reason = %why, "gateway: sender connection closed");
+                self.drop_side(token);
+            }
+        }
+    }
+
+    /// Forgets a connection without telling anyone.
+    fn drop_side(&mut self, token: Token) {
+        let Some(mut side) = self.conns.remove(&token) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut side.stream);
+        match side.kind {
+            Kind::Sender(Some(pair)) if self.senders.get(&pair) == Some(&token) => {
+                self.senders.remove(&pair);
+            }
+            Kind::Receiver { pair, .. } if self.receivers.get(&pair) == Some(&token) => {
+                self.receivers.remove(&pair);
+            }
+            _ => {}
+        }
+    }
+
+    /// Writes what a connection has queued, as far as the socket takes it now.
+    fn flush(&mut self, token: Token) {
+        let Some(side) = self.conns.get_mut(&token) else { return };
+        while side.written < side.out.len() {
+            match side.stream.write(&side.out[side.written..]) {
+                Ok(0) => break,
+                Ok(n) => side.written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    self.close(token, &format!("write failed: {e}"));
+                    return;
+                }
+            }
+        }
+        side.out.clear();
+        side.written = 0;
+    }
+}
+
+/// The writer thread for the member of `node` at `addr`: opens the link, then writes what
+/// it is given in order. A failure ends it and tells the loop the node is lost; the loop
+/// starts a new writer for the next message.
+fn start_writer(
+    node: NodeId,
+    addr: SocketAddr,
+    links: LinkConfig,
+    sink: GatewaySink,
+) -> io::Result<mpsc::Sender<Vec<u8>>> {
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    std::thread::Builder::new()
+        .name("convention-gateway-writer".into())
+        .spawn(move || {
+            let opened = TcpStream::connect_timeout(&addr, LINK_CONNECT_TIMEOUT)
+                .map_err(|e| format!("connecting to {addr}: {e}"))
+                .and_then(|stream| Link::connect(stream, &links).map_err(|e| e.to_string()))
+                .and_then(|link| {
+                    link.set_write_timeout(Some(LINK_WRITE_TIMEOUT))
+                        .map(|()| link)
+                        .map_err(|e| e.to_string())
+                });
+            let mut link = match opened {
+                Ok(link) => link,
+                Err(why) => {
+                    sink.send(GatewayInput::LinkBroke(node, why));
+                    return;
+                }
+            };
+            for bytes in rx {
+                if let Err(e) = link.send(&bytes) {
+                    sink.send(GatewayInput::LinkBroke(node, format!("link to {addr} broke: {e}")));
+                    return;
+                }
+            }
+        })?;
+    Ok(tx)
+}
