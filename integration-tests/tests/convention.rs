@@ -13,7 +13,10 @@ use std::{
 
 use greenroom::{convention::ClusterSecret, convention::ConventionConfig, Capabilities, Error, SystemConfig};
 use greenroom_integration_tests::{
-    actors::{Blast, Blaster, ConventionNews, ConventionWatcher, Echo, Recorded, Recorder, Report, WatchConvention},
+    actors::{
+        Blast, Blaster, ConventionNews, ConventionWatcher, DeadSeen, Echo, Forward, Forwarder, Mortuary, Recorded,
+        Recorder, Report, TakeDeadLetters, WatchConvention,
+    },
     harness, TestSystem,
 };
 use nix::{
@@ -538,4 +541,53 @@ fn asks_and_tells_cross_members_in_order_and_come_back_when_the_receiver_is_gone
     let stranger = greenroom::Address::new(greenroom::NodeId(12345), 2);
     let err = a.ask::<_, String>(stranger, "hello?".to_string(), within).unwrap_err();
     assert!(!matches!(err, Error::Timeout { .. }), "{err}");
+}
+
+#[test]
+fn the_actors_of_a_killed_member_are_dead_letters_for_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("cluster.key");
+    ClusterSecret::generate(&secret).unwrap();
+    let (a_addr, b_addr) = (free_addr("127.0.0.1"), free_addr("127.0.0.2"));
+    let a = member(&secret, a_addr, None);
+    let b = member(&secret, b_addr, Some(a_addr));
+    let within = Duration::from_secs(10);
+    wait_for_members(&a, &[b_addr], within);
+    wait_for_members(&b, &[a_addr], within);
+    let far = b.create_actor::<Echo>().unwrap();
+    let hello: String = a.ask(far, "hello".to_string(), within).unwrap();
+    assert_eq!(hello, "hello");
+    let mortuary = a.create_actor::<Mortuary>().unwrap();
+    let taken: bool = a.ask(mortuary, TakeDeadLetters, within).unwrap();
+    assert!(taken);
+    let forwarder = a.create_actor::<Forwarder>().unwrap();
+
+    // SIGKILL the member with the actor: once it is declared down, an actor's message for
+    // its address goes to the dead-letter handler, and a client's ask fails at once.
+    let b_admin = b.admin_pid();
+    kill(Pid::from_raw(b_admin as i32), Signal::SIGKILL).unwrap();
+    assert!(harness::wait_for_exit(b_admin, Duration::from_secs(5)));
+    wait_for_members(&a, &[], within);
+    a.tell(
+        forwarder,
+        Forward {
+            to: far,
+            text: "after it died".into(),
+        },
+    )
+    .unwrap();
+    let deadline = Instant::now() + within;
+    let seen = loop {
+        assert!(Instant::now() < deadline, "no dead letter");
+        if let Some((_, msg)) = a.listen(Duration::from_millis(100)).unwrap() {
+            if let Some(seen) = msg.downcast::<DeadSeen>() {
+                break seen;
+            }
+        }
+    };
+    assert_eq!((seen.target, seen.text.as_deref()), (far, Some("after it died")));
+    let t = Instant::now();
+    let err = a.ask::<_, String>(far, "anyone?".to_string(), within).unwrap_err();
+    assert!(!matches!(err, Error::Timeout { .. }) && t.elapsed() < Duration::from_secs(5), "{err}");
+    drop(b);
 }
