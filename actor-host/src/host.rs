@@ -38,7 +38,7 @@ use greenroom::{
     ActorExitRequest, Address, AnyMessage, Backend, ChildActorExited, Context, CreateFailure, Error, PoisonMessage,
     Registry, WakeupMessage,
 };
-use greenroom_protocol::{Capabilities, ChildSpec, FromAdmin, Payload, PeerRole, ToAdmin, DEFAULT_MAX_FRAME};
+use greenroom_protocol::{Capabilities, ChildSpec, FromAdmin, NodeId, Payload, PeerRole, ToAdmin, DEFAULT_MAX_FRAME};
 
 const EXIT_OK: i32 = 0;
 const EXIT_START_FAILED: i32 = 2;
@@ -189,9 +189,16 @@ impl Host {
         else {
             unreachable!("wait_control returned the frame it was asked for");
         };
+        // The creator checked; this system checks again (a create placed from another
+        // member, or a change since): a type that refuses it is not started here.
+        let fits = registry.still_accepts(&type_name, &capabilities, &requirements);
         endpoint.set_capabilities(capabilities);
         LAST_PANIC.with(|p| p.borrow_mut().take());
-        let constructed = catch_unwind(AssertUnwindSafe(|| registry.construct(&type_name)));
+        let constructed = if fits {
+            catch_unwind(AssertUnwindSafe(|| registry.construct(&type_name)))
+        } else {
+            Ok(None)
+        };
         let failure = match constructed {
             Ok(Some(actor)) => {
                 let ledger = Ledger::map(ledger).map_err(Error::io("mapping the delivery ledger"))?;
@@ -225,6 +232,10 @@ impl Host {
                     },
                 }));
             }
+            Ok(None) if !fits => CreateFailure::StartFailed(format!(
+                "this system's capabilities do not pass the capability check (Actor::accepts) of `{type_name}` for its requirements {:?}",
+                requirements.keys().collect::<Vec<_>>()
+            )),
             Ok(None) => CreateFailure::UnknownType {
                 type_name: type_name.clone(),
                 known: registry.type_names(),
@@ -695,11 +706,35 @@ impl Backend for HostBackend<'_> {
         }
         let created = self
             .endpoint
-            .create_actor(type_name, spec, global_name, requirements, CREATE_TIMEOUT)?;
+            .create_actor(type_name, spec, global_name, requirements, None, CREATE_TIMEOUT)?;
         // A named actor belongs to the system, not to this one.
         if global_name.is_none() {
             self.children.push(created);
         }
+        Ok(created)
+    }
+
+    fn convention_members(&mut self) -> greenroom::Result<Vec<(NodeId, Capabilities)>> {
+        self.endpoint.convention_members(CREATE_TIMEOUT)
+    }
+
+    fn create_actor_on(
+        &mut self,
+        node: NodeId,
+        type_name: &str,
+        spec: ChildSpec,
+        requirements: &Capabilities,
+    ) -> greenroom::Result<Address> {
+        if self.exiting {
+            return Err(Error::Create {
+                type_name: type_name.to_owned(),
+                failure: CreateFailure::ParentExiting,
+            });
+        }
+        let created = self
+            .endpoint
+            .create_actor(type_name, spec, None, requirements, Some(node), CREATE_TIMEOUT)?;
+        self.children.push(created);
         Ok(created)
     }
 }

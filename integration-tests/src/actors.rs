@@ -578,9 +578,12 @@ pub struct HireGpu {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OfferGpus(pub u32);
 
-/// Creates capability-checked actors and changes capabilities from inside an actor.
+/// Creates capability-checked actors and changes capabilities from inside an actor; tells
+/// whoever hired last when one of its workers exits ([`ChildExitSeen`]).
 #[derive(Default)]
-pub struct Broker;
+pub struct Broker {
+    hirer: Option<Address>,
+}
 
 impl Actor for Broker {
     fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, sender: Address) -> ActorResult {
@@ -589,7 +592,17 @@ impl Actor for Broker {
             let hired = ctx
                 .create_actor_requiring::<GpuWorker>(&requirements)
                 .map_err(|e| e.to_string());
+            self.hirer = Some(sender);
             ctx.send(sender, hired)?;
+        } else if let Some(exited) = msg.downcast::<ChildActorExited>() {
+            if let Some(hirer) = self.hirer {
+                let seen = ChildExitSeen {
+                    parent: ctx.my_address(),
+                    child: exited.child,
+                    cause: exited.cause,
+                };
+                ctx.send(hirer, seen)?;
+            }
         } else if let Some(OfferGpus(n)) = msg.downcast::<OfferGpus>() {
             ctx.update_capability("gpus", &n)?;
             ctx.send(sender, true)?;

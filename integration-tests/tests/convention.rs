@@ -14,8 +14,8 @@ use std::{
 use greenroom::{convention::ClusterSecret, convention::ConventionConfig, Capabilities, Error, SystemConfig};
 use greenroom_integration_tests::{
     actors::{
-        Blast, Blaster, ConventionNews, ConventionWatcher, DeadSeen, Echo, Forward, Forwarder, Mortuary, Recorded,
-        Recorder, Report, TakeDeadLetters, WatchConvention,
+        Blast, Blaster, Broker, ChildExitSeen, ConventionNews, ConventionWatcher, DeadSeen, Echo, Forward, Forwarder,
+        GpuWorker, HireGpu, Mortuary, Recorded, Recorder, Report, TakeDeadLetters, WatchConvention,
     },
     harness, TestSystem,
 };
@@ -588,6 +588,70 @@ fn the_actors_of_a_killed_member_are_dead_letters_for_the_others() {
     assert_eq!((seen.target, seen.text.as_deref()), (far, Some("after it died")));
     let t = Instant::now();
     let err = a.ask::<_, String>(far, "anyone?".to_string(), within).unwrap_err();
-    assert!(!matches!(err, Error::Timeout { .. }) && t.elapsed() < Duration::from_secs(5), "{err}");
+    assert!(
+        !matches!(err, Error::Timeout { .. }) && t.elapsed() < Duration::from_secs(5),
+        "{err}"
+    );
     drop(b);
+}
+
+#[test]
+fn a_typed_create_this_system_does_not_qualify_for_lands_on_a_member_that_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("cluster.key");
+    ClusterSecret::generate(&secret).unwrap();
+    let (a_addr, b_addr, c_addr) = (free_addr("127.0.0.1"), free_addr("127.0.0.2"), free_addr("127.0.0.3"));
+    let a = member(&secret, a_addr, None);
+    let gpus = Capabilities::new().with("gpus", &2u32).unwrap();
+    let b = member_with(&secret, b_addr, Some(a_addr), gpus);
+    let c = member(&secret, c_addr, Some(a_addr));
+    let within = Duration::from_secs(10);
+    wait_for_members(&a, &[b_addr, c_addr], within);
+    wait_for_members(&b, &[a_addr, c_addr], within);
+    wait_for_members(&c, &[a_addr, b_addr], within);
+    wait_for_capability(&a, b_addr, "gpus", within);
+    let b_node = b.create_actor::<Echo>().unwrap().node();
+
+    // From a client: this system has no GPU, the second member has two.
+    let worker = a.create_actor::<GpuWorker>().unwrap();
+    assert_eq!(worker.node(), b_node, "placed on the member with the GPUs");
+    assert_eq!(a.ask::<_, String>(worker, (), within).unwrap(), "gpu ok");
+    assert!(
+        b.actor_info(worker).unwrap().pid.is_some(),
+        "its process runs under the second admin"
+    );
+
+    // Requirements no member meets: refused, naming them.
+    let eight = Capabilities::new().with("gpus", &8u32).unwrap();
+    let err = a.create_actor_requiring::<GpuWorker>(&eight).unwrap_err();
+    assert!(
+        matches!(&err, Error::NoCompatibleSystem { requirements, .. } if requirements == &["gpus"]),
+        "{err}"
+    );
+
+    // From inside an actor, which becomes the remote worker's parent and hears it exit.
+    let broker = a.create_actor::<Broker>().unwrap();
+    let hired: Result<greenroom::Address, String> = a.ask(broker, HireGpu { gpus: 2 }, within).unwrap();
+    let hired = hired.expect("the second member has two GPUs");
+    assert_eq!(hired.node(), b_node);
+    assert_eq!(a.ask::<_, String>(hired, (), within).unwrap(), "gpu ok");
+    a.tell(hired, greenroom::ActorExitRequest).unwrap();
+    let deadline = Instant::now() + within;
+    let seen = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the broker never heard its remote worker exit"
+        );
+        if let Some((_, msg)) = a.listen(Duration::from_millis(100)).unwrap() {
+            if let Some(seen) = msg.downcast::<ChildExitSeen>() {
+                break seen;
+            }
+        }
+    };
+    assert_eq!(
+        (seen.parent, seen.child, seen.cause),
+        (broker, hired, greenroom::ExitCause::Normal)
+    );
+    let refused: Result<greenroom::Address, String> = a.ask(broker, HireGpu { gpus: 8 }, within).unwrap();
+    assert!(refused.unwrap_err().contains("no compatible actor system"));
 }

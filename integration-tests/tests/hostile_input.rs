@@ -275,6 +275,7 @@ fn control_requests() -> impl Strategy<Value = ToAdmin> {
                     spec: ChildSpec::default(),
                     global_name,
                     requirements: greenroom::Capabilities::new(),
+                    on: None,
                 }
             }
         ),

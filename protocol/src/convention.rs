@@ -12,7 +12,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{handshake::check_opening, Address, Capabilities, Payload, ProtocolError, PROTOCOL_VERSION};
+use crate::{
+    handshake::check_opening, Address, Capabilities, ChildSpec, CreateFailure, Payload, ProtocolError, PROTOCOL_VERSION,
+};
 
 /// What travels on an established convention link, one per frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +56,28 @@ pub enum GatewayFrame {
     /// The receiver cannot be reached (gone, or its connection ended): the sender is to
     /// treat everything unacknowledged as undelivered.
     Lost { from: Address, to: Address, reason: String },
+    /// Admin to admin: create an actor here for `parent` (an actor or client of the sending
+    /// node), which chose this member by the type's capability check. Answered by
+    /// [`GatewayFrame::Created`] with the same `request`.
+    Create {
+        request: u64,
+        parent: Address,
+        type_name: String,
+        spec: ChildSpec,
+        requirements: Capabilities,
+    },
+    /// Admin to admin: the answer to [`GatewayFrame::Create`].
+    Created {
+        request: u64,
+        result: Result<Address, CreateFailure>,
+    },
+    /// Admin to admin: a runtime notice (`ChildActorExited`) for `to`, an actor of the
+    /// receiving node, about an actor it created here.
+    Notice {
+        to: Address,
+        sender: Address,
+        payload: Payload,
+    },
 }
 
 /// The four bytes that open every convention link: `GRNC`.

@@ -264,6 +264,8 @@ pub enum CreateFailure {
     ShuttingDown,
     /// The actor asking is itself exiting.
     ParentExiting,
+    /// Creating it on another member of the convention failed.
+    Remote(String),
 }
 
 impl fmt::Display for CreateFailure {
@@ -277,6 +279,7 @@ impl fmt::Display for CreateFailure {
             CreateFailure::StartFailed(why) => write!(f, "the host could not start the actor: {why}"),
             CreateFailure::ShuttingDown => write!(f, "the actor system is shutting down"),
             CreateFailure::ParentExiting => write!(f, "the creating actor is exiting"),
+            CreateFailure::Remote(why) => write!(f, "creating it on another member failed: {why}"),
         }
     }
 }
@@ -374,6 +377,9 @@ pub enum ToAdmin {
         /// What the creator required of the system (`create_actor_requiring`; empty for a
         /// plain create): its host checks them again whenever the capabilities change.
         requirements: crate::Capabilities,
+        /// Create it on the member of this node of the convention (`None`: here); the
+        /// creator chose it by the type's capability check.
+        on: Option<NodeId>,
     },
     /// What state is `actor` in? With `settle: Some(n)`, the asker saw its connection to
     /// incarnation `n` end (0: before learning the incarnation), and the admin answers once
@@ -406,6 +412,9 @@ pub enum ToAdmin {
     /// Set (`Some`) or remove (`None`) one of the system's capabilities. The admin tells every
     /// host and client the new set ([`FromAdmin::CapabilitiesChanged`]).
     UpdateCapability { key: String, value: Option<Payload> },
+    /// The other members of the convention and their capabilities, for placing an actor.
+    /// Answered by [`FromAdmin::ConventionMembers`].
+    ConventionMembers { request: u64 },
 }
 
 /// Admin → host or client, on a control connection.
@@ -461,6 +470,12 @@ pub enum FromAdmin {
     Description { request: u64, system: SystemDescription },
     /// To every host and client: the system's capabilities changed; this is the new set.
     CapabilitiesChanged { capabilities: crate::Capabilities },
+    /// The answer to [`ToAdmin::ConventionMembers`]: each live member's node and
+    /// capabilities, by advertised address (none in no convention).
+    ConventionMembers {
+        request: u64,
+        members: Vec<(NodeId, crate::Capabilities)>,
+    },
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@
 //! }
 //! ```
 
-use greenroom_protocol::{Address, Capabilities, ChildSpec, Payload};
+use greenroom_protocol::{Address, Capabilities, ChildSpec, NodeId, Payload};
 
 use crate::{
     error::{Error, Result},
@@ -117,16 +117,35 @@ pub(crate) fn created_type_name<A: Actor>() -> &'static str {
     }
 }
 
+/// The members (of `members`, in order) whose capabilities `A`'s check accepts for
+/// `requirements`: where a typed create goes when this system does not qualify
+/// (Thespian's placement; the target's host checks again at start).
+pub(crate) fn members_accepting<A: Actor>(
+    members: &[(NodeId, Capabilities)],
+    requirements: &Capabilities,
+) -> Vec<NodeId> {
+    members
+        .iter()
+        .filter(|(_, capabilities)| A::accepts(capabilities, requirements))
+        .map(|(node, _)| *node)
+        .collect()
+}
+
 /// Runs `A`'s capability check against a system's capabilities.
 pub(crate) fn check_capabilities<A: Actor>(capabilities: &Capabilities, requirements: &Capabilities) -> Result<()> {
     if A::accepts(capabilities, requirements) {
         return Ok(());
     }
-    Err(Error::NoCompatibleSystem {
+    Err(no_compatible_system::<A>(capabilities, requirements))
+}
+
+/// The error of a typed create that no system qualifies for.
+pub(crate) fn no_compatible_system<A: Actor>(capabilities: &Capabilities, requirements: &Capabilities) -> Error {
+    Error::NoCompatibleSystem {
         type_name: actor_type_name::<A>().to_owned(),
         capabilities: capabilities.keys().map(str::to_owned).collect(),
         requirements: requirements.keys().map(str::to_owned).collect(),
-    })
+    }
 }
 
 /// The name an actor type is registered and created under: its Rust type name.
@@ -170,6 +189,26 @@ pub trait Backend {
     fn hand_off(&mut self, to: Address, msg: AnyMessage) -> Result<()>;
     /// How many messages this actor holds back (see `Actor::holds_back`).
     fn held_back(&self) -> usize;
+    /// The other members of the system's convention and their capabilities, in the order
+    /// of their addresses: none outside a convention (and on the simple base).
+    fn convention_members(&mut self) -> Result<Vec<(NodeId, Capabilities)>> {
+        Ok(Vec::new())
+    }
+    /// Creates a child of the registered type `type_name` on the convention's member of
+    /// node `node` (chosen by the type's capability check).
+    fn create_actor_on(
+        &mut self,
+        node: NodeId,
+        type_name: &str,
+        spec: ChildSpec,
+        requirements: &Capabilities,
+    ) -> Result<Address> {
+        let _ = (node, spec, requirements);
+        Err(Error::Create {
+            type_name: type_name.to_owned(),
+            failure: greenroom_protocol::CreateFailure::Remote("this base is in no convention".into()),
+        })
+    }
 }
 
 /// The actor's handle on the system during one `receive` call.
@@ -231,8 +270,26 @@ impl<'a> Context<'a> {
         global_name: Option<&str>,
         requirements: &Capabilities,
     ) -> Result<Address> {
-        check_capabilities::<A>(self.backend.capabilities(), requirements)?;
-        self.backend.create_actor(type_name, spec, global_name, requirements)
+        if A::accepts(self.backend.capabilities(), requirements) {
+            return self.backend.create_actor(type_name, spec, global_name, requirements);
+        }
+        // A named actor is this system's: it is not placed elsewhere.
+        let refused = no_compatible_system::<A>(self.backend.capabilities(), requirements);
+        if global_name.is_some() {
+            return Err(refused);
+        }
+        let members = self.backend.convention_members()?;
+        let mut last = None;
+        for node in members_accepting::<A>(&members, requirements) {
+            match self
+                .backend
+                .create_actor_on(node, type_name, spec, requirements)
+            {
+                Ok(address) => return Ok(address),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or(refused))
     }
 
     /// Creates a child [troupe](crate::troupe) of `A` workers with these settings (whatever

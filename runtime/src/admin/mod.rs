@@ -46,8 +46,9 @@ use std::{
 };
 
 use greenroom_protocol::{
-    frame::decode, ActorRow, ActorState, Address, Capabilities, ChildSpec, CreateFailure, ExitCause, FromAdmin,
-    Handshake, HandshakeReply, NodeId, PeerRole, SupervisorSpec, SystemDescription, ToAdmin, DEFAULT_MAX_FRAME,
+    convention::GatewayFrame, frame::decode, ActorRow, ActorState, Address, Capabilities, ChildSpec, CreateFailure,
+    ExitCause, FromAdmin, Handshake, HandshakeReply, NodeId, PeerRole, SupervisorSpec, SystemDescription, ToAdmin,
+    DEFAULT_MAX_FRAME,
 };
 use mio::{net::UnixStream, Events, Interest, Poll, Token};
 use nix::{
@@ -155,8 +156,11 @@ struct ActorRecord {
     listener: Option<UnixListener>,
     /// Its delivery ledger; dropped (its fd closed) once the actor is gone for good.
     ledger: Option<LedgerFile>,
-    /// A client's create waiting for the first incarnation to be ready.
-    creator: Option<(Token, u64)>,
+    /// A create waiting for the first incarnation to be ready.
+    creator: Option<(Asker, u64)>,
+    /// The actor of another member that had it created here: told `ChildActorExited` when
+    /// it is gone.
+    remote_parent: Option<Address>,
     start_failure: Option<CreateFailure>,
     /// An `ActorExitRequest` to deliver once the host has completed its handshake.
     stop_pending: bool,
@@ -175,6 +179,14 @@ struct ActorRecord {
     kill_cause: Option<ExitCause>,
     /// What recent dead incarnations did: (incarnation, ledger, cause).
     reports: VecDeque<(u32, LedgerReport, ExitCause)>,
+}
+
+/// Who is waiting for a create's answer: a host or client of this system, or the admin of
+/// another member (which created it here for one of its actors).
+#[derive(Debug, Clone, Copy)]
+enum Asker {
+    Local(Token),
+    Remote(NodeId),
 }
 
 /// A `ToAdmin::CreateActor`, taken apart.
@@ -258,6 +270,9 @@ struct Admin {
     convention: Option<(ConventionConfig, MemberNode, Gateway)>,
     /// The node id of this admin's addresses: its convention member's, else 0.
     node: NodeId,
+    /// Creates sent to other members, by our request number: (node, creator, its request).
+    remote_creates: HashMap<u64, (NodeId, Token, u64)>,
+    next_remote_request: u64,
     /// Actors that asked for `ActorSystemConventionUpdate`s.
     convention_watchers: std::collections::BTreeSet<ActorId>,
 }
@@ -380,6 +395,8 @@ impl Admin {
                 .as_ref()
                 .map_or(NodeId(0), |(_, member, _)| member.me().node()),
             convention,
+            remote_creates: HashMap::new(),
+            next_remote_request: 0,
             convention_watchers: Default::default(),
             sink,
             log_pipes: HashMap::new(),
@@ -540,6 +557,96 @@ impl Admin {
         }
     }
 
+    /// Tells the creator of a create the outcome: on its control connection, or through the
+    /// gateway to the admin of its member.
+    fn answer_create(&mut self, asker: Asker, request: u64, result: std::result::Result<Address, CreateFailure>) {
+        match asker {
+            Asker::Local(token) => self.send(token, &FromAdmin::Created { request, result }),
+            Asker::Remote(node) => {
+                if let Some((_, _, gateway)) = &self.convention {
+                    gateway.send(node, GatewayFrame::Created { request, result });
+                }
+            }
+        }
+    }
+
+    /// An actor created here for an actor of another member is gone: its parent is told.
+    fn notify_remote_parent(&mut self, parent: Address, child: Address, cause: ExitCause) {
+        let Some((_, _, gateway)) = &self.convention else {
+            return;
+        };
+        match AnyMessage::new(&ChildActorExited { child, cause }) {
+            Ok(msg) => gateway.send(
+                parent.node(),
+                GatewayFrame::Notice {
+                    to: parent,
+                    sender: child,
+                    payload: msg.into_payload(),
+                },
+            ),
+            Err(e) => tracing::error!(error = %e, "could not encode a notice for a parent"),
+        }
+    }
+
+    /// What other members' admins sent this one: creates for their actors, the answers to
+    /// ours, notices for our actors.
+    fn on_gateway_frames(&mut self) {
+        let frames = match &self.convention {
+            Some((_, _, gateway)) => gateway.take_for_admin(),
+            None => return,
+        };
+        for frame in frames {
+            match frame {
+                GatewayFrame::Create {
+                    request,
+                    parent,
+                    type_name,
+                    spec,
+                    requirements,
+                } => {
+                    let create = CreateRequest {
+                        request,
+                        type_name,
+                        spec: spec.clamped(),
+                        global_name: None,
+                        requirements,
+                    };
+                    self.create_here(Asker::Remote(parent.node()), None, create, Some(parent));
+                }
+                GatewayFrame::Created { request, result } => {
+                    if let Some((_, token, asked)) = self.remote_creates.remove(&request) {
+                        self.send(token, &FromAdmin::Created { request: asked, result });
+                    }
+                }
+                GatewayFrame::Notice { to, sender, payload } => {
+                    let token = (to.node() == self.node)
+                        .then(|| self.actors.get(&to.id()).and_then(|r| r.control))
+                        .flatten();
+                    if let Some(token) = token {
+                        self.send(token, &FromAdmin::Deliver { sender, payload });
+                    }
+                }
+                other => tracing::debug!(?other, "a data-path frame for the admin; ignored"),
+            }
+        }
+    }
+
+    /// Creates waiting on a member that is gone fail now.
+    fn fail_remote_creates(&mut self, node: NodeId, why: &str) {
+        let failed: Vec<u64> = self
+            .remote_creates
+            .iter()
+            .filter(|(_, (n, _, _))| *n == node)
+            .map(|(r, _)| *r)
+            .collect();
+        for request in failed {
+            if let Some((_, token, asked)) = self.remote_creates.remove(&request) {
+                let result = Err(CreateFailure::Remote(why.to_owned()));
+                self.send(token, &FromAdmin::Created { request: asked, result });
+            }
+        }
+    }
+
     fn notify(&mut self, parent: ActorId, notice: Notice) {
         let Some(token) = self.actors.get(&parent).and_then(|r| r.control) else {
             return;
@@ -596,16 +703,14 @@ impl Admin {
         let address = rec.address;
         let creator = rec.creator.take();
         let failure = rec.start_failure.take();
+        let remote_parent = rec.remote_parent;
         let _ = std::fs::remove_file(runtime_dir::socket_path(&self.rundir, address));
-        if let Some((token, request)) = creator {
+        if let Some((asker, request)) = creator {
             let failure = failure.unwrap_or_else(|| CreateFailure::StartFailed(cause.to_string()));
-            self.send(
-                token,
-                &FromAdmin::Created {
-                    request,
-                    result: Err(failure),
-                },
-            );
+            self.answer_create(asker, request, Err(failure));
+        }
+        if let Some(parent) = remote_parent {
+            self.notify_remote_parent(parent, address, cause);
         }
         self.answer_settled(id);
     }
@@ -956,6 +1061,7 @@ impl Admin {
                     spec,
                     global_name,
                     requirements,
+                    on,
                 },
                 kind,
             ) => self.create_actor(
@@ -968,6 +1074,7 @@ impl Admin {
                     global_name,
                     requirements,
                 },
+                on,
             ),
             (ToAdmin::ActorStatus { request, actor, settle }, _) => match settle {
                 Some(incarnation) if actor.node() == self.node => {
@@ -1002,14 +1109,8 @@ impl Admin {
                 let Some(rec) = self.actors.get_mut(&id) else { return };
                 let address = rec.address;
                 tracing::info!(actor = %address, actor_type = %rec.type_name, pid = rec.pid.map(|p| p.as_raw()), "actor ready");
-                if let Some((creator, request)) = rec.creator.take() {
-                    self.send(
-                        creator,
-                        &FromAdmin::Created {
-                            request,
-                            result: Ok(address),
-                        },
-                    );
+                if let Some((asker, request)) = rec.creator.take() {
+                    self.answer_create(asker, request, Ok(address));
                 }
             }
             (ToAdmin::HostStartFailed { failure }, PeerKind::Host(id)) => {
@@ -1061,6 +1162,19 @@ impl Admin {
             }
             (ToAdmin::UpdateCapability { key, value }, PeerKind::Host(_) | PeerKind::Client(Some(_))) => {
                 self.update_capability(key, value);
+            }
+            (ToAdmin::ConventionMembers { request }, PeerKind::Host(_) | PeerKind::Client(Some(_))) => {
+                let mut members: Vec<(String, NodeId, Capabilities)> = self
+                    .convention
+                    .as_ref()
+                    .map(|(_, node, _)| node.members_with_capabilities())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(m, caps)| (m.addr.to_string(), m.node(), caps))
+                    .collect();
+                members.sort_by(|a, b| a.0.cmp(&b.0));
+                let members = members.into_iter().map(|(_, node, caps)| (node, caps)).collect();
+                self.send(token, &FromAdmin::ConventionMembers { request, members });
             }
             (frame, kind) => {
                 tracing::warn!(
@@ -1157,19 +1271,24 @@ impl Admin {
     /// Passes the membership's news to the actors that asked: a member whose capabilities are
     /// (first or newly) known is added; one that left or died is not.
     fn on_convention_events(&mut self) {
-        let mut updates = Vec::new();
+        self.on_gateway_frames();
+        let (mut updates, mut lost) = (Vec::new(), Vec::new());
         if let Some((_, node, gateway)) = &self.convention {
             while let Some(event) = node.next_event(Duration::ZERO) {
                 match event {
                     MembershipEvent::Capabilities(member, capabilities) => updates.push((member, capabilities, true)),
                     MembershipEvent::Down(member) => {
                         gateway.node_lost(member.node(), &format!("the member at {} left or died", member.addr));
+                        lost.push(member.clone());
                         updates.push((member, Capabilities::new(), false));
                     }
                     // Told once its capabilities arrive (they follow the join at once).
                     MembershipEvent::Up(_) => {}
                 }
             }
+        }
+        for member in lost {
+            self.fail_remote_creates(member.node(), &format!("the member at {} left or died", member.addr));
         }
         self.convention_watchers.retain(|id| self.actors.contains_key(id));
         let watchers: Vec<ActorId> = self.convention_watchers.iter().copied().collect();
@@ -1311,15 +1430,10 @@ impl Admin {
 
     // ---- creating actors ----
 
-    fn create_actor(&mut self, token: Token, kind: PeerKind, create: CreateRequest) {
-        let CreateRequest {
-            request,
-            type_name,
-            spec,
-            global_name,
-            requirements,
-        } = create;
-        let parent = match (kind, &global_name) {
+    /// A create asked for by a host or client of this system: here, or (`on`) on another
+    /// member of the convention.
+    fn create_actor(&mut self, token: Token, kind: PeerKind, create: CreateRequest, on: Option<NodeId>) {
+        let parent = match (kind, &create.global_name) {
             // A named actor belongs to the system, not to whoever asked first.
             (PeerKind::Host(_) | PeerKind::Client(Some(_)), Some(_)) => None,
             (PeerKind::Host(id), None) => Some(id),
@@ -1330,6 +1444,68 @@ impl Admin {
                 return;
             }
         };
+        match on.filter(|node| *node != self.node) {
+            Some(node) => {
+                let asker = match kind {
+                    PeerKind::Host(id) | PeerKind::Client(Some(id)) => self.address_of(id),
+                    PeerKind::Client(None) => return,
+                };
+                self.create_elsewhere(token, asker, node, create);
+            }
+            None => self.create_here(Asker::Local(token), parent, create, None),
+        }
+    }
+
+    /// Asks the admin of `node` to create the actor for `asker` (its parent of record), and
+    /// answers the creator when it replies.
+    fn create_elsewhere(&mut self, token: Token, asker: Address, node: NodeId, create: CreateRequest) {
+        let member = self
+            .convention
+            .as_ref()
+            .and_then(|(_, members, gateway)| members.directory().addr_of(node).map(|addr| (addr, gateway)));
+        let Some((addr, gateway)) = member else {
+            let why = format!("no member of the convention is node {}", node.0);
+            self.send(
+                token,
+                &FromAdmin::Created {
+                    request: create.request,
+                    result: Err(CreateFailure::Remote(why)),
+                },
+            );
+            return;
+        };
+        self.next_remote_request += 1;
+        let request = self.next_remote_request;
+        tracing::info!(actor_type = %create.type_name, member = %addr, "creating an actor on another member");
+        gateway.send(
+            node,
+            GatewayFrame::Create {
+                request,
+                parent: asker,
+                type_name: create.type_name,
+                spec: create.spec,
+                requirements: create.requirements,
+            },
+        );
+        self.remote_creates.insert(request, (node, token, create.request));
+    }
+
+    /// Creates an actor in this system, for a local creator or (`remote_parent`) for an
+    /// actor of another member.
+    fn create_here(
+        &mut self,
+        asker: Asker,
+        parent: Option<ActorId>,
+        create: CreateRequest,
+        remote_parent: Option<Address>,
+    ) {
+        let CreateRequest {
+            request,
+            type_name,
+            spec,
+            global_name,
+            requirements,
+        } = create;
         if let Some(existing) = global_name.as_ref().and_then(|n| self.global_names.get(n)) {
             if self
                 .tree
@@ -1337,22 +1513,12 @@ impl Admin {
                 .is_some_and(|(s, _)| !matches!(s, ActorState::Gone(_)))
             {
                 let address = self.address_of(*existing);
-                self.send(
-                    token,
-                    &FromAdmin::Created {
-                        request,
-                        result: Ok(address),
-                    },
-                );
+                self.answer_create(asker, request, Ok(address));
                 return;
             }
         }
-        let refuse = |failure| FromAdmin::Created {
-            request,
-            result: Err(failure),
-        };
         if self.shutdown.is_some() {
-            self.send(token, &refuse(CreateFailure::ShuttingDown));
+            self.answer_create(asker, request, Err(CreateFailure::ShuttingDown));
             return;
         }
         if let Some(known) = &self.known_types {
@@ -1361,7 +1527,7 @@ impl Admin {
                     type_name,
                     known: known.clone(),
                 };
-                self.send(token, &refuse(failure));
+                self.answer_create(asker, request, Err(failure));
                 return;
             }
         }
@@ -1370,7 +1536,7 @@ impl Admin {
                 self.tree.state(p),
                 Some((ActorState::Running | ActorState::Starting, _))
             ) {
-                self.send(token, &refuse(CreateFailure::ParentExiting));
+                self.answer_create(asker, request, Err(CreateFailure::ParentExiting));
                 return;
             }
         }
@@ -1391,7 +1557,7 @@ impl Admin {
             Ok(r) => r,
             Err(why) => {
                 let _ = std::fs::remove_file(&path);
-                self.send(token, &refuse(CreateFailure::SpawnFailed(why)));
+                self.answer_create(asker, request, Err(CreateFailure::SpawnFailed(why)));
                 return;
             }
         };
@@ -1401,6 +1567,7 @@ impl Admin {
                 address,
                 type_name,
                 requirements,
+                remote_parent,
                 pid: None,
                 control: None,
                 log_pipe: None,
@@ -1433,7 +1600,7 @@ impl Admin {
         let answer_now = parent.is_some() || type_known;
         if !answer_now {
             if let Some(rec) = self.actors.get_mut(&id) {
-                rec.creator = Some((token, request));
+                rec.creator = Some((asker, request));
             }
         }
         let cmds = self.tree.add(id, parent, spec, Instant::now());
@@ -1443,7 +1610,7 @@ impl Admin {
                 Some((ActorState::Gone(cause), _)) => Err(CreateFailure::SpawnFailed(cause.to_string())),
                 _ => Ok(address),
             };
-            self.send(token, &FromAdmin::Created { request, result });
+            self.answer_create(asker, request, result);
         }
     }
 

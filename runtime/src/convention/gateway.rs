@@ -91,6 +91,8 @@ pub enum GatewayInput {
     NodeLost(NodeId, String),
     /// The link this gateway writes to that node on broke (a writer's report).
     LinkBroke(NodeId, String),
+    /// The admin's frame for the admin of this node (creates and their answers, notices).
+    Send(NodeId, GatewayFrame),
     Stop,
 }
 
@@ -129,6 +131,8 @@ pub struct Gateway {
     sink: GatewaySink,
     socket: PathBuf,
     thread: Option<JoinHandle<()>>,
+    /// Frames other admins sent this one (creates, their answers, notices).
+    for_admin: mpsc::Receiver<GatewayFrame>,
 }
 
 impl Gateway {
@@ -155,8 +159,10 @@ impl Gateway {
         directory: Directory,
         links: LinkConfig,
         max_frame: u32,
+        admin_waker: Arc<Waker>,
     ) -> Result<Gateway> {
         let Prepared { poll, inputs, sink } = prepared;
+        let (admin_tx, for_admin) = mpsc::channel();
         let socket = runtime_dir::gateway_socket_path(&rundir);
         let mut listener = UnixListener::bind(&socket).map_err(Error::io(format!("binding {}", socket.display())))?;
         poll.registry()
@@ -179,6 +185,7 @@ impl Gateway {
             directory,
             links,
             rescan: Vec::new(),
+            admin: (admin_tx, admin_waker),
         };
         let thread = std::thread::Builder::new()
             .name("convention-gateway".into())
@@ -188,6 +195,7 @@ impl Gateway {
             sink,
             socket,
             thread: Some(thread),
+            for_admin,
         })
     }
 
@@ -199,6 +207,18 @@ impl Gateway {
     /// Membership declared the member of node `node` down: its pairs fail now.
     pub fn node_lost(&self, node: NodeId, reason: &str) {
         self.sink.send(GatewayInput::NodeLost(node, reason.to_owned()));
+    }
+
+    /// Sends an admin's frame to the admin of `node`. A frame that cannot be sent (no such
+    /// member, link broken) is logged and dropped: the admin waiting for an answer learns
+    /// from membership that the member is gone.
+    pub fn send(&self, node: NodeId, frame: GatewayFrame) {
+        self.sink.send(GatewayInput::Send(node, frame));
+    }
+
+    /// What other admins sent this one since the last call.
+    pub fn take_for_admin(&self) -> Vec<GatewayFrame> {
+        self.for_admin.try_iter().collect()
     }
 }
 
@@ -257,6 +277,8 @@ struct Loop {
     links: LinkConfig,
     /// Connections whose read stopped at the budget, to read again before blocking.
     rescan: Vec<Token>,
+    /// Where frames for this admin go, and how to wake its loop.
+    admin: (mpsc::Sender<GatewayFrame>, Arc<Waker>),
 }
 
 impl Loop {
@@ -312,6 +334,11 @@ impl Loop {
                 Ok(GatewayInput::Remote(frame)) => self.remote(frame),
                 Ok(GatewayInput::NodeLost(node, reason)) => self.node_lost(node, &reason, true),
                 Ok(GatewayInput::LinkBroke(node, reason)) => self.node_lost(node, &reason, false),
+                Ok(GatewayInput::Send(node, frame)) => {
+                    if let Err(why) = self.forward(node, frame) {
+                        tracing::warn!(node = node.0, reason = %why, "gateway: a frame for another admin could not be sent");
+                    }
+                }
                 Ok(GatewayInput::Stop) | Err(mpsc::TryRecvError::Disconnected) => return false,
                 Err(mpsc::TryRecvError::Empty) => return true,
             }
@@ -395,7 +422,15 @@ impl Loop {
             self.frame(token, &body);
         }
         if fill.eof {
-            self.close(token, "the connection ended");
+            match self.conns.get(&token).map(|side| &side.kind) {
+                // A sender that went away takes its unacknowledged messages with it, as it
+                // does for a local receiver: nobody is owed anything.
+                Some(Kind::Sender(_)) => {
+                    tracing::debug!("gateway: a sender closed its connection");
+                    self.drop_side(token);
+                }
+                _ => self.close(token, "the connection ended"),
+            }
         } else if fill.bytes >= READ_BUDGET {
             self.rescan.push(token);
         }
@@ -569,6 +604,11 @@ impl Loop {
             GatewayFrame::Lost { from, to, reason } => {
                 if let Some(&token) = self.senders.get(&(from, to)) {
                     self.close(token, &reason);
+                }
+            }
+            frame @ (GatewayFrame::Create { .. } | GatewayFrame::Created { .. } | GatewayFrame::Notice { .. }) => {
+                if self.admin.0.send(frame).is_ok() {
+                    let _ = self.admin.1.wake();
                 }
             }
         }

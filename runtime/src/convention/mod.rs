@@ -73,7 +73,7 @@ impl ConventionConfig {
 
     /// Starts this admin's membership and gateway: loads the secret, joins through the
     /// leader, telling the others `capabilities`, and binds `gateway.sock` in `rundir`.
-    /// `waker` is woken whenever membership events are queued.
+    /// `waker` is woken whenever membership events, or frames from other admins, are queued.
     pub(crate) fn start(
         &self,
         capabilities: greenroom_protocol::Capabilities,
@@ -92,10 +92,18 @@ impl ConventionConfig {
             links.clone(),
             self.leader,
             capabilities,
-            Some(waker),
+            Some(waker.clone()),
             Some(sink),
         )?;
-        let gateway = Gateway::start(prepared, rundir, node.me().node(), node.directory(), links, max_frame)?;
+        let gateway = Gateway::start(
+            prepared,
+            rundir,
+            node.me().node(),
+            node.directory(),
+            links,
+            max_frame,
+            waker.clone(),
+        )?;
         Ok((node, gateway))
     }
 }

@@ -37,7 +37,7 @@ use std::{
 use super::pending::Pending;
 use greenroom_protocol::{
     encode_frame, frame::decode, ActorState, Address, Capabilities, ChildSpec, DataFrame, DataReply, ExitCause,
-    FrameReader, FromAdmin, Handshake, HandshakeReply, PeerRole, ProtocolError, ReadUntil, Recovery, ToAdmin,
+    FrameReader, FromAdmin, Handshake, HandshakeReply, NodeId, PeerRole, ProtocolError, ReadUntil, Recovery, ToAdmin,
 };
 use mio::{
     net::{UnixListener, UnixStream},
@@ -431,13 +431,15 @@ impl Endpoint {
     }
 
     /// Asks the admin to create an actor of `type_name` (this endpoint becomes its parent,
-    /// unless it has a global name) and waits for the answer.
+    /// unless it has a global name), here or (`on`) on another member of the convention, and
+    /// waits for the answer.
     pub fn create_actor(
         &mut self,
         type_name: &str,
         spec: ChildSpec,
         global_name: Option<&str>,
         requirements: &Capabilities,
+        on: Option<NodeId>,
         timeout: Duration,
     ) -> Result<Address> {
         let request = self.next_request();
@@ -448,6 +450,7 @@ impl Endpoint {
                 spec,
                 global_name: global_name.map(str::to_owned),
                 requirements: requirements.clone(),
+                on,
             },
             timeout,
             |f| matches!(f, FromAdmin::Created { request: r, .. } if *r == request),
@@ -463,6 +466,23 @@ impl Endpoint {
                 failure,
             }),
             other => Err(Error::AdminProtocol(format!("expected Created, got {other:?}"))),
+        }
+    }
+
+    /// The other members of the convention (none in no convention) and their capabilities,
+    /// as the admin knows them now, in the order of their addresses.
+    pub fn convention_members(&mut self, timeout: Duration) -> Result<Vec<(NodeId, Capabilities)>> {
+        let request = self.next_request();
+        let answer = self.control_request(
+            &ToAdmin::ConventionMembers { request },
+            timeout,
+            |f| matches!(f, FromAdmin::ConventionMembers { request: r, .. } if *r == request),
+        )?;
+        match answer {
+            FromAdmin::ConventionMembers { members, .. } => Ok(members),
+            other => Err(Error::AdminProtocol(format!(
+                "expected ConventionMembers, got {other:?}"
+            ))),
         }
     }
 

@@ -46,7 +46,7 @@ use greenroom_protocol::{
 };
 
 use crate::{
-    actor::{check_capabilities, created_type_name, Actor, Registry},
+    actor::{check_capabilities, created_type_name, members_accepting, no_compatible_system, Actor, Registry},
     error::{Error, Result},
     message::{is_system_tag, AnyMessage, Message, PoisonMessage},
 };
@@ -431,8 +431,28 @@ impl ActorSystem {
         global_name: Option<&str>,
         requirements: &Capabilities,
     ) -> Result<Address> {
-        check_capabilities::<A>(&self.capabilities()?, requirements)?;
-        self.create(created_type_name::<A>(), spec, global_name, requirements)
+        let capabilities = self.capabilities()?;
+        let type_name = created_type_name::<A>();
+        if A::accepts(&capabilities, requirements) {
+            return self.create(type_name, spec, global_name, requirements);
+        }
+        // Not here: another member of the convention that qualifies (the same rule as in
+        // `Context::create_actor_requiring`). A named actor is this system's.
+        let refused = no_compatible_system::<A>(&capabilities, requirements);
+        let Inner::Processes(p) = &self.inner else {
+            return Err(refused);
+        };
+        if global_name.is_some() {
+            return Err(refused);
+        }
+        let mut last = None;
+        for node in members_accepting::<A>(&p.convention_members()?, requirements) {
+            match p.create_actor_on(node, type_name, spec, requirements) {
+                Ok(address) => return Ok(address),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or(refused))
     }
 
     /// Creates a top-level [troupe](crate::troupe) of `A` workers with these settings

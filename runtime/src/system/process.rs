@@ -21,7 +21,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use greenroom_protocol::{Address, Capabilities, ChildSpec, FromAdmin, Payload, PeerRole, SystemDescription, ToAdmin};
+use greenroom_protocol::{
+    Address, Capabilities, ChildSpec, FromAdmin, NodeId, Payload, PeerRole, SystemDescription, ToAdmin,
+};
 
 use super::{deadline_after, for_client, ActorInfo, SystemConfig};
 use crate::{
@@ -235,7 +237,26 @@ impl ProcessSystem {
         let mut client = self.lock()?;
         client
             .endpoint
-            .create_actor(type_name, spec, global_name, requirements, CREATE_TIMEOUT)
+            .create_actor(type_name, spec, global_name, requirements, None, CREATE_TIMEOUT)
+    }
+
+    /// Creates a top-level actor on the convention's member of node `node`.
+    pub(crate) fn create_actor_on(
+        &self,
+        node: NodeId,
+        type_name: &str,
+        spec: ChildSpec,
+        requirements: &Capabilities,
+    ) -> Result<Address> {
+        let mut client = self.lock()?;
+        client
+            .endpoint
+            .create_actor(type_name, spec, None, requirements, Some(node), CREATE_TIMEOUT)
+    }
+
+    /// The other members of the convention and their capabilities.
+    pub(crate) fn convention_members(&self) -> Result<Vec<(NodeId, Capabilities)>> {
+        self.lock()?.endpoint.convention_members(CREATE_TIMEOUT)
     }
 
     /// Sends `msg`; waits (up to 60 s) while `to` has more than the send window of
