@@ -131,3 +131,11 @@ fn hello_runs_with_stderr_to_dev_null() {
     assert!(output.status.success(), "{output:?}");
     assert_eq!(String::from_utf8_lossy(&output.stdout), "Hello, World!\n");
 }
+
+#[test]
+fn hello_distributed_places_world_on_the_member_that_has_it() {
+    assert_eq!(
+        run_example(env!("CARGO_BIN_EXE_hello_distributed")),
+        "Hello, World!\nHello ran on alpha, World on beta, Punctuate on alpha\n"
+    );
+}
