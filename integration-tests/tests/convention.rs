@@ -544,16 +544,22 @@ fn asks_and_tells_cross_members_in_order_and_come_back_when_the_receiver_is_gone
 }
 
 #[test]
-fn the_actors_of_a_killed_member_are_dead_letters_for_the_others() {
+fn the_actors_of_a_killed_member_are_dead_letters_and_their_remote_parents_are_told() {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("cluster.key");
     ClusterSecret::generate(&secret).unwrap();
     let (a_addr, b_addr) = (free_addr("127.0.0.1"), free_addr("127.0.0.2"));
     let a = member(&secret, a_addr, None);
-    let b = member(&secret, b_addr, Some(a_addr));
+    let gpus = Capabilities::new().with("gpus", &2u32).unwrap();
+    let b = member_with(&secret, b_addr, Some(a_addr), gpus);
     let within = Duration::from_secs(10);
     wait_for_members(&a, &[b_addr], within);
     wait_for_members(&b, &[a_addr], within);
+    wait_for_capability(&a, b_addr, "gpus", within);
+    // An actor here with a child placed on the other member.
+    let broker = a.create_actor::<Broker>().unwrap();
+    let hired: Result<greenroom::Address, String> = a.ask(broker, HireGpu { gpus: 2 }, within).unwrap();
+    let hired = hired.expect("the other member has two GPUs");
     let far = b.create_actor::<Echo>().unwrap();
     let hello: String = a.ask(far, "hello".to_string(), within).unwrap();
     assert_eq!(hello, "hello");
@@ -576,16 +582,29 @@ fn the_actors_of_a_killed_member_are_dead_letters_for_the_others() {
         },
     )
     .unwrap();
+    // The dead letter reaches the handler, and the parent of the actor placed there hears
+    // that it is gone, and why (in either order).
     let deadline = Instant::now() + within;
-    let seen = loop {
-        assert!(Instant::now() < deadline, "no dead letter");
+    let (mut dead, mut exit) = (None, None);
+    while dead.is_none() || exit.is_none() {
+        assert!(Instant::now() < deadline, "dead letter {dead:?}, exit notice {exit:?}");
         if let Some((_, msg)) = a.listen(Duration::from_millis(100)).unwrap() {
-            if let Some(seen) = msg.downcast::<DeadSeen>() {
-                break seen;
-            }
+            dead = dead.or(msg.downcast::<DeadSeen>());
+            exit = exit.or(msg.downcast::<ChildExitSeen>());
         }
-    };
+    }
+    let (seen, exit) = (dead.unwrap(), exit.unwrap());
     assert_eq!((seen.target, seen.text.as_deref()), (far, Some("after it died")));
+    assert_eq!(
+        (exit.parent, exit.child, exit.cause),
+        (
+            broker,
+            hired,
+            greenroom::ExitCause::MemberLost {
+                member: b_addr.to_string()
+            }
+        )
+    );
     let t = Instant::now();
     let err = a.ask::<_, String>(far, "anyone?".to_string(), within).unwrap_err();
     assert!(

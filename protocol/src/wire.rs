@@ -164,6 +164,9 @@ pub enum ExitCause {
     Unresponsive { after_ms: u64 },
     /// It went over one of its resource limits.
     ResourceLimit { resource: Resource, detail: String },
+    /// It ran on another member of the convention, which left or died (advertised at
+    /// `member`): what became of it is unknown, and it is unreachable for good.
+    MemberLost { member: String },
 }
 
 /// A kernel-enforced resource an actor can run out of.
@@ -218,6 +221,9 @@ impl fmt::Display for ExitCause {
                     Resource::CpuTime => "CPU time",
                 };
                 write!(f, "over its {what} limit ({detail})")
+            }
+            ExitCause::MemberLost { member } => {
+                write!(f, "the convention member it ran on ({member}) left or died")
             }
         }
     }

@@ -281,10 +281,7 @@ impl<'a> Context<'a> {
         let members = self.backend.convention_members()?;
         let mut last = None;
         for node in members_accepting::<A>(&members, requirements) {
-            match self
-                .backend
-                .create_actor_on(node, type_name, spec, requirements)
-            {
+            match self.backend.create_actor_on(node, type_name, spec, requirements) {
                 Ok(address) => return Ok(address),
                 Err(e) => last = Some(e),
             }

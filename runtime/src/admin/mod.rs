@@ -270,8 +270,12 @@ struct Admin {
     convention: Option<(ConventionConfig, MemberNode, Gateway)>,
     /// The node id of this admin's addresses: its convention member's, else 0.
     node: NodeId,
-    /// Creates sent to other members, by our request number: (node, creator, its request).
-    remote_creates: HashMap<u64, (NodeId, Token, u64)>,
+    /// Creates sent to other members, by our request number: (node, creator, its request,
+    /// the creating actor if it is one).
+    remote_creates: HashMap<u64, (NodeId, Token, u64, Option<ActorId>)>,
+    /// Actors of other members created for actors here: (parent, child). When the child's
+    /// member is lost, the parent is told `ChildActorExited` from here (nobody else can).
+    remote_children: Vec<(ActorId, Address)>,
     next_remote_request: u64,
     /// Actors that asked for `ActorSystemConventionUpdate`s.
     convention_watchers: std::collections::BTreeSet<ActorId>,
@@ -396,6 +400,7 @@ impl Admin {
                 .map_or(NodeId(0), |(_, member, _)| member.me().node()),
             convention,
             remote_creates: HashMap::new(),
+            remote_children: Vec::new(),
             next_remote_request: 0,
             convention_watchers: Default::default(),
             sink,
@@ -614,14 +619,20 @@ impl Admin {
                     self.create_here(Asker::Remote(parent.node()), None, create, Some(parent));
                 }
                 GatewayFrame::Created { request, result } => {
-                    if let Some((_, token, asked)) = self.remote_creates.remove(&request) {
+                    if let Some((_, token, asked, parent)) = self.remote_creates.remove(&request) {
+                        if let (Some(parent), Ok(child)) = (parent, &result) {
+                            self.remote_children.push((parent, *child));
+                        }
                         self.send(token, &FromAdmin::Created { request: asked, result });
                     }
                 }
                 GatewayFrame::Notice { to, sender, payload } => {
-                    let token = (to.node() == self.node)
-                        .then(|| self.actors.get(&to.id()).and_then(|r| r.control))
-                        .flatten();
+                    if to.node() != self.node {
+                        continue;
+                    }
+                    self.remote_children
+                        .retain(|&(p, child)| !(p == to.id() && child == sender));
+                    let token = self.actors.get(&to.id()).and_then(|r| r.control);
                     if let Some(token) = token {
                         self.send(token, &FromAdmin::Deliver { sender, payload });
                     }
@@ -631,18 +642,43 @@ impl Admin {
         }
     }
 
-    /// Creates waiting on a member that is gone fail now.
-    fn fail_remote_creates(&mut self, node: NodeId, why: &str) {
+    /// A member is gone: creates waiting on it fail, and the parents here of its actors are
+    /// told they are gone (`ExitCause::MemberLost`).
+    fn member_lost(&mut self, member: &MemberId) {
+        let node = member.node();
+        let why = format!("the member at {} left or died", member.addr);
         let failed: Vec<u64> = self
             .remote_creates
             .iter()
-            .filter(|(_, (n, _, _))| *n == node)
+            .filter(|(_, (n, ..))| *n == node)
             .map(|(r, _)| *r)
             .collect();
         for request in failed {
-            if let Some((_, token, asked)) = self.remote_creates.remove(&request) {
-                let result = Err(CreateFailure::Remote(why.to_owned()));
+            if let Some((_, token, asked, _)) = self.remote_creates.remove(&request) {
+                let result = Err(CreateFailure::Remote(why.clone()));
                 self.send(token, &FromAdmin::Created { request: asked, result });
+            }
+        }
+        let (lost, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.remote_children)
+            .into_iter()
+            .partition(|(_, child)| child.node() == node);
+        self.remote_children = kept;
+        for (parent, child) in lost {
+            let cause = ExitCause::MemberLost {
+                member: member.addr.to_string(),
+            };
+            let Some(token) = self.actors.get(&parent).and_then(|r| r.control) else {
+                continue;
+            };
+            match AnyMessage::new(&ChildActorExited { child, cause }) {
+                Ok(msg) => self.send(
+                    token,
+                    &FromAdmin::Deliver {
+                        sender: child,
+                        payload: msg.into_payload(),
+                    },
+                ),
+                Err(e) => tracing::error!(error = %e, "could not encode a notice for a parent"),
             }
         }
     }
@@ -688,6 +724,7 @@ impl Admin {
         // Its global name is free again (restarts keep it: the address does not change), and
         // if it handled dead letters, nobody does now.
         self.global_names.retain(|_, holder| *holder != id);
+        self.remote_children.retain(|(parent, _)| *parent != id);
         if self.dead_letter_handler == Some(id) {
             self.dead_letter_handler = None;
         }
@@ -1288,7 +1325,7 @@ impl Admin {
             }
         }
         for member in lost {
-            self.fail_remote_creates(member.node(), &format!("the member at {} left or died", member.addr));
+            self.member_lost(&member);
         }
         self.convention_watchers.retain(|id| self.actors.contains_key(id));
         let watchers: Vec<ActorId> = self.convention_watchers.iter().copied().collect();
@@ -1450,7 +1487,7 @@ impl Admin {
                     PeerKind::Host(id) | PeerKind::Client(Some(id)) => self.address_of(id),
                     PeerKind::Client(None) => return,
                 };
-                self.create_elsewhere(token, asker, node, create);
+                self.create_elsewhere(token, asker, node, create, parent);
             }
             None => self.create_here(Asker::Local(token), parent, create, None),
         }
@@ -1458,7 +1495,14 @@ impl Admin {
 
     /// Asks the admin of `node` to create the actor for `asker` (its parent of record), and
     /// answers the creator when it replies.
-    fn create_elsewhere(&mut self, token: Token, asker: Address, node: NodeId, create: CreateRequest) {
+    fn create_elsewhere(
+        &mut self,
+        token: Token,
+        asker: Address,
+        node: NodeId,
+        create: CreateRequest,
+        parent: Option<ActorId>,
+    ) {
         let member = self
             .convention
             .as_ref()
@@ -1487,7 +1531,8 @@ impl Admin {
                 requirements: create.requirements,
             },
         );
-        self.remote_creates.insert(request, (node, token, create.request));
+        self.remote_creates
+            .insert(request, (node, token, create.request, parent));
     }
 
     /// Creates an actor in this system, for a local creator or (`remote_parent`) for an
