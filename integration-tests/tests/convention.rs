@@ -674,3 +674,53 @@ fn a_typed_create_this_system_does_not_qualify_for_lands_on_a_member_that_does()
     let refused: Result<greenroom::Address, String> = a.ask(broker, HireGpu { gpus: 8 }, within).unwrap();
     assert!(refused.unwrap_err().contains("no compatible actor system"));
 }
+
+#[test]
+fn a_global_name_is_one_actor_across_the_convention_and_is_still_found_without_its_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("cluster.key");
+    ClusterSecret::generate(&secret).unwrap();
+    let (a_addr, b_addr, c_addr) = (free_addr("127.0.0.1"), free_addr("127.0.0.2"), free_addr("127.0.0.3"));
+    let a = member(&secret, a_addr, None);
+    let b = member(&secret, b_addr, Some(a_addr));
+    let c = member(&secret, c_addr, Some(a_addr));
+    let within = Duration::from_secs(10);
+    wait_for_members(&a, &[b_addr, c_addr], within);
+    wait_for_members(&b, &[a_addr, c_addr], within);
+    wait_for_members(&c, &[a_addr, b_addr], within);
+
+    // Created once, on the member that asked first; every other member gets that actor.
+    let registry = b.create_actor_global::<Echo>("registry").unwrap();
+    let b_node = b.create_actor::<Echo>().unwrap().node();
+    assert_eq!(registry.node(), b_node);
+    assert_eq!(c.create_actor_global::<Echo>("registry").unwrap(), registry);
+    assert_eq!(a.create_actor_global::<Echo>("registry").unwrap(), registry);
+    let hi: String = c.ask(registry, "hi".to_string(), within).unwrap();
+    assert_eq!(hi, "hi");
+    // A name taken on the leader itself is the same for the others.
+    let ledger = a.create_actor_global::<Echo>("ledger").unwrap();
+    let deadline = Instant::now() + within;
+    loop {
+        // The leader's broadcast reaches c's copy shortly; until then c asks the leader.
+        if c.create_actor_global::<Echo>("ledger").unwrap() == ledger {
+            break;
+        }
+        assert!(Instant::now() < deadline, "c never found the leader's name");
+    }
+
+    // SIGKILL the leader: a new name cannot be bound (and says why, at once), names
+    // already bound are still found, and the members' actors keep working.
+    let a_admin = a.admin_pid();
+    kill(Pid::from_raw(a_admin as i32), Signal::SIGKILL).unwrap();
+    assert!(harness::wait_for_exit(a_admin, Duration::from_secs(5)));
+    wait_for_members(&c, &[b_addr], within);
+    wait_for_members(&b, &[c_addr], within);
+    assert_eq!(c.create_actor_global::<Echo>("registry").unwrap(), registry);
+    let t = Instant::now();
+    let err = c.create_actor_global::<Echo>("new-name").unwrap_err();
+    assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+    assert!(err.to_string().contains("leader"), "{err}");
+    let still: String = c.ask(registry, "still there".to_string(), within).unwrap();
+    assert_eq!(still, "still there");
+    drop(a);
+}

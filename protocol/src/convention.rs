@@ -13,7 +13,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    handshake::check_opening, Address, Capabilities, ChildSpec, CreateFailure, Payload, ProtocolError, PROTOCOL_VERSION,
+    handshake::check_opening, Address, Capabilities, ChildSpec, CreateFailure, NodeId, Payload, ProtocolError,
+    PROTOCOL_VERSION,
 };
 
 /// What travels on an established convention link, one per frame.
@@ -78,6 +79,19 @@ pub enum GatewayFrame {
         sender: Address,
         payload: Payload,
     },
+    /// Member to leader: node `by` wants the global name `name`. Answered by
+    /// [`GatewayFrame::NameClaim`].
+    ClaimName { request: u64, name: String, by: NodeId },
+    /// Leader to member: `Ok(None)`, the name is reserved for it (create the actor, then
+    /// [`GatewayFrame::NameBound`]); `Ok(Some(address))`, a live actor holds it; `Err`, why
+    /// not now.
+    NameClaim {
+        request: u64,
+        result: Result<Option<Address>, String>,
+    },
+    /// Member to leader: `holder` now holds `name` (`bound`), or is gone (`!bound`). Leader
+    /// to every member: the table changed so.
+    NameBound { name: String, holder: Address, bound: bool },
 }
 
 /// The four bytes that open every convention link: `GRNC`.

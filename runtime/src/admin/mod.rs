@@ -30,6 +30,7 @@
 
 mod exit;
 mod logs;
+mod names;
 pub(crate) mod spawn;
 pub mod supervisor;
 mod zygote;
@@ -276,6 +277,12 @@ struct Admin {
     /// Actors of other members created for actors here: (parent, child). When the child's
     /// member is lost, the parent is told `ChildActorExited` from here (nobody else can).
     remote_children: Vec<(ActorId, Address)>,
+    /// This member's copy of the convention's global names (see `names.rs`).
+    convention_names: HashMap<String, Address>,
+    /// The table itself, if this admin leads the convention.
+    leader_table: Option<names::LeaderTable>,
+    /// Global-name creates waiting for the leader's answer, by our request number.
+    name_claims: HashMap<u64, (Token, CreateRequest)>,
     next_remote_request: u64,
     /// Actors that asked for `ActorSystemConventionUpdate`s.
     convention_watchers: std::collections::BTreeSet<ActorId>,
@@ -347,6 +354,7 @@ impl Admin {
             }
             Err(_) => None,
         };
+        let leads = convention.as_ref().is_some_and(|(config, ..)| config.leader.is_none());
         let mut peers = HashMap::new();
         // A detached admin (`greenroom start`) has no owner: it runs until it is told to stop.
         if std::env::var_os(process_role::DETACHED_ENV).is_none() {
@@ -401,6 +409,9 @@ impl Admin {
             convention,
             remote_creates: HashMap::new(),
             remote_children: Vec::new(),
+            convention_names: HashMap::new(),
+            leader_table: leads.then(names::LeaderTable::default),
+            name_claims: HashMap::new(),
             next_remote_request: 0,
             convention_watchers: Default::default(),
             sink,
@@ -637,6 +648,62 @@ impl Admin {
                         self.send(token, &FromAdmin::Deliver { sender, payload });
                     }
                 }
+                GatewayFrame::ClaimName { request, name, by } => {
+                    let result = match self.leader_table.as_mut().map(|t| t.claim(&name, by)) {
+                        Some(names::Claim::Granted) => Ok(None),
+                        Some(names::Claim::Held(holder)) => Ok(Some(holder)),
+                        Some(names::Claim::Busy(node)) => Err(format!(
+                            "the global name {name:?} is being created on another member (node {})",
+                            node.0
+                        )),
+                        None => Err("this member does not lead the convention".into()),
+                    };
+                    if let Some((_, _, gateway)) = &self.convention {
+                        gateway.send(by, GatewayFrame::NameClaim { request, result });
+                    }
+                }
+                GatewayFrame::NameClaim { request, result } => {
+                    let Some((token, create)) = self.name_claims.remove(&request) else {
+                        continue;
+                    };
+                    let name = create.global_name.clone().unwrap_or_default();
+                    match result {
+                        Ok(Some(holder)) => {
+                            self.convention_names.insert(name, holder);
+                            let result = Ok(holder);
+                            self.send(
+                                token,
+                                &FromAdmin::Created {
+                                    request: create.request,
+                                    result,
+                                },
+                            );
+                        }
+                        Ok(None) => {
+                            self.create_here(Asker::Local(token), None, create, None);
+                            self.bind_created(&name);
+                        }
+                        Err(why) => {
+                            let result = Err(CreateFailure::Remote(why));
+                            self.send(
+                                token,
+                                &FromAdmin::Created {
+                                    request: create.request,
+                                    result,
+                                },
+                            );
+                        }
+                    }
+                }
+                GatewayFrame::NameBound { name, holder, bound } => {
+                    if self.leader_table.is_some() {
+                        self.name_changed(&name, holder, bound);
+                    } else if bound {
+                        self.convention_names.insert(name, holder);
+                    } else if self.convention_names.get(&name) == Some(&holder) {
+                        self.convention_names.remove(&name);
+                    }
+                }
                 other => tracing::debug!(?other, "a data-path frame for the admin; ignored"),
             }
         }
@@ -647,6 +714,31 @@ impl Admin {
     fn member_lost(&mut self, member: &MemberId) {
         let node = member.node();
         let why = format!("the member at {} left or died", member.addr);
+        self.convention_names.retain(|_, holder| holder.node() != node);
+        if let Some(table) = self.leader_table.as_mut() {
+            for (name, holder) in table.node_lost(node) {
+                self.broadcast_name(&name, holder, false);
+            }
+        }
+        let leader_lost = self
+            .convention
+            .as_ref()
+            .is_some_and(|(config, ..)| config.leader == Some(member.addr));
+        if leader_lost {
+            for (_, (token, create)) in std::mem::take(&mut self.name_claims) {
+                let result = Err(CreateFailure::Remote(format!(
+                    "the convention's leader at {} left or died before answering",
+                    member.addr
+                )));
+                self.send(
+                    token,
+                    &FromAdmin::Created {
+                        request: create.request,
+                        result,
+                    },
+                );
+            }
+        }
         let failed: Vec<u64> = self
             .remote_creates
             .iter()
@@ -723,7 +815,19 @@ impl Admin {
         self.watched.remove(&id);
         // Its global name is free again (restarts keep it: the address does not change), and
         // if it handled dead letters, nobody does now.
+        let held: Vec<String> = self
+            .global_names
+            .iter()
+            .filter(|(_, holder)| **holder == id)
+            .map(|(name, _)| name.clone())
+            .collect();
         self.global_names.retain(|_, holder| *holder != id);
+        if self.convention.is_some() {
+            let address = self.address_of(id);
+            for name in held {
+                self.name_changed(&name, address, false);
+            }
+        }
         self.remote_children.retain(|(parent, _)| *parent != id);
         if self.dead_letter_handler == Some(id) {
             self.dead_letter_handler = None;
@@ -1309,11 +1413,14 @@ impl Admin {
     /// (first or newly) known is added; one that left or died is not.
     fn on_convention_events(&mut self) {
         self.on_gateway_frames();
-        let (mut updates, mut lost) = (Vec::new(), Vec::new());
+        let (mut updates, mut lost, mut joined) = (Vec::new(), Vec::new(), Vec::new());
         if let Some((_, node, gateway)) = &self.convention {
             while let Some(event) = node.next_event(Duration::ZERO) {
                 match event {
-                    MembershipEvent::Capabilities(member, capabilities) => updates.push((member, capabilities, true)),
+                    MembershipEvent::Capabilities(member, capabilities) => {
+                        joined.push(member.node());
+                        updates.push((member, capabilities, true));
+                    }
                     MembershipEvent::Down(member) => {
                         gateway.node_lost(member.node(), &format!("the member at {} left or died", member.addr));
                         lost.push(member.clone());
@@ -1326,6 +1433,19 @@ impl Admin {
         }
         for member in lost {
             self.member_lost(&member);
+        }
+        // The leader gives a member that joins (or is heard of again) the whole table.
+        if let (Some(table), Some((_, _, gateway))) = (&self.leader_table, &self.convention) {
+            for node in joined {
+                for (name, holder) in table.bindings() {
+                    let frame = GatewayFrame::NameBound {
+                        name: name.clone(),
+                        holder: *holder,
+                        bound: true,
+                    };
+                    gateway.send(node, frame);
+                }
+            }
         }
         self.convention_watchers.retain(|id| self.actors.contains_key(id));
         let watchers: Vec<ActorId> = self.convention_watchers.iter().copied().collect();
@@ -1481,6 +1601,10 @@ impl Admin {
                 return;
             }
         };
+        if create.global_name.is_some() && self.convention.is_some() {
+            self.create_global(token, create);
+            return;
+        }
         match on.filter(|node| *node != self.node) {
             Some(node) => {
                 let asker = match kind {
@@ -1490,6 +1614,149 @@ impl Admin {
                 self.create_elsewhere(token, asker, node, create, parent);
             }
             None => self.create_here(Asker::Local(token), parent, create, None),
+        }
+    }
+
+    /// A create with a global name in a convention: one actor per name across the
+    /// convention, the leader deciding (see `names.rs`). A name already bound is answered
+    /// from this member's copy, even while the leader is unreachable.
+    fn create_global(&mut self, token: Token, create: CreateRequest) {
+        let name = create.global_name.clone().unwrap_or_default();
+        let refuse = |why: String| FromAdmin::Created {
+            request: create.request,
+            result: Err(CreateFailure::Remote(why)),
+        };
+        if let Some(holder) = self.convention_names.get(&name).copied() {
+            let result = Ok(holder);
+            self.send(
+                token,
+                &FromAdmin::Created {
+                    request: create.request,
+                    result,
+                },
+            );
+            return;
+        }
+        if let Some(table) = self.leader_table.as_mut() {
+            match table.claim(&name, self.node) {
+                names::Claim::Held(holder) => {
+                    let result = Ok(holder);
+                    self.send(
+                        token,
+                        &FromAdmin::Created {
+                            request: create.request,
+                            result,
+                        },
+                    );
+                }
+                names::Claim::Busy(node) => {
+                    let why = format!(
+                        "the global name {name:?} is being created on another member (node {})",
+                        node.0
+                    );
+                    self.send(token, &refuse(why));
+                }
+                names::Claim::Granted => {
+                    self.create_here(Asker::Local(token), None, create, None);
+                    self.bind_created(&name);
+                }
+            }
+            return;
+        }
+        let leader = self.convention.as_ref().and_then(|(config, ..)| config.leader);
+        match (self.leader_node(), &self.convention) {
+            (Some(node), Some((_, _, gateway))) => {
+                self.next_remote_request += 1;
+                let request = self.next_remote_request;
+                gateway.send(
+                    node,
+                    GatewayFrame::ClaimName {
+                        request,
+                        name,
+                        by: self.node,
+                    },
+                );
+                self.name_claims.insert(request, (token, create));
+            }
+            _ => {
+                let why = format!(
+                    "a new global name needs the convention's leader{}, which is unreachable now (names already bound are still found)",
+                    leader.map(|l| format!(" at {l}")).unwrap_or_default()
+                );
+                self.send(token, &refuse(why));
+            }
+        }
+    }
+
+    /// The node of the convention's leader, while it is a live member (this one, if it leads).
+    fn leader_node(&self) -> Option<NodeId> {
+        let (config, members, _) = self.convention.as_ref()?;
+        match config.leader {
+            None => Some(self.node),
+            Some(leader) => members
+                .members()
+                .into_iter()
+                .find(|m| m.addr == leader)
+                .map(|m| m.node()),
+        }
+    }
+
+    /// After a global-name create here: the actor that took the name is bound in the
+    /// leader's table (or its reservation is given back, if the create failed).
+    fn bind_created(&mut self, name: &str) {
+        let holder = self.global_names.get(name).map(|id| self.address_of(*id));
+        let (holder, bound) = match holder {
+            Some(holder) => (holder, true),
+            None => (self.address_of(0), false),
+        };
+        self.name_changed(name, holder, bound);
+    }
+
+    /// `holder` took (`bound`) or left `name`: the leader's table changes and every member
+    /// hears of it; a member tells the leader.
+    fn name_changed(&mut self, name: &str, holder: Address, bound: bool) {
+        if let Some(table) = self.leader_table.as_mut() {
+            let changed = if bound {
+                table.bind(name, holder)
+            } else {
+                table.free(name, holder)
+            };
+            if changed {
+                self.broadcast_name(name, holder, bound);
+            }
+            return;
+        }
+        if bound {
+            self.convention_names.insert(name.to_owned(), holder);
+        } else if self.convention_names.get(name) == Some(&holder) {
+            self.convention_names.remove(name);
+        }
+        if let (Some(leader), Some((_, _, gateway))) = (self.leader_node(), &self.convention) {
+            let frame = GatewayFrame::NameBound {
+                name: name.to_owned(),
+                holder,
+                bound,
+            };
+            gateway.send(leader, frame);
+        }
+    }
+
+    /// The leader tells every member (and its own copy) that the table changed.
+    fn broadcast_name(&mut self, name: &str, holder: Address, bound: bool) {
+        if bound {
+            self.convention_names.insert(name.to_owned(), holder);
+        } else {
+            self.convention_names.remove(name);
+        }
+        if let Some((_, members, gateway)) = &self.convention {
+            for member in members.members() {
+                let frame = GatewayFrame::NameBound {
+                    name: name.to_owned(),
+                    holder,
+                    bound,
+                };
+                gateway.send(member.node(), frame);
+            }
         }
     }
 

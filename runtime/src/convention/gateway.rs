@@ -606,7 +606,12 @@ impl Loop {
                     self.close(token, &reason);
                 }
             }
-            frame @ (GatewayFrame::Create { .. } | GatewayFrame::Created { .. } | GatewayFrame::Notice { .. }) => {
+            frame @ (GatewayFrame::Create { .. }
+            | GatewayFrame::Created { .. }
+            | GatewayFrame::Notice { .. }
+            | GatewayFrame::ClaimName { .. }
+            | GatewayFrame::NameClaim { .. }
+            | GatewayFrame::NameBound { .. }) => {
                 if self.admin.0.send(frame).is_ok() {
                     let _ = self.admin.1.wake();
                 }
