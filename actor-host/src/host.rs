@@ -714,7 +714,7 @@ impl Backend for HostBackend<'_> {
         Ok(created)
     }
 
-    fn convention_members(&mut self) -> greenroom::Result<Vec<(NodeId, Capabilities)>> {
+    fn convention_members(&mut self) -> greenroom::Result<Vec<(NodeId, Capabilities, u64)>> {
         self.endpoint.convention_members(CREATE_TIMEOUT)
     }
 

@@ -32,7 +32,7 @@
 //! ```
 //!
 //! A member of a convention also has `"convention": {"name", "me", "leader", "members":
-//! [{"address", "incarnation", "capabilities": [names]}]}` (`null` otherwise).
+//! [{"address", "incarnation", "capabilities": [names], "actors"}]}` (`null` otherwise).
 //!
 //! A troupe's manager has `"troupe": {"workers": 2, "busy": 1, "max_workers": 3}` (its
 //! workers are listed as its children), and its `queued` counts the messages waiting for a
@@ -79,6 +79,8 @@ pub struct Member {
     pub incarnation: u64,
     /// The names of its capabilities, as it last told this member.
     pub capabilities: Vec<String>,
+    /// How many actors it runs, as it last told this member.
+    pub actors: u64,
 }
 
 /// One actor of [`Status`].
@@ -141,6 +143,7 @@ impl Status {
                         address: m.address.clone(),
                         incarnation: m.incarnation,
                         capabilities: m.capabilities.keys().map(str::to_owned).collect(),
+                        actors: m.load,
                     })
                     .collect(),
             }),

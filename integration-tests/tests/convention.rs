@@ -724,3 +724,44 @@ fn a_global_name_is_one_actor_across_the_convention_and_is_still_found_without_i
     assert_eq!(still, "still there");
     drop(a);
 }
+
+#[test]
+fn of_several_members_that_qualify_the_least_loaded_gets_the_actor() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("cluster.key");
+    ClusterSecret::generate(&secret).unwrap();
+    let (a_addr, b_addr, c_addr) = (free_addr("127.0.0.1"), free_addr("127.0.0.2"), free_addr("127.0.0.3"));
+    let gpus = || Capabilities::new().with("gpus", &2u32).unwrap();
+    let a = member(&secret, a_addr, None);
+    let b = member_with(&secret, b_addr, Some(a_addr), gpus());
+    let c = member_with(&secret, c_addr, Some(a_addr), gpus());
+    let within = Duration::from_secs(10);
+    wait_for_members(&a, &[b_addr, c_addr], within);
+    wait_for_capability(&a, b_addr, "gpus", within);
+    wait_for_capability(&a, c_addr, "gpus", within);
+    // The second member (first in address order) is busier: four actors against none.
+    for _ in 0..4 {
+        b.create_actor::<Echo>().unwrap();
+    }
+    let load_of = |addr: SocketAddr| {
+        let view = a.describe(false).unwrap().convention.unwrap();
+        view.members
+            .iter()
+            .find(|m| m.address == addr.to_string())
+            .map(|m| m.load)
+    };
+    let deadline = Instant::now() + within;
+    while load_of(b_addr) != Some(4) {
+        assert!(
+            Instant::now() < deadline,
+            "the load never reached the leader: {:?}",
+            load_of(b_addr)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(load_of(c_addr), Some(0));
+    let c_node = c.create_actor::<Echo>().unwrap().node();
+    let worker = a.create_actor::<GpuWorker>().unwrap();
+    assert_eq!(worker.node(), c_node, "placed on the less loaded of the two");
+    assert_eq!(a.ask::<_, String>(worker, (), within).unwrap(), "gpu ok");
+}

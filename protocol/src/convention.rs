@@ -29,6 +29,9 @@ pub enum ConventionFrame {
         incarnation: u64,
         version: u64,
         capabilities: Capabilities,
+        /// How many actors the member runs now (for placement on the least loaded); the
+        /// latest heard counts, whatever the version.
+        load: u64,
     },
     /// The cross-machine data path, between two admins' gateways.
     Gateway(GatewayFrame),

@@ -331,6 +331,8 @@ pub struct MemberRow {
     pub incarnation: u64,
     /// Its capabilities, as it last told this member (empty until it has).
     pub capabilities: crate::Capabilities,
+    /// How many actors it runs, as it last told this member (a few seconds old at most).
+    pub load: u64,
 }
 
 /// One actor in a [`SystemDescription`].
@@ -476,11 +478,12 @@ pub enum FromAdmin {
     Description { request: u64, system: SystemDescription },
     /// To every host and client: the system's capabilities changed; this is the new set.
     CapabilitiesChanged { capabilities: crate::Capabilities },
-    /// The answer to [`ToAdmin::ConventionMembers`]: each live member's node and
-    /// capabilities, by advertised address (none in no convention).
+    /// The answer to [`ToAdmin::ConventionMembers`]: each live member's node, capabilities
+    /// and load (how many actors it runs, as it last said), by advertised address (none in
+    /// no convention).
     ConventionMembers {
         request: u64,
-        members: Vec<(NodeId, crate::Capabilities)>,
+        members: Vec<(NodeId, crate::Capabilities, u64)>,
     },
 }
 

@@ -117,18 +117,20 @@ pub(crate) fn created_type_name<A: Actor>() -> &'static str {
     }
 }
 
-/// The members (of `members`, in order) whose capabilities `A`'s check accepts for
-/// `requirements`: where a typed create goes when this system does not qualify
-/// (Thespian's placement; the target's host checks again at start).
+/// The members (of `members`: node, capabilities, load) whose capabilities `A`'s check
+/// accepts for `requirements`, least loaded first (ties in the order given, that of their
+/// addresses): where a typed create goes when this system does not qualify (Thespian's
+/// placement; the target's host checks again at start).
 pub(crate) fn members_accepting<A: Actor>(
-    members: &[(NodeId, Capabilities)],
+    members: &[(NodeId, Capabilities, u64)],
     requirements: &Capabilities,
 ) -> Vec<NodeId> {
-    members
+    let mut fit: Vec<&(NodeId, Capabilities, u64)> = members
         .iter()
-        .filter(|(_, capabilities)| A::accepts(capabilities, requirements))
-        .map(|(node, _)| *node)
-        .collect()
+        .filter(|(_, capabilities, _)| A::accepts(capabilities, requirements))
+        .collect();
+    fit.sort_by_key(|(_, _, load)| *load);
+    fit.into_iter().map(|(node, ..)| *node).collect()
 }
 
 /// Runs `A`'s capability check against a system's capabilities.
@@ -189,9 +191,10 @@ pub trait Backend {
     fn hand_off(&mut self, to: Address, msg: AnyMessage) -> Result<()>;
     /// How many messages this actor holds back (see `Actor::holds_back`).
     fn held_back(&self) -> usize;
-    /// The other members of the system's convention and their capabilities, in the order
-    /// of their addresses: none outside a convention (and on the simple base).
-    fn convention_members(&mut self) -> Result<Vec<(NodeId, Capabilities)>> {
+    /// The other members of the system's convention, their capabilities and loads (how
+    /// many actors each runs), in the order of their addresses: none outside a convention
+    /// (and on the simple base).
+    fn convention_members(&mut self) -> Result<Vec<(NodeId, Capabilities, u64)>> {
         Ok(Vec::new())
     }
     /// Creates a child of the registered type `type_name` on the convention's member of

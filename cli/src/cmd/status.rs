@@ -45,7 +45,13 @@ fn render_convention(name: &str, status: &Status) -> Result<String, CliError> {
         if c.members.len() == 1 { "" } else { "s" }
     );
     for m in &c.members {
-        out.push_str(&format!("  {}  incarnation {}", m.address, m.incarnation));
+        out.push_str(&format!(
+            "  {}  incarnation {}  {} actor{}",
+            m.address,
+            m.incarnation,
+            m.actors,
+            if m.actors == 1 { "" } else { "s" }
+        ));
         if !m.capabilities.is_empty() {
             out.push_str(&format!("  capabilities {}", m.capabilities.join(",")));
         }
@@ -206,12 +212,13 @@ mod tests {
                 address: "10.0.0.1:7400".into(),
                 incarnation: 42,
                 capabilities: vec!["gpu".into(), "zone".into()],
+                actors: 3,
             }],
         });
         let text = render_convention("lab", &status).unwrap();
         assert_eq!(
             text,
-            "convention \"lab\": this member 10.0.0.2:7400, leader 10.0.0.1:7400, 1 other member alive\n  10.0.0.1:7400  incarnation 42  capabilities gpu,zone\n"
+            "convention \"lab\": this member 10.0.0.2:7400, leader 10.0.0.1:7400, 1 other member alive\n  10.0.0.1:7400  incarnation 42  3 actors  capabilities gpu,zone\n"
         );
     }
 

@@ -853,6 +853,7 @@ impl Admin {
         if let Some(parent) = remote_parent {
             self.notify_remote_parent(parent, address, cause);
         }
+        self.report_load();
         self.answer_settled(id);
     }
 
@@ -1305,16 +1306,19 @@ impl Admin {
                 self.update_capability(key, value);
             }
             (ToAdmin::ConventionMembers { request }, PeerKind::Host(_) | PeerKind::Client(Some(_))) => {
-                let mut members: Vec<(String, NodeId, Capabilities)> = self
+                let mut members: Vec<(String, NodeId, Capabilities, u64)> = self
                     .convention
                     .as_ref()
-                    .map(|(_, node, _)| node.members_with_capabilities())
+                    .map(|(_, node, _)| node.members_with_load())
                     .unwrap_or_default()
                     .into_iter()
-                    .map(|(m, caps)| (m.addr.to_string(), m.node(), caps))
+                    .map(|(m, caps, load)| (m.addr.to_string(), m.node(), caps, load))
                     .collect();
                 members.sort_by(|a, b| a.0.cmp(&b.0));
-                let members = members.into_iter().map(|(_, node, caps)| (node, caps)).collect();
+                let members = members
+                    .into_iter()
+                    .map(|(_, node, caps, load)| (node, caps, load))
+                    .collect();
                 self.send(token, &FromAdmin::ConventionMembers { request, members });
             }
             (frame, kind) => {
@@ -1377,7 +1381,7 @@ impl Admin {
             convention: self
                 .convention
                 .as_ref()
-                .map(|(config, node, _)| convention_view(config, node, &self.capabilities)),
+                .map(|(config, node, _)| convention_view(config, node, &self.capabilities, self.live_actors())),
         }
     }
 
@@ -1688,6 +1692,18 @@ impl Admin {
         }
     }
 
+    /// How many actors this admin runs: those not gone for good.
+    fn live_actors(&self) -> u64 {
+        self.actors.values().filter(|r| r.listener.is_some()).count() as u64
+    }
+
+    /// Tells the convention how many actors this admin runs (for placement elsewhere).
+    fn report_load(&self) {
+        if let Some((_, members, _)) = &self.convention {
+            members.set_load(self.live_actors());
+        }
+    }
+
     /// The node of the convention's leader, while it is a live member (this one, if it leads).
     fn leader_node(&self) -> Option<NodeId> {
         let (config, members, _) = self.convention.as_ref()?;
@@ -1917,6 +1933,7 @@ impl Admin {
         }
         let cmds = self.tree.add(id, parent, spec, Instant::now());
         self.execute(cmds);
+        self.report_load();
         if answer_now {
             let result = match self.tree.state(id) {
                 Some((ActorState::Gone(cause), _)) => Err(CreateFailure::SpawnFailed(cause.to_string())),
@@ -2243,20 +2260,22 @@ fn convention_view(
     config: &ConventionConfig,
     node: &MemberNode,
     ours: &Capabilities,
+    load: u64,
 ) -> greenroom_protocol::ConventionView {
-    let row = |m: &MemberId, capabilities: &Capabilities| greenroom_protocol::MemberRow {
+    let row = |m: &MemberId, capabilities: &Capabilities, load: u64| greenroom_protocol::MemberRow {
         address: m.addr.to_string(),
         incarnation: m.incarnation,
         capabilities: capabilities.clone(),
+        load,
     };
     greenroom_protocol::ConventionView {
         name: config.name.clone(),
-        me: row(node.me(), ours),
+        me: row(node.me(), ours, load),
         leader: config.leader.map(|l| l.to_string()),
         members: node
-            .members_with_capabilities()
+            .members_with_load()
             .iter()
-            .map(|(m, capabilities)| row(m, capabilities))
+            .map(|(m, capabilities, load)| row(m, capabilities, *load))
             .collect(),
     }
 }

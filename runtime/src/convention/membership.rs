@@ -250,9 +250,12 @@ enum Input {
         incarnation: u64,
         version: u64,
         capabilities: Capabilities,
+        load: u64,
     },
     /// This admin's capabilities changed.
     SetCapabilities(Capabilities),
+    /// How many actors this admin runs now.
+    SetLoad(u64),
     Stop,
 }
 
@@ -260,11 +263,12 @@ enum Input {
 /// once on a join and on every change; this repairs a message dropped on the way).
 const SHARE_AGAIN: Duration = Duration::from_secs(2);
 
-/// A member's capabilities as it last told us.
+/// A member's capabilities and load as it last told us.
 struct Known {
     incarnation: u64,
     version: u64,
     capabilities: Capabilities,
+    load: u64,
 }
 
 /// One admin's membership, running over TCP links: a listener thread, a reader thread per
@@ -286,7 +290,7 @@ pub struct MemberNode {
 type Accepted = Arc<Mutex<HashMap<u64, TcpStream>>>;
 
 /// The members believed alive, with their capabilities: the core loop's, for readers.
-type Snapshot = Arc<Mutex<Vec<(MemberId, Capabilities)>>>;
+type Snapshot = Arc<Mutex<Vec<(MemberId, Capabilities, u64)>>>;
 
 /// Where the members believed alive are, by node id: the gateway's view of membership.
 #[derive(Clone)]
@@ -299,8 +303,8 @@ impl Directory {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .find(|(m, _)| m.node() == node)
-            .map(|(m, _)| m.addr)
+            .find(|(m, ..)| m.node() == node)
+            .map(|(m, ..)| m.addr)
     }
 }
 
@@ -355,6 +359,7 @@ impl MemberNode {
                         events: event_tx,
                         capabilities,
                         version: 1,
+                        load: 0,
                         known: HashMap::new(),
                         waker,
                     };
@@ -390,13 +395,28 @@ impl MemberNode {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .map(|(m, _)| m.clone())
+            .map(|(m, ..)| m.clone())
             .collect()
     }
 
     /// The other members believed alive, with their capabilities as each last told this one.
     pub fn members_with_capabilities(&self) -> Vec<(MemberId, Capabilities)> {
+        self.members_with_load()
+            .into_iter()
+            .map(|(m, capabilities, _)| (m, capabilities))
+            .collect()
+    }
+
+    /// The other members believed alive, with their capabilities and how many actors each
+    /// runs, as each last told this one (at most a few seconds old).
+    pub fn members_with_load(&self) -> Vec<(MemberId, Capabilities, u64)> {
         self.members.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Tells every member how many actors this admin runs now (with the next sharing of its
+    /// capabilities, within a few seconds).
+    pub fn set_load(&self, load: u64) {
+        let _ = self.inputs.send(Input::SetLoad(load));
     }
 
     /// Tells every member this admin's new capabilities.
@@ -581,12 +601,14 @@ fn read_link(
                 incarnation,
                 version,
                 capabilities,
+                load,
             })) => match member.parse() {
                 Ok(member) => Input::Capabilities {
                     member,
                     incarnation,
                     version,
                     capabilities,
+                    load,
                 },
                 Err(_) => {
                     tracing::warn!(peer = link.peer(), %member, "capabilities for an address that does not parse; link closed");
@@ -662,6 +684,8 @@ struct CoreLoop {
     /// This admin's capabilities, and how many times they changed.
     capabilities: Capabilities,
     version: u64,
+    /// How many actors this admin runs, as the admin last said.
+    load: u64,
     /// The other members' capabilities, by address.
     known: HashMap<SocketAddr, Known>,
     /// Woken after events are queued (the admin's loop).
@@ -735,11 +759,21 @@ impl CoreLoop {
                 incarnation,
                 version,
                 capabilities,
+                load,
             } => {
                 let newer = self
                     .known
                     .get(&member)
                     .is_none_or(|k| (incarnation, version) > (k.incarnation, k.version));
+                if !newer {
+                    // The same capabilities again: only the load may have moved.
+                    if let Some(known) = self.known.get_mut(&member).filter(|k| k.incarnation == incarnation) {
+                        if known.load != load {
+                            known.load = load;
+                            self.publish();
+                        }
+                    }
+                }
                 if newer {
                     self.known.insert(
                         member,
@@ -747,6 +781,7 @@ impl CoreLoop {
                             incarnation,
                             version,
                             capabilities: capabilities.clone(),
+                            load,
                         },
                     );
                     self.publish();
@@ -765,6 +800,7 @@ impl CoreLoop {
                 self.version += 1;
                 self.share_with_all();
             }
+            Input::SetLoad(load) => self.load = load,
             Input::Stop => {}
         }
     }
@@ -785,6 +821,7 @@ impl CoreLoop {
             incarnation: self.me.incarnation,
             version: self.version,
             capabilities: self.capabilities.clone(),
+            load: self.load,
         };
         self.send_frame(addr, &frame);
     }
@@ -797,18 +834,18 @@ impl CoreLoop {
 
     /// The member list, with capabilities, for readers.
     fn publish(&self) {
-        let snapshot: Vec<(MemberId, Capabilities)> = self
+        let snapshot: Vec<(MemberId, Capabilities, u64)> = self
             .membership
             .members()
             .into_iter()
             .map(|m| {
-                let capabilities = self
+                let (capabilities, load) = self
                     .known
                     .get(&m.addr)
                     .filter(|k| k.incarnation == m.incarnation)
-                    .map(|k| k.capabilities.clone())
+                    .map(|k| (k.capabilities.clone(), k.load))
                     .unwrap_or_default();
-                (m, capabilities)
+                (m, capabilities, load)
             })
             .collect();
         *self.members.lock().unwrap_or_else(|p| p.into_inner()) = snapshot;

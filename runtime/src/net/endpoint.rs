@@ -471,7 +471,7 @@ impl Endpoint {
 
     /// The other members of the convention (none in no convention) and their capabilities,
     /// as the admin knows them now, in the order of their addresses.
-    pub fn convention_members(&mut self, timeout: Duration) -> Result<Vec<(NodeId, Capabilities)>> {
+    pub fn convention_members(&mut self, timeout: Duration) -> Result<Vec<(NodeId, Capabilities, u64)>> {
         let request = self.next_request();
         let answer = self.control_request(
             &ToAdmin::ConventionMembers { request },

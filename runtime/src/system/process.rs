@@ -255,7 +255,7 @@ impl ProcessSystem {
     }
 
     /// The other members of the convention and their capabilities.
-    pub(crate) fn convention_members(&self) -> Result<Vec<(NodeId, Capabilities)>> {
+    pub(crate) fn convention_members(&self) -> Result<Vec<(NodeId, Capabilities, u64)>> {
         self.lock()?.endpoint.convention_members(CREATE_TIMEOUT)
     }
 
