@@ -765,3 +765,39 @@ fn of_several_members_that_qualify_the_least_loaded_gets_the_actor() {
     assert_eq!(worker.node(), c_node, "placed on the less loaded of the two");
     assert_eq!(a.ask::<_, String>(worker, (), within).unwrap(), "gpu ok");
 }
+
+#[test]
+fn the_gateway_refuses_bad_handshakes_and_closes_stalled_connections() {
+    use std::{io::Read, io::Write, os::unix::net::UnixStream};
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("cluster.key");
+    ClusterSecret::generate(&secret).unwrap();
+    let a = member(&secret, free_addr("127.0.0.1"), None);
+    let rundir = a.describe(false).unwrap().runtime_dir;
+    let socket = Path::new(&rundir).join("gateway.sock");
+    let closed_within = |mut stream: UnixStream, limit: Duration| {
+        stream.set_read_timeout(Some(limit)).unwrap();
+        let t = Instant::now();
+        let mut buf = [0u8; 512];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => return t.elapsed(),
+                Ok(_) => {} // a refusal's reply, then the end
+            }
+        }
+    };
+    // Garbage instead of a handshake: refused and closed at once.
+    let mut garbage = UnixStream::connect(&socket).unwrap();
+    garbage
+        .write_all(&[8, 0, 0, 0, b'n', b'o', b'p', b'e', 1, 2, 3, 4])
+        .unwrap();
+    assert!(closed_within(garbage, Duration::from_secs(10)) < Duration::from_secs(2));
+    // Nothing at all: closed after the handshake deadline (3 s), not held forever.
+    let stalled = UnixStream::connect(&socket).unwrap();
+    let waited = closed_within(stalled, Duration::from_secs(10));
+    assert!(waited < Duration::from_secs(8), "held for {waited:?}");
+    // The system keeps working.
+    let echo = a.create_actor::<Echo>().unwrap();
+    let back: String = a.ask(echo, "fine".to_string(), Duration::from_secs(10)).unwrap();
+    assert_eq!(back, "fine");
+}

@@ -65,8 +65,11 @@ use super::{
 };
 use crate::{
     error::{Error, Result},
-    net::peer::check_same_user,
-    runtime_dir,
+    net::{
+        peer::check_same_user,
+        pending::{Pending, HANDSHAKE_TIMEOUT},
+    },
+    process_role, runtime_dir,
 };
 
 const LISTENER: Token = Token(0);
@@ -186,6 +189,7 @@ impl Gateway {
             links,
             rescan: Vec::new(),
             admin: (admin_tx, admin_waker),
+            pending: Pending::new(process_role::max_pending_connections()),
         };
         let thread = std::thread::Builder::new()
             .name("convention-gateway".into())
@@ -279,13 +283,22 @@ struct Loop {
     rescan: Vec<Token>,
     /// Where frames for this admin go, and how to wake its loop.
     admin: (mpsc::Sender<GatewayFrame>, Arc<Waker>),
+    /// Accepted connections waiting for their handshake: the same deadline and bound as
+    /// every other listening socket of the system.
+    pending: Pending,
 }
 
 impl Loop {
     fn run(&mut self) {
         let mut events = Events::with_capacity(256);
         loop {
-            let timeout = (!self.rescan.is_empty()).then_some(Duration::ZERO);
+            let timeout = if self.rescan.is_empty() {
+                self.pending
+                    .next_deadline()
+                    .map(|at| at.saturating_duration_since(std::time::Instant::now()))
+            } else {
+                Some(Duration::ZERO)
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -295,6 +308,14 @@ impl Loop {
             }
             for token in std::mem::take(&mut self.rescan) {
                 self.read(token);
+            }
+            let conns = &self.conns;
+            let stalled = self
+                .pending
+                .expired(std::time::Instant::now(), |t| awaiting_handshake(conns, t));
+            for token in stalled {
+                tracing::warn!(timeout = ?HANDSHAKE_TIMEOUT, "gateway: closing a connection that did not complete its handshake in time");
+                self.drop_side(token);
             }
             let ready: Vec<(Token, bool, bool)> = events
                 .iter()
@@ -360,6 +381,10 @@ impl Loop {
                 tracing::warn!(reason = %why, "gateway: connection refused");
                 continue;
             }
+            let conns = &self.conns;
+            if !self.pending.admit(|t| awaiting_handshake(conns, t), "gateway.sock") {
+                continue;
+            }
             let token = self.register(&mut stream);
             self.conns.insert(
                 token,
@@ -373,6 +398,7 @@ impl Loop {
                     acked: 0,
                 },
             );
+            self.pending.push(token);
             // Data may be waiting already: an edge-triggered poll would not say so again.
             self.rescan.push(token);
         }
@@ -759,6 +785,17 @@ impl Loop {
         side.out.clear();
         side.written = 0;
     }
+}
+
+/// Whether `token` is a local sender's connection whose handshake has not come yet.
+fn awaiting_handshake(conns: &HashMap<Token, Side>, token: Token) -> bool {
+    matches!(
+        conns.get(&token),
+        Some(Side {
+            kind: Kind::Sender(None),
+            ..
+        })
+    )
 }
 
 /// The writer thread for the member of `node` at `addr`: opens the link, then writes what
