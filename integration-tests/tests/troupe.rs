@@ -158,18 +158,26 @@ on_both_bases! {
         let settings = Troupe { max_workers: 1, idle_workers: 0, idle_timeout: Duration::from_millis(50), ..Troupe::default() };
         let troupe = sys.create_troupe::<PoolWorker>(settings, ChildSpec::default()).unwrap();
         let long: JobDone = sys.ask(troupe, PoolJob::Long { id: 1 }, T).unwrap();
-        // The manager has heard of the mark: jobs 2 and 3 wait in it, not handed ahead.
+        // Jobs 2 and 3 wait: in the manager once it has heard of the mark. The mark travels
+        // from the worker, these jobs from this client, on two connections with no order
+        // between them, so job 2 may have been handed ahead first; it then waits at the
+        // worker, which defers it while the mark is set.
         sys.tell(troupe, PoolJob::work(2, 0)).unwrap();
         sys.tell(troupe, PoolJob::work(3, 0)).unwrap();
         // A status query waits behind its sender's own queued work, as every message keeps
         // its sender's order: ask from another client.
         let observer = sys.private().unwrap();
-        let report = status_when(&observer, troupe, |r| r.queued == 2);
-        assert_eq!((report.workers, report.busy, report.queued), (1, 1, 2), "{report:?}");
+        let waiting = status_when(&observer, troupe, |r| r.queued >= 1);
+        assert_eq!((waiting.workers, waiting.busy), (1, 1), "{waiting:?}");
+        assert!((1..=2).contains(&waiting.queued), "{waiting:?}");
         // Well past the idle timeout, jobs 2 and 3 still wait and the busy worker is kept.
         assert!(sys.listen(Duration::from_millis(300)).unwrap().is_none(), "a job ran during work in progress");
         let report = status(&observer, troupe);
-        assert_eq!((report.workers, report.busy, report.queued), (1, 1, 2), "{report:?}");
+        assert_eq!(
+            (report.workers, report.busy, report.queued),
+            (1, 1, waiting.queued),
+            "{report:?}"
+        );
         // Clearing the mark frees the worker: jobs 2 and 3 run on it, in order.
         sys.tell(long.worker, FinishWork).unwrap();
         let (_, first) = sys.listen(T).unwrap().expect("WorkFinished");
