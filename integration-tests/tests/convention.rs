@@ -801,3 +801,39 @@ fn the_gateway_refuses_bad_handshakes_and_closes_stalled_connections() {
     let back: String = a.ask(echo, "fine".to_string(), Duration::from_secs(10)).unwrap();
     assert_eq!(back, "fine");
 }
+
+#[test]
+fn remote_senders_that_go_away_leave_no_connection_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("cluster.key");
+    ClusterSecret::generate(&secret).unwrap();
+    let (a_addr, b_addr) = (free_addr("127.0.0.1"), free_addr("127.0.0.2"));
+    let a = member(&secret, a_addr, None);
+    let b = member(&secret, b_addr, Some(a_addr));
+    let within = Duration::from_secs(10);
+    wait_for_members(&a, &[b_addr], within);
+    wait_for_members(&b, &[a_addr], within);
+    let echo = b.create_actor::<Echo>().unwrap();
+    let _: String = a.ask(echo, "warm up".to_string(), within).unwrap();
+    let echo_pid = b.actor_info(echo).unwrap().pid.unwrap();
+    let (admin_before, echo_before) = (harness::fd_count(b.admin_pid()), harness::fd_count(echo_pid));
+    // Fifty clients of the first member each ask once and go: each was a stream through
+    // both gateways, and each end closes the receiving gateway's connection too.
+    for i in 0..50u64 {
+        let client = a.private().unwrap();
+        let back: u64 = client.ask(echo, i, within).unwrap();
+        assert_eq!(back, i);
+    }
+    let deadline = Instant::now() + within;
+    loop {
+        let (admin_now, echo_now) = (harness::fd_count(b.admin_pid()), harness::fd_count(echo_pid));
+        if admin_now <= admin_before + 2 && echo_now <= echo_before + 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "fds: admin {admin_before} -> {admin_now}, echo host {echo_before} -> {echo_now}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

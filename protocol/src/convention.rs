@@ -39,27 +39,44 @@ pub enum ConventionFrame {
 
 /// What one admin's gateway tells another's about a (sender, receiver) pair: `from` lives on
 /// the sending admin's node, `to` on the receiving one's (or the other way round for
-/// [`GatewayFrame::Ack`] and [`GatewayFrame::Lost`], which travel back).
+/// [`GatewayFrame::Ack`] and [`GatewayFrame::Lost`], which travel back). `stream` numbers
+/// the sender's connections to its gateway, so that a frame about an earlier connection of
+/// the same pair is never taken for one about the current one.
 ///
 /// ```text
-///  sender ──Message{seq}──▶ gateway ══Message{from,to,seq}══▶ gateway ──Message{seq}──▶ receiver
-///         ◀──Ack{upto}──────        ◀═════Ack{from,to,upto}══         ◀──Ack{upto}─────
-///                                   ◀═════Lost{from,to,reason}═  (receiver unreachable)
+///  sender ──Message{seq}──▶ gateway ══Message{from,to,stream,seq}══▶ gateway ──Message{seq}──▶ receiver
+///         ◀──Ack{upto}──────        ◀═══Ack{from,to,stream,upto}═══         ◀──Ack{upto}─────
+///                                   ◀═══Lost{from,to,stream,reason}  (receiver unreachable)
+///         (closes)                  ════Closed{from,to,stream}═════▶ (closes, once written)
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum GatewayFrame {
-    /// Message `seq` of the pair's stream (from 1, without gaps, per sender connection).
+    /// Message `seq` of the pair's stream (from 1, without gaps).
     Message {
         from: Address,
         to: Address,
+        stream: u64,
         seq: u64,
         payload: Payload,
     },
-    /// The receiver has processed the pair's messages up to `upto`.
-    Ack { from: Address, to: Address, upto: u64 },
+    /// The receiver has processed the stream's messages up to `upto`.
+    Ack {
+        from: Address,
+        to: Address,
+        stream: u64,
+        upto: u64,
+    },
     /// The receiver cannot be reached (gone, or its connection ended): the sender is to
-    /// treat everything unacknowledged as undelivered.
-    Lost { from: Address, to: Address, reason: String },
+    /// treat everything of the stream not acknowledged as undelivered.
+    Lost {
+        from: Address,
+        to: Address,
+        stream: u64,
+        reason: String,
+    },
+    /// The sender closed the stream: the receiving gateway closes its connection to the
+    /// receiver once it has written what it holds.
+    Closed { from: Address, to: Address, stream: u64 },
     /// Admin to admin: create an actor here for `parent` (an actor or client of the sending
     /// node), which chose this member by the type's capability check. Answered by
     /// [`GatewayFrame::Created`] with the same `request`.

@@ -65,6 +65,7 @@ use supervisor::{ActorId, Notice, Tree};
 
 use crate::{
     convention::{
+        gateway::ForAdmin,
         membership::{MemberId, MembershipEvent},
         ConventionConfig, Gateway, MemberNode,
     },
@@ -611,7 +612,15 @@ impl Admin {
             Some((_, _, gateway)) => gateway.take_for_admin(),
             None => return,
         };
-        for frame in frames {
+        for input in frames {
+            let frame = match input {
+                ForAdmin::Frame(frame) => *frame,
+                ForAdmin::LinkBroke(node) => {
+                    let why = format!("the link to node {} broke before it answered", node.0);
+                    self.fail_waiting_on(node, &why);
+                    continue;
+                }
+            };
             match frame {
                 GatewayFrame::Create {
                     request,
@@ -649,7 +658,7 @@ impl Admin {
                     }
                 }
                 GatewayFrame::ClaimName { request, name, by } => {
-                    let result = match self.leader_table.as_mut().map(|t| t.claim(&name, by)) {
+                    let result = match self.leader_table.as_mut().map(|t| t.claim(&name, by, Instant::now())) {
                         Some(names::Claim::Granted) => Ok(None),
                         Some(names::Claim::Held(holder)) => Ok(Some(holder)),
                         Some(names::Claim::Busy(node)) => Err(format!(
@@ -709,6 +718,37 @@ impl Admin {
         }
     }
 
+    /// Creates and global-name claims waiting for an answer from the admin of `node` fail
+    /// now: it is gone, or the link to it broke (and the question or its answer with it).
+    fn fail_waiting_on(&mut self, node: NodeId, why: &str) {
+        let failed: Vec<u64> = self
+            .remote_creates
+            .iter()
+            .filter(|(_, (n, ..))| *n == node)
+            .map(|(r, _)| *r)
+            .collect();
+        for request in failed {
+            if let Some((_, token, asked, _)) = self.remote_creates.remove(&request) {
+                let result = Err(CreateFailure::Remote(why.to_owned()));
+                self.send(token, &FromAdmin::Created { request: asked, result });
+            }
+        }
+        if self.leader_node() == Some(node) || self.leader_node().is_none() {
+            for (_, (token, create)) in std::mem::take(&mut self.name_claims) {
+                let result = Err(CreateFailure::Remote(format!(
+                    "the convention's leader did not answer: {why}"
+                )));
+                self.send(
+                    token,
+                    &FromAdmin::Created {
+                        request: create.request,
+                        result,
+                    },
+                );
+            }
+        }
+    }
+
     /// A member is gone: creates waiting on it fail, and the parents here of its actors are
     /// told they are gone (`ExitCause::MemberLost`).
     fn member_lost(&mut self, member: &MemberId) {
@@ -720,37 +760,7 @@ impl Admin {
                 self.broadcast_name(&name, holder, false);
             }
         }
-        let leader_lost = self
-            .convention
-            .as_ref()
-            .is_some_and(|(config, ..)| config.leader == Some(member.addr));
-        if leader_lost {
-            for (_, (token, create)) in std::mem::take(&mut self.name_claims) {
-                let result = Err(CreateFailure::Remote(format!(
-                    "the convention's leader at {} left or died before answering",
-                    member.addr
-                )));
-                self.send(
-                    token,
-                    &FromAdmin::Created {
-                        request: create.request,
-                        result,
-                    },
-                );
-            }
-        }
-        let failed: Vec<u64> = self
-            .remote_creates
-            .iter()
-            .filter(|(_, (n, ..))| *n == node)
-            .map(|(r, _)| *r)
-            .collect();
-        for request in failed {
-            if let Some((_, token, asked, _)) = self.remote_creates.remove(&request) {
-                let result = Err(CreateFailure::Remote(why.clone()));
-                self.send(token, &FromAdmin::Created { request: asked, result });
-            }
-        }
+        self.fail_waiting_on(node, &why);
         let (lost, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.remote_children)
             .into_iter()
             .partition(|(_, child)| child.node() == node);
@@ -1360,7 +1370,7 @@ impl Admin {
                     address: rec.address,
                     type_name: rec.type_name.clone(),
                     global_name: names.get(id).map(|n| (*n).clone()),
-                    parent: self.tree.parent(*id).map(Address::local),
+                    parent: self.tree.parent(*id).map(|p| self.address_of(p)),
                     state,
                     pid: rec.pid.map(|p| p.as_raw() as u32),
                     incarnation,
@@ -1437,6 +1447,23 @@ impl Admin {
         }
         for member in lost {
             self.member_lost(&member);
+        }
+        // A leader that joins (restarted, it knows no names) hears the names this member's
+        // actors hold.
+        let leader = self.convention.as_ref().and_then(|(config, ..)| config.leader);
+        if let (Some(leader), Some((_, members, gateway))) = (leader, &self.convention) {
+            if let Some(leader) = members.members().into_iter().find(|m| m.addr == leader) {
+                if joined.contains(&leader.node()) {
+                    for (name, id) in &self.global_names {
+                        let frame = GatewayFrame::NameBound {
+                            name: name.clone(),
+                            holder: self.address_of(*id),
+                            bound: true,
+                        };
+                        gateway.send(leader.node(), frame);
+                    }
+                }
+            }
         }
         // The leader gives a member that joins (or is heard of again) the whole table.
         if let (Some(table), Some((_, _, gateway))) = (&self.leader_table, &self.convention) {
@@ -1642,7 +1669,7 @@ impl Admin {
             return;
         }
         if let Some(table) = self.leader_table.as_mut() {
-            match table.claim(&name, self.node) {
+            match table.claim(&name, self.node, Instant::now()) {
                 names::Claim::Held(holder) => {
                     let result = Ok(holder);
                     self.send(
@@ -1720,7 +1747,11 @@ impl Admin {
     /// After a global-name create here: the actor that took the name is bound in the
     /// leader's table (or its reservation is given back, if the create failed).
     fn bind_created(&mut self, name: &str) {
-        let holder = self.global_names.get(name).map(|id| self.address_of(*id));
+        let holder = self
+            .global_names
+            .get(name)
+            .filter(|id| self.actors.contains_key(id))
+            .map(|id| self.address_of(*id));
         let (holder, bound) = match holder {
             Some(holder) => (holder, true),
             None => (self.address_of(0), false),
@@ -1739,6 +1770,16 @@ impl Admin {
             };
             if changed {
                 self.broadcast_name(name, holder, bound);
+            } else if let (true, Some(actual)) = (bound, table.holder(name)) {
+                // Not the claimant's to take: it learns who holds the name.
+                if let Some((_, _, gateway)) = &self.convention {
+                    let frame = GatewayFrame::NameBound {
+                        name: name.to_owned(),
+                        holder: actual,
+                        bound: true,
+                    };
+                    gateway.send(holder.node(), frame);
+                }
             }
             return;
         }
@@ -2066,7 +2107,7 @@ impl Admin {
     /// Tells a host that has completed its handshake which actor it hosts.
     fn send_start(&mut self, token: Token, id: ActorId) {
         let incarnation = self.tree.state(id).map_or(1, |(_, inc)| inc);
-        let parent = self.tree.parent(id).map(Address::local);
+        let parent = self.tree.parent(id).map(|p| self.address_of(p));
         let Some(rec) = self.actors.get_mut(&id) else { return };
         let start = FromAdmin::Start {
             actor: rec.address,

@@ -18,9 +18,14 @@
 //!  NameBound { bound: false } ──▶ free() ──▶ NameBound to every member
 //! ```
 //!
-//! A member that dies loses its names and its reservations (`node_lost`).
+//! A member that dies loses its names and its reservations (`node_lost`); a reservation
+//! never bound within [`RESERVATION_TTL`] (its create failed and the word was lost with a
+//! broken link) may be granted to another member.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
 
 use greenroom_protocol::{Address, NodeId};
 
@@ -35,23 +40,29 @@ pub enum Claim {
     Busy(NodeId),
 }
 
+/// How long a reservation keeps a name from other members without being bound: far longer
+/// than a create takes (a host start is milliseconds; a create times out after 50 s).
+pub const RESERVATION_TTL: Duration = Duration::from_secs(60);
+
 /// The leader's table of global names.
 #[derive(Debug, Default)]
 pub struct LeaderTable {
     bound: BTreeMap<String, Address>,
-    reserved: BTreeMap<String, NodeId>,
+    reserved: BTreeMap<String, (NodeId, Instant)>,
 }
 
 impl LeaderTable {
-    /// Node `by` wants `name`.
-    pub fn claim(&mut self, name: &str, by: NodeId) -> Claim {
+    /// Node `by` wants `name`, at `now`.
+    pub fn claim(&mut self, name: &str, by: NodeId, now: Instant) -> Claim {
         if let Some(holder) = self.bound.get(name) {
             return Claim::Held(*holder);
         }
         match self.reserved.get(name) {
-            Some(node) if *node != by => Claim::Busy(*node),
+            Some((node, at)) if *node != by && now.saturating_duration_since(*at) < RESERVATION_TTL => {
+                Claim::Busy(*node)
+            }
             _ => {
-                self.reserved.insert(name.to_owned(), by);
+                self.reserved.insert(name.to_owned(), (by, now));
                 Claim::Granted
             }
         }
@@ -60,7 +71,7 @@ impl LeaderTable {
     /// `holder` now holds `name`; `false` if that was not its to take (another holds it, or
     /// another member reserved it).
     pub fn bind(&mut self, name: &str, holder: Address) -> bool {
-        if self.bound.contains_key(name) || self.reserved.get(name).is_some_and(|n| *n != holder.node()) {
+        if self.bound.contains_key(name) || self.reserved.get(name).is_some_and(|(n, _)| *n != holder.node()) {
             return false;
         }
         self.reserved.remove(name);
@@ -74,7 +85,7 @@ impl LeaderTable {
             self.bound.remove(name);
             return true;
         }
-        if self.reserved.get(name) == Some(&holder.node()) {
+        if self.reserved.get(name).is_some_and(|(n, _)| *n == holder.node()) {
             // Reserved, and the create failed before the actor existed.
             self.reserved.remove(name);
         }
@@ -83,7 +94,7 @@ impl LeaderTable {
 
     /// The member of `node` is gone: the names its actors held, now free.
     pub fn node_lost(&mut self, node: NodeId) -> Vec<(String, Address)> {
-        self.reserved.retain(|_, n| *n != node);
+        self.reserved.retain(|_, (n, _)| *n != node);
         let freed: Vec<(String, Address)> = self
             .bound
             .iter()
@@ -94,6 +105,11 @@ impl LeaderTable {
             self.bound.remove(name);
         }
         freed
+    }
+
+    /// Who holds `name`, if anyone.
+    pub fn holder(&self, name: &str) -> Option<Address> {
+        self.bound.get(name).copied()
     }
 
     /// Every binding, for a member that joins.
@@ -111,29 +127,51 @@ mod tests {
 
     #[test]
     fn a_name_is_granted_once_then_held_and_free_again_when_its_holder_goes() {
-        let mut t = LeaderTable::default();
-        assert_eq!(t.claim("db", A), Claim::Granted);
-        assert_eq!(t.claim("db", A), Claim::Granted, "the same member may ask again");
-        assert_eq!(t.claim("db", B), Claim::Busy(A), "reserved for another");
+        let (mut t, now) = (LeaderTable::default(), Instant::now());
+        assert_eq!(t.claim("db", A, now), Claim::Granted);
+        assert_eq!(t.claim("db", A, now), Claim::Granted, "the same member may ask again");
+        assert_eq!(t.claim("db", B, now), Claim::Busy(A), "reserved for another");
         assert!(!t.bind("db", Address::new(B, 3)), "not B's to bind");
         assert!(t.bind("db", Address::new(A, 7)));
-        assert_eq!(t.claim("db", B), Claim::Held(Address::new(A, 7)));
+        assert_eq!(t.claim("db", B, now), Claim::Held(Address::new(A, 7)));
         assert!(!t.free("db", Address::new(A, 8)), "not its holder");
         assert!(t.free("db", Address::new(A, 7)));
-        assert_eq!(t.claim("db", B), Claim::Granted);
+        assert_eq!(t.claim("db", B, now), Claim::Granted);
     }
 
     #[test]
     fn a_lost_member_loses_its_names_and_reservations() {
-        let mut t = LeaderTable::default();
-        assert_eq!(t.claim("x", A), Claim::Granted);
+        let (mut t, now) = (LeaderTable::default(), Instant::now());
+        assert_eq!(t.claim("x", A, now), Claim::Granted);
         assert!(t.bind("x", Address::new(A, 2)));
-        assert_eq!(t.claim("y", A), Claim::Granted);
-        assert_eq!(t.claim("z", B), Claim::Granted);
+        assert_eq!(t.claim("y", A, now), Claim::Granted);
+        assert_eq!(t.claim("z", B, now), Claim::Granted);
         assert!(t.bind("z", Address::new(B, 2)));
         assert_eq!(t.node_lost(A), vec![("x".to_string(), Address::new(A, 2))]);
-        assert_eq!(t.claim("x", B), Claim::Granted);
-        assert_eq!(t.claim("y", B), Claim::Granted, "the reservation went with its member");
-        assert_eq!(t.claim("z", A), Claim::Held(Address::new(B, 2)));
+        assert_eq!(t.claim("x", B, now), Claim::Granted);
+        assert_eq!(
+            t.claim("y", B, now),
+            Claim::Granted,
+            "the reservation went with its member"
+        );
+        assert_eq!(t.claim("z", A, now), Claim::Held(Address::new(B, 2)));
+    }
+}
+
+#[cfg(test)]
+mod expiry {
+    use super::*;
+
+    #[test]
+    fn a_reservation_never_bound_expires_for_other_members() {
+        let (mut t, now) = (LeaderTable::default(), Instant::now());
+        assert_eq!(t.claim("q", NodeId(1), now), Claim::Granted);
+        assert_eq!(
+            t.claim("q", NodeId(2), now + RESERVATION_TTL / 2),
+            Claim::Busy(NodeId(1))
+        );
+        assert_eq!(t.claim("q", NodeId(2), now + RESERVATION_TTL), Claim::Granted);
+        assert!(!t.bind("q", Address::new(NodeId(1), 4)), "no longer the first member's");
+        assert!(t.bind("q", Address::new(NodeId(2), 4)));
     }
 }

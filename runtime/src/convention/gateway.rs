@@ -25,10 +25,19 @@
 //! connection ended because it stopped or was restarted, its machine died or the link
 //! broke), the gateway closes the sender's connection; the sender asks its admin about the
 //! address, which knows no actor of another node, and hands every unacknowledged message
-//! back: an `ask` fails at once, an actor's sends go to the dead-letter path. Messages of
-//! that stream still in flight behind the failure are not delivered (the receiving gateway
-//! remembers the lost pair until the sender starts a new stream), so nothing is both
-//! returned and delivered.
+//! back: an `ask` fails at once, an actor's sends go to the dead-letter path. Each sender
+//! connection is a *stream* with a number of its own, carried in every frame, so an ack or
+//! a loss about an earlier stream of the same pair is never applied to the current one; a
+//! message of a stream whose receiver connection is gone is answered with `Lost` again,
+//! never delivered on a new connection in the middle of a stream. A sender that closes its
+//! connection sends `Closed`, and the receiving gateway closes its connection to the
+//! receiver once everything it holds is written (as a local receiver still reads what a
+//! dead sender wrote).
+//!
+//! **In doubt.** When the link this gateway writes to a member breaks, the senders to that
+//! member get their unacknowledged messages back at once, though some may already have
+//! crossed and be delivered: with a broken link the gateway cannot know. (Admins waiting for
+//! that member, for a create or a global name, are told the same way.)
 //!
 //! **Not yet.** A receiver that restarts is not waited for, as a local one is: its remote
 //! senders get their unacknowledged messages back instead. A message the receiver was
@@ -40,7 +49,7 @@
 //! readers hand gateway frames to [`GatewaySink`].
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     io::{self, Write},
     net::{SocketAddr, TcpStream},
     path::PathBuf,
@@ -92,8 +101,9 @@ pub enum GatewayInput {
     Remote(GatewayFrame),
     /// Membership declared the member of this node down.
     NodeLost(NodeId, String),
-    /// The link this gateway writes to that node on broke (a writer's report).
-    LinkBroke(NodeId, String),
+    /// The link this gateway writes to that node on broke: a report from the writer of
+    /// that generation (a later writer's link is not affected).
+    LinkBroke(NodeId, u64, String),
     /// The admin's frame for the admin of this node (creates and their answers, notices).
     Send(NodeId, GatewayFrame),
     Stop,
@@ -129,13 +139,24 @@ impl Prepared {
     }
 }
 
+/// What the gateway hands the admin's loop.
+#[derive(Debug)]
+pub enum ForAdmin {
+    /// Another admin's frame: a create, its answer, a notice, a global-name frame (boxed:
+    /// rare, and much larger than the other variant).
+    Frame(Box<GatewayFrame>),
+    /// The link to this node broke: frames for its admin may have been lost, so whatever
+    /// waits for an answer from it fails now.
+    LinkBroke(NodeId),
+}
+
 /// The running gateway; dropping it stops the loop and removes `gateway.sock`.
 pub struct Gateway {
     sink: GatewaySink,
     socket: PathBuf,
     thread: Option<JoinHandle<()>>,
-    /// Frames other admins sent this one (creates, their answers, notices).
-    for_admin: mpsc::Receiver<GatewayFrame>,
+    /// Frames other admins sent this one (creates, their answers, notices), and links lost.
+    for_admin: mpsc::Receiver<ForAdmin>,
 }
 
 impl Gateway {
@@ -183,8 +204,9 @@ impl Gateway {
             next_token: FIRST_CONN,
             senders: HashMap::new(),
             receivers: HashMap::new(),
-            lost: HashSet::new(),
+            next_stream: 1,
             writers: HashMap::new(),
+            next_writer: 1,
             directory,
             links,
             rescan: Vec::new(),
@@ -220,8 +242,8 @@ impl Gateway {
         self.sink.send(GatewayInput::Send(node, frame));
     }
 
-    /// What other admins sent this one since the last call.
-    pub fn take_for_admin(&self) -> Vec<GatewayFrame> {
+    /// What other admins sent this one since the last call, and the links lost.
+    pub fn take_for_admin(&self) -> Vec<ForAdmin> {
         self.for_admin.try_iter().collect()
     }
 }
@@ -247,15 +269,17 @@ struct Side {
     /// A sender's side: the last message forwarded, and the last acknowledged.
     forwarded: u64,
     acked: u64,
+    /// A receiver's side whose stream is closed: dropped once `out` is written.
+    closing: bool,
 }
 
 enum Kind {
-    /// A local sender's connection, for messages to another node; the pair once its
-    /// handshake is read.
-    Sender(Option<Pair>),
-    /// The gateway's connection to a local receiver, for a remote sender; `accepted` once
-    /// the receiver's handshake reply has come.
-    Receiver { pair: Pair, accepted: bool },
+    /// A local sender's connection, for messages to another node; its pair and stream
+    /// number once its handshake is read.
+    Sender(Option<(Pair, u64)>),
+    /// The gateway's connection to a local receiver, for a remote sender's stream;
+    /// `accepted` once the receiver's handshake reply has come.
+    Receiver { pair: Pair, stream: u64, accepted: bool },
 }
 
 struct Loop {
@@ -270,19 +294,19 @@ struct Loop {
     next_token: usize,
     /// Local senders' connections, by pair.
     senders: HashMap<Pair, Token>,
-    /// Connections to local receivers, by pair.
+    /// Connections to local receivers, by pair (one stream at a time).
     receivers: HashMap<Pair, Token>,
-    /// Remote pairs whose receiver was lost: later messages of the same stream are not
-    /// delivered (their sender gets them back); a new stream (seq 1) starts afresh.
-    lost: HashSet<Pair>,
-    /// One writer thread per node sent to.
-    writers: HashMap<NodeId, mpsc::Sender<Vec<u8>>>,
+    /// The number of the next local sender connection.
+    next_stream: u64,
+    /// One writer thread per node sent to, with its generation.
+    writers: HashMap<NodeId, (u64, mpsc::Sender<Vec<u8>>)>,
+    next_writer: u64,
     directory: Directory,
     links: LinkConfig,
     /// Connections whose read stopped at the budget, to read again before blocking.
     rescan: Vec<Token>,
     /// Where frames for this admin go, and how to wake its loop.
-    admin: (mpsc::Sender<GatewayFrame>, Arc<Waker>),
+    admin: (mpsc::Sender<ForAdmin>, Arc<Waker>),
     /// Accepted connections waiting for their handshake: the same deadline and bound as
     /// every other listening socket of the system.
     pending: Pending,
@@ -354,7 +378,13 @@ impl Loop {
             match self.inputs.try_recv() {
                 Ok(GatewayInput::Remote(frame)) => self.remote(frame),
                 Ok(GatewayInput::NodeLost(node, reason)) => self.node_lost(node, &reason, true),
-                Ok(GatewayInput::LinkBroke(node, reason)) => self.node_lost(node, &reason, false),
+                Ok(GatewayInput::LinkBroke(node, generation, reason)) => {
+                    // A report from a writer already replaced is about a link already gone.
+                    if self.writers.get(&node).is_some_and(|(g, _)| *g == generation) {
+                        self.node_lost(node, &reason, false);
+                        self.to_admin(ForAdmin::LinkBroke(node));
+                    }
+                }
                 Ok(GatewayInput::Send(node, frame)) => {
                     if let Err(why) = self.forward(node, frame) {
                         tracing::warn!(node = node.0, reason = %why, "gateway: a frame for another admin could not be sent");
@@ -396,6 +426,7 @@ impl Loop {
                     kind: Kind::Sender(None),
                     forwarded: 0,
                     acked: 0,
+                    closing: false,
                 },
             );
             self.pending.push(token);
@@ -450,8 +481,12 @@ impl Loop {
         if fill.eof {
             match self.conns.get(&token).map(|side| &side.kind) {
                 // A sender that went away takes its unacknowledged messages with it, as it
-                // does for a local receiver: nobody is owed anything.
-                Some(Kind::Sender(_)) => {
+                // does for a local receiver: nobody is owed anything. The receiver's side
+                // closes once it has written what it holds.
+                Some(Kind::Sender(stream)) => {
+                    if let Some(((from, to), stream)) = *stream {
+                        let _ = self.forward(to.node(), GatewayFrame::Closed { from, to, stream });
+                    }
                     tracing::debug!("gateway: a sender closed its connection");
                     self.drop_side(token);
                 }
@@ -465,18 +500,24 @@ impl Loop {
     /// One frame from a local connection.
     fn frame(&mut self, token: Token, body: &[u8]) {
         let state = match self.conns.get(&token).map(|side| &side.kind) {
-            Some(Kind::Sender(pair)) => (*pair, None),
-            Some(Kind::Receiver { pair, accepted }) => (None, Some((*pair, *accepted))),
+            Some(Kind::Sender(stream)) => (*stream, None),
+            Some(Kind::Receiver { pair, stream, accepted }) => (None, Some((*pair, *stream, *accepted))),
             None => return,
         };
         match state {
             (None, None) => self.sender_handshake(token, body),
-            (Some((from, to)), _) => match decode::<DataFrame>(body, "data frame") {
+            (Some(((from, to), stream)), _) => match decode::<DataFrame>(body, "data frame") {
                 Ok(DataFrame::Message { seq, payload }) => {
                     if let Some(side) = self.conns.get_mut(&token) {
                         side.forwarded = seq;
                     }
-                    let frame = GatewayFrame::Message { from, to, seq, payload };
+                    let frame = GatewayFrame::Message {
+                        from,
+                        to,
+                        stream,
+                        seq,
+                        payload,
+                    };
                     if let Err(why) = self.forward(to.node(), frame) {
                         self.close(token, &why);
                     }
@@ -486,19 +527,23 @@ impl Loop {
                     self.close(token, &format!("bad data frame: {e}"));
                 }
             },
-            (None, Some((pair, false))) => match HandshakeReply::decode(body) {
+            (None, Some((pair, stream, false))) => match HandshakeReply::decode(body) {
                 Ok(HandshakeReply { refusal: None, .. }) => {
                     if let Some(side) = self.conns.get_mut(&token) {
-                        side.kind = Kind::Receiver { pair, accepted: true };
+                        side.kind = Kind::Receiver {
+                            pair,
+                            stream,
+                            accepted: true,
+                        };
                     }
                 }
                 Ok(HandshakeReply { refusal: Some(why), .. }) => self.close(token, &format!("refused: {why}")),
                 Err(e) => self.close(token, &format!("bad handshake reply: {e}")),
             },
-            (None, Some(((from, to), true))) => match decode::<DataReply>(body, "data reply") {
+            (None, Some(((from, to), stream, true))) => match decode::<DataReply>(body, "data reply") {
                 Ok(DataReply::Ack { upto }) => {
                     // Acks are cumulative: one lost with a broken link is covered by the next.
-                    let _ = self.forward(from.node(), GatewayFrame::Ack { from, to, upto });
+                    let _ = self.forward(from.node(), GatewayFrame::Ack { from, to, stream, upto });
                 }
                 Err(e) => self.close(token, &format!("bad data reply: {e}")),
             },
@@ -522,12 +567,14 @@ impl Loop {
             refusal: checked.as_ref().err().map(|(why, _)| why.clone()),
             incarnation: u32::from(checked.is_ok()),
         };
+        let stream = self.next_stream;
+        self.next_stream += 1;
         let Some(side) = self.conns.get_mut(&token) else { return };
         if let Err(e) = reply.encode(&mut side.out) {
             tracing::error!(error = %e, "gateway: could not encode a handshake reply");
         }
         if let Ok(pair) = checked {
-            side.kind = Kind::Sender(Some(pair));
+            side.kind = Kind::Sender(Some((pair, stream)));
         }
         self.flush(token);
         match checked {
@@ -571,11 +618,13 @@ impl Loop {
             let Some(addr) = self.directory.addr_of(node) else {
                 return Err(format!("no member of the convention is node {}", node.0));
             };
-            let writer = start_writer(node, addr, self.links.clone(), self.sink.clone())
+            let generation = self.next_writer;
+            self.next_writer += 1;
+            let writer = start_writer(node, generation, addr, self.links.clone(), self.sink.clone())
                 .map_err(|e| format!("could not start a writer for {addr}: {e}"))?;
-            self.writers.insert(node, writer);
+            self.writers.insert(node, (generation, writer));
         }
-        match self.writers.get(&node).map(|w| w.send(bytes)) {
+        match self.writers.get(&node).map(|(_, w)| w.send(bytes)) {
             Some(Ok(())) => Ok(()),
             _ => {
                 self.writers.remove(&node);
@@ -587,27 +636,41 @@ impl Loop {
     /// A frame from another member's gateway.
     fn remote(&mut self, frame: GatewayFrame) {
         match frame {
-            GatewayFrame::Message { from, to, seq, payload } => {
+            GatewayFrame::Message {
+                from,
+                to,
+                stream,
+                seq,
+                payload,
+            } => {
                 let pair = (from, to);
-                if seq == 1 {
-                    // A new stream from this sender: whatever came before is settled.
-                    self.lost.remove(&pair);
-                    if let Some(old) = self.receivers.remove(&pair) {
-                        self.drop_side(old);
-                    }
-                } else if self.lost.contains(&pair) {
-                    tracing::debug!(%from, %to, seq, "gateway: message behind a lost receiver not delivered (its sender gets it back)");
-                    return;
-                }
-                let token = match self.receivers.get(&pair) {
-                    Some(token) => *token,
-                    None => match self.open_receiver(pair) {
-                        Ok(token) => token,
-                        Err(why) => {
-                            self.receiver_lost(pair, &why);
-                            return;
+                let current = self.receivers.get(&pair).copied().filter(|t| {
+                    matches!(self.conns.get(t), Some(Side { kind: Kind::Receiver { stream: s, .. }, .. }) if *s == stream)
+                });
+                let token = match current {
+                    Some(token) => token,
+                    // A new stream of this pair: whatever came before is settled at its
+                    // sender (it closed that connection or was told it was lost).
+                    None if seq == 1 => {
+                        if let Some(old) = self.receivers.remove(&pair) {
+                            self.close_after_writing(old);
                         }
-                    },
+                        match self.open_receiver(pair, stream) {
+                            Ok(token) => token,
+                            Err(why) => {
+                                self.receiver_lost(pair, stream, &why);
+                                return;
+                            }
+                        }
+                    }
+                    // The middle of a stream whose receiver connection is gone: never on a
+                    // new connection (the receiver would take it for a fresh start). Its
+                    // sender is told, again for every such message, in case a `Lost` was
+                    // itself lost with a broken link.
+                    None => {
+                        self.receiver_lost(pair, stream, "the receiver's connection for this stream is gone");
+                        return;
+                    }
                 };
                 let Some(side) = self.conns.get_mut(&token) else { return };
                 if let Err(e) = DataFrame::encode_message(&mut side.out, seq, &payload, self.max_frame) {
@@ -617,8 +680,8 @@ impl Loop {
                 }
                 self.flush(token);
             }
-            GatewayFrame::Ack { from, to, upto } => {
-                let Some(&token) = self.senders.get(&(from, to)) else {
+            GatewayFrame::Ack { from, to, stream, upto } => {
+                let Some(token) = self.sender_of(from, to, stream) else {
                     return;
                 };
                 let Some(side) = self.conns.get_mut(&token) else { return };
@@ -627,9 +690,23 @@ impl Loop {
                     self.flush(token);
                 }
             }
-            GatewayFrame::Lost { from, to, reason } => {
-                if let Some(&token) = self.senders.get(&(from, to)) {
+            GatewayFrame::Lost {
+                from,
+                to,
+                stream,
+                reason,
+            } => {
+                if let Some(token) = self.sender_of(from, to, stream) {
                     self.close(token, &reason);
+                }
+            }
+            GatewayFrame::Closed { from, to, stream } => {
+                let current = self.receivers.get(&(from, to)).copied().filter(|t| {
+                    matches!(self.conns.get(t), Some(Side { kind: Kind::Receiver { stream: s, .. }, .. }) if *s == stream)
+                });
+                if let Some(token) = current {
+                    self.receivers.remove(&(from, to));
+                    self.close_after_writing(token);
                 }
             }
             frame @ (GatewayFrame::Create { .. }
@@ -637,22 +714,42 @@ impl Loop {
             | GatewayFrame::Notice { .. }
             | GatewayFrame::ClaimName { .. }
             | GatewayFrame::NameClaim { .. }
-            | GatewayFrame::NameBound { .. }) => {
-                if self.admin.0.send(frame).is_ok() {
-                    let _ = self.admin.1.wake();
-                }
-            }
+            | GatewayFrame::NameBound { .. }) => self.to_admin(ForAdmin::Frame(Box::new(frame))),
+        }
+    }
+
+    /// The local sender's connection of `stream` of the pair, if it is still the current one.
+    fn sender_of(&self, from: Address, to: Address, stream: u64) -> Option<Token> {
+        let token = *self.senders.get(&(from, to))?;
+        match self.conns.get(&token)?.kind {
+            Kind::Sender(Some((_, s))) if s == stream => Some(token),
+            _ => None,
+        }
+    }
+
+    fn to_admin(&self, input: ForAdmin) {
+        if self.admin.0.send(input).is_ok() {
+            let _ = self.admin.1.wake();
+        }
+    }
+
+    /// Drops a receiver connection once what it holds is written (at once if nothing is).
+    fn close_after_writing(&mut self, token: Token) {
+        let Some(side) = self.conns.get_mut(&token) else { return };
+        side.closing = true;
+        if side.written >= side.out.len() {
+            self.drop_side(token);
         }
     }
 
     /// Opens a data connection to the local receiver of `pair`, as its remote sender.
-    fn open_receiver(&mut self, pair: Pair) -> std::result::Result<Token, String> {
+    fn open_receiver(&mut self, pair: Pair, stream: u64) -> std::result::Result<Token, String> {
         let (from, to) = pair;
         if to.node() != self.me {
             return Err(format!("{to} is not an address of this node"));
         }
         let path = runtime_dir::socket_path(&self.rundir, to);
-        let mut stream = UnixStream::connect(&path).map_err(|e| match e.kind() {
+        let mut socket = UnixStream::connect(&path).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
                 format!("no actor {to} on its node (gone, or never there)")
             }
@@ -664,34 +761,38 @@ impl Loop {
         }
         .encode(&mut out)
         .map_err(|e| format!("handshake: {e}"))?;
-        let token = self.register(&mut stream);
+        let token = self.register(&mut socket);
         self.conns.insert(
             token,
             Side {
-                stream,
+                stream: socket,
                 reader: FrameReader::new(self.max_frame),
                 out,
                 written: 0,
-                kind: Kind::Receiver { pair, accepted: false },
+                kind: Kind::Receiver {
+                    pair,
+                    stream,
+                    accepted: false,
+                },
                 forwarded: 0,
                 acked: 0,
+                closing: false,
             },
         );
         self.receivers.insert(pair, token);
         Ok(token)
     }
 
-    /// Tells the sender's gateway that `pair`'s receiver is lost, and delivers nothing more
-    /// of the stream.
-    fn receiver_lost(&mut self, pair: Pair, reason: &str) {
+    /// Tells the sender's gateway that the receiver of `pair`'s `stream` is lost.
+    fn receiver_lost(&mut self, pair: Pair, stream: u64, reason: &str) {
         let (from, to) = pair;
         tracing::info!(%from, %to, %reason, "gateway: receiver unreachable; its remote sender gets its messages back");
-        self.lost.insert(pair);
         let _ = self.forward(
             from.node(),
             GatewayFrame::Lost {
                 from,
                 to,
+                stream,
                 reason: reason.to_owned(),
             },
         );
@@ -721,10 +822,11 @@ impl Loop {
             .filter(|((from, _), _)| from.node() == node)
             .map(|(_, t)| *t)
             .collect();
+        // What their dead senders sent is still written, as a local receiver still reads
+        // what a dead sender wrote.
         for token in theirs {
-            self.drop_side(token);
+            self.close_after_writing(token);
         }
-        self.lost.retain(|(from, _)| from.node() != node);
     }
 
     /// Closes a connection: a receiver's loss is reported to its remote sender; a sender
@@ -733,11 +835,11 @@ impl Loop {
     fn close(&mut self, token: Token, why: &str) {
         let Some(side) = self.conns.get(&token) else { return };
         match side.kind {
-            Kind::Receiver { pair, .. } => {
+            Kind::Receiver { pair, stream, .. } => {
                 self.drop_side(token);
-                self.receiver_lost(pair, &format!("its connection ended ({why})"));
+                self.receiver_lost(pair, stream, &format!("its connection ended ({why})"));
             }
-            Kind::Sender(Some((from, to))) if side.forwarded > side.acked => {
+            Kind::Sender(Some(((from, to), _))) if side.forwarded > side.acked => {
                 let unacknowledged = side.forwarded - side.acked;
                 tracing::warn!(%from, %to, unacknowledged, reason = %why,
                     "messages to an actor of another node come back undelivered");
@@ -757,7 +859,7 @@ impl Loop {
         };
         let _ = self.poll.registry().deregister(&mut side.stream);
         match side.kind {
-            Kind::Sender(Some(pair)) if self.senders.get(&pair) == Some(&token) => {
+            Kind::Sender(Some((pair, _))) if self.senders.get(&pair) == Some(&token) => {
                 self.senders.remove(&pair);
             }
             Kind::Receiver { pair, .. } if self.receivers.get(&pair) == Some(&token) => {
@@ -784,6 +886,9 @@ impl Loop {
         }
         side.out.clear();
         side.written = 0;
+        if side.closing {
+            self.drop_side(token);
+        }
     }
 }
 
@@ -803,6 +908,7 @@ fn awaiting_handshake(conns: &HashMap<Token, Side>, token: Token) -> bool {
 /// starts a new writer for the next message.
 fn start_writer(
     node: NodeId,
+    generation: u64,
     addr: SocketAddr,
     links: LinkConfig,
     sink: GatewaySink,
@@ -822,13 +928,17 @@ fn start_writer(
             let mut link = match opened {
                 Ok(link) => link,
                 Err(why) => {
-                    sink.send(GatewayInput::LinkBroke(node, why));
+                    sink.send(GatewayInput::LinkBroke(node, generation, why));
                     return;
                 }
             };
             for bytes in rx {
                 if let Err(e) = link.send(&bytes) {
-                    sink.send(GatewayInput::LinkBroke(node, format!("link to {addr} broke: {e}")));
+                    sink.send(GatewayInput::LinkBroke(
+                        node,
+                        generation,
+                        format!("link to {addr} broke: {e}"),
+                    ));
                     return;
                 }
             }
