@@ -70,6 +70,41 @@ impl Actor for Recorder {
     }
 }
 
+/// Ask a [`Tally`] what it has counted; answered with [`Tallied`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TallyReport;
+
+/// What a [`Tally`] counted: distinct numbers, and numbers it had already seen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tallied {
+    pub distinct: u64,
+    pub repeats: u64,
+}
+
+/// Counts the `u64`s it receives, and any it receives twice.
+#[derive(Default)]
+pub struct Tally {
+    seen: std::collections::BTreeSet<u64>,
+    repeats: u64,
+}
+
+impl Actor for Tally {
+    fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, sender: Address) -> ActorResult {
+        if let Some(n) = msg.downcast::<u64>() {
+            if !self.seen.insert(n) {
+                self.repeats += 1;
+            }
+        } else if msg.is::<TallyReport>() {
+            let tallied = Tallied {
+                distinct: self.seen.len() as u64,
+                repeats: self.repeats,
+            };
+            ctx.send(sender, tallied)?;
+        }
+        Ok(())
+    }
+}
+
 /// Tells a [`Blaster`] to send `0..count` to `to`, then reply `true` to the asker.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Blast {

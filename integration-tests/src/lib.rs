@@ -17,6 +17,7 @@ pub fn registry() -> greenroom::Registry {
         .register::<Echo>()
         .register::<Silent>()
         .register::<Recorder>()
+        .register::<Tally>()
         .register::<Blaster>()
         .register::<Forwarder>()
         .register::<Spawner>()

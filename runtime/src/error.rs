@@ -40,8 +40,9 @@ pub enum Error {
     #[error("actor {address} is gone ({cause}); messages to it can no longer be delivered")]
     ActorGone { address: Address, cause: ExitCause },
 
-    /// No actor was ever created at this address in this system.
-    #[error("no actor at {0}: this actor system never created that address")]
+    /// No actor was ever created at this address in this system (or, for an address of another
+    /// member of a convention, that member could not be reached).
+    #[error("no actor at {0}: this actor system never created that address, or, for an address of another member of a convention, that member could not be reached (the messages sent to it came back)")]
     UnknownActor(Address),
 
     /// `ask` waited the whole timeout without a reply.

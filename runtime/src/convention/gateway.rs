@@ -299,7 +299,7 @@ struct Loop {
     /// The number of the next local sender connection.
     next_stream: u64,
     /// One writer thread per node sent to, with its generation.
-    writers: HashMap<NodeId, (u64, mpsc::Sender<Vec<u8>>)>,
+    writers: HashMap<NodeId, (u64, mpsc::Sender<ToWriter>)>,
     next_writer: u64,
     directory: Directory,
     links: LinkConfig,
@@ -624,7 +624,7 @@ impl Loop {
                 .map_err(|e| format!("could not start a writer for {addr}: {e}"))?;
             self.writers.insert(node, (generation, writer));
         }
-        match self.writers.get(&node).map(|(_, w)| w.send(bytes)) {
+        match self.writers.get(&node).map(|(_, w)| w.send(ToWriter::Frame(bytes))) {
             Some(Ok(())) => Ok(()),
             _ => {
                 self.writers.remove(&node);
@@ -803,7 +803,11 @@ impl Loop {
     /// gone, the streams of its senders end too. (A broken link alone leaves its senders'
     /// streams: what they still send arrives on their own link.)
     fn node_lost(&mut self, node: NodeId, reason: &str, gone: bool) {
-        self.writers.remove(&node);
+        if let Some((_, writer)) = self.writers.remove(&node) {
+            // Its senders get what they sent back now: what the link still holds must not
+            // arrive after all when a partition heals.
+            let _ = writer.send(ToWriter::Abort);
+        }
         let ours: Vec<Token> = self
             .senders
             .iter()
@@ -892,6 +896,14 @@ impl Loop {
     }
 }
 
+/// What the loop hands a writer thread.
+enum ToWriter {
+    /// An encoded `ConventionFrame`, to send in order.
+    Frame(Vec<u8>),
+    /// Reset the link, discarding what it has not sent: its member is given up on.
+    Abort,
+}
+
 /// Whether `token` is a local sender's connection whose handshake has not come yet.
 fn awaiting_handshake(conns: &HashMap<Token, Side>, token: Token) -> bool {
     matches!(
@@ -912,8 +924,8 @@ fn start_writer(
     addr: SocketAddr,
     links: LinkConfig,
     sink: GatewaySink,
-) -> io::Result<mpsc::Sender<Vec<u8>>> {
-    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+) -> io::Result<mpsc::Sender<ToWriter>> {
+    let (tx, rx) = mpsc::channel::<ToWriter>();
     std::thread::Builder::new()
         .name("convention-gateway-writer".into())
         .spawn(move || {
@@ -932,7 +944,14 @@ fn start_writer(
                     return;
                 }
             };
-            for bytes in rx {
+            for write in rx {
+                let bytes = match write {
+                    ToWriter::Frame(bytes) => bytes,
+                    ToWriter::Abort => {
+                        link.abort();
+                        return;
+                    }
+                };
                 if let Err(e) = link.send(&bytes) {
                     sink.send(GatewayInput::LinkBroke(
                         node,

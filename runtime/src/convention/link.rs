@@ -267,6 +267,19 @@ impl Link {
         }
     }
 
+    /// Ends the link at once with a reset, discarding what the kernel has not sent yet:
+    /// for a peer given up on (its senders got those messages back), so that nothing is
+    /// delivered after all once a partition heals.
+    pub fn abort(self) {
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        if let Err(e) = nix::sys::socket::setsockopt(&self.stream, nix::sys::socket::sockopt::Linger, &linger) {
+            tracing::debug!(peer = %self.peer, error = %e, "could not set SO_LINGER to reset a link");
+        }
+    }
+
     /// Sends one frame (up to the peer's maximum), in as many Noise messages as it takes.
     /// Any error ends the link.
     pub fn send(&mut self, frame: &[u8]) -> Result<()> {
