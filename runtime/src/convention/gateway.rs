@@ -483,10 +483,7 @@ impl Loop {
                 // A sender that went away takes its unacknowledged messages with it, as it
                 // does for a local receiver: nobody is owed anything. The receiver's side
                 // closes once it has written what it holds.
-                Some(Kind::Sender(stream)) => {
-                    if let Some(((from, to), stream)) = *stream {
-                        let _ = self.forward(to.node(), GatewayFrame::Closed { from, to, stream });
-                    }
+                Some(Kind::Sender(_)) => {
                     tracing::debug!("gateway: a sender closed its connection");
                     self.drop_side(token);
                 }
@@ -856,12 +853,17 @@ impl Loop {
         }
     }
 
-    /// Forgets a connection without telling anyone.
+    /// Forgets a connection. A sender's stream, however it ends (the sender closed it, a
+    /// write to it failed, its receiver was lost), is closed at the receiving gateway too,
+    /// so that its connection to the receiver does not outlive it.
     fn drop_side(&mut self, token: Token) {
         let Some(mut side) = self.conns.remove(&token) else {
             return;
         };
         let _ = self.poll.registry().deregister(&mut side.stream);
+        if let Kind::Sender(Some(((from, to), stream))) = side.kind {
+            let _ = self.forward(to.node(), GatewayFrame::Closed { from, to, stream });
+        }
         match side.kind {
             Kind::Sender(Some((pair, _))) if self.senders.get(&pair) == Some(&token) => {
                 self.senders.remove(&pair);

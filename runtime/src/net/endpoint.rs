@@ -220,6 +220,8 @@ pub struct Endpoint {
     ack_due: Option<Instant>,
     /// Connections with processed messages not yet acknowledged (may repeat).
     ack_pending: Vec<Token>,
+    /// A connection was queued for writing while `pump` handled events (a reconnect).
+    requeued: bool,
     spinner: Spinner,
     scratch: Vec<u8>,
     /// This host's delivery ledger (hosts only; clients keep none).
@@ -273,6 +275,7 @@ impl Endpoint {
             dirty: Vec::new(),
             ack_due: None,
             ack_pending: Vec::new(),
+            requeued: false,
             spinner: Spinner::new(),
             scratch: Vec::new(),
             ledger: None,
@@ -626,7 +629,9 @@ impl Endpoint {
         if unrecorded || done_upto.saturating_sub(conn.acked) >= ACK_BATCH {
             self.send_ack(receipt.token);
         } else {
-            self.ack_pending.push(receipt.token);
+            if self.ack_pending.last() != Some(&receipt.token) {
+                self.ack_pending.push(receipt.token);
+            }
             if self.ack_due.is_none() {
                 self.ack_due = Some(Instant::now() + ACK_DELAY);
             }
@@ -757,8 +762,9 @@ impl Endpoint {
         }
         // What was queued while handling events (a reconnect's resend) is written now: a
         // data socket reports room only after a write has blocked (see
-        // `set_write_interest`), so no later event would start it.
-        if !self.dirty.is_empty() {
+        // `set_write_interest`), so no later event would start it. (Connections already
+        // waiting for room are not tried again here: their writable event will come.)
+        if std::mem::take(&mut self.requeued) {
             self.flush();
         }
         Ok(())
@@ -1030,6 +1036,7 @@ impl Endpoint {
                 conn.hello_written = 0;
                 conn.written = 0;
                 self.dirty.push(token);
+                self.requeued = true;
             }
             Err(e) => {
                 let cause = LostCause::Refused(format!("reconnect to {} failed: {e}", path.display()));

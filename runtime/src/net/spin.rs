@@ -17,9 +17,12 @@
 //!
 //! It must not cost an idle system anything, so the spin is *adaptive*: armed only after a
 //! blocking wait that ended with an event within [`SHORT_WAIT`] (the endpoint is in a
-//! conversation), and disarmed by a spin that finds nothing. A loop that falls idle
-//! therefore spins once, for at most [`SPIN_FOR`], and then sleeps until its next event;
-//! one woken after a long sleep does not spin until it is busy again.
+//! conversation), and disarmed by a spin that finds nothing. After a spin that found
+//! nothing, only an event that comes within [`SPIN_FOR`] arms it again (one that comes
+//! later would not have been caught): an actor whose messages come every 100–200 µs would
+//! otherwise spin in vain before each (measured: 55% of a CPU instead of 13% at 100 µs).
+//! A loop that falls idle therefore spins once, for at most [`SPIN_FOR`], and then sleeps
+//! until its next event; one woken after a long sleep does not spin until it is busy again.
 
 use std::{
     io,
@@ -39,6 +42,8 @@ pub const SHORT_WAIT: Duration = Duration::from_micros(200);
 #[derive(Debug)]
 pub(crate) struct Spinner {
     armed: bool,
+    /// The last spin found nothing: only an event within [`SPIN_FOR`] arms it again.
+    strict: bool,
     /// Spinning on a process allowed only one CPU would only delay its peer.
     enabled: bool,
 }
@@ -47,6 +52,7 @@ impl Spinner {
     pub(crate) fn new() -> Self {
         Spinner {
             armed: false,
+            strict: false,
             enabled: std::thread::available_parallelism().is_ok_and(|n| n.get() > 1),
         }
     }
@@ -85,17 +91,20 @@ impl Spinner {
         loop {
             wait_ready(poll, events, Some(Duration::ZERO), ready)?;
             if !ready.is_empty() {
+                self.strict = false;
                 return Ok(true);
             }
             if start.elapsed() >= spin_for {
                 self.armed = false;
+                self.strict = true;
                 return Ok(false);
             }
             std::thread::yield_now();
         }
     }
 
-    /// Waits up to `timeout` for events; arms the spin if one came within [`SHORT_WAIT`].
+    /// Waits up to `timeout` for events; arms the spin if one came within [`SHORT_WAIT`]
+    /// (within [`SPIN_FOR`] after a spin that found nothing).
     pub(crate) fn block(
         &mut self,
         poll: &mut Poll,
@@ -105,7 +114,8 @@ impl Spinner {
     ) -> io::Result<()> {
         let before = Instant::now();
         wait_ready(poll, events, timeout, ready)?;
-        if !ready.is_empty() && before.elapsed() < SHORT_WAIT {
+        let soon = if self.strict { SPIN_FOR } else { SHORT_WAIT };
+        if !ready.is_empty() && before.elapsed() < soon {
             self.armed = true;
         }
         Ok(())
