@@ -313,8 +313,10 @@ impl Host {
             }
             // Left unprocessed and unacknowledged on purpose: when this host exits, the
             // sender gets the message back as undelivered (its `ask` fails at once, an actor
-            // logs a dead letter).
+            // logs a dead letter). Held, so that exit traffic processed after it on the same
+            // connection does not acknowledge it too.
             tracing::debug!(%sender, message_type = msg.tag(), "actor is exiting; message left unprocessed");
+            self.endpoint.hold(&receipt);
             return Ok(());
         }
         if self.holds_back(sender, &msg) {

@@ -342,6 +342,26 @@ on_both_bases! {
         assert!(matches!(sys.create_actor::<GpuWorker>(), Err(Error::NoCompatibleSystem { .. })));
     }
 
+    fn a_message_an_exiting_actor_leaves_comes_back_even_if_exit_traffic_follows_it(sys) {
+        let mortuary = sys.create_actor::<Mortuary>().unwrap();
+        let _: bool = sys.ask(mortuary, TakeDeadLetters, T).unwrap();
+        let echo = sys.create_actor::<Echo>().unwrap();
+        // On one connection: the exit request, a message the exiting actor will not run,
+        // and another exit request, which it does run: that must not acknowledge the message.
+        sys.tell(echo, ActorExitRequest).unwrap();
+        let late = sys.tell(echo, "too late".to_string());
+        if sys.is_simple() {
+            // The simple base runs each tell to its end: the actor is gone by now, and the
+            // message is refused at once instead.
+            assert!(matches!(late, Err(Error::ActorGone { .. })), "{late:?}");
+            return;
+        }
+        late.unwrap();
+        sys.tell(echo, ActorExitRequest).unwrap();
+        let seen = next_of::<DeadSeen>(&sys);
+        assert_eq!((seen.target, seen.text.as_deref()), (echo, Some("too late")));
+    }
+
     fn a_running_actor_whose_check_refuses_changed_capabilities_is_asked_to_exit(sys) {
         let gone = |address: Address| {
             let deadline = std::time::Instant::now() + T;
