@@ -630,6 +630,33 @@ struct HostBackend<'a> {
     exiting: bool,
 }
 
+impl HostBackend<'_> {
+    /// Asks the admin for a child, here or (`on`) on another member of the convention; the
+    /// child is this actor's to stop when it exits (a named actor is the system's).
+    fn create_child(
+        &mut self,
+        type_name: &str,
+        spec: ChildSpec,
+        global_name: Option<&str>,
+        requirements: &Capabilities,
+        on: Option<NodeId>,
+    ) -> greenroom::Result<Address> {
+        if self.exiting {
+            return Err(Error::Create {
+                type_name: type_name.to_owned(),
+                failure: CreateFailure::ParentExiting,
+            });
+        }
+        let created = self
+            .endpoint
+            .create_actor(type_name, spec, global_name, requirements, on, CREATE_TIMEOUT)?;
+        if global_name.is_none() {
+            self.children.push(created);
+        }
+        Ok(created)
+    }
+}
+
 impl Backend for HostBackend<'_> {
     fn send(&mut self, to: Address, msg: AnyMessage) -> greenroom::Result<()> {
         // Past the window, a send fails and the actor decides what to do, rather than queue
@@ -700,20 +727,7 @@ impl Backend for HostBackend<'_> {
         global_name: Option<&str>,
         requirements: &Capabilities,
     ) -> greenroom::Result<Address> {
-        if self.exiting {
-            return Err(Error::Create {
-                type_name: type_name.to_owned(),
-                failure: CreateFailure::ParentExiting,
-            });
-        }
-        let created = self
-            .endpoint
-            .create_actor(type_name, spec, global_name, requirements, None, CREATE_TIMEOUT)?;
-        // A named actor belongs to the system, not to this one.
-        if global_name.is_none() {
-            self.children.push(created);
-        }
-        Ok(created)
+        self.create_child(type_name, spec, global_name, requirements, None)
     }
 
     fn convention_members(&mut self) -> greenroom::Result<Vec<(NodeId, Capabilities, u64)>> {
@@ -727,17 +741,7 @@ impl Backend for HostBackend<'_> {
         spec: ChildSpec,
         requirements: &Capabilities,
     ) -> greenroom::Result<Address> {
-        if self.exiting {
-            return Err(Error::Create {
-                type_name: type_name.to_owned(),
-                failure: CreateFailure::ParentExiting,
-            });
-        }
-        let created = self
-            .endpoint
-            .create_actor(type_name, spec, None, requirements, Some(node), CREATE_TIMEOUT)?;
-        self.children.push(created);
-        Ok(created)
+        self.create_child(type_name, spec, None, requirements, Some(node))
     }
 }
 

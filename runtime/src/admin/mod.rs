@@ -563,14 +563,9 @@ impl Admin {
             rec.stop_pending = true;
             return;
         }
-        if let (Some(token), Ok(msg)) = (rec.control, AnyMessage::new(&ActorExitRequest)) {
-            self.send(
-                token,
-                &FromAdmin::Deliver {
-                    sender: self.address_of(0),
-                    payload: msg.into_payload(),
-                },
-            );
+        if let Some(token) = rec.control {
+            let system = self.address_of(0);
+            self.deliver_runtime(token, system, &ActorExitRequest);
         }
     }
 
@@ -772,16 +767,22 @@ impl Admin {
             let Some(token) = self.actors.get(&parent).and_then(|r| r.control) else {
                 continue;
             };
-            match AnyMessage::new(&ChildActorExited { child, cause }) {
-                Ok(msg) => self.send(
-                    token,
-                    &FromAdmin::Deliver {
-                        sender: child,
-                        payload: msg.into_payload(),
-                    },
-                ),
-                Err(e) => tracing::error!(error = %e, "could not encode a notice for a parent"),
-            }
+            self.deliver_runtime(token, child, &ChildActorExited { child, cause });
+        }
+    }
+
+    /// Delivers a runtime message (a notice, an exit request, a dead envelope) to the
+    /// process on control connection `token`, as from `sender`.
+    fn deliver_runtime<M: crate::message::Message>(&mut self, token: Token, sender: Address, msg: &M) {
+        match AnyMessage::new(msg) {
+            Ok(msg) => self.send(
+                token,
+                &FromAdmin::Deliver {
+                    sender,
+                    payload: msg.into_payload(),
+                },
+            ),
+            Err(e) => tracing::error!(error = %e, message_type = M::type_tag(), "could not encode a runtime message"),
         }
     }
 
@@ -1526,16 +1527,7 @@ impl Admin {
                     "dead letter: no handler registered; message dropped");
                 continue;
             };
-            match AnyMessage::new(&DeadEnvelope { target, message }) {
-                Ok(envelope) => self.send(
-                    token,
-                    &FromAdmin::Deliver {
-                        sender: target,
-                        payload: envelope.into_payload(),
-                    },
-                ),
-                Err(e) => tracing::error!(error = %e, "could not encode a DeadEnvelope"),
-            }
+            self.deliver_runtime(token, target, &DeadEnvelope { target, message });
         }
     }
 
