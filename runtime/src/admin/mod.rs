@@ -638,7 +638,7 @@ impl Admin {
                         if let (Some(parent), Ok(child)) = (parent, &result) {
                             self.remote_children.push((parent, *child));
                         }
-                        self.send(token, &FromAdmin::Created { request: asked, result });
+                        self.answer_create(Asker::Local(token), asked, result);
                     }
                 }
                 GatewayFrame::Notice { to, sender, payload } => {
@@ -675,13 +675,7 @@ impl Admin {
                         Ok(Some(holder)) => {
                             self.convention_names.insert(name, holder);
                             let result = Ok(holder);
-                            self.send(
-                                token,
-                                &FromAdmin::Created {
-                                    request: create.request,
-                                    result,
-                                },
-                            );
+                            self.answer_create(Asker::Local(token), create.request, result);
                         }
                         Ok(None) => {
                             self.create_here(Asker::Local(token), None, create, None);
@@ -689,13 +683,7 @@ impl Admin {
                         }
                         Err(why) => {
                             let result = Err(CreateFailure::Remote(why));
-                            self.send(
-                                token,
-                                &FromAdmin::Created {
-                                    request: create.request,
-                                    result,
-                                },
-                            );
+                            self.answer_create(Asker::Local(token), create.request, result);
                         }
                     }
                 }
@@ -725,7 +713,7 @@ impl Admin {
         for request in failed {
             if let Some((_, token, asked, _)) = self.remote_creates.remove(&request) {
                 let result = Err(CreateFailure::Remote(why.to_owned()));
-                self.send(token, &FromAdmin::Created { request: asked, result });
+                self.answer_create(Asker::Local(token), asked, result);
             }
         }
         if self.leader_node() == Some(node) || self.leader_node().is_none() {
@@ -733,13 +721,7 @@ impl Admin {
                 let result = Err(CreateFailure::Remote(format!(
                     "the convention's leader did not answer: {why}"
                 )));
-                self.send(
-                    token,
-                    &FromAdmin::Created {
-                        request: create.request,
-                        result,
-                    },
-                );
+                self.answer_create(Asker::Local(token), create.request, result);
             }
         }
     }
@@ -1645,39 +1627,23 @@ impl Admin {
     /// from this member's copy, even while the leader is unreachable.
     fn create_global(&mut self, token: Token, create: CreateRequest) {
         let name = create.global_name.clone().unwrap_or_default();
-        let refuse = |why: String| FromAdmin::Created {
-            request: create.request,
-            result: Err(CreateFailure::Remote(why)),
-        };
         if let Some(holder) = self.convention_names.get(&name).copied() {
             let result = Ok(holder);
-            self.send(
-                token,
-                &FromAdmin::Created {
-                    request: create.request,
-                    result,
-                },
-            );
+            self.answer_create(Asker::Local(token), create.request, result);
             return;
         }
         if let Some(table) = self.leader_table.as_mut() {
             match table.claim(&name, self.node, Instant::now()) {
                 names::Claim::Held(holder) => {
                     let result = Ok(holder);
-                    self.send(
-                        token,
-                        &FromAdmin::Created {
-                            request: create.request,
-                            result,
-                        },
-                    );
+                    self.answer_create(Asker::Local(token), create.request, result);
                 }
                 names::Claim::Busy(node) => {
                     let why = format!(
                         "the global name {name:?} is being created on another member (node {})",
                         node.0
                     );
-                    self.send(token, &refuse(why));
+                    self.answer_create(Asker::Local(token), create.request, Err(CreateFailure::Remote(why)));
                 }
                 names::Claim::Granted => {
                     self.create_here(Asker::Local(token), None, create, None);
@@ -1706,7 +1672,7 @@ impl Admin {
                     "a new global name needs the convention's leader{}, which is unreachable now (names already bound are still found)",
                     leader.map(|l| format!(" at {l}")).unwrap_or_default()
                 );
-                self.send(token, &refuse(why));
+                self.answer_create(Asker::Local(token), create.request, Err(CreateFailure::Remote(why)));
             }
         }
     }
@@ -1825,13 +1791,7 @@ impl Admin {
             .and_then(|(_, members, gateway)| members.directory().addr_of(node).map(|addr| (addr, gateway)));
         let Some((addr, gateway)) = member else {
             let why = format!("no member of the convention is node {}", node.0);
-            self.send(
-                token,
-                &FromAdmin::Created {
-                    request: create.request,
-                    result: Err(CreateFailure::Remote(why)),
-                },
-            );
+            self.answer_create(Asker::Local(token), create.request, Err(CreateFailure::Remote(why)));
             return;
         };
         self.next_remote_request += 1;
