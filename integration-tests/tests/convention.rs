@@ -62,7 +62,7 @@ fn wait_for_capability(sys: &TestSystem, member: SocketAddr, key: &str, within: 
 }
 
 /// The other members `sys` lists now, by address.
-fn members(sys: &TestSystem) -> Vec<String> {
+fn members(sys: &greenroom::ActorSystem) -> Vec<String> {
     let view = sys.describe(false).unwrap().convention.expect("a convention member");
     let mut addrs: Vec<String> = view.members.into_iter().map(|m| m.address).collect();
     addrs.sort();
@@ -71,7 +71,7 @@ fn members(sys: &TestSystem) -> Vec<String> {
 
 /// Waits until `sys` lists exactly `wanted`; returns how long it took. (Membership changes
 /// are not pushed to clients yet: this asks the admin every 20 ms, up to `within`.)
-fn wait_for_members(sys: &TestSystem, wanted: &[SocketAddr], within: Duration) -> Duration {
+fn wait_for_members(sys: &greenroom::ActorSystem, wanted: &[SocketAddr], within: Duration) -> Duration {
     let mut wanted: Vec<String> = wanted.iter().map(ToString::to_string).collect();
     wanted.sort();
     let started = Instant::now();
@@ -365,28 +365,6 @@ fn ip(args: &[&str]) -> Result<(), String> {
     }
 }
 
-/// The members `sys` lists now, by address.
-fn member_addrs(sys: &greenroom::ActorSystem) -> Vec<String> {
-    let view = sys.describe(false).unwrap().convention.expect("a convention member");
-    view.members.into_iter().map(|m| m.address).collect()
-}
-
-/// Waits until `sys` lists exactly `wanted`, asking every 20 ms; how long it took.
-fn wait_listing(sys: &greenroom::ActorSystem, wanted: &[String], within: Duration) -> Duration {
-    let started = Instant::now();
-    loop {
-        let now = member_addrs(sys);
-        if now == wanted {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < within,
-            "after {within:?}: {now:?}, wanted {wanted:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn a_partition_between_two_network_namespaces_is_detected_and_heals() {
     let mut ns = match Namespaces::new() {
@@ -400,7 +378,7 @@ fn a_partition_between_two_network_namespaces_is_detected_and_heals() {
     let secret = dir.path().join("cluster.key");
     ClusterSecret::generate(&secret).unwrap();
     let greenroom_cli = harness::workspace_bin("greenroom");
-    let addrs = Namespaces::IPS.map(|ip| format!("{ip}:7101"));
+    let addrs: [SocketAddr; 2] = Namespaces::IPS.map(|ip| format!("{ip}:7101").parse().unwrap());
     let names = ["part-a", "part-b"];
     let mut systems = Vec::new();
     for (i, name) in names.iter().enumerate() {
@@ -417,12 +395,12 @@ fn a_partition_between_two_network_namespaces_is_detected_and_heals() {
             "--convention-name".into(),
             "lab".into(),
             "--listen".into(),
-            addrs[i].clone(),
+            addrs[i].to_string(),
             "--secret-file".into(),
             secret.display().to_string(),
         ];
         if i == 1 {
-            args.extend(["--convention".into(), addrs[0].clone()]);
+            args.extend(["--convention".into(), addrs[0].to_string()]);
         }
         let out = std::process::Command::new("ip")
             .args(&args)
@@ -440,8 +418,8 @@ fn a_partition_between_two_network_namespaces_is_detected_and_heals() {
         systems.push(sys);
     }
     let within = Duration::from_secs(10);
-    wait_listing(&systems[0], &[addrs[1].clone()], within);
-    wait_listing(&systems[1], &[addrs[0].clone()], within);
+    wait_for_members(&systems[0], &[addrs[1]], within);
+    wait_for_members(&systems[1], &[addrs[0]], within);
     // Traffic across: a client of the leader's system tells numbers to an actor of the other.
     let tally = systems[1].create_actor::<Tally>().unwrap();
     for n in 0..100u64 {
@@ -463,16 +441,16 @@ fn a_partition_between_two_network_namespaces_is_detected_and_heals() {
     for n in 100..150u64 {
         systems[0].tell(tally, n).unwrap();
     }
-    let noticed = wait_listing(&systems[0], &[], within);
+    let noticed = wait_for_members(&systems[0], &[], within);
     eprintln!("the leader noticed the partition after {noticed:?}");
     assert!(noticed < Duration::from_secs(5), "noticed only after {noticed:?}");
-    wait_listing(&systems[1], &[], within);
+    wait_for_members(&systems[1], &[], within);
 
     // Healed: the member asks its leader again and both list each other.
     ns.partition("del");
-    let healed = wait_listing(&systems[0], &[addrs[1].clone()], Duration::from_secs(15));
+    let healed = wait_for_members(&systems[0], &[addrs[1]], Duration::from_secs(15));
     eprintln!("healed after {healed:?}");
-    wait_listing(&systems[1], &[addrs[0].clone()], Duration::from_secs(15));
+    wait_for_members(&systems[1], &[addrs[0]], Duration::from_secs(15));
     // The data path works again, and nothing was delivered twice: the numbers of the
     // partition were delivered once or not at all.
     let after: Tallied = loop {
