@@ -772,34 +772,24 @@ impl Admin {
         let Some(token) = self.actors.get(&parent).and_then(|r| r.control) else {
             return;
         };
-        let (sender, msg) = match notice {
+        match notice {
             Notice::Restarted {
                 child,
                 cause,
                 restart_count,
             } => {
                 let child = self.address_of(child);
-                let msg = AnyMessage::new(&ChildRestarted {
+                let notice = ChildRestarted {
                     child,
                     cause,
                     restart_count,
-                });
-                (child, msg)
+                };
+                self.deliver_runtime(token, child, &notice);
             }
             Notice::Exited { child, cause } => {
                 let child = self.address_of(child);
-                (child, AnyMessage::new(&ChildActorExited { child, cause }))
+                self.deliver_runtime(token, child, &ChildActorExited { child, cause });
             }
-        };
-        match msg {
-            Ok(msg) => self.send(
-                token,
-                &FromAdmin::Deliver {
-                    sender,
-                    payload: msg.into_payload(),
-                },
-            ),
-            Err(e) => tracing::error!(error = %e, "could not encode a notice for a parent"),
         }
     }
 
@@ -1480,16 +1470,8 @@ impl Admin {
             capabilities,
             added,
         };
-        match AnyMessage::new(&update) {
-            Ok(msg) => self.send(
-                token,
-                &FromAdmin::Deliver {
-                    sender: self.address_of(id),
-                    payload: msg.into_payload(),
-                },
-            ),
-            Err(e) => tracing::error!(error = %e, "could not encode an ActorSystemConventionUpdate"),
-        }
+        let sender = self.address_of(id);
+        self.deliver_runtime(token, sender, &update);
     }
 
     /// Hands undeliverable messages to the dead-letter handler, or logs them.
