@@ -1,8 +1,10 @@
-//! Conventions (several machines' actor systems joined), as far as they are built: real
-//! admins on 127.0.0.1, 127.0.0.2 and 127.0.0.3 join through a leader over authenticated
-//! links, see each other in `describe`, notice a SIGKILLed or stopped member, and take back a
-//! restarted leader; and, when the test runs as root, two admins in network namespaces
-//! joined by a veth pair notice a partition made of blackhole routes and heal.
+//! Conventions (several machines' actor systems joined), with real admins on 127.0.0.1,
+//! 127.0.0.2 and 127.0.0.3: they join through a leader over authenticated links, share
+//! capabilities, place actors by them, carry asks and tells between machines in order,
+//! keep global names, notice a SIGKILLed or stopped member and take back a restarted
+//! leader; hostile peers on the convention port and on `gateway.sock` are cut off and
+//! change nothing; and, when the test runs as root, two admins in network namespaces joined
+//! by a veth pair notice a partition made of blackhole routes and heal.
 
 use std::{
     net::{SocketAddr, TcpListener},
@@ -845,4 +847,192 @@ fn remote_senders_that_go_away_leave_no_connection_behind() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// How many lines of `log` say a convention link was refused.
+fn refusals_logged(log: &Path) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("convention link refused"))
+        .count()
+}
+
+/// Connects to `addr`, writes `bytes`, and reads until the admin closes the connection;
+/// returns what it answered and how long it held the connection. Fails the test if the
+/// connection is still open after 10 s.
+fn hostile_exchange(addr: SocketAddr, bytes: &[u8]) -> (Vec<u8>, Duration) {
+    use std::io::{Read, Write};
+    let started = Instant::now();
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let _ = stream.write_all(bytes);
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!(
+                "the admin held a hostile connection open ({e}) after {:?}",
+                started.elapsed()
+            ),
+        }
+    }
+    (answer, started.elapsed())
+}
+
+/// Relays one TCP connection to `target` and records what the connecting side sent; returns
+/// the relay's address and, once both sides are done, the recording.
+fn recording_relay(target: SocketAddr) -> (SocketAddr, std::thread::JoinHandle<Vec<u8>>) {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let relay = listener.local_addr().unwrap();
+    let recorder = std::thread::spawn(move || {
+        let (mut client, _) = listener.accept().unwrap();
+        let mut server = std::net::TcpStream::connect(target).unwrap();
+        let (mut client_back, mut server_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+        let answers = std::thread::spawn(move || {
+            let _ = std::io::copy(&mut server, &mut client_back);
+            let _ = client_back.shutdown(std::net::Shutdown::Write);
+        });
+        let mut recorded = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = client.read(&mut buf) {
+            if n == 0 || server_out.write_all(&buf[..n]).is_err() {
+                break;
+            }
+            recorded.extend_from_slice(&buf[..n]);
+        }
+        let _ = server_out.shutdown(std::net::Shutdown::Write);
+        answers.join().unwrap();
+        recorded
+    });
+    (relay, recorder)
+}
+
+#[test]
+fn hostile_peers_on_the_convention_port_are_cut_off_change_nothing_and_are_logged_at_a_bounded_rate() {
+    use greenroom::convention::link::{Link, LinkConfig};
+    use greenroom_protocol::convention::encode_hello;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("cluster.key");
+    ClusterSecret::generate(&secret).unwrap();
+    let log = dir.path().join("leader.log");
+    let (a_addr, b_addr) = (free_addr("127.0.0.1"), free_addr("127.0.0.2"));
+    let convention = ConventionConfig {
+        name: "lab".into(),
+        listen: a_addr,
+        advertise: None,
+        leader: None,
+        secret_file: secret.clone(),
+    };
+    let a = TestSystem::start_with(HOST, SystemConfig::default().convention(convention).log_file(&log));
+    let b = member(&secret, b_addr, Some(a_addr));
+    let within = Duration::from_secs(10);
+    wait_for_members(&a, &[b_addr], within);
+    wait_for_members(&b, &[a_addr], within);
+    let b_incarnation = incarnation_of(&a, b_addr);
+    let echo = b.create_actor::<Echo>().unwrap();
+    let _: String = a.ask(echo, "before".to_string(), within).unwrap();
+
+    // A burst of strangers speaking other protocols: each is told why and cut off at once.
+    let hostile_started = Instant::now();
+    // (The third is what a client sends `admin.sock`: plaintext postcard of our own protocol.)
+    let mut data_handshake = Vec::new();
+    greenroom_protocol::Handshake {
+        role: greenroom_protocol::PeerRole::Client,
+    }
+    .encode(&mut data_handshake)
+    .unwrap();
+    let strangers: Vec<Vec<u8>> = (0..6)
+        .flat_map(|_| {
+            [
+                b"\xff\xfe\x00garbage, not a link".to_vec(),
+                b"GET / HTTP/1.1\r\nHost: greenroom\r\n\r\n".to_vec(),
+                data_handshake.clone(),
+            ]
+        })
+        .collect();
+    for bytes in &strangers {
+        let (answer, held) = hostile_exchange(a_addr, bytes);
+        assert!(
+            String::from_utf8_lossy(&answer).contains("not a Greenroom convention link"),
+            "told why: {answer:?}"
+        );
+        assert!(held < Duration::from_secs(2), "held for {held:?}");
+    }
+
+    // A member of another version is told which versions differ.
+    let mut other_version = encode_hello("lab").unwrap();
+    other_version[4..6].copy_from_slice(&(greenroom_protocol::PROTOCOL_VERSION + 1).to_le_bytes());
+    let (answer, _) = hostile_exchange(a_addr, &other_version);
+    assert!(String::from_utf8_lossy(&answer).contains("version"), "{answer:?}");
+
+    // A good hello, then a first handshake message that does not authenticate: a peer
+    // without the secret (XX without the pre-shared key: a bare 32-byte ephemeral key),
+    // plaintext postcard where the encrypted handshake belongs, and 48 bytes of junk.
+    for message in [
+        vec![0x5au8; 32],
+        postcard::to_allocvec(&("join", a_addr.to_string(), 1u64)).unwrap(),
+        vec![7u8; 48],
+    ] {
+        let mut bytes = encode_hello("lab").unwrap();
+        bytes.extend_from_slice(&(message.len() as u16).to_be_bytes());
+        bytes.extend_from_slice(&message);
+        let (_, held) = hostile_exchange(a_addr, &bytes);
+        assert!(held < Duration::from_secs(2), "held for {held:?}");
+    }
+
+    // A real handshake with the wrong secret fails, and the admin closes the connection.
+    let wrong = LinkConfig::new("lab", ClusterSecret::from_bytes([9u8; 32])).unwrap();
+    let refused = Link::connect(std::net::TcpStream::connect(a_addr).unwrap(), &wrong).unwrap_err();
+    assert!(refused.to_string().contains("closed the connection"), "{refused}");
+
+    // A huge Noise length, and a hello cut short: both cut at the member handshake
+    // deadline (1 s), neither held.
+    let mut huge = encode_hello("lab").unwrap();
+    huge.extend_from_slice(&[0xff, 0xff]);
+    huge.extend_from_slice(&[0u8; 100]);
+    for bytes in [huge, encode_hello("lab").unwrap()[..3].to_vec()] {
+        let (_, held) = hostile_exchange(a_addr, &bytes);
+        assert!(held < Duration::from_secs(4), "held for {held:?}");
+    }
+
+    // A replayed handshake: record a genuine member's first and third messages through a
+    // relay, then play them to the admin again. Its second message is new each time, so
+    // the replayed third does not authenticate.
+    let right = LinkConfig::new("lab", ClusterSecret::load(&secret).unwrap()).unwrap();
+    let (relay, recording) = recording_relay(a_addr);
+    drop(Link::connect(std::net::TcpStream::connect(relay).unwrap(), &right).unwrap());
+    let (_, held) = hostile_exchange(a_addr, &recording.join().unwrap());
+    assert!(held < Duration::from_secs(4), "held for {held:?}");
+
+    // An authenticated peer whose frame is no convention frame is cut off too.
+    let mut insider = Link::connect(std::net::TcpStream::connect(a_addr).unwrap(), &right).unwrap();
+    insider.send(b"\xff\xff\xff\xff not a convention frame").unwrap();
+    assert!(
+        insider.recv().is_err(),
+        "the admin closes a link whose frame does not decode"
+    );
+
+    // Nothing changed: the same two members, the same incarnation, messages still flow.
+    assert_eq!(members(&a), vec![b_addr.to_string()]);
+    assert_eq!(members(&b), vec![a_addr.to_string()]);
+    assert_eq!(incarnation_of(&a, b_addr), b_incarnation);
+    let back: String = a.ask(echo, "after".to_string(), within).unwrap();
+    assert_eq!(back, "after");
+
+    // The log names the refusals, but at most five per ten-second window, however many
+    // come: the windows this test's refusals can touch are its length in tens of seconds,
+    // plus one for the window open when they began, plus one for a boundary.
+    let logged = refusals_logged(&log);
+    let windows = hostile_started.elapsed().as_secs() as usize / 10 + 2;
+    assert!(logged >= 5, "refusals were logged: {logged}");
+    assert!(
+        logged <= 5 * windows && logged < strangers.len(),
+        "{logged} refusals logged one by one in {:?}",
+        hostile_started.elapsed()
+    );
 }

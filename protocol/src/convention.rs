@@ -216,7 +216,12 @@ mod tests {
         ));
         let mut http = head;
         http[..4].copy_from_slice(b"GET ");
-        assert!(matches!(parse_hello_head(&http), Err(ProtocolError::BadMagic { .. })));
+        let err = parse_hello_head(&http).unwrap_err();
+        assert!(matches!(err, ProtocolError::BadMagic { .. }));
+        assert!(
+            err.to_string().contains("(expected \"GRNC\")"),
+            "a link names its own magic: {err}"
+        );
         assert!(encode_hello("").is_err());
         assert!(encode_hello("has space").is_err());
         assert!(encode_hello(&"x".repeat(65)).is_err());

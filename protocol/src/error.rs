@@ -20,8 +20,11 @@ pub enum ProtocolError {
     Truncated { have: usize, need: usize },
 
     /// The handshake did not start with Greenroom's magic bytes.
-    #[error("bad magic {found:02x?} (expected \"GRNR\"): the peer does not speak the Greenroom protocol")]
-    BadMagic { found: Vec<u8> },
+    #[error(
+        "bad magic {found:02x?} (expected {:?}): the peer does not speak the Greenroom protocol",
+        String::from_utf8_lossy(.expected)
+    )]
+    BadMagic { found: Vec<u8>, expected: [u8; 4] },
 
     /// A convention name that is empty, too long, or has characters other than letters,
     /// digits, `-`, `_` and `.`.

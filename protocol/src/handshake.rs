@@ -53,6 +53,7 @@ fn check_header(body: &[u8]) -> Result<&[u8], ProtocolError> {
         if body.len() >= 4 && body[..4] != MAGIC {
             return Err(ProtocolError::BadMagic {
                 found: body[..4].to_vec(),
+                expected: MAGIC,
             });
         }
         return Err(ProtocolError::ShortHandshake { len: body.len() });
@@ -68,6 +69,7 @@ pub(crate) fn check_opening(head: &[u8], magic: &[u8; 4]) -> Result<(), Protocol
     if head[..4] != *magic {
         return Err(ProtocolError::BadMagic {
             found: head[..4].to_vec(),
+            expected: *magic,
         });
     }
     let peer = u16::from_le_bytes([head[4], head[5]]);
@@ -156,6 +158,7 @@ mod tests {
         let err = Handshake::decode(b"HTTP/1.1 200").unwrap_err();
         assert!(matches!(err, ProtocolError::BadMagic { .. }), "{err}");
         assert!(err.to_string().contains("does not speak the Greenroom protocol"));
+        assert!(err.to_string().contains("(expected \"GRNR\")"), "{err}");
     }
 
     #[test]
