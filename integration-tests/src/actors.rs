@@ -614,7 +614,8 @@ pub struct HireGpu {
 pub struct OfferGpus(pub u32);
 
 /// Creates capability-checked actors and changes capabilities from inside an actor; tells
-/// whoever hired last when one of its workers exits ([`ChildExitSeen`]).
+/// whoever hired last when one of its workers exits ([`ChildExitSeen`]) or is restarted
+/// ([`ChildRestartSeen`]).
 #[derive(Default)]
 pub struct Broker {
     hirer: Option<Address>,
@@ -629,6 +630,16 @@ impl Actor for Broker {
                 .map_err(|e| e.to_string());
             self.hirer = Some(sender);
             ctx.send(sender, hired)?;
+        } else if let Some(restarted) = msg.downcast::<greenroom::ChildRestarted>() {
+            if let Some(hirer) = self.hirer {
+                let seen = ChildRestartSeen {
+                    parent: ctx.my_address(),
+                    child: restarted.child,
+                    cause: restarted.cause,
+                    restart_count: restarted.restart_count,
+                };
+                ctx.send(hirer, seen)?;
+            }
         } else if let Some(exited) = msg.downcast::<ChildActorExited>() {
             if let Some(hirer) = self.hirer {
                 let seen = ChildExitSeen {

@@ -16,9 +16,9 @@ use std::{
 use greenroom::{convention::ClusterSecret, convention::ConventionConfig, Capabilities, Error, SystemConfig};
 use greenroom_integration_tests::{
     actors::{
-        Blast, Blaster, Broker, ChildExitSeen, ConventionNews, ConventionWatcher, DeadSeen, Echo, Forward, Forwarder,
-        GpuWorker, HireGpu, Mortuary, Recorded, Recorder, Report, TakeDeadLetters, Tallied, Tally, TallyReport,
-        WatchConvention,
+        Blast, Blaster, Broker, ChildExitSeen, ChildRestartSeen, ConventionNews, ConventionWatcher, DeadSeen, Echo,
+        Forward, Forwarder, GpuWorker, HireGpu, Mortuary, Recorded, Recorder, Report, TakeDeadLetters, Tallied, Tally,
+        TallyReport, WatchConvention,
     },
     harness, TestSystem,
 };
@@ -623,6 +623,96 @@ fn the_actors_of_a_killed_member_are_dead_letters_and_their_remote_parents_are_t
         "{err}"
     );
     drop(b);
+}
+
+/// Waits until `sys` reports `actor` gone for `cause` (asking every 20 ms, up to 10 s);
+/// returns how long that took.
+fn wait_until_gone(sys: &TestSystem, actor: greenroom::Address, cause: &greenroom::ExitCause) -> Duration {
+    let started = Instant::now();
+    loop {
+        let state = sys.actor_info(actor).unwrap().state;
+        if state == greenroom::ActorState::Gone(cause.clone()) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{actor} is {state:?}, not gone for {cause}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_remote_child_s_restart_reaches_its_parent_and_it_never_outlives_its_parent_s_process_or_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("cluster.key");
+    ClusterSecret::generate(&secret).unwrap();
+    let (a_addr, b_addr) = (free_addr("127.0.0.1"), free_addr("127.0.0.2"));
+    let a = member(&secret, a_addr, None);
+    let gpus = Capabilities::new().with("gpus", &2u32).unwrap();
+    let b = member_with(&secret, b_addr, Some(a_addr), gpus);
+    let within = Duration::from_secs(10);
+    wait_for_members(&a, &[b_addr], within);
+    wait_for_members(&b, &[a_addr], within);
+    wait_for_capability(&a, b_addr, "gpus", within);
+    let broker = a.create_actor::<Broker>().unwrap();
+    let hire = |a: &TestSystem| -> greenroom::Address {
+        let hired: Result<greenroom::Address, String> = a.ask(broker, HireGpu { gpus: 2 }, within).unwrap();
+        hired.expect("the other member has two GPUs")
+    };
+    let hired = hire(&a);
+
+    // SIGKILL the child's process: it comes back at its address, and its parent on the
+    // other member hears so, with the cause.
+    let child_pid = b.actor_info(hired).unwrap().pid.unwrap();
+    kill(Pid::from_raw(child_pid as i32), Signal::SIGKILL).unwrap();
+    let deadline = Instant::now() + within;
+    let restart = loop {
+        assert!(Instant::now() < deadline, "the parent never heard of the restart");
+        if let Some((_, msg)) = a.listen(Duration::from_millis(100)).unwrap() {
+            if let Some(seen) = msg.downcast::<ChildRestartSeen>() {
+                break seen;
+            }
+        }
+    };
+    assert_eq!(
+        restart,
+        ChildRestartSeen {
+            parent: broker,
+            child: hired,
+            cause: greenroom::ExitCause::Signal {
+                signal: 9,
+                core_dumped: false
+            },
+            restart_count: 1
+        }
+    );
+    let answer: String = a.ask(hired, "still there?".to_string(), within).unwrap();
+    assert_eq!(answer, "gpu ok");
+
+    // SIGKILL the parent's process: the child on the other member is stopped for good, as
+    // a local child would be, though the parent itself is restarted.
+    let child_pid = b.actor_info(hired).unwrap().pid.unwrap();
+    let broker_pid = a.actor_info(broker).unwrap().pid.unwrap();
+    kill(Pid::from_raw(broker_pid as i32), Signal::SIGKILL).unwrap();
+    let took = wait_until_gone(&b, hired, &greenroom::ExitCause::ParentGone);
+    eprintln!("a remote child was stopped {took:?} after its parent's process died");
+    assert!(harness::wait_for_exit(child_pid, within), "its process is gone too");
+    assert!(
+        a.actor_info(broker).unwrap().incarnation >= 2,
+        "the parent was restarted"
+    );
+
+    // The parent's new incarnation hires again; then its whole member is SIGKILLed. Once
+    // the other member has noticed, the orphan there is stopped for good too.
+    let hired_again = hire(&a);
+    assert_ne!(hired_again, hired);
+    let a_admin = a.admin_pid();
+    kill(Pid::from_raw(a_admin as i32), Signal::SIGKILL).unwrap();
+    assert!(harness::wait_for_exit(a_admin, Duration::from_secs(5)));
+    wait_for_members(&b, &[], within);
+    wait_until_gone(&b, hired_again, &greenroom::ExitCause::ParentGone);
+    drop(a);
 }
 
 #[test]

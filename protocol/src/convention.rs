@@ -13,8 +13,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    handshake::check_opening, Address, Capabilities, ChildSpec, CreateFailure, NodeId, Payload, ProtocolError,
-    PROTOCOL_VERSION,
+    handshake::check_opening, Address, Capabilities, ChildSpec, CreateFailure, ExitCause, NodeId, Payload,
+    ProtocolError, PROTOCOL_VERSION,
 };
 
 /// What travels on an established convention link, one per frame.
@@ -92,13 +92,19 @@ pub enum GatewayFrame {
         request: u64,
         result: Result<Address, CreateFailure>,
     },
-    /// Admin to admin: a runtime notice (`ChildActorExited`) for `to`, an actor of the
-    /// receiving node, about an actor it created here.
-    Notice {
-        to: Address,
-        sender: Address,
-        payload: Payload,
+    /// Child's admin to parent's admin: `child`, created on the sending node for `parent`
+    /// (an actor of the receiving node), was restarted or is gone. The receiving admin
+    /// delivers `ChildRestarted` or `ChildActorExited` to `parent`, if it is still the
+    /// incarnation that created `child`.
+    ChildNotice {
+        parent: Address,
+        child: Address,
+        event: ChildEvent,
     },
+    /// Parent's admin to child's admin: the process of `parent` that created `child` is
+    /// gone (it died, restarted or exited), so `child` is stopped for good with
+    /// `ExitCause::ParentGone` — the rule for local children, across machines.
+    ParentGone { parent: Address, child: Address },
     /// Member to leader: node `by` wants the global name `name`. Answered by
     /// [`GatewayFrame::NameClaim`].
     ClaimName { request: u64, name: String, by: NodeId },
@@ -112,6 +118,16 @@ pub enum GatewayFrame {
     /// Member to leader: `holder` now holds `name` (`bound`), or is gone (`!bound`). Leader
     /// to every member: the table changed so.
     NameBound { name: String, holder: Address, bound: bool },
+}
+
+/// What happened to an actor created for a parent on another member
+/// ([`GatewayFrame::ChildNotice`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChildEvent {
+    /// Its process ended for `cause` and its supervisor restarted it, at the same address.
+    Restarted { cause: ExitCause, restart_count: u32 },
+    /// It is gone for good.
+    Exited { cause: ExitCause },
 }
 
 /// The four bytes that open every convention link: `GRNC`.

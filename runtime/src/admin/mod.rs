@@ -47,9 +47,10 @@ use std::{
 };
 
 use greenroom_protocol::{
-    convention::GatewayFrame, frame::decode, ActorRow, ActorState, Address, Capabilities, ChildSpec, CreateFailure,
-    ExitCause, FromAdmin, Handshake, HandshakeReply, NodeId, PeerRole, SupervisorSpec, SystemDescription, ToAdmin,
-    DEFAULT_MAX_FRAME,
+    convention::{ChildEvent, GatewayFrame},
+    frame::decode,
+    ActorRow, ActorState, Address, Capabilities, ChildSpec, CreateFailure, ExitCause, FromAdmin, Handshake,
+    HandshakeReply, NodeId, PeerRole, SupervisorSpec, SystemDescription, ToAdmin, DEFAULT_MAX_FRAME,
 };
 use mio::{net::UnixStream, Events, Interest, Poll, Token};
 use nix::{
@@ -582,21 +583,41 @@ impl Admin {
         }
     }
 
-    /// An actor created here for an actor of another member is gone: its parent is told.
-    fn notify_remote_parent(&mut self, parent: Address, child: Address, cause: ExitCause) {
+    /// A notice about `child`, a top-level actor here, for its parent of record on another
+    /// member (if it has one): relayed to that member's admin, which delivers it while the
+    /// parent is the incarnation that created the child.
+    fn notify_remote_parent(&mut self, notice: Notice) {
+        let (child, event) = match notice {
+            Notice::Restarted {
+                child,
+                cause,
+                restart_count,
+            } => (child, ChildEvent::Restarted { cause, restart_count }),
+            Notice::Exited { child, cause } => (child, ChildEvent::Exited { cause }),
+        };
+        let (Some(parent), Some((_, _, gateway))) =
+            (self.actors.get(&child).and_then(|r| r.remote_parent), &self.convention)
+        else {
+            return;
+        };
+        let child = self.address_of(child);
+        gateway.send(parent.node(), GatewayFrame::ChildNotice { parent, child, event });
+    }
+
+    /// The process of `parent` is gone (it died, restarted or exited): its children on
+    /// other members are stopped for good by their admins, as its children here are by the
+    /// tree. It hears no more of them.
+    fn orphan_remote_children(&mut self, parent: ActorId) {
+        let (orphans, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.remote_children)
+            .into_iter()
+            .partition(|(p, _)| *p == parent);
+        self.remote_children = kept;
         let Some((_, _, gateway)) = &self.convention else {
             return;
         };
-        match AnyMessage::new(&ChildActorExited { child, cause }) {
-            Ok(msg) => gateway.send(
-                parent.node(),
-                GatewayFrame::Notice {
-                    to: parent,
-                    sender: child,
-                    payload: msg.into_payload(),
-                },
-            ),
-            Err(e) => tracing::error!(error = %e, "could not encode a notice for a parent"),
+        let parent = self.address_of(parent);
+        for (_, child) in orphans {
+            gateway.send(child.node(), GatewayFrame::ParentGone { parent, child });
         }
     }
 
@@ -641,15 +662,39 @@ impl Admin {
                         self.answer_create(Asker::Local(token), asked, result);
                     }
                 }
-                GatewayFrame::Notice { to, sender, payload } => {
-                    if to.node() != self.node {
+                GatewayFrame::ChildNotice { parent, child, event } => {
+                    let entry = (parent.id(), child);
+                    if parent.node() != self.node || !self.remote_children.contains(&entry) {
+                        tracing::debug!(%parent, %child, ?event, "a notice for a parent incarnation that is gone; dropped");
                         continue;
                     }
-                    self.remote_children
-                        .retain(|&(p, child)| !(p == to.id() && child == sender));
-                    let token = self.actors.get(&to.id()).and_then(|r| r.control);
-                    if let Some(token) = token {
-                        self.send(token, &FromAdmin::Deliver { sender, payload });
+                    let Some(token) = self.actors.get(&parent.id()).and_then(|r| r.control) else {
+                        continue;
+                    };
+                    match event {
+                        ChildEvent::Restarted { cause, restart_count } => {
+                            let notice = ChildRestarted {
+                                child,
+                                cause,
+                                restart_count,
+                            };
+                            self.deliver_runtime(token, child, &notice);
+                        }
+                        ChildEvent::Exited { cause } => {
+                            self.remote_children.retain(|e| *e != entry);
+                            self.deliver_runtime(token, child, &ChildActorExited { child, cause });
+                        }
+                    }
+                }
+                GatewayFrame::ParentGone { parent, child } => {
+                    let ours = child.node() == self.node
+                        && self.actors.get(&child.id()).and_then(|r| r.remote_parent) == Some(parent);
+                    if ours {
+                        tracing::info!(actor = %child, %parent, "stopping an actor whose parent on another member is gone");
+                        let cmds = self
+                            .tree
+                            .stop_for_good(child.id(), ExitCause::ParentGone, Instant::now());
+                        self.execute(cmds);
                     }
                 }
                 GatewayFrame::ClaimName { request, name, by } => {
@@ -751,6 +796,18 @@ impl Admin {
             };
             self.deliver_runtime(token, child, &ChildActorExited { child, cause });
         }
+        // And the actors here whose parents were there are orphans: stopped for good, as
+        // the children of a parent whose process is gone always are.
+        let orphans: Vec<ActorId> = self
+            .actors
+            .iter()
+            .filter(|(_, r)| r.remote_parent.is_some_and(|p| p.node() == node))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in orphans {
+            let cmds = self.tree.stop_for_good(id, ExitCause::ParentGone, Instant::now());
+            self.execute(cmds);
+        }
     }
 
     /// Delivers a runtime message (a notice, an exit request, a dead envelope) to the
@@ -768,7 +825,11 @@ impl Admin {
         }
     }
 
-    fn notify(&mut self, parent: ActorId, notice: Notice) {
+    fn notify(&mut self, parent: Option<ActorId>, notice: Notice) {
+        let Some(parent) = parent else {
+            self.notify_remote_parent(notice);
+            return;
+        };
         let Some(token) = self.actors.get(&parent).and_then(|r| r.control) else {
             return;
         };
@@ -811,7 +872,7 @@ impl Admin {
                 self.name_changed(&name, address, false);
             }
         }
-        self.remote_children.retain(|(parent, _)| *parent != id);
+        self.orphan_remote_children(id);
         if self.dead_letter_handler == Some(id) {
             self.dead_letter_handler = None;
         }
@@ -827,14 +888,10 @@ impl Admin {
         let address = rec.address;
         let creator = rec.creator.take();
         let failure = rec.start_failure.take();
-        let remote_parent = rec.remote_parent;
         let _ = std::fs::remove_file(runtime_dir::socket_path(&self.rundir, address));
         if let Some((asker, request)) = creator {
             let failure = failure.unwrap_or_else(|| CreateFailure::StartFailed(cause.to_string()));
             self.answer_create(asker, request, Err(failure));
-        }
-        if let Some(parent) = remote_parent {
-            self.notify_remote_parent(parent, address, cause);
         }
         self.report_load();
         self.answer_settled(id);
@@ -929,6 +986,7 @@ impl Admin {
             self.read_peer(token);
             self.drop_peer(token);
         }
+        self.orphan_remote_children(id);
         let cmds = self.tree.died(id, cause, Instant::now());
         self.execute(cmds);
         self.answer_settled(id);

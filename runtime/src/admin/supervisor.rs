@@ -34,7 +34,11 @@
 //! * An actor's children never outlive its process: when it dies or restarts, they are
 //!   stopped for good (`ParentGone`); its new incarnation starts without children.
 //! * A parent hears of a child's end (`Exited`) or restart (`Restarted`) only while it is
-//!   the same incarnation that created the child.
+//!   the same incarnation that created the child. Top-level actors' notices go out too,
+//!   addressed to no parent here: the admin relays them to a parent of record on another
+//!   member, if the actor has one (that member's admin applies the incarnation rule).
+//! * The admin stops an actor whose parent on another member is gone with
+//!   [`Tree::stop_for_good`] (`ParentGone`), as the tree does for its own orphans.
 
 use std::{
     cmp::Reverse,
@@ -62,8 +66,10 @@ pub enum Command {
     Kill { id: ActorId },
     /// Tell an exiting actor that its children are gone and it may exit.
     ExitNow { id: ActorId },
-    /// Deliver a notice to a parent actor.
-    Notify { parent: ActorId, notice: Notice },
+    /// Deliver a notice to a parent actor: `Some` a parent in this tree, `None` the parent
+    /// of record outside it (an actor of another member that had this top-level actor
+    /// created here), if there is one.
+    Notify { parent: Option<ActorId>, notice: Notice },
     /// The actor is gone for good: release its address.
     Release { id: ActorId, cause: ExitCause },
 }
@@ -414,6 +420,14 @@ impl Tree {
         }
     }
 
+    /// Stops the actor for good, for `cause`, whatever its restart type: asked to exit and
+    /// killed at its supervisor's `stop_timeout` if it is running, gone at once if it is
+    /// waiting to restart. (For an actor whose parent of record, on another member, is
+    /// gone: `ExitCause::ParentGone`, as for the children of a parent in this tree.)
+    pub fn stop_for_good(&mut self, id: ActorId, cause: ExitCause, now: Instant) -> Vec<Command> {
+        self.stop(id, AfterStop::Gone(cause), now)
+    }
+
     /// The actor's process ended unasked (or it gave up): apply its supervisor's policy.
     fn failed(&mut self, id: ActorId, cause: ExitCause, now: Instant) -> Vec<Command> {
         let Some(n) = self.nodes.get_mut(&id) else {
@@ -566,9 +580,9 @@ impl Tree {
             n.parent_incarnation,
         );
         let mut cmds = vec![Command::Spawn { id, incarnation }];
-        if let Some(p) = parent.filter(|p| self.listening(*p, parent_inc)) {
+        if parent.is_none_or(|p| self.listening(p, parent_inc)) {
             cmds.push(Command::Notify {
-                parent: p,
+                parent,
                 notice: Notice::Restarted {
                     child: id,
                     cause,
@@ -608,14 +622,19 @@ impl Tree {
                 plan.to_stop.retain(|c| *c != id);
             }
         }
-        if let Some(p) = parent {
-            if self.listening(p, parent_inc) {
+        match parent {
+            Some(p) if self.listening(p, parent_inc) => {
                 cmds.push(Command::Notify {
-                    parent: p,
+                    parent,
                     notice: Notice::Exited { child: id, cause },
                 });
                 cmds.extend(self.exit_if_done(p));
             }
+            Some(_) => {}
+            None => cmds.push(Command::Notify {
+                parent,
+                notice: Notice::Exited { child: id, cause },
+            }),
         }
         cmds.extend(self.advance_plan(parent, now));
         cmds
@@ -705,6 +724,67 @@ mod tests {
     }
 
     #[test]
+    fn a_top_level_actor_notices_go_to_the_parent_outside_the_tree_and_it_can_be_stopped_for_good() {
+        let t = Instant::now();
+        let mut tree = Tree::new(SupervisorSpec::default());
+        tree.add(1, None, ChildSpec::default(), t);
+        tree.ready(1, t);
+        tree.died(1, kill9(), t);
+        let cmds = tree.tick(t);
+        assert_eq!(
+            cmds,
+            vec![
+                Command::Spawn { id: 1, incarnation: 2 },
+                Command::Notify {
+                    parent: None,
+                    notice: Notice::Restarted {
+                        child: 1,
+                        cause: kill9(),
+                        restart_count: 1
+                    }
+                }
+            ]
+        );
+        tree.ready(1, t);
+        // Its parent on another member is gone: a permanent actor is not restarted.
+        assert_eq!(
+            tree.stop_for_good(1, ExitCause::ParentGone, t),
+            vec![Command::RequestStop { id: 1 }]
+        );
+        let cmds = tree.died(1, ExitCause::Normal, t);
+        assert_eq!(
+            cmds,
+            vec![
+                Command::Release {
+                    id: 1,
+                    cause: ExitCause::ParentGone
+                },
+                Command::Notify {
+                    parent: None,
+                    notice: Notice::Exited {
+                        child: 1,
+                        cause: ExitCause::ParentGone
+                    }
+                }
+            ]
+        );
+        assert_eq!(tree.state(1).unwrap().0, ActorState::Gone(ExitCause::ParentGone));
+        // One waiting to restart goes at once.
+        tree.add(2, None, ChildSpec::default(), t);
+        tree.ready(2, t);
+        tree.died(2, kill9(), t + Duration::from_secs(1));
+        let cmds = tree.stop_for_good(2, ExitCause::ParentGone, t + Duration::from_secs(1));
+        assert!(
+            cmds.contains(&Command::Release {
+                id: 2,
+                cause: ExitCause::ParentGone
+            }),
+            "{cmds:?}"
+        );
+        assert!(spawns(&tree.tick(t + Duration::from_secs(60))).is_empty());
+    }
+
+    #[test]
     fn one_for_one_restarts_only_the_failed_child_at_once_then_notifies() {
         let t = Instant::now();
         let mut tree = family(Strategy::OneForOne, &[2, 3], t);
@@ -718,7 +798,7 @@ mod tests {
         assert_eq!(
             cmds[1],
             Command::Notify {
-                parent: 1,
+                parent: Some(1),
                 notice: Notice::Restarted {
                     child: 2,
                     cause: kill9(),
@@ -758,7 +838,7 @@ mod tests {
         assert_eq!(tree.exit_requested(2, t), vec![Command::ExitNow { id: 2 }]);
         let cmds = tree.died(2, ExitCause::Normal, t);
         assert!(cmds.contains(&Command::Notify {
-            parent: 1,
+            parent: Some(1),
             notice: Notice::Exited {
                 child: 2,
                 cause: ExitCause::Normal
@@ -865,7 +945,7 @@ mod tests {
         let cmds = tree.tick(now);
         assert_eq!(spawns(&cmds), vec![2]);
         assert!(cmds.contains(&Command::Notify {
-            parent: 1,
+            parent: Some(1),
             notice: Notice::Restarted {
                 child: 2,
                 cause: limit,
@@ -892,10 +972,16 @@ mod tests {
         assert!(
             matches!(
                 &cmds[..],
-                [Command::Release {
-                    id: 1,
-                    cause: ExitCause::RestartLimit { .. }
-                }]
+                [
+                    Command::Release {
+                        id: 1,
+                        cause: ExitCause::RestartLimit { .. }
+                    },
+                    Command::Notify {
+                        parent: None,
+                        notice: Notice::Exited { child: 1, .. }
+                    }
+                ]
             ),
             "{cmds:?}"
         );
@@ -981,7 +1067,19 @@ mod tests {
         tree.add(1, None, ChildSpec::default(), t);
         let why = ExitCause::StartFailed("no such type".into());
         let cmds = tree.died(1, why.clone(), t);
-        assert_eq!(cmds, vec![Command::Release { id: 1, cause: why }]);
+        assert_eq!(
+            cmds,
+            vec![
+                Command::Release {
+                    id: 1,
+                    cause: why.clone()
+                },
+                Command::Notify {
+                    parent: None,
+                    notice: Notice::Exited { child: 1, cause: why }
+                }
+            ]
+        );
     }
 
     #[test]

@@ -708,7 +708,8 @@ impl Loop {
             }
             frame @ (GatewayFrame::Create { .. }
             | GatewayFrame::Created { .. }
-            | GatewayFrame::Notice { .. }
+            | GatewayFrame::ChildNotice { .. }
+            | GatewayFrame::ParentGone { .. }
             | GatewayFrame::ClaimName { .. }
             | GatewayFrame::NameClaim { .. }
             | GatewayFrame::NameBound { .. }) => self.to_admin(ForAdmin::Frame(Box::new(frame))),
