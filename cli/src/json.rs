@@ -66,6 +66,8 @@ pub struct Convention {
     pub name: String,
     /// This admin's advertised address.
     pub me: String,
+    /// This admin's static key fingerprint (kept across restarts with `--key-file`).
+    pub key: String,
     /// The leader's address (`null`: this admin leads).
     pub leader: Option<String>,
     /// The other members believed alive: address and incarnation (start time, ms).
@@ -81,6 +83,8 @@ pub struct Member {
     pub capabilities: Vec<String>,
     /// How many actors it runs, as it last told this member.
     pub actors: u64,
+    /// Its static key fingerprint, as its link proved it (empty until it has spoken).
+    pub key: String,
 }
 
 /// One actor of [`Status`].
@@ -135,6 +139,7 @@ impl Status {
             convention: d.convention.as_ref().map(|c| Convention {
                 name: c.name.clone(),
                 me: c.me.address.clone(),
+                key: c.me.key.clone(),
                 leader: c.leader.clone(),
                 members: c
                     .members
@@ -144,6 +149,7 @@ impl Status {
                         incarnation: m.incarnation,
                         capabilities: m.capabilities.keys().map(str::to_owned).collect(),
                         actors: m.load,
+                        key: m.key.clone(),
                     })
                     .collect(),
             }),

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! greenroom start --host-bin PATH [--name NAME] [--capability KEY=VALUE]... [--log FILE] [--foreground]
-//!                 [--convention-name NAME --listen ADDR --secret-file FILE [--advertise ADDR] [--convention LEADER_ADDR]]
+//!                 [--convention-name NAME --listen ADDR --secret-file FILE [--advertise ADDR] [--convention LEADER_ADDR] [--key-file FILE]]
 //! greenroom status [NAME] [--json] [--all] [--convention]
 //! greenroom kill ADDRESS|GLOBAL_NAME [--signal KILL] [--system NAME]
 //! greenroom stop [NAME]
@@ -50,7 +50,7 @@ pub const DEFAULT_NAME: &str = "default";
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start an admin for a host binary (detached unless --foreground).
-    Start(Start),
+    Start(Box<Start>),
     /// Show the supervision tree: address, type, global name, pid, state, restarts, queued
     /// messages, uptime, memory.
     Status {
@@ -109,7 +109,7 @@ pub enum Command {
 /// Runs one command, printing its output on stdout.
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
-        Command::Start(args) => cmd::start::run(args),
+        Command::Start(args) => cmd::start::run(*args),
         Command::Status {
             name,
             json,

@@ -64,6 +64,15 @@ fn the_compose_file_parses_and_starts_a_leader_and_two_members() {
             line.contains("--foreground") && line.contains("--secret-file="),
             "{name}: {line}"
         );
+        let volumes: Vec<&str> = services[name]["volumes"]
+            .as_vec()
+            .map(|v| v.iter().filter_map(Yaml::as_str).collect())
+            .unwrap_or_default();
+        let keeps = volumes.iter().find_map(|v| v.split_once(':')).map(|(_, at)| at);
+        assert!(
+            keeps.is_some_and(|at| line.contains(&format!("--key-file={at}/"))),
+            "{name}: its static key on a volume of its own: {volumes:?}, {line}"
+        );
         assert_eq!(
             line.contains("--convention="),
             name != "leader",
@@ -86,6 +95,16 @@ fn the_kubernetes_manifest_parses_into_a_headless_service_and_a_stateful_set() {
     assert_known(&flags_in(script), &known_start_flags(), "kubernetes.yaml");
     let volume = &docs[1]["spec"]["template"]["spec"]["volumes"][0];
     assert_eq!(volume["secret"]["secretName"].as_str(), Some("greenroom-cluster-key"));
+    // The static key lives on a claim of each pod's own, mounted where --key-file points.
+    let claim = &docs[1]["spec"]["volumeClaimTemplates"][0];
+    let claim_name = claim["metadata"]["name"].as_str().expect("a claim per pod");
+    let mounts = container["volumeMounts"].as_vec().expect("volume mounts");
+    let mount = mounts
+        .iter()
+        .find(|m| m["name"].as_str() == Some(claim_name))
+        .and_then(|m| m["mountPath"].as_str())
+        .expect("the claim is mounted");
+    assert!(script.contains(&format!("--key-file={mount}/")), "{script}");
 }
 
 #[test]
@@ -103,6 +122,10 @@ fn the_systemd_unit_has_its_sections_and_a_foreground_start() {
         "{exec}"
     );
     assert_known(&flags_in(exec), &known_start_flags(), "greenroom.service");
+    assert!(
+        unit.contains("StateDirectory=greenroom") && exec.contains("--key-file=/var/lib/greenroom/"),
+        "the static key is kept in the unit's state directory"
+    );
     for line in unit
         .lines()
         .map(str::trim)

@@ -39,14 +39,21 @@ fn member(secret: &Path, listen: SocketAddr, leader: Option<SocketAddr>) -> Test
 }
 
 fn member_with(secret: &Path, listen: SocketAddr, leader: Option<SocketAddr>, caps: Capabilities) -> TestSystem {
-    let convention = ConventionConfig {
+    let config = SystemConfig::default().convention(convention(secret, listen, leader));
+    TestSystem::start_with(HOST, config.capabilities(caps))
+}
+
+/// Convention "lab" with the secret at `secret`, listening at `listen`, joining through
+/// `leader` (or leading), with a new static key at each start.
+fn convention(secret: &Path, listen: SocketAddr, leader: Option<SocketAddr>) -> ConventionConfig {
+    ConventionConfig {
         name: "lab".into(),
         listen,
         advertise: None,
         leader,
         secret_file: secret.to_owned(),
-    };
-    TestSystem::start_with(HOST, SystemConfig::default().convention(convention).capabilities(caps))
+        key_file: None,
+    }
 }
 
 /// Waits until `sys` has heard `member` claim capability `key` (asking every 20 ms).
@@ -173,26 +180,20 @@ fn news_until(
 }
 
 #[test]
-fn a_member_cannot_start_with_a_missing_or_exposed_secret() {
+fn a_member_cannot_start_with_a_missing_or_exposed_secret_or_key_file() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("none.key");
     let config = |secret: &Path| {
         SystemConfig::default()
             .host_executable(HOST)
-            .convention(ConventionConfig {
-                name: "lab".into(),
-                listen: free_addr("127.0.0.1"),
-                advertise: None,
-                leader: None,
-                secret_file: secret.to_owned(),
-            })
+            .convention(convention(secret, free_addr("127.0.0.1"), None))
     };
     let refused = |config: SystemConfig| match greenroom::ActorSystem::start_with(config) {
         Ok(_) => panic!("the system started"),
         Err(e) => e,
     };
     let err = refused(config(&missing));
-    assert!(matches!(err, Error::ConventionSecret { .. }), "{err}");
+    assert!(matches!(err, Error::ConventionKeyFile { .. }), "{err}");
     assert!(err.to_string().contains("greenroom keygen"), "{err}");
 
     let exposed = dir.path().join("exposed.key");
@@ -200,6 +201,22 @@ fn a_member_cannot_start_with_a_missing_or_exposed_secret() {
     std::fs::set_permissions(&exposed, std::fs::Permissions::from_mode(0o644)).unwrap();
     let err = refused(config(&exposed));
     assert!(err.to_string().contains("chmod 600"), "{err}");
+
+    // A static key file others may read is refused the same way, and named as what it is.
+    let good = dir.path().join("cluster2.key");
+    ClusterSecret::generate(&good).unwrap();
+    let key_file = dir.path().join("node.key");
+    std::fs::write(&key_file, format!("{}\n", "ab".repeat(32))).unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let with_key = ConventionConfig {
+        key_file: Some(key_file),
+        ..convention(&good, free_addr("127.0.0.1"), None)
+    };
+    let err = refused(SystemConfig::default().host_executable(HOST).convention(with_key));
+    assert!(
+        err.to_string().starts_with("static key file") && err.to_string().contains("chmod 600"),
+        "{err}"
+    );
 }
 
 /// Sends SIGCONT to a stopped process when dropped, so that a failing test leaves nothing
@@ -257,20 +274,56 @@ fn incarnation_of(sys: &TestSystem, addr: SocketAddr) -> Option<u64> {
         .map(|m| m.incarnation)
 }
 
+/// The static key fingerprint `sys` has for the member at `addr`, once it has one.
+fn key_of(sys: &TestSystem, addr: SocketAddr) -> String {
+    let started = Instant::now();
+    loop {
+        let view = sys.describe(false).unwrap().convention.unwrap();
+        let key = view
+            .members
+            .iter()
+            .find(|m| m.address == addr.to_string())
+            .map(|m| m.key.clone());
+        match key {
+            Some(key) if !key.is_empty() => return key,
+            _ => assert!(started.elapsed() < Duration::from_secs(10), "no key for {addr}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn a_killed_leader_is_noticed_members_keep_working_and_a_restarted_leader_rejoins_as_a_new_incarnation() {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("cluster.key");
     ClusterSecret::generate(&secret).unwrap();
     let (a_addr, b_addr, c_addr) = (free_addr("127.0.0.1"), free_addr("127.0.0.2"), free_addr("127.0.0.3"));
-    let a = member(&secret, a_addr, None);
+    // The leader keeps its static key in a file; the members make one at each start.
+    let leader_key = dir.path().join("leader.key");
+    let leader = || {
+        let config = ConventionConfig {
+            key_file: Some(leader_key.clone()),
+            ..convention(&secret, a_addr, None)
+        };
+        TestSystem::start_with(HOST, SystemConfig::default().convention(config))
+    };
+    let a = leader();
     let b = member(&secret, b_addr, Some(a_addr));
     let c = member(&secret, c_addr, Some(a_addr));
     let within = Duration::from_secs(10);
     wait_for_members(&b, &[a_addr, c_addr], within);
     wait_for_members(&c, &[a_addr, b_addr], within);
-    let first = a.describe(false).unwrap().convention.unwrap().me.incarnation;
+    let me = a.describe(false).unwrap().convention.unwrap().me;
+    let first = me.incarnation;
     assert_eq!(incarnation_of(&b, a_addr), Some(first));
+    assert_eq!(me.key.len(), 16, "a fingerprint: {me:?}");
+    assert_eq!(
+        key_of(&b, a_addr),
+        me.key,
+        "the key its link proved is the one it holds"
+    );
+    let mode = std::fs::metadata(&leader_key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the key file is its owner's only");
     let echo = b.create_actor::<Echo>().unwrap();
 
     // SIGKILL the leader: both members drop it, and the member's own actor keeps answering.
@@ -286,8 +339,8 @@ fn a_killed_leader_is_noticed_members_keep_working_and_a_restarted_leader_rejoin
     drop(a);
 
     // A leader restarted at the same address knows no one; the members, who still know
-    // each other, ask it again and it is back, as a new incarnation.
-    let a = member(&secret, a_addr, None);
+    // each other, ask it again and it is back, as a new incarnation with the same key.
+    let a = leader();
     let second = a.describe(false).unwrap().convention.unwrap().me.incarnation;
     assert_ne!(second, first);
     let back = wait_for_members(&a, &[b_addr, c_addr], Duration::from_secs(15));
@@ -296,6 +349,8 @@ fn a_killed_leader_is_noticed_members_keep_working_and_a_restarted_leader_rejoin
     wait_for_members(&c, &[a_addr, b_addr], within);
     assert_eq!(incarnation_of(&b, a_addr), Some(second));
     assert_eq!(incarnation_of(&c, a_addr), Some(second));
+    assert_eq!(key_of(&c, a_addr), me.key, "the same identity after the restart");
+    assert_ne!(key_of(&a, b_addr), "", "the members' keys are known too");
 }
 
 /// Two network namespaces joined by a veth pair, `10.213.0.1` and `10.213.0.2`, removed
@@ -1011,14 +1066,8 @@ fn hostile_peers_on_the_convention_port_are_cut_off_change_nothing_and_are_logge
     ClusterSecret::generate(&secret).unwrap();
     let log = dir.path().join("leader.log");
     let (a_addr, b_addr) = (free_addr("127.0.0.1"), free_addr("127.0.0.2"));
-    let convention = ConventionConfig {
-        name: "lab".into(),
-        listen: a_addr,
-        advertise: None,
-        leader: None,
-        secret_file: secret.clone(),
-    };
-    let a = TestSystem::start_with(HOST, SystemConfig::default().convention(convention).log_file(&log));
+    let config = SystemConfig::default().convention(convention(&secret, a_addr, None));
+    let a = TestSystem::start_with(HOST, config.log_file(&log));
     let b = member(&secret, b_addr, Some(a_addr));
     let within = Duration::from_secs(10);
     wait_for_members(&a, &[b_addr], within);

@@ -333,6 +333,10 @@ pub struct MemberRow {
     pub capabilities: crate::Capabilities,
     /// How many actors it runs, as it last told this member (a few seconds old at most).
     pub load: u64,
+    /// Its static key's fingerprint (the first 8 bytes of the public key, in hex), as its
+    /// link proved it; empty until it has told its capabilities. The same after a restart
+    /// when the admin keeps its key in a key file.
+    pub key: String,
 }
 
 /// One actor in a [`SystemDescription`].
@@ -475,7 +479,7 @@ pub enum FromAdmin {
     /// The answer to [`ToAdmin::Shutdown`]: every actor is stopped.
     ShutdownComplete { request: u64 },
     /// The answer to [`ToAdmin::Describe`].
-    Description { request: u64, system: SystemDescription },
+    Description { request: u64, system: Box<SystemDescription> },
     /// To every host and client: the system's capabilities changed; this is the new set.
     CapabilitiesChanged { capabilities: crate::Capabilities },
     /// The answer to [`ToAdmin::ConventionMembers`]: each live member's node, capabilities

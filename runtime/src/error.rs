@@ -28,9 +28,14 @@ pub enum Error {
         source: postcard::Error,
     },
 
-    /// A convention's cluster secret file is missing, malformed, or readable by others.
-    #[error("convention secret {}: {fix}", path.display())]
-    ConventionSecret { path: PathBuf, fix: String },
+    /// A convention's cluster secret file, or an admin's static key file, is missing,
+    /// malformed, or readable by others.
+    #[error("{what} {}: {fix}", path.display())]
+    ConventionKeyFile {
+        what: &'static str,
+        path: PathBuf,
+        fix: String,
+    },
 
     /// A link to another admin of a convention failed or was refused.
     #[error("convention link with {peer}: {reason}")]

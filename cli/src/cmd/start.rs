@@ -61,6 +61,11 @@ pub struct Start {
     /// The convention's secret (`greenroom keygen FILE`), the same file on every member.
     #[arg(long = "secret-file", value_name = "FILE", requires = "convention_name")]
     pub secret_file: Option<PathBuf>,
+    /// Where this admin keeps its static key, its identity to the other members: made there
+    /// (mode 0600) at the first start, the same key after every restart. Without it, the
+    /// key is new at each start.
+    #[arg(long = "key-file", value_name = "FILE", requires = "convention_name")]
+    pub key_file: Option<PathBuf>,
 }
 
 /// The convention settings, checked now (name, secret file) so that a bad one is a usage
@@ -80,6 +85,12 @@ fn convention_of(args: &Start) -> Result<Option<greenroom::convention::Conventio
             .transpose()?,
         leader: args.leader.as_deref().map(|l| resolve("--convention", l)).transpose()?,
         secret_file,
+        key_file: args
+            .key_file
+            .as_deref()
+            .map(std::path::absolute)
+            .transpose()
+            .map_err(|e| CliError::Invalid(format!("--key-file: {e}")))?,
     };
     config.check().map_err(|e| CliError::Invalid(e.to_string()))?;
     Ok(Some(config))

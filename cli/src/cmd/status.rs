@@ -35,9 +35,10 @@ fn render_convention(name: &str, status: &Status) -> Result<String, CliError> {
         )));
     };
     let mut out = format!(
-        "convention {:?}: this member {}{}, {} other member{} alive\n",
+        "convention {:?}: this member {} (key {}){}, {} other member{} alive\n",
         c.name,
         c.me,
+        c.key,
         c.leader
             .as_ref()
             .map_or(" (the leader)".to_owned(), |l| format!(", leader {l}")),
@@ -52,6 +53,9 @@ fn render_convention(name: &str, status: &Status) -> Result<String, CliError> {
             m.actors,
             if m.actors == 1 { "" } else { "s" }
         ));
+        if !m.key.is_empty() {
+            out.push_str(&format!("  key {}", m.key));
+        }
         if !m.capabilities.is_empty() {
             out.push_str(&format!("  capabilities {}", m.capabilities.join(",")));
         }
@@ -207,18 +211,20 @@ mod tests {
         status.convention = Some(crate::json::Convention {
             name: "lab".into(),
             me: "10.0.0.2:7400".into(),
+            key: "00112233aabbccdd".into(),
             leader: Some("10.0.0.1:7400".into()),
             members: vec![crate::json::Member {
                 address: "10.0.0.1:7400".into(),
                 incarnation: 42,
                 capabilities: vec!["gpu".into(), "zone".into()],
                 actors: 3,
+                key: "8899aabbccddeeff".into(),
             }],
         });
         let text = render_convention("lab", &status).unwrap();
         assert_eq!(
             text,
-            "convention \"lab\": this member 10.0.0.2:7400, leader 10.0.0.1:7400, 1 other member alive\n  10.0.0.1:7400  incarnation 42  3 actors  capabilities gpu,zone\n"
+            "convention \"lab\": this member 10.0.0.2:7400 (key 00112233aabbccdd), leader 10.0.0.1:7400, 1 other member alive\n  10.0.0.1:7400  incarnation 42  3 actors  key 8899aabbccddeeff  capabilities gpu,zone\n"
         );
     }
 

@@ -118,6 +118,7 @@ fn member(
         advertise: None,
         leader,
         secret_file: secret.to_owned(),
+        key_file: None,
     };
     Ok(ActorSystem::start_with(
         SystemConfig::default()

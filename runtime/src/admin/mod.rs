@@ -1341,7 +1341,7 @@ impl Admin {
             }
             (ToAdmin::Describe { request, include_gone }, PeerKind::Client(Some(_))) => {
                 let system = self.describe(include_gone);
-                self.send(token, &FromAdmin::Description { request, system });
+                self.send(token, &FromAdmin::Description { request, system: Box::new(system) });
             }
             (ToAdmin::UpdateCapability { key, value }, PeerKind::Host(_) | PeerKind::Client(Some(_))) => {
                 self.update_capability(key, value);
@@ -1350,10 +1350,10 @@ impl Admin {
                 let mut members: Vec<(String, NodeId, Capabilities, u64)> = self
                     .convention
                     .as_ref()
-                    .map(|(_, node, _)| node.members_with_load())
+                    .map(|(_, node, _)| node.member_infos())
                     .unwrap_or_default()
                     .into_iter()
-                    .map(|(m, caps, load)| (m.addr.to_string(), m.node(), caps, load))
+                    .map(|m| (m.id.addr.to_string(), m.id.node(), m.capabilities, m.load))
                     .collect();
                 members.sort_by(|a, b| a.0.cmp(&b.0));
                 let members = members
@@ -2278,7 +2278,6 @@ fn short_type_name(type_name: &str) -> &str {
     type_name.rsplit("::").next().unwrap_or(type_name)
 }
 
-/// The root supervisor's spec as an environment value: postcard bytes in hex.
 /// The executable the admin runs for hosts: `GREENROOM_HOST_EXE`, else its own.
 fn host_exe_from_env() -> Result<PathBuf> {
     match std::env::var_os(process_role::HOST_EXE_ENV) {
@@ -2287,7 +2286,6 @@ fn host_exe_from_env() -> Result<PathBuf> {
     }
 }
 
-/// A setting for the admin's environment: postcard, in hex.
 /// What `Describe` says of the convention.
 fn convention_view(
     config: &ConventionConfig,
@@ -2295,24 +2293,28 @@ fn convention_view(
     ours: &Capabilities,
     load: u64,
 ) -> greenroom_protocol::ConventionView {
-    let row = |m: &MemberId, capabilities: &Capabilities, load: u64| greenroom_protocol::MemberRow {
-        address: m.addr.to_string(),
-        incarnation: m.incarnation,
-        capabilities: capabilities.clone(),
-        load,
-    };
+    use crate::convention::secret::fingerprint;
+    let row =
+        |m: &MemberId, capabilities: &Capabilities, load: u64, key: Option<&[u8]>| greenroom_protocol::MemberRow {
+            address: m.addr.to_string(),
+            incarnation: m.incarnation,
+            capabilities: capabilities.clone(),
+            load,
+            key: key.map(fingerprint).unwrap_or_default(),
+        };
     greenroom_protocol::ConventionView {
         name: config.name.clone(),
-        me: row(node.me(), ours, load),
+        me: row(node.me(), ours, load, Some(node.public_key())),
         leader: config.leader.map(|l| l.to_string()),
         members: node
-            .members_with_load()
+            .member_infos()
             .iter()
-            .map(|(m, capabilities, load)| row(m, capabilities, *load))
+            .map(|m| row(&m.id, &m.capabilities, m.load, m.key.as_deref()))
             .collect(),
     }
 }
 
+/// A setting for the admin's environment: postcard, in hex.
 fn encode_hex<T: serde::Serialize>(value: &T) -> String {
     postcard::to_allocvec(value)
         .map(|bytes| bytes.iter().map(|b| format!("{b:02x}")).collect())

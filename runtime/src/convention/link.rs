@@ -43,7 +43,7 @@ use greenroom_protocol::{
     DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
 
-use super::secret::ClusterSecret;
+use super::secret::{ClusterSecret, StaticKey};
 use crate::error::{Error, Result};
 
 /// The Noise protocol every link speaks.
@@ -66,10 +66,8 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct LinkConfig {
     pub convention: String,
     pub secret: ClusterSecret,
-    /// This admin's X25519 private key (see [`LinkConfig::generate_static_key`]).
-    pub static_key: Vec<u8>,
-    /// Its public half, which peers see as [`Link::peer_key`].
-    pub static_public: Vec<u8>,
+    /// This admin's key pair; peers see its public half as [`Link::peer_key`].
+    pub static_key: StaticKey,
     pub handshake_timeout: Duration,
     /// The largest frame a peer may send.
     pub max_frame: u32,
@@ -79,6 +77,7 @@ impl std::fmt::Debug for LinkConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LinkConfig")
             .field("convention", &self.convention)
+            .field("static_key", &self.static_key)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("max_frame", &self.max_frame)
             .finish_non_exhaustive()
@@ -86,37 +85,28 @@ impl std::fmt::Debug for LinkConfig {
 }
 
 impl LinkConfig {
-    /// Settings for `convention` with a fresh static key and the default limits.
+    /// Settings for `convention` with a fresh static key and the default limits (see
+    /// [`LinkConfig::with_static_key`] for a kept one).
     pub fn new(convention: &str, secret: ClusterSecret) -> Result<LinkConfig> {
         greenroom_protocol::convention::check_name(convention).map_err(|e| Error::ConventionLink {
             peer: "-".into(),
             reason: e.to_string(),
         })?;
-        let keypair = Self::generate_keypair()?;
         Ok(LinkConfig {
             convention: convention.to_owned(),
             secret,
-            static_key: keypair.private,
-            static_public: keypair.public,
+            static_key: StaticKey::generate()?,
             handshake_timeout: HANDSHAKE_TIMEOUT,
             max_frame: DEFAULT_MAX_FRAME,
         })
     }
 
-    /// A new X25519 key pair for an admin. (Kept in memory only for now: an admin's key is
-    /// new each time it starts, which is also when its incarnation changes.)
-    fn generate_keypair() -> Result<snow::Keypair> {
-        snow::Builder::new(params())
-            .generate_keypair()
-            .map_err(|e| Error::ConventionLink {
-                peer: "-".into(),
-                reason: format!("could not generate a static key: {e}"),
-            })
-    }
-
-    /// A new X25519 private key.
-    pub fn generate_static_key() -> Result<Vec<u8>> {
-        Ok(Self::generate_keypair()?.private)
+    /// The same settings with `key` as this admin's static key.
+    pub fn with_static_key(self, key: StaticKey) -> LinkConfig {
+        LinkConfig {
+            static_key: key,
+            ..self
+        }
     }
 
     fn prologue(&self) -> Vec<u8> {
@@ -189,7 +179,7 @@ impl Link {
         let prologue = config.prologue();
         let builder = snow::Builder::new(params())
             .psk(0, config.secret.bytes())
-            .local_private_key(&config.static_key)
+            .local_private_key(config.static_key.private())
             .prologue(&prologue);
         let mut noise = match side {
             Side::Connector => builder.build_initiator(),
@@ -561,7 +551,11 @@ mod tests {
     #[test]
     fn members_with_the_same_secret_exchange_frames_of_any_size() {
         let (ours, theirs) = (config("lab", 7), config("lab", 7));
-        let (their_public, our_public) = (theirs.static_public.clone(), ours.static_public.clone());
+        let kept = StaticKey::load_or_create(&tempfile::tempdir().unwrap().path().join("node.key"))
+            .unwrap()
+            .0;
+        let theirs = theirs.with_static_key(kept);
+        let (their_public, our_public) = (*theirs.static_key.public(), *ours.static_key.public());
         let (a, b) = pair(ours, theirs);
         let (mut a, mut b) = (a.unwrap(), b.unwrap());
         assert_eq!(a.peer_key(), their_public, "each learns the key the other proved");
@@ -712,10 +706,10 @@ mod tests {
         // acceptor, whose message 2 is different: message 3 no longer authenticates.
         let prologue = config("lab", 3).prologue();
         let build = |initiator: bool| {
-            let key = LinkConfig::generate_static_key().unwrap();
+            let key = StaticKey::generate().unwrap();
             let builder = snow::Builder::new(params())
                 .psk(0, &[3u8; 32])
-                .local_private_key(&key)
+                .local_private_key(key.private())
                 .prologue(&prologue);
             if initiator {
                 builder.build_initiator().unwrap()

@@ -251,6 +251,9 @@ enum Input {
         version: u64,
         capabilities: Capabilities,
         load: u64,
+        /// The static key of the link that carried them: the member's own (each member
+        /// sends its capabilities itself).
+        key: Vec<u8>,
     },
     /// This admin's capabilities changed.
     SetCapabilities(Capabilities),
@@ -275,6 +278,8 @@ struct Known {
 /// accepted link, and the loop that owns the core and the outgoing links.
 pub struct MemberNode {
     me: MemberId,
+    /// The public half of this admin's static key.
+    public_key: [u8; 32],
     /// Where the listener really is (to wake its thread at stop).
     listening: SocketAddr,
     members: Snapshot,
@@ -289,8 +294,21 @@ pub struct MemberNode {
 
 type Accepted = Arc<Mutex<HashMap<u64, TcpStream>>>;
 
-/// The members believed alive, with their capabilities: the core loop's, for readers.
-type Snapshot = Arc<Mutex<Vec<(MemberId, Capabilities, u64)>>>;
+/// What this admin knows of another member believed alive.
+#[derive(Debug, Clone)]
+pub struct MemberInfo {
+    pub id: MemberId,
+    /// Its capabilities, as it last told this admin (empty until it has).
+    pub capabilities: Capabilities,
+    /// How many actors it runs, as it last told this admin (a few seconds old at most).
+    pub load: u64,
+    /// The static public key its link proved when it told its capabilities (`None` until
+    /// it has).
+    pub key: Option<Vec<u8>>,
+}
+
+/// The members believed alive: the core loop's, for readers.
+type Snapshot = Arc<Mutex<Vec<MemberInfo>>>;
 
 /// Where the members believed alive are, by node id: the gateway's view of membership.
 #[derive(Clone)]
@@ -303,8 +321,8 @@ impl Directory {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .find(|(m, ..)| m.node() == node)
-            .map(|(m, ..)| m.addr)
+            .find(|m| m.id.node() == node)
+            .map(|m| m.id.addr)
     }
 }
 
@@ -335,6 +353,7 @@ impl MemberNode {
         let accepted: Accepted = Arc::new(Mutex::new(HashMap::new()));
         let mut links = links;
         links.handshake_timeout = MEMBER_HANDSHAKE;
+        let public_key = *links.static_key.public();
         let accept_thread = {
             let (inputs, links, stopping, accepted) =
                 (inputs.clone(), links.clone(), stopping.clone(), accepted.clone());
@@ -361,6 +380,7 @@ impl MemberNode {
                         version: 1,
                         load: 0,
                         known: HashMap::new(),
+                        keys: HashMap::new(),
                         waker,
                     };
                     core.run(leader, inbox, &stopping);
@@ -369,6 +389,7 @@ impl MemberNode {
         };
         Ok(MemberNode {
             me,
+            public_key,
             listening,
             members,
             events,
@@ -384,6 +405,11 @@ impl MemberNode {
         &self.me
     }
 
+    /// The public half of this admin's static key, as its links prove it to peers.
+    pub fn public_key(&self) -> &[u8] {
+        &self.public_key
+    }
+
     /// The live members by node id, kept current.
     pub fn directory(&self) -> Directory {
         Directory(self.members.clone())
@@ -395,21 +421,20 @@ impl MemberNode {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .map(|(m, ..)| m.clone())
+            .map(|m| m.id.clone())
             .collect()
     }
 
     /// The other members believed alive, with their capabilities as each last told this one.
     pub fn members_with_capabilities(&self) -> Vec<(MemberId, Capabilities)> {
-        self.members_with_load()
+        self.member_infos()
             .into_iter()
-            .map(|(m, capabilities, _)| (m, capabilities))
+            .map(|m| (m.id, m.capabilities))
             .collect()
     }
 
-    /// The other members believed alive, with their capabilities and how many actors each
-    /// runs, as each last told this one (at most a few seconds old).
-    pub fn members_with_load(&self) -> Vec<(MemberId, Capabilities, u64)> {
+    /// The other members believed alive, with what each last told this one.
+    pub fn member_infos(&self) -> Vec<MemberInfo> {
         self.members.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
@@ -609,6 +634,7 @@ fn read_link(
                     version,
                     capabilities,
                     load,
+                    key: link.peer_key().to_vec(),
                 },
                 Err(_) => {
                     tracing::warn!(peer = link.peer(), %member, "capabilities for an address that does not parse; link closed");
@@ -688,6 +714,9 @@ struct CoreLoop {
     load: u64,
     /// The other members' capabilities, by address.
     known: HashMap<SocketAddr, Known>,
+    /// The static key each address's member last proved, and in which incarnation. Kept
+    /// after the member leaves, so that one coming back with another key is noticed.
+    keys: HashMap<SocketAddr, (u64, Vec<u8>)>,
     /// Woken after events are queued (the admin's loop).
     waker: Option<Arc<mio::Waker>>,
 }
@@ -760,7 +789,11 @@ impl CoreLoop {
                 version,
                 capabilities,
                 load,
+                key,
             } => {
+                if !self.key_holds(member, incarnation, key) {
+                    return;
+                }
                 let newer = self
                     .known
                     .get(&member)
@@ -805,6 +838,33 @@ impl CoreLoop {
         }
     }
 
+    /// Whether `key`, proven by the link that carried capabilities for `member` in
+    /// `incarnation`, may speak for it: not when another key spoke for that incarnation
+    /// (an insider claiming to be another member), nor for an older incarnation than the
+    /// newest heard of. A member that comes back at its address with another key is
+    /// another machine, or its key file was replaced: allowed, and logged.
+    fn key_holds(&mut self, member: SocketAddr, incarnation: u64, key: Vec<u8>) -> bool {
+        use super::secret::fingerprint;
+        match self.keys.get(&member) {
+            Some((known, _)) if incarnation < *known => false,
+            Some((known, was)) if *was != key => {
+                if incarnation == *known {
+                    tracing::warn!(%member, incarnation, key = %fingerprint(&key), proven = %fingerprint(was),
+                        "capabilities for a member came over a link with another static key than its own; ignored");
+                    return false;
+                }
+                tracing::warn!(%member, was = %fingerprint(was), now = %fingerprint(&key),
+                    "a member came back at its address with a different static key: another machine, or a replaced key file");
+                self.keys.insert(member, (incarnation, key));
+                true
+            }
+            _ => {
+                self.keys.insert(member, (incarnation, key));
+                true
+            }
+        }
+    }
+
     /// Queues `event` for the reader, and wakes it. Never blocks: a reader that does not keep
     /// up misses events (the member list stays right).
     fn emit(&self, event: MembershipEvent) {
@@ -834,18 +894,28 @@ impl CoreLoop {
 
     /// The member list, with capabilities, for readers.
     fn publish(&self) {
-        let snapshot: Vec<(MemberId, Capabilities, u64)> = self
+        let snapshot: Vec<MemberInfo> = self
             .membership
             .members()
             .into_iter()
-            .map(|m| {
+            .map(|id| {
                 let (capabilities, load) = self
                     .known
-                    .get(&m.addr)
-                    .filter(|k| k.incarnation == m.incarnation)
+                    .get(&id.addr)
+                    .filter(|k| k.incarnation == id.incarnation)
                     .map(|k| (k.capabilities.clone(), k.load))
                     .unwrap_or_default();
-                (m, capabilities, load)
+                let key = self
+                    .keys
+                    .get(&id.addr)
+                    .filter(|(incarnation, _)| *incarnation == id.incarnation)
+                    .map(|(_, key)| key.clone());
+                MemberInfo {
+                    id,
+                    capabilities,
+                    load,
+                    key,
+                }
             })
             .collect();
         *self.members.lock().unwrap_or_else(|p| p.into_inner()) = snapshot;

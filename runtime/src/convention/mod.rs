@@ -39,6 +39,7 @@ use serde::{Deserialize, Serialize};
 /// | `advertise` | where the others reach it (default: `listen`) |
 /// | `leader` | the leader's address; `None` makes this admin the leader |
 /// | `secret_file` | the cluster secret (`greenroom keygen`); there is no default, and no start without it |
+/// | `key_file` | where this admin keeps its static key (made there, mode 0600, at its first start); `None`: a new key at each start |
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConventionConfig {
     pub name: String,
@@ -46,6 +47,7 @@ pub struct ConventionConfig {
     pub advertise: Option<SocketAddr>,
     pub leader: Option<SocketAddr>,
     pub secret_file: PathBuf,
+    pub key_file: Option<PathBuf>,
 }
 
 impl ConventionConfig {
@@ -58,6 +60,10 @@ impl ConventionConfig {
         };
         greenroom_protocol::convention::check_name(&self.name).map_err(|e| refused(e.to_string()))?;
         ClusterSecret::load(&self.secret_file)?;
+        // Made now if it is not there yet, so that an unwritable place is reported here.
+        if let Some(key_file) = &self.key_file {
+            StaticKey::load_or_create(key_file)?;
+        }
         let advertise = self.advertise.unwrap_or(self.listen);
         if advertise.ip().is_unspecified() || advertise.port() == 0 {
             return Err(refused(format!(
@@ -83,6 +89,18 @@ impl ConventionConfig {
     ) -> crate::Result<(MemberNode, Gateway)> {
         let secret = ClusterSecret::load(&self.secret_file)?;
         let links = LinkConfig::new(&self.name, secret)?;
+        let links = match &self.key_file {
+            Some(path) => {
+                let (key, created) = StaticKey::load_or_create(path)?;
+                let kept = if created { "made now and kept" } else { "kept" };
+                tracing::info!(key = %key.fingerprint(), file = %path.display(), "static key {kept}");
+                links.with_static_key(key)
+            }
+            None => {
+                tracing::info!(key = %links.static_key.fingerprint(), "static key new at this start (a key file keeps one)");
+                links
+            }
+        };
         let advertise = self.advertise.unwrap_or(self.listen);
         let prepared = Gateway::prepare()?;
         let sink = prepared.sink();
@@ -111,4 +129,4 @@ impl ConventionConfig {
 pub use gateway::Gateway;
 pub use link::{Link, LinkConfig};
 pub use membership::{MemberId, MemberNode, Membership, MembershipEvent};
-pub use secret::ClusterSecret;
+pub use secret::{ClusterSecret, StaticKey};

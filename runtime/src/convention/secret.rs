@@ -1,20 +1,33 @@
-//! The convention's cluster secret: 32 random bytes that every member holds, mixed into
-//! every link's handshake, so that a machine without it cannot join or even finish a
-//! handshake.
+//! The convention's key files: the cluster secret every member holds, and each admin's own
+//! static key.
 //!
-//! The file holds the bytes as 64 hexadecimal digits and a newline (easy to put in a
-//! Kubernetes or Docker secret). It must be readable by its owner only: a file that group or
-//! others may read is refused, as `ssh` refuses an exposed private key. There is no default
-//! secret and no way to start a member without one. The secret's bytes never appear in a
-//! log line or a `Debug` print.
+//! * [`ClusterSecret`]: 32 random bytes that every member holds, mixed into every link's
+//!   handshake, so that a machine without it cannot join or even finish a handshake. There
+//!   is no default secret and no way to start a member without one.
+//! * [`StaticKey`]: an admin's X25519 key pair, which its links prove to every peer. Kept
+//!   in a key file (`--key-file`), it gives the admin the same identity across restarts:
+//!   `greenroom status --convention` shows each member's key fingerprint, and a member
+//!   that comes back at its address with another key is logged (another machine, or a
+//!   replaced key file). Without a key file an admin makes a new key at each start.
+//!
+//! Both files hold their 32 bytes as 64 hexadecimal digits and a newline (easy to put in a
+//! Kubernetes or Docker secret). Each must be readable by its owner only: a file that group
+//! or others may read is refused, as `ssh` refuses an exposed private key. Neither key's
+//! secret bytes ever appear in a log line or a `Debug` print.
 //!
 //! ```
-//! use greenroom::convention::ClusterSecret;
+//! use greenroom::convention::{ClusterSecret, StaticKey};
 //! let dir = tempfile::tempdir()?;
 //! let path = dir.path().join("cluster.key");
 //! ClusterSecret::generate(&path)?; // `greenroom keygen cluster.key`
 //! let secret = ClusterSecret::load(&path)?;
 //! assert_eq!(format!("{secret:?}"), "ClusterSecret(<32 bytes, not shown>)");
+//!
+//! let (key, created) = StaticKey::load_or_create(&dir.path().join("node.key"))?;
+//! assert!(created);
+//! let (again, created) = StaticKey::load_or_create(&dir.path().join("node.key"))?;
+//! assert!(!created);
+//! assert_eq!(again.fingerprint(), key.fingerprint(), "the same identity after a restart");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -26,7 +39,7 @@ use std::{
 
 use crate::error::{Error, Result};
 
-/// The length of a cluster secret in bytes.
+/// The length of a cluster secret, and of a static key's halves, in bytes.
 pub const SECRET_LEN: usize = 32;
 
 /// A convention's cluster secret.
@@ -39,62 +52,68 @@ impl std::fmt::Debug for ClusterSecret {
     }
 }
 
-fn refused(path: &Path, fix: impl Into<String>) -> Error {
-    Error::ConventionSecret {
-        path: path.to_owned(),
-        fix: fix.into(),
-    }
+/// Which key file an error is about.
+#[derive(Clone, Copy)]
+enum KeyFile {
+    Secret,
+    Static,
 }
 
-impl ClusterSecret {
-    /// Writes a new random secret to `path` (mode 0600). Refuses to overwrite a file.
-    pub fn generate(path: &Path) -> Result<ClusterSecret> {
+impl KeyFile {
+    fn refused(self, path: &Path, fix: impl Into<String>) -> Error {
+        Error::ConventionKeyFile {
+            what: match self {
+                KeyFile::Secret => "convention secret",
+                KeyFile::Static => "static key file",
+            },
+            path: path.to_owned(),
+            fix: fix.into(),
+        }
+    }
+
+    /// 32 bytes from the kernel's random source.
+    fn random(self, path: &Path) -> Result<[u8; SECRET_LEN]> {
         let mut bytes = [0u8; SECRET_LEN];
         std::fs::File::open("/dev/urandom")
             .and_then(|mut r| r.read_exact(&mut bytes))
-            .map_err(|e| refused(path, format!("could not read random bytes from /dev/urandom: {e}")))?;
+            .map_err(|e| self.refused(path, format!("could not read random bytes from /dev/urandom: {e}")))?;
+        Ok(bytes)
+    }
+
+    /// Writes `bytes` to a new file at `path` (mode 0600); refuses to overwrite one.
+    fn create(self, path: &Path, bytes: &[u8; SECRET_LEN], exists_fix: &str) -> Result<()> {
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(path)
             .map_err(|e| match e.kind() {
-                std::io::ErrorKind::AlreadyExists => refused(
-                    path,
-                    "the file exists; a convention's secret is made once and copied to every member (remove the file first to replace it)",
-                ),
-                _ => refused(path, format!("could not create it: {e}")),
+                std::io::ErrorKind::AlreadyExists => self.refused(path, exists_fix),
+                _ => self.refused(path, format!("could not create it: {e}")),
             })?;
-        file.write_all(format!("{}\n", hex(&bytes)).as_bytes())
+        file.write_all(format!("{}\n", hex(bytes)).as_bytes())
             .and_then(|()| file.sync_all())
-            .map_err(|e| refused(path, format!("could not write it: {e}")))?;
-        Ok(ClusterSecret(bytes))
+            .map_err(|e| self.refused(path, format!("could not write it: {e}")))
     }
 
-    /// Reads the secret at `path`: it must exist, be a regular file owned by this user (or
-    /// root) that no one else may read, and hold 64 hexadecimal digits. Each refusal says how
-    /// to fix it. (A symbolic link is followed, as a Kubernetes secret volume needs; what is
-    /// checked is the file opened, not the path looked at before.)
-    pub fn load(path: &Path) -> Result<ClusterSecret> {
+    /// Reads the key at `path`: it must exist, be a regular file owned by this user (or
+    /// root) that no one else may read, and hold 64 hexadecimal digits. Each refusal says
+    /// how to fix it. (A symbolic link is followed, as a Kubernetes secret volume needs;
+    /// what is checked is the file opened, not the path looked at before.)
+    fn read(self, path: &Path, missing_fix: String) -> Result<[u8; SECRET_LEN]> {
         let file = std::fs::File::open(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => refused(
-                path,
-                format!(
-                    "no such file; make one with `greenroom keygen {}` and copy it to every member",
-                    path.display()
-                ),
-            ),
-            _ => refused(path, format!("cannot read it: {e}")),
+            std::io::ErrorKind::NotFound => self.refused(path, missing_fix),
+            _ => self.refused(path, format!("cannot read it: {e}")),
         })?;
         let meta = file
             .metadata()
-            .map_err(|e| refused(path, format!("cannot read it: {e}")))?;
+            .map_err(|e| self.refused(path, format!("cannot read it: {e}")))?;
         if !meta.is_file() {
-            return Err(refused(path, "it is not a regular file"));
+            return Err(self.refused(path, "it is not a regular file"));
         }
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
-            return Err(refused(
+            return Err(self.refused(
                 path,
                 format!(
                     "it may be read by others (mode {mode:04o}); run `chmod 600 {}`",
@@ -105,13 +124,13 @@ impl ClusterSecret {
         let me = nix::unistd::getuid().as_raw();
         let owner = std::os::unix::fs::MetadataExt::uid(&meta);
         if owner != me && owner != 0 {
-            return Err(refused(
+            return Err(self.refused(
                 path,
                 format!("it belongs to uid {owner}, not to this user (uid {me}) or root; `chown` it"),
             ));
         }
         let bad = || {
-            refused(
+            self.refused(
                 path,
                 format!(
                     "it must hold {} hexadecimal digits, as `greenroom keygen` writes",
@@ -119,7 +138,7 @@ impl ClusterSecret {
                 ),
             )
         };
-        // Read no more than a secret's worth (and a little slack for whitespace).
+        // Read no more than a key's worth (and a little slack for whitespace).
         let mut text = String::new();
         file.take(4 * SECRET_LEN as u64)
             .read_to_string(&mut text)
@@ -133,7 +152,31 @@ impl ClusterSecret {
             let pair = std::str::from_utf8(pair).map_err(|_| bad())?;
             *byte = u8::from_str_radix(pair, 16).map_err(|_| bad())?;
         }
+        Ok(bytes)
+    }
+}
+
+impl ClusterSecret {
+    /// Writes a new random secret to `path` (mode 0600). Refuses to overwrite a file.
+    pub fn generate(path: &Path) -> Result<ClusterSecret> {
+        let bytes = KeyFile::Secret.random(path)?;
+        KeyFile::Secret.create(
+            path,
+            &bytes,
+            "the file exists; a convention's secret is made once and copied to every member (remove the file first to replace it)",
+        )?;
         Ok(ClusterSecret(bytes))
+    }
+
+    /// Reads the secret at `path`: it must exist, be a regular file owned by this user (or
+    /// root) that no one else may read, and hold 64 hexadecimal digits. Each refusal says how
+    /// to fix it. (A symbolic link is followed, as a Kubernetes secret volume needs.)
+    pub fn load(path: &Path) -> Result<ClusterSecret> {
+        let missing = format!(
+            "no such file; make one with `greenroom keygen {}` and copy it to every member",
+            path.display()
+        );
+        KeyFile::Secret.read(path, missing).map(ClusterSecret)
     }
 
     /// The secret's bytes, for the handshake's pre-shared key.
@@ -148,6 +191,76 @@ impl ClusterSecret {
     }
 }
 
+/// An admin's X25519 static key pair: the identity its links prove to peers.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StaticKey {
+    private: [u8; SECRET_LEN],
+    public: [u8; SECRET_LEN],
+}
+
+impl std::fmt::Debug for StaticKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StaticKey({}, private half not shown)", self.fingerprint())
+    }
+}
+
+impl StaticKey {
+    /// A new random key pair, kept in memory only.
+    pub fn generate() -> Result<StaticKey> {
+        let private = KeyFile::Static.random(Path::new("-"))?;
+        Ok(StaticKey::from_private(private))
+    }
+
+    /// The key pair kept at `path`, made there first (mode 0600) if there is no file yet;
+    /// says whether it was made now. The file holds the private half, checked as the
+    /// cluster secret's file is.
+    pub fn load_or_create(path: &Path) -> Result<(StaticKey, bool)> {
+        match KeyFile::Static.read(path, String::new()) {
+            Ok(private) => Ok((StaticKey::from_private(private), false)),
+            Err(_) if !path.exists() && !path.is_symlink() => {
+                let key = StaticKey::generate()?;
+                KeyFile::Static.create(
+                    path,
+                    &key.private,
+                    "the file appeared while this admin was making it; start again",
+                )?;
+                Ok((key, true))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn from_private(private: [u8; SECRET_LEN]) -> StaticKey {
+        use snow::{params::DHChoice, resolvers::CryptoResolver};
+        let mut public = [0u8; SECRET_LEN];
+        if let Some(mut dh) = snow::resolvers::DefaultResolver.resolve_dh(&DHChoice::Curve25519) {
+            dh.set(&private);
+            public.copy_from_slice(dh.pubkey());
+        }
+        StaticKey { private, public }
+    }
+
+    /// The public half, as peers see it ([`super::Link::peer_key`]).
+    pub fn public(&self) -> &[u8; SECRET_LEN] {
+        &self.public
+    }
+
+    /// The private half, for the handshake.
+    pub(crate) fn private(&self) -> &[u8; SECRET_LEN] {
+        &self.private
+    }
+
+    /// A short name for the public half, for logs and `greenroom status`.
+    pub fn fingerprint(&self) -> String {
+        fingerprint(&self.public)
+    }
+}
+
+/// A short name for a static public key: its first 8 bytes in hexadecimal.
+pub fn fingerprint(public: &[u8]) -> String {
+    hex(&public[..public.len().min(8)])
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -158,6 +271,32 @@ mod tests {
 
     fn message(e: Error) -> String {
         e.to_string()
+    }
+
+    #[test]
+    fn a_static_key_is_made_once_then_kept_and_its_file_is_checked_like_the_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.key");
+        let (made, created) = StaticKey::load_or_create(&path).unwrap();
+        assert!(created);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let (kept, created) = StaticKey::load_or_create(&path).unwrap();
+        assert!(!created);
+        assert_eq!(kept, made);
+        assert_ne!(made.public(), made.private(), "the public half is derived, not copied");
+        assert_ne!(StaticKey::generate().unwrap().public(), made.public());
+        assert!(!format!("{made:?}").contains(&hex(made.private())));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let exposed = message(StaticKey::load_or_create(&path).unwrap_err());
+        assert!(exposed.starts_with("static key file"), "{exposed}");
+        assert!(exposed.contains("chmod 600"), "{exposed}");
+        std::fs::write(dir.path().join("short.key"), "abcd\n").unwrap();
+        std::fs::set_permissions(dir.path().join("short.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        let short = message(StaticKey::load_or_create(&dir.path().join("short.key")).unwrap_err());
+        assert!(short.contains("64 hexadecimal digits"), "{short}");
+        let nowhere = message(StaticKey::load_or_create(&dir.path().join("no-dir/node.key")).unwrap_err());
+        assert!(nowhere.contains("could not create it"), "{nowhere}");
     }
 
     #[test]

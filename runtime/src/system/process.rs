@@ -202,7 +202,7 @@ impl ProcessSystem {
             |f| matches!(f, FromAdmin::Description { request: r, .. } if *r == request),
         )?;
         match answer {
-            FromAdmin::Description { system, .. } => Ok(system),
+            FromAdmin::Description { system, .. } => Ok(*system),
             other => Err(Error::AdminProtocol(format!("expected a description, got {other:?}"))),
         }
     }
