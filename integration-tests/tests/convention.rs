@@ -16,9 +16,9 @@ use std::{
 use greenroom::{convention::ClusterSecret, convention::ConventionConfig, Capabilities, Error, SystemConfig};
 use greenroom_integration_tests::{
     actors::{
-        Blast, Blaster, Broker, ChildExitSeen, ChildRestartSeen, ConventionNews, ConventionWatcher, DeadSeen, Echo,
-        Forward, Forwarder, GpuWorker, HireGpu, Mortuary, Recorded, Recorder, Report, TakeDeadLetters, Tallied, Tally,
-        TallyReport, WatchConvention,
+        Blast, Blaster, Broker, ChildExitSeen, ChildRestartSeen, ConventionNews, ConventionWatcher, Crash, Crasher,
+        DeadSeen, Echo, Echoed, Forward, Forwarder, GpuWorker, HireGpu, Mortuary, Recorded, Recorder, Report,
+        TakeDeadLetters, Tallied, Tally, TallyReport, WatchConvention,
     },
     harness, TestSystem,
 };
@@ -768,6 +768,58 @@ fn a_remote_child_s_restart_reaches_its_parent_and_it_never_outlives_its_parent_
     wait_for_members(&b, &[], within);
     wait_until_gone(&b, hired_again, &greenroom::ExitCause::ParentGone);
     drop(a);
+}
+
+#[test]
+fn a_remote_receiver_that_dies_comes_back_with_its_queued_messages_and_returns_the_fatal_one_as_poison() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("cluster.key");
+    ClusterSecret::generate(&secret).unwrap();
+    let (a_addr, b_addr) = (free_addr("127.0.0.1"), free_addr("127.0.0.2"));
+    let a = member(&secret, a_addr, None);
+    let b = member(&secret, b_addr, Some(a_addr));
+    let within = Duration::from_secs(10);
+    wait_for_members(&a, &[b_addr], within);
+    wait_for_members(&b, &[a_addr], within);
+    let crasher = b.create_actor::<Crasher>().unwrap();
+    let ping = |nonce: u64| -> Echoed {
+        let echoed: Echoed = a.ask(crasher, Crash::Ping(nonce), within).unwrap();
+        assert_eq!(echoed.nonce, nonce);
+        echoed
+    };
+    let before = ping(1).pong.pid;
+
+    // From the other member: a fatal message with twenty more queued behind it. The
+    // receiver's admin tells the sender's what the dead incarnation did with them.
+    a.tell(crasher, Crash::Abort).unwrap();
+    for _ in 0..20 {
+        a.tell(crasher, Crash::Inc).unwrap();
+    }
+    match a.listen(within) {
+        Err(Error::Poisoned { address, details, .. }) => {
+            assert_eq!(address, crasher);
+            assert!(details.contains("process died while processing it"), "{details}");
+            assert!(details.contains("killed by signal 6"), "{details}");
+        }
+        other => panic!("expected the fatal message back as poison, got {other:?}"),
+    }
+    assert!(harness::wait_for_exit(before, within), "the old process is gone");
+    let after = ping(2).pong;
+    assert_ne!(after.pid, before, "a new process serves the same address");
+    assert_eq!(
+        after.deliveries, 20,
+        "each queued message reaches the new incarnation once"
+    );
+    assert_eq!(b.actor_info(crasher).unwrap().incarnation, 2);
+
+    // SIGKILL from outside while idle: the next message goes to the next incarnation.
+    kill(Pid::from_raw(after.pid as i32), Signal::SIGKILL).unwrap();
+    assert!(harness::wait_for_exit(after.pid, within));
+    a.tell(crasher, Crash::Inc).unwrap();
+    let last = ping(3).pong;
+    assert_ne!(last.pid, after.pid);
+    assert_eq!(last.deliveries, 1);
+    assert_eq!(b.actor_info(crasher).unwrap().incarnation, 3);
 }
 
 #[test]

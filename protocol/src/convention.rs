@@ -13,8 +13,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    handshake::check_opening, Address, Capabilities, ChildSpec, CreateFailure, ExitCause, NodeId, Payload,
-    ProtocolError, PROTOCOL_VERSION,
+    handshake::check_opening, ActorState, Address, Capabilities, ChildSpec, CreateFailure, ExitCause, NodeId, Payload,
+    ProtocolError, Recovery, PROTOCOL_VERSION,
 };
 
 /// What travels on an established convention link, one per frame.
@@ -77,6 +77,15 @@ pub enum GatewayFrame {
     /// The sender closed the stream: the receiving gateway closes its connection to the
     /// receiver once it has written what it holds.
     Closed { from: Address, to: Address, stream: u64 },
+    /// The receiver accepted the stream's connection: its incarnation, which the sender's
+    /// gateway passes on in the handshake reply it has held back until now (the sender
+    /// needs it to ask about that incarnation if the connection ends).
+    Accepted {
+        from: Address,
+        to: Address,
+        stream: u64,
+        incarnation: u32,
+    },
     /// Admin to admin: create an actor here for `parent` (an actor or client of the sending
     /// node), which chose this member by the type's capability check. Answered by
     /// [`GatewayFrame::Created`] with the same `request`.
@@ -105,6 +114,27 @@ pub enum GatewayFrame {
     /// gone (it died, restarted or exited), so `child` is stopped for good with
     /// `ExitCause::ParentGone` — the rule for local children, across machines.
     ParentGone { parent: Address, child: Address },
+    /// Admin to admin: `asker`, an endpoint of the sending node, lost its connection to
+    /// `actor`'s incarnation `incarnation` (0: before it was accepted). Answered by
+    /// [`GatewayFrame::Settled`] once that incarnation's process is reaped, with what its
+    /// ledger says of the asker's messages — or, if it is still running after a short
+    /// wait, as unknown: the connection ended for another reason (a broken link), and
+    /// what the actor processed is in doubt.
+    Settle {
+        request: u64,
+        actor: Address,
+        incarnation: u32,
+        asker: Address,
+    },
+    /// Admin to admin: the answer to [`GatewayFrame::Settle`], as `FromAdmin::Status`
+    /// answers a local settle query.
+    Settled {
+        request: u64,
+        state: ActorState,
+        pid: Option<u32>,
+        incarnation: u32,
+        recovery: Option<Recovery>,
+    },
     /// Member to leader: node `by` wants the global name `name`. Answered by
     /// [`GatewayFrame::NameClaim`].
     ClaimName { request: u64, name: String, by: NodeId },

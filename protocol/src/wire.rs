@@ -479,7 +479,10 @@ pub enum FromAdmin {
     /// The answer to [`ToAdmin::Shutdown`]: every actor is stopped.
     ShutdownComplete { request: u64 },
     /// The answer to [`ToAdmin::Describe`].
-    Description { request: u64, system: Box<SystemDescription> },
+    Description {
+        request: u64,
+        system: Box<SystemDescription>,
+    },
     /// To every host and client: the system's capabilities changed; this is the new set.
     CapabilitiesChanged { capabilities: crate::Capabilities },
     /// The answer to [`ToAdmin::ConventionMembers`]: each live member's node, capabilities

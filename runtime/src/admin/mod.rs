@@ -210,11 +210,27 @@ struct Identity {
 
 /// A sender waiting to hear what became of an incarnation it lost its connection to.
 struct SettleWaiter {
-    token: Token,
+    asker: SettleAsker,
     request: u64,
     actor: Address,
     incarnation: u32,
 }
+
+/// Who asks a settle query, and how it is answered.
+enum SettleAsker {
+    /// A host or client of this system, on its control connection.
+    Local(Token),
+    /// `sender`, an endpoint of another member, through that member's admin
+    /// ([`GatewayFrame::Settle`]). Its connection may have ended for a reason other than
+    /// the actor's death (a broken link): if the incarnation still runs at `deadline`, what
+    /// it processed is in doubt, and the answer says the actor is unknown.
+    Remote { sender: Address, deadline: Instant },
+}
+
+/// How long a remote sender's settle query waits for the incarnation to be reaped before
+/// it is answered as in doubt. A death is reaped within milliseconds; this is for the
+/// incarnation that did not die at all.
+const REMOTE_SETTLE_WAIT: Duration = Duration::from_secs(2);
 
 struct ShutdownState {
     reply_to: Option<(Token, u64)>,
@@ -276,6 +292,9 @@ struct Admin {
     /// Creates sent to other members, by our request number: (node, creator, its request,
     /// the creating actor if it is one).
     remote_creates: HashMap<u64, (NodeId, Token, u64, Option<ActorId>)>,
+    /// Settle queries asked of other members' admins, by our request number: the member's
+    /// node, the asker's control connection, its request number, and the actor.
+    remote_settles: HashMap<u64, (NodeId, Token, u64, Address)>,
     /// Actors of other members created for actors here: (parent, child). When the child's
     /// member is lost, the parent is told `ChildActorExited` from here (nobody else can).
     remote_children: Vec<(ActorId, Address)>,
@@ -410,6 +429,7 @@ impl Admin {
                 .map_or(NodeId(0), |(_, member, _)| member.me().node()),
             convention,
             remote_creates: HashMap::new(),
+            remote_settles: HashMap::new(),
             remote_children: Vec::new(),
             convention_names: HashMap::new(),
             leader_table: leads.then(names::LeaderTable::default),
@@ -455,6 +475,13 @@ impl Admin {
                     .filter_map(|id| self.actors.get(id))
                     .flat_map(|r| [r.orphaned_at, r.next_probe])
                     .flatten()
+                    .min(),
+                self.settle_waiters
+                    .iter()
+                    .filter_map(|w| match w.asker {
+                        SettleAsker::Remote { deadline, .. } => Some(deadline),
+                        SettleAsker::Local(_) => None,
+                    })
                     .min(),
             ]
             .into_iter()
@@ -512,6 +539,7 @@ impl Admin {
             self.probe_liveness();
             self.check_shutdown_deadline();
             self.expire_handshakes();
+            self.expire_remote_settles();
             if self.shutdown_finished() {
                 self.finish_shutdown();
                 return Ok(());
@@ -686,6 +714,55 @@ impl Admin {
                         }
                     }
                 }
+                GatewayFrame::Settle {
+                    request,
+                    actor,
+                    incarnation,
+                    asker,
+                } => {
+                    if actor.node() != self.node {
+                        let w = SettleWaiter {
+                            asker: SettleAsker::Remote {
+                                sender: asker,
+                                deadline: Instant::now(),
+                            },
+                            request,
+                            actor,
+                            incarnation,
+                        };
+                        self.answer_settle(w, ActorState::Unknown, None, 0, None);
+                        continue;
+                    }
+                    self.settle_waiters.push(SettleWaiter {
+                        asker: SettleAsker::Remote {
+                            sender: asker,
+                            deadline: Instant::now() + REMOTE_SETTLE_WAIT,
+                        },
+                        request,
+                        actor,
+                        incarnation,
+                    });
+                    self.answer_settled(actor.id());
+                }
+                GatewayFrame::Settled {
+                    request,
+                    state,
+                    pid,
+                    incarnation,
+                    recovery,
+                } => {
+                    if let Some((_, token, asked, actor)) = self.remote_settles.remove(&request) {
+                        let status = FromAdmin::Status {
+                            request: asked,
+                            actor,
+                            state,
+                            pid,
+                            incarnation,
+                            recovery,
+                        };
+                        self.send(token, &status);
+                    }
+                }
                 GatewayFrame::ParentGone { parent, child } => {
                     let ours = child.node() == self.node
                         && self.actors.get(&child.id()).and_then(|r| r.remote_parent) == Some(parent);
@@ -759,6 +836,27 @@ impl Admin {
             if let Some((_, token, asked, _)) = self.remote_creates.remove(&request) {
                 let result = Err(CreateFailure::Remote(why.to_owned()));
                 self.answer_create(Asker::Local(token), asked, result);
+            }
+        }
+        // Settle queries: the member is gone or its answer may be lost; what its actor
+        // processed is in doubt.
+        let unanswered: Vec<u64> = self
+            .remote_settles
+            .iter()
+            .filter(|(_, (n, ..))| *n == node)
+            .map(|(r, _)| *r)
+            .collect();
+        for request in unanswered {
+            if let Some((_, token, asked, actor)) = self.remote_settles.remove(&request) {
+                let status = FromAdmin::Status {
+                    request: asked,
+                    actor,
+                    state: ActorState::Unknown,
+                    pid: None,
+                    incarnation: 0,
+                    recovery: None,
+                };
+                self.send(token, &status);
             }
         }
         if self.leader_node() == Some(node) || self.leader_node().is_none() {
@@ -1182,7 +1280,8 @@ impl Admin {
     fn drop_peer(&mut self, token: Token) -> Option<PeerKind> {
         let mut peer = self.peers.remove(&token)?;
         let _ = self.poll.registry().deregister(&mut peer.framed.stream);
-        self.settle_waiters.retain(|w| w.token != token);
+        self.settle_waiters
+            .retain(|w| !matches!(w.asker, SettleAsker::Local(t) if t == token));
         Some(peer.kind)
     }
 
@@ -1262,12 +1361,19 @@ impl Admin {
             (ToAdmin::ActorStatus { request, actor, settle }, _) => match settle {
                 Some(incarnation) if actor.node() == self.node => {
                     self.settle_waiters.push(SettleWaiter {
-                        token,
+                        asker: SettleAsker::Local(token),
                         request,
                         actor,
                         incarnation,
                     });
                     self.answer_settled(actor.id());
+                }
+                Some(incarnation) if self.convention.is_some() && actor.node() != NodeId(0) => {
+                    let asker = match kind {
+                        PeerKind::Host(id) | PeerKind::Client(Some(id)) => self.address_of(id),
+                        PeerKind::Client(None) => return,
+                    };
+                    self.settle_elsewhere(token, request, actor, incarnation, asker);
                 }
                 // Not settled here: what is known of it is known now (nothing, for another
                 // node's address).
@@ -1341,7 +1447,13 @@ impl Admin {
             }
             (ToAdmin::Describe { request, include_gone }, PeerKind::Client(Some(_))) => {
                 let system = self.describe(include_gone);
-                self.send(token, &FromAdmin::Description { request, system: Box::new(system) });
+                self.send(
+                    token,
+                    &FromAdmin::Description {
+                        request,
+                        system: Box::new(system),
+                    },
+                );
             }
             (ToAdmin::UpdateCapability { key, value }, PeerKind::Host(_) | PeerKind::Client(Some(_))) => {
                 self.update_capability(key, value);
@@ -1605,29 +1717,114 @@ impl Admin {
             std::mem::take(&mut self.settle_waiters).into_iter().partition(settled);
         self.settle_waiters = waiting;
         for w in ready {
-            let asker = match self.peers.get(&w.token).map(|p| p.kind) {
-                Some(PeerKind::Host(a)) => a,
-                Some(PeerKind::Client(Some(c))) => c,
-                _ => continue,
+            // The sender as the receiver's ledger knows it.
+            let ledger_key = match w.asker {
+                SettleAsker::Local(token) => match self.peers.get(&token).map(|p| p.kind) {
+                    Some(PeerKind::Host(a) | PeerKind::Client(Some(a))) => a,
+                    _ => continue,
+                },
+                SettleAsker::Remote { sender, .. } => crate::net::endpoint::ledger_key(w.actor, sender),
             };
             let recovery = self.actors.get(&id).and_then(|r| {
                 r.reports
                     .iter()
                     .find(|(inc, _, _)| *inc == w.incarnation)
-                    .map(|(_, report, cause)| report.recovery_for(asker, cause.clone()))
+                    .map(|(_, report, cause)| report.recovery_for(ledger_key, cause.clone()))
             });
-            self.send(
-                w.token,
+            self.answer_settle(w, state.clone(), pid, current, recovery);
+        }
+    }
+
+    /// Answers one settle query: on the asker's control connection, or through the gateway
+    /// to the admin of a remote asker.
+    fn answer_settle(
+        &mut self,
+        w: SettleWaiter,
+        state: ActorState,
+        pid: Option<u32>,
+        incarnation: u32,
+        recovery: Option<greenroom_protocol::Recovery>,
+    ) {
+        match w.asker {
+            SettleAsker::Local(token) => self.send(
+                token,
                 &FromAdmin::Status {
                     request: w.request,
                     actor: w.actor,
-                    state: state.clone(),
+                    state,
                     pid,
-                    incarnation: current,
+                    incarnation,
                     recovery,
                 },
-            );
+            ),
+            SettleAsker::Remote { sender, .. } => {
+                if let Some((_, _, gateway)) = &self.convention {
+                    let settled = GatewayFrame::Settled {
+                        request: w.request,
+                        state,
+                        pid,
+                        incarnation,
+                        recovery,
+                    };
+                    gateway.send(sender.node(), settled);
+                }
+            }
         }
+    }
+
+    /// Remote senders whose incarnation still runs at their deadline: their connection
+    /// ended for another reason than its death, and what it processed is in doubt. They
+    /// are told it is unknown, and hand their unacknowledged messages back.
+    fn expire_remote_settles(&mut self) {
+        let now = Instant::now();
+        let expired = |w: &SettleWaiter| matches!(w.asker, SettleAsker::Remote { deadline, .. } if deadline <= now);
+        if !self.settle_waiters.iter().any(expired) {
+            return;
+        }
+        let (expired, waiting): (Vec<SettleWaiter>, Vec<SettleWaiter>) =
+            std::mem::take(&mut self.settle_waiters).into_iter().partition(expired);
+        self.settle_waiters = waiting;
+        for w in expired {
+            tracing::info!(actor = %w.actor, incarnation = w.incarnation,
+                "a remote sender's connection ended while the actor kept running: its unacknowledged messages are in doubt");
+            self.answer_settle(w, ActorState::Unknown, None, 0, None);
+        }
+    }
+
+    /// A settle query about an actor of another member: asked of that member's admin,
+    /// which answers once it knows (`GatewayFrame::Settle`); unknown at once if no member
+    /// is that node.
+    fn settle_elsewhere(&mut self, token: Token, request: u64, actor: Address, incarnation: u32, asker: Address) {
+        let node = actor.node();
+        let member = self
+            .convention
+            .as_ref()
+            .filter(|(_, members, _)| members.directory().addr_of(node).is_some())
+            .map(|(_, _, gateway)| gateway);
+        let Some(gateway) = member else {
+            let unknown = FromAdmin::Status {
+                request,
+                actor,
+                state: ActorState::Unknown,
+                pid: None,
+                incarnation: 0,
+                recovery: None,
+            };
+            self.send(token, &unknown);
+            return;
+        };
+        self.next_remote_request += 1;
+        let ours = self.next_remote_request;
+        gateway.send(
+            node,
+            GatewayFrame::Settle {
+                request: ours,
+                actor,
+                incarnation,
+                asker,
+            },
+        );
+        self.remote_settles.insert(ours, (node, token, request, actor));
     }
 
     // ---- creating actors ----

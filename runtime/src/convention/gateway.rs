@@ -12,8 +12,12 @@
 //! ```text
 //!  node A                                               node B
 //!  @A.5 ──Message{seq}──▶ gateway ══Gateway(Message{@A.5,@B.7,seq})══▶ gateway ──Message{seq}──▶ @B.7
+//!       ◀─HandshakeReply─         ◀═Gateway(Accepted{.., incarnation})         ◀─HandshakeReply─
 //!       ◀──Ack{upto}─────         ◀═Gateway(Ack{@A.5,@B.7,upto})═════         ◀──Ack{upto}─────
 //! ```
+//!
+//! The sender's handshake reply waits for the receiver's, so that it carries the
+//! receiver's incarnation (the sender writes its messages meanwhile, as it always does).
 //!
 //! **Order.** One connection per (sender, receiver) on each machine, one link per pair of
 //! machines and direction, one loop in between: a sender's messages to one receiver arrive
@@ -23,25 +27,29 @@
 //! acknowledgement, carried back end to end, so a message is retained by its sender until
 //! the receiver has processed it. When the receiver cannot be reached (no such actor, its
 //! connection ended because it stopped or was restarted, its machine died or the link
-//! broke), the gateway closes the sender's connection; the sender asks its admin about the
-//! address, which knows no actor of another node, and hands every unacknowledged message
-//! back: an `ask` fails at once, an actor's sends go to the dead-letter path. Each sender
+//! broke), the gateway closes the sender's connection, and the sender asks its admin what
+//! became of the incarnation it was talking to, as for a local receiver. Its admin asks the
+//! receiver's admin (`GatewayFrame::Settle`), which answers once that incarnation's process
+//! is reaped, from its delivery ledger: what it processed is forgotten, the message it died
+//! on comes back as `PoisonMessage`, and the rest is sent again, in order, on a new stream,
+//! to the restarted actor at the same address — or handed back if the actor is gone for
+//! good (an `ask` fails at once, an actor's sends go to the dead-letter path). Each sender
 //! connection is a *stream* with a number of its own, carried in every frame, so an ack or
 //! a loss about an earlier stream of the same pair is never applied to the current one; a
 //! message of a stream whose receiver connection is gone is answered with `Lost` again,
-//! never delivered on a new connection in the middle of a stream. A sender that closes its
+//! never delivered on a new connection; only a newer stream of the pair opens one (it may
+//! start past seq 1: a sender that reconnects sends again what was not processed). A sender that closes its
 //! connection sends `Closed`, and the receiving gateway closes its connection to the
 //! receiver once everything it holds is written (as a local receiver still reads what a
 //! dead sender wrote).
 //!
 //! **In doubt.** When the link this gateway writes to a member breaks, the senders to that
-//! member get their unacknowledged messages back at once, though some may already have
-//! crossed and be delivered: with a broken link the gateway cannot know. (Admins waiting for
-//! that member, for a create or a global name, are told the same way.)
-//!
-//! **Not yet.** A receiver that restarts is not waited for, as a local one is: its remote
-//! senders get their unacknowledged messages back instead. A message the receiver was
-//! processing when it died comes back as undelivered, not as `PoisonMessage`.
+//! member ask as above; but their receivers did not die, so no ledger says what they
+//! processed. The receiver's admin answers "unknown" when the incarnation still runs after
+//! a short wait (2 s), or membership declares the member gone first, and the senders get
+//! their unacknowledged messages back, though some may already have crossed and been
+//! delivered: with a broken link nobody can know. (Admins waiting for that member, for a
+//! create or a global name, are told the same way.)
 //!
 //! The gateway runs on threads of the admin process for now, like membership: one loop
 //! (`mio`, the Unix side and everything the links bring) and one writer thread per member
@@ -204,6 +212,7 @@ impl Gateway {
             next_token: FIRST_CONN,
             senders: HashMap::new(),
             receivers: HashMap::new(),
+            streams: HashMap::new(),
             next_stream: 1,
             writers: HashMap::new(),
             next_writer: 1,
@@ -269,6 +278,10 @@ struct Side {
     /// A sender's side: the last message forwarded, and the last acknowledged.
     forwarded: u64,
     acked: u64,
+    /// A sender's side: whether its handshake reply is written. The reply waits for the
+    /// remote receiver to accept the stream ([`GatewayFrame::Accepted`]), so that it carries
+    /// the receiver's incarnation; the sender writes its messages meanwhile.
+    replied: bool,
     /// A receiver's side whose stream is closed: dropped once `out` is written.
     closing: bool,
 }
@@ -296,6 +309,9 @@ struct Loop {
     senders: HashMap<Pair, Token>,
     /// Connections to local receivers, by pair (one stream at a time).
     receivers: HashMap<Pair, Token>,
+    /// The latest stream of each pair a receiver connection was opened for: a message of
+    /// an older or the same stream without its connection is never delivered.
+    streams: HashMap<Pair, u64>,
     /// The number of the next local sender connection.
     next_stream: u64,
     /// One writer thread per node sent to, with its generation.
@@ -426,6 +442,7 @@ impl Loop {
                     kind: Kind::Sender(None),
                     forwarded: 0,
                     acked: 0,
+                    replied: false,
                     closing: false,
                 },
             );
@@ -525,13 +542,26 @@ impl Loop {
                 }
             },
             (None, Some((pair, stream, false))) => match HandshakeReply::decode(body) {
-                Ok(HandshakeReply { refusal: None, .. }) => {
+                Ok(HandshakeReply {
+                    refusal: None,
+                    incarnation,
+                }) => {
                     if let Some(side) = self.conns.get_mut(&token) {
                         side.kind = Kind::Receiver {
                             pair,
                             stream,
                             accepted: true,
                         };
+                    }
+                    let (from, to) = pair;
+                    let accepted = GatewayFrame::Accepted {
+                        from,
+                        to,
+                        stream,
+                        incarnation,
+                    };
+                    if let Err(why) = self.forward(from.node(), accepted) {
+                        self.close(token, &why);
                     }
                 }
                 Ok(HandshakeReply { refusal: Some(why), .. }) => self.close(token, &format!("refused: {why}")),
@@ -560,20 +590,23 @@ impl Loop {
             )),
             Err(e) => Err((format!("bad handshake: {e}"), None)),
         };
-        let reply = HandshakeReply {
-            refusal: checked.as_ref().err().map(|(why, _)| why.clone()),
-            incarnation: u32::from(checked.is_ok()),
-        };
         let stream = self.next_stream;
         self.next_stream += 1;
         let Some(side) = self.conns.get_mut(&token) else { return };
-        if let Err(e) = reply.encode(&mut side.out) {
-            tracing::error!(error = %e, "gateway: could not encode a handshake reply");
+        match &checked {
+            // Accepted: the reply waits for the remote receiver's incarnation.
+            Ok(pair) => side.kind = Kind::Sender(Some((*pair, stream))),
+            Err((why, _)) => {
+                let reply = HandshakeReply {
+                    refusal: Some(why.clone()),
+                    incarnation: 0,
+                };
+                if let Err(e) = reply.encode(&mut side.out) {
+                    tracing::error!(error = %e, "gateway: could not encode a handshake reply");
+                }
+                self.flush(token);
+            }
         }
-        if let Ok(pair) = checked {
-            side.kind = Kind::Sender(Some((pair, stream)));
-        }
-        self.flush(token);
         match checked {
             Ok(pair) => {
                 if let Some(old) = self.senders.insert(pair, token) {
@@ -646,12 +679,16 @@ impl Loop {
                 });
                 let token = match current {
                     Some(token) => token,
-                    // A new stream of this pair: whatever came before is settled at its
-                    // sender (it closed that connection or was told it was lost).
-                    None if seq == 1 => {
+                    // A new stream of this pair (a new connection of the sender, which may
+                    // start past seq 1: a sender that reconnects after its receiver was
+                    // restarted sends again what the dead incarnation did not process).
+                    // Whatever came before is settled at its sender (it closed that
+                    // connection, or was told it was lost and asked its admin).
+                    None if self.streams.get(&pair).is_none_or(|last| stream > *last) => {
                         if let Some(old) = self.receivers.remove(&pair) {
                             self.close_after_writing(old);
                         }
+                        self.streams.insert(pair, stream);
                         match self.open_receiver(pair, stream) {
                             Ok(token) => token,
                             Err(why) => {
@@ -660,7 +697,7 @@ impl Loop {
                             }
                         }
                     }
-                    // The middle of a stream whose receiver connection is gone: never on a
+                    // The rest of a stream whose receiver connection is gone: never on a
                     // new connection (the receiver would take it for a fresh start). Its
                     // sender is told, again for every such message, in case a `Lost` was
                     // itself lost with a broken link.
@@ -682,9 +719,38 @@ impl Loop {
                     return;
                 };
                 let Some(side) = self.conns.get_mut(&token) else { return };
+                // The receiver's `Accepted` comes before its acks, on the same link; an ack
+                // before it would be taken for the handshake reply. (Acks are cumulative:
+                // the next covers one skipped.)
+                if !side.replied {
+                    return;
+                }
                 side.acked = side.acked.max(upto);
                 if greenroom_protocol::encode_frame(&mut side.out, &DataReply::Ack { upto }, u32::MAX, "ack").is_ok() {
                     self.flush(token);
+                }
+            }
+            GatewayFrame::Accepted {
+                from,
+                to,
+                stream,
+                incarnation,
+            } => {
+                let Some(token) = self.sender_of(from, to, stream) else {
+                    return;
+                };
+                let Some(side) = self.conns.get_mut(&token) else { return };
+                if side.replied {
+                    return;
+                }
+                side.replied = true;
+                let reply = HandshakeReply {
+                    refusal: None,
+                    incarnation,
+                };
+                match reply.encode(&mut side.out) {
+                    Ok(()) => self.flush(token),
+                    Err(e) => self.close(token, &format!("could not encode a handshake reply: {e}")),
                 }
             }
             GatewayFrame::Lost {
@@ -705,11 +771,19 @@ impl Loop {
                     self.receivers.remove(&(from, to));
                     self.close_after_writing(token);
                 }
+                // The stream is over: the pair is forgotten (nothing of this stream comes
+                // after its `Closed` on the link), so remote clients that come and go
+                // leave nothing behind.
+                if self.streams.get(&(from, to)) == Some(&stream) {
+                    self.streams.remove(&(from, to));
+                }
             }
             frame @ (GatewayFrame::Create { .. }
             | GatewayFrame::Created { .. }
             | GatewayFrame::ChildNotice { .. }
             | GatewayFrame::ParentGone { .. }
+            | GatewayFrame::Settle { .. }
+            | GatewayFrame::Settled { .. }
             | GatewayFrame::ClaimName { .. }
             | GatewayFrame::NameClaim { .. }
             | GatewayFrame::NameBound { .. }) => self.to_admin(ForAdmin::Frame(Box::new(frame))),
@@ -774,6 +848,7 @@ impl Loop {
                 },
                 forwarded: 0,
                 acked: 0,
+                replied: false,
                 closing: false,
             },
         );
@@ -784,7 +859,7 @@ impl Loop {
     /// Tells the sender's gateway that the receiver of `pair`'s `stream` is lost.
     fn receiver_lost(&mut self, pair: Pair, stream: u64, reason: &str) {
         let (from, to) = pair;
-        tracing::info!(%from, %to, %reason, "gateway: receiver unreachable; its remote sender gets its messages back");
+        tracing::info!(%from, %to, %reason, "gateway: receiver unreachable; its remote sender is told");
         let _ = self.forward(
             from.node(),
             GatewayFrame::Lost {
@@ -818,6 +893,7 @@ impl Loop {
         if !gone {
             return;
         }
+        self.streams.retain(|(from, _), _| from.node() != node);
         let theirs: Vec<Token> = self
             .receivers
             .iter()
@@ -843,8 +919,8 @@ impl Loop {
             }
             Kind::Sender(Some(((from, to), _))) if side.forwarded > side.acked => {
                 let unacknowledged = side.forwarded - side.acked;
-                tracing::warn!(%from, %to, unacknowledged, reason = %why,
-                    "messages to an actor of another node come back undelivered");
+                tracing::info!(%from, %to, unacknowledged, reason = %why,
+                    "a stream to an actor of another node ended with messages unacknowledged; its sender asks what became of them");
                 self.drop_side(token);
             }
             Kind::Sender(_) => {

@@ -1501,9 +1501,9 @@ fn retained_messages(parts: &[&[u8]]) -> Vec<AnyMessage> {
 /// How the ledger names `sender` when `me` receives from it: its id for a sender of this
 /// node, which is what the admin looks up when that sender asks what became of its messages;
 /// for a sender of another node (through the gateway), a key with the top bit set, so that
-/// it can never be taken for a local sender with the same id (recovery for remote senders
-/// is not built; see `convention/gateway.rs`).
-fn ledger_key(me: Address, sender: Address) -> u64 {
+/// it can never be taken for a local sender with the same id. The admin computes the same
+/// key when a remote sender's admin asks what became of its messages.
+pub(crate) fn ledger_key(me: Address, sender: Address) -> u64 {
     const REMOTE: u64 = 1 << 63;
     if sender.node() == me.node() {
         sender.id()
