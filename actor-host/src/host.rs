@@ -730,7 +730,7 @@ impl Backend for HostBackend<'_> {
         self.create_child(type_name, spec, global_name, requirements, None)
     }
 
-    fn convention_members(&mut self) -> greenroom::Result<Vec<(NodeId, Capabilities, u64)>> {
+    fn convention_members(&mut self) -> greenroom::Result<Vec<greenroom_protocol::ConventionMember>> {
         self.endpoint.convention_members(CREATE_TIMEOUT)
     }
 

@@ -85,6 +85,9 @@ pub struct Member {
     pub actors: u64,
     /// Its static key fingerprint, as its link proved it (empty until it has spoken).
     pub key: String,
+    /// How long ago it last told this member its capabilities, in seconds (at least every
+    /// 2 s while it is alive); `null` if not yet.
+    pub last_seen_s: Option<f64>,
 }
 
 /// One actor of [`Status`].
@@ -150,6 +153,7 @@ impl Status {
                         capabilities: m.capabilities.keys().map(str::to_owned).collect(),
                         actors: m.load,
                         key: m.key.clone(),
+                        last_seen_s: m.last_seen_ms.map(|ms| ms as f64 / 1000.0),
                     })
                     .collect(),
             }),

@@ -32,6 +32,8 @@ pub enum ConventionFrame {
         /// How many actors the member runs now (for placement on the least loaded); the
         /// latest heard counts, whatever the version.
         load: u64,
+        /// The actor types the member's host binary registers, once it knows them.
+        types: Option<Vec<String>>,
     },
     /// The cross-machine data path, between two admins' gateways.
     Gateway(GatewayFrame),

@@ -33,8 +33,8 @@ pub use frame::{encode_frame, FrameReader, ReadUntil};
 pub use handshake::{Handshake, HandshakeReply, PeerRole};
 pub use supervision::{Backoff, ChildSpec, ResourceLimits, RestartType, Strategy, SupervisorSpec};
 pub use wire::{
-    ActorRow, ActorState, Address, ConventionView, CreateFailure, DataFrame, DataReply, ExitCause, FromAdmin,
-    MemberRow, NodeId, Payload, Recovery, Resource, SystemDescription, ToAdmin, TroupeLoad,
+    ActorRow, ActorState, Address, ConventionMember, ConventionView, CreateFailure, DataFrame, DataReply, ExitCause,
+    FromAdmin, MemberRow, NodeId, Payload, Recovery, Resource, SystemDescription, ToAdmin, TroupeLoad,
 };
 
 /// The four bytes that open every handshake: `GRNR`.

@@ -337,6 +337,22 @@ pub struct MemberRow {
     /// link proved it; empty until it has told its capabilities. The same after a restart
     /// when the admin keeps its key in a key file.
     pub key: String,
+    /// How long ago it last told this member its capabilities, in milliseconds (it does at
+    /// least every 2 s); `None` for this member itself, or one not heard from yet.
+    pub last_seen_ms: Option<u64>,
+}
+
+/// Another member of the convention, as placement sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConventionMember {
+    pub node: NodeId,
+    /// Its capabilities, as it last told this member.
+    pub capabilities: crate::Capabilities,
+    /// How many actors it runs, as it last told this member (a few seconds old at most).
+    pub load: u64,
+    /// The actor types its host binary registers, once it knows them (`None` until one of
+    /// its hosts has started): placement skips a member known not to have the type.
+    pub types: Option<Vec<String>>,
 }
 
 /// One actor in a [`SystemDescription`].
@@ -485,12 +501,11 @@ pub enum FromAdmin {
     },
     /// To every host and client: the system's capabilities changed; this is the new set.
     CapabilitiesChanged { capabilities: crate::Capabilities },
-    /// The answer to [`ToAdmin::ConventionMembers`]: each live member's node, capabilities
-    /// and load (how many actors it runs, as it last said), by advertised address (none in
-    /// no convention).
+    /// The answer to [`ToAdmin::ConventionMembers`]: each live member, by advertised
+    /// address (none in no convention).
     ConventionMembers {
         request: u64,
-        members: Vec<(NodeId, crate::Capabilities, u64)>,
+        members: Vec<ConventionMember>,
     },
 }
 

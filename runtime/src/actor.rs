@@ -20,7 +20,7 @@
 //! }
 //! ```
 
-use greenroom_protocol::{Address, Capabilities, ChildSpec, NodeId, Payload};
+use greenroom_protocol::{Address, Capabilities, ChildSpec, ConventionMember, NodeId, Payload};
 
 use crate::{
     error::{Error, Result},
@@ -117,20 +117,46 @@ pub(crate) fn created_type_name<A: Actor>() -> &'static str {
     }
 }
 
-/// The members (of `members`: node, capabilities, load) whose capabilities `A`'s check
-/// accepts for `requirements`, least loaded first (ties in the order given, that of their
-/// addresses): where a typed create goes when this system does not qualify (Thespian's
-/// placement; the target's host checks again at start).
+/// The members whose capabilities `A`'s check accepts for `requirements`, and which are
+/// not known to lack `type_name`, least loaded first (ties in the order given, that of
+/// their addresses): where a typed create goes when this system does not qualify
+/// (Thespian's placement; the target's host checks again at start).
 pub(crate) fn members_accepting<A: Actor>(
-    members: &[(NodeId, Capabilities, u64)],
+    members: &[ConventionMember],
+    type_name: &str,
     requirements: &Capabilities,
 ) -> Vec<NodeId> {
-    let mut fit: Vec<&(NodeId, Capabilities, u64)> = members
+    let mut fit: Vec<&ConventionMember> = members
         .iter()
-        .filter(|(_, capabilities, _)| A::accepts(capabilities, requirements))
+        .filter(|m| A::accepts(&m.capabilities, requirements))
+        .filter(|m| {
+            m.types
+                .as_ref()
+                .is_none_or(|types| types.iter().any(|t| t == type_name))
+        })
         .collect();
-    fit.sort_by_key(|(_, _, load)| *load);
-    fit.into_iter().map(|(node, ..)| *node).collect()
+    fit.sort_by_key(|m| m.load);
+    fit.into_iter().map(|m| m.node).collect()
+}
+
+/// A typed create this system does not qualify for: tried on each member that qualifies
+/// ([`members_accepting`]) until one creates it; `refused` if none qualifies, else the
+/// last member's error. The one placement rule of `ActorSystem` and `Context`.
+pub(crate) fn create_on_a_member<A: Actor>(
+    members: &[ConventionMember],
+    type_name: &str,
+    requirements: &Capabilities,
+    refused: Error,
+    mut create_on: impl FnMut(NodeId) -> Result<Address>,
+) -> Result<Address> {
+    let mut last = None;
+    for node in members_accepting::<A>(members, type_name, requirements) {
+        match create_on(node) {
+            Ok(address) => return Ok(address),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or(refused))
 }
 
 /// Runs `A`'s capability check against a system's capabilities.
@@ -194,7 +220,7 @@ pub trait Backend {
     /// The other members of the system's convention, their capabilities and loads (how
     /// many actors each runs), in the order of their addresses: none outside a convention
     /// (and on the simple base).
-    fn convention_members(&mut self) -> Result<Vec<(NodeId, Capabilities, u64)>> {
+    fn convention_members(&mut self) -> Result<Vec<ConventionMember>> {
         Ok(Vec::new())
     }
     /// Creates a child of the registered type `type_name` on the convention's member of
@@ -282,14 +308,9 @@ impl<'a> Context<'a> {
             return Err(refused);
         }
         let members = self.backend.convention_members()?;
-        let mut last = None;
-        for node in members_accepting::<A>(&members, requirements) {
-            match self.backend.create_actor_on(node, type_name, spec, requirements) {
-                Ok(address) => return Ok(address),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.unwrap_or(refused))
+        create_on_a_member::<A>(&members, type_name, requirements, refused, |node| {
+            self.backend.create_actor_on(node, type_name, spec, requirements)
+        })
     }
 
     /// Creates a child [troupe](crate::troupe) of `A` workers with these settings (whatever
@@ -582,4 +603,67 @@ pub fn receive_with_retry(
         }
     }
     failure.map(|details| (details, retried))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Wants `gpus` of at least what is required (1 by default).
+    struct Trainer;
+    impl Actor for Trainer {
+        fn receive(&mut self, _: &mut Context<'_>, _: &AnyMessage, _: Address) -> ActorResult {
+            Ok(())
+        }
+        fn accepts(capabilities: &Capabilities, requirements: &Capabilities) -> bool {
+            capabilities.get::<u64>("gpus").unwrap_or(0) >= requirements.get::<u64>("gpus").unwrap_or(1)
+        }
+    }
+
+    fn member(node: u32, gpus: u64, load: u64, types: Option<&[&str]>) -> ConventionMember {
+        ConventionMember {
+            node: NodeId(node),
+            capabilities: Capabilities::new().with("gpus", &gpus).unwrap(),
+            load,
+            types: types.map(|t| t.iter().map(|s| (*s).to_owned()).collect()),
+        }
+    }
+
+    #[test]
+    fn placement_takes_members_that_qualify_and_may_have_the_type_least_loaded_first() {
+        let name = actor_type_name::<Trainer>();
+        let members = [
+            member(1, 0, 0, None),               // no GPUs
+            member(2, 4, 9, None),               // types not known yet: may have it
+            member(3, 4, 0, Some(&["other"])),   // known not to have it
+            member(4, 4, 5, Some(&[name, "x"])), // has it
+            member(5, 2, 1, Some(&[name])),      // too few GPUs for 4
+        ];
+        let four = Capabilities::new().with("gpus", &4u64).unwrap();
+        assert_eq!(
+            members_accepting::<Trainer>(&members, name, &four),
+            [NodeId(4), NodeId(2)]
+        );
+        assert_eq!(
+            members_accepting::<Trainer>(&members, name, &Capabilities::new()),
+            [NodeId(5), NodeId(4), NodeId(2)]
+        );
+        // Tried in that order until one creates it; the last error if none does.
+        let mut tried = Vec::new();
+        let refused = Error::UnknownActor(Address::local(0));
+        let made = create_on_a_member::<Trainer>(&members, name, &four, refused, |node| {
+            tried.push(node);
+            if node == NodeId(2) {
+                Ok(Address::new(node, 7))
+            } else {
+                Err(Error::AdminGone)
+            }
+        });
+        assert_eq!(made.unwrap(), Address::new(NodeId(2), 7));
+        assert_eq!(tried, [NodeId(4), NodeId(2)]);
+        let none = Capabilities::new().with("gpus", &64u64).unwrap();
+        let refused = Error::UnknownActor(Address::local(0));
+        let err = create_on_a_member::<Trainer>(&members, name, &none, refused, |_| unreachable!()).unwrap_err();
+        assert!(matches!(err, Error::UnknownActor(_)), "{err}");
+    }
 }

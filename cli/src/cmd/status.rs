@@ -53,6 +53,9 @@ fn render_convention(name: &str, status: &Status) -> Result<String, CliError> {
             m.actors,
             if m.actors == 1 { "" } else { "s" }
         ));
+        if let Some(seen) = m.last_seen_s {
+            out.push_str(&format!("  seen {seen:.1}s ago"));
+        }
         if !m.key.is_empty() {
             out.push_str(&format!("  key {}", m.key));
         }
@@ -219,12 +222,13 @@ mod tests {
                 capabilities: vec!["gpu".into(), "zone".into()],
                 actors: 3,
                 key: "8899aabbccddeeff".into(),
+                last_seen_s: Some(0.4),
             }],
         });
         let text = render_convention("lab", &status).unwrap();
         assert_eq!(
             text,
-            "convention \"lab\": this member 10.0.0.2:7400 (key 00112233aabbccdd), leader 10.0.0.1:7400, 1 other member alive\n  10.0.0.1:7400  incarnation 42  3 actors  key 8899aabbccddeeff  capabilities gpu,zone\n"
+            "convention \"lab\": this member 10.0.0.2:7400 (key 00112233aabbccdd), leader 10.0.0.1:7400, 1 other member alive\n  10.0.0.1:7400  incarnation 42  3 actors  seen 0.4s ago  key 8899aabbccddeeff  capabilities gpu,zone\n"
         );
     }
 

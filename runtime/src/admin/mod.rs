@@ -1393,7 +1393,7 @@ impl Admin {
                 }
             },
             (ToAdmin::HostReady { types }, PeerKind::Host(id)) => {
-                self.known_types = Some(types);
+                self.learn_types(types);
                 self.tree.ready(id, Instant::now());
                 let Some(rec) = self.actors.get_mut(&id) else { return };
                 let address = rec.address;
@@ -1404,7 +1404,7 @@ impl Admin {
             }
             (ToAdmin::HostStartFailed { failure }, PeerKind::Host(id)) => {
                 if let CreateFailure::UnknownType { known, .. } = &failure {
-                    self.known_types = Some(known.clone());
+                    self.learn_types(known.clone());
                 }
                 if let Some(rec) = self.actors.get_mut(&id) {
                     tracing::warn!(actor = %rec.address, %failure, "actor failed to start");
@@ -1459,18 +1459,20 @@ impl Admin {
                 self.update_capability(key, value);
             }
             (ToAdmin::ConventionMembers { request }, PeerKind::Host(_) | PeerKind::Client(Some(_))) => {
-                let mut members: Vec<(String, NodeId, Capabilities, u64)> = self
+                let mut members = self
                     .convention
                     .as_ref()
                     .map(|(_, node, _)| node.member_infos())
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|m| (m.id.addr.to_string(), m.id.node(), m.capabilities, m.load))
-                    .collect();
-                members.sort_by(|a, b| a.0.cmp(&b.0));
+                    .unwrap_or_default();
+                members.sort_by_key(|m| m.id.addr);
                 let members = members
                     .into_iter()
-                    .map(|(_, node, caps, load)| (node, caps, load))
+                    .map(|m| greenroom_protocol::ConventionMember {
+                        node: m.id.node(),
+                        capabilities: m.capabilities,
+                        load: m.load,
+                        types: m.types,
+                    })
                     .collect();
                 self.send(token, &FromAdmin::ConventionMembers { request, members });
             }
@@ -1669,6 +1671,18 @@ impl Admin {
         let id = self.next_id;
         self.next_id += 1;
         id
+    }
+
+    /// The actor types the host binary registers, as a host reported them; the other
+    /// members of a convention hear of them (for placement) when they change.
+    fn learn_types(&mut self, types: Vec<String>) {
+        if self.known_types.as_ref() == Some(&types) {
+            return;
+        }
+        if let Some((_, node, _)) = &self.convention {
+            node.set_types(types.clone());
+        }
+        self.known_types = Some(types);
     }
 
     /// The address of endpoint `id` of this system: on this admin's node.
@@ -2491,22 +2505,29 @@ fn convention_view(
     load: u64,
 ) -> greenroom_protocol::ConventionView {
     use crate::convention::secret::fingerprint;
-    let row =
-        |m: &MemberId, capabilities: &Capabilities, load: u64, key: Option<&[u8]>| greenroom_protocol::MemberRow {
-            address: m.addr.to_string(),
-            incarnation: m.incarnation,
-            capabilities: capabilities.clone(),
-            load,
-            key: key.map(fingerprint).unwrap_or_default(),
-        };
+    let me = node.me();
     greenroom_protocol::ConventionView {
         name: config.name.clone(),
-        me: row(node.me(), ours, load, Some(node.public_key())),
+        me: greenroom_protocol::MemberRow {
+            address: me.addr.to_string(),
+            incarnation: me.incarnation,
+            capabilities: ours.clone(),
+            load,
+            key: fingerprint(node.public_key()),
+            last_seen_ms: None,
+        },
         leader: config.leader.map(|l| l.to_string()),
         members: node
             .member_infos()
-            .iter()
-            .map(|m| row(&m.id, &m.capabilities, m.load, m.key.as_deref()))
+            .into_iter()
+            .map(|m| greenroom_protocol::MemberRow {
+                address: m.id.addr.to_string(),
+                incarnation: m.id.incarnation,
+                capabilities: m.capabilities,
+                load: m.load,
+                key: m.key.as_deref().map(fingerprint).unwrap_or_default(),
+                last_seen_ms: m.heard.map(|at| at.elapsed().as_millis() as u64),
+            })
             .collect(),
     }
 }

@@ -251,12 +251,15 @@ enum Input {
         version: u64,
         capabilities: Capabilities,
         load: u64,
+        types: Option<Vec<String>>,
         /// The static key of the link that carried them: the member's own (each member
         /// sends its capabilities itself).
         key: Vec<u8>,
     },
     /// This admin's capabilities changed.
     SetCapabilities(Capabilities),
+    /// This admin learnt the actor types its host binary registers.
+    SetTypes(Vec<String>),
     /// How many actors this admin runs now.
     SetLoad(u64),
     Stop,
@@ -272,6 +275,9 @@ struct Known {
     version: u64,
     capabilities: Capabilities,
     load: u64,
+    types: Option<Vec<String>>,
+    /// When its last capabilities frame came (one every [`SHARE_AGAIN`] at least).
+    heard: Instant,
 }
 
 /// One admin's membership, running over TCP links: a listener thread, a reader thread per
@@ -305,6 +311,10 @@ pub struct MemberInfo {
     /// The static public key its link proved when it told its capabilities (`None` until
     /// it has).
     pub key: Option<Vec<u8>>,
+    /// The actor types its host binary registers, once it knows them and has said so.
+    pub types: Option<Vec<String>>,
+    /// When it last told this admin its capabilities (`None`: not yet).
+    pub heard: Option<Instant>,
 }
 
 /// The members believed alive: the core loop's, for readers.
@@ -379,6 +389,7 @@ impl MemberNode {
                         capabilities,
                         version: 1,
                         load: 0,
+                        types: None,
                         known: HashMap::new(),
                         keys: HashMap::new(),
                         waker,
@@ -447,6 +458,12 @@ impl MemberNode {
     /// Tells every member this admin's new capabilities.
     pub fn set_capabilities(&self, capabilities: Capabilities) {
         let _ = self.inputs.send(Input::SetCapabilities(capabilities));
+    }
+
+    /// Tells every member the actor types this admin's host binary registers (once known:
+    /// placement on another member skips one known not to have the type).
+    pub fn set_types(&self, types: Vec<String>) {
+        let _ = self.inputs.send(Input::SetTypes(types));
     }
 
     /// The next membership change, waiting up to `timeout`.
@@ -627,6 +644,7 @@ fn read_link(
                 version,
                 capabilities,
                 load,
+                types,
             })) => match member.parse() {
                 Ok(member) => Input::Capabilities {
                     member,
@@ -634,6 +652,7 @@ fn read_link(
                     version,
                     capabilities,
                     load,
+                    types,
                     key: link.peer_key().to_vec(),
                 },
                 Err(_) => {
@@ -712,6 +731,8 @@ struct CoreLoop {
     version: u64,
     /// How many actors this admin runs, as the admin last said.
     load: u64,
+    /// The actor types this admin's host binary registers, once it knows them.
+    types: Option<Vec<String>>,
     /// The other members' capabilities, by address.
     known: HashMap<SocketAddr, Known>,
     /// The static key each address's member last proved, and in which incarnation. Kept
@@ -789,6 +810,7 @@ impl CoreLoop {
                 version,
                 capabilities,
                 load,
+                types,
                 key,
             } => {
                 if !self.key_holds(member, incarnation, key) {
@@ -801,6 +823,7 @@ impl CoreLoop {
                 if !newer {
                     // The same capabilities again: only the load may have moved.
                     if let Some(known) = self.known.get_mut(&member).filter(|k| k.incarnation == incarnation) {
+                        known.heard = Instant::now();
                         if known.load != load {
                             known.load = load;
                             self.publish();
@@ -815,6 +838,8 @@ impl CoreLoop {
                             version,
                             capabilities: capabilities.clone(),
                             load,
+                            types,
+                            heard: Instant::now(),
                         },
                     );
                     self.publish();
@@ -832,6 +857,13 @@ impl CoreLoop {
                 self.capabilities = capabilities;
                 self.version += 1;
                 self.share_with_all();
+            }
+            Input::SetTypes(types) => {
+                if self.types.as_ref() != Some(&types) {
+                    self.types = Some(types);
+                    self.version += 1;
+                    self.share_with_all();
+                }
             }
             Input::SetLoad(load) => self.load = load,
             Input::Stop => {}
@@ -882,6 +914,7 @@ impl CoreLoop {
             version: self.version,
             capabilities: self.capabilities.clone(),
             load: self.load,
+            types: self.types.clone(),
         };
         self.send_frame(addr, &frame);
     }
@@ -899,12 +932,9 @@ impl CoreLoop {
             .members()
             .into_iter()
             .map(|id| {
-                let (capabilities, load) = self
-                    .known
-                    .get(&id.addr)
-                    .filter(|k| k.incarnation == id.incarnation)
-                    .map(|k| (k.capabilities.clone(), k.load))
-                    .unwrap_or_default();
+                let known = self.known.get(&id.addr).filter(|k| k.incarnation == id.incarnation);
+                let (capabilities, load) = known.map(|k| (k.capabilities.clone(), k.load)).unwrap_or_default();
+                let (types, heard) = (known.and_then(|k| k.types.clone()), known.map(|k| k.heard));
                 let key = self
                     .keys
                     .get(&id.addr)
@@ -915,6 +945,8 @@ impl CoreLoop {
                     capabilities,
                     load,
                     key,
+                    types,
+                    heard,
                 }
             })
             .collect();
@@ -1029,6 +1061,32 @@ mod tests {
         assert!(noticed < Duration::from_secs(5), "noticed only after {noticed:?}");
         wait_until(&b, |m| m == [a_id.clone()], within);
         assert_eq!(leader.members(), vec![b_id]);
+    }
+
+    /// Polls `node`'s view of `member` until `wanted` holds (every 20 ms, up to 10 s).
+    fn wait_for_info(node: &MemberNode, member: &MemberId, wanted: impl Fn(&MemberInfo) -> bool) -> MemberInfo {
+        let started = Instant::now();
+        loop {
+            if let Some(info) = node.member_infos().into_iter().find(|m| m.id == *member && wanted(m)) {
+                return info;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "{:?}", node.member_infos());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn a_member_s_types_key_and_last_word_reach_the_others() {
+        let leader = node("127.0.0.1", None);
+        let b = node("127.0.0.2", Some(leader.me().addr));
+        let b_id = b.me().clone();
+        let info = wait_for_info(&leader, &b_id, |m| m.key.is_some());
+        assert_eq!(info.key.as_deref(), Some(b.public_key()), "the key b's link proved");
+        assert_eq!(info.types, None, "no types until b's admin knows them");
+        assert!(info.heard.is_some_and(|at| at.elapsed() < SHARE_AGAIN * 2));
+        b.set_types(vec!["app::Worker".into(), "app::Other".into()]);
+        let info = wait_for_info(&leader, &b_id, |m| m.types.is_some());
+        assert_eq!(info.types.unwrap(), ["app::Worker", "app::Other"]);
     }
 
     #[test]

@@ -474,7 +474,7 @@ impl Endpoint {
 
     /// The other members of the convention (none in no convention) and their capabilities,
     /// as the admin knows them now, in the order of their addresses.
-    pub fn convention_members(&mut self, timeout: Duration) -> Result<Vec<(NodeId, Capabilities, u64)>> {
+    pub fn convention_members(&mut self, timeout: Duration) -> Result<Vec<greenroom_protocol::ConventionMember>> {
         let request = self.next_request();
         let answer = self.control_request(
             &ToAdmin::ConventionMembers { request },

@@ -46,7 +46,7 @@ use greenroom_protocol::{
 };
 
 use crate::{
-    actor::{check_capabilities, created_type_name, members_accepting, no_compatible_system, Actor, Registry},
+    actor::{check_capabilities, create_on_a_member, created_type_name, no_compatible_system, Actor, Registry},
     error::{Error, Result},
     message::{is_system_tag, AnyMessage, Message, PoisonMessage},
 };
@@ -420,7 +420,8 @@ impl ActorSystem {
 
     /// Creates a top-level actor of type `A` if `A`'s [`Actor::accepts`] takes this system
     /// for `requirements` (Thespian's `targetActorRequirements`); else
-    /// [`Error::NoCompatibleSystem`]. Placement on other systems comes with conventions.
+    /// [`Error::NoCompatibleSystem`]. In a convention, a member that qualifies gets it
+    /// instead (the least loaded).
     pub fn create_actor_requiring<A: Actor>(&self, requirements: &Capabilities) -> Result<Address> {
         self.create_checked::<A>(ChildSpec::default(), None, requirements)
     }
@@ -445,14 +446,10 @@ impl ActorSystem {
         if global_name.is_some() {
             return Err(refused);
         }
-        let mut last = None;
-        for node in members_accepting::<A>(&p.convention_members()?, requirements) {
-            match p.create_actor_on(node, type_name, spec, requirements) {
-                Ok(address) => return Ok(address),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.unwrap_or(refused))
+        let members = p.convention_members()?;
+        create_on_a_member::<A>(&members, type_name, requirements, refused, |node| {
+            p.create_actor_on(node, type_name, spec, requirements)
+        })
     }
 
     /// Creates a top-level [troupe](crate::troupe) of `A` workers with these settings

@@ -255,7 +255,7 @@ impl ProcessSystem {
     }
 
     /// The other members of the convention and their capabilities.
-    pub(crate) fn convention_members(&self) -> Result<Vec<(NodeId, Capabilities, u64)>> {
+    pub(crate) fn convention_members(&self) -> Result<Vec<greenroom_protocol::ConventionMember>> {
         self.lock()?.endpoint.convention_members(CREATE_TIMEOUT)
     }
 
