@@ -56,6 +56,47 @@ fn convention(secret: &Path, listen: SocketAddr, leader: Option<SocketAddr>) -> 
     }
 }
 
+/// A convention "lab" of real admins on 127.0.0.1, 127.0.0.2, …: the first leads, the
+/// others join it, each with the capabilities given. [`lab`] returns once every member
+/// lists all the others and has heard their capabilities. The secret's directory lives as
+/// long as the lab; the systems are dropped (stopped) first.
+struct Lab<const N: usize> {
+    systems: [TestSystem; N],
+    addrs: [SocketAddr; N],
+    _dir: tempfile::TempDir,
+}
+
+fn lab<const N: usize>(caps: [Capabilities; N]) -> Lab<N> {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("cluster.key");
+    ClusterSecret::generate(&secret).unwrap();
+    let addrs: [SocketAddr; N] = std::array::from_fn(|i| free_addr(&format!("127.0.0.{}", i + 1)));
+    let systems: [TestSystem; N] = std::array::from_fn(|i| {
+        let leader = (i > 0).then_some(addrs[0]);
+        member_with(&secret, addrs[i], leader, caps[i].clone())
+    });
+    let within = Duration::from_secs(10);
+    for (i, sys) in systems.iter().enumerate() {
+        let others: Vec<SocketAddr> = (0..N).filter(|j| *j != i).map(|j| addrs[j]).collect();
+        wait_for_members(sys, &others, within);
+        for j in (0..N).filter(|j| *j != i) {
+            for key in caps[j].keys() {
+                wait_for_capability(sys, addrs[j], key, within);
+            }
+        }
+    }
+    Lab {
+        systems,
+        addrs,
+        _dir: dir,
+    }
+}
+
+/// Capabilities with `gpus` = 2.
+fn gpus() -> Capabilities {
+    Capabilities::new().with("gpus", &2u32).unwrap()
+}
+
 /// Waits until `sys` has heard `member` claim capability `key` (asking every 20 ms).
 fn wait_for_capability(sys: &TestSystem, member: SocketAddr, key: &str, within: Duration) {
     let started = Instant::now();
@@ -99,22 +140,13 @@ fn wait_for_members(sys: &greenroom::ActorSystem, wanted: &[SocketAddr], within:
 
 #[test]
 fn three_admins_join_share_capabilities_tell_watching_actors_and_notice_a_killed_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let secret = dir.path().join("cluster.key");
-    ClusterSecret::generate(&secret).unwrap();
-    let (a_addr, b_addr, c_addr) = (free_addr("127.0.0.1"), free_addr("127.0.0.2"), free_addr("127.0.0.3"));
-    let a = member(&secret, a_addr, None);
-    let b = member_with(
-        &secret,
-        b_addr,
-        Some(a_addr),
+    let lab = lab([
+        Capabilities::new(),
         Capabilities::new().with("gpu", &true).unwrap(),
-    );
-    let c = member(&secret, c_addr, Some(a_addr));
+        Capabilities::new(),
+    ]);
+    let ([a, b, c], [a_addr, b_addr, c_addr]) = (&lab.systems, lab.addrs);
     let within = Duration::from_secs(10);
-    wait_for_members(&a, &[b_addr, c_addr], within);
-    wait_for_members(&b, &[a_addr, c_addr], within);
-    wait_for_members(&c, &[a_addr, b_addr], within);
     let view = a.describe(false).unwrap().convention.unwrap();
     assert_eq!(
         (view.name.as_str(), view.me.address.clone(), view.leader),
@@ -122,10 +154,10 @@ fn three_admins_join_share_capabilities_tell_watching_actors_and_notice_a_killed
     );
 
     // Each member's capabilities reach the others, and so does a change made at run time.
-    wait_for_capability(&a, b_addr, "gpu", within);
-    wait_for_capability(&c, b_addr, "gpu", within);
+    wait_for_capability(a, b_addr, "gpu", within);
+    wait_for_capability(c, b_addr, "gpu", within);
     b.update_capability("disk_gb", &500u64).unwrap();
-    wait_for_capability(&a, b_addr, "disk_gb", within);
+    wait_for_capability(a, b_addr, "disk_gb", within);
     let view = a.describe(false).unwrap().convention.unwrap();
     let b_row = view.members.iter().find(|m| m.address == b_addr.to_string()).unwrap();
     assert_eq!(b_row.capabilities.get::<bool>("gpu"), Some(true));
@@ -135,7 +167,7 @@ fn three_admins_join_share_capabilities_tell_watching_actors_and_notice_a_killed
     let watcher = a.create_actor::<ConventionWatcher>().unwrap();
     let watching: bool = a.ask(watcher, WatchConvention, within).unwrap();
     assert!(watching);
-    let heard = news_until(&a, watcher, |heard| {
+    let heard = news_until(a, watcher, |heard| {
         [b_addr, c_addr]
             .iter()
             .all(|m| heard.iter().any(|u| u.added && u.member == m.to_string()))
@@ -147,18 +179,17 @@ fn three_admins_join_share_capabilities_tell_watching_actors_and_notice_a_killed
     let c_admin = c.admin_pid();
     kill(Pid::from_raw(c_admin as i32), Signal::SIGKILL).unwrap();
     assert!(harness::wait_for_exit(c_admin, Duration::from_secs(5)));
-    let noticed = wait_for_members(&a, &[b_addr], within);
+    let noticed = wait_for_members(a, &[b_addr], within);
     eprintln!("the leader noticed a killed member after {noticed:?}");
     assert!(noticed < Duration::from_secs(5), "noticed only after {noticed:?}");
-    wait_for_members(&b, &[a_addr], within);
-    let heard = news_until(&a, watcher, |heard| {
+    wait_for_members(b, &[a_addr], within);
+    let heard = news_until(a, watcher, |heard| {
         heard.iter().any(|u| !u.added && u.member == c_addr.to_string())
     });
     assert!(
         heard.iter().all(|u| u.added || u.member == c_addr.to_string()),
         "{heard:?}"
     );
-    drop(c);
 }
 
 /// Asks the watcher what it has heard until `enough` holds (every 20 ms, up to 10 s).
@@ -231,26 +262,19 @@ impl Drop for Resume {
 
 #[test]
 fn a_stopped_admin_is_noticed_without_blaming_the_others_and_rejoins_when_resumed() {
-    let dir = tempfile::tempdir().unwrap();
-    let secret = dir.path().join("cluster.key");
-    ClusterSecret::generate(&secret).unwrap();
-    let (a_addr, b_addr, c_addr) = (free_addr("127.0.0.1"), free_addr("127.0.0.2"), free_addr("127.0.0.3"));
-    let a = member(&secret, a_addr, None);
-    let b = member(&secret, b_addr, Some(a_addr));
-    let c = member(&secret, c_addr, Some(a_addr));
+    let lab = lab([Capabilities::new(), Capabilities::new(), Capabilities::new()]);
+    let ([a, b, c], [a_addr, b_addr, c_addr]) = (&lab.systems, lab.addrs);
     let within = Duration::from_secs(10);
-    wait_for_members(&a, &[b_addr, c_addr], within);
-    wait_for_members(&b, &[a_addr, c_addr], within);
 
     // SIGSTOP: the kernel still accepts connections for it, but nothing answers (the case
     // that a connection refused cannot reveal).
     let c_admin = c.admin_pid();
     let resume = Resume(c_admin);
     kill(Pid::from_raw(c_admin as i32), Signal::SIGSTOP).unwrap();
-    let noticed = wait_for_members(&a, &[b_addr], within);
+    let noticed = wait_for_members(a, &[b_addr], within);
     eprintln!("the leader noticed a stopped member after {noticed:?}");
     assert!(noticed < Duration::from_secs(5), "noticed only after {noticed:?}");
-    wait_for_members(&b, &[a_addr], within);
+    wait_for_members(b, &[a_addr], within);
     // The live two were never taken for dead meanwhile: their identities are the first ones.
     let a_view = a.describe(false).unwrap().convention.unwrap();
     let b_view = b.describe(false).unwrap().convention.unwrap();
@@ -259,10 +283,10 @@ fn a_stopped_admin_is_noticed_without_blaming_the_others_and_rejoins_when_resume
 
     // Resumed, it finds it was declared down and rejoins.
     drop(resume);
-    let healed = wait_for_members(&a, &[b_addr, c_addr], Duration::from_secs(15));
+    let healed = wait_for_members(a, &[b_addr, c_addr], Duration::from_secs(15));
     eprintln!("the stopped member was back after {healed:?}");
-    wait_for_members(&b, &[a_addr, c_addr], Duration::from_secs(15));
-    wait_for_members(&c, &[a_addr, b_addr], Duration::from_secs(15));
+    wait_for_members(b, &[a_addr, c_addr], Duration::from_secs(15));
+    wait_for_members(c, &[a_addr, b_addr], Duration::from_secs(15));
 }
 
 /// The incarnation `sys` lists for the member at `addr`, if it lists it.
@@ -532,17 +556,9 @@ fn a_partition_between_two_network_namespaces_is_detected_and_heals() {
 
 #[test]
 fn asks_and_tells_cross_members_in_order_and_come_back_when_the_receiver_is_gone() {
-    let dir = tempfile::tempdir().unwrap();
-    let secret = dir.path().join("cluster.key");
-    ClusterSecret::generate(&secret).unwrap();
-    let (a_addr, b_addr, c_addr) = (free_addr("127.0.0.1"), free_addr("127.0.0.2"), free_addr("127.0.0.3"));
-    let a = member(&secret, a_addr, None);
-    let b = member(&secret, b_addr, Some(a_addr));
-    let c = member(&secret, c_addr, Some(a_addr));
+    let lab = lab([Capabilities::new(), Capabilities::new(), Capabilities::new()]);
+    let [a, b, c] = &lab.systems;
     let within = Duration::from_secs(10);
-    wait_for_members(&a, &[b_addr, c_addr], within);
-    wait_for_members(&b, &[a_addr, c_addr], within);
-    wait_for_members(&c, &[a_addr, b_addr], within);
 
     // Addresses name their node: each admin's differ.
     let echo = b.create_actor::<Echo>().unwrap();
@@ -611,17 +627,9 @@ fn asks_and_tells_cross_members_in_order_and_come_back_when_the_receiver_is_gone
 
 #[test]
 fn the_actors_of_a_killed_member_are_dead_letters_and_their_remote_parents_are_told() {
-    let dir = tempfile::tempdir().unwrap();
-    let secret = dir.path().join("cluster.key");
-    ClusterSecret::generate(&secret).unwrap();
-    let (a_addr, b_addr) = (free_addr("127.0.0.1"), free_addr("127.0.0.2"));
-    let a = member(&secret, a_addr, None);
-    let gpus = Capabilities::new().with("gpus", &2u32).unwrap();
-    let b = member_with(&secret, b_addr, Some(a_addr), gpus);
+    let lab = lab([Capabilities::new(), gpus()]);
+    let ([a, b], [_, b_addr]) = (&lab.systems, lab.addrs);
     let within = Duration::from_secs(10);
-    wait_for_members(&a, &[b_addr], within);
-    wait_for_members(&b, &[a_addr], within);
-    wait_for_capability(&a, b_addr, "gpus", within);
     // An actor here with a child placed on the other member.
     let broker = a.create_actor::<Broker>().unwrap();
     let hired: Result<greenroom::Address, String> = a.ask(broker, HireGpu { gpus: 2 }, within).unwrap();
@@ -639,7 +647,7 @@ fn the_actors_of_a_killed_member_are_dead_letters_and_their_remote_parents_are_t
     let b_admin = b.admin_pid();
     kill(Pid::from_raw(b_admin as i32), Signal::SIGKILL).unwrap();
     assert!(harness::wait_for_exit(b_admin, Duration::from_secs(5)));
-    wait_for_members(&a, &[], within);
+    wait_for_members(a, &[], within);
     a.tell(
         forwarder,
         Forward {
@@ -677,7 +685,6 @@ fn the_actors_of_a_killed_member_are_dead_letters_and_their_remote_parents_are_t
         !matches!(err, Error::Timeout { .. }) && t.elapsed() < Duration::from_secs(5),
         "{err}"
     );
-    drop(b);
 }
 
 /// Waits until `sys` reports `actor` gone for `cause` (asking every 20 ms, up to 10 s);
@@ -699,23 +706,15 @@ fn wait_until_gone(sys: &TestSystem, actor: greenroom::Address, cause: &greenroo
 
 #[test]
 fn a_remote_child_s_restart_reaches_its_parent_and_it_never_outlives_its_parent_s_process_or_member() {
-    let dir = tempfile::tempdir().unwrap();
-    let secret = dir.path().join("cluster.key");
-    ClusterSecret::generate(&secret).unwrap();
-    let (a_addr, b_addr) = (free_addr("127.0.0.1"), free_addr("127.0.0.2"));
-    let a = member(&secret, a_addr, None);
-    let gpus = Capabilities::new().with("gpus", &2u32).unwrap();
-    let b = member_with(&secret, b_addr, Some(a_addr), gpus);
+    let lab = lab([Capabilities::new(), gpus()]);
+    let [a, b] = &lab.systems;
     let within = Duration::from_secs(10);
-    wait_for_members(&a, &[b_addr], within);
-    wait_for_members(&b, &[a_addr], within);
-    wait_for_capability(&a, b_addr, "gpus", within);
     let broker = a.create_actor::<Broker>().unwrap();
     let hire = |a: &TestSystem| -> greenroom::Address {
         let hired: Result<greenroom::Address, String> = a.ask(broker, HireGpu { gpus: 2 }, within).unwrap();
         hired.expect("the other member has two GPUs")
     };
-    let hired = hire(&a);
+    let hired = hire(a);
 
     // SIGKILL the child's process: it comes back at its address, and its parent on the
     // other member hears so, with the cause.
@@ -750,7 +749,7 @@ fn a_remote_child_s_restart_reaches_its_parent_and_it_never_outlives_its_parent_
     let child_pid = b.actor_info(hired).unwrap().pid.unwrap();
     let broker_pid = a.actor_info(broker).unwrap().pid.unwrap();
     kill(Pid::from_raw(broker_pid as i32), Signal::SIGKILL).unwrap();
-    let took = wait_until_gone(&b, hired, &greenroom::ExitCause::ParentGone);
+    let took = wait_until_gone(b, hired, &greenroom::ExitCause::ParentGone);
     eprintln!("a remote child was stopped {took:?} after its parent's process died");
     assert!(harness::wait_for_exit(child_pid, within), "its process is gone too");
     assert!(
@@ -760,27 +759,20 @@ fn a_remote_child_s_restart_reaches_its_parent_and_it_never_outlives_its_parent_
 
     // The parent's new incarnation hires again; then its whole member is SIGKILLed. Once
     // the other member has noticed, the orphan there is stopped for good too.
-    let hired_again = hire(&a);
+    let hired_again = hire(a);
     assert_ne!(hired_again, hired);
     let a_admin = a.admin_pid();
     kill(Pid::from_raw(a_admin as i32), Signal::SIGKILL).unwrap();
     assert!(harness::wait_for_exit(a_admin, Duration::from_secs(5)));
-    wait_for_members(&b, &[], within);
-    wait_until_gone(&b, hired_again, &greenroom::ExitCause::ParentGone);
-    drop(a);
+    wait_for_members(b, &[], within);
+    wait_until_gone(b, hired_again, &greenroom::ExitCause::ParentGone);
 }
 
 #[test]
 fn a_remote_receiver_that_dies_comes_back_with_its_queued_messages_and_returns_the_fatal_one_as_poison() {
-    let dir = tempfile::tempdir().unwrap();
-    let secret = dir.path().join("cluster.key");
-    ClusterSecret::generate(&secret).unwrap();
-    let (a_addr, b_addr) = (free_addr("127.0.0.1"), free_addr("127.0.0.2"));
-    let a = member(&secret, a_addr, None);
-    let b = member(&secret, b_addr, Some(a_addr));
+    let lab = lab([Capabilities::new(), Capabilities::new()]);
+    let [a, b] = &lab.systems;
     let within = Duration::from_secs(10);
-    wait_for_members(&a, &[b_addr], within);
-    wait_for_members(&b, &[a_addr], within);
     let crasher = b.create_actor::<Crasher>().unwrap();
     let ping = |nonce: u64| -> Echoed {
         let echoed: Echoed = a.ask(crasher, Crash::Ping(nonce), within).unwrap();
@@ -824,19 +816,9 @@ fn a_remote_receiver_that_dies_comes_back_with_its_queued_messages_and_returns_t
 
 #[test]
 fn a_typed_create_this_system_does_not_qualify_for_lands_on_a_member_that_does() {
-    let dir = tempfile::tempdir().unwrap();
-    let secret = dir.path().join("cluster.key");
-    ClusterSecret::generate(&secret).unwrap();
-    let (a_addr, b_addr, c_addr) = (free_addr("127.0.0.1"), free_addr("127.0.0.2"), free_addr("127.0.0.3"));
-    let a = member(&secret, a_addr, None);
-    let gpus = Capabilities::new().with("gpus", &2u32).unwrap();
-    let b = member_with(&secret, b_addr, Some(a_addr), gpus);
-    let c = member(&secret, c_addr, Some(a_addr));
+    let lab = lab([Capabilities::new(), gpus(), Capabilities::new()]);
+    let [a, b, _] = &lab.systems;
     let within = Duration::from_secs(10);
-    wait_for_members(&a, &[b_addr, c_addr], within);
-    wait_for_members(&b, &[a_addr, c_addr], within);
-    wait_for_members(&c, &[a_addr, b_addr], within);
-    wait_for_capability(&a, b_addr, "gpus", within);
     let b_node = b.create_actor::<Echo>().unwrap().node();
 
     // From a client: this system has no GPU, the second member has two.
@@ -885,17 +867,9 @@ fn a_typed_create_this_system_does_not_qualify_for_lands_on_a_member_that_does()
 
 #[test]
 fn a_global_name_is_one_actor_across_the_convention_and_is_still_found_without_its_leader() {
-    let dir = tempfile::tempdir().unwrap();
-    let secret = dir.path().join("cluster.key");
-    ClusterSecret::generate(&secret).unwrap();
-    let (a_addr, b_addr, c_addr) = (free_addr("127.0.0.1"), free_addr("127.0.0.2"), free_addr("127.0.0.3"));
-    let a = member(&secret, a_addr, None);
-    let b = member(&secret, b_addr, Some(a_addr));
-    let c = member(&secret, c_addr, Some(a_addr));
+    let lab = lab([Capabilities::new(), Capabilities::new(), Capabilities::new()]);
+    let ([a, b, c], [_, b_addr, c_addr]) = (&lab.systems, lab.addrs);
     let within = Duration::from_secs(10);
-    wait_for_members(&a, &[b_addr, c_addr], within);
-    wait_for_members(&b, &[a_addr, c_addr], within);
-    wait_for_members(&c, &[a_addr, b_addr], within);
 
     // Created once, on the member that asked first; every other member gets that actor.
     let registry = b.create_actor_global::<Echo>("registry").unwrap();
@@ -921,8 +895,8 @@ fn a_global_name_is_one_actor_across_the_convention_and_is_still_found_without_i
     let a_admin = a.admin_pid();
     kill(Pid::from_raw(a_admin as i32), Signal::SIGKILL).unwrap();
     assert!(harness::wait_for_exit(a_admin, Duration::from_secs(5)));
-    wait_for_members(&c, &[b_addr], within);
-    wait_for_members(&b, &[c_addr], within);
+    wait_for_members(c, &[b_addr], within);
+    wait_for_members(b, &[c_addr], within);
     assert_eq!(c.create_actor_global::<Echo>("registry").unwrap(), registry);
     let t = Instant::now();
     let err = c.create_actor_global::<Echo>("new-name").unwrap_err();
@@ -930,23 +904,13 @@ fn a_global_name_is_one_actor_across_the_convention_and_is_still_found_without_i
     assert!(err.to_string().contains("leader"), "{err}");
     let still: String = c.ask(registry, "still there".to_string(), within).unwrap();
     assert_eq!(still, "still there");
-    drop(a);
 }
 
 #[test]
 fn of_several_members_that_qualify_the_least_loaded_gets_the_actor() {
-    let dir = tempfile::tempdir().unwrap();
-    let secret = dir.path().join("cluster.key");
-    ClusterSecret::generate(&secret).unwrap();
-    let (a_addr, b_addr, c_addr) = (free_addr("127.0.0.1"), free_addr("127.0.0.2"), free_addr("127.0.0.3"));
-    let gpus = || Capabilities::new().with("gpus", &2u32).unwrap();
-    let a = member(&secret, a_addr, None);
-    let b = member_with(&secret, b_addr, Some(a_addr), gpus());
-    let c = member_with(&secret, c_addr, Some(a_addr), gpus());
+    let lab = lab([Capabilities::new(), gpus(), gpus()]);
+    let ([a, b, c], [_, b_addr, c_addr]) = (&lab.systems, lab.addrs);
     let within = Duration::from_secs(10);
-    wait_for_members(&a, &[b_addr, c_addr], within);
-    wait_for_capability(&a, b_addr, "gpus", within);
-    wait_for_capability(&a, c_addr, "gpus", within);
     // The second member (first in address order) is busier: four actors against none.
     for _ in 0..4 {
         b.create_actor::<Echo>().unwrap();
@@ -1012,15 +976,9 @@ fn the_gateway_refuses_bad_handshakes_and_closes_stalled_connections() {
 
 #[test]
 fn remote_senders_that_go_away_leave_no_connection_behind() {
-    let dir = tempfile::tempdir().unwrap();
-    let secret = dir.path().join("cluster.key");
-    ClusterSecret::generate(&secret).unwrap();
-    let (a_addr, b_addr) = (free_addr("127.0.0.1"), free_addr("127.0.0.2"));
-    let a = member(&secret, a_addr, None);
-    let b = member(&secret, b_addr, Some(a_addr));
+    let lab = lab([Capabilities::new(), Capabilities::new()]);
+    let [a, b] = &lab.systems;
     let within = Duration::from_secs(10);
-    wait_for_members(&a, &[b_addr], within);
-    wait_for_members(&b, &[a_addr], within);
     let echo = b.create_actor::<Echo>().unwrap();
     let _: String = a.ask(echo, "warm up".to_string(), within).unwrap();
     let echo_pid = b.actor_info(echo).unwrap().pid.unwrap();
