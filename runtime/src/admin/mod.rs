@@ -77,7 +77,7 @@ use crate::{
     },
     net::framed::{Framed, ReadError},
     net::pending::{Pending, HANDSHAKE_TIMEOUT},
-    net::{spin::Spinner, Ready},
+    net::{set_write_interest, spin::Spinner, Ready},
     process_role::{self, CONTROL_FD},
     runtime_dir,
 };
@@ -141,6 +141,9 @@ struct ControlPeer {
     framed: Framed,
     kind: PeerKind,
     handshake_done: bool,
+    /// Registered for writable events: only while frames wait for room (see
+    /// `net::set_write_interest`).
+    write_armed: bool,
 }
 
 /// The resources behind one address.
@@ -386,6 +389,7 @@ impl Admin {
                     framed: Framed::new(owner, DEFAULT_MAX_FRAME),
                     kind: PeerKind::Client(None),
                     handshake_done: false,
+                    write_armed: false,
                 },
             );
         }
@@ -459,7 +463,7 @@ impl Admin {
             .map_err(Error::io("making the owner socket non-blocking"))?;
         let mut owner = UnixStream::from_std(owner);
         poll.registry()
-            .register(&mut owner, OWNER, Interest::READABLE | Interest::WRITABLE)
+            .register(&mut owner, OWNER, Interest::READABLE)
             .map_err(Error::io("registering the owner socket"))?;
         Ok(owner)
     }
@@ -1145,11 +1149,23 @@ impl Admin {
 
     fn flush_peer(&mut self, token: Token) {
         let Some(peer) = self.peers.get_mut(&token) else { return };
-        if let Err(e) = peer.framed.flush() {
-            tracing::debug!(error = %e, "control connection write failed");
-            // Act on whatever the peer sent before it went away, then forget it.
-            self.read_peer(token);
-            self.peer_closed(token);
+        match peer.framed.flush() {
+            Ok(written) => {
+                let registry = self.poll.registry();
+                set_write_interest(
+                    registry,
+                    &mut peer.framed.stream,
+                    token,
+                    &mut peer.write_armed,
+                    !written,
+                );
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "control connection write failed");
+                // Act on whatever the peer sent before it went away, then forget it.
+                self.read_peer(token);
+                self.peer_closed(token);
+            }
         }
     }
 
@@ -1224,11 +1240,7 @@ impl Admin {
             }
             let token = Token(self.next_token);
             self.next_token += 1;
-            if let Err(e) = self
-                .poll
-                .registry()
-                .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
-            {
+            if let Err(e) = self.poll.registry().register(&mut stream, token, Interest::READABLE) {
                 tracing::warn!(error = %e, "cannot watch a client connection; closing it");
                 continue;
             }
@@ -1238,6 +1250,7 @@ impl Admin {
                     framed: Framed::new(stream, DEFAULT_MAX_FRAME),
                     kind: PeerKind::Client(None),
                     handshake_done: false,
+                    write_armed: false,
                 },
             );
             self.handshake_deadlines.push(token);
@@ -2283,7 +2296,7 @@ impl Admin {
             let mut stream = UnixStream::from_std(admin_end);
             self.poll
                 .registry()
-                .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+                .register(&mut stream, token, Interest::READABLE)
                 .map(|()| stream)
         });
         let stream = match registered {
@@ -2301,6 +2314,7 @@ impl Admin {
                 framed: Framed::new(stream, DEFAULT_MAX_FRAME),
                 kind: PeerKind::Host(id),
                 handshake_done: false,
+                write_armed: false,
             },
         );
         tracing::info!(actor = %rec.address, actor_type = %rec.type_name, pid = pid.as_raw(), incarnation, "spawned actor host");

@@ -41,13 +41,14 @@ use greenroom_protocol::{
 };
 use mio::{
     net::{UnixListener, UnixStream},
-    Events, Interest, Poll, Registry, Token,
+    Events, Interest, Poll, Token,
 };
 use rustc_hash::FxHashMap as HashMap;
 
 use super::{
     framed::{Framed, READ_BUDGET},
     peer::check_same_user,
+    set_write_interest,
     spin::Spinner,
     Ready,
 };
@@ -1515,30 +1516,6 @@ pub(crate) fn ledger_key(me: Address, sender: Address) -> u64 {
 /// Whether an accepted connection has yet to complete its handshake (for [`Pending`]).
 fn awaiting_handshake(conns: &HashMap<Token, Conn>) -> impl Fn(Token) -> bool + '_ {
     |t| matches!(conns.get(&t), Some(Conn::In(c)) if c.peer.is_none())
-}
-
-/// Registers a data socket for writable events only while a write is waiting for room.
-///
-/// Sockets are edge-triggered, and a Unix socket signals "writable" every time its peer
-/// reads: registered for it all the time, each side of a request and reply woke up once more
-/// per message for nothing (an extra `epoll_wait` and a wake-up across CPUs per round
-/// trip). So data sockets are registered readable only, and `WRITABLE` is added when a
-/// write would block and removed once the queue is written. `epoll_ctl` reports a socket
-/// that is already writable at once, so arming cannot miss the room it waits for.
-fn set_write_interest(registry: &Registry, stream: &mut UnixStream, token: Token, armed: &mut bool, want: bool) {
-    if *armed == want {
-        return;
-    }
-    let interest = if want {
-        Interest::READABLE | Interest::WRITABLE
-    } else {
-        Interest::READABLE
-    };
-    match registry.reregister(stream, token, interest) {
-        Ok(()) => *armed = want,
-        // Only a closed fd fails here; its reader sees the end of the stream.
-        Err(e) => tracing::debug!(error = %e, "could not change a data socket's interest"),
-    }
 }
 
 /// Writes the handshake then the unwritten frames of `conn`, gathering many frames into one

@@ -9,7 +9,7 @@ pub(crate) mod spin;
 
 use std::{io, time::Duration};
 
-use mio::{Events, Poll, Token};
+use mio::{net::UnixStream, Events, Interest, Poll, Registry, Token};
 
 /// One readiness event, copied out of `mio::Events` so that a loop may handle it with
 /// `&mut self`.
@@ -44,4 +44,35 @@ pub(crate) fn wait_ready(
         writable: e.is_writable(),
     }));
     Ok(())
+}
+
+/// Registers a socket for writable events only while a write is waiting for room.
+///
+/// Sockets are edge-triggered, and a Unix socket signals "writable" every time its peer
+/// reads: registered for it all the time, each side of a request and reply woke up once more
+/// per message for nothing (an extra `epoll_wait` and a wake-up across CPUs per round
+/// trip). So data sockets, and the admin's control connections, are registered readable
+/// only, and `WRITABLE` is added when a write would block and removed once the queue is
+/// written. `epoll_ctl` reports a socket
+/// that is already writable at once, so arming cannot miss the room it waits for.
+pub(crate) fn set_write_interest(
+    registry: &Registry,
+    stream: &mut UnixStream,
+    token: Token,
+    armed: &mut bool,
+    want: bool,
+) {
+    if *armed == want {
+        return;
+    }
+    let interest = if want {
+        Interest::READABLE | Interest::WRITABLE
+    } else {
+        Interest::READABLE
+    };
+    match registry.reregister(stream, token, interest) {
+        Ok(()) => *armed = want,
+        // Only a closed fd fails here; its reader sees the end of the stream.
+        Err(e) => tracing::debug!(error = %e, "could not change a socket's interest"),
+    }
 }
