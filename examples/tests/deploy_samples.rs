@@ -105,6 +105,10 @@ fn the_kubernetes_manifest_parses_into_a_headless_service_and_a_stateful_set() {
         .and_then(|m| m["mountPath"].as_str())
         .expect("the claim is mounted");
     assert!(script.contains(&format!("--key-file={mount}/")), "{script}");
+    // Without this, the kubelet makes the kept key group-readable when it mounts the claim
+    // again, and the admin refuses it after the first reschedule.
+    let security = &docs[1]["spec"]["template"]["spec"]["securityContext"];
+    assert_eq!(security["fsGroupChangePolicy"].as_str(), Some("OnRootMismatch"));
 }
 
 #[test]

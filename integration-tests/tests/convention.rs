@@ -63,6 +63,7 @@ fn convention(secret: &Path, listen: SocketAddr, leader: Option<SocketAddr>) -> 
 struct Lab<const N: usize> {
     systems: [TestSystem; N],
     addrs: [SocketAddr; N],
+    secret: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -88,6 +89,7 @@ fn lab<const N: usize>(caps: [Capabilities; N]) -> Lab<N> {
     Lab {
         systems,
         addrs,
+        secret,
         _dir: dir,
     }
 }
@@ -766,6 +768,106 @@ fn a_remote_child_s_restart_reaches_its_parent_and_it_never_outlives_its_parent_
     assert!(harness::wait_for_exit(a_admin, Duration::from_secs(5)));
     wait_for_members(b, &[], within);
     wait_until_gone(b, hired_again, &greenroom::ExitCause::ParentGone);
+}
+
+#[test]
+fn a_remote_child_whose_parent_dies_while_it_is_being_created_is_stopped_and_a_client_s_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("cluster.key");
+    ClusterSecret::generate(&secret).unwrap();
+    let log = dir.path().join("a.log");
+    let (a_addr, b_addr) = (free_addr("127.0.0.1"), free_addr("127.0.0.2"));
+    let config = SystemConfig::default().convention(convention(&secret, a_addr, None));
+    let a = TestSystem::start_with(HOST, config.log_file(&log).log_level(tracing::Level::INFO));
+    let b = member_with(&secret, b_addr, Some(a_addr), gpus());
+    let within = Duration::from_secs(10);
+    wait_for_members(&a, &[b_addr], within);
+    wait_for_members(&b, &[a_addr], within);
+    wait_for_capability(&a, b_addr, "gpus", within);
+    let broker = a.create_actor::<Broker>().unwrap();
+    let broker_pid = a.actor_info(broker).unwrap().pid.unwrap();
+
+    // The member that will create the child is stopped, so the create waits there; the
+    // parent's process is killed meanwhile; then the member goes on and creates it.
+    let b_admin = b.admin_pid();
+    let resume = Resume(b_admin);
+    kill(Pid::from_raw(b_admin as i32), Signal::SIGSTOP).unwrap();
+    a.tell(broker, HireGpu { gpus: 2 }).unwrap();
+    let asked = Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("creating an actor on another member")
+    {
+        assert!(asked.elapsed() < within, "the create never left");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    kill(Pid::from_raw(broker_pid as i32), Signal::SIGKILL).unwrap();
+    assert!(harness::wait_for_exit(broker_pid, within));
+    while a.actor_info(broker).unwrap().pid == Some(broker_pid) {
+        assert!(asked.elapsed() < within, "the parent was never reaped");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(resume);
+    // The orphan is stopped for good as soon as it exists.
+    let worker_type = greenroom::actor_type_name::<GpuWorker>();
+    let started = Instant::now();
+    loop {
+        let rows = b.describe(true).unwrap().actors;
+        let worker = rows.iter().find(|r| r.type_name == worker_type);
+        if worker.is_some_and(|w| w.state == greenroom::ActorState::Gone(greenroom::ExitCause::ParentGone)) {
+            break;
+        }
+        assert!(started.elapsed() < within, "the orphan is not stopped: {worker:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // A client's remote actor has no parent of record: losing the client's member does not
+    // stop it (a client's local actors outlive it too).
+    let placed = a.create_actor::<GpuWorker>().unwrap();
+    assert_eq!(placed.node(), b.create_actor::<Echo>().unwrap().node(), "placed on b");
+    let a_admin = a.admin_pid();
+    kill(Pid::from_raw(a_admin as i32), Signal::SIGKILL).unwrap();
+    assert!(harness::wait_for_exit(a_admin, within));
+    wait_for_members(&b, &[], within);
+    let answer: String = b.ask(placed, "still there?".to_string(), within).unwrap();
+    assert_eq!(answer, "gpu ok");
+    assert_eq!(b.actor_info(placed).unwrap().state, greenroom::ActorState::Running);
+}
+
+#[test]
+fn an_insider_cannot_speak_for_another_live_member() {
+    use greenroom::convention::link::{Link, LinkConfig};
+    use greenroom_protocol::convention::ConventionFrame;
+    let lab = lab([Capabilities::new(), Capabilities::new()]);
+    let ([a, b], [a_addr, b_addr]) = (&lab.systems, lab.addrs);
+    let within = Duration::from_secs(10);
+    let b_incarnation = incarnation_of(a, b_addr).unwrap();
+    // Someone with the cluster secret but another static key claims to be b: in b's own
+    // life, and in a life to come that would shut b's real frames out.
+    let secret = ClusterSecret::load(&lab.secret).unwrap();
+    let insider = LinkConfig::new("lab", secret).unwrap();
+    let mut link = Link::connect(std::net::TcpStream::connect(a_addr).unwrap(), &insider).unwrap();
+    for (incarnation, version) in [(b_incarnation, 1_000), (b_incarnation + 1, 1), (u64::MAX, 1)] {
+        let forged = ConventionFrame::Capabilities {
+            member: b_addr.to_string(),
+            incarnation,
+            version,
+            capabilities: Capabilities::new().with("forged", &true).unwrap(),
+            load: 0,
+            types: None,
+        };
+        link.send(&postcard::to_allocvec(&forged).unwrap()).unwrap();
+    }
+    // b's own word still counts, before and after; the forgery never shows.
+    b.update_capability("disk_gb", &500u64).unwrap();
+    wait_for_capability(a, b_addr, "disk_gb", within);
+    b.update_capability("ssd", &true).unwrap();
+    wait_for_capability(a, b_addr, "ssd", within);
+    let view = a.describe(false).unwrap().convention.unwrap();
+    let row = view.members.iter().find(|m| m.address == b_addr.to_string()).unwrap();
+    assert!(!row.capabilities.contains("forged"), "{row:?}");
+    assert_eq!(row.incarnation, b_incarnation);
+    assert_eq!(row.key, b.describe(false).unwrap().convention.unwrap().me.key);
 }
 
 #[test]

@@ -88,12 +88,15 @@ pub enum GatewayFrame {
         stream: u64,
         incarnation: u32,
     },
-    /// Admin to admin: create an actor here for `parent` (an actor or client of the sending
-    /// node), which chose this member by the type's capability check. Answered by
+    /// Admin to admin: create an actor here, for an actor or client of node `from`, which
+    /// chose this member by the type's capability check. An actor creator is the new
+    /// actor's `parent` of record (told of its restarts and end; its end stops it); a client
+    /// is none, as a client's local creates are top-level. Answered by
     /// [`GatewayFrame::Created`] with the same `request`.
     Create {
         request: u64,
-        parent: Address,
+        from: NodeId,
+        parent: Option<Address>,
         type_name: String,
         spec: ChildSpec,
         requirements: Capabilities,

@@ -164,8 +164,9 @@ struct ActorRecord {
     ledger: Option<LedgerFile>,
     /// A create waiting for the first incarnation to be ready.
     creator: Option<(Asker, u64)>,
-    /// The actor of another member that had it created here: told `ChildActorExited` when
-    /// it is gone.
+    /// The actor of another member that had it created here, its parent of record: told
+    /// of its restarts and its end (`GatewayFrame::ChildNotice`), and whose end stops it
+    /// (`GatewayFrame::ParentGone`, or its member lost).
     remote_parent: Option<Address>,
     start_failure: Option<CreateFailure>,
     /// An `ActorExitRequest` to deliver once the host has completed its handshake.
@@ -209,6 +210,16 @@ struct Identity {
     name: Option<String>,
     started: std::time::SystemTime,
     log_file: Option<String>,
+}
+
+/// A create asked of another member's admin, waiting for its answer.
+struct RemoteCreate {
+    node: NodeId,
+    /// The creator's control connection, and its request number.
+    token: Token,
+    request: u64,
+    /// The creating actor and its incarnation (`None`: a client).
+    parent: Option<(ActorId, u32)>,
 }
 
 /// A sender waiting to hear what became of an incarnation it lost its connection to.
@@ -294,7 +305,8 @@ struct Admin {
     node: NodeId,
     /// Creates sent to other members, by our request number: (node, creator, its request,
     /// the creating actor if it is one).
-    remote_creates: HashMap<u64, (NodeId, Token, u64, Option<ActorId>)>,
+    /// Creates asked of other members' admins, by our request number.
+    remote_creates: HashMap<u64, RemoteCreate>,
     /// Settle queries asked of other members' admins, by our request number: the member's
     /// node, the asker's control connection, its request number, and the actor.
     remote_settles: HashMap<u64, (NodeId, Token, u64, Address)>,
@@ -636,6 +648,25 @@ impl Admin {
         gateway.send(parent.node(), GatewayFrame::ChildNotice { parent, child, event });
     }
 
+    /// `child`, created on another member for incarnation `incarnation` of `parent`, is
+    /// its child from now on — unless that process is gone already (it died while the
+    /// create was on its way): then the child is an orphan at birth, and its admin stops it.
+    fn adopt_remote_child(&mut self, parent: ActorId, incarnation: u32, child: Address) {
+        let alive = self.actors.get(&parent).is_some_and(|r| r.pid.is_some())
+            && self
+                .tree
+                .state(parent)
+                .is_some_and(|(_, current)| current == incarnation);
+        if alive {
+            self.remote_children.push((parent, child));
+            return;
+        }
+        if let Some((_, _, gateway)) = &self.convention {
+            let parent = self.address_of(parent);
+            gateway.send(child.node(), GatewayFrame::ParentGone { parent, child });
+        }
+    }
+
     /// The process of `parent` is gone (it died, restarted or exited): its children on
     /// other members are stopped for good by their admins, as its children here are by the
     /// tree. It hears no more of them.
@@ -672,6 +703,7 @@ impl Admin {
             match frame {
                 GatewayFrame::Create {
                     request,
+                    from,
                     parent,
                     type_name,
                     spec,
@@ -684,14 +716,14 @@ impl Admin {
                         global_name: None,
                         requirements,
                     };
-                    self.create_here(Asker::Remote(parent.node()), None, create, Some(parent));
+                    self.create_here(Asker::Remote(from), None, create, parent);
                 }
                 GatewayFrame::Created { request, result } => {
-                    if let Some((_, token, asked, parent)) = self.remote_creates.remove(&request) {
-                        if let (Some(parent), Ok(child)) = (parent, &result) {
-                            self.remote_children.push((parent, *child));
+                    if let Some(asked) = self.remote_creates.remove(&request) {
+                        if let (Some((parent, incarnation)), Ok(child)) = (asked.parent, &result) {
+                            self.adopt_remote_child(parent, incarnation, *child);
                         }
-                        self.answer_create(Asker::Local(token), asked, result);
+                        self.answer_create(Asker::Local(asked.token), asked.request, result);
                     }
                 }
                 GatewayFrame::ChildNotice { parent, child, event } => {
@@ -833,13 +865,13 @@ impl Admin {
         let failed: Vec<u64> = self
             .remote_creates
             .iter()
-            .filter(|(_, (n, ..))| *n == node)
+            .filter(|(_, create)| create.node == node)
             .map(|(r, _)| *r)
             .collect();
         for request in failed {
-            if let Some((_, token, asked, _)) = self.remote_creates.remove(&request) {
+            if let Some(asked) = self.remote_creates.remove(&request) {
                 let result = Err(CreateFailure::Remote(why.to_owned()));
-                self.answer_create(Asker::Local(token), asked, result);
+                self.answer_create(Asker::Local(asked.token), asked.request, result);
             }
         }
         // Settle queries: the member is gone or its answer may be lost; what its actor
@@ -1875,13 +1907,7 @@ impl Admin {
             return;
         }
         match on.filter(|node| *node != self.node) {
-            Some(node) => {
-                let asker = match kind {
-                    PeerKind::Host(id) | PeerKind::Client(Some(id)) => self.address_of(id),
-                    PeerKind::Client(None) => return,
-                };
-                self.create_elsewhere(token, asker, node, create, parent);
-            }
+            Some(node) => self.create_elsewhere(token, node, create, parent),
             None => self.create_here(Asker::Local(token), parent, create, None),
         }
     }
@@ -2039,16 +2065,9 @@ impl Admin {
         }
     }
 
-    /// Asks the admin of `node` to create the actor for `asker` (its parent of record), and
-    /// answers the creator when it replies.
-    fn create_elsewhere(
-        &mut self,
-        token: Token,
-        asker: Address,
-        node: NodeId,
-        create: CreateRequest,
-        parent: Option<ActorId>,
-    ) {
+    /// Asks the admin of `node` to create the actor, with `parent` (an actor here; `None`
+    /// for a client) as its parent of record, and answers the creator when it replies.
+    fn create_elsewhere(&mut self, token: Token, node: NodeId, create: CreateRequest, parent: Option<ActorId>) {
         let member = self
             .convention
             .as_ref()
@@ -2065,14 +2084,21 @@ impl Admin {
             node,
             GatewayFrame::Create {
                 request,
-                parent: asker,
+                from: self.node,
+                parent: parent.map(|p| self.address_of(p)),
                 type_name: create.type_name,
                 spec: create.spec,
                 requirements: create.requirements,
             },
         );
-        self.remote_creates
-            .insert(request, (node, token, create.request, parent));
+        let parent = parent.map(|p| (p, self.tree.state(p).map_or(0, |(_, incarnation)| incarnation)));
+        let asked = RemoteCreate {
+            node,
+            token,
+            request: create.request,
+            parent,
+        };
+        self.remote_creates.insert(request, asked);
     }
 
     /// Creates an actor in this system, for a local creator or (`remote_parent`) for an

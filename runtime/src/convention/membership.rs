@@ -265,6 +265,9 @@ enum Input {
     Stop,
 }
 
+/// How many members' keys are kept once they have left (beyond that, only the live ones').
+const MAX_KEYS_KEPT: usize = 1024;
+
 /// How often each member tells every other its capabilities again (they also go out at
 /// once on a join and on every change; this repairs a message dropped on the way).
 const SHARE_AGAIN: Duration = Duration::from_secs(2);
@@ -821,13 +824,12 @@ impl CoreLoop {
                     .get(&member)
                     .is_none_or(|k| (incarnation, version) > (k.incarnation, k.version));
                 if !newer {
-                    // The same capabilities again: only the load may have moved.
+                    // The same capabilities again: the load may have moved, and it was heard
+                    // from now ("last seen").
                     if let Some(known) = self.known.get_mut(&member).filter(|k| k.incarnation == incarnation) {
                         known.heard = Instant::now();
-                        if known.load != load {
-                            known.load = load;
-                            self.publish();
-                        }
+                        known.load = load;
+                        self.publish();
                     }
                 }
                 if newer {
@@ -871,30 +873,38 @@ impl CoreLoop {
     }
 
     /// Whether `key`, proven by the link that carried capabilities for `member` in
-    /// `incarnation`, may speak for it: not when another key spoke for that incarnation
-    /// (an insider claiming to be another member), nor for an older incarnation than the
-    /// newest heard of. A member that comes back at its address with another key is
-    /// another machine, or its key file was replaced: allowed, and logged.
+    /// `incarnation`, may speak for it. Only for a life of a member SWIM lists alive now (a
+    /// frame that comes first, or late, is dropped; the member sends again every
+    /// [`SHARE_AGAIN`]); and within one life only the key first proven for it, so that an
+    /// insider cannot claim to be another live member. A member that comes back at its
+    /// address with another key is another machine, or its key file was replaced: taken,
+    /// and logged. (Anyone with the cluster secret can still disturb SWIM itself: the
+    /// secret is what members trust.)
     fn key_holds(&mut self, member: SocketAddr, incarnation: u64, key: Vec<u8>) -> bool {
         use super::secret::fingerprint;
+        let alive = self.membership.members();
+        if !alive.iter().any(|m| m.addr == member && m.incarnation == incarnation) {
+            return false;
+        }
         match self.keys.get(&member) {
-            Some((known, _)) if incarnation < *known => false,
-            Some((known, was)) if *was != key => {
-                if incarnation == *known {
-                    tracing::warn!(%member, incarnation, key = %fingerprint(&key), proven = %fingerprint(was),
-                        "capabilities for a member came over a link with another static key than its own; ignored");
-                    return false;
-                }
+            Some((known, was)) if *was != key && incarnation == *known => {
+                tracing::warn!(%member, incarnation, key = %fingerprint(&key), proven = %fingerprint(was),
+                    "capabilities for a member came over a link with another static key than its own; ignored");
+                return false;
+            }
+            Some((_, was)) if *was != key => {
                 tracing::warn!(%member, was = %fingerprint(was), now = %fingerprint(&key),
                     "a member came back at its address with a different static key: another machine, or a replaced key file");
-                self.keys.insert(member, (incarnation, key));
-                true
             }
-            _ => {
-                self.keys.insert(member, (incarnation, key));
-                true
-            }
+            _ => {}
         }
+        self.keys.insert(member, (incarnation, key));
+        // Kept for members that left, to notice a different key when they come back; but
+        // not without bound.
+        if self.keys.len() > MAX_KEYS_KEPT {
+            self.keys.retain(|addr, _| alive.iter().any(|m| m.addr == *addr));
+        }
+        true
     }
 
     /// Queues `event` for the reader, and wakes it. Never blocks: a reader that does not keep
@@ -1087,6 +1097,15 @@ mod tests {
         b.set_types(vec!["app::Worker".into(), "app::Other".into()]);
         let info = wait_for_info(&leader, &b_id, |m| m.types.is_some());
         assert_eq!(info.types.unwrap(), ["app::Worker", "app::Other"]);
+        // "Last seen" keeps up with a member that changes nothing: it speaks every
+        // SHARE_AGAIN, and each time counts.
+        let watched = Instant::now();
+        while watched.elapsed() < SHARE_AGAIN * 3 {
+            let info = wait_for_info(&leader, &b_id, |_| true);
+            let silent = info.heard.map(|at| at.elapsed());
+            assert!(silent.is_some_and(|s| s < SHARE_AGAIN * 2), "last heard {silent:?} ago");
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     #[test]

@@ -80,20 +80,35 @@ impl KeyFile {
         Ok(bytes)
     }
 
-    /// Writes `bytes` to a new file at `path` (mode 0600); refuses to overwrite one.
+    /// Writes `bytes` to a new file at `path` (mode 0600); refuses to overwrite one. The
+    /// key is written to a temporary file beside it and linked into place whole, so that
+    /// nobody ever reads a half-written key, and a crash leaves no empty file behind to
+    /// block the next start.
     fn create(self, path: &Path, bytes: &[u8; SECRET_LEN], exists_fix: &str) -> Result<()> {
-        let mut file = std::fs::OpenOptions::new()
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let temporary = path.with_file_name(format!(".{name}.{}.new", std::process::id()));
+        let written = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(path)
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::AlreadyExists => self.refused(path, exists_fix),
-                _ => self.refused(path, format!("could not create it: {e}")),
-            })?;
-        file.write_all(format!("{}\n", hex(bytes)).as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(|e| self.refused(path, format!("could not write it: {e}")))
+            .open(&temporary)
+            .map_err(|e| self.refused(path, format!("could not create it: {e}")))
+            .and_then(|mut file| {
+                file.write_all(format!("{}\n", hex(bytes)).as_bytes())
+                    .and_then(|()| file.sync_all())
+                    .map_err(|e| self.refused(path, format!("could not write it: {e}")))
+            })
+            .and_then(|()| {
+                std::fs::hard_link(&temporary, path).map_err(|e| match e.kind() {
+                    std::io::ErrorKind::AlreadyExists => self.refused(path, exists_fix),
+                    _ => self.refused(path, format!("could not create it: {e}")),
+                })
+            });
+        let _ = std::fs::remove_file(&temporary);
+        written
     }
 
     /// Reads the key at `path`: it must exist, be a regular file owned by this user (or
@@ -130,12 +145,13 @@ impl KeyFile {
             ));
         }
         let bad = || {
+            let maker = match self {
+                KeyFile::Secret => "as `greenroom keygen` writes",
+                KeyFile::Static => "as the admin writes it (remove the file to make a new key)",
+            };
             self.refused(
                 path,
-                format!(
-                    "it must hold {} hexadecimal digits, as `greenroom keygen` writes",
-                    2 * SECRET_LEN
-                ),
+                format!("it must hold {} hexadecimal digits, {maker}", 2 * SECRET_LEN),
             )
         };
         // Read no more than a key's worth (and a little slack for whitespace).
@@ -215,7 +231,8 @@ impl StaticKey {
     /// says whether it was made now. The file holds the private half, checked as the
     /// cluster secret's file is.
     pub fn load_or_create(path: &Path) -> Result<(StaticKey, bool)> {
-        match KeyFile::Static.read(path, String::new()) {
+        let dangling = "it is a symbolic link to nothing; remove it, or point it at a key file".to_owned();
+        match KeyFile::Static.read(path, dangling) {
             Ok(private) => Ok((StaticKey::from_private(private), false)),
             Err(_) if !path.exists() && !path.is_symlink() => {
                 let key = StaticKey::generate()?;
@@ -295,8 +312,20 @@ mod tests {
         std::fs::set_permissions(dir.path().join("short.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
         let short = message(StaticKey::load_or_create(&dir.path().join("short.key")).unwrap_err());
         assert!(short.contains("64 hexadecimal digits"), "{short}");
+        assert!(short.contains("remove the file to make a new key"), "{short}");
         let nowhere = message(StaticKey::load_or_create(&dir.path().join("no-dir/node.key")).unwrap_err());
         assert!(nowhere.contains("could not create it"), "{nowhere}");
+        let dangling = dir.path().join("dangling.key");
+        std::os::unix::fs::symlink(dir.path().join("nothing"), &dangling).unwrap();
+        let dangling = message(StaticKey::load_or_create(&dangling).unwrap_err());
+        assert!(dangling.contains("symbolic link to nothing"), "{dangling}");
+        // Nothing but the key files is left in the directory: no temporary file.
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["dangling.key", "node.key", "short.key"]);
     }
 
     #[test]
