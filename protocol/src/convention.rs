@@ -61,20 +61,28 @@ pub enum GatewayFrame {
         seq: u64,
         payload: Payload,
     },
-    /// The receiver has processed the stream's messages up to `upto`.
+    /// The receiver, incarnation `incarnation`, has processed the stream's messages up to
+    /// `upto`. (The incarnation travels with every ack, as with `Lost`, so that the
+    /// sender's handshake reply carries it even if [`GatewayFrame::Accepted`] was lost
+    /// with a broken link.)
     Ack {
         from: Address,
         to: Address,
         stream: u64,
         upto: u64,
+        incarnation: u32,
     },
-    /// The receiver cannot be reached (gone, or its connection ended): the sender is to
-    /// treat everything of the stream not acknowledged as undelivered.
+    /// The receiver cannot be reached (gone, or its connection ended; `refused`: it
+    /// refused the connection, for `reason`): the stream ends, and its sender asks what
+    /// became of what it had not seen acknowledged. `incarnation`: the receiver that
+    /// accepted the stream (0 if none did).
     Lost {
         from: Address,
         to: Address,
         stream: u64,
         reason: String,
+        incarnation: u32,
+        refused: bool,
     },
     /// The sender closed the stream: the receiving gateway closes its connection to the
     /// receiver once it has written what it holds.

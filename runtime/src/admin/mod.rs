@@ -246,6 +246,10 @@ enum SettleAsker {
 /// incarnation that did not die at all.
 const REMOTE_SETTLE_WAIT: Duration = Duration::from_secs(2);
 
+/// How much longer than [`REMOTE_SETTLE_WAIT`] this admin waits for another member's answer
+/// to a settle query before it answers "unknown" itself (the answer was lost with a link).
+const REMOTE_ANSWER_GRACE: Duration = Duration::from_secs(3);
+
 struct ShutdownState {
     reply_to: Option<(Token, u64)>,
     deadline: Instant,
@@ -308,8 +312,9 @@ struct Admin {
     /// Creates asked of other members' admins, by our request number.
     remote_creates: HashMap<u64, RemoteCreate>,
     /// Settle queries asked of other members' admins, by our request number: the member's
-    /// node, the asker's control connection, its request number, and the actor.
-    remote_settles: HashMap<u64, (NodeId, Token, u64, Address)>,
+    /// node, the asker's control connection, its request number, the actor, and when to
+    /// give up waiting (an answer lost with a broken link) and answer "unknown".
+    remote_settles: HashMap<u64, (NodeId, Token, u64, Address, Instant)>,
     /// Actors of other members created for actors here: (parent, child). When the child's
     /// member is lost, the parent is told `ChildActorExited` from here (nobody else can).
     remote_children: Vec<(ActorId, Address)>,
@@ -498,6 +503,7 @@ impl Admin {
                         SettleAsker::Remote { deadline, .. } => Some(deadline),
                         SettleAsker::Local(_) => None,
                     })
+                    .chain(self.remote_settles.values().map(|(.., deadline)| *deadline))
                     .min(),
             ]
             .into_iter()
@@ -787,7 +793,7 @@ impl Admin {
                     incarnation,
                     recovery,
                 } => {
-                    if let Some((_, token, asked, actor)) = self.remote_settles.remove(&request) {
+                    if let Some((_, token, asked, actor, _)) = self.remote_settles.remove(&request) {
                         let status = FromAdmin::Status {
                             request: asked,
                             actor,
@@ -876,25 +882,7 @@ impl Admin {
         }
         // Settle queries: the member is gone or its answer may be lost; what its actor
         // processed is in doubt.
-        let unanswered: Vec<u64> = self
-            .remote_settles
-            .iter()
-            .filter(|(_, (n, ..))| *n == node)
-            .map(|(r, _)| *r)
-            .collect();
-        for request in unanswered {
-            if let Some((_, token, asked, actor)) = self.remote_settles.remove(&request) {
-                let status = FromAdmin::Status {
-                    request: asked,
-                    actor,
-                    state: ActorState::Unknown,
-                    pid: None,
-                    incarnation: 0,
-                    recovery: None,
-                };
-                self.send(token, &status);
-            }
-        }
+        self.settles_in_doubt(|n, _| n == node);
         if self.leader_node() == Some(node) || self.leader_node().is_none() {
             for (_, (token, create)) in std::mem::take(&mut self.name_claims) {
                 let result = Err(CreateFailure::Remote(format!(
@@ -1765,12 +1753,25 @@ impl Admin {
     fn answer_settled(&mut self, id: ActorId) {
         let (state, pid, current) = self.status_of(self.address_of(id));
         let reaped = self.actors.get(&id).is_none_or(|r| r.pid.is_none());
+        let gone = matches!(state, ActorState::Gone(_) | ActorState::Unknown);
         let settled = |w: &SettleWaiter| {
             w.actor.id() == id
-                && (w.incarnation == 0
-                    || current > w.incarnation
-                    || (current == w.incarnation && reaped)
-                    || matches!(state, ActorState::Gone(_) | ActorState::Unknown))
+                && (gone
+                    || match w.asker {
+                        // A local sender's incarnation 0: the receiver never accepted its
+                        // connection, so processed nothing of it.
+                        SettleAsker::Local(_) => {
+                            w.incarnation == 0 || current > w.incarnation || (current == w.incarnation && reaped)
+                        }
+                        // A remote sender may not have heard the incarnation that accepted
+                        // its stream (a broken link): 0 is in doubt, as is a client (it has
+                        // no ledger), unless it is gone. They wait for the deadline.
+                        SettleAsker::Remote { .. } => {
+                            w.incarnation > 0
+                                && self.actors.contains_key(&id)
+                                && (current > w.incarnation || (current == w.incarnation && reaped))
+                        }
+                    })
         };
         let (ready, waiting): (Vec<SettleWaiter>, Vec<SettleWaiter>) =
             std::mem::take(&mut self.settle_waiters).into_iter().partition(settled);
@@ -1831,11 +1832,37 @@ impl Admin {
         }
     }
 
+    /// Answers as unknown (in doubt) the settle queries asked of other members that
+    /// `give_up(node, deadline)` selects.
+    fn settles_in_doubt(&mut self, give_up: impl Fn(NodeId, Instant) -> bool) {
+        let unanswered: Vec<u64> = self
+            .remote_settles
+            .iter()
+            .filter(|(_, (node, _, _, _, deadline))| give_up(*node, *deadline))
+            .map(|(r, _)| *r)
+            .collect();
+        for request in unanswered {
+            if let Some((_, token, asked, actor, _)) = self.remote_settles.remove(&request) {
+                let status = FromAdmin::Status {
+                    request: asked,
+                    actor,
+                    state: ActorState::Unknown,
+                    pid: None,
+                    incarnation: 0,
+                    recovery: None,
+                };
+                self.send(token, &status);
+            }
+        }
+    }
+
     /// Remote senders whose incarnation still runs at their deadline: their connection
     /// ended for another reason than its death, and what it processed is in doubt. They
     /// are told it is unknown, and hand their unacknowledged messages back.
     fn expire_remote_settles(&mut self) {
         let now = Instant::now();
+        // Ours, asked of other members, whose answer never came.
+        self.settles_in_doubt(|_, deadline| deadline <= now);
         let expired = |w: &SettleWaiter| matches!(w.asker, SettleAsker::Remote { deadline, .. } if deadline <= now);
         if !self.settle_waiters.iter().any(expired) {
             return;
@@ -1883,7 +1910,9 @@ impl Admin {
                 asker,
             },
         );
-        self.remote_settles.insert(ours, (node, token, request, actor));
+        let deadline = Instant::now() + REMOTE_SETTLE_WAIT + REMOTE_ANSWER_GRACE;
+        self.remote_settles
+            .insert(ours, (node, token, request, actor, deadline));
     }
 
     // ---- creating actors ----

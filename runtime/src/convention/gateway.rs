@@ -291,8 +291,13 @@ enum Kind {
     /// number once its handshake is read.
     Sender(Option<(Pair, u64)>),
     /// The gateway's connection to a local receiver, for a remote sender's stream;
-    /// `accepted` once the receiver's handshake reply has come.
-    Receiver { pair: Pair, stream: u64, accepted: bool },
+    /// `accepted` once the receiver's handshake reply has come, with its `incarnation`.
+    Receiver {
+        pair: Pair,
+        stream: u64,
+        accepted: bool,
+        incarnation: u32,
+    },
 }
 
 struct Loop {
@@ -404,6 +409,9 @@ impl Loop {
                 Ok(GatewayInput::Send(node, frame)) => {
                     if let Err(why) = self.forward(node, frame) {
                         tracing::warn!(node = node.0, reason = %why, "gateway: a frame for another admin could not be sent");
+                        // Whatever the admin waits for from that node (an answer to this
+                        // frame among it) fails now rather than at its timeout.
+                        self.to_admin(ForAdmin::LinkBroke(node));
                     }
                 }
                 Ok(GatewayInput::Stop) | Err(mpsc::TryRecvError::Disconnected) => return false,
@@ -515,7 +523,12 @@ impl Loop {
     fn frame(&mut self, token: Token, body: &[u8]) {
         let state = match self.conns.get(&token).map(|side| &side.kind) {
             Some(Kind::Sender(stream)) => (*stream, None),
-            Some(Kind::Receiver { pair, stream, accepted }) => (None, Some((*pair, *stream, *accepted))),
+            Some(Kind::Receiver {
+                pair,
+                stream,
+                accepted,
+                incarnation,
+            }) => (None, Some((*pair, *stream, *accepted, *incarnation))),
             None => return,
         };
         match state {
@@ -541,7 +554,7 @@ impl Loop {
                     self.close(token, &format!("bad data frame: {e}"));
                 }
             },
-            (None, Some((pair, stream, false))) => match HandshakeReply::decode(body) {
+            (None, Some((pair, stream, false, _))) => match HandshakeReply::decode(body) {
                 Ok(HandshakeReply {
                     refusal: None,
                     incarnation,
@@ -551,6 +564,7 @@ impl Loop {
                             pair,
                             stream,
                             accepted: true,
+                            incarnation,
                         };
                     }
                     let (from, to) = pair;
@@ -564,13 +578,23 @@ impl Loop {
                         self.close(token, &why);
                     }
                 }
-                Ok(HandshakeReply { refusal: Some(why), .. }) => self.close(token, &format!("refused: {why}")),
+                Ok(HandshakeReply { refusal: Some(why), .. }) => {
+                    self.drop_side(token);
+                    self.receiver_lost(pair, stream, 0, &why, true);
+                }
                 Err(e) => self.close(token, &format!("bad handshake reply: {e}")),
             },
-            (None, Some(((from, to), stream, true))) => match decode::<DataReply>(body, "data reply") {
+            (None, Some(((from, to), stream, true, incarnation))) => match decode::<DataReply>(body, "data reply") {
                 Ok(DataReply::Ack { upto }) => {
                     // Acks are cumulative: one lost with a broken link is covered by the next.
-                    let _ = self.forward(from.node(), GatewayFrame::Ack { from, to, stream, upto });
+                    let ack = GatewayFrame::Ack {
+                        from,
+                        to,
+                        stream,
+                        upto,
+                        incarnation,
+                    };
+                    let _ = self.forward(from.node(), ack);
                 }
                 Err(e) => self.close(token, &format!("bad data reply: {e}")),
             },
@@ -692,7 +716,7 @@ impl Loop {
                         match self.open_receiver(pair, stream) {
                             Ok(token) => token,
                             Err(why) => {
-                                self.receiver_lost(pair, stream, &why);
+                                self.receiver_lost(pair, stream, 0, &why, false);
                                 return;
                             }
                         }
@@ -702,7 +726,8 @@ impl Loop {
                     // sender is told, again for every such message, in case a `Lost` was
                     // itself lost with a broken link.
                     None => {
-                        self.receiver_lost(pair, stream, "the receiver's connection for this stream is gone");
+                        let why = "the receiver's connection for this stream is gone";
+                        self.receiver_lost(pair, stream, 0, why, false);
                         return;
                     }
                 };
@@ -714,17 +739,20 @@ impl Loop {
                 }
                 self.flush(token);
             }
-            GatewayFrame::Ack { from, to, stream, upto } => {
+            GatewayFrame::Ack {
+                from,
+                to,
+                stream,
+                upto,
+                incarnation,
+            } => {
                 let Some(token) = self.sender_of(from, to, stream) else {
                     return;
                 };
+                // `Accepted` comes first on the same link; if it was lost with a broken
+                // link, this ack carries what it did.
+                self.reply_to_sender(token, None, incarnation);
                 let Some(side) = self.conns.get_mut(&token) else { return };
-                // The receiver's `Accepted` comes before its acks, on the same link; an ack
-                // before it would be taken for the handshake reply. (Acks are cumulative:
-                // the next covers one skipped.)
-                if !side.replied {
-                    return;
-                }
                 side.acked = side.acked.max(upto);
                 if greenroom_protocol::encode_frame(&mut side.out, &DataReply::Ack { upto }, u32::MAX, "ack").is_ok() {
                     self.flush(token);
@@ -736,21 +764,8 @@ impl Loop {
                 stream,
                 incarnation,
             } => {
-                let Some(token) = self.sender_of(from, to, stream) else {
-                    return;
-                };
-                let Some(side) = self.conns.get_mut(&token) else { return };
-                if side.replied {
-                    return;
-                }
-                side.replied = true;
-                let reply = HandshakeReply {
-                    refusal: None,
-                    incarnation,
-                };
-                match reply.encode(&mut side.out) {
-                    Ok(()) => self.flush(token),
-                    Err(e) => self.close(token, &format!("could not encode a handshake reply: {e}")),
+                if let Some(token) = self.sender_of(from, to, stream) {
+                    self.reply_to_sender(token, None, incarnation);
                 }
             }
             GatewayFrame::Lost {
@@ -758,8 +773,15 @@ impl Loop {
                 to,
                 stream,
                 reason,
+                incarnation,
+                refused,
             } => {
                 if let Some(token) = self.sender_of(from, to, stream) {
+                    // The sender learns, before its connection ends, which incarnation it
+                    // was talking to (to ask about it) — or that it was refused (and asks
+                    // nothing: the refusal is the answer).
+                    let refusal = refused.then_some(reason.as_str());
+                    self.reply_to_sender(token, refusal, incarnation);
                     self.close(token, &reason);
                 }
             }
@@ -787,6 +809,24 @@ impl Loop {
             | GatewayFrame::ClaimName { .. }
             | GatewayFrame::NameClaim { .. }
             | GatewayFrame::NameBound { .. }) => self.to_admin(ForAdmin::Frame(Box::new(frame))),
+        }
+    }
+
+    /// Writes the sender's handshake reply, unless it is written already: accepted by
+    /// `incarnation` of the receiver, or refused.
+    fn reply_to_sender(&mut self, token: Token, refusal: Option<&str>, incarnation: u32) {
+        let Some(side) = self.conns.get_mut(&token) else { return };
+        if side.replied {
+            return;
+        }
+        side.replied = true;
+        let reply = HandshakeReply {
+            refusal: refusal.map(str::to_owned),
+            incarnation,
+        };
+        match reply.encode(&mut side.out) {
+            Ok(()) => self.flush(token),
+            Err(e) => self.close(token, &format!("could not encode a handshake reply: {e}")),
         }
     }
 
@@ -845,6 +885,7 @@ impl Loop {
                     pair,
                     stream,
                     accepted: false,
+                    incarnation: 0,
                 },
                 forwarded: 0,
                 acked: 0,
@@ -856,19 +897,20 @@ impl Loop {
         Ok(token)
     }
 
-    /// Tells the sender's gateway that the receiver of `pair`'s `stream` is lost.
-    fn receiver_lost(&mut self, pair: Pair, stream: u64, reason: &str) {
+    /// Tells the sender's gateway that the receiver of `pair`'s `stream` is lost (or, if
+    /// `refused`, refused it); `incarnation` is the one that had accepted it, if any.
+    fn receiver_lost(&mut self, pair: Pair, stream: u64, incarnation: u32, reason: &str, refused: bool) {
         let (from, to) = pair;
         tracing::info!(%from, %to, %reason, "gateway: receiver unreachable; its remote sender is told");
-        let _ = self.forward(
-            from.node(),
-            GatewayFrame::Lost {
-                from,
-                to,
-                stream,
-                reason: reason.to_owned(),
-            },
-        );
+        let lost = GatewayFrame::Lost {
+            from,
+            to,
+            stream,
+            reason: reason.to_owned(),
+            incarnation,
+            refused,
+        };
+        let _ = self.forward(from.node(), lost);
     }
 
     /// Our link to `node` broke, or (`gone`) its member is gone: our senders to it get
@@ -913,9 +955,21 @@ impl Loop {
     fn close(&mut self, token: Token, why: &str) {
         let Some(side) = self.conns.get(&token) else { return };
         match side.kind {
-            Kind::Receiver { pair, stream, .. } => {
+            Kind::Receiver {
+                pair,
+                stream,
+                incarnation,
+                ..
+            } => {
                 self.drop_side(token);
-                self.receiver_lost(pair, stream, &format!("its connection ended ({why})"));
+                tracing::debug!(reason = %why, "gateway: a receiver's connection ended");
+                self.receiver_lost(
+                    pair,
+                    stream,
+                    incarnation,
+                    &format!("its connection ended ({why})"),
+                    false,
+                );
             }
             Kind::Sender(Some(((from, to), _))) if side.forwarded > side.acked => {
                 let unacknowledged = side.forwarded - side.acked;
