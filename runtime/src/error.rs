@@ -50,6 +50,12 @@ pub enum Error {
     #[error("no actor at {0}: this actor system never created that address, or, for an address of another member of a convention, that member could not be reached (the messages sent to it came back)")]
     UnknownActor(Address),
 
+    /// The link to the member of this actor (of another member of a convention) broke
+    /// while the message was on its way, and the actor lived on: it may or may not have
+    /// processed it. It was not sent again, so it was never processed twice.
+    #[error("the link to {0}'s member broke while the message was on its way: it may or may not have been processed (it was not sent again); send it again if that is safe")]
+    InDoubt(Address),
+
     /// `ask` waited the whole timeout without a reply.
     #[error("no reply from {address} within {timeout:?}")]
     Timeout { address: Address, timeout: Duration },

@@ -46,10 +46,12 @@
 //! **In doubt.** When the link this gateway writes to a member breaks, the senders to that
 //! member ask as above; but their receivers did not die, so no ledger says what they
 //! processed. The receiver's admin answers "unknown" when the incarnation still runs after
-//! a short wait (2 s), or membership declares the member gone first, and the senders get
-//! their unacknowledged messages back, though some may already have crossed and been
-//! delivered: with a broken link nobody can know. (Admins waiting for that member, for a
-//! create or a global name, are told the same way.)
+//! a short wait (2 s; or this admin does, 3 s later, if the answer does not come), and
+//! each sender hands back what had reached the wire (`Error::InDoubt`: it may or may not
+//! have been processed, and is never sent twice), and sends on a new stream what it wrote
+//! meanwhile. (Admins waiting for that member, for a create or a global name, are told the
+//! same way.) The receiver's incarnation travels with `Accepted`, every `Ack` and `Lost`,
+//! so that a sender knows which incarnation to ask about even if one of them is lost.
 //!
 //! The gateway runs on threads of the admin process for now, like membership: one loop
 //! (`mio`, the Unix side and everything the links bring) and one writer thread per member

@@ -122,6 +122,9 @@ impl Receipt {
 pub enum LostCause {
     Gone(ExitCause),
     Unknown,
+    /// A link to the receiver's member broke while the receiver lived: what was on its way
+    /// may or may not have been processed.
+    InDoubt,
     Refused(String),
     AdminGone,
 }
@@ -131,6 +134,7 @@ impl LostCause {
         match self {
             LostCause::Gone(cause) => Error::ActorGone { address: peer, cause },
             LostCause::Unknown => Error::UnknownActor(peer),
+            LostCause::InDoubt => Error::InDoubt(peer),
             LostCause::Refused(why) => Error::AdminProtocol(format!("{peer} refused our connection: {why}")),
             LostCause::AdminGone => Error::AdminGone,
         }
@@ -947,13 +951,51 @@ impl Endpoint {
         });
     }
 
+    /// The remote peer's admin cannot say what it processed of the lost connection (a link
+    /// broke while the peer lived): what reached the wire may or may not have been
+    /// processed, and is handed back; what never left — sent while the answer was awaited
+    /// — goes on a new connection, so that a broken link costs only what was in flight.
+    fn in_doubt(&mut self, token: Token) {
+        let Some(Conn::Out(conn)) = self.conns.get_mut(&token) else {
+            return;
+        };
+        // Whole frames that were written before the loss; a frame cut short never arrived.
+        let (mut sent_bytes, mut sent_frames) = (0, 0);
+        for &(_, len) in &conn.bounds {
+            if sent_bytes + len > conn.written {
+                break;
+            }
+            sent_bytes += len;
+            sent_frames += 1;
+        }
+        if sent_frames == conn.bounds.len() {
+            self.give_up(token, LostCause::InDoubt);
+            return;
+        }
+        let doubtful: Vec<u8> = conn.frames.drain(..sent_bytes).collect();
+        conn.bounds.drain(..sent_frames);
+        conn.written = 0;
+        let peer = conn.peer;
+        let undelivered = retained_messages(&[&doubtful]);
+        if !undelivered.is_empty() {
+            self.inbox.push_back(Inbound::PeerLost {
+                peer,
+                cause: LostCause::InDoubt,
+                undelivered,
+            });
+        }
+        self.reconnect(token);
+    }
+
     /// The admin answered a settle query for a lost connection.
     fn settled(&mut self, token: Token, state: ActorState, recovery: Option<Recovery>) {
         if let Some(recovery) = recovery {
             self.recover(token, &recovery);
         }
+        let remote = matches!(self.conns.get(&token), Some(Conn::Out(c)) if c.peer.node() != self.me.node());
         match state {
             ActorState::Gone(cause) => self.give_up(token, LostCause::Gone(cause)),
+            ActorState::Unknown if remote => self.in_doubt(token),
             ActorState::Unknown => self.give_up(token, LostCause::Unknown),
             ActorState::Starting | ActorState::Running | ActorState::Exiting | ActorState::Restarting => {
                 self.reconnect(token)
