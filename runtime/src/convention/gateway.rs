@@ -96,6 +96,9 @@ const WAKER: Token = Token(1);
 const FIRST_CONN: usize = 2;
 /// Bytes read from one connection before the others get a turn.
 const READ_BUDGET: usize = 256 * 1024;
+/// How long a closed stream's number is remembered (longer than any frame of it can take
+/// to arrive on a link that was cut).
+const STREAM_MEMORY: Duration = Duration::from_secs(60);
 /// How long opening a link to another member's gateway may take.
 const LINK_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long one write to another member may block before its link counts as broken.
@@ -215,6 +218,7 @@ impl Gateway {
             senders: HashMap::new(),
             receivers: HashMap::new(),
             streams: HashMap::new(),
+            next_forget: std::time::Instant::now() + STREAM_MEMORY,
             next_stream: 1,
             writers: HashMap::new(),
             next_writer: 1,
@@ -316,9 +320,13 @@ struct Loop {
     senders: HashMap<Pair, Token>,
     /// Connections to local receivers, by pair (one stream at a time).
     receivers: HashMap<Pair, Token>,
-    /// The latest stream of each pair a receiver connection was opened for: a message of
-    /// an older or the same stream without its connection is never delivered.
-    streams: HashMap<Pair, u64>,
+    /// The latest stream of each pair a receiver connection was opened for, and when it was
+    /// closed: a message of an older or the same stream without its connection is never
+    /// delivered. Closed streams are forgotten after [`STREAM_MEMORY`], so that remote
+    /// clients that come and go leave nothing behind.
+    streams: HashMap<Pair, (u64, Option<std::time::Instant>)>,
+    /// When closed streams are next forgotten.
+    next_forget: std::time::Instant,
     /// The number of the next local sender connection.
     next_stream: u64,
     /// One writer thread per node sent to, with its generation.
@@ -710,11 +718,11 @@ impl Loop {
                     // restarted sends again what the dead incarnation did not process).
                     // Whatever came before is settled at its sender (it closed that
                     // connection, or was told it was lost and asked its admin).
-                    None if self.streams.get(&pair).is_none_or(|last| stream > *last) => {
+                    None if self.streams.get(&pair).is_none_or(|(last, _)| stream > *last) => {
                         if let Some(old) = self.receivers.remove(&pair) {
                             self.close_after_writing(old);
                         }
-                        self.streams.insert(pair, stream);
+                        self.streams.insert(pair, (stream, None));
                         match self.open_receiver(pair, stream) {
                             Ok(token) => token,
                             Err(why) => {
@@ -795,11 +803,18 @@ impl Loop {
                     self.receivers.remove(&(from, to));
                     self.close_after_writing(token);
                 }
-                // The stream is over: the pair is forgotten (nothing of this stream comes
-                // after its `Closed` on the link), so remote clients that come and go
-                // leave nothing behind.
-                if self.streams.get(&(from, to)) == Some(&stream) {
-                    self.streams.remove(&(from, to));
+                // The stream is over. Its number is kept a while: a frame of it may still
+                // come, on a link of an earlier generation that was cut.
+                let now = std::time::Instant::now();
+                if let Some((last, closed)) = self.streams.get_mut(&(from, to)) {
+                    if *last == stream {
+                        *closed = Some(now);
+                    }
+                }
+                if now >= self.next_forget {
+                    self.next_forget = now + STREAM_MEMORY;
+                    self.streams
+                        .retain(|_, (_, closed)| closed.is_none_or(|at| now.duration_since(at) < STREAM_MEMORY));
                 }
             }
             frame @ (GatewayFrame::Create { .. }

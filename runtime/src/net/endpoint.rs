@@ -141,6 +141,9 @@ impl LostCause {
     }
 }
 
+/// How many receivers in doubt an endpoint remembers the numbering of (`resume_seq`).
+const MAX_RESUMED_PEERS: usize = 4096;
+
 /// The receiving side of a connection another endpoint opened to us.
 struct InConn {
     stream: UnixStream,
@@ -217,6 +220,12 @@ pub struct Endpoint {
     conns: HashMap<Token, Conn>,
     next_token: usize,
     out_by_peer: HashMap<Address, Token>,
+    /// For receivers of other nodes given up on in doubt: the seq a new connection to them
+    /// starts at. A connection to a remote receiver may end while the receiver still holds
+    /// messages of it (a broken link), so the numbering of its next one carries on rather
+    /// than starting again at 1: the receiver's ledger, which keeps the highest seq done
+    /// per sender, then never takes a new message for one it did before.
+    resume_seq: HashMap<Address, u64>,
     inbox: VecDeque<Inbound>,
     next_request: u64,
     settling: HashMap<u64, Token>,
@@ -273,6 +282,7 @@ impl Endpoint {
             conns: HashMap::default(),
             next_token: FIRST_CONN,
             out_by_peer: HashMap::default(),
+            resume_seq: HashMap::default(),
             inbox: VecDeque::new(),
             next_request: 1,
             settling: HashMap::default(),
@@ -853,7 +863,7 @@ impl Endpoint {
             frames: VecDeque::new(),
             bounds: VecDeque::new(),
             written: 0,
-            next_seq: 1,
+            next_seq: self.resume_seq.remove(&to).unwrap_or(1),
             write_armed: false,
         };
         if let Some(s) = conn.stream.as_mut() {
@@ -940,6 +950,14 @@ impl Endpoint {
         }
         if self.out_by_peer.get(&conn.peer) == Some(&token) {
             self.out_by_peer.remove(&conn.peer);
+        }
+        if matches!(cause, LostCause::InDoubt) {
+            // Bounded: past this many, the oldest protection goes (a receiver in doubt for
+            // that long has long read what it held).
+            if self.resume_seq.len() >= MAX_RESUMED_PEERS {
+                self.resume_seq.clear();
+            }
+            self.resume_seq.insert(conn.peer, conn.next_seq);
         }
         // The retained bytes are whole frames: read them back with the protocol's own reader.
         let (a, b) = conn.frames.as_slices();
