@@ -1401,12 +1401,17 @@ impl Admin {
                     });
                     self.answer_settled(actor.id());
                 }
-                Some(incarnation) if self.convention.is_some() && actor.node() != NodeId(0) => {
-                    let asker = match kind {
-                        PeerKind::Host(id) | PeerKind::Client(Some(id)) => self.address_of(id),
-                        PeerKind::Client(None) => return,
-                    };
-                    self.settle_elsewhere(token, request, actor, incarnation, asker);
+                // A registered sender's question about another member's actor: that
+                // member's admin answers it.
+                Some(incarnation)
+                    if self.convention.is_some()
+                        && actor.node() != NodeId(0)
+                        && matches!(kind, PeerKind::Host(_) | PeerKind::Client(Some(_))) =>
+                {
+                    if let PeerKind::Host(id) | PeerKind::Client(Some(id)) = kind {
+                        let asker = self.address_of(id);
+                        self.settle_elsewhere(token, request, actor, incarnation, asker);
+                    }
                 }
                 // Not settled here: what is known of it is known now (nothing, for another
                 // node's address).
