@@ -384,14 +384,14 @@ impl Endpoint {
     }
 
     /// Takes the first `PeerLost` for `peer` out of the inbox, leaving everything else in
-    /// order.
-    pub fn take_peer_lost(&mut self, peer: Address) -> Option<LostCause> {
+    /// order: why, and the messages that came back.
+    pub fn take_peer_lost(&mut self, peer: Address) -> Option<(LostCause, Vec<AnyMessage>)> {
         let at = self
             .inbox
             .iter()
             .position(|i| matches!(i, Inbound::PeerLost { peer: p, .. } if *p == peer))?;
         match self.inbox.remove(at) {
-            Some(Inbound::PeerLost { cause, .. }) => Some(cause),
+            Some(Inbound::PeerLost { cause, undelivered, .. }) => Some((cause, undelivered)),
             _ => None,
         }
     }

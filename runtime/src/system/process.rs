@@ -31,7 +31,7 @@ use crate::{
     error::{Error, Result},
     logging,
     message::AnyMessage,
-    net::endpoint::{Endpoint, Inbound},
+    net::endpoint::{Endpoint, Inbound, LostCause},
     process_role::Role,
     runtime_dir,
 };
@@ -267,6 +267,11 @@ impl ProcessSystem {
     }
 
     fn send_locked(&self, client: &mut Client, to: Address, msg: &AnyMessage) -> Result<()> {
+        // What came back from `to` before this message left is about earlier ones: to the
+        // dead-letter path, so that only this message's own fate can fail this call.
+        while let Some((_, undelivered)) = client.endpoint.take_peer_lost(to) {
+            client.endpoint.dead_letters(to, undelivered);
+        }
         client.endpoint.send(to, msg)?;
         client.endpoint.flush();
         let deadline = Instant::now() + SEND_TIMEOUT;
@@ -276,8 +281,10 @@ impl ProcessSystem {
                 return Ok(());
             }
             // Surface a lost peer now rather than waiting out the timeout.
-            if let Some(lost) = client.endpoint.take_peer_lost(to).map(|c| c.into_error(to)) {
-                return Err(lost);
+            if let Some((cause, undelivered)) = client.endpoint.take_peer_lost(to) {
+                if let Some(lost) = came_back(&mut client.endpoint, to, cause, undelivered, msg) {
+                    return Err(lost);
+                }
             }
             let now = Instant::now();
             if now >= deadline {
@@ -296,7 +303,7 @@ impl ProcessSystem {
         let mut client = self.lock()?;
         let deadline = deadline_after(timeout);
         self.send_locked(&mut client, to, msg)?;
-        match wait_for_message(&mut client.endpoint, Some(to), deadline)? {
+        match wait_for_message(&mut client.endpoint, Some((to, msg)), deadline)? {
             Some(reply) => Ok(reply),
             None => Err(Error::Timeout { address: to, timeout }),
         }
@@ -419,11 +426,32 @@ fn register_client(
     Ok((endpoint, address))
 }
 
-/// The client's receive loop: the next message for the caller, an error if `target` is lost
-/// or the admin is gone, or `None` at the deadline.
+/// Messages to `peer` came back: the error for the caller whose message is `mine`, if it
+/// is among them; the others (earlier tells still on their way when it was sent) go to the
+/// dead-letter path. If `mine` is not among them it is still on its way (a connection in
+/// doubt goes on with what was sent after the loss), and so is its reply.
+fn came_back(
+    endpoint: &mut Endpoint,
+    peer: Address,
+    cause: LostCause,
+    mut undelivered: Vec<AnyMessage>,
+    mine: &AnyMessage,
+) -> Option<Error> {
+    let returned = undelivered
+        .iter()
+        .position(|m| m == mine)
+        .map(|at| undelivered.remove(at));
+    endpoint.dead_letters(peer, undelivered);
+    returned.map(|_| cause.into_error(peer))
+}
+
+/// The client's receive loop: the next message for the caller, an error if the message
+/// `asked` of `target` came back undelivered (or the admin is gone), or `None` at the
+/// deadline. Other messages that come back undelivered (earlier tells) go to the
+/// dead-letter path.
 fn wait_for_message(
     endpoint: &mut Endpoint,
-    target: Option<Address>,
+    asked: Option<(Address, &AnyMessage)>,
     deadline: Instant,
 ) -> Result<Option<(Address, AnyMessage)>> {
     loop {
@@ -439,12 +467,14 @@ fn wait_for_message(
                     peer,
                     cause,
                     undelivered,
-                } => {
-                    if Some(peer) == target {
-                        return Err(cause.into_error(peer));
+                } => match asked.filter(|(to, _)| *to == peer) {
+                    Some((_, question)) => {
+                        if let Some(lost) = came_back(endpoint, peer, cause, undelivered, question) {
+                            return Err(lost);
+                        }
                     }
-                    endpoint.dead_letters(peer, undelivered);
-                }
+                    None => endpoint.dead_letters(peer, undelivered),
+                },
                 Inbound::Control(frame) => tracing::debug!(?frame, "unexpected control frame for a client"),
                 Inbound::AdminLost => return Err(Error::AdminGone),
             }
