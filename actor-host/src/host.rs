@@ -279,6 +279,7 @@ impl Host {
                         peer,
                         cause,
                         undelivered,
+                        ..
                     } => self.on_peer_lost(peer, cause, undelivered),
                     Inbound::AdminLost => {
                         tracing::info!("the admin has gone; exiting");
@@ -369,6 +370,7 @@ impl Host {
                         peer,
                         cause,
                         undelivered,
+                        ..
                     } => self.on_peer_lost(peer, cause, undelivered),
                     _ => {}
                 }

@@ -531,6 +531,10 @@ fn a_partition_between_two_network_namespaces_is_detected_and_heals() {
     for n in 100..150u64 {
         systems[0].tell(tally, n).unwrap();
     }
+    // A question with no answer across the partition: after the heal, the same question
+    // again must get its own answer, not this one's fate.
+    let unanswered = systems[0].ask::<_, Tallied>(tally, TallyReport, Duration::from_millis(500));
+    assert!(matches!(unanswered, Err(Error::Timeout { .. })), "{unanswered:?}");
     let noticed = wait_for_members(&systems[0], &[], within);
     eprintln!("the leader noticed the partition after {noticed:?}");
     assert!(noticed < Duration::from_secs(5), "noticed only after {noticed:?}");
@@ -629,7 +633,15 @@ fn asks_and_tells_cross_members_in_order_and_come_back_when_the_receiver_is_gone
     let t = Instant::now();
     let err = a.ask::<_, String>(echo, "anyone?".to_string(), within).unwrap_err();
     assert!(t.elapsed() < Duration::from_secs(5), "took {:?}: {err}", t.elapsed());
-    assert!(!matches!(err, Error::Timeout { .. }), "{err}");
+    assert!(
+        matches!(err, Error::ActorGone { .. }),
+        "the other admin says why: {err}"
+    );
+
+    // An id the other member never issued is unknown there, not in doubt.
+    let never = greenroom::Address::new(echo.node(), 9_999);
+    let err = a.ask::<_, String>(never, "anyone?".to_string(), within).unwrap_err();
+    assert!(matches!(err, Error::UnknownActor(_)), "{err}");
 
     // An address of a node that is no member: refused at once too.
     let stranger = greenroom::Address::new(greenroom::NodeId(12345), 2);

@@ -147,6 +147,7 @@ pub enum GatewayFrame {
         pid: Option<u32>,
         incarnation: u32,
         recovery: Option<Recovery>,
+        in_doubt: bool,
     },
     /// Member to leader: node `by` wants the global name `name`. Answered by
     /// [`GatewayFrame::NameClaim`].

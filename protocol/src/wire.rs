@@ -487,6 +487,10 @@ pub enum FromAdmin {
         incarnation: u32,
         /// For a settle query: what the dead incarnation did with the asker's messages.
         recovery: Option<Recovery>,
+        /// For a settle query about an actor of another member: nobody can say what it
+        /// processed (a link broke while it lived), so `state` (`Unknown`) is not final:
+        /// what was on the wire is in doubt, and what was not can still be sent.
+        in_doubt: bool,
     },
     /// A system notice for the actor (e.g. `ChildActorExited`), from `sender`.
     Deliver { sender: Address, payload: Payload },
@@ -547,7 +551,7 @@ mod tests {
             let frames = vec![
                 FromAdmin::Created { request, result: Ok(actor) },
                 FromAdmin::Created { request, result: Err(CreateFailure::UnknownType { type_name: name.clone(), known: vec![name.clone()] }) },
-                FromAdmin::Status { request, actor, state: ActorState::Gone(ExitCause::Signal { signal: 9, core_dumped: false }), pid: Some(7), incarnation: 2, recovery: Some(Recovery { processed_upto: Some(3), in_flight: None, cause: ExitCause::Normal }) },
+                FromAdmin::Status { request, actor, state: ActorState::Gone(ExitCause::Signal { signal: 9, core_dumped: false }), pid: Some(7), incarnation: 2, recovery: Some(Recovery { processed_upto: Some(3), in_flight: None, cause: ExitCause::Normal }), in_doubt: false },
                 FromAdmin::Deliver { sender: actor, payload },
                 FromAdmin::Start { actor, incarnation: 1, type_name: name.clone(), parent: Some(actor), runtime_dir: name, max_frame: 7, send_window: 9, capabilities: crate::Capabilities::new().with("k", &1u8).unwrap(), requirements: crate::Capabilities::new().with("gpu", &true).unwrap() },
             ];

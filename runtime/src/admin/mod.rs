@@ -772,7 +772,7 @@ impl Admin {
                             actor,
                             incarnation,
                         };
-                        self.answer_settle(w, ActorState::Unknown, None, 0, None);
+                        self.answer_settle(w, ActorState::Unknown, None, 0, None, false);
                         continue;
                     }
                     self.settle_waiters.push(SettleWaiter {
@@ -792,6 +792,7 @@ impl Admin {
                     pid,
                     incarnation,
                     recovery,
+                    in_doubt,
                 } => {
                     if let Some((_, token, asked, actor, _)) = self.remote_settles.remove(&request) {
                         let status = FromAdmin::Status {
@@ -801,6 +802,7 @@ impl Admin {
                             pid,
                             incarnation,
                             recovery,
+                            in_doubt,
                         };
                         self.send(token, &status);
                     }
@@ -1426,6 +1428,7 @@ impl Admin {
                             pid,
                             incarnation,
                             recovery: None,
+                            in_doubt: false,
                         },
                     );
                 }
@@ -1796,7 +1799,7 @@ impl Admin {
                     .find(|(inc, _, _)| *inc == w.incarnation)
                     .map(|(_, report, cause)| report.recovery_for(ledger_key, cause.clone()))
             });
-            self.answer_settle(w, state.clone(), pid, current, recovery);
+            self.answer_settle(w, state.clone(), pid, current, recovery, false);
         }
     }
 
@@ -1809,6 +1812,7 @@ impl Admin {
         pid: Option<u32>,
         incarnation: u32,
         recovery: Option<greenroom_protocol::Recovery>,
+        in_doubt: bool,
     ) {
         match w.asker {
             SettleAsker::Local(token) => self.send(
@@ -1820,6 +1824,7 @@ impl Admin {
                     pid,
                     incarnation,
                     recovery,
+                    in_doubt,
                 },
             ),
             SettleAsker::Remote { sender, .. } => {
@@ -1830,6 +1835,7 @@ impl Admin {
                         pid,
                         incarnation,
                         recovery,
+                        in_doubt,
                     };
                     gateway.send(sender.node(), settled);
                 }
@@ -1855,6 +1861,7 @@ impl Admin {
                     pid: None,
                     incarnation: 0,
                     recovery: None,
+                    in_doubt: true,
                 };
                 self.send(token, &status);
             }
@@ -1878,7 +1885,7 @@ impl Admin {
         for w in expired {
             tracing::info!(actor = %w.actor, incarnation = w.incarnation,
                 "a remote sender's connection ended while the actor kept running: its unacknowledged messages are in doubt");
-            self.answer_settle(w, ActorState::Unknown, None, 0, None);
+            self.answer_settle(w, ActorState::Unknown, None, 0, None, true);
         }
     }
 
@@ -1900,6 +1907,7 @@ impl Admin {
                 pid: None,
                 incarnation: 0,
                 recovery: None,
+                in_doubt: false,
             };
             self.send(token, &unknown);
             return;

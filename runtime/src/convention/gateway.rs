@@ -45,7 +45,7 @@
 //!
 //! **In doubt.** When the link this gateway writes to a member breaks, the senders to that
 //! member ask as above; but their receivers did not die, so no ledger says what they
-//! processed. The receiver's admin answers "unknown" when the incarnation still runs after
+//! processed. The receiver's admin answers "in doubt" when the incarnation still runs after
 //! a short wait (2 s; or this admin does, 3 s later, if the answer does not come), and
 //! each sender hands back what had reached the wire (`Error::InDoubt`: it may or may not
 //! have been processed, and is never sent twice), and sends on a new stream what it wrote
@@ -1103,6 +1103,9 @@ fn start_writer(
                     }
                 };
                 if let Err(e) = link.send(&bytes) {
+                    // Reset, not closed: what the kernel still holds of it must not arrive
+                    // after a later link's frames (it is handed back as in doubt).
+                    link.abort();
                     sink.send(GatewayInput::LinkBroke(
                         node,
                         generation,

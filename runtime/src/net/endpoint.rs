@@ -89,6 +89,9 @@ pub enum Inbound {
         cause: LostCause,
         /// Messages sent to the peer that it never processed, oldest first.
         undelivered: Vec<AnyMessage>,
+        /// Which sends they were (as [`Endpoint::send_tracked`] named them), in the same
+        /// order: equal messages are told apart by these.
+        ids: Vec<SentId>,
     },
     /// The control connection to the admin ended.
     AdminLost,
@@ -139,6 +142,15 @@ impl LostCause {
             LostCause::AdminGone => Error::AdminGone,
         }
     }
+}
+
+/// One message sent by this endpoint: its connection and its seq there. Unique for the
+/// endpoint's life (connection tokens are never reused; a connection that reconnects keeps
+/// its numbering).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SentId {
+    conn: Token,
+    seq: u64,
 }
 
 /// How many receivers in doubt an endpoint remembers the numbering of (`resume_seq`).
@@ -385,13 +397,18 @@ impl Endpoint {
 
     /// Takes the first `PeerLost` for `peer` out of the inbox, leaving everything else in
     /// order: why, and the messages that came back.
-    pub fn take_peer_lost(&mut self, peer: Address) -> Option<(LostCause, Vec<AnyMessage>)> {
+    pub fn take_peer_lost(&mut self, peer: Address) -> Option<(LostCause, Vec<AnyMessage>, Vec<SentId>)> {
         let at = self
             .inbox
             .iter()
             .position(|i| matches!(i, Inbound::PeerLost { peer: p, .. } if *p == peer))?;
         match self.inbox.remove(at) {
-            Some(Inbound::PeerLost { cause, undelivered, .. }) => Some((cause, undelivered)),
+            Some(Inbound::PeerLost {
+                cause,
+                undelivered,
+                ids,
+                ..
+            }) => Some((cause, undelivered, ids)),
             _ => None,
         }
     }
@@ -530,6 +547,12 @@ impl Endpoint {
     ///
     /// Fails at once if `to` is known to be gone or was never created.
     pub fn send(&mut self, to: Address, msg: &AnyMessage) -> Result<()> {
+        self.enqueue(to, msg, None).map(drop)
+    }
+
+    /// Like [`Endpoint::send`], and names the send, so that the caller can tell whether this
+    /// very message is among those a [`Inbound::PeerLost`] hands back.
+    pub fn send_tracked(&mut self, to: Address, msg: &AnyMessage) -> Result<SentId> {
         self.enqueue(to, msg, None)
     }
 
@@ -537,10 +560,10 @@ impl Endpoint {
     /// when `to` already holds `window` bytes of this endpoint's unprocessed messages. A
     /// message bigger than the window still goes when nothing else is outstanding.
     pub fn send_within(&mut self, to: Address, msg: &AnyMessage, window: usize) -> Result<()> {
-        self.enqueue(to, msg, Some(window))
+        self.enqueue(to, msg, Some(window)).map(drop)
     }
 
-    fn enqueue(&mut self, to: Address, msg: &AnyMessage, window: Option<usize>) -> Result<()> {
+    fn enqueue(&mut self, to: Address, msg: &AnyMessage, window: Option<usize>) -> Result<SentId> {
         let token = match self.out_by_peer.get(&to) {
             Some(t) => *t,
             None => self.open(to)?,
@@ -573,7 +596,7 @@ impl Endpoint {
         if self.dirty.last() != Some(&token) {
             self.dirty.push(token);
         }
-        Ok(())
+        Ok(SentId { conn: token, seq })
     }
 
     /// Bytes sent to `to` that it has not yet acknowledged as processed.
@@ -951,21 +974,25 @@ impl Endpoint {
         if self.out_by_peer.get(&conn.peer) == Some(&token) {
             self.out_by_peer.remove(&conn.peer);
         }
-        if matches!(cause, LostCause::InDoubt) {
-            // Bounded: past this many, the oldest protection goes (a receiver in doubt for
-            // that long has long read what it held).
+        // A remote receiver that is not gone for good may still hold messages of this
+        // connection: the next one carries on the numbering. (Bounded: past this many, one
+        // entry makes room; a receiver in doubt that long has long read what it held.)
+        if conn.peer.node() != self.me.node() && !matches!(cause, LostCause::Gone(_)) {
             if self.resume_seq.len() >= MAX_RESUMED_PEERS {
-                self.resume_seq.clear();
+                if let Some(old) = self.resume_seq.keys().next().copied() {
+                    self.resume_seq.remove(&old);
+                }
             }
             self.resume_seq.insert(conn.peer, conn.next_seq);
         }
         // The retained bytes are whole frames: read them back with the protocol's own reader.
         let (a, b) = conn.frames.as_slices();
-        let undelivered = retained_messages(&[a, b]);
+        let (undelivered, ids) = retained_messages(token, &[a, b]);
         self.inbox.push_back(Inbound::PeerLost {
             peer: conn.peer,
             cause,
             undelivered,
+            ids,
         });
     }
 
@@ -994,26 +1021,26 @@ impl Endpoint {
         conn.bounds.drain(..sent_frames);
         conn.written = 0;
         let peer = conn.peer;
-        let undelivered = retained_messages(&[&doubtful]);
+        let (undelivered, ids) = retained_messages(token, &[&doubtful]);
         if !undelivered.is_empty() {
             self.inbox.push_back(Inbound::PeerLost {
                 peer,
                 cause: LostCause::InDoubt,
                 undelivered,
+                ids,
             });
         }
         self.reconnect(token);
     }
 
     /// The admin answered a settle query for a lost connection.
-    fn settled(&mut self, token: Token, state: ActorState, recovery: Option<Recovery>) {
+    fn settled(&mut self, token: Token, state: ActorState, recovery: Option<Recovery>, in_doubt: bool) {
         if let Some(recovery) = recovery {
             self.recover(token, &recovery);
         }
-        let remote = matches!(self.conns.get(&token), Some(Conn::Out(c)) if c.peer.node() != self.me.node());
         match state {
             ActorState::Gone(cause) => self.give_up(token, LostCause::Gone(cause)),
-            ActorState::Unknown if remote => self.in_doubt(token),
+            ActorState::Unknown if in_doubt => self.in_doubt(token),
             ActorState::Unknown => self.give_up(token, LostCause::Unknown),
             ActorState::Starting | ActorState::Running | ActorState::Exiting | ActorState::Restarting => {
                 self.reconnect(token)
@@ -1046,7 +1073,7 @@ impl Endpoint {
         conn.bounds.pop_front();
         let frame: Vec<u8> = conn.frames.drain(..len).collect();
         let peer = conn.peer;
-        let Some(message) = retained_messages(&[&frame]).pop() else {
+        let Some(message) = retained_messages(token, &[&frame]).0.pop() else {
             return;
         };
         let poison = PoisonMessage {
@@ -1498,10 +1525,11 @@ impl Endpoint {
                         request,
                         state,
                         recovery,
+                        in_doubt,
                         ..
                     }) if self.settling.contains_key(&request) => {
                         if let Some(token) = self.settling.remove(&request) {
-                            self.settled(token, state, recovery);
+                            self.settled(token, state, recovery, in_doubt);
                         }
                     }
                     Ok(FromAdmin::CapabilitiesChanged { capabilities }) => {
@@ -1544,19 +1572,22 @@ impl Endpoint {
 
 /// Reads retained frames (whole frames, as a sender keeps them) back into messages, through
 /// the protocol's own reader.
-fn retained_messages(parts: &[&[u8]]) -> Vec<AnyMessage> {
+fn retained_messages(conn: Token, parts: &[&[u8]]) -> (Vec<AnyMessage>, Vec<SentId>) {
     let mut reader = FrameReader::new(u32::MAX);
     for part in parts {
         reader.push(part);
     }
-    let mut messages = Vec::new();
+    let (mut messages, mut ids) = (Vec::new(), Vec::new());
     while let Ok(Some(body)) = reader.next_frame() {
         match decode::<DataFrame>(body, "data frame") {
-            Ok(DataFrame::Message { payload, .. }) => messages.push(AnyMessage::from_payload(payload)),
+            Ok(DataFrame::Message { seq, payload }) => {
+                messages.push(AnyMessage::from_payload(payload));
+                ids.push(SentId { conn, seq });
+            }
             Err(e) => tracing::error!(error = %e, "could not re-read a retained message"),
         }
     }
-    messages
+    (messages, ids)
 }
 
 /// How the ledger names `sender` when `me` receives from it: its id for a sender of this

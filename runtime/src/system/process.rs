@@ -31,7 +31,7 @@ use crate::{
     error::{Error, Result},
     logging,
     message::AnyMessage,
-    net::endpoint::{Endpoint, Inbound, LostCause},
+    net::endpoint::{Endpoint, Inbound, LostCause, SentId},
     process_role::Role,
     runtime_dir,
 };
@@ -263,26 +263,28 @@ impl ProcessSystem {
     /// unprocessed messages from this client.
     pub(crate) fn tell(&self, to: Address, msg: &AnyMessage) -> Result<()> {
         let mut client = self.lock()?;
-        self.send_locked(&mut client, to, msg)
+        self.send_locked(&mut client, to, msg).map(drop)
     }
 
-    fn send_locked(&self, client: &mut Client, to: Address, msg: &AnyMessage) -> Result<()> {
+    /// Sends `msg`, waiting while `to` has more than the send window of this client's
+    /// messages; returns which send it was.
+    fn send_locked(&self, client: &mut Client, to: Address, msg: &AnyMessage) -> Result<SentId> {
         // What came back from `to` before this message left is about earlier ones: to the
         // dead-letter path, so that only this message's own fate can fail this call.
-        while let Some((_, undelivered)) = client.endpoint.take_peer_lost(to) {
+        while let Some((_, undelivered, _)) = client.endpoint.take_peer_lost(to) {
             client.endpoint.dead_letters(to, undelivered);
         }
-        client.endpoint.send(to, msg)?;
+        let sent = client.endpoint.send_tracked(to, msg)?;
         client.endpoint.flush();
         let deadline = Instant::now() + SEND_TIMEOUT;
         loop {
             let bytes = client.endpoint.unacked_bytes(to);
             if bytes <= self.send_window {
-                return Ok(());
+                return Ok(sent);
             }
             // Surface a lost peer now rather than waiting out the timeout.
-            if let Some((cause, undelivered)) = client.endpoint.take_peer_lost(to) {
-                if let Some(lost) = came_back(&mut client.endpoint, to, cause, undelivered, msg) {
+            if let Some((cause, undelivered, ids)) = client.endpoint.take_peer_lost(to) {
+                if let Some(lost) = came_back(&mut client.endpoint, to, cause, undelivered, &ids, sent) {
                     return Err(lost);
                 }
             }
@@ -302,8 +304,8 @@ impl ProcessSystem {
     pub(crate) fn ask(&self, to: Address, msg: &AnyMessage, timeout: Duration) -> Result<(Address, AnyMessage)> {
         let mut client = self.lock()?;
         let deadline = deadline_after(timeout);
-        self.send_locked(&mut client, to, msg)?;
-        match wait_for_message(&mut client.endpoint, Some((to, msg)), deadline)? {
+        let sent = self.send_locked(&mut client, to, msg)?;
+        match wait_for_message(&mut client.endpoint, Some((to, sent)), deadline)? {
             Some(reply) => Ok(reply),
             None => Err(Error::Timeout { address: to, timeout }),
         }
@@ -426,20 +428,23 @@ fn register_client(
     Ok((endpoint, address))
 }
 
-/// Messages to `peer` came back: the error for the caller whose message is `mine`, if it
-/// is among them; the others (earlier tells still on their way when it was sent) go to the
-/// dead-letter path. If `mine` is not among them it is still on its way (a connection in
-/// doubt goes on with what was sent after the loss), and so is its reply.
+/// Messages to `peer` came back (`ids` names their sends): the error for the caller whose
+/// send was `mine`, if it is among them; the others (earlier tells still on their way when
+/// it was sent) go to the dead-letter path. If `mine` is not among them it is still on its
+/// way (a connection in doubt goes on with what was sent after the loss), and so is its
+/// reply.
 fn came_back(
     endpoint: &mut Endpoint,
     peer: Address,
     cause: LostCause,
     mut undelivered: Vec<AnyMessage>,
-    mine: &AnyMessage,
+    ids: &[SentId],
+    mine: SentId,
 ) -> Option<Error> {
-    let returned = undelivered
+    let returned = ids
         .iter()
-        .position(|m| m == mine)
+        .position(|id| *id == mine)
+        .filter(|at| *at < undelivered.len())
         .map(|at| undelivered.remove(at));
     endpoint.dead_letters(peer, undelivered);
     returned.map(|_| cause.into_error(peer))
@@ -451,7 +456,7 @@ fn came_back(
 /// dead-letter path.
 fn wait_for_message(
     endpoint: &mut Endpoint,
-    asked: Option<(Address, &AnyMessage)>,
+    asked: Option<(Address, SentId)>,
     deadline: Instant,
 ) -> Result<Option<(Address, AnyMessage)>> {
     loop {
@@ -467,9 +472,10 @@ fn wait_for_message(
                     peer,
                     cause,
                     undelivered,
+                    ids,
                 } => match asked.filter(|(to, _)| *to == peer) {
                     Some((_, question)) => {
-                        if let Some(lost) = came_back(endpoint, peer, cause, undelivered, question) {
+                        if let Some(lost) = came_back(endpoint, peer, cause, undelivered, &ids, question) {
                             return Err(lost);
                         }
                     }
