@@ -222,6 +222,17 @@ struct RemoteCreate {
     parent: Option<(ActorId, u32)>,
 }
 
+/// A settle query asked of another member's admin, waiting for its answer.
+struct RemoteSettle {
+    node: NodeId,
+    /// The asker's control connection, and its request number.
+    token: Token,
+    request: u64,
+    actor: Address,
+    /// When to stop waiting (the answer was lost with a broken link) and answer "in doubt".
+    deadline: Instant,
+}
+
 /// A sender waiting to hear what became of an incarnation it lost its connection to.
 struct SettleWaiter {
     asker: SettleAsker,
@@ -311,10 +322,8 @@ struct Admin {
     /// the creating actor if it is one).
     /// Creates asked of other members' admins, by our request number.
     remote_creates: HashMap<u64, RemoteCreate>,
-    /// Settle queries asked of other members' admins, by our request number: the member's
-    /// node, the asker's control connection, its request number, the actor, and when to
-    /// give up waiting (an answer lost with a broken link) and answer "unknown".
-    remote_settles: HashMap<u64, (NodeId, Token, u64, Address, Instant)>,
+    /// Settle queries asked of other members' admins, by our request number.
+    remote_settles: HashMap<u64, RemoteSettle>,
     /// Actors of other members created for actors here: (parent, child). When the child's
     /// member is lost, the parent is told `ChildActorExited` from here (nobody else can).
     remote_children: Vec<(ActorId, Address)>,
@@ -503,7 +512,7 @@ impl Admin {
                         SettleAsker::Remote { deadline, .. } => Some(deadline),
                         SettleAsker::Local(_) => None,
                     })
-                    .chain(self.remote_settles.values().map(|(.., deadline)| *deadline))
+                    .chain(self.remote_settles.values().map(|asked| asked.deadline))
                     .min(),
             ]
             .into_iter()
@@ -794,17 +803,17 @@ impl Admin {
                     recovery,
                     in_doubt,
                 } => {
-                    if let Some((_, token, asked, actor, _)) = self.remote_settles.remove(&request) {
+                    if let Some(asked) = self.remote_settles.remove(&request) {
                         let status = FromAdmin::Status {
-                            request: asked,
-                            actor,
+                            request: asked.request,
+                            actor: asked.actor,
                             state,
                             pid,
                             incarnation,
                             recovery,
                             in_doubt,
                         };
-                        self.send(token, &status);
+                        self.send(asked.token, &status);
                     }
                 }
                 GatewayFrame::ParentGone { parent, child } => {
@@ -1469,10 +1478,10 @@ impl Admin {
                     let members = self
                         .convention
                         .as_ref()
-                        .map(|(_, node, _)| node.members_with_capabilities())
+                        .map(|(_, node, _)| node.member_infos())
                         .unwrap_or_default();
-                    for (member, capabilities) in members {
-                        self.tell_convention_watcher(id, &member, capabilities, true);
+                    for member in members {
+                        self.tell_convention_watcher(id, &member.id, member.capabilities, true);
                     }
                 }
             }
@@ -1849,21 +1858,12 @@ impl Admin {
         let unanswered: Vec<u64> = self
             .remote_settles
             .iter()
-            .filter(|(_, (node, _, _, _, deadline))| give_up(*node, *deadline))
+            .filter(|(_, asked)| give_up(asked.node, asked.deadline))
             .map(|(r, _)| *r)
             .collect();
         for request in unanswered {
-            if let Some((_, token, asked, actor, _)) = self.remote_settles.remove(&request) {
-                let status = FromAdmin::Status {
-                    request: asked,
-                    actor,
-                    state: ActorState::Unknown,
-                    pid: None,
-                    incarnation: 0,
-                    recovery: None,
-                    in_doubt: true,
-                };
-                self.send(token, &status);
+            if let Some(asked) = self.remote_settles.remove(&request) {
+                self.send(asked.token, &unknown_status(asked.request, asked.actor, true));
             }
         }
     }
@@ -1900,16 +1900,7 @@ impl Admin {
             .filter(|(_, members, _)| members.directory().addr_of(node).is_some())
             .map(|(_, _, gateway)| gateway);
         let Some(gateway) = member else {
-            let unknown = FromAdmin::Status {
-                request,
-                actor,
-                state: ActorState::Unknown,
-                pid: None,
-                incarnation: 0,
-                recovery: None,
-                in_doubt: false,
-            };
-            self.send(token, &unknown);
+            self.send(token, &unknown_status(request, actor, false));
             return;
         };
         self.next_remote_request += 1;
@@ -1923,9 +1914,14 @@ impl Admin {
                 asker,
             },
         );
-        let deadline = Instant::now() + REMOTE_SETTLE_WAIT + REMOTE_ANSWER_GRACE;
-        self.remote_settles
-            .insert(ours, (node, token, request, actor, deadline));
+        let asked = RemoteSettle {
+            node,
+            token,
+            request,
+            actor,
+            deadline: Instant::now() + REMOTE_SETTLE_WAIT + REMOTE_ANSWER_GRACE,
+        };
+        self.remote_settles.insert(ours, asked);
     }
 
     // ---- creating actors ----
@@ -2576,6 +2572,20 @@ fn host_exe_from_env() -> Result<PathBuf> {
     match std::env::var_os(process_role::HOST_EXE_ENV) {
         Some(p) => Ok(PathBuf::from(p)),
         None => std::env::current_exe().map_err(Error::io("finding the host executable")),
+    }
+}
+
+/// The answer to a settle query about an actor nobody here can settle: unknown, and
+/// (`in_doubt`) whether what was on the wire may still have been processed.
+fn unknown_status(request: u64, actor: Address, in_doubt: bool) -> FromAdmin {
+    FromAdmin::Status {
+        request,
+        actor,
+        state: ActorState::Unknown,
+        pid: None,
+        incarnation: 0,
+        recovery: None,
+        in_doubt,
     }
 }
 

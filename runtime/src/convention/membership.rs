@@ -439,14 +439,6 @@ impl MemberNode {
             .collect()
     }
 
-    /// The other members believed alive, with their capabilities as each last told this one.
-    pub fn members_with_capabilities(&self) -> Vec<(MemberId, Capabilities)> {
-        self.member_infos()
-            .into_iter()
-            .map(|m| (m.id, m.capabilities))
-            .collect()
-    }
-
     /// The other members believed alive, with what each last told this one.
     pub fn member_infos(&self) -> Vec<MemberInfo> {
         self.members.lock().unwrap_or_else(|p| p.into_inner()).clone()
