@@ -32,13 +32,16 @@ use greenroom::{
 };
 use greenroom::{
     ledger::{Ledger, LEDGER_FD},
-    net::endpoint::{Endpoint, Inbound, LostCause, Receipt},
+    net::endpoint::{Endpoint, Inbound, LostCause, Receipt, Returned},
     process_role::{CONTROL_FD, LISTENER_FD},
+    request::{PendingRequests, RequestKind},
     troupe::{self, TroupeDone, TroupeWork, TroupeWorkInProgress, WorkerRole},
     ActorExitRequest, Address, AnyMessage, Backend, ChildActorExited, Context, CreateFailure, Error, PoisonMessage,
-    Registry, WakeupMessage,
+    Registry, RequestError, RequestId, WakeupMessage,
 };
-use greenroom_protocol::{Capabilities, ChildSpec, FromAdmin, NodeId, Payload, PeerRole, ToAdmin, DEFAULT_MAX_FRAME};
+use greenroom_protocol::{
+    Capabilities, ChildSpec, Correlation, FromAdmin, NodeId, Payload, PeerRole, ToAdmin, DEFAULT_MAX_FRAME,
+};
 
 const EXIT_OK: i32 = 0;
 const EXIT_START_FAILED: i32 = 2;
@@ -136,7 +139,9 @@ struct Host {
     wakeups_asked: u64,
     /// Messages the actor holds back for now (a troupe manager with no free worker), oldest
     /// first: read, but neither processed nor acknowledged.
-    held: VecDeque<(Address, AnyMessage, Receipt)>,
+    held: VecDeque<(Address, AnyMessage, Receipt, Correlation)>,
+    /// The actor's requests waiting for their answers (`Context::request`).
+    requests: PendingRequests<Instant>,
     /// This actor's side of a troupe, if it works in one.
     worker: WorkerRole,
     /// What the actor's capability check is run again with when the capabilities change.
@@ -223,6 +228,7 @@ impl Host {
                     wakeups: BinaryHeap::new(),
                     wakeups_asked: 0,
                     held: VecDeque::new(),
+                    requests: PendingRequests::new(incarnation),
                     worker: WorkerRole::default(),
                     fit: Fit {
                         registry: registry.clone(),
@@ -253,14 +259,19 @@ impl Host {
         loop {
             while let Some(inbound) = self.endpoint.next_inbound() {
                 match inbound {
-                    Inbound::Message { sender, msg, receipt } => {
-                        if let Err(e) = self.on_message(sender, msg, receipt) {
+                    Inbound::Message {
+                        sender,
+                        msg,
+                        receipt,
+                        correlation,
+                    } => {
+                        if let Err(e) = self.on_message(sender, msg, receipt, correlation) {
                             tracing::error!(error = %e, "host event loop failed");
                             return EXIT_INTERNAL;
                         }
                     }
                     Inbound::Control(FromAdmin::Deliver { sender, payload }) => {
-                        self.deliver(sender, &AnyMessage::from_payload(payload));
+                        self.deliver(sender, &AnyMessage::from_payload(payload), Correlation::None);
                         if let Err(e) = self.release_held() {
                             tracing::error!(error = %e, "host event loop failed");
                             return EXIT_INTERNAL;
@@ -275,12 +286,7 @@ impl Host {
                     Inbound::Control(other) => {
                         tracing::debug!(frame = ?other, "ignoring an unexpected control frame");
                     }
-                    Inbound::PeerLost {
-                        peer,
-                        cause,
-                        undelivered,
-                        ..
-                    } => self.on_peer_lost(peer, cause, undelivered),
+                    Inbound::PeerLost { peer, cause, returned } => self.on_peer_lost(peer, cause, returned),
                     Inbound::AdminLost => {
                         tracing::info!("the admin has gone; exiting");
                         return EXIT_ADMIN_GONE;
@@ -289,15 +295,18 @@ impl Host {
             }
             self.recheck_capabilities();
             self.deliver_due_wakeups();
+            self.expire_requests();
             if let Err(e) = self.release_held() {
                 tracing::error!(error = %e, "host event loop failed");
                 return EXIT_INTERNAL;
             }
             self.endpoint.flush();
-            let timeout = self
-                .wakeups
-                .peek()
-                .map(|Reverse(w)| w.due.saturating_duration_since(Instant::now()));
+            let next_wakeup = self.wakeups.peek().map(|Reverse(w)| w.due);
+            let timeout = next_wakeup
+                .into_iter()
+                .chain(self.requests.next_due())
+                .min()
+                .map(|due| due.saturating_duration_since(Instant::now()));
             if let Err(e) = self.endpoint.pump(timeout) {
                 tracing::error!(error = %e, "host event loop failed");
                 return EXIT_INTERNAL;
@@ -307,7 +316,29 @@ impl Host {
 
     /// A message from a peer: processed now, held for later, or (while exiting) left
     /// unprocessed.
-    fn on_message(&mut self, sender: Address, msg: AnyMessage, receipt: Receipt) -> Result<(), Error> {
+    fn on_message(
+        &mut self,
+        sender: Address,
+        msg: AnyMessage,
+        receipt: Receipt,
+        correlation: Correlation,
+    ) -> Result<(), Error> {
+        // The answer to one of the actor's requests becomes its `Reply<M>`, processed in its
+        // place among the sender's messages; an answer nothing waits for any more (its
+        // request timed out, or was made by an earlier incarnation) is a dead letter.
+        let (msg, correlation) = match correlation {
+            Correlation::Reply(id) => match self.requests.answer(id, sender, msg) {
+                Ok(reply) => (reply, Correlation::None),
+                Err(late) => {
+                    tracing::debug!(%sender, request = id, message_type = late.tag(),
+                        "an answer to a request nothing waits for: a dead letter");
+                    self.endpoint.dead_letters(self.me, vec![late]);
+                    self.endpoint.processed(receipt);
+                    return Ok(());
+                }
+            },
+            c => (msg, c),
+        };
         if self.exiting && !is_exit_traffic(&msg) && !troupe::is_returned_hand_off(&msg) {
             if let Some(poison) = troupe::unrun(&msg) {
                 return self.return_unrun_job(sender, poison, receipt);
@@ -322,19 +353,33 @@ impl Host {
         }
         if self.holds_back(sender, &msg) {
             self.endpoint.hold(&receipt);
-            self.held.push_back((sender, msg, receipt));
+            self.held.push_back((sender, msg, receipt, correlation));
             return Ok(());
         }
-        self.process(sender, &msg, receipt)
+        self.process(sender, &msg, receipt, correlation)
     }
 
     /// Messages a peer that is gone never processed: a troupe manager's hand-offs go back to
-    /// it as poison, to return to their senders; anything else is a dead letter.
-    fn on_peer_lost(&mut self, peer: Address, cause: LostCause, undelivered: Vec<AnyMessage>) {
-        tracing::debug!(target_actor = %peer, cause = ?cause, count = undelivered.len(),
+    /// it as poison, to return to their senders; anything else is a dead letter, and a
+    /// request among them fails with a `Reply` saying why.
+    fn on_peer_lost(&mut self, peer: Address, cause: LostCause, returned: Vec<Returned>) {
+        tracing::debug!(target_actor = %peer, cause = ?cause, count = returned.len(),
             "messages never processed by a peer that is gone");
-        let (jobs, others): (Vec<_>, Vec<_>) = undelivered.into_iter().partition(|m| m.is::<TroupeWork>());
+        let error = cause.request_error();
+        let mut failed = Vec::new();
+        for back in &returned {
+            if let Some(id) = back.correlation.request_id() {
+                failed.extend(self.requests.returned(id, error.clone()));
+            }
+        }
+        let (jobs, others): (Vec<_>, Vec<_>) = returned
+            .into_iter()
+            .map(|back| back.msg)
+            .partition(|m| m.is::<TroupeWork>());
         self.endpoint.dead_letters(peer, others);
+        for (asked, reply) in failed {
+            self.deliver(asked, &reply, Correlation::None);
+        }
         if jobs.is_empty() {
             return;
         }
@@ -345,7 +390,7 @@ impl Host {
                 details: details.clone(),
             };
             match AnyMessage::new(&poison) {
-                Ok(poison) => self.deliver(peer, &poison),
+                Ok(poison) => self.deliver(peer, &poison, Correlation::None),
                 Err(e) => tracing::error!(error = %e, "could not encode a PoisonMessage"),
             }
         }
@@ -361,17 +406,17 @@ impl Host {
         loop {
             while let Some(inbound) = self.endpoint.next_inbound() {
                 match inbound {
-                    Inbound::Message { sender, msg, receipt } => {
-                        if let Err(e) = self.on_message(sender, msg, receipt) {
+                    Inbound::Message {
+                        sender,
+                        msg,
+                        receipt,
+                        correlation,
+                    } => {
+                        if let Err(e) = self.on_message(sender, msg, receipt, correlation) {
                             tracing::warn!(error = %e, "could not return a worker's message while exiting");
                         }
                     }
-                    Inbound::PeerLost {
-                        peer,
-                        cause,
-                        undelivered,
-                        ..
-                    } => self.on_peer_lost(peer, cause, undelivered),
+                    Inbound::PeerLost { peer, cause, returned } => self.on_peer_lost(peer, cause, returned),
                     _ => {}
                 }
             }
@@ -388,7 +433,7 @@ impl Host {
 
     /// Whether a message from a peer must wait in `held` (`troupe::must_wait`).
     fn holds_back(&self, sender: Address, msg: &AnyMessage) -> bool {
-        let held = self.held.iter().map(|(s, _, _)| *s);
+        let held = self.held.iter().map(|(s, _, _, _)| *s);
         troupe::must_wait(self.actor.as_ref(), &self.worker, msg, sender, held)
     }
 
@@ -397,14 +442,26 @@ impl Host {
     }
 
     /// Processes one message from a peer, then whatever it frees among the held ones.
-    fn process(&mut self, sender: Address, msg: &AnyMessage, receipt: Receipt) -> Result<(), Error> {
-        self.process_one(sender, msg, receipt)?;
+    fn process(
+        &mut self,
+        sender: Address,
+        msg: &AnyMessage,
+        receipt: Receipt,
+        correlation: Correlation,
+    ) -> Result<(), Error> {
+        self.process_one(sender, msg, receipt, correlation)?;
         self.release_held()
     }
 
-    fn process_one(&mut self, sender: Address, msg: &AnyMessage, receipt: Receipt) -> Result<(), Error> {
+    fn process_one(
+        &mut self,
+        sender: Address,
+        msg: &AnyMessage,
+        receipt: Receipt,
+        correlation: Correlation,
+    ) -> Result<(), Error> {
         self.endpoint.begin(&receipt, self.held.len());
-        self.deliver(sender, msg);
+        self.deliver(sender, msg, correlation);
         // A message is done when what the actor sent for it has left this process: record it
         // only then, so that a death before the write returns the message as poison instead
         // of losing its replies.
@@ -422,7 +479,7 @@ impl Host {
         if let Err(e) = to_manager {
             tracing::debug!(%manager, error = %e, "returning it to its sender directly");
             if let Some(work) = poison.message.downcast::<TroupeWork>() {
-                self.return_poisoned(work.sender, &work.message, poison.details);
+                self.return_poisoned(work.sender, &work.message, poison.details, work.correlation);
             }
         }
         self.endpoint.flush_all()?;
@@ -435,14 +492,14 @@ impl Host {
     /// oldest (and everything behind it is held back too, or waits behind an earlier message
     /// of its sender).
     fn release_held(&mut self) -> Result<(), Error> {
-        while let Some((sender, msg, receipt)) = self.held.pop_front() {
+        while let Some((sender, msg, receipt, correlation)) = self.held.pop_front() {
             if self.exiting || self.waits(&msg) {
                 // Still not wanted (or never will be, once exiting: left unprocessed, it goes
                 // back to its sender when this host exits).
-                self.held.push_front((sender, msg, receipt));
+                self.held.push_front((sender, msg, receipt, correlation));
                 break;
             }
-            self.process_one(sender, &msg, receipt)?;
+            self.process_one(sender, &msg, receipt, correlation)?;
         }
         Ok(())
     }
@@ -451,14 +508,14 @@ impl Host {
     /// poison and exit rules, then the dead-letter path for a message that did not decode as
     /// the type its tag names. A troupe manager's hand-off runs on the message it carries,
     /// from its original sender, and the manager hears when the worker is free.
-    fn deliver(&mut self, sender: Address, msg: &AnyMessage) {
+    fn deliver(&mut self, sender: Address, msg: &AnyMessage, correlation: Correlation) {
         greenroom::message::take_undecodable();
         let job = self.worker.take_job(sender, msg);
-        let (sender, msg) = match &job {
-            Some(work) => (work.sender, &work.message),
-            None => (sender, msg),
+        let (sender, msg, correlation) = match &job {
+            Some(work) => (work.sender, &work.message, work.correlation),
+            None => (sender, msg, correlation),
         };
-        self.run_receive(sender, msg);
+        self.run_receive(sender, msg, correlation);
         if greenroom::message::take_undecodable() {
             // Its tag named a type the actor expects, but the bytes did not decode (a sender
             // built from other source): not for silence.
@@ -476,13 +533,13 @@ impl Host {
         }
     }
 
-    fn run_receive(&mut self, sender: Address, msg: &AnyMessage) {
+    fn run_receive(&mut self, sender: Address, msg: &AnyMessage, correlation: Correlation) {
         let is_exit = msg.is::<ActorExitRequest>();
         if let Some(exited) = msg.downcast::<ChildActorExited>() {
             self.children.retain(|c| *c != exited.child);
         }
         let failure = receive_with_retry(msg, |attempt| {
-            let outcome = self.receive_once(sender, msg);
+            let outcome = self.receive_once(sender, msg, correlation);
             if let Err(details) = &outcome {
                 tracing::warn!(%sender, message_type = msg.tag(), attempt, %details, "receive failed");
             }
@@ -491,7 +548,7 @@ impl Host {
         if let Some((details, retried)) = failure {
             // A message the actor sent itself (a wakeup) has no one else to go back to.
             if retried && sender != self.me {
-                self.return_poisoned(sender, msg, details);
+                self.return_poisoned(sender, msg, details, correlation);
             }
         }
         if is_exit && !self.exiting {
@@ -520,7 +577,7 @@ impl Host {
         }
         tracing::info!("the actor's capability check refuses the changed capabilities; asking it to exit");
         match AnyMessage::new(&ActorExitRequest) {
-            Ok(exit) => self.deliver(Address::local(0), &exit),
+            Ok(exit) => self.deliver(Address::local(0), &exit, Correlation::None),
             Err(e) => tracing::error!(error = %e, "could not encode an exit request"),
         }
     }
@@ -540,18 +597,26 @@ impl Host {
                 }),
             };
             match AnyMessage::new(&wakeup) {
-                Ok(msg) => self.deliver(self.me, &msg),
+                Ok(msg) => self.deliver(self.me, &msg, Correlation::None),
                 Err(e) => tracing::error!(error = %e, "could not encode a WakeupMessage"),
             }
         }
     }
 
-    fn receive_once(&mut self, sender: Address, msg: &AnyMessage) -> Result<(), String> {
+    /// The requests whose time is up: each gets its `Reply` saying so.
+    fn expire_requests(&mut self) {
+        for (asked, reply) in self.requests.expire(Instant::now()) {
+            self.deliver(asked, &reply, Correlation::None);
+        }
+    }
+
+    fn receive_once(&mut self, sender: Address, msg: &AnyMessage, correlation: Correlation) -> Result<(), String> {
         // A panic the actor caught itself in an earlier call left its record behind; it must
         // not read as "still unwinding" to the hook if this call panics.
         LAST_PANIC.with(|p| p.borrow_mut().take());
         let mut backend = HostBackend {
             held_back: self.held.len(),
+            requests: &mut self.requests,
             worker: &mut self.worker,
             wakeups: &mut self.wakeups,
             wakeups_asked: &mut self.wakeups_asked,
@@ -561,7 +626,7 @@ impl Host {
             me: self.me,
             exiting: self.exiting,
         };
-        let mut ctx = Context::new(self.me, &mut backend);
+        let mut ctx = Context::new(self.me, &mut backend, sender, correlation);
         let actor = &mut self.actor;
         // A panic the actor caught itself leaves its text behind: not this call's.
         LAST_PANIC.with(|p| p.borrow_mut().take());
@@ -572,12 +637,15 @@ impl Host {
         }
     }
 
-    fn return_poisoned(&mut self, sender: Address, msg: &AnyMessage, details: String) {
+    /// Returns `msg` to its sender as a [`PoisonMessage`]: the answer to it, if it was a
+    /// request or an ask, so that it fails that call.
+    fn return_poisoned(&mut self, sender: Address, msg: &AnyMessage, details: String, correlation: Correlation) {
         let poison = PoisonMessage {
             message: msg.clone(),
             details,
         };
-        let sent = AnyMessage::new(&poison).and_then(|p| self.endpoint.send(sender, &p));
+        let sent =
+            AnyMessage::new(&poison).and_then(|p| self.endpoint.send_correlated(sender, &p, correlation.answer()));
         if let Err(e) = sent {
             tracing::warn!(%sender, message_type = msg.tag(), error = %e, "could not return a poison message to its sender");
         }
@@ -590,9 +658,9 @@ impl Host {
         // Hand-offs held while work was in progress will not run now.
         let (jobs, others): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.held)
             .into_iter()
-            .partition(|(_, m, _)| m.is::<TroupeWork>());
+            .partition(|(_, m, _, _)| m.is::<TroupeWork>());
         self.held = others;
-        for (manager, job, receipt) in jobs {
+        for (manager, job, receipt, _) in jobs {
             let Some(poison) = troupe::unrun(&job) else { continue };
             if let Err(e) = self.return_unrun_job(manager, poison, receipt) {
                 tracing::error!(error = %e, "could not return a troupe message this worker will not run");
@@ -622,6 +690,7 @@ impl Host {
 /// What `Context` does inside a host process.
 struct HostBackend<'a> {
     held_back: usize,
+    requests: &'a mut PendingRequests<Instant>,
     worker: &'a mut WorkerRole,
     wakeups: &'a mut BinaryHeap<Reverse<Wakeup>>,
     wakeups_asked: &'a mut u64,
@@ -660,12 +729,12 @@ impl HostBackend<'_> {
 }
 
 impl Backend for HostBackend<'_> {
-    fn send(&mut self, to: Address, msg: AnyMessage) -> greenroom::Result<()> {
+    fn send(&mut self, to: Address, msg: AnyMessage, correlation: Correlation) -> greenroom::Result<()> {
         // Past the window, a send fails and the actor decides what to do, rather than queue
         // without bound. (What it sent is written when `receive` returns; a receiver that
         // stops reading holds the actor there, see `Endpoint::flush_all`.)
-        match self.endpoint.send_within(to, &msg, self.send_window) {
-            Ok(()) => Ok(()),
+        match self.endpoint.send_within(to, &msg, correlation, self.send_window) {
+            Ok(_) => Ok(()),
             // Thespian's rule: sending to a dead actor is not the sender's failure; the
             // message becomes a dead letter.
             Err(e @ (Error::ActorGone { .. } | Error::UnknownActor(_))) => {
@@ -674,6 +743,41 @@ impl Backend for HostBackend<'_> {
                 Ok(())
             }
             Err(e) => Err(e),
+        }
+    }
+
+    fn request(
+        &mut self,
+        to: Address,
+        msg: AnyMessage,
+        kind: RequestKind,
+        timeout: Duration,
+    ) -> greenroom::Result<RequestId> {
+        let id = self.requests.next_id();
+        self.requests
+            .start(id, kind, to, greenroom::system::deadline_after(timeout), timeout);
+        let correlation = Correlation::Request(id.get());
+        match self.endpoint.send_within(to, &msg, correlation, self.send_window) {
+            Ok(_) => Ok(id),
+            // As a send to a dead actor: a dead letter, and the request's `Reply` says why.
+            Err(e @ (Error::ActorGone { .. } | Error::UnknownActor(_))) => {
+                tracing::debug!(sender = %self.me, target_actor = %to, message_type = kind.message_type(), reason = %e,
+                    "request to an actor that is gone");
+                let error = match e {
+                    Error::ActorGone { cause, .. } => RequestError::Gone { cause },
+                    _ => RequestError::Unknown,
+                };
+                self.endpoint.dead_letters(to, vec![msg]);
+                if let Some((_, reply)) = self.requests.returned(id.get(), error) {
+                    // Delivered like any message from `to`, after this receive.
+                    self.endpoint.deliver_local(to, reply);
+                }
+                Ok(id)
+            }
+            Err(e) => {
+                self.requests.cancel(id);
+                Err(e)
+            }
         }
     }
 

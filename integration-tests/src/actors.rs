@@ -114,14 +114,20 @@ pub struct Blast {
 
 /// Sends runs of numbers to another actor (actor-to-actor ordering).
 #[derive(Default)]
-pub struct Blaster;
+pub struct Blaster {
+    /// The next number of the blast in progress: a retry of a failed blast goes on from
+    /// where it stopped instead of sending the numbers again (the handler is idempotent).
+    next: u64,
+}
 
 impl Actor for Blaster {
     fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, sender: Address) -> ActorResult {
         if let Some(blast) = msg.downcast::<Blast>() {
-            for n in 0..blast.count {
-                ctx.send(blast.to, n)?;
+            while self.next < blast.count {
+                ctx.send(blast.to, self.next)?;
+                self.next += 1;
             }
+            self.next = 0;
             ctx.send(sender, true)?;
         }
         Ok(())
@@ -222,7 +228,7 @@ impl Actor for Spawner {
             self.watcher = Some(req.watcher);
             let mut spawned = Vec::new();
             for _ in 0..req.children {
-                let child = ctx.create_actor::<Spawner>()?;
+                let child = ctx.create_actor::<Spawner>()?.address();
                 let grand = SpawnChildren {
                     children: req.grandchildren,
                     grandchildren: 0,
@@ -562,6 +568,7 @@ pub struct TypedGreeter {
 }
 
 impl greenroom::Handle<Greet> for TypedGreeter {
+    type Reply = ();
     fn handle(&mut self, ctx: &mut Context<'_>, msg: Greet, sender: Address) -> ActorResult {
         ctx.send(sender, format!("Hello, {}!", msg.0))?;
         Ok(())
@@ -569,6 +576,7 @@ impl greenroom::Handle<Greet> for TypedGreeter {
 }
 
 impl greenroom::Handle<HowManyOthers> for TypedGreeter {
+    type Reply = ();
     fn handle(&mut self, ctx: &mut Context<'_>, _: HowManyOthers, sender: Address) -> ActorResult {
         ctx.send(sender, self.others)?;
         Ok(())
@@ -627,6 +635,7 @@ impl Actor for Broker {
             let requirements = greenroom::Capabilities::new().with("gpus", &hire.gpus)?;
             let hired = ctx
                 .create_actor_requiring::<GpuWorker>(&requirements)
+                .map(greenroom::ActorRef::address)
                 .map_err(|e| e.to_string());
             self.hirer = Some(sender);
             ctx.send(sender, hired)?;

@@ -154,7 +154,7 @@ impl Drop for TestSystem {
 /// ```ignore
 /// on_both_bases! {
 ///     fn echo_replies(sys) {
-///         let echo = sys.create_actor::<Echo>().unwrap();
+///         let echo = sys.create_actor::<Echo>().unwrap().address();
 ///         assert_eq!(sys.ask::<_, String>(echo, "hi".to_string(), T).unwrap(), "hi");
 ///     }
 /// }

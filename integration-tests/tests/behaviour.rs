@@ -35,9 +35,9 @@ fn next_of<M: greenroom::Message>(sys: &TestSystem) -> M {
 
 on_both_bases! {
     fn an_address_passed_in_a_message_is_used_by_a_third_actor(sys) {
-        let forwarder = sys.create_actor::<Forwarder>().unwrap();
-        let recorder = sys.create_actor::<Recorder>().unwrap();
-        let echo = sys.create_actor::<Echo>().unwrap();
+        let forwarder = sys.create_actor::<Forwarder>().unwrap().address();
+        let recorder = sys.create_actor::<Recorder>().unwrap().address();
+        let echo = sys.create_actor::<Echo>().unwrap().address();
         // The forwarder never heard of the client or the echo actor before these messages.
         sys.tell(forwarder, Forward { to: echo, text: "via a third actor".into() }).unwrap();
         sys.tell(forwarder, Forward { to: sys.address(), text: "to the client".into() }).unwrap();
@@ -45,28 +45,28 @@ on_both_bases! {
         assert_eq!(sender, forwarder);
         assert_eq!(msg.downcast::<String>().as_deref(), Some("to the client"));
         // Blaster gets the recorder's address in a message and streams to it.
-        let blaster = sys.create_actor::<Blaster>().unwrap();
+        let blaster = sys.create_actor::<Blaster>().unwrap().address();
         let done: bool = sys.ask(blaster, Blast { to: recorder, count: 5 }, T).unwrap();
         assert!(done);
         assert_recorded_in_order(&sys, recorder, 5);
     }
 
     fn ten_thousand_messages_arrive_in_order(sys) {
-        let recorder = sys.create_actor::<Recorder>().unwrap();
+        let recorder = sys.create_actor::<Recorder>().unwrap().address();
         for n in 0..10_000u64 {
             sys.tell(recorder, n).unwrap();
         }
         assert_recorded_in_order(&sys, recorder, 10_000);
         // And actor to actor.
-        let recorder = sys.create_actor::<Recorder>().unwrap();
-        let blaster = sys.create_actor::<Blaster>().unwrap();
+        let recorder = sys.create_actor::<Recorder>().unwrap().address();
+        let blaster = sys.create_actor::<Blaster>().unwrap().address();
         let done: bool = sys.ask(blaster, Blast { to: recorder, count: 10_000 }, T).unwrap();
         assert!(done);
         assert_recorded_in_order(&sys, recorder, 10_000);
     }
 
     fn ask_times_out_when_no_reply_comes(sys) {
-        let silent = sys.create_actor::<Silent>().unwrap();
+        let silent = sys.create_actor::<Silent>().unwrap().address();
         let before = sys.now();
         let err = sys
             .ask::<_, String>(silent, "anyone?".to_string(), Duration::from_millis(300))
@@ -78,7 +78,7 @@ on_both_bases! {
     }
 
     fn ask_to_an_exited_actor_fails_fast(sys) {
-        let echo = sys.create_actor::<Echo>().unwrap();
+        let echo = sys.create_actor::<Echo>().unwrap().address();
         sys.tell(echo, ActorExitRequest).unwrap();
         // The exit request may still be in flight; the ask must fail, not wait 30 s.
         let started = std::time::Instant::now();
@@ -102,7 +102,7 @@ on_both_bases! {
     }
 
     fn exit_request_is_recursive_and_parents_hear_of_it(sys) {
-        let top = sys.create_actor::<Spawner>().unwrap();
+        let top = sys.create_actor::<Spawner>().unwrap().address();
         let req = SpawnChildren { children: 2, grandchildren: 1, watcher: sys.address() };
         let Spawned(children) = sys.ask(top, req, T).unwrap();
         for c in &children {
@@ -131,7 +131,7 @@ on_both_bases! {
     }
 
     fn a_failing_receive_is_retried_once_then_returned_as_poison(sys) {
-        let p = sys.create_actor::<Panicker>().unwrap();
+        let p = sys.create_actor::<Panicker>().unwrap().address();
         let first: Pong = sys.ask(p, PanicCommand::Ping, T).unwrap();
         assert_eq!(first.deliveries, 1);
         // Fails twice (first try and retry): the message comes back as poison.
@@ -161,10 +161,10 @@ on_both_bases! {
         let text = err.to_string();
         assert!(text.contains("unknown actor type `no::such::Actor`"), "{text}");
         assert!(text.contains("Echo"), "the error lists what is registered: {text}");
-        sys.create_actor::<Echo>().unwrap();
+        sys.create_actor::<Echo>().unwrap().address();
         let err = sys.create_actor_named("no::such::Actor", Default::default()).unwrap_err();
         assert!(matches!(err, Error::Create { .. }), "{err}");
-        let echo = sys.create_actor::<Echo>().unwrap();
+        let echo = sys.create_actor::<Echo>().unwrap().address();
         let back: String = sys.ask(echo, "ok".to_string(), T).unwrap();
         assert_eq!(back, "ok");
     }
@@ -173,21 +173,22 @@ on_both_bases! {
         let greeter = sys.create_actor::<TypedGreeter>().unwrap();
         let hello: String = sys.ask(greeter, Greet("World".into()), T).unwrap();
         assert_eq!(hello, "Hello, World!");
-        sys.tell(greeter, 42u64).unwrap();
-        sys.tell(greeter, "not a Greet".to_string()).unwrap();
+        // Types it has no handler for: only an untyped address takes them.
+        sys.tell(greeter.address(), 42u64).unwrap();
+        sys.tell(greeter.address(), "not a Greet".to_string()).unwrap();
         let others: u32 = sys.ask(greeter, HowManyOthers, T).unwrap();
         assert_eq!(others, 2, "the two other messages went to the fallback");
     }
 
     fn replies_of_the_wrong_type_are_named(sys) {
-        let echo = sys.create_actor::<Echo>().unwrap();
+        let echo = sys.create_actor::<Echo>().unwrap().address();
         let err = sys.ask::<_, u64>(echo, "text".to_string(), T).unwrap_err();
         assert!(matches!(err, Error::UnexpectedReply { .. }), "{err}");
         assert!(err.to_string().contains("alloc::string::String"), "{err}");
     }
 
     fn wakeups_arrive_in_time_order_and_not_before_their_delay(sys) {
-        let timer = sys.create_actor::<Timer>().unwrap();
+        let timer = sys.create_actor::<Timer>().unwrap().address();
         let start = sys.now();
         for (delay_ms, label) in [(300, "late"), (50, "early"), (150, "middle"), (150, "middle too")] {
             let armed: bool = sys.ask(timer, Arm { delay_ms, label: label.into() }, T).unwrap();
@@ -205,7 +206,7 @@ on_both_bases! {
     }
 
     fn pending_wakeups_are_dropped_when_the_actor_exits(sys) {
-        let timer = sys.create_actor::<Timer>().unwrap();
+        let timer = sys.create_actor::<Timer>().unwrap().address();
         let _: bool = sys.ask(timer, Arm { delay_ms: 200, label: "never".into() }, T).unwrap();
         sys.tell(timer, ActorExitRequest).unwrap();
         assert!(sys.listen(Duration::from_millis(600)).unwrap().is_none(), "no wakeup after the actor exited");
@@ -217,7 +218,7 @@ on_both_bases! {
         // Any type: the name decides.
         assert_eq!(sys.create_actor_global::<Silent>("registry").unwrap(), first);
         // From inside an actor too, and the named actor is not that actor's child.
-        let spawner = sys.create_actor::<Spawner>().unwrap();
+        let spawner = sys.create_actor::<Spawner>().unwrap().address();
         let Spawned(found) = sys.ask(spawner, SpawnGlobal { name: "registry".into() }, T).unwrap();
         assert_eq!(found, vec![first]);
         let Spawned(other) = sys.ask(spawner, SpawnGlobal { name: "other".into() }, T).unwrap();
@@ -236,15 +237,22 @@ on_both_bases! {
     }
 
     fn messages_to_a_gone_actor_reach_the_dead_letter_handler(sys) {
-        let mortuary = sys.create_actor::<Mortuary>().unwrap();
+        let mortuary = sys.create_actor::<Mortuary>().unwrap().address();
         let registered: bool = sys.ask(mortuary, TakeDeadLetters, T).unwrap();
         assert!(registered);
-        let doomed = sys.create_actor::<Echo>().unwrap();
+        let doomed = sys.create_actor::<Echo>().unwrap().address();
         sys.tell(doomed, ActorExitRequest).unwrap();
         let err = sys.ask::<_, String>(doomed, "are you there?".to_string(), T).unwrap_err();
         assert!(matches!(err, Error::ActorGone { .. }), "{err}");
+        // The client's message failed its call and is a dead letter too: nothing vanishes.
+        let seen = next_of::<DeadSeen>(&sys);
+        assert_eq!((seen.target, seen.text.as_deref()), (doomed, Some("are you there?")));
+        let err = sys.tell(doomed, "still there?".to_string()).unwrap_err();
+        assert!(matches!(err, Error::ActorGone { .. }), "{err}");
+        let seen = next_of::<DeadSeen>(&sys);
+        assert_eq!((seen.target, seen.text.as_deref()), (doomed, Some("still there?")));
         // An actor sends to the dead address: not its failure, a dead letter.
-        let forwarder = sys.create_actor::<Forwarder>().unwrap();
+        let forwarder = sys.create_actor::<Forwarder>().unwrap().address();
         sys.tell(forwarder, Forward { to: doomed, text: "for the dead".into() }).unwrap();
         let seen = next_of::<DeadSeen>(&sys);
         assert_eq!(seen.target, doomed);
@@ -252,9 +260,9 @@ on_both_bases! {
     }
 
     fn a_message_that_does_not_decode_as_its_tag_goes_to_the_dead_letter_path(sys) {
-        let mortuary = sys.create_actor::<Mortuary>().unwrap();
+        let mortuary = sys.create_actor::<Mortuary>().unwrap().address();
         let _: bool = sys.ask(mortuary, TakeDeadLetters, T).unwrap();
-        let recorder = sys.create_actor::<Recorder>().unwrap();
+        let recorder = sys.create_actor::<Recorder>().unwrap().address();
         // Tagged as a u64, but not a valid postcard u64 (a varint that never ends).
         let forged = greenroom::AnyMessage::from_payload(greenroom_protocol::Payload {
             tag: "u64".into(),
@@ -268,7 +276,7 @@ on_both_bases! {
     }
 
     fn private_clients_asking_from_two_threads_never_take_each_others_replies(sys) {
-        let echo = sys.create_actor::<Echo>().unwrap();
+        let echo = sys.create_actor::<Echo>().unwrap().address();
         let owner = sys.address();
         std::thread::scope(|scope| {
             for thread in 0..2u64 {
@@ -289,7 +297,7 @@ on_both_bases! {
     }
 
     fn a_closed_private_client_is_gone_and_the_system_runs_on(sys) {
-        let echo = sys.create_actor::<Echo>().unwrap();
+        let echo = sys.create_actor::<Echo>().unwrap().address();
         let client = sys.private().unwrap();
         let address = client.address();
         let _: String = client.ask(echo, "hi".to_string(), T).unwrap();
@@ -302,9 +310,9 @@ on_both_bases! {
             assert!(std::time::Instant::now() < deadline, "the private client was never gone");
             sys.listen(Duration::from_millis(10)).unwrap();
         }
-        let mortuary = sys.create_actor::<Mortuary>().unwrap();
+        let mortuary = sys.create_actor::<Mortuary>().unwrap().address();
         let _: bool = sys.ask(mortuary, TakeDeadLetters, T).unwrap();
-        let forwarder = sys.create_actor::<Forwarder>().unwrap();
+        let forwarder = sys.create_actor::<Forwarder>().unwrap().address();
         sys.tell(forwarder, Forward { to: address, text: "after it left".into() }).unwrap();
         let seen = next_of::<DeadSeen>(&sys);
         assert_eq!((seen.target, seen.text.as_deref()), (address, Some("after it left")));
@@ -318,13 +326,13 @@ on_both_bases! {
         assert!(err.to_string().contains("no compatible actor system"), "{err}");
         sys.update_capability("gpus", &2u32).unwrap();
         assert_eq!(sys.capabilities().unwrap().get::<u32>("gpus"), Some(2));
-        let worker = sys.create_actor::<GpuWorker>().unwrap();
+        let worker = sys.create_actor::<GpuWorker>().unwrap().address();
         assert_eq!(sys.ask::<_, String>(worker, (), T).unwrap(), "gpu ok");
         let four = greenroom::Capabilities::new().with("gpus", &4u32).unwrap();
         let err = sys.create_actor_requiring::<GpuWorker>(&four).unwrap_err();
         assert!(matches!(&err, Error::NoCompatibleSystem { requirements, .. } if requirements == &["gpus"]), "{err}");
         // Inside an actor: the same check, against what its process has heard.
-        let broker = sys.create_actor::<Broker>().unwrap();
+        let broker = sys.create_actor::<Broker>().unwrap().address();
         let hired: Result<Address, String> = sys.ask(broker, HireGpu { gpus: 2 }, T).unwrap();
         let hired = hired.expect("two GPUs are enough");
         assert_eq!(sys.ask::<_, String>(hired, (), T).unwrap(), "gpu ok");
@@ -337,15 +345,15 @@ on_both_bases! {
             assert!(std::time::Instant::now() < deadline, "the update never reached the client");
             sys.listen(Duration::from_millis(10)).unwrap();
         }
-        sys.create_actor_requiring::<GpuWorker>(&four).unwrap();
+        sys.create_actor_requiring::<GpuWorker>(&four).unwrap().address();
         sys.remove_capability("gpus").unwrap();
         assert!(matches!(sys.create_actor::<GpuWorker>(), Err(Error::NoCompatibleSystem { .. })));
     }
 
     fn a_message_an_exiting_actor_leaves_comes_back_even_if_exit_traffic_follows_it(sys) {
-        let mortuary = sys.create_actor::<Mortuary>().unwrap();
+        let mortuary = sys.create_actor::<Mortuary>().unwrap().address();
         let _: bool = sys.ask(mortuary, TakeDeadLetters, T).unwrap();
-        let echo = sys.create_actor::<Echo>().unwrap();
+        let echo = sys.create_actor::<Echo>().unwrap().address();
         // On one connection: the exit request, a message the exiting actor will not run,
         // and another exit request, which it does run: that must not acknowledge the message.
         sys.tell(echo, ActorExitRequest).unwrap();
@@ -372,10 +380,10 @@ on_both_bases! {
             sys.actor_info(address).unwrap().state
         };
         sys.update_capability("gpus", &4u32).unwrap();
-        let any_gpu = sys.create_actor::<GpuWorker>().unwrap();
+        let any_gpu = sys.create_actor::<GpuWorker>().unwrap().address();
         let four = greenroom::Capabilities::new().with("gpus", &4u32).unwrap();
-        let four_gpus = sys.create_actor_requiring::<GpuWorker>(&four).unwrap();
-        let echo = sys.create_actor::<Echo>().unwrap();
+        let four_gpus = sys.create_actor_requiring::<GpuWorker>(&four).unwrap().address();
+        let echo = sys.create_actor::<Echo>().unwrap().address();
 
         // A change that changes nothing checks nothing again.
         sys.update_capability("gpus", &4u32).unwrap();
@@ -389,7 +397,7 @@ on_both_bases! {
         assert_eq!(sys.ask::<_, String>(echo, "still here".to_string(), T).unwrap(), "still here");
 
         // Changed from inside an actor: the same rule, everywhere.
-        let broker = sys.create_actor::<Broker>().unwrap();
+        let broker = sys.create_actor::<Broker>().unwrap().address();
         let _: bool = sys.ask(broker, OfferGpus(0), T).unwrap();
         assert_eq!(gone(any_gpu), ActorState::Gone(ExitCause::Normal));
         assert_eq!(sys.ask::<_, String>(echo, "and here".to_string(), T).unwrap(), "and here");
@@ -410,7 +418,7 @@ fn capabilities_given_at_start_are_seen_on_both_bases() {
             sys.capabilities().unwrap().get::<String>("site").as_deref(),
             Some("lab")
         );
-        let broker = sys.create_actor::<Broker>().unwrap();
+        let broker = sys.create_actor::<Broker>().unwrap().address();
         let hired: Result<Address, String> = sys.ask(broker, HireGpu { gpus: 1 }, T).unwrap();
         assert!(hired.is_ok(), "{base:?}: {hired:?}");
     }

@@ -52,7 +52,7 @@ fn nothing_is_lost_or_duplicated_while_stages_are_killed_and_paused() {
     );
     let config = harness::restart_at_once(100_000);
     let sys = TestSystem::start_with(HOST, config);
-    let stages: Vec<_> = (0..3).map(|_| sys.create_actor::<Stage>().unwrap()).collect();
+    let stages: Vec<_> = (0..3).map(|_| sys.create_actor::<Stage>().unwrap().address()).collect();
     let admin = sys.admin_pid();
     let admin_fds = harness::fd_count(admin);
     let admin_rss = harness::rss_kib(admin);

@@ -166,7 +166,7 @@ fn three_admins_join_share_capabilities_tell_watching_actors_and_notice_a_killed
     assert_eq!(b_row.capabilities.get::<u64>("disk_gb"), Some(500));
 
     // An actor that asks hears of every member, then of every change.
-    let watcher = a.create_actor::<ConventionWatcher>().unwrap();
+    let watcher = a.create_actor::<ConventionWatcher>().unwrap().address();
     let watching: bool = a.ask(watcher, WatchConvention, within).unwrap();
     assert!(watching);
     let heard = news_until(a, watcher, |heard| {
@@ -350,7 +350,7 @@ fn a_killed_leader_is_noticed_members_keep_working_and_a_restarted_leader_rejoin
     );
     let mode = std::fs::metadata(&leader_key).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the key file is its owner's only");
-    let echo = b.create_actor::<Echo>().unwrap();
+    let echo = b.create_actor::<Echo>().unwrap().address();
 
     // SIGKILL the leader: both members drop it, and the member's own actor keeps answering.
     let a_admin = a.admin_pid();
@@ -504,7 +504,7 @@ fn a_partition_between_two_network_namespaces_is_detected_and_heals() {
     wait_for_members(&systems[0], &[addrs[1]], within);
     wait_for_members(&systems[1], &[addrs[0]], within);
     // Traffic across: a client of the leader's system tells numbers to an actor of the other.
-    let tally = systems[1].create_actor::<Tally>().unwrap();
+    let tally = systems[1].create_actor::<Tally>().unwrap().address();
     for n in 0..100u64 {
         systems[0].tell(tally, n).unwrap();
     }
@@ -519,7 +519,7 @@ fn a_partition_between_two_network_namespaces_is_detected_and_heals() {
 
     // What comes back goes to a dead-letter handler, which reports to a second client (so
     // that its reports are not taken for the first client's answers).
-    let mortuary = systems[0].create_actor::<Mortuary>().unwrap();
+    let mortuary = systems[0].create_actor::<Mortuary>().unwrap().address();
     let watcher = systems[0].private().unwrap();
     let taken: bool = watcher.ask(mortuary, TakeDeadLetters, within).unwrap();
     assert!(taken);
@@ -577,8 +577,8 @@ fn asks_and_tells_cross_members_in_order_and_come_back_when_the_receiver_is_gone
     let within = Duration::from_secs(10);
 
     // Addresses name their node: each admin's differ.
-    let echo = b.create_actor::<Echo>().unwrap();
-    let recorder = c.create_actor::<Recorder>().unwrap();
+    let echo = b.create_actor::<Echo>().unwrap().address();
+    let recorder = c.create_actor::<Recorder>().unwrap().address();
     assert_ne!(echo.node(), recorder.node());
     assert_ne!(echo.node(), greenroom::NodeId(0));
 
@@ -607,8 +607,8 @@ fn asks_and_tells_cross_members_in_order_and_come_back_when_the_receiver_is_gone
     }
     let seen: Recorded = a.ask(recorder, Report, within).unwrap();
     assert_eq!((seen.count, seen.in_order, seen.last), (500, true, Some(499)));
-    let recorder2 = c.create_actor::<Recorder>().unwrap();
-    let blaster = b.create_actor::<Blaster>().unwrap();
+    let recorder2 = c.create_actor::<Recorder>().unwrap().address();
+    let blaster = b.create_actor::<Blaster>().unwrap().address();
     let done: bool = b
         .ask(
             blaster,
@@ -655,16 +655,16 @@ fn the_actors_of_a_killed_member_are_dead_letters_and_their_remote_parents_are_t
     let ([a, b], [_, b_addr]) = (&lab.systems, lab.addrs);
     let within = Duration::from_secs(10);
     // An actor here with a child placed on the other member.
-    let broker = a.create_actor::<Broker>().unwrap();
+    let broker = a.create_actor::<Broker>().unwrap().address();
     let hired: Result<greenroom::Address, String> = a.ask(broker, HireGpu { gpus: 2 }, within).unwrap();
     let hired = hired.expect("the other member has two GPUs");
-    let far = b.create_actor::<Echo>().unwrap();
+    let far = b.create_actor::<Echo>().unwrap().address();
     let hello: String = a.ask(far, "hello".to_string(), within).unwrap();
     assert_eq!(hello, "hello");
-    let mortuary = a.create_actor::<Mortuary>().unwrap();
+    let mortuary = a.create_actor::<Mortuary>().unwrap().address();
     let taken: bool = a.ask(mortuary, TakeDeadLetters, within).unwrap();
     assert!(taken);
-    let forwarder = a.create_actor::<Forwarder>().unwrap();
+    let forwarder = a.create_actor::<Forwarder>().unwrap().address();
 
     // SIGKILL the member with the actor: once it is declared down, an actor's message for
     // its address goes to the dead-letter handler, and a client's ask fails at once.
@@ -733,7 +733,7 @@ fn a_remote_child_s_restart_reaches_its_parent_and_it_never_outlives_its_parent_
     let lab = lab([Capabilities::new(), gpus()]);
     let [a, b] = &lab.systems;
     let within = Duration::from_secs(10);
-    let broker = a.create_actor::<Broker>().unwrap();
+    let broker = a.create_actor::<Broker>().unwrap().address();
     let hire = |a: &TestSystem| -> greenroom::Address {
         let hired: Result<greenroom::Address, String> = a.ask(broker, HireGpu { gpus: 2 }, within).unwrap();
         hired.expect("the other member has two GPUs")
@@ -806,7 +806,7 @@ fn a_remote_child_whose_parent_dies_while_it_is_being_created_is_stopped_and_a_c
     wait_for_members(&a, &[b_addr], within);
     wait_for_members(&b, &[a_addr], within);
     wait_for_capability(&a, b_addr, "gpus", within);
-    let broker = a.create_actor::<Broker>().unwrap();
+    let broker = a.create_actor::<Broker>().unwrap().address();
     let broker_pid = a.actor_info(broker).unwrap().pid.unwrap();
 
     // The member that will create the child is stopped, so the create waits there; the
@@ -845,8 +845,12 @@ fn a_remote_child_whose_parent_dies_while_it_is_being_created_is_stopped_and_a_c
 
     // A client's remote actor has no parent of record: losing the client's member does not
     // stop it (a client's local actors outlive it too).
-    let placed = a.create_actor::<GpuWorker>().unwrap();
-    assert_eq!(placed.node(), b.create_actor::<Echo>().unwrap().node(), "placed on b");
+    let placed = a.create_actor::<GpuWorker>().unwrap().address();
+    assert_eq!(
+        placed.node(),
+        b.create_actor::<Echo>().unwrap().address().node(),
+        "placed on b"
+    );
     let a_admin = a.admin_pid();
     kill(Pid::from_raw(a_admin as i32), Signal::SIGKILL).unwrap();
     assert!(harness::wait_for_exit(a_admin, within));
@@ -897,7 +901,7 @@ fn a_remote_receiver_that_dies_comes_back_with_its_queued_messages_and_returns_t
     let lab = lab([Capabilities::new(), Capabilities::new()]);
     let [a, b] = &lab.systems;
     let within = Duration::from_secs(10);
-    let crasher = b.create_actor::<Crasher>().unwrap();
+    let crasher = b.create_actor::<Crasher>().unwrap().address();
     let ping = |nonce: u64| -> Echoed {
         let echoed: Echoed = a.ask(crasher, Crash::Ping(nonce), within).unwrap();
         assert_eq!(echoed.nonce, nonce);
@@ -943,10 +947,10 @@ fn a_typed_create_this_system_does_not_qualify_for_lands_on_a_member_that_does()
     let lab = lab([Capabilities::new(), gpus(), Capabilities::new()]);
     let [a, b, _] = &lab.systems;
     let within = Duration::from_secs(10);
-    let b_node = b.create_actor::<Echo>().unwrap().node();
+    let b_node = b.create_actor::<Echo>().unwrap().address().node();
 
     // From a client: this system has no GPU, the second member has two.
-    let worker = a.create_actor::<GpuWorker>().unwrap();
+    let worker = a.create_actor::<GpuWorker>().unwrap().address();
     assert_eq!(worker.node(), b_node, "placed on the member with the GPUs");
     assert_eq!(a.ask::<_, String>(worker, (), within).unwrap(), "gpu ok");
     assert!(
@@ -963,7 +967,7 @@ fn a_typed_create_this_system_does_not_qualify_for_lands_on_a_member_that_does()
     );
 
     // From inside an actor, which becomes the remote worker's parent and hears it exit.
-    let broker = a.create_actor::<Broker>().unwrap();
+    let broker = a.create_actor::<Broker>().unwrap().address();
     let hired: Result<greenroom::Address, String> = a.ask(broker, HireGpu { gpus: 2 }, within).unwrap();
     let hired = hired.expect("the second member has two GPUs");
     assert_eq!(hired.node(), b_node);
@@ -997,7 +1001,7 @@ fn a_global_name_is_one_actor_across_the_convention_and_is_still_found_without_i
 
     // Created once, on the member that asked first; every other member gets that actor.
     let registry = b.create_actor_global::<Echo>("registry").unwrap();
-    let b_node = b.create_actor::<Echo>().unwrap().node();
+    let b_node = b.create_actor::<Echo>().unwrap().address().node();
     assert_eq!(registry.node(), b_node);
     assert_eq!(c.create_actor_global::<Echo>("registry").unwrap(), registry);
     assert_eq!(a.create_actor_global::<Echo>("registry").unwrap(), registry);
@@ -1037,7 +1041,7 @@ fn of_several_members_that_qualify_the_least_loaded_gets_the_actor() {
     let within = Duration::from_secs(10);
     // The second member (first in address order) is busier: four actors against none.
     for _ in 0..4 {
-        b.create_actor::<Echo>().unwrap();
+        b.create_actor::<Echo>().unwrap().address();
     }
     let load_of = |addr: SocketAddr| {
         let view = a.describe(false).unwrap().convention.unwrap();
@@ -1056,8 +1060,8 @@ fn of_several_members_that_qualify_the_least_loaded_gets_the_actor() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(load_of(c_addr), Some(0));
-    let c_node = c.create_actor::<Echo>().unwrap().node();
-    let worker = a.create_actor::<GpuWorker>().unwrap();
+    let c_node = c.create_actor::<Echo>().unwrap().address().node();
+    let worker = a.create_actor::<GpuWorker>().unwrap().address();
     assert_eq!(worker.node(), c_node, "placed on the less loaded of the two");
     assert_eq!(a.ask::<_, String>(worker, (), within).unwrap(), "gpu ok");
 }
@@ -1093,7 +1097,7 @@ fn the_gateway_refuses_bad_handshakes_and_closes_stalled_connections() {
     let waited = closed_within(stalled, Duration::from_secs(10));
     assert!(waited < Duration::from_secs(8), "held for {waited:?}");
     // The system keeps working.
-    let echo = a.create_actor::<Echo>().unwrap();
+    let echo = a.create_actor::<Echo>().unwrap().address();
     let back: String = a.ask(echo, "fine".to_string(), Duration::from_secs(10)).unwrap();
     assert_eq!(back, "fine");
 }
@@ -1103,7 +1107,7 @@ fn remote_senders_that_go_away_leave_no_connection_behind() {
     let lab = lab([Capabilities::new(), Capabilities::new()]);
     let [a, b] = &lab.systems;
     let within = Duration::from_secs(10);
-    let echo = b.create_actor::<Echo>().unwrap();
+    let echo = b.create_actor::<Echo>().unwrap().address();
     let _: String = a.ask(echo, "warm up".to_string(), within).unwrap();
     let echo_pid = b.actor_info(echo).unwrap().pid.unwrap();
     let (admin_before, echo_before) = (harness::fd_count(b.admin_pid()), harness::fd_count(echo_pid));
@@ -1207,7 +1211,7 @@ fn hostile_peers_on_the_convention_port_are_cut_off_change_nothing_and_are_logge
     wait_for_members(&a, &[b_addr], within);
     wait_for_members(&b, &[a_addr], within);
     let b_incarnation = incarnation_of(&a, b_addr);
-    let echo = b.create_actor::<Echo>().unwrap();
+    let echo = b.create_actor::<Echo>().unwrap().address();
     let _: String = a.ask(echo, "before".to_string(), within).unwrap();
 
     // A burst of strangers speaking other protocols: each is told why and cut off at once.

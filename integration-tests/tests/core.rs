@@ -26,7 +26,9 @@ fn pid_of(sys: &TestSystem, actor: Address) -> u32 {
 #[test]
 fn each_actor_runs_in_its_own_process() {
     let sys = system();
-    let actors: Vec<Address> = (0..3).map(|_| sys.create_actor::<Whoami>().unwrap()).collect();
+    let actors: Vec<Address> = (0..3)
+        .map(|_| sys.create_actor::<Whoami>().unwrap().address())
+        .collect();
     let mut pids = Vec::new();
     for a in &actors {
         let reported: u32 = sys.ask(*a, (), T).unwrap();
@@ -57,7 +59,7 @@ fn each_actor_runs_in_its_own_process() {
 #[test]
 fn actors_create_actors_in_new_processes() {
     let sys = system();
-    let parent = sys.create_actor::<Spawner>().unwrap();
+    let parent = sys.create_actor::<Spawner>().unwrap().address();
     let req = SpawnChildren {
         children: 2,
         grandchildren: 0,
@@ -83,9 +85,9 @@ fn actors_create_actors_in_new_processes() {
 fn shutdown_leaves_no_process_socket_or_directory() {
     let mut sys = system();
     for _ in 0..3 {
-        sys.create_actor::<Echo>().unwrap();
+        sys.create_actor::<Echo>().unwrap().address();
     }
-    let parent = sys.create_actor::<Spawner>().unwrap();
+    let parent = sys.create_actor::<Spawner>().unwrap().address();
     let _: Spawned = sys
         .ask(
             parent,
@@ -118,7 +120,7 @@ fn shutdown_leaves_no_process_socket_or_directory() {
 fn killing_the_admin_takes_every_host_down() {
     let sys = system();
     for _ in 0..3 {
-        sys.create_actor::<Echo>().unwrap();
+        sys.create_actor::<Echo>().unwrap().address();
     }
     let hosts = sys.host_pids();
     assert_eq!(hosts.len(), 3);
@@ -181,7 +183,7 @@ fn a_killed_programs_runtime_directory_is_reclaimed_at_the_next_start_and_a_live
         ActorSystem::start_with(SystemConfig::default().runtime_base(base.path()).host_executable(HOST)).unwrap();
     assert!(!stale.exists(), "the next start reclaimed the dead program's directory");
     assert!(live_dir.exists(), "a live program's directory is left alone");
-    let echo = live.create_actor::<Echo>().unwrap();
+    let echo = live.create_actor::<Echo>().unwrap().address();
     let back: String = live.ask(echo, "still mine".to_string(), T).unwrap();
     assert_eq!(back, "still mine");
     next.shutdown().unwrap();

@@ -88,7 +88,8 @@ fn bytes_of(attack: &Attack, to: Address) -> Vec<u8> {
                     tag: tag.clone().into(),
                     bytes: bytes.clone(),
                 };
-                let _ = DataFrame::encode_message(&mut b, *seq, &payload, u32::MAX);
+                let _ =
+                    DataFrame::encode_message(&mut b, *seq, greenroom_protocol::Correlation::None, &payload, u32::MAX);
             }
             b
         }
@@ -98,7 +99,7 @@ fn bytes_of(attack: &Attack, to: Address) -> Vec<u8> {
                 tag: "alloc::string::String".into(),
                 bytes: vec![2, b'h', b'i'],
             };
-            let _ = DataFrame::encode_message(&mut b, 1, &payload, u32::MAX);
+            let _ = DataFrame::encode_message(&mut b, 1, greenroom_protocol::Correlation::None, &payload, u32::MAX);
             b
         }
     }
@@ -167,7 +168,7 @@ fn hostile_bytes_never_hurt_the_actor_and_leave_nothing_behind() {
     // Thousands of refusals would each log a warning; keep the output readable.
     std::env::set_var("GREENROOM_LOG", "error");
     let sys = TestSystem::start(HOST);
-    let echo = sys.create_actor::<Echo>().unwrap();
+    let echo = sys.create_actor::<Echo>().unwrap().address();
     let path = socket_path(sys.runtime_dir(), echo);
     let host = sys.actor_info(echo).unwrap().pid.unwrap();
     let ask = || sys.ask::<_, String>(echo, "alive?".to_string(), T).unwrap();
@@ -306,11 +307,11 @@ fn hostile_bytes_never_hurt_the_admin_and_leave_nothing_behind() {
     let sys = TestSystem::start(HOST);
     let admin = sys.admin_pid();
     let path = greenroom::runtime_dir::admin_socket_path(sys.runtime_dir());
-    let echo = sys.create_actor::<Echo>().unwrap();
+    let echo = sys.create_actor::<Echo>().unwrap().address();
     let alive = || {
         // The admin answers a status query, creates an actor, and that actor answers.
         assert!(sys.actor_info(echo).is_ok());
-        let fresh = sys.create_actor::<Echo>().unwrap();
+        let fresh = sys.create_actor::<Echo>().unwrap().address();
         let back: String = sys.ask(fresh, "alive?".to_string(), T).unwrap();
         sys.tell(fresh, greenroom::ActorExitRequest).unwrap();
         back == "alive?"

@@ -109,7 +109,7 @@ fn an_actors_record_reaches_the_log_file_with_its_type_address_and_pid() {
         HOST,
         SystemConfig::default().log_level(tracing::Level::INFO).log_file(&path),
     );
-    let logger = sys.create_actor::<Logger>().unwrap();
+    let logger = sys.create_actor::<Logger>().unwrap().address();
     let text = nonce("hello from an actor");
     assert!(sys.ask::<_, bool>(logger, LogCommand::Info(text.clone()), T).unwrap());
     let pid = pid_of(&sys, logger);
@@ -136,7 +136,7 @@ fn an_actors_record_reaches_the_log_file_with_its_type_address_and_pid() {
 #[test]
 fn records_below_the_level_are_not_written() {
     let (_dir, path, sys) = system(tracing::Level::INFO);
-    let logger = sys.create_actor::<Logger>().unwrap();
+    let logger = sys.create_actor::<Logger>().unwrap().address();
     let hidden = nonce("debug at info level");
     let marker = nonce("info after it");
     assert!(sys
@@ -161,7 +161,7 @@ fn records_below_the_level_are_not_written() {
 #[test]
 fn records_at_the_level_are_written() {
     let (_dir, path, sys) = system(tracing::Level::DEBUG);
-    let logger = sys.create_actor::<Logger>().unwrap();
+    let logger = sys.create_actor::<Logger>().unwrap().address();
     let shown = nonce("debug at debug level");
     assert!(sys.ask::<_, bool>(logger, LogCommand::Debug(shown.clone()), T).unwrap());
     let pid = pid_of(&sys, logger);
@@ -176,7 +176,7 @@ fn records_at_the_level_are_written() {
 fn raw_stderr_and_the_last_words_of_an_aborting_actor_are_in_the_log() {
     // The default level: raw output is never filtered.
     let (_dir, path, sys) = system(tracing::Level::WARN);
-    let logger = sys.create_actor::<Logger>().unwrap();
+    let logger = sys.create_actor::<Logger>().unwrap().address();
     let pid = pid_of(&sys, logger);
     let raw = nonce("plain eprintln");
     assert!(sys.ask::<_, bool>(logger, LogCommand::Eprint(raw.clone()), T).unwrap());
@@ -218,8 +218,8 @@ fn raw_stderr_and_the_last_words_of_an_aborting_actor_are_in_the_log() {
 #[test]
 fn a_chatty_actor_does_not_stall_the_system_and_every_line_arrives() {
     let (_dir, path, sys) = system(tracing::Level::INFO);
-    let chatty = sys.create_actor::<Logger>().unwrap();
-    let echo = sys.create_actor::<Echo>().unwrap();
+    let chatty = sys.create_actor::<Logger>().unwrap().address();
+    let echo = sys.create_actor::<Echo>().unwrap().address();
     let prefix = nonce("chatty");
     let count = 50_000u64;
     sys.tell(
@@ -279,8 +279,8 @@ fn a_chatty_actor_does_not_stall_the_system_and_every_line_arrives() {
 #[test]
 fn each_actors_records_are_attributed_to_it() {
     let (_dir, path, sys) = system(tracing::Level::INFO);
-    let a = sys.create_actor::<Logger>().unwrap();
-    let b = sys.create_actor::<Logger>().unwrap();
+    let a = sys.create_actor::<Logger>().unwrap().address();
+    let b = sys.create_actor::<Logger>().unwrap().address();
     let (pid_a, pid_b) = (pid_of(&sys, a), pid_of(&sys, b));
     let (tag_a, tag_b) = (nonce("from-a"), nonce("from-b"));
     for i in 0..20 {
@@ -348,8 +348,8 @@ fn a_log_sink_nobody_reads_holds_up_only_the_actor_that_logs() {
         HOST,
         SystemConfig::default().log_level(tracing::Level::INFO).log_file(&fifo),
     );
-    let chatty = sys.create_actor::<Logger>().unwrap();
-    let echo = sys.create_actor::<Echo>().unwrap();
+    let chatty = sys.create_actor::<Logger>().unwrap().address();
+    let echo = sys.create_actor::<Echo>().unwrap().address();
     let chatty_pid = pid_of(&sys, chatty);
     let prefix = nonce("unread");
     // Far more than the fifo, the admin's buffer and the host's pipe hold together.
@@ -378,7 +378,7 @@ fn a_log_sink_nobody_reads_holds_up_only_the_actor_that_logs() {
             format!("still here {i}")
         );
         sys.actor_info(echo).expect("the admin answers");
-        let fresh = sys.create_actor::<Echo>().expect("the admin creates actors");
+        let fresh = sys.create_actor::<Echo>().expect("the admin creates actors").address();
         assert_eq!(sys.ask::<_, String>(fresh, "new".to_string(), bound).unwrap(), "new");
         assert!(started.elapsed() < bound, "took {:?}", started.elapsed());
     }

@@ -41,7 +41,7 @@ fn assert_closed_at_the_handshake_timeout(stalled: &mut UnixStream, opened: std:
 #[test]
 fn garbage_and_wrong_versions_are_refused_and_the_actor_keeps_answering() {
     let sys = TestSystem::start(HOST);
-    let echo = sys.create_actor::<Echo>().unwrap();
+    let echo = sys.create_actor::<Echo>().unwrap().address();
     let path = socket_path(sys.runtime_dir(), echo);
 
     // Not our protocol at all: the length prefix is absurd, the connection is closed.
@@ -105,7 +105,7 @@ fn other_users_are_kept_out_by_the_directory_and_refused_by_the_peer_check() {
     }
     use std::os::unix::fs::PermissionsExt;
     let sys = TestSystem::start(HOST);
-    let echo = sys.create_actor::<Echo>().unwrap();
+    let echo = sys.create_actor::<Echo>().unwrap().address();
     let path = socket_path(sys.runtime_dir(), echo);
 
     // First line of defence: the runtime directory is 0700.
@@ -142,7 +142,7 @@ fn other_users_are_kept_out_by_the_directory_and_refused_by_the_peer_check() {
 #[test]
 fn a_stalled_half_handshake_is_timed_out_without_blocking_anyone() {
     let sys = TestSystem::start(HOST);
-    let echo = sys.create_actor::<Echo>().unwrap();
+    let echo = sys.create_actor::<Echo>().unwrap().address();
     let path = socket_path(sys.runtime_dir(), echo);
     let mut stalled = UnixStream::connect(&path).unwrap();
     stalled.write_all(&[40, 0, 0, 0, b'G']).unwrap();
@@ -157,8 +157,8 @@ fn a_stalled_half_handshake_is_timed_out_without_blocking_anyone() {
 fn a_host_writing_garbage_to_the_admin_is_cut_off_and_the_admin_carries_on() {
     use greenroom_integration_tests::actors::{Crash, Crasher, Echoed};
     let sys = TestSystem::start(HOST);
-    let bad = sys.create_actor::<Crasher>().unwrap();
-    let bystander = sys.create_actor::<Echo>().unwrap();
+    let bad = sys.create_actor::<Crasher>().unwrap().address();
+    let bystander = sys.create_actor::<Echo>().unwrap().address();
     let pid = sys.actor_info(bad).unwrap().pid.unwrap();
     sys.tell(bad, Crash::CorruptControl).unwrap();
     // The admin drops the connection, then kills the host it can no longer manage.
@@ -181,7 +181,7 @@ fn strangers_on_the_admin_socket_are_refused_and_the_admin_carries_on() {
     use greenroom::runtime_dir::admin_socket_path;
     use greenroom_protocol::{Address, Handshake, PeerRole};
     let sys = TestSystem::start(HOST);
-    let echo = sys.create_actor::<Echo>().unwrap();
+    let echo = sys.create_actor::<Echo>().unwrap().address();
     let path = admin_socket_path(sys.runtime_dir());
 
     // Not our protocol: closed without a reply.
@@ -225,7 +225,7 @@ fn a_stalled_handshake_on_the_admin_socket_is_timed_out_without_blocking_anyone(
     let silent = UnixStream::connect(&path).unwrap();
     let opened = std::time::Instant::now();
     // Meanwhile the admin serves everyone else: creates, and a new client.
-    let echo = sys.create_actor::<Echo>().unwrap();
+    let echo = sys.create_actor::<Echo>().unwrap().address();
     let private = sys.private().unwrap();
     let back: String = private.ask(echo, "not blocked".to_string(), T).unwrap();
     assert_eq!(back, "not blocked");
@@ -265,7 +265,7 @@ fn flood(path: &std::path::Path, n: usize, expect_closed: usize) -> (usize, Vec<
 fn connections_waiting_for_their_handshake_are_bounded_on_every_listener() {
     let config = greenroom::SystemConfig::default().max_pending_connections(8);
     let sys = TestSystem::start_with(HOST, config);
-    let echo = sys.create_actor::<Echo>().unwrap();
+    let echo = sys.create_actor::<Echo>().unwrap().address();
     let back: String = sys.ask(echo, "before".to_string(), T).unwrap();
     assert_eq!(back, "before");
 
@@ -279,7 +279,7 @@ fn connections_waiting_for_their_handshake_are_bounded_on_every_listener() {
     // The same on the admin's socket; the owner's connection is not affected.
     let (closed, held_admin) = flood(&greenroom::runtime_dir::admin_socket_path(sys.runtime_dir()), 20, 12);
     assert_eq!(closed, 12);
-    let more = sys.create_actor::<Echo>().unwrap();
+    let more = sys.create_actor::<Echo>().unwrap().address();
     let back: String = sys.ask(more, "admin ok".to_string(), T).unwrap();
     assert_eq!(back, "admin ok");
 

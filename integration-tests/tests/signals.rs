@@ -16,7 +16,7 @@ const T: Duration = Duration::from_secs(10);
 fn graceful_stop_on(signal: Signal) {
     let sys = TestSystem::start(HOST);
     for _ in 0..3 {
-        sys.create_actor::<Echo>().unwrap();
+        sys.create_actor::<Echo>().unwrap().address();
     }
     let hosts = sys.host_pids();
     assert_eq!(hosts.len(), 3);
@@ -67,7 +67,7 @@ fn set_open_files(pid: u32, soft: u64) -> u64 {
 #[test]
 fn running_out_of_fds_fails_create_clearly_and_the_admin_keeps_running() {
     let sys = TestSystem::start(HOST);
-    let echo = sys.create_actor::<Echo>().unwrap();
+    let echo = sys.create_actor::<Echo>().unwrap().address();
     let admin = sys.admin_pid();
     let in_use = harness::fd_count(admin) as u64;
     // Room for no more than one more actor's sockets.
@@ -90,7 +90,7 @@ fn running_out_of_fds_fails_create_clearly_and_the_admin_keeps_running() {
     let back: String = sys.ask(echo, "fine".to_string(), T).unwrap();
     assert_eq!(back, "fine");
     set_open_files(admin, before);
-    let more = sys.create_actor::<Echo>().unwrap();
+    let more = sys.create_actor::<Echo>().unwrap().address();
     let back: String = sys.ask(more, "again".to_string(), T).unwrap();
     assert_eq!(back, "again");
 }
@@ -136,7 +136,7 @@ impl Drop for PidsLimit {
 #[test]
 fn fork_failing_fails_create_clearly_and_the_admin_keeps_running() {
     let sys = TestSystem::start(HOST);
-    let echo = sys.create_actor::<Echo>().unwrap();
+    let echo = sys.create_actor::<Echo>().unwrap().address();
     let admin = sys.admin_pid();
     // The admin and its spawner (its child that hosts no actor) in a cgroup that allows no
     // more processes: the next host's fork (or clone) gets EAGAIN.
@@ -169,7 +169,7 @@ fn fork_failing_fails_create_clearly_and_the_admin_keeps_running() {
     assert_eq!(back, "fine", "the running actor is unaffected");
     // With room again, creating works.
     limit.write("pids.max", "max").unwrap();
-    let more = sys.create_actor::<Echo>().unwrap();
+    let more = sys.create_actor::<Echo>().unwrap().address();
     let back: String = sys.ask(more, "again".to_string(), T).unwrap();
     assert_eq!(back, "again");
     drop(limit);
@@ -194,7 +194,7 @@ fn a_foreground_admin_stopped_by_sigterm_exits_0_after_stopping_every_actor() {
         }
         std::thread::sleep(Duration::from_millis(10));
     };
-    let echo = client.create_actor::<Echo>().unwrap();
+    let echo = client.create_actor::<Echo>().unwrap().address();
     let host = client.actor_info(echo).unwrap().pid.unwrap();
     kill(Pid::from_raw(admin.id() as i32), Signal::SIGTERM).unwrap();
     let status = admin.wait().unwrap();

@@ -21,17 +21,19 @@ fn simple() -> ActorSystem {
 /// dead letters and a recursive exit. Returns every `receive` call in order.
 fn busy_program() -> Vec<Delivery> {
     let sys = simple();
-    let mortuary = sys.create_actor::<Mortuary>().unwrap();
+    let mortuary = sys.create_actor::<Mortuary>().unwrap().address();
     let _: bool = sys.ask(mortuary, TakeDeadLetters, T).unwrap();
-    let top = sys.create_actor::<Spawner>().unwrap();
+    let top = sys.create_actor::<Spawner>().unwrap().address();
     let req = SpawnChildren {
         children: 3,
         grandchildren: 2,
         watcher: sys.address(),
     };
     let Spawned(children) = sys.ask(top, req, T).unwrap();
-    let recorder = sys.create_actor::<Recorder>().unwrap();
-    let blasters: Vec<Address> = (0..3).map(|_| sys.create_actor::<Blaster>().unwrap()).collect();
+    let recorder = sys.create_actor::<Recorder>().unwrap().address();
+    let blasters: Vec<Address> = (0..3)
+        .map(|_| sys.create_actor::<Blaster>().unwrap().address())
+        .collect();
     for b in &blasters {
         sys.tell(
             *b,
@@ -42,7 +44,7 @@ fn busy_program() -> Vec<Delivery> {
         )
         .unwrap();
     }
-    let timer = sys.create_actor::<Timer>().unwrap();
+    let timer = sys.create_actor::<Timer>().unwrap().address();
     for (delay_ms, label) in [(30, "c"), (10, "a"), (20, "b")] {
         let _: bool = sys
             .ask(
@@ -55,10 +57,10 @@ fn busy_program() -> Vec<Delivery> {
             )
             .unwrap();
     }
-    let panicker = sys.create_actor::<Panicker>().unwrap();
+    let panicker = sys.create_actor::<Panicker>().unwrap().address();
     sys.tell(panicker, PanicCommand::Always).unwrap();
     sys.tell(children[0], ActorExitRequest).unwrap();
-    let forwarder = sys.create_actor::<Forwarder>().unwrap();
+    let forwarder = sys.create_actor::<Forwarder>().unwrap().address();
     sys.tell(
         forwarder,
         Forward {
@@ -103,9 +105,9 @@ fn two_runs_of_the_same_program_make_the_same_receive_calls_in_the_same_order() 
 #[test]
 fn receives_run_in_the_order_messages_were_sent() {
     let sys = simple();
-    let a = sys.create_actor::<Forwarder>().unwrap();
-    let b = sys.create_actor::<Forwarder>().unwrap();
-    let echo = sys.create_actor::<Echo>().unwrap();
+    let a = sys.create_actor::<Forwarder>().unwrap().address();
+    let b = sys.create_actor::<Forwarder>().unwrap().address();
+    let echo = sys.create_actor::<Echo>().unwrap().address();
     let client = sys.address();
     // Each tell runs to completion before it returns: a, then what a sent; then b, ...
     sys.tell(
@@ -140,7 +142,7 @@ fn receives_run_in_the_order_messages_were_sent() {
 #[test]
 fn the_virtual_clock_fires_timers_only_when_moved() {
     let sys = simple();
-    let timer = sys.create_actor::<Timer>().unwrap();
+    let timer = sys.create_actor::<Timer>().unwrap().address();
     let started = Instant::now();
     let _: bool = sys
         .ask(
@@ -173,7 +175,7 @@ fn the_virtual_clock_fires_timers_only_when_moved() {
     assert_eq!(msg.downcast::<Rang>().map(|r| r.label).as_deref(), Some("an hour"));
     assert_eq!(sys.virtual_time().unwrap(), Duration::from_secs(3600));
     // A day's timeout passes in no real time.
-    let silent = sys.create_actor::<Silent>().unwrap();
+    let silent = sys.create_actor::<Silent>().unwrap().address();
     let err = sys
         .ask::<_, String>(silent, "?".to_string(), Duration::from_secs(86_400))
         .unwrap_err();
@@ -203,7 +205,7 @@ fn a_simple_base_without_a_registry_says_how_to_give_it_one() {
 #[test]
 fn a_simple_system_refuses_calls_after_shutdown() {
     let sys = simple();
-    let echo = sys.create_actor::<Echo>().unwrap();
+    let echo = sys.create_actor::<Echo>().unwrap().address();
     sys.shutdown().unwrap();
     assert!(matches!(sys.tell(echo, 1u8), Err(Error::SystemStopped)));
     sys.shutdown().unwrap();
@@ -237,11 +239,11 @@ fn a_failing_dead_letter_handler_does_not_loop_on_the_poison_it_cannot_return() 
     std::thread::spawn(move || {
         let registry = registry().register::<BrokenMortuary>();
         let sys = ActorSystem::start_with(SystemConfig::default().base(Base::Simple).registry(registry)).unwrap();
-        let handler = sys.create_actor::<BrokenMortuary>().unwrap();
+        let handler = sys.create_actor::<BrokenMortuary>().unwrap().address();
         let _: bool = sys.ask(handler, TakeDeadLetters, T).unwrap();
-        let doomed = sys.create_actor::<Echo>().unwrap();
+        let doomed = sys.create_actor::<Echo>().unwrap().address();
         sys.tell(doomed, ActorExitRequest).unwrap();
-        let forwarder = sys.create_actor::<Forwarder>().unwrap();
+        let forwarder = sys.create_actor::<Forwarder>().unwrap().address();
         sys.tell(
             forwarder,
             Forward {
@@ -250,7 +252,7 @@ fn a_failing_dead_letter_handler_does_not_loop_on_the_poison_it_cannot_return() 
             },
         )
         .unwrap();
-        let echo = sys.create_actor::<Echo>().unwrap();
+        let echo = sys.create_actor::<Echo>().unwrap().address();
         let back: String = sys.ask(echo, "still running".to_string(), T).unwrap();
         let _ = done_tx.send(back);
     });

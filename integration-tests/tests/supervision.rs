@@ -110,7 +110,7 @@ fn crasher_name() -> String {
 /// are delivered, once each, to a new process at the same address.
 fn dies_and_comes_back(how: Crash, cause_text: &str) {
     let sys = system();
-    let crasher = sys.create_actor::<Crasher>().unwrap();
+    let crasher = sys.create_actor::<Crasher>().unwrap().address();
     let before = ping(&sys, crasher).pid;
 
     sys.tell(crasher, how.clone()).unwrap();
@@ -139,7 +139,7 @@ fn dies_and_comes_back(how: Crash, cause_text: &str) {
 #[test]
 fn sigkill_from_outside_restarts_at_the_same_address() {
     let sys = system();
-    let crasher = sys.create_actor::<Crasher>().unwrap();
+    let crasher = sys.create_actor::<Crasher>().unwrap().address();
     let before = ping(&sys, crasher).pid;
     sigkill(before);
     assert!(harness::wait_for_exit(before, T));
@@ -166,7 +166,7 @@ fn exit_with_a_status_restarts() {
 #[test]
 fn a_host_that_closes_its_control_socket_is_replaced() {
     let sys = system();
-    let crasher = sys.create_actor::<Crasher>().unwrap();
+    let crasher = sys.create_actor::<Crasher>().unwrap().address();
     let before = ping(&sys, crasher).pid;
     sys.tell(crasher, Crash::CloseControl).unwrap();
     // The message itself completed; the host then lingers without its control connection
@@ -182,7 +182,7 @@ fn a_host_that_closes_its_control_socket_is_replaced() {
 #[test]
 fn parents_are_told_of_restarts_with_the_cause() {
     let sys = system();
-    let parent = sys.create_actor::<Spawner>().unwrap();
+    let parent = sys.create_actor::<Spawner>().unwrap().address();
     let spawn = SpawnTyped {
         type_name: crasher_name(),
         spec: ChildSpec::default(),
@@ -239,7 +239,7 @@ fn parents_are_told_of_restarts_with_the_cause() {
 #[test]
 fn messages_sent_while_down_are_delivered_and_the_in_flight_one_comes_back() {
     let sys = system();
-    let crasher = sys.create_actor::<Crasher>().unwrap();
+    let crasher = sys.create_actor::<Crasher>().unwrap().address();
     let pid = ping(&sys, crasher).pid;
 
     let dir = tempfile::tempdir().unwrap();
@@ -291,9 +291,9 @@ fn messages_sent_while_down_are_delivered_and_the_in_flight_one_comes_back() {
 #[test]
 fn children_never_outlive_their_parent_process() {
     let sys = system();
-    let parent = sys.create_actor::<Spawner>().unwrap();
+    let parent = sys.create_actor::<Spawner>().unwrap().address();
     // Exit reports go to an actor that ignores them, so the client sees only replies.
-    let sink = sys.create_actor::<Silent>().unwrap();
+    let sink = sys.create_actor::<Silent>().unwrap().address();
     let req = SpawnChildren {
         children: 2,
         grandchildren: 1,
@@ -342,7 +342,7 @@ fn children_never_outlive_their_parent_process() {
 #[test]
 fn processed_but_unacknowledged_messages_are_not_delivered_twice() {
     let sys = system();
-    let crasher = sys.create_actor::<Crasher>().unwrap();
+    let crasher = sys.create_actor::<Crasher>().unwrap().address();
     // Fewer than an ack batch: the sender still holds them when the actor dies.
     for _ in 0..10 {
         sys.tell(crasher, Crash::Inc).unwrap();
@@ -366,12 +366,12 @@ fn transient_actors_are_not_restarted_after_a_clean_exit() {
         restart: RestartType::Transient,
         ..ChildSpec::default()
     };
-    let crashy = sys.create_actor_with::<Crasher>(transient).unwrap();
+    let crashy = sys.create_actor_with::<Crasher>(transient).unwrap().address();
     let pid = ping(&sys, crashy).pid;
     sigkill(pid);
     assert_ne!(ping(&sys, crashy).pid, pid, "restarted after a crash");
 
-    let clean = sys.create_actor_with::<Crasher>(transient).unwrap();
+    let clean = sys.create_actor_with::<Crasher>(transient).unwrap().address();
     let pid = ping(&sys, clean).pid;
     sys.tell(clean, Crash::Exit(0)).unwrap();
     assert!(harness::wait_for_exit(pid, T));
@@ -392,7 +392,7 @@ fn transient_actors_are_not_restarted_after_a_clean_exit() {
 #[test]
 fn temporary_actors_are_never_restarted_and_the_parent_hears_it() {
     let sys = system();
-    let parent = sys.create_actor::<Spawner>().unwrap();
+    let parent = sys.create_actor::<Spawner>().unwrap().address();
     let spawn = SpawnTyped {
         type_name: crasher_name(),
         spec: ChildSpec {
@@ -427,7 +427,7 @@ fn family(sys: &TestSystem, strategy: Strategy) -> (Address, Vec<Address>) {
         },
         ..ChildSpec::default()
     };
-    let parent = sys.create_actor_with::<Spawner>(spec).unwrap();
+    let parent = sys.create_actor_with::<Spawner>(spec).unwrap().address();
     let mut children = Vec::new();
     for _ in 0..3 {
         let spawn = SpawnTyped {
@@ -489,7 +489,7 @@ fn rest_for_one_restarts_the_later_siblings_only() {
 #[test]
 fn exceeding_the_intensity_limit_escalates_to_the_grandparent() {
     let sys = system();
-    let top = sys.create_actor::<Spawner>().unwrap();
+    let top = sys.create_actor::<Spawner>().unwrap().address();
     let strict = ChildSpec {
         supervision: SupervisorSpec {
             max_restarts: 2,
@@ -560,7 +560,7 @@ fn backoff_delays_consecutive_restarts() {
         ..SupervisorSpec::default()
     });
     let sys = TestSystem::start_with(HOST, config);
-    let crasher = sys.create_actor::<Crasher>().unwrap();
+    let crasher = sys.create_actor::<Crasher>().unwrap().address();
     for n in 1..=3u32 {
         let pid = ping(&sys, crasher).pid;
         let killed = Instant::now();
@@ -581,7 +581,7 @@ fn backoff_delays_consecutive_restarts() {
 fn a_hundred_kills_leave_no_zombie_and_no_fd_growth_in_the_admin() {
     let config = harness::restart_at_once(1_000);
     let sys = TestSystem::start_with(HOST, config);
-    let crasher = sys.create_actor::<Crasher>().unwrap();
+    let crasher = sys.create_actor::<Crasher>().unwrap().address();
     let admin = sys.admin_pid();
     // Warm up: the first kill opens the client's lasting connections.
     let mut pid = ping(&sys, crasher).pid;
@@ -611,7 +611,7 @@ fn a_hung_actor_is_killed_after_its_liveness_timeout() {
         liveness: Some(Duration::from_millis(300)),
         ..ChildSpec::default()
     };
-    let crasher = sys.create_actor_with::<Crasher>(spec).unwrap();
+    let crasher = sys.create_actor_with::<Crasher>(spec).unwrap().address();
     let pid = ping(&sys, crasher).pid;
     let dir = tempfile::tempdir().unwrap();
     let notify = dir.path().join("started");
@@ -639,7 +639,7 @@ fn a_hung_actor_is_killed_after_its_liveness_timeout() {
     started.recv(&mut buf).expect("the hung message had started");
 
     // Without a liveness timeout, a long message is left alone.
-    let patient = sys.create_actor::<Crasher>().unwrap();
+    let patient = sys.create_actor::<Crasher>().unwrap().address();
     let pid = ping(&sys, patient).pid;
     let notify = dir.path().join("patient");
     let started = UnixDatagram::bind(&notify).unwrap();
@@ -663,8 +663,8 @@ fn an_actor_over_its_memory_limit_dies_alone_and_comes_back() {
         },
         ..ChildSpec::default()
     };
-    let hog = sys.create_actor_with::<Crasher>(spec).unwrap();
-    let bystander = sys.create_actor::<Crasher>().unwrap();
+    let hog = sys.create_actor_with::<Crasher>(spec).unwrap().address();
+    let bystander = sys.create_actor::<Crasher>().unwrap().address();
     let hog_pid = ping(&sys, hog).pid;
     let bystander_pid = ping(&sys, bystander).pid;
 
@@ -689,7 +689,7 @@ fn an_actor_over_its_cpu_limit_dies_and_comes_back() {
         },
         ..ChildSpec::default()
     };
-    let spinner = sys.create_actor_with::<Crasher>(spec).unwrap();
+    let spinner = sys.create_actor_with::<Crasher>(spec).unwrap().address();
     let pid = ping(&sys, spinner).pid;
     sys.tell(spinner, Crash::Spin).unwrap();
     let details = expect_poison(&sys, spinner);
@@ -704,8 +704,8 @@ fn at_the_root_a_given_up_actor_fails_asks_with_the_cause_and_others_keep_runnin
         ..SupervisorSpec::default()
     });
     let sys = TestSystem::start_with(HOST, config);
-    let doomed = sys.create_actor::<Crasher>().unwrap();
-    let survivor = sys.create_actor::<Crasher>().unwrap();
+    let doomed = sys.create_actor::<Crasher>().unwrap().address();
+    let survivor = sys.create_actor::<Crasher>().unwrap().address();
     let survivor_pid = ping(&sys, survivor).pid;
     sigkill(ping(&sys, doomed).pid);
     let pid = ping(&sys, doomed).pid; // restarted once
@@ -728,8 +728,8 @@ fn at_the_root_a_given_up_actor_fails_asks_with_the_cause_and_others_keep_runnin
 fn an_actor_sender_past_its_window_gets_a_clear_error_not_silence() {
     let config = SystemConfig::default().send_window(64 * 1024);
     let sys = TestSystem::start_with(HOST, config);
-    let blaster = sys.create_actor::<Blaster>().unwrap();
-    let recorder = sys.create_actor::<Recorder>().unwrap();
+    let blaster = sys.create_actor::<Blaster>().unwrap().address();
+    let recorder = sys.create_actor::<Recorder>().unwrap().address();
     // One receive tries to queue far more than the window before anything can be processed.
     let err = sys
         .ask::<_, bool>(

@@ -54,7 +54,7 @@ fn settled_status(sys: &TestSystem, troupe: Address) -> TroupeReport {
 
 /// Sends `jobs` to `troupe` from one actor, in one `receive`, and waits for every answer.
 fn burst(sys: &TestSystem, troupe: Address, jobs: Vec<PoolJob>) -> BurstDone {
-    let burster = sys.create_actor::<Burster>().unwrap();
+    let burster = sys.create_actor::<Burster>().unwrap().address();
     sys.ask(burster, Burst { troupe, jobs }, T)
         .expect("every job is answered")
 }
@@ -88,7 +88,7 @@ fn wait_for_workers(sys: &TestSystem, troupe: Address, workers: u32, within: Dur
 on_both_bases! {
     fn a_burst_scales_the_troupe_up_to_max_workers_and_never_beyond(sys) {
         // PoolWorker declares a troupe of at most 3: a typed create makes the troupe.
-        let troupe = sys.create_actor::<PoolWorker>().unwrap();
+        let troupe = sys.create_actor::<PoolWorker>().unwrap().address();
         let ms = job_ms(&sys, 100);
         let done = burst(&sys, troupe, (0..12).map(|id| PoolJob::work(id, ms)).collect());
         assert_eq!(done.done.len(), 12, "{done:?}");
@@ -113,20 +113,20 @@ on_both_bases! {
     }
 
     fn workers_see_the_original_sender_and_reply_to_it_directly(sys) {
-        let troupe = sys.create_actor::<PoolWorker>().unwrap();
+        let troupe = sys.create_actor::<PoolWorker>().unwrap().address();
         let (replier, reply) = sys.ask_any(troupe, PoolJob::work(7, 0), T).unwrap();
         let done = reply.downcast::<JobDone>().expect("a JobDone");
         assert_eq!(done.sender_seen, sys.address(), "the worker saw the client as sender");
         assert_eq!(replier, done.worker, "the reply came from the worker itself");
         assert_ne!(replier, troupe, "not back through the manager");
         // From an actor too: every job's sender is the burster.
-        let burster = sys.create_actor::<Burster>().unwrap();
+        let burster = sys.create_actor::<Burster>().unwrap().address();
         let done: BurstDone = sys.ask(burster, Burst { troupe, jobs: vec![PoolJob::work(1, 0), PoolJob::work(2, 0)] }, T).unwrap();
         assert!(done.done.iter().all(|d| d.sender_seen == burster), "{done:?}");
     }
 
     fn idle_workers_beyond_the_idle_count_are_stopped_after_the_idle_timeout(sys) {
-        let troupe = sys.create_actor::<PoolWorker>().unwrap();
+        let troupe = sys.create_actor::<PoolWorker>().unwrap().address();
         let ms = job_ms(&sys, 100);
         let done = burst(&sys, troupe, (0..9).map(|id| PoolJob::work(id, ms)).collect());
         assert_eq!(workers_of(&done).len(), 3);
@@ -156,7 +156,7 @@ on_both_bases! {
 
     fn a_worker_with_work_in_progress_gets_nothing_new_and_is_not_stopped(sys) {
         let settings = Troupe { max_workers: 1, idle_workers: 0, idle_timeout: Duration::from_millis(50), ..Troupe::default() };
-        let troupe = sys.create_troupe::<PoolWorker>(settings, ChildSpec::default()).unwrap();
+        let troupe = sys.create_troupe::<PoolWorker>(settings, ChildSpec::default()).unwrap().address();
         let long: JobDone = sys.ask(troupe, PoolJob::Long { id: 1 }, T).unwrap();
         // Jobs 2 and 3 wait: in the manager once it has heard of the mark. The mark travels
         // from the worker, these jobs from this client, on two connections with no order
@@ -192,7 +192,7 @@ on_both_bases! {
     }
 
     fn a_job_that_fails_twice_goes_back_to_its_sender_and_the_troupe_carries_on(sys) {
-        let troupe = sys.create_actor::<PoolWorker>().unwrap();
+        let troupe = sys.create_actor::<PoolWorker>().unwrap().address();
         let err = sys.ask::<_, JobDone>(troupe, PoolJob::Panic { id: 5 }, T).unwrap_err();
         match err {
             Error::Poisoned { message, details, .. } => {
@@ -210,7 +210,7 @@ on_both_bases! {
         // ahead: the sub-job waits in the manager, and the worker's "free" notice must not
         // wait behind it.
         let settings = Troupe { max_workers: 1, prefetch: 0, ..Troupe::default() };
-        let troupe = sys.create_troupe::<PoolWorker>(settings, ChildSpec::default()).unwrap();
+        let troupe = sys.create_troupe::<PoolWorker>(settings, ChildSpec::default()).unwrap().address();
         let relay: JobDone = sys.ask(troupe, PoolJob::Relay { id: 1, sub: 2, troupe }, T).unwrap();
         let (_, forwarded) = sys.listen(T).unwrap().expect("the sub-job's answer, forwarded");
         let sub = forwarded.downcast::<JobDone>().expect("a JobDone");
@@ -220,7 +220,7 @@ on_both_bases! {
     }
 
     fn settings_are_read_and_changed_at_run_time(sys) {
-        let troupe = sys.create_actor::<PoolWorker>().unwrap();
+        let troupe = sys.create_actor::<PoolWorker>().unwrap().address();
         let report = status(&sys, troupe);
         assert_eq!((report.max_workers, report.idle_workers, report.idle_timeout), (3, 1, Duration::from_millis(300)));
         assert_eq!(report.workers, 0, "workers start with the first message");
@@ -280,7 +280,10 @@ fn a_worker_killed_mid_job_returns_it_as_poison_is_replaced_and_the_queue_drains
         max_workers: 2,
         ..Troupe::default()
     };
-    let troupe = sys.create_troupe::<PoolWorker>(settings, ChildSpec::default()).unwrap();
+    let troupe = sys
+        .create_troupe::<PoolWorker>(settings, ChildSpec::default())
+        .unwrap()
+        .address();
     let (socket, path) = pid_socket(&sys, "victim");
     let victim_job = PoolJob::Work {
         id: 0,
@@ -318,7 +321,10 @@ fn a_killed_manager_loses_none_of_the_work_it_held() {
         max_workers: 1,
         ..Troupe::default()
     };
-    let troupe = sys.create_troupe::<PoolWorker>(settings, ChildSpec::default()).unwrap();
+    let troupe = sys
+        .create_troupe::<PoolWorker>(settings, ChildSpec::default())
+        .unwrap()
+        .address();
     let (socket, path) = pid_socket(&sys, "first");
     sys.tell(
         troupe,
@@ -372,7 +378,10 @@ fn a_worker_killed_with_work_in_progress_is_used_again_after_its_restart() {
         prefetch: 0,
         ..Troupe::default()
     };
-    let troupe = sys.create_troupe::<PoolWorker>(settings, ChildSpec::default()).unwrap();
+    let troupe = sys
+        .create_troupe::<PoolWorker>(settings, ChildSpec::default())
+        .unwrap()
+        .address();
     let long: JobDone = sys.ask(troupe, PoolJob::Long { id: 1 }, T).unwrap();
     kill(Pid::from_raw(long.pid as i32), Signal::SIGKILL).unwrap();
     // Its mark died with its process: the restarted worker takes the next job.
@@ -400,7 +409,7 @@ fn after_a_group_restart_of_its_workers_the_troupe_uses_them_all_again() {
     };
     let mut spec = ChildSpec::default();
     spec.supervision.strategy = greenroom::Strategy::OneForAll;
-    let troupe = sys.create_troupe::<PoolWorker>(settings, spec).unwrap();
+    let troupe = sys.create_troupe::<PoolWorker>(settings, spec).unwrap().address();
     // Worker A marks work in progress; worker B runs a job that hangs, with one handed ahead.
     let long: JobDone = sys.ask(troupe, PoolJob::Long { id: 1 }, T).unwrap();
     let (socket, path) = pid_socket(&sys, "hung");
@@ -438,7 +447,7 @@ fn a_job_running_when_its_exiting_troupe_kills_the_worker_goes_back_to_its_sende
     };
     let mut spec = ChildSpec::default();
     spec.supervision.stop_timeout = Duration::from_millis(300);
-    let troupe = sys.create_troupe::<PoolWorker>(settings, spec).unwrap();
+    let troupe = sys.create_troupe::<PoolWorker>(settings, spec).unwrap().address();
     let (socket, path) = pid_socket(&sys, "slow");
     let slow = PoolJob::Work {
         id: 1,

@@ -2,7 +2,7 @@
 //! nanoseconds. `cargo bench -p greenroom-protocol`.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use greenroom_protocol::{frame::decode, DataFrame, FrameReader, Payload, DEFAULT_MAX_FRAME};
+use greenroom_protocol::{frame::decode, Correlation, DataFrame, FrameReader, Payload, DEFAULT_MAX_FRAME};
 
 fn payload() -> Payload {
     Payload {
@@ -17,14 +17,21 @@ fn encode(c: &mut Criterion) {
     c.bench_function("encode a 64-byte message frame", |b| {
         b.iter(|| {
             buf.clear();
-            DataFrame::encode_message(&mut buf, black_box(42), black_box(&payload), DEFAULT_MAX_FRAME).unwrap()
+            DataFrame::encode_message(
+                &mut buf,
+                black_box(42),
+                Correlation::None,
+                black_box(&payload),
+                DEFAULT_MAX_FRAME,
+            )
+            .unwrap()
         })
     });
 }
 
 fn decode_one(c: &mut Criterion) {
     let mut buf = Vec::new();
-    DataFrame::encode_message(&mut buf, 42, &payload(), DEFAULT_MAX_FRAME).unwrap();
+    DataFrame::encode_message(&mut buf, 42, Correlation::None, &payload(), DEFAULT_MAX_FRAME).unwrap();
     let body = buf[4..].to_vec();
     c.bench_function("decode a 64-byte message frame", |b| {
         b.iter(|| decode::<DataFrame>(black_box(&body), "data frame").unwrap())
@@ -36,7 +43,7 @@ fn reassemble(c: &mut Criterion) {
     let payload = payload();
     let mut stream = Vec::new();
     for seq in 0..FRAMES {
-        DataFrame::encode_message(&mut stream, seq, &payload, DEFAULT_MAX_FRAME).unwrap();
+        DataFrame::encode_message(&mut stream, seq, Correlation::None, &payload, DEFAULT_MAX_FRAME).unwrap();
     }
     let mut group = c.benchmark_group("reassemble");
     group.throughput(Throughput::Elements(FRAMES));

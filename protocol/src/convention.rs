@@ -59,6 +59,7 @@ pub enum GatewayFrame {
         to: Address,
         stream: u64,
         seq: u64,
+        correlation: crate::Correlation,
         payload: Payload,
     },
     /// The receiver, incarnation `incarnation`, has processed the stream's messages up to

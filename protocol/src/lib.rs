@@ -33,8 +33,8 @@ pub use frame::{encode_frame, FrameReader, ReadUntil};
 pub use handshake::{Handshake, HandshakeReply, PeerRole};
 pub use supervision::{Backoff, ChildSpec, ResourceLimits, RestartType, Strategy, SupervisorSpec};
 pub use wire::{
-    ActorRow, ActorState, Address, ConventionMember, ConventionView, CreateFailure, DataFrame, DataReply, ExitCause,
-    FromAdmin, MemberRow, NodeId, Payload, Recovery, Resource, SystemDescription, ToAdmin, TroupeLoad,
+    ActorRow, ActorState, Address, ConventionMember, ConventionView, Correlation, CreateFailure, DataFrame, DataReply,
+    ExitCause, FromAdmin, MemberRow, NodeId, Payload, Recovery, Resource, SystemDescription, ToAdmin, TroupeLoad,
 };
 
 /// The four bytes that open every handshake: `GRNR`.
@@ -43,7 +43,7 @@ pub const MAGIC: [u8; 4] = *b"GRNR";
 /// The protocol version this build speaks. Peers must speak exactly this version.
 ///
 /// Bump it whenever the layout of any type in [`wire`] or [`handshake`] changes.
-pub const PROTOCOL_VERSION: u16 = 16;
+pub const PROTOCOL_VERSION: u16 = 17;
 
 /// Default largest frame body accepted, in bytes (16 MiB). Configurable per system.
 pub const DEFAULT_MAX_FRAME: u32 = 16 * 1024 * 1024;

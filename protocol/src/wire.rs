@@ -102,29 +102,83 @@ pub struct Payload {
     pub bytes: Vec<u8>,
 }
 
+/// How a message takes part in a conversation: whether its sender waits for an answer to
+/// it, or it is the answer to one of its receiver's own requests.
+///
+/// Request ids are chosen by the requester and unique among its own requests (an actor's
+/// include its incarnation, so that a late answer to a dead incarnation's request is never
+/// taken for one of the new incarnation's); an answer goes back to the requester, which is
+/// the only endpoint that can tell what the id means. One byte on the wire when `None`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum Correlation {
+    /// A plain message (`tell`, `send`): nobody waits for an answer to it.
+    #[default]
+    None,
+    /// A request (`request`): its handler's answer goes back as `Reply(id)`, even `()`.
+    Request(u64),
+    /// Thespian's `ask`: answered like a request, except that a handler's `()` answer is not
+    /// sent (the asker takes the next message it gets, as in Thespian).
+    Ask(u64),
+    /// The answer to the receiver's request (or ask) `id`.
+    Reply(u64),
+}
+
+impl Correlation {
+    /// The correlation of an answer to a message that came with this one: `Reply(id)` for a
+    /// request or an ask, `None` otherwise (an answer to a plain message is a plain message).
+    pub fn answer(self) -> Correlation {
+        match self {
+            Correlation::Request(id) | Correlation::Ask(id) => Correlation::Reply(id),
+            Correlation::None | Correlation::Reply(_) => Correlation::None,
+        }
+    }
+
+    /// The id of the request or ask this message is, if it is one.
+    pub fn request_id(self) -> Option<u64> {
+        match self {
+            Correlation::Request(id) | Correlation::Ask(id) => Some(id),
+            Correlation::None | Correlation::Reply(_) => None,
+        }
+    }
+}
+
 /// Sender → receiver on a data connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DataFrame {
     /// One message. `seq` numbers the messages of this connection from 1, without gaps.
-    Message { seq: u64, payload: Payload },
+    Message {
+        seq: u64,
+        correlation: Correlation,
+        payload: Payload,
+    },
 }
 
 impl DataFrame {
-    /// Appends `DataFrame::Message { seq, payload }` to `buf` as one frame without cloning
-    /// the payload (the hot path: a sender keeps its own copy of nothing but these bytes).
-    /// Returns the frame's length in bytes.
+    /// Appends `DataFrame::Message { seq, correlation, payload }` to `buf` as one frame
+    /// without cloning the payload (the hot path: a sender keeps its own copy of nothing but
+    /// these bytes). Returns the frame's length in bytes.
     pub fn encode_message(
         buf: &mut Vec<u8>,
         seq: u64,
+        correlation: Correlation,
         payload: &Payload,
         max_frame: u32,
     ) -> Result<usize, crate::ProtocolError> {
         /// Serialises exactly like [`DataFrame`]: same variant, same field order.
         #[derive(Serialize)]
         enum DataFrameRef<'a> {
-            Message { seq: u64, payload: &'a Payload },
+            Message {
+                seq: u64,
+                correlation: Correlation,
+                payload: &'a Payload,
+            },
         }
-        crate::encode_frame(buf, &DataFrameRef::Message { seq, payload }, max_frame, "data frame")
+        let frame = DataFrameRef::Message {
+            seq,
+            correlation,
+            payload,
+        };
+        crate::encode_frame(buf, &frame, max_frame, "data frame")
     }
 }
 
@@ -541,8 +595,14 @@ mod tests {
 
     proptest! {
         #[test]
-        fn data_frames_round_trip(seq in any::<u64>(), payload in arb_payload()) {
-            let f = DataFrame::Message { seq, payload };
+        fn data_frames_round_trip(seq in any::<u64>(), id in any::<u64>(), kind in 0u8..4, payload in arb_payload()) {
+            let correlation = match kind {
+                0 => Correlation::None,
+                1 => Correlation::Request(id),
+                2 => Correlation::Ask(id),
+                _ => Correlation::Reply(id),
+            };
+            let f = DataFrame::Message { seq, correlation, payload };
             prop_assert_eq!(round_trip(&f), f);
         }
 
@@ -578,9 +638,15 @@ mod tests {
             bytes: vec![1, 2, 3],
         };
         let mut a = Vec::new();
-        DataFrame::encode_message(&mut a, 9, &payload, DEFAULT_MAX_FRAME).unwrap();
+        let correlation = Correlation::Request(7);
+        DataFrame::encode_message(&mut a, 9, correlation, &payload, DEFAULT_MAX_FRAME).unwrap();
         let mut b = Vec::new();
-        encode_frame(&mut b, &DataFrame::Message { seq: 9, payload }, DEFAULT_MAX_FRAME, "x").unwrap();
+        let owned = DataFrame::Message {
+            seq: 9,
+            correlation,
+            payload,
+        };
+        encode_frame(&mut b, &owned, DEFAULT_MAX_FRAME, "x").unwrap();
         assert_eq!(a, b);
     }
 

@@ -20,16 +20,21 @@
 //! }
 //! ```
 
-use greenroom_protocol::{Address, Capabilities, ChildSpec, ConventionMember, NodeId, Payload};
+use std::time::Duration;
+
+use greenroom_protocol::{Address, Capabilities, ChildSpec, ConventionMember, Correlation, NodeId, Payload};
 
 use crate::{
+    actor_ref::{ActorRef, Answers, Recipient},
     error::{Error, Result},
     message::{AnyMessage, Message},
+    request::{is_unit, Later, ReplyTo, Request, RequestId, RequestKind},
 };
 
-/// What `receive` returns. An error counts like a panic: the message is retried once, then
-/// returned to its sender as a [`crate::PoisonMessage`].
-pub type ActorResult = std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>;
+/// What `receive` (and a [`Handle`](crate::Handle), with its answer as `T`) returns. An
+/// error counts like a panic: the message is retried once, then returned to its sender as a
+/// [`crate::PoisonMessage`].
+pub type ActorResult<T = ()> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 /// An actor: state plus a `receive` that reacts to one message at a time.
 ///
@@ -187,8 +192,12 @@ pub fn actor_type_name<A: Actor>() -> &'static str {
 /// Users do not implement this; it is the seam that lets the same actor code run on every
 /// base.
 pub trait Backend {
-    /// Queues an encoded message for `to`, to be written when `receive` returns.
-    fn send(&mut self, to: Address, msg: AnyMessage) -> Result<()>;
+    /// Queues an encoded message for `to`, to be written when `receive` returns, with its
+    /// correlation (an answer's, or none).
+    fn send(&mut self, to: Address, msg: AnyMessage, correlation: Correlation) -> Result<()>;
+    /// Sends `msg` to `to` as a request of `kind`, whose answer (or timeout, after
+    /// `timeout`) this actor receives later as a `Reply`: never blocks.
+    fn request(&mut self, to: Address, msg: AnyMessage, kind: RequestKind, timeout: Duration) -> Result<RequestId>;
     /// Creates a child actor of the registered type `type_name`, supervised as `spec` says,
     /// and returns its address at once; messages to it wait until it is up.
     /// `requirements` are what the creator required of the system (empty for a plain
@@ -244,12 +253,26 @@ pub trait Backend {
 pub struct Context<'a> {
     me: Address,
     backend: &'a mut dyn Backend,
+    /// The sender of the message being handled.
+    sender: Address,
+    /// Whether that message is a request or an ask, whose answer goes back correlated.
+    correlation: Correlation,
+    /// An answer to it has been sent or handed to a [`ReplyTo`].
+    answered: bool,
 }
 
 impl<'a> Context<'a> {
-    /// A context for the actor at `me`, acting through `backend`. Called by the bases.
-    pub fn new(me: Address, backend: &'a mut dyn Backend) -> Self {
-        Context { me, backend }
+    /// A context for the actor at `me`, acting through `backend`, while it handles a message
+    /// from `sender` that came with `correlation`. Called by the bases.
+    #[doc(hidden)]
+    pub fn new(me: Address, backend: &'a mut dyn Backend, sender: Address, correlation: Correlation) -> Self {
+        Context {
+            me,
+            backend,
+            sender,
+            correlation,
+            answered: false,
+        }
     }
 
     /// This actor's own address.
@@ -257,15 +280,137 @@ impl<'a> Context<'a> {
         self.me
     }
 
-    /// Sends `msg` to `to`. Messages from one sender to one receiver arrive in order.
-    pub fn send<M: Message>(&mut self, to: Address, msg: M) -> Result<()> {
+    /// Sends `msg` to `to`: an [`Address`], or an [`ActorRef`] whose actor handles `M`.
+    /// Messages from one sender to one receiver arrive in order.
+    pub fn send<M: Message>(&mut self, to: impl Recipient<M>, msg: M) -> Result<()> {
         let msg = AnyMessage::new(&msg)?;
-        self.backend.send(to, msg)
+        self.backend.send(to.to_address(), msg, Correlation::None)
+    }
+
+    /// Asks `actor` to stop (sends it [`ActorExitRequest`](crate::ActorExitRequest)): the
+    /// same as `send(address, ActorExitRequest)`, for an [`ActorRef`] of any type.
+    pub fn stop(&mut self, actor: impl Into<Address>) -> Result<()> {
+        self.send(actor.into(), crate::ActorExitRequest)
     }
 
     /// Sends an already-encoded message (e.g. forwards one received).
     pub fn send_any(&mut self, to: Address, msg: AnyMessage) -> Result<()> {
-        self.backend.send(to, msg)
+        self.backend.send(to, msg, Correlation::None)
+    }
+
+    /// Sends the request `msg` to `to` without waiting: the answer arrives later as a
+    /// [`Reply<M>`](crate::Reply) message with the returned id (its sender is `to`), or, if
+    /// none comes within `timeout`, a `Reply` whose `result` says why (timed out, failed on
+    /// by the receiver, receiver gone, in doubt). Exactly one `Reply` arrives per request
+    /// while this actor's process lives; an answer that comes later is a dead letter, and so
+    /// is one for a request of an earlier incarnation of this actor.
+    ///
+    /// Two actors that request from each other never block: each goes on with its mailbox.
+    ///
+    /// ```
+    /// use greenroom::{dispatch, ActorResult, Address, Context, Handle, Reply, Request};
+    /// use std::time::Duration;
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct Count(String);
+    /// # impl Request for Count { type Reply = usize; }
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct Tally { counter: Address, text: String }
+    ///
+    /// #[derive(Default)]
+    /// struct Aggregator { total: usize }
+    ///
+    /// impl Handle<Tally> for Aggregator {
+    ///     type Reply = ();
+    ///     fn handle(&mut self, ctx: &mut Context<'_>, t: Tally, _: Address) -> ActorResult {
+    ///         ctx.request(t.counter, Count(t.text), Duration::from_secs(5))?;
+    ///         Ok(()) // back to the mailbox; the answer comes as a Reply<Count>
+    ///     }
+    /// }
+    /// impl Handle<Reply<Count>> for Aggregator {
+    ///     type Reply = ();
+    ///     fn handle(&mut self, _: &mut Context<'_>, reply: Reply<Count>, _: Address) -> ActorResult {
+    ///         self.total += reply.into_result()?; // names the request if it failed
+    ///         Ok(())
+    ///     }
+    /// }
+    /// dispatch!(Aggregator { Tally, Reply<Count> });
+    /// ```
+    pub fn request<M: Request>(&mut self, to: impl Answers<M>, msg: M, timeout: Duration) -> Result<RequestId> {
+        let msg = AnyMessage::new(&msg)?;
+        self.backend
+            .request(to.to_address(), msg, RequestKind::of::<M>(), timeout)
+    }
+
+    /// Answers the message being handled, to its sender: correlated with it if it is a
+    /// request or an ask (so that it reaches that call), as a plain message otherwise (what
+    /// Thespian's `ask` takes). Only the first answer to a message is sent; a second one is
+    /// logged and dropped.
+    ///
+    /// A [`Handle`](crate::Handle) answers by returning its reply instead; `reply` is for a
+    /// hand-written `receive`.
+    pub fn reply<R: Message>(&mut self, value: R) -> Result<()> {
+        let to = ReplyTo::<R>::new(self.sender, self.correlation);
+        if std::mem::replace(&mut self.answered, true) {
+            tracing::warn!(actor = %self.me, to = %self.sender, reply_type = R::type_tag(),
+                "a second answer to the same message was not sent: only the first one is");
+            return Ok(());
+        }
+        self.answer(to, value)
+    }
+
+    /// Takes the answer to the message being handled into the actor's own hands: the
+    /// [`ReplyTo`] answers it later, from this actor ([`Context::answer`]) or from any other
+    /// it is sent to; a [`Handle`](crate::Handle) returns the [`Later`] as its reply, which
+    /// sends nothing now.
+    ///
+    /// ```
+    /// use greenroom::{ActorResult, Address, Context, Handle, Later, Request, ReplyTo};
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct Lookup(String);
+    /// # impl Request for Lookup { type Reply = Option<String>; }
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct Fetch { key: String, answer: ReplyTo<Option<String>> }
+    /// struct Front { backend: Address }
+    /// impl Handle<Lookup> for Front {
+    ///     type Reply = Later<Option<String>>;
+    ///     fn handle(&mut self, ctx: &mut Context<'_>, Lookup(key): Lookup, _: Address) -> ActorResult<Self::Reply> {
+    ///         let (later, answer) = ctx.reply_later();
+    ///         // The backend answers the original requester itself, with `ctx.answer(answer, value)`.
+    ///         ctx.send(self.backend, Fetch { key, answer })?;
+    ///         Ok(later)
+    ///     }
+    /// }
+    /// ```
+    pub fn reply_later<R: Message>(&mut self) -> (Later<R>, ReplyTo<R>) {
+        self.answered = true;
+        (Later::new(), ReplyTo::new(self.sender, self.correlation))
+    }
+
+    /// Sends the answer a [`ReplyTo`] stands for (see [`Context::reply_later`]).
+    pub fn answer<R: Message>(&mut self, to: ReplyTo<R>, value: R) -> Result<()> {
+        match to.route(is_unit::<R>()) {
+            Some((address, correlation)) => self.backend.send(address, AnyMessage::new(&value)?, correlation),
+            None => Ok(()),
+        }
+    }
+
+    /// What [`dispatch!`](macro@crate::dispatch) does with a handler's return value: answer a
+    /// request or an ask (not a plain message), unless the handler already did.
+    #[doc(hidden)]
+    pub fn answer_current<R: Message>(&mut self, value: R) -> Result<()> {
+        if self.correlation.request_id().is_none() || self.answered {
+            return Ok(());
+        }
+        self.reply(value)
+    }
+
+    /// Whether the message being handled is a request or an ask, or an answer.
+    #[doc(hidden)]
+    pub fn correlation(&self) -> Correlation {
+        self.correlation
+    }
+
+    /// Sends `msg` with a correlation of the caller's choosing (a troupe manager returning a
+    /// request that a worker died on to its requester, as that request's answer).
+    #[doc(hidden)]
+    pub fn send_correlated<M: Message>(&mut self, to: Address, msg: M, correlation: Correlation) -> Result<()> {
+        self.backend.send(to, AnyMessage::new(&msg)?, correlation)
     }
 
     /// Creates a child actor of type `A` with the default [`ChildSpec`] (permanent, restarted
@@ -275,20 +420,22 @@ impl<'a> Context<'a> {
     ///
     /// Fails with [`Error::NoCompatibleSystem`] if `A`'s [`Actor::accepts`] refuses the
     /// system's capabilities.
-    pub fn create_actor<A: Actor>(&mut self) -> Result<Address> {
+    pub fn create_actor<A: Actor>(&mut self) -> Result<ActorRef<A>> {
         self.create_checked::<A>(
             created_type_name::<A>(),
             ChildSpec::default(),
             None,
             &Capabilities::new(),
         )
+        .map(ActorRef::from_address)
     }
 
     /// Creates a child actor of type `A` if `A`'s [`Actor::accepts`] takes this system for
     /// `requirements` (Thespian's `targetActorRequirements`); else
     /// [`Error::NoCompatibleSystem`]. Placement on other systems comes with conventions.
-    pub fn create_actor_requiring<A: Actor>(&mut self, requirements: &Capabilities) -> Result<Address> {
+    pub fn create_actor_requiring<A: Actor>(&mut self, requirements: &Capabilities) -> Result<ActorRef<A>> {
         self.create_checked::<A>(created_type_name::<A>(), ChildSpec::default(), None, requirements)
+            .map(ActorRef::from_address)
     }
 
     /// Creates `type_name` (`A` itself, or `A`'s troupe manager) if `A` accepts the system.
@@ -316,11 +463,11 @@ impl<'a> Context<'a> {
     /// Creates a child [troupe](crate::troupe) of `A` workers with these settings (whatever
     /// `A` declares), and returns the troupe's address. `spec` is the manager's: its
     /// `supervision` bounds how often workers may be restarted.
-    pub fn create_troupe<A: Actor>(&mut self, settings: crate::Troupe, spec: ChildSpec) -> Result<Address> {
+    pub fn create_troupe<A: Actor>(&mut self, settings: crate::Troupe, spec: ChildSpec) -> Result<ActorRef<A>> {
         let manager = crate::troupe::manager_type_name::<A>();
         let troupe = self.create_checked::<A>(manager, spec, None, &Capabilities::new())?;
         self.send(troupe, crate::troupe::ConfigureTroupe(settings))?;
-        Ok(troupe)
+        Ok(ActorRef::from_address(troupe))
     }
 
     /// In a troupe worker: `true` keeps this worker busy after `receive` returns, so that its
@@ -374,8 +521,9 @@ impl<'a> Context<'a> {
     /// let worker = ctx.create_actor_with::<Worker>(spec)?;
     /// # let _ = worker; Ok(()) }
     /// ```
-    pub fn create_actor_with<A: Actor>(&mut self, spec: ChildSpec) -> Result<Address> {
+    pub fn create_actor_with<A: Actor>(&mut self, spec: ChildSpec) -> Result<ActorRef<A>> {
         self.create_checked::<A>(created_type_name::<A>(), spec, None, &Capabilities::new())
+            .map(ActorRef::from_address)
     }
 
     /// Asks for a [`crate::WakeupMessage`] carrying `payload` to be delivered to this actor

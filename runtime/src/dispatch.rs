@@ -2,18 +2,25 @@
 //!
 //! Implement [`Handle<M>`] for each message type an actor handles, then let [`dispatch!`](macro@crate::dispatch)
 //! write its [`Actor::receive`](crate::Actor::receive): it tries each listed type in order,
-//! decodes the first that matches, and calls that handler. Anything else goes to an
-//! "unhandled" method if one is named, or is logged (at debug) and ignored. The raw
+//! decodes the first that matches, calls that handler, and sends its return value as the
+//! answer when the message is a [request](crate::request) (or an `ask`). Anything else goes
+//! to an "unhandled" method if one is named, or is logged (at debug) and ignored. The raw
 //! `receive` stays available: an actor may implement [`Actor`](crate::Actor) by hand instead.
 //!
+//! The `Handle` implementations are also what makes an [`ActorRef<A>`](crate::ActorRef)
+//! accept a message type at compile time.
+//!
 //! ```
-//! use greenroom::{dispatch, ActorResult, Address, AnyMessage, Context, Handle, WakeupMessage};
+//! use greenroom::{dispatch, ActorResult, Address, AnyMessage, Context, Handle, Request};
 //! use serde::{Deserialize, Serialize};
 //!
 //! #[derive(Serialize, Deserialize)]
 //! struct Greeting(String);
 //! #[derive(Serialize, Deserialize)]
-//! struct Ping;
+//! struct HowMany;
+//! impl Request for HowMany {
+//!     type Reply = u32;
+//! }
 //!
 //! #[derive(Default)]
 //! struct Greeter {
@@ -21,6 +28,7 @@
 //! }
 //!
 //! impl Handle<Greeting> for Greeter {
+//!     type Reply = (); // a one-way message: nothing to answer
 //!     fn handle(&mut self, ctx: &mut Context<'_>, msg: Greeting, sender: Address) -> ActorResult {
 //!         self.greeted += 1;
 //!         ctx.send(sender, format!("{}, World!", msg.0))?;
@@ -28,10 +36,10 @@
 //!     }
 //! }
 //!
-//! impl Handle<Ping> for Greeter {
-//!     fn handle(&mut self, ctx: &mut Context<'_>, _: Ping, sender: Address) -> ActorResult {
-//!         ctx.send(sender, self.greeted)?;
-//!         Ok(())
+//! impl Handle<HowMany> for Greeter {
+//!     type Reply = u32; // the answer to the request
+//!     fn handle(&mut self, _: &mut Context<'_>, _: HowMany, _: Address) -> ActorResult<u32> {
+//!         Ok(self.greeted)
 //!     }
 //! }
 //!
@@ -42,7 +50,7 @@
 //!     }
 //! }
 //!
-//! dispatch!(Greeter { Greeting, Ping } else other);
+//! dispatch!(Greeter { Greeting, HowMany } else other);
 //! ```
 
 use greenroom_protocol::Address;
@@ -50,12 +58,27 @@ use greenroom_protocol::Address;
 use crate::{
     actor::{ActorResult, Context},
     message::Message,
+    request::IntoReply,
 };
 
 /// Handles one message type; see [`dispatch!`](macro@crate::dispatch).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` does not handle `{M}`: there is no `impl Handle<{M}> for {Self}`",
+    label = "an `ActorRef<{Self}>` only takes the message types its actor handles",
+    note = "implement `Handle<{M}>` for `{Self}` and list `{M}` in its `dispatch!`, or send to `.address()` to skip the check"
+)]
 pub trait Handle<M: Message> {
-    /// Handles `msg` from `sender`.
-    fn handle(&mut self, ctx: &mut Context<'_>, msg: M, sender: Address) -> ActorResult;
+    /// The answer to `M`: `()` for a message that needs none; for a
+    /// [`Request`](crate::Request), its `Reply` (which [`ActorRef`](crate::ActorRef) checks),
+    /// or [`Later`](crate::Later) of it to answer afterwards through a
+    /// [`ReplyTo`](crate::ReplyTo).
+    ///
+    /// [`dispatch!`](macro@crate::dispatch) sends it back when `M` came as a request (even
+    /// `()`) or an `ask` (unless `()`); a message sent with `tell` or `send` gets no answer.
+    type Reply: IntoReply;
+
+    /// Handles `msg` from `sender`; an error counts like a panic.
+    fn handle(&mut self, ctx: &mut Context<'_>, msg: M, sender: Address) -> ActorResult<Self::Reply>;
 }
 
 /// Implements [`Actor`](crate::Actor) for a type by dispatching each message to its
@@ -88,7 +111,8 @@ macro_rules! dispatch {
             ) -> $crate::ActorResult {
                 $(
                     if let Some(decoded) = $m.downcast::<$msg>() {
-                        return <Self as $crate::Handle<$msg>>::handle(self, $ctx, decoded, $sender);
+                        let reply = <Self as $crate::Handle<$msg>>::handle(self, $ctx, decoded, $sender)?;
+                        return $crate::dispatch::respond($ctx, reply);
                     }
                 )+
                 let $this = self;
@@ -96,6 +120,16 @@ macro_rules! dispatch {
             }
         }
     };
+}
+
+/// What [`dispatch!`](macro@crate::dispatch) does with a handler's return value: the answer
+/// to a request or an ask (see [`Handle::Reply`]).
+#[doc(hidden)]
+pub fn respond<R: IntoReply>(ctx: &mut Context<'_>, reply: R) -> ActorResult {
+    if let Some(value) = reply.into_reply() {
+        ctx.answer_current(value)?;
+    }
+    Ok(())
 }
 
 /// What [`dispatch!`](macro@crate::dispatch) does with a message no handler takes: log it.
@@ -120,18 +154,21 @@ mod tests {
         others: Vec<String>,
     }
     impl Handle<String> for Counter {
+        type Reply = ();
         fn handle(&mut self, _: &mut Context<'_>, msg: String, _: Address) -> ActorResult {
             self.words.push(msg);
             Ok(())
         }
     }
     impl Handle<u64> for Counter {
+        type Reply = ();
         fn handle(&mut self, _: &mut Context<'_>, msg: u64, _: Address) -> ActorResult {
             self.numbers += msg;
             Ok(())
         }
     }
     impl Handle<Query> for Counter {
+        type Reply = ();
         fn handle(&mut self, ctx: &mut Context<'_>, _: Query, sender: Address) -> ActorResult {
             ctx.send(sender, (self.words.clone(), self.numbers, self.others.clone()))?;
             Ok(())
@@ -155,7 +192,7 @@ mod tests {
         system.tell(counter, "hello".to_string()).unwrap();
         system.tell(counter, 5u64).unwrap();
         system.tell(counter, 7u64).unwrap();
-        system.tell(counter, true).unwrap();
+        system.tell(counter.address(), true).unwrap(); // not a type it handles: an Address takes it
         let seen: (Vec<String>, u64, Vec<String>) =
             system.ask(counter, Query, std::time::Duration::from_secs(1)).unwrap();
         assert_eq!(seen, (vec!["hello".to_string()], 12, vec!["bool".to_string()]));

@@ -72,6 +72,15 @@ pub enum Error {
         details: String,
     },
 
+    /// A request got no answer (see [`crate::Reply::into_result`]).
+    #[error("{request} (`{message_type}`) to {address} failed: {error}")]
+    RequestFailed {
+        request: crate::RequestId,
+        address: Address,
+        message_type: &'static str,
+        error: crate::RequestError,
+    },
+
     /// `ask` got a reply of another type than the one asked for.
     #[error("expected a reply of type `{expected}` from {address}, got `{got}`")]
     UnexpectedReply {

@@ -8,30 +8,36 @@
 //! A complete program — the executable doubles as admin and host binary:
 //!
 //! ```no_run
-//! use greenroom::{Actor, ActorExitRequest, ActorResult, ActorSystem, Address, AnyMessage, Context, Registry};
+//! use greenroom::{dispatch, ActorResult, ActorSystem, Address, Context, Handle, Registry, Request};
+//! use serde::{Deserialize, Serialize};
 //! use std::time::Duration;
+//!
+//! /// Asks for a greeting.
+//! #[derive(Serialize, Deserialize)]
+//! struct Hi;
+//! impl Request for Hi {
+//!     type Reply = String;
+//! }
 //!
 //! #[derive(Default)]
 //! struct Hello;
-//!
-//! impl Actor for Hello {
-//!     fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, sender: Address) -> ActorResult {
-//!         if msg.is::<String>() {
-//!             ctx.send(sender, "Hello, World!".to_string())?;
-//!         }
-//!         Ok(())
+//! impl Handle<Hi> for Hello {
+//!     type Reply = String;
+//!     fn handle(&mut self, _: &mut Context<'_>, _: Hi, _: Address) -> ActorResult<String> {
+//!         Ok("Hello, World!".to_string())
 //!     }
 //! }
+//! dispatch!(Hello { Hi });
 //!
 //! fn main() -> Result<(), greenroom::Error> {
 //!     // In an admin or host process this call runs that role and never returns.
 //!     greenroom_host::init(Registry::new().register::<Hello>());
 //!     let system = ActorSystem::start()?;
 //!     let hello = system.create_actor::<Hello>()?;
-//!     let reply: String = system.ask(hello, "hi".to_string(), Duration::from_secs(1))?;
+//!     let reply = system.request(hello, Hi, Duration::from_secs(1))?;
 //!     println!("{reply}");
-//!     system.tell(hello, ActorExitRequest)?;
-//!     Ok(())
+//!     system.stop(hello)?;
+//!     system.shutdown()
 //! }
 //! # mod greenroom_host { pub fn init(_: greenroom::Registry) {} }
 //! ```
@@ -39,6 +45,7 @@
 //! See `ARCHITECTURE.md` in the repository for how the processes and sockets fit together.
 
 pub mod actor;
+pub mod actor_ref;
 pub mod admin;
 pub mod convention;
 pub mod dispatch;
@@ -49,11 +56,13 @@ pub mod message;
 #[doc(hidden)]
 pub mod net;
 pub mod process_role;
+pub mod request;
 pub mod runtime_dir;
 pub mod system;
 pub mod troupe;
 
 pub use actor::{actor_type_name, Actor, ActorResult, Backend, Context, Registry};
+pub use actor_ref::{ActorRef, Answers, Recipient};
 pub use dispatch::Handle;
 pub use error::{Error, Result};
 pub use greenroom_protocol::{
@@ -64,5 +73,6 @@ pub use message::{
     ActorExitRequest, ActorSystemConventionUpdate, AnyMessage, ChildActorExited, ChildRestarted, DeadEnvelope, Message,
     PoisonMessage, WakeupMessage,
 };
+pub use request::{IntoReply, Later, Reply, ReplyTo, Request, RequestError, RequestId};
 pub use system::{ActorInfo, ActorSystem, Base, Delivery, SystemConfig};
 pub use troupe::{Troupe, TroupeReport, TroupeStatus, UpdateTroupeSettings};

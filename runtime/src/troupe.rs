@@ -159,11 +159,13 @@ pub struct TroupeReport {
     pub queued: u64,
 }
 
-/// A message handed to a worker, with its original sender. Unwrapped by the worker's base.
+/// A message handed to a worker, with its original sender and correlation (a request's
+/// answer goes from the worker straight to its requester). Unwrapped by the worker's base.
 #[doc(hidden)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TroupeWork {
     pub sender: Address,
+    pub correlation: greenroom_protocol::Correlation,
     pub message: AnyMessage,
 }
 
@@ -331,6 +333,7 @@ impl<W: Actor> TroupeManager<W> {
             worker,
             &TroupeWork {
                 sender,
+                correlation: ctx.correlation(),
                 message: msg.clone(),
             },
         )?;
@@ -429,13 +432,12 @@ impl<W: Actor> TroupeManager<W> {
     fn returned(&mut self, ctx: &mut Context<'_>, poison: PoisonMessage, from: Address) -> ActorResult {
         match poison.message.downcast::<TroupeWork>() {
             Some(work) => {
-                ctx.send(
-                    work.sender,
-                    PoisonMessage {
-                        message: work.message,
-                        details: poison.details,
-                    },
-                )?;
+                // The answer to the request (or ask) it was, if it was one.
+                let poison = PoisonMessage {
+                    message: work.message,
+                    details: poison.details,
+                };
+                ctx.send_correlated(work.sender, poison, work.correlation.answer())?;
                 self.finished_one(ctx, from)?;
             }
             None => tracing::warn!(%from, message_type = poison.message.tag(), details = %poison.details,
@@ -624,6 +626,7 @@ mod tests {
         let manager = Address::local(7);
         let job = AnyMessage::new(&TroupeWork {
             sender: Address::local(3),
+            correlation: greenroom_protocol::Correlation::Request(8),
             message: AnyMessage::new(&1u32).unwrap(),
         })
         .unwrap();

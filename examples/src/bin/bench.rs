@@ -21,8 +21,8 @@ use std::{
 };
 
 use greenroom::{
-    Actor, ActorExitRequest, ActorResult, ActorSystem, Address, AnyMessage, Backoff, ChildSpec, Context, Error,
-    Registry, SupervisorSpec, SystemConfig, Troupe,
+    Actor, ActorExitRequest, ActorRef, ActorResult, ActorSystem, Address, AnyMessage, Backoff, ChildSpec, Context,
+    Error, Registry, SupervisorSpec, SystemConfig, Troupe,
 };
 use serde::{Deserialize, Serialize};
 
@@ -298,8 +298,8 @@ fn raw_throughput(messages: usize) -> std::io::Result<f64> {
 }
 
 fn greenroom_throughput(system: &ActorSystem, messages: u32) -> Result<f64, Error> {
-    let source = system.create_actor::<Source>()?;
-    let sink = system.create_actor::<Sink>()?;
+    let source = system.create_actor::<Source>()?.address();
+    let sink = system.create_actor::<Sink>()?.address();
     let batch = 20_000u32;
     let start = Instant::now();
     let mut sent = 0;
@@ -335,7 +335,7 @@ fn greenroom_create(system: &ActorSystem, trials: usize) -> Result<Latency, Erro
     let mut samples = Vec::with_capacity(trials);
     for _ in 0..trials {
         let t = Instant::now();
-        let echo = system.create_actor::<Echo>()?;
+        let echo = system.create_actor::<Echo>()?.address();
         let _: u64 = system.ask(echo, 1u64, Duration::from_secs(10))?;
         samples.push(t.elapsed());
         system.tell(echo, ActorExitRequest)?;
@@ -392,7 +392,7 @@ fn answered_after_restart(system: &ActorSystem, echo: Address, nonce: u64) -> Re
 }
 
 fn greenroom_kill_restart(system: &ActorSystem, trials: usize) -> Result<Latency, Error> {
-    let echo = system.create_actor::<Echo>()?;
+    let echo = system.create_actor::<Echo>()?.address();
     let mut nonce = 0u64;
     let mut samples = Vec::with_capacity(trials);
     for _ in 0..trials {
@@ -465,13 +465,13 @@ struct TroupeFigures {
 }
 
 fn troupe_figures(system: &ActorSystem, jobs: u64, reps: usize, rounds: usize) -> Result<TroupeFigures, Error> {
-    let single = system.create_actor::<Hasher>()?;
+    let single = system.create_actor::<Hasher>()?.address();
     let pool = Troupe {
         max_workers: 2,
         idle_workers: 2,
         ..Troupe::default()
     };
-    let troupe = system.create_troupe::<Hasher>(pool, ChildSpec::default())?;
+    let troupe = system.create_troupe::<Hasher>(pool, ChildSpec::default())?.address();
     // Warm up, and start both workers.
     hash_jobs(system, single, 4, HASH_ROUNDS)?;
     hash_jobs(system, troupe, 4, HASH_ROUNDS)?;
@@ -486,12 +486,12 @@ fn troupe_figures(system: &ActorSystem, jobs: u64, reps: usize, rounds: usize) -
     stop(system, single)?;
     stop(system, troupe)?;
 
-    let direct = system.create_actor::<Echo>()?;
+    let direct = system.create_actor::<Echo>()?.address();
     let one = Troupe {
         max_workers: 1,
         ..Troupe::default()
     };
-    let relayed = system.create_troupe::<Echo>(one, ChildSpec::default())?;
+    let relayed = system.create_troupe::<Echo>(one, ChildSpec::default())?.address();
     let direct_rt = greenroom_round_trip(system, direct, rounds)?;
     let relayed_rt = greenroom_round_trip(system, relayed, rounds)?;
     stop(system, direct)?;
@@ -563,7 +563,7 @@ fn many_actors(n: usize) -> Result<(Duration, Duration, Duration, usize), Error>
     let system = ActorSystem::start()?;
     let t = Instant::now();
     let actors: Vec<Address> = (0..n)
-        .map(|_| system.create_actor::<Echo>())
+        .map(|_| system.create_actor::<Echo>().map(ActorRef::address))
         .collect::<Result<_, _>>()?;
     let create = t.elapsed();
     let t = Instant::now();
@@ -636,7 +636,7 @@ fn run(quick: bool, json: Option<String>) -> Result<(), Box<dyn std::error::Erro
 
     // 1. Ask round trip, unpinned and pinned to one CPU.
     let raw = raw_round_trip(rounds)?;
-    let echo = system.create_actor::<Echo>()?;
+    let echo = system.create_actor::<Echo>()?.address();
     let gr = greenroom_round_trip(&system, echo, rounds)?;
     rows.push(Row {
         figure: "ask round trip 64 B (p50/p99)".into(),

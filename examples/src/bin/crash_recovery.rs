@@ -306,7 +306,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         ..Default::default()
     };
     let system = ActorSystem::start_with(SystemConfig::default().root_supervision(supervision))?;
-    let counter = system.create_actor::<Counter>()?;
+    let counter = system.create_actor::<Counter>()?.address();
     let mut load = Load::new(&system, counter);
     let mut recoveries = Vec::new();
     let mut address_changed = false;

@@ -106,7 +106,7 @@ fn main() -> Result<(), Error> {
         ..SupervisorSpec::default()
     });
     let system = ActorSystem::start_with(config)?;
-    let actor = system.create_actor::<Mortal>()?;
+    let actor = system.create_actor::<Mortal>()?.address();
     let mut nonce = 0;
     println!("{:<28} {:>12} {:>10}", "death mode", "recovery p50", "restarted");
     for (name, order) in [

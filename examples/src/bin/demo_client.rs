@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use greenroom::ActorSystem;
+use greenroom::{ActorRef, ActorSystem};
 use greenroom_examples::demo::{Add, Counter, Greet, Pool, Total};
 
 fn main() {
@@ -33,12 +33,13 @@ fn main() {
 fn run(name: &str) -> Result<(), greenroom::Error> {
     let system = ActorSystem::connect(name)?;
     let timeout = Duration::from_secs(10);
-    let counter = system.create_actor_global::<Counter>("counter")?;
+    // A global name may be held by an actor of any type: the address is typed on our word.
+    let counter = ActorRef::<Counter>::from_address(system.create_actor_global::<Counter>("counter")?);
     system.tell(counter, Add(1))?;
-    let total: u64 = system.ask(counter, Total, timeout)?;
+    let total = system.request(counter, Total, timeout)?;
     println!("counter {counter}: total {total}");
-    let pool = system.create_actor_global::<Pool>("pool")?;
-    let greeting: String = system.ask(pool, Greet("World".into()), timeout)?;
+    let pool = ActorRef::<Pool>::from_address(system.create_actor_global::<Pool>("pool")?);
+    let greeting = system.request(pool, Greet("World".into()), timeout)?;
     println!("pool {pool}: {greeting}");
     // Dropping the client detaches it; the system and its actors run on.
     Ok(())

@@ -1,4 +1,4 @@
-//! The seed's "Hello World": one actor, one ask, one exit request.
+//! The seed's "Hello World": one actor, one question, one exit request.
 //!
 //! ```text
 //! $ cargo run -p greenroom-examples --bin hello
@@ -6,25 +6,33 @@
 //! ```
 //!
 //! `Hello` runs in its own process, started from this same executable; with `--base simple`
-//! it runs in this process instead, and the output is the same.
+//! it runs in this process instead, and the output is the same. The question is a
+//! [`Request`]: its answer comes back to this call and nowhere else.
 
 use std::time::Duration;
 
-use greenroom::{
-    Actor, ActorExitRequest, ActorResult, ActorSystem, Address, AnyMessage, Context, Registry, SystemConfig,
-};
+use greenroom::{dispatch, ActorResult, ActorSystem, Address, Context, Handle, Registry, Request, SystemConfig};
+use serde::{Deserialize, Serialize};
+
+/// Asks for a greeting.
+#[derive(Serialize, Deserialize)]
+struct Hi;
+
+impl Request for Hi {
+    type Reply = String;
+}
 
 #[derive(Default)]
 struct Hello;
 
-impl Actor for Hello {
-    fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, sender: Address) -> ActorResult {
-        if msg.is::<String>() {
-            ctx.send(sender, "Hello, World!".to_string())?;
-        }
-        Ok(())
+impl Handle<Hi> for Hello {
+    type Reply = String;
+    fn handle(&mut self, _: &mut Context<'_>, _: Hi, _: Address) -> ActorResult<String> {
+        Ok("Hello, World!".to_string())
     }
 }
+
+dispatch!(Hello { Hi });
 
 fn main() -> Result<(), greenroom::Error> {
     greenroom_host::init(Registry::new().register::<Hello>());
@@ -32,8 +40,8 @@ fn main() -> Result<(), greenroom::Error> {
     let base = greenroom_examples::base_from_args();
     let system = ActorSystem::start_with(SystemConfig::default().base(base))?;
     let hello = system.create_actor::<Hello>()?;
-    let reply: String = system.ask(hello, "hi".to_string(), Duration::from_secs(1))?;
+    let reply = system.request(hello, Hi, Duration::from_secs(1))?;
     println!("{reply}");
-    system.tell(hello, ActorExitRequest)?;
+    system.stop(hello)?;
     system.shutdown()
 }

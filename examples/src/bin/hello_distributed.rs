@@ -47,8 +47,8 @@ struct Hello;
 impl Actor for Hello {
     fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, sender: Address) -> ActorResult {
         if msg.downcast::<String>().as_deref() == Some("hi") {
-            let world = ctx.create_actor::<World>()?;
-            let punct = ctx.create_actor::<Punctuate>()?;
+            let world = ctx.create_actor::<World>()?.address();
+            let punct = ctx.create_actor::<Punctuate>()?.address();
             let greeting = Greeting {
                 message: "Hello".into(),
                 send_to: vec![punct, sender],
@@ -174,7 +174,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let beta = member(&secret, "beta", true, beta_addr, Some(alpha_addr))?;
     wait_for_member_with(&alpha, "world")?;
 
-    let hello = alpha.create_actor::<Hello>()?;
+    let hello = alpha.create_actor::<Hello>()?.address();
     let greeting: Greeting = alpha.ask(hello, "hi".to_string(), Duration::from_secs(10))?;
     println!("{}", greeting.message);
     let ran_on: Vec<String> = greeting

@@ -31,8 +31,8 @@ struct Hello;
 impl Actor for Hello {
     fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, sender: Address) -> ActorResult {
         if msg.downcast::<String>().as_deref() == Some("hi") {
-            let world = ctx.create_actor::<World>()?;
-            let punct = ctx.create_actor::<Punctuate>()?;
+            let world = ctx.create_actor::<World>()?.address();
+            let punct = ctx.create_actor::<Punctuate>()?.address();
             let greeting = Greeting {
                 message: "Hello".into(),
                 send_to: vec![punct, sender],
@@ -81,7 +81,7 @@ fn main() -> Result<(), greenroom::Error> {
 
     let base = greenroom_examples::base_from_args();
     let system = ActorSystem::start_with(SystemConfig::default().base(base))?;
-    let hello = system.create_actor::<Hello>()?;
+    let hello = system.create_actor::<Hello>()?.address();
     let timeout = Duration::from_millis(2000);
     for _ in 0..2 {
         let greeting: Greeting = system.ask(hello, "hi".to_string(), timeout)?;

@@ -22,8 +22,8 @@
 use std::time::Duration;
 
 use greenroom::{
-    ActorExitRequest, ActorResult, ActorSystem, Address, Base, ChildActorExited, Context, Handle, PoisonMessage,
-    Registry, SystemConfig, WakeupMessage,
+    ActorExitRequest, ActorRef, ActorResult, ActorSystem, Address, Base, ChildActorExited, Context, Handle,
+    PoisonMessage, Registry, SystemConfig, WakeupMessage,
 };
 use serde::{Deserialize, Serialize};
 
@@ -59,6 +59,7 @@ struct Goodbye(usize);
 struct Counter;
 
 impl Handle<String> for Counter {
+    type Reply = ();
     fn handle(&mut self, ctx: &mut Context<'_>, sentence: String, sender: Address) -> ActorResult {
         if sentence == "PANIC" {
             panic!("a counter cannot count a panic");
@@ -95,11 +96,12 @@ impl Census {
 }
 
 impl Handle<Job> for Census {
+    type Reply = ();
     fn handle(&mut self, ctx: &mut Context<'_>, job: Job, sender: Address) -> ActorResult {
         self.client = Some(sender);
         if self.workers.is_empty() {
             self.workers = (0..3)
-                .map(|_| ctx.create_actor::<Counter>())
+                .map(|_| ctx.create_actor::<Counter>().map(ActorRef::address))
                 .collect::<Result<_, _>>()?;
         }
         for (i, sentence) in job.0.into_iter().enumerate() {
@@ -112,6 +114,7 @@ impl Handle<Job> for Census {
 }
 
 impl Handle<Counted> for Census {
+    type Reply = ();
     fn handle(&mut self, ctx: &mut Context<'_>, counted: Counted, _sender: Address) -> ActorResult {
         self.lines
             .push(format!("{} words  {:?}", counted.words, counted.sentence));
@@ -121,6 +124,7 @@ impl Handle<Counted> for Census {
 }
 
 impl Handle<PoisonMessage> for Census {
+    type Reply = ();
     fn handle(&mut self, ctx: &mut Context<'_>, poison: PoisonMessage, _sender: Address) -> ActorResult {
         let sentence = poison.message.downcast::<String>().unwrap_or_default();
         let why = poison.details.split(" (at ").next().unwrap_or_default().to_owned();
@@ -131,6 +135,7 @@ impl Handle<PoisonMessage> for Census {
 }
 
 impl Handle<WakeupMessage> for Census {
+    type Reply = ();
     fn handle(&mut self, ctx: &mut Context<'_>, _: WakeupMessage, _sender: Address) -> ActorResult {
         self.deadline_rang = true;
         self.report_if_done(ctx)
@@ -138,6 +143,7 @@ impl Handle<WakeupMessage> for Census {
 }
 
 impl Handle<ChildActorExited> for Census {
+    type Reply = ();
     fn handle(&mut self, ctx: &mut Context<'_>, _: ChildActorExited, _sender: Address) -> ActorResult {
         self.exited += 1;
         if self.exited == self.workers.len() {
@@ -150,6 +156,7 @@ impl Handle<ChildActorExited> for Census {
 }
 
 impl Handle<ActorExitRequest> for Census {
+    type Reply = ();
     fn handle(&mut self, _: &mut Context<'_>, _: ActorExitRequest, _sender: Address) -> ActorResult {
         Ok(())
     }
@@ -167,7 +174,7 @@ greenroom::dispatch!(Census {
 /// Runs the census on `base`; returns what it printed.
 fn run(base: Base) -> Result<Vec<String>, greenroom::Error> {
     let system = ActorSystem::start_with(SystemConfig::default().base(base))?;
-    let census = system.create_actor::<Census>()?;
+    let census = system.create_actor::<Census>()?.address();
     let job = Job(SENTENCES.iter().map(|s| s.to_string()).collect());
     let Report(mut lines) = system.ask(census, job, Duration::from_secs(10))?;
     system.tell(census, ActorExitRequest)?;

@@ -544,7 +544,11 @@ impl Loop {
         match state {
             (None, None) => self.sender_handshake(token, body),
             (Some(((from, to), stream)), _) => match decode::<DataFrame>(body, "data frame") {
-                Ok(DataFrame::Message { seq, payload }) => {
+                Ok(DataFrame::Message {
+                    seq,
+                    correlation,
+                    payload,
+                }) => {
                     if let Some(side) = self.conns.get_mut(&token) {
                         side.forwarded = seq;
                     }
@@ -553,6 +557,7 @@ impl Loop {
                         to,
                         stream,
                         seq,
+                        correlation,
                         payload,
                     };
                     if let Err(why) = self.forward(to.node(), frame) {
@@ -705,6 +710,7 @@ impl Loop {
                 to,
                 stream,
                 seq,
+                correlation,
                 payload,
             } => {
                 let pair = (from, to);
@@ -742,7 +748,7 @@ impl Loop {
                     }
                 };
                 let Some(side) = self.conns.get_mut(&token) else { return };
-                if let Err(e) = DataFrame::encode_message(&mut side.out, seq, &payload, self.max_frame) {
+                if let Err(e) = DataFrame::encode_message(&mut side.out, seq, correlation, &payload, self.max_frame) {
                     tracing::warn!(%from, %to, error = %e, "gateway: a message this node cannot carry");
                     self.close(token, &format!("message not carried: {e}"));
                     return;

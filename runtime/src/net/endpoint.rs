@@ -36,8 +36,9 @@ use std::{
 
 use super::pending::Pending;
 use greenroom_protocol::{
-    encode_frame, frame::decode, ActorState, Address, Capabilities, ChildSpec, DataFrame, DataReply, ExitCause,
-    FrameReader, FromAdmin, Handshake, HandshakeReply, NodeId, PeerRole, ProtocolError, ReadUntil, Recovery, ToAdmin,
+    encode_frame, frame::decode, ActorState, Address, Capabilities, ChildSpec, Correlation, DataFrame, DataReply,
+    ExitCause, FrameReader, FromAdmin, Handshake, HandshakeReply, NodeId, PeerRole, ProtocolError, ReadUntil, Recovery,
+    ToAdmin,
 };
 use mio::{
     net::{UnixListener, UnixStream},
@@ -71,6 +72,8 @@ pub const ACK_DELAY: Duration = Duration::from_millis(10);
 const CONTROL: Token = Token(0);
 const LISTENER: Token = Token(1);
 const FIRST_CONN: usize = 2;
+/// The token of the endpoint's [`Endpoint::waker`]: another thread wants the endpoint.
+const WAKER: Token = Token(usize::MAX - 1);
 
 /// Something that arrived for this endpoint.
 #[derive(Debug)]
@@ -80,6 +83,8 @@ pub enum Inbound {
         sender: Address,
         msg: AnyMessage,
         receipt: Receipt,
+        /// Whether it is a request, an ask, or the answer to one of ours.
+        correlation: Correlation,
     },
     /// A frame from the admin that nobody was waiting for as a reply.
     Control(FromAdmin),
@@ -88,10 +93,7 @@ pub enum Inbound {
         peer: Address,
         cause: LostCause,
         /// Messages sent to the peer that it never processed, oldest first.
-        undelivered: Vec<AnyMessage>,
-        /// Which sends they were (as [`Endpoint::send_tracked`] named them), in the same
-        /// order: equal messages are told apart by these.
-        ids: Vec<SentId>,
+        returned: Vec<Returned>,
     },
     /// The control connection to the admin ended.
     AdminLost,
@@ -133,6 +135,22 @@ pub enum LostCause {
 }
 
 impl LostCause {
+    /// Why a request among the messages that came back got no answer.
+    pub fn request_error(&self) -> crate::RequestError {
+        use crate::RequestError as E;
+        match self {
+            LostCause::Gone(cause) => E::Gone { cause: cause.clone() },
+            LostCause::Unknown => E::Unknown,
+            LostCause::InDoubt => E::InDoubt,
+            LostCause::Refused(why) => E::NotSent {
+                why: format!("the receiver refused the connection: {why}"),
+            },
+            LostCause::AdminGone => E::NotSent {
+                why: "the actor system's admin is gone".to_owned(),
+            },
+        }
+    }
+
     pub fn into_error(self, peer: Address) -> Error {
         match self {
             LostCause::Gone(cause) => Error::ActorGone { address: peer, cause },
@@ -142,6 +160,17 @@ impl LostCause {
             LostCause::AdminGone => Error::AdminGone,
         }
     }
+}
+
+/// A message handed back by [`Inbound::PeerLost`]: sent to a peer that never processed it.
+#[derive(Debug, Clone)]
+pub struct Returned {
+    pub msg: AnyMessage,
+    /// Which send it was (as [`Endpoint::send_correlated`] named it): equal messages are
+    /// told apart by this.
+    pub id: SentId,
+    /// The correlation it was sent with (a request's or an ask's id, to fail that call).
+    pub correlation: Correlation,
 }
 
 /// One message sent by this endpoint: its connection and its seq there. Unique for the
@@ -395,22 +424,31 @@ impl Endpoint {
         self.inbox.pop_front()
     }
 
-    /// Takes the first `PeerLost` for `peer` out of the inbox, leaving everything else in
-    /// order: why, and the messages that came back.
-    pub fn take_peer_lost(&mut self, peer: Address) -> Option<(LostCause, Vec<AnyMessage>, Vec<SentId>)> {
-        let at = self
-            .inbox
-            .iter()
-            .position(|i| matches!(i, Inbound::PeerLost { peer: p, .. } if *p == peer))?;
-        match self.inbox.remove(at) {
-            Some(Inbound::PeerLost {
-                cause,
-                undelivered,
-                ids,
-                ..
-            }) => Some((cause, undelivered, ids)),
+    /// A waker for this endpoint: `wake()` from another thread makes a [`Endpoint::pump`]
+    /// in progress return at once (a client whose endpoint one thread waits on, while
+    /// another thread wants to send).
+    pub fn waker(&self) -> Result<mio::Waker> {
+        mio::Waker::new(self.poll.registry(), WAKER).map_err(Error::io("creating an endpoint waker"))
+    }
+
+    /// Why the send `id` came back, if a [`Inbound::PeerLost`] still in the inbox hands it
+    /// back (the inbox is left as it is).
+    pub fn returned_send(&self, id: SentId) -> Option<LostCause> {
+        self.inbox.iter().find_map(|inbound| match inbound {
+            Inbound::PeerLost { cause, returned, .. } if returned.iter().any(|r| r.id == id) => Some(cause.clone()),
             _ => None,
-        }
+        })
+    }
+
+    /// Queues `msg` from `sender` as if it had arrived, after everything already in the
+    /// inbox (a `Reply` made up for a request that could not be sent).
+    pub fn deliver_local(&mut self, sender: Address, msg: AnyMessage) {
+        self.inbox.push_back(Inbound::Message {
+            sender,
+            msg,
+            receipt: Receipt::local(),
+            correlation: Correlation::None,
+        });
     }
 
     /// Sends a frame to the admin.
@@ -543,27 +581,42 @@ impl Endpoint {
         }
     }
 
-    /// Queues `msg` for `to`. It is written by the next [`Endpoint::flush`].
+    /// Queues `msg` for `to` as a plain message. It is written by the next
+    /// [`Endpoint::flush`].
     ///
     /// Fails at once if `to` is known to be gone or was never created.
     pub fn send(&mut self, to: Address, msg: &AnyMessage) -> Result<()> {
-        self.enqueue(to, msg, None).map(drop)
+        self.enqueue(to, msg, Correlation::None, None).map(drop)
     }
 
-    /// Like [`Endpoint::send`], and names the send, so that the caller can tell whether this
-    /// very message is among those a [`Inbound::PeerLost`] hands back.
-    pub fn send_tracked(&mut self, to: Address, msg: &AnyMessage) -> Result<SentId> {
-        self.enqueue(to, msg, None)
+    /// Like [`Endpoint::send`], with a correlation (a request, an ask, or an answer), and
+    /// names the send, so that the caller can tell whether this very message is among those
+    /// a [`Inbound::PeerLost`] hands back.
+    pub fn send_correlated(&mut self, to: Address, msg: &AnyMessage, correlation: Correlation) -> Result<SentId> {
+        self.enqueue(to, msg, correlation, None)
     }
 
-    /// Like [`Endpoint::send`], but fails with [`Error::Backpressure`] instead of queueing
-    /// when `to` already holds `window` bytes of this endpoint's unprocessed messages. A
-    /// message bigger than the window still goes when nothing else is outstanding.
-    pub fn send_within(&mut self, to: Address, msg: &AnyMessage, window: usize) -> Result<()> {
-        self.enqueue(to, msg, Some(window)).map(drop)
+    /// Like [`Endpoint::send_correlated`], but fails with [`Error::Backpressure`] instead of
+    /// queueing when `to` already holds `window` bytes of this endpoint's unprocessed
+    /// messages. A message bigger than the window still goes when nothing else is
+    /// outstanding.
+    pub fn send_within(
+        &mut self,
+        to: Address,
+        msg: &AnyMessage,
+        correlation: Correlation,
+        window: usize,
+    ) -> Result<SentId> {
+        self.enqueue(to, msg, correlation, Some(window))
     }
 
-    fn enqueue(&mut self, to: Address, msg: &AnyMessage, window: Option<usize>) -> Result<SentId> {
+    fn enqueue(
+        &mut self,
+        to: Address,
+        msg: &AnyMessage,
+        correlation: Correlation,
+        window: Option<usize>,
+    ) -> Result<SentId> {
         let token = match self.out_by_peer.get(&to) {
             Some(t) => *t,
             None => self.open(to)?,
@@ -584,12 +637,13 @@ impl Endpoint {
         }
         let seq = conn.next_seq;
         self.scratch.clear();
-        let len = DataFrame::encode_message(&mut self.scratch, seq, msg.payload(), max).map_err(|source| {
-            Error::Protocol {
-                peer: to.to_string(),
-                source,
-            }
-        })?;
+        let len =
+            DataFrame::encode_message(&mut self.scratch, seq, correlation, msg.payload(), max).map_err(|source| {
+                Error::Protocol {
+                    peer: to.to_string(),
+                    source,
+                }
+            })?;
         conn.next_seq += 1;
         conn.frames.extend(self.scratch.iter().copied());
         conn.bounds.push_back((seq, len));
@@ -770,6 +824,8 @@ impl Endpoint {
                     }
                 }
                 LISTENER => self.accept_all(),
+                // Another thread wants the endpoint: returning is all it takes.
+                WAKER => {}
                 token => {
                     if writable {
                         if !self.write_out(token) {
@@ -987,12 +1043,11 @@ impl Endpoint {
         }
         // The retained bytes are whole frames: read them back with the protocol's own reader.
         let (a, b) = conn.frames.as_slices();
-        let (undelivered, ids) = retained_messages(token, &[a, b]);
+        let returned = retained_messages(token, &[a, b]);
         self.inbox.push_back(Inbound::PeerLost {
             peer: conn.peer,
             cause,
-            undelivered,
-            ids,
+            returned,
         });
     }
 
@@ -1021,13 +1076,12 @@ impl Endpoint {
         conn.bounds.drain(..sent_frames);
         conn.written = 0;
         let peer = conn.peer;
-        let (undelivered, ids) = retained_messages(token, &[&doubtful]);
-        if !undelivered.is_empty() {
+        let returned = retained_messages(token, &[&doubtful]);
+        if !returned.is_empty() {
             self.inbox.push_back(Inbound::PeerLost {
                 peer,
                 cause: LostCause::InDoubt,
-                undelivered,
-                ids,
+                returned,
             });
         }
         self.reconnect(token);
@@ -1073,7 +1127,12 @@ impl Endpoint {
         conn.bounds.pop_front();
         let frame: Vec<u8> = conn.frames.drain(..len).collect();
         let peer = conn.peer;
-        let Some(message) = retained_messages(token, &[&frame]).0.pop() else {
+        let Some(Returned {
+            msg: message,
+            correlation,
+            ..
+        }) = retained_messages(token, &[&frame]).pop()
+        else {
             return;
         };
         let poison = PoisonMessage {
@@ -1083,10 +1142,12 @@ impl Endpoint {
         tracing::warn!(endpoint = %self.me, %peer, message_type = poison.message.tag(), cause = %recovery.cause,
             "returning the message the receiver died on to its sender");
         match AnyMessage::new(&poison) {
+            // The answer to a request or an ask that died: it fails that call.
             Ok(msg) => self.inbox.push_back(Inbound::Message {
                 sender: peer,
                 msg,
                 receipt: Receipt::local(),
+                correlation: correlation.answer(),
             }),
             Err(e) => tracing::error!(error = %e, "could not encode a PoisonMessage"),
         }
@@ -1271,7 +1332,11 @@ impl Endpoint {
                     }
                 },
                 Some(sender) => match decode::<DataFrame>(body, "data frame") {
-                    Ok(DataFrame::Message { seq, payload }) => {
+                    Ok(DataFrame::Message {
+                        seq,
+                        correlation,
+                        payload,
+                    }) => {
                         if seq == 0 || (conn.last_seq != 0 && Some(seq) != conn.last_seq.checked_add(1)) {
                             failure = Some(format!("message {seq} after {}: sequence broken", conn.last_seq));
                             break;
@@ -1292,6 +1357,7 @@ impl Endpoint {
                                 sender: ledger_key(self.me, sender),
                                 slot: conn.slot,
                             },
+                            correlation,
                         });
                     }
                     Err(e) => {
@@ -1572,22 +1638,27 @@ impl Endpoint {
 
 /// Reads retained frames (whole frames, as a sender keeps them) back into messages, through
 /// the protocol's own reader.
-fn retained_messages(conn: Token, parts: &[&[u8]]) -> (Vec<AnyMessage>, Vec<SentId>) {
+fn retained_messages(conn: Token, parts: &[&[u8]]) -> Vec<Returned> {
     let mut reader = FrameReader::new(u32::MAX);
     for part in parts {
         reader.push(part);
     }
-    let (mut messages, mut ids) = (Vec::new(), Vec::new());
+    let mut returned = Vec::new();
     while let Ok(Some(body)) = reader.next_frame() {
         match decode::<DataFrame>(body, "data frame") {
-            Ok(DataFrame::Message { seq, payload }) => {
-                messages.push(AnyMessage::from_payload(payload));
-                ids.push(SentId { conn, seq });
-            }
+            Ok(DataFrame::Message {
+                seq,
+                correlation,
+                payload,
+            }) => returned.push(Returned {
+                msg: AnyMessage::from_payload(payload),
+                id: SentId { conn, seq },
+                correlation,
+            }),
             Err(e) => tracing::error!(error = %e, "could not re-read a retained message"),
         }
     }
-    (messages, ids)
+    returned
 }
 
 /// How the ledger names `sender` when `me` receives from it: its id for a sender of this

@@ -9,27 +9,31 @@
 //! Switching base is one setting; actors, messages and the calls below are the same:
 //!
 //! ```
-//! use greenroom::{Actor, ActorResult, ActorSystem, Address, AnyMessage, Base, Context, Registry, SystemConfig};
+//! use greenroom::{dispatch, ActorResult, ActorSystem, Address, Base, Context, Handle, Registry, Request, SystemConfig};
 //! use std::time::Duration;
+//!
+//! #[derive(serde::Serialize, serde::Deserialize)]
+//! struct Hi;
+//! impl Request for Hi {
+//!     type Reply = String;
+//! }
 //!
 //! #[derive(Default)]
 //! struct Hello;
-//! impl Actor for Hello {
-//!     fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, sender: Address) -> ActorResult {
-//!         if msg.is::<String>() {
-//!             ctx.send(sender, "Hello, World!".to_string())?;
-//!         }
-//!         Ok(())
+//! impl Handle<Hi> for Hello {
+//!     type Reply = String;
+//!     fn handle(&mut self, _: &mut Context<'_>, _: Hi, _: Address) -> ActorResult<String> {
+//!         Ok("Hello, World!".to_string())
 //!     }
 //! }
+//! dispatch!(Hello { Hi });
 //!
 //! let config = SystemConfig::default()
 //!     .base(Base::Simple)
 //!     .registry(Registry::new().register::<Hello>());
 //! let system = ActorSystem::start_with(config)?;
 //! let hello = system.create_actor::<Hello>()?;
-//! let reply: String = system.ask(hello, "hi".to_string(), Duration::from_secs(1))?;
-//! assert_eq!(reply, "Hello, World!");
+//! assert_eq!(system.request(hello, Hi, Duration::from_secs(1))?, "Hello, World!");
 //! # Ok::<(), greenroom::Error>(())
 //! ```
 
@@ -47,8 +51,10 @@ use greenroom_protocol::{
 
 use crate::{
     actor::{check_capabilities, create_on_a_member, created_type_name, no_compatible_system, Actor, Registry},
+    actor_ref::{ActorRef, Answers, Recipient},
     error::{Error, Result},
     message::{is_system_tag, AnyMessage, Message, PoisonMessage},
+    request::Request,
 };
 
 pub use simple::Delivery;
@@ -246,22 +252,28 @@ enum Inner {
 
 /// A running actor system, seen from a program outside the actors.
 ///
-/// `tell`, `ask` and `listen` take `&self` and may be called from several threads, one at a
-/// time; the next message to the client goes to whichever call is waiting, as with
-/// Thespian's `ActorSystem`. Threads that ask concurrently each take a
-/// [private client](ActorSystem::private), so that none takes another's reply.
+/// Every method takes `&self`, and threads may share one `ActorSystem`: each
+/// [`request`](ActorSystem::request) gets its own answer, and a `tell` never waits for
+/// another thread's call. Thespian's [`ask`](ActorSystem::ask) and
+/// [`listen`](ActorSystem::listen) take the next plain message to the client, whichever
+/// call waits; threads that use them concurrently each take a
+/// [private client](ActorSystem::private), so that none takes another's message.
 ///
 /// ```no_run
-/// # use greenroom::{ActorSystem, ActorExitRequest};
+/// # use greenroom::{ActorSystem, Request};
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct Hi;
+/// # impl Request for Hi { type Reply = String; }
 /// # #[derive(Default)] struct Hello;
-/// # impl greenroom::Actor for Hello {
-/// #     fn receive(&mut self, _: &mut greenroom::Context<'_>, _: &greenroom::AnyMessage, _: greenroom::Address) -> greenroom::ActorResult { Ok(()) }
+/// # impl greenroom::Handle<Hi> for Hello {
+/// #     type Reply = String;
+/// #     fn handle(&mut self, _: &mut greenroom::Context<'_>, _: Hi, _: greenroom::Address) -> greenroom::ActorResult<String> { Ok("Hello".into()) }
 /// # }
+/// # greenroom::dispatch!(Hello { Hi });
 /// # fn main() -> Result<(), greenroom::Error> {
 /// let system = ActorSystem::start()?;
 /// let hello = system.create_actor::<Hello>()?;
-/// let reply: String = system.ask(hello, "hi".to_string(), std::time::Duration::from_secs(1))?;
-/// system.tell(hello, ActorExitRequest)?;
+/// let reply: String = system.request(hello, Hi, std::time::Duration::from_secs(1))?;
+/// system.stop(hello)?;
 /// system.shutdown()?;
 /// # Ok(()) }
 /// ```
@@ -345,7 +357,7 @@ impl ActorSystem {
     /// # }
     /// # let config = SystemConfig::default().base(Base::Simple).registry(Registry::new().register::<Echo>());
     /// let system = ActorSystem::start_with(config)?;
-    /// let echo = system.create_actor::<Echo>()?;
+    /// let echo = system.create_actor::<Echo>()?.address(); // Echo takes any message
     /// std::thread::scope(|s| {
     ///     for n in 0..4u32 {
     ///         let client = system.private()?;
@@ -409,21 +421,24 @@ impl ActorSystem {
     ///
     /// If `A`'s [`Actor::accepts`] refuses the system's capabilities, it is
     /// [`Error::NoCompatibleSystem`] and nothing is created.
-    pub fn create_actor<A: Actor>(&self) -> Result<Address> {
+    pub fn create_actor<A: Actor>(&self) -> Result<ActorRef<A>> {
         self.create_checked::<A>(ChildSpec::default(), None, &Capabilities::new())
+            .map(ActorRef::from_address)
     }
 
     /// Creates a top-level actor of type `A`, supervised as `spec` says.
-    pub fn create_actor_with<A: Actor>(&self, spec: ChildSpec) -> Result<Address> {
+    pub fn create_actor_with<A: Actor>(&self, spec: ChildSpec) -> Result<ActorRef<A>> {
         self.create_checked::<A>(spec, None, &Capabilities::new())
+            .map(ActorRef::from_address)
     }
 
     /// Creates a top-level actor of type `A` if `A`'s [`Actor::accepts`] takes this system
     /// for `requirements` (Thespian's `targetActorRequirements`); else
     /// [`Error::NoCompatibleSystem`]. In a convention, a member that qualifies gets it
     /// instead (the least loaded).
-    pub fn create_actor_requiring<A: Actor>(&self, requirements: &Capabilities) -> Result<Address> {
+    pub fn create_actor_requiring<A: Actor>(&self, requirements: &Capabilities) -> Result<ActorRef<A>> {
         self.create_checked::<A>(ChildSpec::default(), None, requirements)
+            .map(ActorRef::from_address)
     }
 
     fn create_checked<A: Actor>(
@@ -471,14 +486,14 @@ impl ActorSystem {
     /// }
     /// # let system = ActorSystem::start_with(SystemConfig::default().base(Base::Simple).registry(Registry::new().register::<Doubler>()))?;
     /// let settings = Troupe { max_workers: 2, ..Troupe::default() };
-    /// let pool = system.create_troupe::<Doubler>(settings, ChildSpec::default())?;
+    /// let pool = system.create_troupe::<Doubler>(settings, ChildSpec::default())?.address();
     /// let doubled: u64 = system.ask(pool, 21u64, Duration::from_secs(5))?;
     /// assert_eq!(doubled, 42);
     /// let report: TroupeReport = system.ask(pool, TroupeStatus, Duration::from_secs(5))?;
     /// assert_eq!((report.max_workers, report.workers), (2, 1));
     /// # Ok::<(), greenroom::Error>(())
     /// ```
-    pub fn create_troupe<A: Actor>(&self, settings: crate::Troupe, spec: ChildSpec) -> Result<Address> {
+    pub fn create_troupe<A: Actor>(&self, settings: crate::Troupe, spec: ChildSpec) -> Result<ActorRef<A>> {
         check_capabilities::<A>(&self.capabilities()?, &Capabilities::new())?;
         let troupe = self.create(
             crate::troupe::manager_type_name::<A>(),
@@ -487,7 +502,7 @@ impl ActorSystem {
             &Capabilities::new(),
         )?;
         self.tell(troupe, crate::troupe::ConfigureTroupe(settings))?;
-        Ok(troupe)
+        Ok(ActorRef::from_address(troupe))
     }
 
     /// The actor of type `A` known system-wide as `name`: the live actor holding the name
@@ -516,14 +531,60 @@ impl ActorSystem {
         }
     }
 
-    /// Sends `msg` to `to` without waiting for an answer.
+    /// Sends `msg` to `to` (an [`Address`], or an [`ActorRef`] whose actor handles `M`)
+    /// without waiting for an answer.
     ///
-    /// Fails at once if `to` is gone. On the process base it waits (up to 60 s) while `to`
-    /// has more than the send window of unprocessed messages from this client; on the simple
-    /// base it runs every actor until no message is left to process (timers wait for the
-    /// virtual clock).
-    pub fn tell<M: Message>(&self, to: Address, msg: M) -> Result<()> {
-        self.tell_any(to, AnyMessage::new(&msg)?)
+    /// Fails at once if `to` is gone (the message then goes to the dead-letter path). On the
+    /// process base it waits (up to 60 s) while `to` has more than the send window of
+    /// unprocessed messages from this client; on the simple base it runs every actor until
+    /// no message is left to process (timers wait for the virtual clock). It never waits for
+    /// another thread's `request`, `ask` or `listen` on the same `ActorSystem`.
+    pub fn tell<M: Message>(&self, to: impl Recipient<M>, msg: M) -> Result<()> {
+        self.tell_any(to.to_address(), AnyMessage::new(&msg)?)
+    }
+
+    /// Asks the actor to stop: sends it [`ActorExitRequest`](crate::ActorExitRequest), which
+    /// it sees first (to clean up or answer), then its children are asked to exit, and once
+    /// they are gone it is gone and its parent is told. It is never restarted. The same as
+    /// `tell(address, ActorExitRequest)`, for an [`ActorRef`] of any type.
+    pub fn stop(&self, actor: impl Into<Address>) -> Result<()> {
+        self.tell(actor.into(), crate::ActorExitRequest)
+    }
+
+    /// Sends the [`Request`] `msg` to `to` and waits up to `timeout` for the answer to
+    /// *this* request: other messages arriving meanwhile stay for [`listen`](Self::listen)
+    /// and [`ask`](Self::ask), and several threads sharing this `ActorSystem` each get their
+    /// own answers. See the [`request`](crate::request) module.
+    ///
+    /// `to` is an [`ActorRef`] whose actor answers `M` (checked at compile time), or an
+    /// [`Address`] (the answer's type is checked when it arrives).
+    ///
+    /// Errors, each about this request only: [`Error::Timeout`] (a later answer is a dead
+    /// letter); [`Error::Poisoned`] if `to` failed on it (panicked or returned an error
+    /// twice, or its process died processing it); [`Error::ActorGone`] or
+    /// [`Error::UnknownActor`] if `to` is not there or is gone for good before processing
+    /// it (the message goes to the dead-letter path); [`Error::InDoubt`] across a broken
+    /// link; [`Error::UnexpectedReply`] if the answer has another type.
+    ///
+    /// On the simple base the timeout is virtual time: timers due within it fire.
+    pub fn request<M: Request>(&self, to: impl Answers<M>, msg: M, timeout: Duration) -> Result<M::Reply> {
+        let to = to.to_address();
+        let msg = AnyMessage::new(&msg)?;
+        let answer = match &self.inner {
+            Inner::Processes(p) => p.request(to, &msg, timeout)?,
+            Inner::Simple(s) => s.request(to, msg, timeout)?,
+        };
+        let Some((sender, answer)) = answer else {
+            return Err(Error::Timeout { address: to, timeout });
+        };
+        match for_client(sender, answer)? {
+            Some((sender, answer)) => decode_reply(sender, answer),
+            None => Err(Error::UnexpectedReply {
+                address: sender,
+                expected: M::Reply::type_tag(),
+                got: "a runtime notice".to_owned(),
+            }),
+        }
     }
 
     /// Sends an already-encoded message (for example one received, to forward it).
@@ -534,21 +595,31 @@ impl ActorSystem {
         }
     }
 
-    /// Sends `msg` to `to` and waits up to `timeout` for the next message to this client,
-    /// decoded as `R`.
+    /// Thespian's `ask`: sends `msg` to `to` and waits up to `timeout` for the next message
+    /// to this client, decoded as `R` — the answer to this message if its handler gives one
+    /// (a [`Handle`](crate::Handle)'s return value other than `()`, or
+    /// [`Context::reply`](crate::Context::reply)), or else whatever message arrives first,
+    /// from anyone. Prefer [`request`](Self::request), which takes its own answer only.
     ///
     /// Errors: [`Error::Timeout`]; [`Error::ActorGone`] or [`Error::UnknownActor`] at once if
-    /// `to` is not there; [`Error::Poisoned`] if `to` failed on the message twice;
-    /// [`Error::UnexpectedReply`] if the reply has another type.
+    /// `to` is not there; [`Error::Poisoned`] if `to` failed on the message twice (or on an
+    /// earlier `tell` of this client's: see its `message`); [`Error::UnexpectedReply`] if the
+    /// reply has another type.
     ///
     /// On the simple base the timeout is virtual time: timers due within it fire.
-    pub fn ask<M: Message, R: Message>(&self, to: Address, msg: M, timeout: Duration) -> Result<R> {
+    pub fn ask<M: Message, R: Message>(&self, to: impl Recipient<M>, msg: M, timeout: Duration) -> Result<R> {
         let (sender, reply) = self.ask_any(to, msg, timeout)?;
         decode_reply(sender, reply)
     }
 
     /// Like [`ActorSystem::ask`], but returns the reply undecoded with its sender.
-    pub fn ask_any<M: Message>(&self, to: Address, msg: M, timeout: Duration) -> Result<(Address, AnyMessage)> {
+    pub fn ask_any<M: Message>(
+        &self,
+        to: impl Recipient<M>,
+        msg: M,
+        timeout: Duration,
+    ) -> Result<(Address, AnyMessage)> {
+        let to = to.to_address();
         let msg = AnyMessage::new(&msg)?;
         match &self.inner {
             Inner::Processes(p) => p.ask(to, &msg, timeout),
@@ -674,6 +745,28 @@ fn for_client(sender: Address, msg: AnyMessage) -> Result<Option<(Address, AnyMe
         return Ok(None);
     }
     Ok(Some((sender, msg)))
+}
+
+/// A client's request or ask that failed before any answer came, as the error its call
+/// returns.
+fn request_error(address: Address, error: crate::RequestError) -> Error {
+    use crate::RequestError as E;
+    match error {
+        E::Gone { cause } => Error::ActorGone { address, cause },
+        E::Unknown => Error::UnknownActor(address),
+        E::InDoubt => Error::InDoubt(address),
+        E::Timeout { after } => Error::Timeout {
+            address,
+            timeout: after,
+        },
+        E::Poisoned { details } => Error::AdminProtocol(format!("{address} returned the request: {details}")),
+        E::UnexpectedReply { got } => Error::UnexpectedReply {
+            address,
+            expected: "the request's reply type",
+            got,
+        },
+        E::NotSent { why } => Error::AdminProtocol(format!("the request to {address} was not sent: {why}")),
+    }
 }
 
 /// `timeout` from now; a timeout too long for the clock (e.g. `Duration::MAX`) waits as good

@@ -6,24 +6,37 @@
 //! per actor. The client is itself an endpoint with an address and a socket, so actors reply
 //! to it directly — the admin is never on the data path.
 //!
-//! Calls take `&self` and may come from several threads, but one at a time: each holds the
-//! client's endpoint until it returns (a `listen(60 s)` delays another thread's `tell`). The
-//! next message to the client goes to the call that is waiting, as with Thespian's
-//! `ActorSystem`.
+//! ## Several threads, one client
+//! Calls take `&self` and may come from several threads at once. The endpoint is used by one
+//! thread at a time, but no call holds it while it waits:
+//!
+//! ```text
+//! waiting threads ── one of them pumps the endpoint (outside the lock) ──▶ what arrives is
+//!                    sorted into `Shared`: answers by request id, plain messages in the
+//!                    mailbox ──▶ every waiter checks its own slot (condvar)
+//! a thread that wants to send ── wakes the pump (mio Waker), takes the endpoint, sends,
+//!                                 gives it back
+//! ```
+//!
+//! So a `tell` never waits behind another thread's `request`, `ask` or `listen`, and each
+//! request gets its own answer. (A `tell` waiting for room in a full send window, a create
+//! and the other admin requests do hold the endpoint while they wait.)
 
 use std::{
+    collections::VecDeque,
     path::{Path, PathBuf},
     process::Child,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Mutex, MutexGuard,
+        Condvar, Mutex, MutexGuard,
     },
     time::{Duration, Instant},
 };
 
 use greenroom_protocol::{
-    Address, Capabilities, ChildSpec, FromAdmin, NodeId, Payload, PeerRole, SystemDescription, ToAdmin,
+    Address, Capabilities, ChildSpec, Correlation, FromAdmin, NodeId, Payload, PeerRole, SystemDescription, ToAdmin,
 };
+use rustc_hash::FxHashMap as HashMap;
 
 use super::{deadline_after, for_client, ActorInfo, SystemConfig};
 use crate::{
@@ -31,7 +44,7 @@ use crate::{
     error::{Error, Result},
     logging,
     message::AnyMessage,
-    net::endpoint::{Endpoint, Inbound, LostCause, SentId},
+    net::endpoint::{Endpoint, Inbound, Receipt, SentId},
     process_role::Role,
     runtime_dir,
 };
@@ -45,34 +58,41 @@ const CLOSE_FLUSH: Duration = Duration::from_secs(1);
 /// How long `shutdown` waits for every actor to stop.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
-struct Client {
-    endpoint: Endpoint,
+/// An answer a request or an ask waits for: `None` until it comes (or its call fails).
+type Answer = Option<Result<(Address, AnyMessage)>>;
+
+/// The client's state shared by its threads, behind one mutex.
+struct Shared {
+    /// `None` while a thread uses it outside the lock (see the module docs), and for good
+    /// once the client is closed.
+    endpoint: Option<Box<Endpoint>>,
+    closed: bool,
     /// The admin process, for the client that started it (the owner).
     admin: Option<Child>,
-}
-
-/// The client, while it is open: `lock` hands it out only then.
-struct Open<'a>(MutexGuard<'a, Option<Client>>);
-
-impl std::ops::Deref for Open<'_> {
-    type Target = Client;
-    fn deref(&self) -> &Client {
-        self.0.as_ref().expect("Open is only made for an open client")
-    }
-}
-
-impl std::ops::DerefMut for Open<'_> {
-    fn deref_mut(&mut self) -> &mut Client {
-        self.0.as_mut().expect("Open is only made for an open client")
-    }
+    /// Threads waiting for the endpoint: a thread pumping it gives it up at once.
+    wanted: usize,
+    /// Plain messages for `listen` and `ask`, oldest first, with what acknowledges them
+    /// once taken (a message nobody takes keeps its sender's window occupied).
+    mailbox: VecDeque<(Address, AnyMessage, Receipt)>,
+    /// Receipts of messages taken from the mailbox, acknowledged by the next thread to hold
+    /// the endpoint.
+    taken: Vec<Receipt>,
+    /// The answers pending requests and asks wait for, by request id.
+    answers: HashMap<u64, Answer>,
+    /// The control connection to the admin ended.
+    admin_lost: bool,
 }
 
 /// A client of the process base: an endpoint with its own address, talking to the admin
 /// over a control connection. The owner started the admin and shuts it down; a private
 /// client connected later through `admin.sock` and only goes away itself.
 pub(crate) struct ProcessSystem {
-    /// `None` once closed: its sockets are gone with it.
-    client: Mutex<Option<Client>>,
+    shared: Mutex<Shared>,
+    /// Signalled whenever the endpoint is given back or something arrived.
+    changed: Condvar,
+    /// Makes a pump in progress return, for a thread that wants the endpoint.
+    waker: mio::Waker,
+    next_request: AtomicU64,
     address: Address,
     rundir: PathBuf,
     admin_pid: u32,
@@ -136,7 +156,8 @@ impl ProcessSystem {
             endpoint.set_max_pending(config.max_pending);
             (endpoint, address)
         });
-        let (endpoint, address) = match registered {
+        let registered = registered.and_then(|(endpoint, address)| Ok((endpoint.waker()?, endpoint, address)));
+        let (waker, endpoint, address) = match registered {
             Ok(r) => r,
             Err(e) => {
                 // The admin logs its own reason on stderr; stop and reap it so that nothing
@@ -147,18 +168,48 @@ impl ProcessSystem {
                 return Err(e);
             }
         };
-        Ok(ProcessSystem {
-            client: Mutex::new(Some(Client {
-                endpoint,
-                admin: Some(child),
-            })),
+        let limits = (config.max_frame, config.send_window, config.max_pending);
+        Ok(ProcessSystem::new(
+            (endpoint, waker),
+            Some(child),
             address,
-            rundir,
+            &rundir,
             admin_pid,
-            max_frame: config.max_frame,
-            send_window: config.send_window,
-            max_pending: config.max_pending,
-        })
+            limits,
+        ))
+    }
+
+    /// `limits`: the frame limit, the send window and the bound on pending connections.
+    fn new(
+        (endpoint, waker): (Endpoint, mio::Waker),
+        admin: Option<Child>,
+        address: Address,
+        rundir: &Path,
+        admin_pid: u32,
+        limits: (u32, usize, usize),
+    ) -> Self {
+        let (max_frame, send_window, max_pending) = limits;
+        ProcessSystem {
+            shared: Mutex::new(Shared {
+                endpoint: Some(Box::new(endpoint)),
+                closed: false,
+                admin,
+                wanted: 0,
+                mailbox: VecDeque::new(),
+                taken: Vec::new(),
+                answers: HashMap::default(),
+                admin_lost: false,
+            }),
+            changed: Condvar::new(),
+            waker,
+            next_request: AtomicU64::new(1),
+            address,
+            rundir: rundir.to_path_buf(),
+            admin_pid,
+            max_frame,
+            send_window,
+            max_pending,
+        }
     }
 
     /// A new client of the same admin with its own address (a private client).
@@ -181,26 +232,28 @@ impl ProcessSystem {
         })?;
         let (mut endpoint, address) = register_client(control, max_frame, rundir)?;
         endpoint.set_max_pending(max_pending);
-        Ok(ProcessSystem {
-            client: Mutex::new(Some(Client { endpoint, admin: None })),
+        let waker = endpoint.waker()?;
+        let limits = (max_frame, send_window, max_pending);
+        Ok(ProcessSystem::new(
+            (endpoint, waker),
+            None,
             address,
-            rundir: rundir.to_path_buf(),
-            admin_pid: admin.pid as u32,
-            max_frame,
-            send_window,
-            max_pending,
-        })
+            rundir,
+            admin.pid as u32,
+            limits,
+        ))
     }
 
     /// What the admin says of the system and every actor in it.
     pub(crate) fn describe(&self, include_gone: bool) -> Result<SystemDescription> {
-        let mut client = self.lock()?;
-        let request = client.endpoint.next_request();
-        let answer = client.endpoint.control_request(
-            &ToAdmin::Describe { request, include_gone },
-            Duration::from_secs(10),
-            |f| matches!(f, FromAdmin::Description { request: r, .. } if *r == request),
-        )?;
+        let answer = self.with_endpoint(|endpoint| {
+            let request = endpoint.next_request();
+            endpoint.control_request(
+                &ToAdmin::Describe { request, include_gone },
+                Duration::from_secs(10),
+                |f| matches!(f, FromAdmin::Description { request: r, .. } if *r == request),
+            )
+        })?;
         match answer {
             FromAdmin::Description { system, .. } => Ok(*system),
             other => Err(Error::AdminProtocol(format!("expected a description, got {other:?}"))),
@@ -219,12 +272,84 @@ impl ProcessSystem {
         self.admin_pid
     }
 
-    fn lock(&self) -> Result<Open<'_>> {
-        let client = self.client.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if client.is_none() {
-            return Err(Error::SystemStopped);
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Takes the endpoint for this thread, first making a thread that pumps it give it up.
+    fn take_endpoint(&self) -> Result<Box<Endpoint>> {
+        let mut shared = self.lock();
+        loop {
+            if shared.closed {
+                return Err(Error::SystemStopped);
+            }
+            if let Some(mut endpoint) = shared.endpoint.take() {
+                for receipt in shared.taken.drain(..) {
+                    endpoint.processed(receipt);
+                }
+                return Ok(endpoint);
+            }
+            shared.wanted += 1;
+            let _ = self.waker.wake();
+            shared = self.changed.wait(shared).unwrap_or_else(|p| p.into_inner());
+            shared.wanted -= 1;
         }
-        Ok(Open(client))
+    }
+
+    /// Gives the endpoint back, sorting what arrived meanwhile into the shared state.
+    fn put_back(&self, mut endpoint: Box<Endpoint>) {
+        let mut shared = self.lock();
+        shared.sort_arrivals(&mut endpoint, self.address);
+        shared.endpoint = Some(endpoint);
+        drop(shared);
+        self.changed.notify_all();
+    }
+
+    /// Runs `f` with the endpoint, taken for this thread.
+    fn with_endpoint<T>(&self, f: impl FnOnce(&mut Endpoint) -> Result<T>) -> Result<T> {
+        let mut endpoint = self.take_endpoint()?;
+        let result = f(&mut endpoint);
+        self.put_back(endpoint);
+        result
+    }
+
+    /// Waits until `check` finds what this thread waits for in the shared state, or until
+    /// `deadline` (`None`). While no other thread pumps the endpoint, this one does, outside
+    /// the lock, giving it up at once to a thread that wants it.
+    fn wait_for<T>(&self, deadline: Instant, mut check: impl FnMut(&mut Shared) -> Option<T>) -> Result<Option<T>> {
+        let mut shared = self.lock();
+        loop {
+            if let Some(found) = check(&mut shared) {
+                return Ok(Some(found));
+            }
+            if shared.closed {
+                return Err(Error::SystemStopped);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            if shared.wanted == 0 {
+                if let Some(mut endpoint) = shared.endpoint.take() {
+                    for receipt in shared.taken.drain(..) {
+                        endpoint.processed(receipt);
+                    }
+                    drop(shared);
+                    let pumped = endpoint.pump(Some(deadline - now));
+                    shared = self.lock();
+                    shared.sort_arrivals(&mut endpoint, self.address);
+                    shared.endpoint = Some(endpoint);
+                    self.changed.notify_all();
+                    pumped?;
+                    continue;
+                }
+            }
+            shared = self
+                .changed
+                .wait_timeout(shared, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
     }
 
     pub(crate) fn create_actor(
@@ -234,10 +359,9 @@ impl ProcessSystem {
         global_name: Option<&str>,
         requirements: &Capabilities,
     ) -> Result<Address> {
-        let mut client = self.lock()?;
-        client
-            .endpoint
-            .create_actor(type_name, spec, global_name, requirements, None, CREATE_TIMEOUT)
+        self.with_endpoint(|endpoint| {
+            endpoint.create_actor(type_name, spec, global_name, requirements, None, CREATE_TIMEOUT)
+        })
     }
 
     /// Creates a top-level actor on the convention's member of node `node`.
@@ -248,45 +372,45 @@ impl ProcessSystem {
         spec: ChildSpec,
         requirements: &Capabilities,
     ) -> Result<Address> {
-        let mut client = self.lock()?;
-        client
-            .endpoint
-            .create_actor(type_name, spec, None, requirements, Some(node), CREATE_TIMEOUT)
+        self.with_endpoint(|endpoint| {
+            endpoint.create_actor(type_name, spec, None, requirements, Some(node), CREATE_TIMEOUT)
+        })
     }
 
     /// The other members of the convention and their capabilities.
     pub(crate) fn convention_members(&self) -> Result<Vec<greenroom_protocol::ConventionMember>> {
-        self.lock()?.endpoint.convention_members(CREATE_TIMEOUT)
+        self.with_endpoint(|endpoint| endpoint.convention_members(CREATE_TIMEOUT))
     }
 
     /// Sends `msg`; waits (up to 60 s) while `to` has more than the send window of
     /// unprocessed messages from this client.
     pub(crate) fn tell(&self, to: Address, msg: &AnyMessage) -> Result<()> {
-        let mut client = self.lock()?;
-        self.send_locked(&mut client, to, msg).map(drop)
+        self.with_endpoint(|endpoint| self.send(endpoint, to, msg, Correlation::None))
+            .map(drop)
     }
 
-    /// Sends `msg`, waiting while `to` has more than the send window of this client's
-    /// messages; returns which send it was.
-    fn send_locked(&self, client: &mut Client, to: Address, msg: &AnyMessage) -> Result<SentId> {
-        // What came back from `to` before this message left is about earlier ones: to the
-        // dead-letter path, so that only this message's own fate can fail this call.
-        while let Some((_, undelivered, _)) = client.endpoint.take_peer_lost(to) {
-            client.endpoint.dead_letters(to, undelivered);
-        }
-        let sent = client.endpoint.send_tracked(to, msg)?;
-        client.endpoint.flush();
+    /// Sends `msg` with `correlation`, waiting while `to` has more than the send window of
+    /// this client's messages; returns which send it was. A message that cannot be sent
+    /// because `to` is gone goes to the dead-letter path (and the call fails); one that
+    /// comes back while the call waits for room fails it too.
+    fn send(&self, endpoint: &mut Endpoint, to: Address, msg: &AnyMessage, correlation: Correlation) -> Result<SentId> {
+        let sent = match endpoint.send_correlated(to, msg, correlation) {
+            Ok(sent) => sent,
+            Err(e @ (Error::ActorGone { .. } | Error::UnknownActor(_))) => {
+                endpoint.dead_letters(to, vec![msg.clone()]);
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        endpoint.flush();
         let deadline = Instant::now() + SEND_TIMEOUT;
         loop {
-            let bytes = client.endpoint.unacked_bytes(to);
+            if let Some(cause) = endpoint.returned_send(sent) {
+                return Err(cause.into_error(to));
+            }
+            let bytes = endpoint.unacked_bytes(to);
             if bytes <= self.send_window {
                 return Ok(sent);
-            }
-            // Surface a lost peer now rather than waiting out the timeout.
-            if let Some((cause, undelivered, ids)) = client.endpoint.take_peer_lost(to) {
-                if let Some(lost) = came_back(&mut client.endpoint, to, cause, undelivered, &ids, sent) {
-                    return Err(lost);
-                }
             }
             let now = Instant::now();
             if now >= deadline {
@@ -296,40 +420,82 @@ impl ProcessSystem {
                     limit: self.send_window,
                 });
             }
-            client.endpoint.pump(Some(deadline - now))?;
+            endpoint.pump(Some(deadline - now))?;
         }
     }
 
-    /// Sends `msg` and waits for the next message to this client.
-    pub(crate) fn ask(&self, to: Address, msg: &AnyMessage, timeout: Duration) -> Result<(Address, AnyMessage)> {
-        let mut client = self.lock()?;
+    /// Sends `msg` as a request (or an ask) and registers the slot its answer goes to:
+    /// the request id.
+    fn send_awaiting(&self, to: Address, msg: &AnyMessage, ask: bool) -> Result<u64> {
+        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        self.lock().answers.insert(id, None);
+        let correlation = if ask {
+            Correlation::Ask(id)
+        } else {
+            Correlation::Request(id)
+        };
+        let sent = self.with_endpoint(|endpoint| self.send(endpoint, to, msg, correlation));
+        if let Err(e) = sent {
+            self.lock().answers.remove(&id);
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    /// Sends `msg` as a request and waits for its own answer (undecoded): `None` at the
+    /// deadline, after which a late answer is a dead letter.
+    pub(crate) fn request(
+        &self,
+        to: Address,
+        msg: &AnyMessage,
+        timeout: Duration,
+    ) -> Result<Option<(Address, AnyMessage)>> {
         let deadline = deadline_after(timeout);
-        let sent = self.send_locked(&mut client, to, msg)?;
-        match wait_for_message(&mut client.endpoint, Some((to, sent)), deadline)? {
-            Some(reply) => Ok(reply),
-            None => Err(Error::Timeout { address: to, timeout }),
+        let id = self.send_awaiting(to, msg, false)?;
+        let answer = self.wait_for(deadline, |shared| shared.take_answer(id));
+        self.lock().answers.remove(&id);
+        answer?.transpose()
+    }
+
+    /// Sends `msg` and waits for its own answer or the next plain message to this client
+    /// (Thespian's `ask`).
+    pub(crate) fn ask(&self, to: Address, msg: &AnyMessage, timeout: Duration) -> Result<(Address, AnyMessage)> {
+        let deadline = deadline_after(timeout);
+        let id = self.send_awaiting(to, msg, true)?;
+        let answer = self.wait_for(deadline, |shared| {
+            shared
+                .take_answer(id)
+                .map(|answer| answer.and_then(|(sender, msg)| for_client(sender, msg)))
+                .or_else(|| shared.take_message())
+        });
+        self.lock().answers.remove(&id);
+        match answer?.transpose()? {
+            Some(Some(delivered)) => Ok(delivered),
+            // Its own answer was a runtime notice, which is not for clients: as a timeout.
+            Some(None) | None => Err(Error::Timeout { address: to, timeout }),
         }
     }
 
     pub(crate) fn listen(&self, timeout: Duration) -> Result<Option<(Address, AnyMessage)>> {
-        let mut client = self.lock()?;
-        wait_for_message(&mut client.endpoint, None, deadline_after(timeout))
+        let answer = self.wait_for(deadline_after(timeout), Shared::take_message)?;
+        Ok(answer.transpose()?.flatten())
     }
 
     /// The capabilities as the admin last said, after reading whatever it has sent.
     pub(crate) fn capabilities(&self) -> Result<Capabilities> {
-        let mut client = self.lock()?;
-        client.endpoint.pump(Some(Duration::ZERO))?;
-        Ok(client.endpoint.capabilities().clone())
+        self.with_endpoint(|endpoint| {
+            endpoint.pump(Some(Duration::ZERO))?;
+            Ok(endpoint.capabilities().clone())
+        })
     }
 
     pub(crate) fn update_capability(&self, key: &str, value: Option<Payload>) -> Result<()> {
-        self.lock()?.endpoint.update_capability(key, value)
+        self.with_endpoint(|endpoint| endpoint.update_capability(key, value))
     }
 
     pub(crate) fn actor_info(&self, address: Address) -> Result<ActorInfo> {
-        let mut client = self.lock()?;
-        let (state, pid, incarnation) = client.endpoint.actor_status(address, Duration::from_secs(10))?;
+        let (state, pid, incarnation) =
+            self.with_endpoint(|endpoint| endpoint.actor_status(address, Duration::from_secs(10)))?;
         Ok(ActorInfo {
             state,
             pid,
@@ -340,12 +506,7 @@ impl ProcessSystem {
     /// The owner: stops every actor and the admin, and removes the runtime directory. Any
     /// other client: closes (its address is then gone), the system runs on.
     pub(crate) fn shutdown(&self) -> Result<()> {
-        let owner = self
-            .client
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .as_ref()
-            .is_some_and(|c| c.admin.is_some());
+        let owner = self.lock().admin.is_some();
         self.finish(owner)
     }
 
@@ -357,30 +518,31 @@ impl ProcessSystem {
     /// Closes this client — its control connection, its socket, its connections — first
     /// stopping the whole system if `stop_admin`. A second call does nothing.
     fn finish(&self, stop_admin: bool) -> Result<()> {
-        let Some(mut client) = self
-            .client
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take()
-        else {
-            return Ok(());
+        let mut endpoint = match self.take_endpoint() {
+            Ok(endpoint) => endpoint,
+            Err(_) => return Ok(()), // closed already
         };
+        let admin = {
+            let mut shared = self.lock();
+            shared.closed = true;
+            shared.sort_arrivals(&mut endpoint, self.address);
+            shared.admin.take()
+        };
+        self.changed.notify_all();
         let _ = std::fs::remove_file(runtime_dir::socket_path(&self.rundir, self.address));
         if !stop_admin {
             // Acknowledge what this client took before it goes, or its senders would count
             // those messages as never delivered (acks are batched). Dropping the endpoint then
             // closes the control connection, which unregisters the client.
-            client.endpoint.flush_acks();
-            client.endpoint.flush_blocking(Instant::now() + CLOSE_FLUSH);
+            endpoint.flush_acks();
+            endpoint.flush_blocking(Instant::now() + CLOSE_FLUSH);
             return Ok(());
         }
-        let request = client.endpoint.next_request();
-        let answer = client
-            .endpoint
-            .control_request(&ToAdmin::Shutdown { request }, SHUTDOWN_TIMEOUT, |f| {
-                matches!(f, FromAdmin::ShutdownComplete { .. })
-            });
-        if let Some(mut admin) = client.admin.take() {
+        let request = endpoint.next_request();
+        let answer = endpoint.control_request(&ToAdmin::Shutdown { request }, SHUTDOWN_TIMEOUT, |f| {
+            matches!(f, FromAdmin::ShutdownComplete { .. })
+        });
+        if let Some(mut admin) = admin {
             if answer.is_err() {
                 let _ = admin.kill();
             }
@@ -389,6 +551,78 @@ impl ProcessSystem {
             runtime_dir::remove(&self.rundir);
         }
         answer.map(|_| ())
+    }
+}
+
+impl Shared {
+    /// Sorts what reached the endpoint: answers into the slots their calls wait on (or the
+    /// dead-letter path, if no call waits any more), plain messages into the mailbox, and
+    /// messages that came back to the calls they fail and the dead-letter path.
+    fn sort_arrivals(&mut self, endpoint: &mut Endpoint, me: Address) {
+        while let Some(inbound) = endpoint.next_inbound() {
+            match inbound {
+                Inbound::Message {
+                    sender,
+                    msg,
+                    receipt,
+                    correlation,
+                } => match correlation {
+                    Correlation::Reply(id) => {
+                        endpoint.processed(receipt);
+                        match self.answers.get_mut(&id) {
+                            Some(slot @ None) => *slot = Some(Ok((sender, msg))),
+                            _ => {
+                                tracing::debug!(%sender, request = id, message_type = msg.tag(),
+                                    "an answer whose caller gave up: a dead letter");
+                                endpoint.dead_letters(me, vec![msg]);
+                            }
+                        }
+                    }
+                    _ => self.mailbox.push_back((sender, msg, receipt)),
+                },
+                Inbound::PeerLost { peer, cause, returned } => {
+                    let mut messages = Vec::with_capacity(returned.len());
+                    for back in returned {
+                        if let Some(Some(slot @ None)) =
+                            back.correlation.request_id().map(|id| self.answers.get_mut(&id))
+                        {
+                            *slot = Some(Err(cause.clone().into_error(peer)));
+                        }
+                        messages.push(back.msg);
+                    }
+                    endpoint.dead_letters(peer, messages);
+                }
+                Inbound::Control(frame) => tracing::debug!(?frame, "unexpected control frame for a client"),
+                Inbound::AdminLost => {
+                    self.admin_lost = true;
+                    for slot in self.answers.values_mut().filter(|slot| slot.is_none()) {
+                        *slot = Some(Err(Error::AdminGone));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The answer to request `id`, once it came.
+    fn take_answer(&mut self, id: u64) -> Option<Result<(Address, AnyMessage)>> {
+        match self.answers.get(&id) {
+            Some(Some(_)) => self.answers.remove(&id).flatten(),
+            Some(None) => None,
+            None => Some(Err(Error::SystemStopped)),
+        }
+    }
+
+    /// The next plain message for `listen` or `ask` (`Some(Ok(None))`: only runtime
+    /// notices, which are not for clients, were there), or the admin's loss.
+    fn take_message(&mut self) -> Option<Result<Option<(Address, AnyMessage)>>> {
+        while let Some((sender, msg, receipt)) = self.mailbox.pop_front() {
+            self.taken.push(receipt);
+            match for_client(sender, msg) {
+                Ok(None) => continue,
+                other => return Some(other),
+            }
+        }
+        self.admin_lost.then_some(Err(Error::AdminGone))
     }
 }
 
@@ -426,69 +660,4 @@ fn register_client(
         .map_err(Error::io(format!("binding the client socket {}", path.display())))?;
     endpoint.attach(address, rundir, max_frame, listener, None)?;
     Ok((endpoint, address))
-}
-
-/// Messages to `peer` came back (`ids` names their sends): the error for the caller whose
-/// send was `mine`, if it is among them; the others (earlier tells still on their way when
-/// it was sent) go to the dead-letter path. If `mine` is not among them it is still on its
-/// way (a connection in doubt goes on with what was sent after the loss), and so is its
-/// reply.
-fn came_back(
-    endpoint: &mut Endpoint,
-    peer: Address,
-    cause: LostCause,
-    mut undelivered: Vec<AnyMessage>,
-    ids: &[SentId],
-    mine: SentId,
-) -> Option<Error> {
-    let returned = ids
-        .iter()
-        .position(|id| *id == mine)
-        .filter(|at| *at < undelivered.len())
-        .map(|at| undelivered.remove(at));
-    endpoint.dead_letters(peer, undelivered);
-    returned.map(|_| cause.into_error(peer))
-}
-
-/// The client's receive loop: the next message for the caller, an error if the message
-/// `asked` of `target` came back undelivered (or the admin is gone), or `None` at the
-/// deadline. Other messages that come back undelivered (earlier tells) go to the
-/// dead-letter path.
-fn wait_for_message(
-    endpoint: &mut Endpoint,
-    asked: Option<(Address, SentId)>,
-    deadline: Instant,
-) -> Result<Option<(Address, AnyMessage)>> {
-    loop {
-        while let Some(inbound) = endpoint.next_inbound() {
-            match inbound {
-                Inbound::Message { sender, msg, receipt } => {
-                    endpoint.processed(receipt);
-                    if let Some(delivered) = for_client(sender, msg)? {
-                        return Ok(Some(delivered));
-                    }
-                }
-                Inbound::PeerLost {
-                    peer,
-                    cause,
-                    undelivered,
-                    ids,
-                } => match asked.filter(|(to, _)| *to == peer) {
-                    Some((_, question)) => {
-                        if let Some(lost) = came_back(endpoint, peer, cause, undelivered, &ids, question) {
-                            return Err(lost);
-                        }
-                    }
-                    None => endpoint.dead_letters(peer, undelivered),
-                },
-                Inbound::Control(frame) => tracing::debug!(?frame, "unexpected control frame for a client"),
-                Inbound::AdminLost => return Err(Error::AdminGone),
-            }
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return Ok(None);
-        }
-        endpoint.pump(Some(deadline - now))?;
-    }
 }

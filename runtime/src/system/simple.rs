@@ -38,10 +38,10 @@ use std::{
 };
 
 use greenroom_protocol::{
-    supervision::LONGEST, ActorState, Address, Capabilities, ChildSpec, CreateFailure, ExitCause, Payload,
+    supervision::LONGEST, ActorState, Address, Capabilities, ChildSpec, Correlation, CreateFailure, ExitCause, Payload,
 };
 
-use super::{for_client, ActorInfo, SystemConfig};
+use super::{for_client, request_error, ActorInfo, SystemConfig};
 use crate::{
     actor::{panic_text, program_registry, receive_with_retry, Backend, Context, Registry},
     error::{Error, Result},
@@ -49,6 +49,7 @@ use crate::{
         is_exit_traffic, take_undecodable, ActorExitRequest, AnyMessage, ChildActorExited, DeadEnvelope, Message,
         PoisonMessage, WakeupMessage,
     },
+    request::{PendingRequests, RequestError, RequestId, RequestKind},
     troupe::{self, TroupeDone, TroupeWorkInProgress, WorkerRole},
 };
 
@@ -73,6 +74,26 @@ impl fmt::Display for Delivery {
     }
 }
 
+/// What a client's wait is for.
+#[derive(Debug, Clone, Copy)]
+enum Wait {
+    /// `listen`: the next plain message.
+    Mailbox,
+    /// Thespian's `ask`: its own answer, or the next plain message.
+    Ask { to: Address, id: u64 },
+    /// A request: its own answer only.
+    Answer(u64),
+}
+
+impl Wait {
+    fn answer_id(self) -> Option<u64> {
+        match self {
+            Wait::Mailbox => None,
+            Wait::Ask { id, .. } | Wait::Answer(id) => Some(id),
+        }
+    }
+}
+
 /// A client of a simple-base system: the shared state behind a mutex, and the client's
 /// address. The owner started the system and shuts it down; a private client only goes
 /// away itself.
@@ -88,6 +109,16 @@ struct Envelope {
     sender: Address,
     target: Address,
     msg: AnyMessage,
+    correlation: Correlation,
+}
+
+/// What reaches one client: plain messages for `listen`/`ask`, and the answers its pending
+/// requests and asks wait for, by request id (`None` until it comes).
+#[derive(Default)]
+struct ClientBox {
+    mailbox: VecDeque<(Address, AnyMessage)>,
+    answers: BTreeMap<u64, Option<Result<(Address, AnyMessage)>>>,
+    next_request: u64,
 }
 
 struct Slot {
@@ -103,18 +134,26 @@ struct Slot {
     requirements: Capabilities,
     /// Messages the actor holds back for now (a troupe manager with no free worker), oldest
     /// first; offered again after each of its `receive`s.
-    held: VecDeque<(Address, AnyMessage)>,
+    held: VecDeque<(Address, AnyMessage, Correlation)>,
     /// This actor's side of a troupe, if it works in one.
     worker: WorkerRole,
+    /// Its requests waiting for answers (`Context::request`), on the virtual clock.
+    requests: PendingRequests<Duration>,
 }
 
-/// A pending `wakeup_after`, ordered by due time, then by the order they were asked.
+/// A pending timer of an actor's, ordered by due time, then by the order they were set.
 struct Timer {
     due: Duration,
     order: u64,
     actor: u64,
-    delay: Duration,
-    payload: AnyMessage,
+    kind: TimerKind,
+}
+
+enum TimerKind {
+    /// `wakeup_after(delay, payload)`.
+    Wakeup { delay: Duration, payload: AnyMessage },
+    /// A request's deadline: its timeout, if it still waits then.
+    RequestDue,
 }
 
 impl PartialEq for Timer {
@@ -140,8 +179,8 @@ struct Core {
     next_id: u64,
     actors: BTreeMap<u64, Slot>,
     gone: BTreeMap<u64, ExitCause>,
-    /// Each client's messages not yet taken by `ask`/`listen`.
-    clients: BTreeMap<u64, VecDeque<(Address, AnyMessage)>>,
+    /// Each client's messages not yet taken by `ask`/`listen`, and the answers it waits for.
+    clients: BTreeMap<u64, ClientBox>,
     queue: VecDeque<Envelope>,
     now: Duration,
     timers: BinaryHeap<Reverse<Timer>>,
@@ -224,22 +263,37 @@ impl SimpleSystem {
 
     pub(crate) fn tell(&self, to: Address, msg: AnyMessage) -> Result<()> {
         let mut core = self.lock()?;
-        core.client_send(self.address, to, msg)?;
+        core.client_send(self.address, to, msg, Correlation::None)?;
         core.run_queue();
         Ok(())
     }
 
+    /// Thespian's ask: its own answer, or the next plain message to this client.
     pub(crate) fn ask(&self, to: Address, msg: AnyMessage, timeout: Duration) -> Result<(Address, AnyMessage)> {
         let mut core = self.lock()?;
-        core.client_send(self.address, to, msg)?;
-        match core.wait_for_message(self.address, Some(to), timeout)? {
+        let id = core.await_answer(self.address);
+        core.client_send(self.address, to, msg, Correlation::Ask(id))?;
+        match core.wait_for_message(self.address, Wait::Ask { to, id }, timeout)? {
             Some(reply) => Ok(reply),
             None => Err(Error::Timeout { address: to, timeout }),
         }
     }
 
+    /// A request: its own answer only (undecoded), whatever else arrives meanwhile.
+    pub(crate) fn request(
+        &self,
+        to: Address,
+        msg: AnyMessage,
+        timeout: Duration,
+    ) -> Result<Option<(Address, AnyMessage)>> {
+        let mut core = self.lock()?;
+        let id = core.await_answer(self.address);
+        core.client_send(self.address, to, msg, Correlation::Request(id))?;
+        core.wait_for_message(self.address, Wait::Answer(id), timeout)
+    }
+
     pub(crate) fn listen(&self, timeout: Duration) -> Result<Option<(Address, AnyMessage)>> {
-        self.lock()?.wait_for_message(self.address, None, timeout)
+        self.lock()?.wait_for_message(self.address, Wait::Mailbox, timeout)
     }
 
     pub(crate) fn actor_info(&self, address: Address) -> Result<ActorInfo> {
@@ -432,8 +486,19 @@ impl Core {
 
     fn new_client(&mut self) -> Address {
         let id = self.allocate_id();
-        self.clients.insert(id, VecDeque::new());
+        self.clients.insert(id, ClientBox::default());
         Address::local(id)
+    }
+
+    /// A fresh request id of `client`'s, whose answer its box now waits for.
+    fn await_answer(&mut self, client: Address) -> u64 {
+        let Some(inbox) = self.clients.get_mut(&client.id()) else {
+            return 0;
+        };
+        inbox.next_request += 1;
+        let id = inbox.next_request;
+        inbox.answers.insert(id, None);
+        id
     }
 
     fn deadline_after(&self, timeout: Duration) -> Duration {
@@ -441,7 +506,16 @@ impl Core {
     }
 
     fn enqueue(&mut self, sender: Address, target: Address, msg: AnyMessage) {
-        self.queue.push_back(Envelope { sender, target, msg });
+        self.enqueue_correlated(sender, target, msg, Correlation::None);
+    }
+
+    fn enqueue_correlated(&mut self, sender: Address, target: Address, msg: AnyMessage, correlation: Correlation) {
+        self.queue.push_back(Envelope {
+            sender,
+            target,
+            msg,
+            correlation,
+        });
     }
 
     fn enqueue_message<M: Message>(&mut self, sender: Address, target: Address, value: &M) {
@@ -451,19 +525,26 @@ impl Core {
         }
     }
 
-    /// A client's send: refused at once if the target is not there, as on the process base.
-    fn client_send(&mut self, sender: Address, to: Address, msg: AnyMessage) -> Result<()> {
+    /// A client's send: refused at once if the target is not there, as on the process base
+    /// (and the message handed to the dead-letter path: it never reached anyone).
+    fn client_send(&mut self, sender: Address, to: Address, msg: AnyMessage, correlation: Correlation) -> Result<()> {
         let id = to.id();
         if !self.actors.contains_key(&id) && !self.clients.contains_key(&id) {
-            return Err(match self.gone.get(&id) {
+            if let (Some(request), Some(inbox)) = (correlation.request_id(), self.clients.get_mut(&sender.id())) {
+                inbox.answers.remove(&request);
+            }
+            let error = match self.gone.get(&id) {
                 Some(cause) => Error::ActorGone {
                     address: to,
                     cause: cause.clone(),
                 },
                 None => Error::UnknownActor(to),
-            });
+            };
+            self.dead_letter(sender, to, msg);
+            self.run_queue();
+            return Err(error);
         }
-        self.enqueue(sender, to, msg);
+        self.enqueue_correlated(sender, to, msg, correlation);
         Ok(())
     }
 
@@ -526,6 +607,7 @@ impl Core {
                 requirements: requirements.clone(),
                 held: VecDeque::new(),
                 worker: WorkerRole::default(),
+                requests: PendingRequests::new(1),
             },
         );
         Ok(Address::local(id))
@@ -548,28 +630,61 @@ impl Core {
         };
         self.now = self.now.max(timer.due);
         let me = Address::local(timer.actor);
-        let wakeup = WakeupMessage {
-            delay: timer.delay,
-            payload: timer.payload,
-        };
-        self.enqueue_message(me, me, &wakeup);
+        match timer.kind {
+            TimerKind::Wakeup { delay, payload } => {
+                self.enqueue_message(me, me, &WakeupMessage { delay, payload });
+            }
+            TimerKind::RequestDue => {
+                let expired = match self.actors.get_mut(&timer.actor) {
+                    Some(slot) => slot.requests.expire(self.now),
+                    None => Vec::new(),
+                };
+                for (asked, reply) in expired {
+                    self.enqueue(asked, me, reply);
+                }
+            }
+        }
         true
     }
 
-    /// The client's wait: run actors until a message for `client` arrives, letting virtual
-    /// time pass (timer by timer) up to `timeout`. `None` at the deadline.
+    /// The client's wait: run actors until what it waits for arrives, letting virtual time
+    /// pass (timer by timer) up to `timeout`. `None` at the deadline (a request's or an
+    /// ask's later answer is then a dead letter).
     fn wait_for_message(
         &mut self,
         client: Address,
-        target: Option<Address>,
+        wait: Wait,
         timeout: Duration,
     ) -> Result<Option<(Address, AnyMessage)>> {
         let deadline = self.deadline_after(timeout);
         loop {
-            if let Some((sender, msg)) = self.clients.get_mut(&client.id()).and_then(VecDeque::pop_front) {
-                match for_client(sender, msg)? {
-                    Some(delivered) => return Ok(Some(delivered)),
-                    None => continue,
+            let Some(inbox) = self.clients.get_mut(&client.id()) else {
+                return Err(Error::SystemStopped);
+            };
+            if let Some(id) = wait.answer_id() {
+                if inbox.answers.get(&id).is_some_and(Option::is_some) {
+                    if let Some(Some(answer)) = inbox.answers.remove(&id) {
+                        return match wait {
+                            // An ask's own answer is taken as a client takes any message
+                            // (its poison is the ask's error); a request's is decoded by
+                            // the caller.
+                            Wait::Ask { .. } => answer.and_then(|(sender, msg)| for_client(sender, msg)),
+                            _ => answer.map(Some),
+                        };
+                    }
+                }
+            }
+            if !matches!(wait, Wait::Answer(_)) {
+                if let Some((sender, msg)) = inbox.mailbox.pop_front() {
+                    match for_client(sender, msg)? {
+                        Some(delivered) => {
+                            if let Some(id) = wait.answer_id() {
+                                inbox.answers.remove(&id);
+                            }
+                            return Ok(Some(delivered));
+                        }
+                        None => continue,
+                    }
                 }
             }
             if let Some(envelope) = self.queue.pop_front() {
@@ -577,7 +692,7 @@ impl Core {
                 continue;
             }
             // Nothing left to run: an asked actor that is gone will never answer.
-            if let Some(to) = target {
+            if let Wait::Ask { to, .. } = wait {
                 if let Some(cause) = self.gone.get(&to.id()) {
                     return Err(Error::ActorGone {
                         address: to,
@@ -587,35 +702,94 @@ impl Core {
             }
             if !self.fire_next_timer(deadline) {
                 self.now = self.now.max(deadline);
+                if let (Some(id), Some(inbox)) = (wait.answer_id(), self.clients.get_mut(&client.id())) {
+                    inbox.answers.remove(&id);
+                }
                 return Ok(None);
             }
         }
     }
 
-    fn deliver(&mut self, Envelope { sender, target, msg }: Envelope) {
+    fn deliver(
+        &mut self,
+        Envelope {
+            sender,
+            target,
+            msg,
+            correlation,
+        }: Envelope,
+    ) {
         let id = target.id();
         if let Some(inbox) = self.clients.get_mut(&id) {
-            inbox.push_back((sender, msg));
+            match correlation {
+                Correlation::Reply(request) => match inbox.answers.get_mut(&request) {
+                    Some(slot @ None) => *slot = Some(Ok((sender, msg))),
+                    // Its caller gave up (or never asked): not for the next call.
+                    _ => self.dead_letter(sender, target, msg),
+                },
+                _ => inbox.mailbox.push_back((sender, msg)),
+            }
             return;
         }
         let Some(slot) = self.actors.get_mut(&id) else {
-            self.dead_letter(sender, target, msg);
+            self.undeliverable(sender, target, msg, correlation);
             return;
         };
+        let (msg, correlation) = match correlation {
+            Correlation::Reply(request) => match slot.requests.answer(request, sender, msg) {
+                Ok(reply) => (reply, Correlation::None),
+                Err(msg) => {
+                    // An answer nothing waits for: its request timed out.
+                    self.dead_letter(sender, target, msg);
+                    return;
+                }
+            },
+            c => (msg, c),
+        };
         if slot.exiting && !is_exit_traffic(&msg) && !troupe::is_returned_hand_off(&msg) {
-            self.refuse_while_exiting(sender, target, msg);
+            self.refuse_while_exiting(sender, target, msg, correlation);
             return;
         }
         let holds_back = slot.actor.as_ref().is_some_and(|actor| {
-            let held = slot.held.iter().map(|(s, _)| *s);
+            let held = slot.held.iter().map(|(s, _, _)| *s);
             troupe::must_wait(actor.as_ref(), &slot.worker, &msg, sender, held)
         });
         if holds_back {
-            slot.held.push_back((sender, msg));
+            slot.held.push_back((sender, msg, correlation));
             return;
         }
-        self.run_actor(sender, target, msg);
+        self.run_actor(sender, target, msg, correlation);
         self.release_held(id);
+    }
+
+    /// A message for an actor that is gone: a dead letter, and for a request or an ask, its
+    /// requester hears that it failed (as the process base returns it to its sender).
+    fn undeliverable(&mut self, sender: Address, target: Address, msg: AnyMessage, correlation: Correlation) {
+        if let Some(request) = correlation.request_id() {
+            let error = match self.gone.get(&target.id()) {
+                Some(cause) => RequestError::Gone { cause: cause.clone() },
+                None => RequestError::Unknown,
+            };
+            self.fail_request(sender, target, request, error);
+        }
+        self.dead_letter(sender, target, msg);
+    }
+
+    /// Request `request` of `requester` (an actor or a client) to `target` failed.
+    fn fail_request(&mut self, requester: Address, target: Address, request: u64, error: RequestError) {
+        if let Some(inbox) = self.clients.get_mut(&requester.id()) {
+            if let Some(slot @ None) = inbox.answers.get_mut(&request) {
+                *slot = Some(Err(request_error(target, error)));
+            }
+            return;
+        }
+        let returned = self
+            .actors
+            .get_mut(&requester.id())
+            .and_then(|slot| slot.requests.returned(request, error));
+        if let Some((asked, reply)) = returned {
+            self.enqueue(asked, requester, reply);
+        }
     }
 
     /// Runs the held messages the actor now takes, oldest first. Called after every delivery,
@@ -624,7 +798,7 @@ impl Core {
         loop {
             let Some(slot) = self.actors.get_mut(&id) else { return };
             let takes_front = !slot.exiting
-                && slot.held.front().is_some_and(|(_, msg)| {
+                && slot.held.front().is_some_and(|(_, msg, _)| {
                     slot.actor
                         .as_ref()
                         .is_some_and(|a| !troupe::waits(a.as_ref(), &slot.worker, msg))
@@ -632,10 +806,10 @@ impl Core {
             if !takes_front {
                 return;
             }
-            let Some((sender, msg)) = slot.held.pop_front() else {
+            let Some((sender, msg, correlation)) = slot.held.pop_front() else {
                 return;
             };
-            self.run_actor(sender, Address::local(id), msg);
+            self.run_actor(sender, Address::local(id), msg, correlation);
         }
     }
 
@@ -643,7 +817,7 @@ impl Core {
     /// path for a message that did not decode. A troupe manager's hand-off runs on the
     /// message it carries, from its original sender, and the manager hears when the worker
     /// is free.
-    fn run_actor(&mut self, sender: Address, target: Address, msg: AnyMessage) {
+    fn run_actor(&mut self, sender: Address, target: Address, msg: AnyMessage, correlation: Correlation) {
         let id = target.id();
         let Some(slot) = self.actors.get_mut(&id) else { return };
         let Some(mut actor) = slot.actor.take() else {
@@ -656,9 +830,9 @@ impl Core {
         }
         take_undecodable();
         let manager = sender;
-        let (sender, msg, job) = match slot.worker.take_job(sender, &msg) {
-            Some(work) => (work.sender, work.message, true),
-            None => (sender, msg, false),
+        let (sender, msg, correlation, job) = match slot.worker.take_job(sender, &msg) {
+            Some(work) => (work.sender, work.message, work.correlation, true),
+            None => (sender, msg, correlation, false),
         };
         if let Some(recorded) = self.deliveries.as_mut() {
             recorded.push(Delivery {
@@ -672,7 +846,7 @@ impl Core {
         let running = RunningActorCode::enter();
         let failure = receive_with_retry(&msg, |attempt| {
             let mut backend = SimpleBackend { core: self, me: target };
-            let mut ctx = Context::new(target, &mut backend);
+            let mut ctx = Context::new(target, &mut backend, sender, correlation);
             let outcome = match catch_unwind(AssertUnwindSafe(|| actor.receive(&mut ctx, &msg, sender))) {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(format!("receive returned an error: {e}")),
@@ -705,7 +879,11 @@ impl Core {
             let sender_alive = self.actors.contains_key(&sender.id()) || self.clients.contains_key(&sender.id());
             if retried && sender != target {
                 if sender_alive {
-                    self.enqueue_message(target, sender, &PoisonMessage { message: msg, details });
+                    // The answer to the request or ask it was, if it was one.
+                    match AnyMessage::new(&PoisonMessage { message: msg, details }) {
+                        Ok(poison) => self.enqueue_correlated(target, sender, poison, correlation.answer()),
+                        Err(e) => tracing::error!(error = %e, "simple base: could not encode a PoisonMessage"),
+                    }
                 } else {
                     tracing::warn!(actor = %target, %sender, message_type = msg.tag(),
                         "could not return a poison message to its sender: it is gone");
@@ -741,8 +919,8 @@ impl Core {
             self.enqueue_message(Address::local(id), Address::local(child), &ActorExitRequest);
         }
         // What it held back it will never take: as any message to an exiting actor.
-        for (sender, msg) in held {
-            self.refuse_while_exiting(sender, Address::local(id), msg);
+        for (sender, msg, correlation) in held {
+            self.refuse_while_exiting(sender, Address::local(id), msg, correlation);
         }
         self.finish_exit_if_done(id);
     }
@@ -775,11 +953,20 @@ impl Core {
     }
 
     /// A message an exiting actor will not take: a troupe hand-off goes back to its manager
-    /// as poison (to return it to its sender), anything else is a dead letter.
-    fn refuse_while_exiting(&mut self, sender: Address, target: Address, msg: AnyMessage) {
+    /// as poison (to return it to its sender), anything else is a dead letter (and a request
+    /// fails at its requester, as if the actor were gone).
+    fn refuse_while_exiting(&mut self, sender: Address, target: Address, msg: AnyMessage, correlation: Correlation) {
         match troupe::unrun(&msg) {
             Some(poison) => self.enqueue_message(target, sender, &poison),
-            None => self.dead_letter(sender, target, msg),
+            None => {
+                if let Some(request) = correlation.request_id() {
+                    let error = RequestError::Gone {
+                        cause: ExitCause::Normal,
+                    };
+                    self.fail_request(sender, target, request, error);
+                }
+                self.dead_letter(sender, target, msg);
+            }
         }
     }
 
@@ -803,10 +990,29 @@ struct SimpleBackend<'a> {
 }
 
 impl Backend for SimpleBackend<'_> {
-    fn send(&mut self, to: Address, msg: AnyMessage) -> Result<()> {
+    fn send(&mut self, to: Address, msg: AnyMessage, correlation: Correlation) -> Result<()> {
         // Delivered after this receive returns, behind everything sent before it.
-        self.core.enqueue(self.me, to, msg);
+        self.core.enqueue_correlated(self.me, to, msg, correlation);
         Ok(())
+    }
+
+    fn request(&mut self, to: Address, msg: AnyMessage, kind: RequestKind, timeout: Duration) -> Result<RequestId> {
+        let core = &mut *self.core;
+        let due = core.deadline_after(timeout);
+        let Some(slot) = core.actors.get_mut(&self.me.id()) else {
+            return Err(Error::SystemStopped);
+        };
+        let id = slot.requests.next_id();
+        slot.requests.start(id, kind, to, due, timeout);
+        core.timers_set += 1;
+        core.timers.push(Reverse(Timer {
+            due,
+            order: core.timers_set,
+            actor: self.me.id(),
+            kind: TimerKind::RequestDue,
+        }));
+        core.enqueue_correlated(self.me, to, msg, Correlation::Request(id.get()));
+        Ok(id)
     }
 
     fn create_actor(
@@ -832,8 +1038,7 @@ impl Backend for SimpleBackend<'_> {
             due: core.deadline_after(delay),
             order: core.timers_set,
             actor: self.me.id(),
-            delay,
-            payload,
+            kind: TimerKind::Wakeup { delay, payload },
         }));
         Ok(())
     }
@@ -861,7 +1066,7 @@ impl Backend for SimpleBackend<'_> {
     }
 
     fn hand_off(&mut self, to: Address, msg: AnyMessage) -> Result<()> {
-        self.send(to, msg)
+        self.send(to, msg, Correlation::None)
     }
 
     fn held_back(&self) -> usize {
