@@ -95,7 +95,10 @@ fn named_thread_other_than_main() -> Option<String> {
     if unsafe { libc::gettid() } as u32 == std::process::id() {
         return None;
     }
-    std::thread::current().name().filter(|name| *name != "main").map(str::to_owned)
+    std::thread::current()
+        .name()
+        .filter(|name| *name != "main")
+        .map(str::to_owned)
 }
 
 /// The `main` of a dedicated host binary: serves as an admin or a host and never returns.

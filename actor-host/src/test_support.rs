@@ -9,7 +9,7 @@
 //! registry and the fact that this executable can serve as its own host, and returns.
 //!
 //! Running before `main` means std's runtime set-up has not happened. What of it the roles
-//! rely on is done here (see [`prepare_process`]); what is left out changes no behaviour a
+//! rely on is done here (see `prepare_process`); what is left out changes no behaviour a
 //! system depends on (a stack overflow is a plain `SIGSEGV` rather than std's message and
 //! `SIGABRT`; the thread is unnamed).
 
@@ -59,7 +59,9 @@ const EXIT_ENTRY_FAILED: i32 = 70;
 ///
 /// impl Actor for Echo {
 ///     fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, sender: Address) -> ActorResult {
-///         ctx.send(sender, msg.downcast::<String>()?)?;
+///         if let Some(text) = msg.downcast::<String>() {
+///             ctx.send(sender, text)?;
+///         }
 ///         Ok(())
 ///     }
 /// }

@@ -89,7 +89,11 @@ fn a_test_starts_a_process_base_system_run_by_its_own_binary() {
     assert_eq!(system.actor_info(probe).unwrap().pid, Some(seen.pid));
     assert_eq!(parent_of(seen.pid), Some(admin), "the host is the admin's child");
     assert_eq!(exe_of(admin), Some(this_test_binary()), "the admin is this test binary");
-    assert_eq!(exe_of(seen.pid), Some(this_test_binary()), "the host is this test binary");
+    assert_eq!(
+        exe_of(seen.pid),
+        Some(this_test_binary()),
+        "the host is this test binary"
+    );
     // Read before main: the arguments, and std's SIGPIPE set-up done by test_support!.
     assert!(seen.argv0.starts_with("greenroom-host "), "{seen:?}");
     assert_eq!(seen.write_to_closed_pipe, "EPIPE", "{seen:?}");
@@ -109,7 +113,11 @@ fn a_test_starts_a_simple_base_system_with_the_registry_of_test_support() {
     let system = TestSystem::own(SystemConfig::default().base(Base::Simple));
     let probe = system.create_actor::<Probe>().unwrap();
     let seen = describe(&system, probe);
-    assert_eq!(seen.pid, std::process::id(), "the simple base runs actors in the test process");
+    assert_eq!(
+        seen.pid,
+        std::process::id(),
+        "the simple base runs actors in the test process"
+    );
 }
 
 #[test]
@@ -212,6 +220,10 @@ fn no_process_outlives_a_test_binary_that_exits_with_a_live_system() {
         }
     }
     assert!(pids.iter().all(|pid| !is_alive(*pid)));
-    let left: Vec<_> = std::fs::read_dir(base.path()).unwrap().flatten().map(|e| e.path()).collect();
+    let left: Vec<_> = std::fs::read_dir(base.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }

@@ -127,7 +127,10 @@ pub enum Error {
          greenroom_host::serve(registry)",
         exe.display()
     )]
-    AdminExited { exe: PathBuf, status: std::process::ExitStatus },
+    AdminExited {
+        exe: PathBuf,
+        status: std::process::ExitStatus,
+    },
 
     /// This process was asked to act as a host or admin but was not started by Greenroom.
     #[error("{0}")]

@@ -86,7 +86,9 @@ impl ProcessSystem {
     pub(crate) fn start(config: &SystemConfig) -> Result<Self> {
         if Role::current() != Role::Client {
             return Err(Error::NotStartedByGreenroom(
-                "ActorSystem::start called in an admin or host process: call greenroom_host::init(registry) first thing in main".into(),
+                "ActorSystem::start called in an admin or host process: call greenroom_host::init(registry) first thing in main \
+                 (in a test binary, invoke greenroom_host::test_support!(registry))"
+                    .into(),
             ));
         }
         // A convention's secret file is checked here, so that a missing or exposed one fails
