@@ -31,9 +31,11 @@ const EXIT_ENTRY_FAILED: i32 = 70;
 /// Makes this test binary (or any binary whose `main` is not yours) its own admin and host
 /// executable, so that its tests can start process-base systems.
 ///
-/// Invoke it once, at the top level of the test crate: an integration test file, or a
+/// Invoke it once per test binary, as an item: in an integration test file, or in a
 /// `#[cfg(test)]` module of a library (for its unit tests). The argument is the expression
-/// that builds the [`Registry`], evaluated once per process before `main`.
+/// that builds the [`Registry`], evaluated once per process before `main`. Without it, a test
+/// that starts a process-base system with the default host executable gets
+/// `Error::NoHostEntry`, and nothing is started.
 ///
 /// What it does, by the role the process was started in (`GREENROOM_ROLE`):
 ///

@@ -114,7 +114,7 @@ pub fn record_entry(entry: Entry) {
 /// What `ActorSystem::start` adds to its refusal to run this program as its own admin.
 const ENTRY_FIX: &str =
     "in a program, call greenroom_host::init(registry) first thing in main; in a test binary (whose main is \
-     libtest's), invoke greenroom_host::test_support!(registry) once at the top of the test crate; or point \
+     libtest's), invoke greenroom_host::test_support!(registry) once in the test crate; or point \
      SystemConfig::host_executable at a host binary that calls greenroom_host::serve(registry)";
 
 /// Whether this program, re-run as an admin (the default host executable), becomes one:
