@@ -49,15 +49,27 @@ impl TestSystem {
     /// Like [`TestSystem::start`], with settings (a simple-base config gets this crate's
     /// registry).
     pub fn start_with(host_exe: &str, config: SystemConfig) -> TestSystem {
+        Self::start_config(|base| {
+            config
+                .runtime_base(base)
+                .host_executable(host_exe)
+                .registry(crate::registry())
+        })
+    }
+
+    /// A system whose admin and hosts run the test binary itself (a test crate that invokes
+    /// `greenroom_host::test_support!`), with its registry: `config` as given, plus only
+    /// the private runtime base.
+    pub fn own(config: SystemConfig) -> TestSystem {
+        Self::start_config(|base| config.runtime_base(base))
+    }
+
+    fn start_config(config: impl FnOnce(&Path) -> SystemConfig) -> TestSystem {
         let base = tempfile::Builder::new()
             .prefix("gr")
             .tempdir_in("/tmp")
             .expect("create a temporary runtime base");
-        let config = config
-            .runtime_base(base.path())
-            .host_executable(host_exe)
-            .registry(crate::registry());
-        let system = ActorSystem::start_with(config).expect("start an actor system");
+        let system = ActorSystem::start_with(config(base.path())).expect("start an actor system");
         let admin_pid = system.admin_pid();
         TestSystem {
             system: Some(system),

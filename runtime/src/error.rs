@@ -121,6 +121,26 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// `ActorSystem::start` would re-run this program as its admin (no
+    /// `SystemConfig::host_executable`), but the program would not become one: it did not
+    /// call `greenroom_host::init` first thing in `main`, nor invoke
+    /// `greenroom_host::test_support!` (a test binary). Nothing was started.
+    #[error("{0}")]
+    NoHostEntry(String),
+
+    /// The admin process exited before it answered its owner.
+    #[error(
+        "the admin process ({}) exited before it answered ({status}); its reason, if it gave one, is in the log. \
+         If that executable is not a Greenroom host binary: a program calls greenroom_host::init(registry) first \
+         thing in main, a test binary invokes greenroom_host::test_support!(registry), a dedicated host binary calls \
+         greenroom_host::serve(registry)",
+        exe.display()
+    )]
+    AdminExited {
+        exe: PathBuf,
+        status: std::process::ExitStatus,
+    },
+
     /// This process was asked to act as a host or admin but was not started by Greenroom.
     #[error("{0}")]
     NotStartedByGreenroom(String),

@@ -2,7 +2,12 @@
 //!
 //! Greenroom starts the admin and every host by running an executable (the user's own, by
 //! default) with `GREENROOM_ROLE` set and the sockets it needs already open at fixed fd
-//! numbers. `greenroom_host::init` reads the role first thing in `main`.
+//! numbers. `greenroom_host::init` reads the role first thing in `main` (or
+//! `greenroom_host::test_support!` before `main`, in a test binary).
+//!
+//! A client records how it reached Greenroom ([`Entry`]), so that `ActorSystem::start` can
+//! refuse to re-run an executable that would not become an admin: a test binary whose test
+//! called `init` would run its test suite again instead.
 
 use std::os::fd::RawFd;
 
@@ -78,6 +83,58 @@ impl Role {
             Role::Host => "host",
         }
     }
+}
+
+/// How this program handed Greenroom its registry, as a client: what a re-run of its
+/// executable as an admin or host would reach. Recorded by `greenroom_host`.
+#[doc(hidden)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// `greenroom_host::init` ran on the main thread (or a thread with no name).
+    Main,
+    /// `greenroom_host::init` ran on this named thread: a test's, in practice, which a
+    /// re-run does not reach first.
+    Thread(String),
+    /// `greenroom_host::test_support!` ran before `main`.
+    BeforeMain,
+}
+
+static ENTRY: std::sync::Mutex<Option<Entry>> = std::sync::Mutex::new(None);
+
+/// Records how this client reached Greenroom; `BeforeMain`, once recorded, stays (an `init`
+/// in a test of a binary with `test_support!` changes nothing).
+#[doc(hidden)]
+pub fn record_entry(entry: Entry) {
+    let mut recorded = ENTRY.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if *recorded != Some(Entry::BeforeMain) {
+        *recorded = Some(entry);
+    }
+}
+
+/// What `ActorSystem::start` adds to its refusal to run this program as its own admin.
+const ENTRY_FIX: &str =
+    "in a program, call greenroom_host::init(registry) first thing in main; in a test binary (whose main is \
+     libtest's), invoke greenroom_host::test_support!(registry) once in the test crate; or point \
+     SystemConfig::host_executable at a host binary that calls greenroom_host::serve(registry)";
+
+/// Whether this program, re-run as an admin (the default host executable), becomes one:
+/// only if it reached Greenroom through `init` in `main` or through `test_support!`.
+/// Anything else would run the program again (a test binary: its whole suite) instead.
+pub(crate) fn check_own_entry() -> Result<(), crate::Error> {
+    let recorded = ENTRY.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+    let why = match recorded {
+        Some(Entry::Main | Entry::BeforeMain) => return Ok(()),
+        Some(Entry::Thread(thread)) => format!(
+            "greenroom_host::init was called on thread `{thread}`, not first thing in main, so this executable, re-run as \
+             the system's admin and hosts, would not reach it"
+        ),
+        None => "this program never called greenroom_host::init, so this executable, re-run as the system's admin and \
+                 hosts, would not become them"
+            .to_owned(),
+    };
+    Err(crate::Error::NoHostEntry(format!(
+        "ActorSystem::start re-runs this program's executable unless SystemConfig::host_executable is set: {why}. Fix: {ENTRY_FIX}"
+    )))
 }
 
 /// Raises this process's open-files limit to its hard limit. An admin holds four fds per

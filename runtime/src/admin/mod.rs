@@ -2719,6 +2719,23 @@ pub(crate) fn start_admin(
     Ok((child, client_end))
 }
 
+/// How long an owner whose admin hung up before answering waits for it to exit.
+const EARLY_EXIT_WAIT: Duration = Duration::from_secs(1);
+
+/// The exit status of an admin that hung up on its owner before answering, once it has
+/// exited (within [`EARLY_EXIT_WAIT`]); `None` if it is still running. An admin closes its
+/// end only by exiting, so a closed connection means it is on its way out.
+pub(crate) fn exited_early(child: &mut std::process::Child) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + EARLY_EXIT_WAIT;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            _ => return None,
+        }
+    }
+}
+
 /// What `greenroom start` needs to start an admin on its own.
 #[derive(Debug, Clone)]
 pub struct DetachedAdmin {

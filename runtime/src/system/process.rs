@@ -106,7 +106,9 @@ impl ProcessSystem {
     pub(crate) fn start(config: &SystemConfig) -> Result<Self> {
         if Role::current() != Role::Client {
             return Err(Error::NotStartedByGreenroom(
-                "ActorSystem::start called in an admin or host process: call greenroom_host::init(registry) first thing in main".into(),
+                "ActorSystem::start called in an admin or host process: call greenroom_host::init(registry) first thing in main \
+                 (in a test binary, invoke greenroom_host::test_support!(registry))"
+                    .into(),
             ));
         }
         // A convention's secret file is checked here, so that a missing or exposed one fails
@@ -125,7 +127,10 @@ impl ProcessSystem {
         ));
         let exe = match &config.host_executable {
             Some(p) => p.clone(),
-            None => std::env::current_exe().map_err(Error::io("finding the current executable"))?,
+            None => {
+                crate::process_role::check_own_entry()?;
+                std::env::current_exe().map_err(Error::io("finding the current executable"))?
+            }
         };
         if let Some(spec) = &config.log_filter {
             logging::check_filter(spec).map_err(|why| Error::InvalidSetting {
@@ -161,7 +166,11 @@ impl ProcessSystem {
             Ok(r) => r,
             Err(e) => {
                 // The admin logs its own reason on stderr; stop and reap it so that nothing
-                // is left behind.
+                // is left behind. One that exited by itself is named with its status.
+                let e = match admin::exited_early(&mut child) {
+                    Some(status) => Error::AdminExited { exe, status },
+                    None => e,
+                };
                 let _ = child.kill();
                 let _ = child.wait();
                 runtime_dir::remove(&rundir);
