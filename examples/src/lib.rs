@@ -45,7 +45,7 @@ mod tests {
             let counter = system.create_actor::<Counter>().unwrap();
             system.tell(counter, Add(2)).unwrap();
             system.tell(counter, Add(3)).unwrap();
-            let total: u64 = system.ask(counter, Total, T).unwrap();
+            let total = system.request(counter, Total, T).unwrap();
             assert_eq!(total, 5, "{base:?}");
         }
     }
@@ -55,7 +55,7 @@ mod tests {
         let system = TestSystem::own(SystemConfig::default());
         let pool = system.create_actor::<Pool>().unwrap();
         for name in ["Ada", "Grace", "Edsger"] {
-            let reply: String = system.ask(pool, Greet(name.to_string()), T).unwrap();
+            let reply = system.request(pool, Greet(name.to_string()), T).unwrap();
             assert_eq!(reply, format!("Hello, {name}!"));
         }
         // The pool and the two greeters it created, each a host process of the admin.

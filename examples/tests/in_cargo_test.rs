@@ -12,7 +12,9 @@ use std::{
     time::Duration,
 };
 
-use greenroom::{dispatch, ActorResult, ActorSystem, Address, Base, Context, Handle, Registry, SystemConfig};
+use greenroom::{
+    dispatch, ActorRef, ActorResult, ActorSystem, Address, Base, Context, Handle, Registry, Request, SystemConfig,
+};
 use greenroom_integration_tests::{
     harness::{exe_of, is_alive, parent_of, restart_at_once, wait_for_exit},
     TestSystem,
@@ -31,6 +33,10 @@ const T: Duration = Duration::from_secs(10);
 #[derive(Debug, Serialize, Deserialize)]
 struct Describe;
 
+impl Request for Describe {
+    type Reply = Described;
+}
+
 /// What a [`Probe`] saw of its process.
 #[derive(Debug, Serialize, Deserialize)]
 struct Described {
@@ -46,16 +52,13 @@ struct Described {
 struct Probe;
 
 impl Handle<Describe> for Probe {
-    fn handle(&mut self, ctx: &mut Context<'_>, _: Describe, sender: Address) -> ActorResult {
-        ctx.send(
-            sender,
-            Described {
-                pid: std::process::id(),
-                argv0: std::env::args().next().unwrap_or_default(),
-                write_to_closed_pipe: write_to_closed_pipe(),
-            },
-        )?;
-        Ok(())
+    type Reply = Described;
+    fn handle(&mut self, _: &mut Context<'_>, _: Describe, _: Address) -> ActorResult<Described> {
+        Ok(Described {
+            pid: std::process::id(),
+            argv0: std::env::args().next().unwrap_or_default(),
+            write_to_closed_pipe: write_to_closed_pipe(),
+        })
     }
 }
 
@@ -70,8 +73,8 @@ fn write_to_closed_pipe() -> String {
     }
 }
 
-fn describe(system: &ActorSystem, probe: Address) -> Described {
-    system.ask(probe, Describe, T).expect("the probe answers")
+fn describe(system: &ActorSystem, probe: ActorRef<Probe>) -> Described {
+    system.request(probe, Describe, T).expect("the probe answers")
 }
 
 fn this_test_binary() -> PathBuf {

@@ -666,7 +666,8 @@ impl ActorSystem {
     }
 
     /// What the system knows of the actor at `address`: its state and host pid.
-    pub fn actor_info(&self, address: Address) -> Result<ActorInfo> {
+    pub fn actor_info(&self, address: impl Into<Address>) -> Result<ActorInfo> {
+        let address = address.into();
         match &self.inner {
             Inner::Processes(p) => p.actor_info(address),
             Inner::Simple(s) => s.actor_info(address),
