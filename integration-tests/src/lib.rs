@@ -6,6 +6,8 @@
 
 pub mod actors;
 pub mod harness;
+pub mod lab;
+pub mod request_actors;
 pub mod troupe_actors;
 
 pub use harness::TestSystem;
@@ -32,6 +34,9 @@ pub fn registry() -> greenroom::Registry {
         .register::<Broker>()
         .register::<Logger>()
         .register::<ConventionWatcher>()
+        .register::<request_actors::Calculator>()
+        .register::<request_actors::Aggregator>()
+        .register::<request_actors::Peer>()
         .register::<troupe_actors::PoolWorker>()
         .register::<troupe_actors::Burster>()
 }
