@@ -744,3 +744,18 @@ impl Actor for ConventionWatcher {
         Ok(())
     }
 }
+
+/// An actor whose constructor panics: it never starts.
+pub struct Stillborn;
+
+impl Default for Stillborn {
+    fn default() -> Self {
+        panic!("Stillborn's constructor always panics")
+    }
+}
+
+impl Actor for Stillborn {
+    fn receive(&mut self, _: &mut Context<'_>, _: &AnyMessage, _: Address) -> ActorResult {
+        Ok(())
+    }
+}

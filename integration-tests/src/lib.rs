@@ -32,6 +32,7 @@ pub fn registry() -> greenroom::Registry {
         .register::<Broker>()
         .register::<Logger>()
         .register::<ConventionWatcher>()
+        .register::<Stillborn>()
         .register::<troupe_actors::PoolWorker>()
         .register::<troupe_actors::Burster>()
 }

@@ -21,7 +21,10 @@
 //!   (latest first); once their [`ChildActorExited`] notices have reached it, the actor is
 //!   gone, its timers are cancelled, its global name is freed, and its parent is told;
 //! * a message to an actor that is gone (or exiting, unless it is exit traffic) is a dead
-//!   letter: a [`DeadEnvelope`] to the registered handler, or a warning in the log.
+//!   letter: a [`DeadEnvelope`] to the registered handler, or a warning in the log;
+//! * a child whose constructor panics still gets an address, gone at once with
+//!   `StartFailed`, and its parent gets [`ChildActorExited`] (a top-level create fails with
+//!   `Error::Create` instead, as the process base's first create of a system does).
 //!
 //! What it cannot do: isolate faults. An abort, a segfault or an infinite loop in one actor
 //! stops the whole program, so supervision restarts, liveness timeouts and resource limits
@@ -495,19 +498,21 @@ impl Core {
             let _running = RunningActorCode::enter();
             catch_unwind(AssertUnwindSafe(|| self.registry.construct(type_name)))
         };
+        // A named actor belongs to the system, not to whoever asked first.
+        let parent = if global_name.is_some() { None } else { parent };
         let actor = match constructed {
             Ok(Some(actor)) => actor,
             Ok(None) => unreachable!("the registry was just asked for this type"),
             Err(panic) => {
-                return Err(refuse(CreateFailure::StartFailed(format!(
-                    "the constructor panicked: {}",
-                    panic_text(&*panic)
-                ))))
+                let failure = CreateFailure::StartFailed(format!("the constructor panicked: {}", panic_text(&*panic)));
+                let Some(parent) = parent else {
+                    // A top-level create reports it at once (see `ActorSystem::create_actor`).
+                    return Err(refuse(failure));
+                };
+                return Ok(self.stillborn(parent, type_name, failure));
             }
         };
         let id = self.allocate_id();
-        // A named actor belongs to the system, not to whoever asked first.
-        let parent = if global_name.is_some() { None } else { parent };
         if let Some(p) = parent.and_then(|p| self.actors.get_mut(&p)) {
             p.children.push(id);
         }
@@ -529,6 +534,20 @@ impl Core {
             },
         );
         Ok(Address::local(id))
+    }
+
+    /// A child whose constructor panicked, as on the process base (where the child's host
+    /// reports it after `create_actor` has returned): it gets an address, which is gone at
+    /// once with `StartFailed` (messages to it are dead letters), and its parent gets
+    /// `ChildActorExited`.
+    fn stillborn(&mut self, parent: u64, type_name: &str, failure: CreateFailure) -> Address {
+        let id = self.allocate_id();
+        let child = Address::local(id);
+        tracing::warn!(actor = %child, actor_type = %type_name, %failure, "actor failed to start");
+        let cause = ExitCause::StartFailed(failure.to_string());
+        self.gone.insert(id, cause.clone());
+        self.enqueue_message(child, Address::local(parent), &ChildActorExited { child, cause });
+        child
     }
 
     /// Delivers queued messages until none is left.
