@@ -40,6 +40,8 @@ use greenroom::{
 };
 use greenroom_protocol::{Capabilities, ChildSpec, FromAdmin, NodeId, Payload, PeerRole, ToAdmin, DEFAULT_MAX_FRAME};
 
+use crate::lifespan::Lifespan;
+
 const EXIT_OK: i32 = 0;
 const EXIT_START_FAILED: i32 = 2;
 const EXIT_ADMIN_GONE: i32 = 3;
@@ -141,6 +143,8 @@ struct Host {
     worker: WorkerRole,
     /// What the actor's capability check is run again with when the capabilities change.
     fit: Fit,
+    /// When a transient actor is to be asked to exit.
+    lifespan: Lifespan,
 }
 
 /// An actor's capability check and what it was created with, for the re-check after a
@@ -184,6 +188,8 @@ impl Host {
             send_window,
             capabilities,
             requirements,
+            spec,
+            lifetime_left,
             ..
         } = start
         else {
@@ -230,6 +236,7 @@ impl Host {
                         requirements,
                         checked: 0,
                     },
+                    lifespan: Lifespan::new(lifetime_left, spec.idle_timeout),
                 }));
             }
             Ok(None) if !fits => CreateFailure::StartFailed(format!(
@@ -288,16 +295,22 @@ impl Host {
                 }
             }
             self.recheck_capabilities();
+            self.end_if_due();
             self.deliver_due_wakeups();
             if let Err(e) = self.release_held() {
                 tracing::error!(error = %e, "host event loop failed");
                 return EXIT_INTERNAL;
             }
             self.endpoint.flush();
+            let lifespan_end = self.lifespan.next_deadline().filter(|_| !self.exiting);
             let timeout = self
                 .wakeups
                 .peek()
-                .map(|Reverse(w)| w.due.saturating_duration_since(Instant::now()));
+                .map(|Reverse(w)| w.due)
+                .into_iter()
+                .chain(lifespan_end)
+                .min()
+                .map(|due| due.saturating_duration_since(Instant::now()));
             if let Err(e) = self.endpoint.pump(timeout) {
                 tracing::error!(error = %e, "host event loop failed");
                 return EXIT_INTERNAL;
@@ -488,6 +501,9 @@ impl Host {
             }
             outcome
         });
+        if sender != self.me {
+            self.lifespan.touch();
+        }
         if let Some((details, retried)) = failure {
             // A message the actor sent itself (a wakeup) has no one else to go back to.
             if retried && sender != self.me {
@@ -499,7 +515,22 @@ impl Host {
         }
     }
 
-    /// Delivers the wakeups that are due, in time order (dropped once the actor is exiting).
+    /// A transient actor whose lifetime is over, or which has been idle too long, is asked to
+    /// exit by the system (`@0`), exactly as a supervisor would ask it.
+    fn end_if_due(&mut self) {
+        if self.exiting {
+            return;
+        }
+        let Some(end) = self.lifespan.due(Instant::now()) else {
+            return;
+        };
+        tracing::info!(reason = %end, "transient actor: asking it to exit");
+        match AnyMessage::new(&ActorExitRequest) {
+            Ok(exit) => self.deliver(Address::local(0), &exit),
+            Err(e) => tracing::error!(error = %e, "could not encode an exit request"),
+        }
+    }
+
     /// After a capability change (from the admin, or this actor's own), runs the actor's
     /// check again with its creator's requirements; if it refuses, the actor is asked to
     /// exit, by the system (`@0`), as a supervisor would.
@@ -525,6 +556,7 @@ impl Host {
         }
     }
 
+    /// Delivers the wakeups that are due, in time order (dropped once the actor is exiting).
     fn deliver_due_wakeups(&mut self) {
         let now = Instant::now();
         while self.wakeups.peek().is_some_and(|Reverse(w)| w.due <= now) {

@@ -29,6 +29,7 @@
 //! | 70 | the host itself failed (a socket error it cannot recover from) |
 
 mod host;
+mod lifespan;
 
 use greenroom::{process_role::Role, Registry};
 

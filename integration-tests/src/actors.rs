@@ -759,3 +759,71 @@ impl Actor for Stillborn {
         Ok(())
     }
 }
+
+/// Asks an [`Ephemeral`] to report to the asker from now on, creating a [`Silent`] child
+/// first if `with_child`; answered with [`Spawned`] (its children).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Hello {
+    pub with_child: bool,
+}
+
+/// Asks an [`Ephemeral`] to tick: a wakeup every `ms` milliseconds, forever.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Tick {
+    pub ms: u64,
+}
+
+/// Sent by an [`Ephemeral`] to whoever said [`Hello`] last when its `receive` sees
+/// `ActorExitRequest`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitSeen {
+    pub actor: Address,
+    /// Who asked it to exit (`@0`: the system).
+    pub from: Address,
+}
+
+/// For transient-actor tests: reports the `ActorExitRequest` it receives and its children's
+/// exits, ticks on request, and echoes `u64`s.
+#[derive(Default)]
+pub struct Ephemeral {
+    watcher: Option<Address>,
+    children: Vec<Address>,
+}
+
+impl Actor for Ephemeral {
+    fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, sender: Address) -> ActorResult {
+        if let Some(hello) = msg.downcast::<Hello>() {
+            self.watcher = Some(sender);
+            if hello.with_child {
+                self.children.push(ctx.create_actor::<Silent>()?);
+            }
+            ctx.send(sender, Spawned(self.children.clone()))?;
+        } else if let Some(tick) = msg.downcast::<Tick>() {
+            ctx.wakeup_after(std::time::Duration::from_millis(tick.ms), tick)?;
+        } else if let Some(w) = msg.downcast::<greenroom::WakeupMessage>() {
+            if let Some(tick) = w.payload.downcast::<Tick>() {
+                ctx.wakeup_after(w.delay, tick)?;
+            }
+        } else if let Some(n) = msg.downcast::<u64>() {
+            ctx.send(sender, n)?;
+        } else if msg.is::<greenroom::ActorExitRequest>() {
+            if let Some(watcher) = self.watcher {
+                let seen = ExitSeen {
+                    actor: ctx.my_address(),
+                    from: sender,
+                };
+                ctx.send(watcher, seen)?;
+            }
+        } else if let Some(exited) = msg.downcast::<ChildActorExited>() {
+            if let Some(watcher) = self.watcher {
+                let seen = ChildExitSeen {
+                    parent: ctx.my_address(),
+                    child: exited.child,
+                    cause: exited.cause,
+                };
+                ctx.send(watcher, seen)?;
+            }
+        }
+        Ok(())
+    }
+}

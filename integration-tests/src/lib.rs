@@ -33,6 +33,7 @@ pub fn registry() -> greenroom::Registry {
         .register::<Logger>()
         .register::<ConventionWatcher>()
         .register::<Stillborn>()
+        .register::<Ephemeral>()
         .register::<troupe_actors::PoolWorker>()
         .register::<troupe_actors::Burster>()
 }

@@ -2,12 +2,25 @@
 //! per-actor failure policy, and wakeups that survive a crash. Behaviour runs on both bases
 //! (`on_both_bases!`); what needs processes (kills, pids) runs on the process base.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use greenroom::{Address, Error, ExitCause};
-use greenroom_integration_tests::{actors::*, on_both_bases, TestSystem};
+use greenroom::{ActorState, Address, ChildSpec, Error, ExitCause};
+use greenroom_integration_tests::{actors::*, harness, on_both_bases, TestSystem};
+use nix::{
+    sys::signal::{kill, Signal},
+    unistd::Pid,
+};
 
+const HOST: &str = env!("CARGO_BIN_EXE_greenroom-test-host");
 const T: Duration = Duration::from_secs(10);
+
+fn sigkill(pid: u32) {
+    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+}
+
+fn pid_of(sys: &TestSystem, actor: Address) -> u32 {
+    sys.actor_info(actor).unwrap().pid.expect("a running actor has a pid")
+}
 
 /// The next message to the client of type `M`, skipping others.
 fn next_of<M: greenroom::Message>(sys: &TestSystem) -> M {
@@ -55,4 +68,91 @@ on_both_bases! {
         let err = sys.ask::<_, String>(child, "hello?".to_string(), T).unwrap_err();
         assert!(matches!(&err, Error::ActorGone { cause: ExitCause::StartFailed(_), .. }), "{err}");
     }
+
+    fn a_transient_actor_is_asked_to_exit_when_its_lifetime_is_over_and_not_restarted(sys) {
+        let parent = sys.create_actor::<Spawner>().unwrap();
+        let created = sys.now();
+        let spec = ChildSpec { lifetime: Some(Duration::from_millis(500)), ..ChildSpec::default() };
+        let eph = spawn_child::<Ephemeral>(&sys, parent, spec);
+        let Spawned(kids) = sys.ask(eph, Hello { with_child: true }, T).unwrap();
+        assert_eq!(sys.ask::<_, u64>(eph, 7u64, T).unwrap(), 7, "it answers while it lives");
+        // Then, as if the system had sent it ActorExitRequest: its receive sees the request,
+        // its child is asked to exit, its parent hears it exited.
+        let (mut exit_seen, mut kid_exit, mut own_exit) = (None, None, None);
+        while exit_seen.is_none() || kid_exit.is_none() || own_exit.is_none() {
+            let (_, msg) = sys.listen(T).unwrap().expect("the transient actor's end");
+            if let Some(seen) = msg.downcast::<ExitSeen>() {
+                exit_seen = Some((seen, sys.now()));
+            } else if let Some(seen) = msg.downcast::<ChildExitSeen>() {
+                if seen.parent == eph {
+                    kid_exit = Some(seen);
+                } else if seen.parent == parent {
+                    own_exit = Some(seen);
+                }
+            }
+        }
+        let (seen, at) = exit_seen.unwrap();
+        assert_eq!(seen, ExitSeen { actor: eph, from: Address::local(0) });
+        assert!(at - created >= Duration::from_millis(500), "ended {:?} after its creation", at - created);
+        assert_eq!(kid_exit.unwrap(), ChildExitSeen { parent: eph, child: kids[0], cause: ExitCause::Normal });
+        assert_eq!(own_exit.unwrap(), ChildExitSeen { parent, child: eph, cause: ExitCause::Normal });
+        assert_eq!(sys.actor_info(eph).unwrap().state, ActorState::Gone(ExitCause::Normal), "not restarted");
+        let err = sys.ask::<_, u64>(eph, 8u64, T).unwrap_err();
+        assert!(matches!(err, Error::ActorGone { cause: ExitCause::Normal, .. }), "{err}");
+    }
+
+    fn an_idle_transient_actor_ends_and_messages_not_its_own_wakeups_keep_it_alive(sys) {
+        let parent = sys.create_actor::<Spawner>().unwrap();
+        let spec = ChildSpec { idle_timeout: Some(Duration::from_millis(400)), ..ChildSpec::default() };
+        let eph = spawn_child::<Ephemeral>(&sys, parent, spec);
+        let _: Spawned = sys.ask(eph, Hello { with_child: false }, T).unwrap();
+        // Its own wakeups, every 100 ms, do not count as activity.
+        sys.tell(eph, Tick { ms: 100 }).unwrap();
+        let mut last = sys.now();
+        // Five messages 250 ms apart: 1.25 s in all, each well within the idle timeout.
+        for n in 0..5u64 {
+            assert!(sys.listen(Duration::from_millis(250)).unwrap().is_none(), "ended while it was kept busy");
+            last = sys.now();
+            assert_eq!(sys.ask::<_, u64>(eph, n, T).unwrap(), n);
+        }
+        let seen = next_of::<ExitSeen>(&sys);
+        let idle = sys.now() - last;
+        assert_eq!(seen, ExitSeen { actor: eph, from: Address::local(0) });
+        assert!(idle >= Duration::from_millis(400), "ended after {idle:?} idle");
+        let exited = next_of::<ChildExitSeen>(&sys);
+        assert_eq!(exited, ChildExitSeen { parent, child: eph, cause: ExitCause::Normal });
+        assert_eq!(sys.actor_info(eph).unwrap().state, ActorState::Gone(ExitCause::Normal), "not restarted");
+    }
+}
+
+#[test]
+fn a_transient_lifetime_counts_from_creation_across_restarts() {
+    let sys = TestSystem::start(HOST);
+    let parent = sys.create_actor::<Spawner>().unwrap();
+    let created = Instant::now();
+    let spec = ChildSpec {
+        lifetime: Some(Duration::from_secs(2)),
+        ..ChildSpec::default()
+    };
+    let eph = spawn_child::<Ephemeral>(&sys, parent, spec);
+    let _: Spawned = sys.ask(eph, Hello { with_child: false }, T).unwrap();
+    let first = pid_of(&sys, eph);
+    assert!(sys.listen(Duration::from_millis(1200)).unwrap().is_none());
+    sigkill(first);
+    assert!(harness::wait_for_exit(first, T));
+    let restarted = next_of::<ChildRestartSeen>(&sys);
+    assert_eq!(restarted.child, eph);
+    // The new incarnation reports to the client too.
+    let _: Spawned = sys.ask(eph, Hello { with_child: false }, T).unwrap();
+    assert_ne!(pid_of(&sys, eph), first);
+    let seen = next_of::<ExitSeen>(&sys);
+    let at = created.elapsed();
+    assert_eq!(seen.from, Address::local(0));
+    // From creation: 2 s. Counted from the restart it would be about 3.2 s.
+    assert!(
+        at >= Duration::from_secs(2) && at < Duration::from_millis(3000),
+        "ended {at:?} after its creation"
+    );
+    let exited = next_of::<ChildExitSeen>(&sys);
+    assert_eq!(exited.cause, ExitCause::Normal);
 }

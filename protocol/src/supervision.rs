@@ -134,6 +134,20 @@ pub struct ResourceLimits {
 /// | `supervision` | [`SupervisorSpec::default`] |
 /// | `liveness` | `None`: an actor may spend as long as it likes on one message |
 /// | `limits` | none (see [`ResourceLimits`]) |
+/// | `lifetime` | `None`: the actor lives until it is asked to exit |
+/// | `idle_timeout` | `None`: an idle actor lives on |
+///
+/// `lifetime` and `idle_timeout` make a transient actor (Thespian's `@transient` and
+/// `@transient_idle`): when either is up, the actor is stopped exactly as if the system
+/// (`@0`) had sent it `ActorExitRequest`: its `receive` sees the request, its children are
+/// asked to exit, its parent gets `ChildActorExited` with `ExitCause::Normal`, and it is not
+/// restarted. The lifetime counts from the actor's creation, across restarts (an actor that
+/// keeps crashing does not live longer for it; one restarted after its lifetime is asked to
+/// exit at once). Idleness counts, in each incarnation, from its start or from the end of
+/// the last `receive` of a message from another endpoint (an actor, a client, or the
+/// runtime's notices); the actor's own wakeups and messages to itself do not count, so a
+/// periodic tick does not keep an idle actor alive. On the simple base both run on the
+/// virtual clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct ChildSpec {
     /// When this actor is restarted by its parent.
@@ -146,6 +160,10 @@ pub struct ChildSpec {
     pub liveness: Option<std::time::Duration>,
     /// Kernel-enforced limits on the actor's process.
     pub limits: ResourceLimits,
+    /// If set, the actor is asked to exit this long after its creation (see above).
+    pub lifetime: Option<Duration>,
+    /// If set, the actor is asked to exit once it has been idle this long (see above).
+    pub idle_timeout: Option<Duration>,
 }
 
 /// The longest duration a spec may hold (a year): "forever" for all practical purposes, and
@@ -176,6 +194,8 @@ impl ChildSpec {
         ChildSpec {
             supervision: self.supervision.clamped(),
             liveness: self.liveness.map(|l| l.min(LONGEST)),
+            lifetime: self.lifetime.map(|l| l.min(LONGEST)),
+            idle_timeout: self.idle_timeout.map(|l| l.min(LONGEST)),
             ..self
         }
     }
@@ -189,6 +209,8 @@ mod tests {
     fn clamping_caps_every_duration() {
         let forever = ChildSpec {
             liveness: Some(Duration::MAX),
+            lifetime: Some(Duration::MAX),
+            idle_timeout: Some(Duration::MAX),
             supervision: SupervisorSpec {
                 within: Duration::MAX,
                 stop_timeout: Duration::MAX,
@@ -204,6 +226,7 @@ mod tests {
         }
         .clamped();
         assert_eq!(forever.liveness, Some(LONGEST));
+        assert_eq!((forever.lifetime, forever.idle_timeout), (Some(LONGEST), Some(LONGEST)));
         assert_eq!(forever.supervision.stop_timeout, LONGEST);
         assert!(forever.supervision.backoff.delay(40) <= LONGEST);
         let now = std::time::Instant::now();

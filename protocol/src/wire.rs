@@ -389,6 +389,9 @@ pub struct TroupeLoad {
 }
 
 /// Host or client → admin, on a control connection.
+// Control frames are few (a handful per actor's life, none per message): a `ChildSpec`
+// inline costs nothing that matters, where a box would cost every user an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToAdmin {
     /// Client: give me an endpoint address (answered by [`FromAdmin::ClientWelcome`]).
@@ -470,6 +473,11 @@ pub enum FromAdmin {
         capabilities: crate::Capabilities,
         /// What the actor's creator required (see [`ToAdmin::CreateActor`]).
         requirements: crate::Capabilities,
+        /// What its creator decided for it (clamped by the admin). Boxed: a host's inbox
+        /// holds control frames beside its messages, and should not grow for this one.
+        spec: Box<crate::ChildSpec>,
+        /// What is left of `spec.lifetime`, which counts from the actor's creation.
+        lifetime_left: Option<std::time::Duration>,
     },
     /// The answer to [`ToAdmin::CreateActor`].
     Created {
@@ -553,7 +561,7 @@ mod tests {
                 FromAdmin::Created { request, result: Err(CreateFailure::UnknownType { type_name: name.clone(), known: vec![name.clone()] }) },
                 FromAdmin::Status { request, actor, state: ActorState::Gone(ExitCause::Signal { signal: 9, core_dumped: false }), pid: Some(7), incarnation: 2, recovery: Some(Recovery { processed_upto: Some(3), in_flight: None, cause: ExitCause::Normal }), in_doubt: false },
                 FromAdmin::Deliver { sender: actor, payload },
-                FromAdmin::Start { actor, incarnation: 1, type_name: name.clone(), parent: Some(actor), runtime_dir: name, max_frame: 7, send_window: 9, capabilities: crate::Capabilities::new().with("k", &1u8).unwrap(), requirements: crate::Capabilities::new().with("gpu", &true).unwrap() },
+                FromAdmin::Start { actor, incarnation: 1, type_name: name.clone(), parent: Some(actor), runtime_dir: name, max_frame: 7, send_window: 9, capabilities: crate::Capabilities::new().with("k", &1u8).unwrap(), requirements: crate::Capabilities::new().with("gpu", &true).unwrap(), spec: Box::new(crate::ChildSpec { idle_timeout: Some(std::time::Duration::from_millis(5)), ..Default::default() }), lifetime_left: Some(std::time::Duration::from_secs(3)) },
             ];
             for f in frames {
                 prop_assert_eq!(round_trip(&f), f);

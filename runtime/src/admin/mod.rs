@@ -178,6 +178,10 @@ struct ActorRecord {
     liveness: Option<Duration>,
     /// Kernel limits applied to each of its processes.
     limits: greenroom_protocol::ResourceLimits,
+    /// What its creator decided for it, for every incarnation's `Start`.
+    spec: ChildSpec,
+    /// When its lifetime (`ChildSpec::lifetime`, counted from its creation) is up.
+    ends_at: Option<Instant>,
     /// The message seen in progress at the last liveness probe, and since when.
     busy_since: Option<((u64, u64), Instant)>,
     /// When to look at the ledger next.
@@ -2229,6 +2233,8 @@ impl Admin {
                 orphaned_at: None,
                 liveness: spec.liveness,
                 limits: spec.limits,
+                spec,
+                ends_at: spec.lifetime.map(|l| Instant::now() + l),
                 busy_since: None,
                 next_probe: None,
                 kill_cause: None,
@@ -2400,6 +2406,8 @@ impl Admin {
             send_window: self.send_window,
             capabilities: self.capabilities.clone(),
             requirements: rec.requirements.clone(),
+            spec: Box::new(rec.spec),
+            lifetime_left: rec.ends_at.map(|t| t.saturating_duration_since(Instant::now())),
         };
         let stop_pending = std::mem::take(&mut rec.stop_pending);
         self.send(token, &start);

@@ -28,7 +28,8 @@
 //!
 //! What it cannot do: isolate faults. An abort, a segfault or an infinite loop in one actor
 //! stops the whole program, so supervision restarts, liveness timeouts and resource limits
-//! do not apply (they are accepted and ignored), and a cycle of messages that never ends keeps
+//! do not apply (they are accepted and ignored; a transient actor's `lifetime` and
+//! `idle_timeout` do, on the virtual clock, as timers beside the wakeups), and a cycle of messages that never ends keeps
 //! `tell` from returning. Backpressure does not apply either: the queue is unbounded.
 
 use std::{
@@ -109,15 +110,28 @@ struct Slot {
     held: VecDeque<(Address, AnyMessage)>,
     /// This actor's side of a troupe, if it works in one.
     worker: WorkerRole,
+    /// `ChildSpec::idle_timeout`, and when it last processed a message from another endpoint
+    /// (or was created).
+    idle_timeout: Option<Duration>,
+    active_at: Duration,
 }
 
-/// A pending `wakeup_after`, ordered by due time, then by the order they were asked.
+/// A pending timer of an actor, ordered by due time, then by the order they were set.
 struct Timer {
     due: Duration,
     order: u64,
     actor: u64,
-    delay: Duration,
-    payload: AnyMessage,
+    kind: TimerKind,
+}
+
+enum TimerKind {
+    /// A `wakeup_after`.
+    Wakeup { delay: Duration, payload: AnyMessage },
+    /// The end of a transient actor's lifetime (`ChildSpec::lifetime`).
+    Lifetime,
+    /// When a transient actor may have been idle for its `ChildSpec::idle_timeout`: checked
+    /// against its last activity when it fires (one such timer per actor, moved on lazily).
+    Idle,
 }
 
 impl PartialEq for Timer {
@@ -221,8 +235,7 @@ impl SimpleSystem {
         global_name: Option<&str>,
         requirements: &Capabilities,
     ) -> Result<Address> {
-        let _ = spec; // restarts, liveness and limits need processes: see the module docs.
-        self.lock()?.create(type_name, None, global_name, requirements)
+        self.lock()?.create(type_name, spec, None, global_name, requirements)
     }
 
     pub(crate) fn tell(&self, to: Address, msg: AnyMessage) -> Result<()> {
@@ -474,6 +487,7 @@ impl Core {
     fn create(
         &mut self,
         type_name: &str,
+        spec: ChildSpec,
         parent: Option<u64>,
         global_name: Option<&str>,
         requirements: &Capabilities,
@@ -531,8 +545,17 @@ impl Core {
                 requirements: requirements.clone(),
                 held: VecDeque::new(),
                 worker: WorkerRole::default(),
+                idle_timeout: spec.idle_timeout,
+                active_at: self.now,
             },
         );
+        // A transient actor's end, on the virtual clock.
+        if let Some(lifetime) = spec.lifetime {
+            self.set_timer(id, lifetime, TimerKind::Lifetime);
+        }
+        if let Some(idle) = spec.idle_timeout {
+            self.set_timer(id, idle, TimerKind::Idle);
+        }
         Ok(Address::local(id))
     }
 
@@ -567,12 +590,44 @@ impl Core {
         };
         self.now = self.now.max(timer.due);
         let me = Address::local(timer.actor);
-        let wakeup = WakeupMessage {
-            delay: timer.delay,
-            payload: timer.payload,
+        let end = match timer.kind {
+            TimerKind::Wakeup { delay, payload } => {
+                self.enqueue_message(me, me, &WakeupMessage { delay, payload });
+                return true;
+            }
+            TimerKind::Lifetime => "its lifetime is over",
+            TimerKind::Idle => {
+                let Some(slot) = self.actors.get(&timer.actor) else {
+                    return true;
+                };
+                let Some(idle) = slot.idle_timeout else { return true };
+                let idle_end = slot.active_at.saturating_add(idle);
+                if idle_end > self.now {
+                    // It was active since this timer was set: look again then.
+                    self.timers.push(Reverse(Timer { due: idle_end, ..timer }));
+                    return true;
+                }
+                "it has been idle for its idle timeout"
+            }
         };
-        self.enqueue_message(me, me, &wakeup);
+        // As on the process base: asked to exit by the system, as a supervisor would.
+        if self.actors.get(&timer.actor).is_some_and(|slot| !slot.exiting) {
+            tracing::info!(actor = %me, reason = end, "transient actor: asking it to exit");
+            self.enqueue_message(Address::local(0), me, &ActorExitRequest);
+        }
         true
+    }
+
+    /// Sets a timer of actor `id`, due `after` from now.
+    fn set_timer(&mut self, id: u64, after: Duration, kind: TimerKind) {
+        self.timers_set += 1;
+        let due = self.deadline_after(after);
+        self.timers.push(Reverse(Timer {
+            due,
+            order: self.timers_set,
+            actor: id,
+            kind,
+        }));
     }
 
     /// The client's wait: run actors until a message for `client` arrives, letting virtual
@@ -709,6 +764,10 @@ impl Core {
         drop(running);
         if let Some(slot) = self.actors.get_mut(&id) {
             slot.actor = Some(actor);
+            // Idleness is about other endpoints: its own wakeups do not make it busy.
+            if sender != target {
+                slot.active_at = self.now;
+            }
         }
         if take_undecodable() {
             // Its tag named a type the actor expects, but the bytes did not decode: as on the
@@ -835,9 +894,8 @@ impl Backend for SimpleBackend<'_> {
         global_name: Option<&str>,
         requirements: &Capabilities,
     ) -> Result<Address> {
-        let _ = spec; // see the module docs
         self.core
-            .create(type_name, Some(self.me.id()), global_name, requirements)
+            .create(type_name, spec, Some(self.me.id()), global_name, requirements)
     }
 
     fn wakeup_after(&mut self, delay: Duration, payload: AnyMessage) -> Result<()> {
@@ -846,14 +904,7 @@ impl Backend for SimpleBackend<'_> {
             // As on the process base: an exiting actor's timers are dropped.
             return Ok(());
         }
-        core.timers_set += 1;
-        core.timers.push(Reverse(Timer {
-            due: core.deadline_after(delay),
-            order: core.timers_set,
-            actor: self.me.id(),
-            delay,
-            payload,
-        }));
+        core.set_timer(self.me.id(), delay, TimerKind::Wakeup { delay, payload });
         Ok(())
     }
 
