@@ -12,10 +12,14 @@
 //! returns; the message is recorded as done only after that write, so a process killed in
 //! between returns the message to its sender as poison rather than losing its replies.
 //!
-//! Fault rules, as Thespian's: a `receive` that panics or returns an error is given the same
-//! message once more; if it fails again the sender gets [`PoisonMessage`] and the actor goes
-//! on with the next message, its state as the failed call left it. `ActorExitRequest` and
-//! `PoisonMessage` are never retried.
+//! Fault rules, as Thespian's by default (`OnFailure::RetryOnce`): a `receive` that panics or
+//! returns an error is given the same message once more; if it fails again the sender gets
+//! [`PoisonMessage`] and the actor goes on with the next message, its state as the failed
+//! call left it. `ActorExitRequest` and `PoisonMessage` are never retried. Under
+//! `OnFailure::Poison` the message goes back at the first failure; under `OnFailure::Restart`
+//! too, and then the process ends with status 4 once the message is recorded as processed,
+//! after telling the admin why (`ToAdmin::ReceiveFailed`), so that the supervisor restarts
+//! the actor with fresh state.
 
 use std::{
     cmp::Reverse,
@@ -33,12 +37,14 @@ use greenroom::{
 use greenroom::{
     ledger::{Ledger, LEDGER_FD},
     net::endpoint::{Endpoint, Inbound, LostCause, Receipt},
-    process_role::{CONTROL_FD, LISTENER_FD},
+    process_role::{CONTROL_FD, EXIT_RECEIVE_FAILED, LISTENER_FD},
     troupe::{self, TroupeDone, TroupeWork, TroupeWorkInProgress, WorkerRole},
     ActorExitRequest, Address, AnyMessage, Backend, ChildActorExited, Context, CreateFailure, Error, PoisonMessage,
     Registry, WakeupMessage,
 };
-use greenroom_protocol::{Capabilities, ChildSpec, FromAdmin, NodeId, Payload, PeerRole, ToAdmin, DEFAULT_MAX_FRAME};
+use greenroom_protocol::{
+    Capabilities, ChildSpec, FromAdmin, NodeId, OnFailure, Payload, PeerRole, ToAdmin, DEFAULT_MAX_FRAME,
+};
 
 use crate::lifespan::Lifespan;
 
@@ -145,6 +151,11 @@ struct Host {
     fit: Fit,
     /// When a transient actor is to be asked to exit.
     lifespan: Lifespan,
+    /// What a failed `receive` does (`ChildSpec::on_failure`).
+    on_failure: OnFailure,
+    /// Set when a `receive` failed under `OnFailure::Restart`: the process ends once the
+    /// failed message is recorded as processed.
+    failed: Option<String>,
 }
 
 /// An actor's capability check and what it was created with, for the re-check after a
@@ -237,6 +248,8 @@ impl Host {
                         checked: 0,
                     },
                     lifespan: Lifespan::new(lifetime_left, spec.idle_timeout),
+                    on_failure: spec.on_failure,
+                    failed: None,
                 }));
             }
             Ok(None) if !fits => CreateFailure::StartFailed(format!(
@@ -293,10 +306,16 @@ impl Host {
                         return EXIT_ADMIN_GONE;
                     }
                 }
+                if let Some(details) = self.failed.take() {
+                    return self.end_after_failure(details);
+                }
             }
             self.recheck_capabilities();
             self.end_if_due();
             self.deliver_due_wakeups();
+            if let Some(details) = self.failed.take() {
+                return self.end_after_failure(details);
+            }
             if let Err(e) = self.release_held() {
                 tracing::error!(error = %e, "host event loop failed");
                 return EXIT_INTERNAL;
@@ -449,7 +468,7 @@ impl Host {
     /// of its sender).
     fn release_held(&mut self) -> Result<(), Error> {
         while let Some((sender, msg, receipt)) = self.held.pop_front() {
-            if self.exiting || self.waits(&msg) {
+            if self.exiting || self.failed.is_some() || self.waits(&msg) {
                 // Still not wanted (or never will be, once exiting: left unprocessed, it goes
                 // back to its sender when this host exits).
                 self.held.push_front((sender, msg, receipt));
@@ -494,7 +513,7 @@ impl Host {
         if let Some(exited) = msg.downcast::<ChildActorExited>() {
             self.children.retain(|c| *c != exited.child);
         }
-        let failure = receive_with_retry(msg, |attempt| {
+        let failure = receive_with_retry(msg, self.on_failure, |attempt| {
             let outcome = self.receive_once(sender, msg);
             if let Err(details) = &outcome {
                 tracing::warn!(%sender, message_type = msg.tag(), attempt, %details, "receive failed");
@@ -504,15 +523,33 @@ impl Host {
         if sender != self.me {
             self.lifespan.touch();
         }
-        if let Some((details, retried)) = failure {
+        if let Some((details, returnable)) = failure {
+            let restart = self.on_failure == OnFailure::Restart && !is_exit && !self.exiting;
             // A message the actor sent itself (a wakeup) has no one else to go back to.
-            if retried && sender != self.me {
-                self.return_poisoned(sender, msg, details);
+            if returnable && sender != self.me {
+                self.return_poisoned(sender, msg, details.clone());
+            }
+            if restart {
+                self.failed = Some(details);
             }
         }
         if is_exit && !self.exiting {
             self.begin_exit();
         }
+    }
+
+    /// A `receive` failed under `OnFailure::Restart`, and the message is recorded as
+    /// processed (its poison written): tell the admin why, write what is left, and end the
+    /// process, for the supervisor to restart the actor with fresh state. What the actor
+    /// had not processed goes back to its senders, who send it again to the next
+    /// incarnation, as after a crash.
+    fn end_after_failure(&mut self, details: String) -> i32 {
+        tracing::warn!(%details, "receive failed; the failure policy (OnFailure::Restart) ends this process");
+        if let Err(e) = self.endpoint.send_control(&ToAdmin::ReceiveFailed { details }) {
+            tracing::error!(error = %e, "could not tell the admin why the actor ends");
+        }
+        self.endpoint.flush_blocking(Instant::now() + FINAL_FLUSH);
+        EXIT_RECEIVE_FAILED
     }
 
     /// A transient actor whose lifetime is over, or which has been idle too long, is asked to
@@ -559,7 +596,7 @@ impl Host {
     /// Delivers the wakeups that are due, in time order (dropped once the actor is exiting).
     fn deliver_due_wakeups(&mut self) {
         let now = Instant::now();
-        while self.wakeups.peek().is_some_and(|Reverse(w)| w.due <= now) {
+        while self.failed.is_none() && self.wakeups.peek().is_some_and(|Reverse(w)| w.due <= now) {
             let Some(Reverse(w)) = self.wakeups.pop() else { break };
             if self.exiting {
                 continue;

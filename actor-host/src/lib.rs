@@ -26,6 +26,7 @@
 //! | 0 | the actor finished an `ActorExitRequest` |
 //! | 2 | the actor could not be started (unknown type, constructor panic) |
 //! | 3 | the admin went away |
+//! | 4 | a `receive` failed and the actor's failure policy is `OnFailure::Restart` (the host told the admin why first) |
 //! | 70 | the host itself failed (a socket error it cannot recover from) |
 
 mod host;

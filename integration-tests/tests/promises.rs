@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use greenroom::{ActorState, Address, ChildSpec, Error, ExitCause};
+use greenroom::{ActorState, Address, ChildSpec, Error, ExitCause, OnFailure, RestartType};
 use greenroom_integration_tests::{actors::*, harness, on_both_bases, TestSystem};
 use nix::{
     sys::signal::{kill, Signal},
@@ -122,6 +122,89 @@ on_both_bases! {
         let exited = next_of::<ChildExitSeen>(&sys);
         assert_eq!(exited, ChildExitSeen { parent, child: eph, cause: ExitCause::Normal });
         assert_eq!(sys.actor_info(eph).unwrap().state, ActorState::Gone(ExitCause::Normal), "not restarted");
+    }
+}
+
+on_both_bases! {
+    fn under_on_failure_poison_a_failed_message_comes_back_after_one_receive(sys) {
+        let spec = ChildSpec { on_failure: OnFailure::Poison, ..ChildSpec::default() };
+        let p = sys.create_actor_with::<Panicker>(spec).unwrap();
+        let first: Pong = sys.ask(p, PanicCommand::Ping, T).unwrap();
+        assert_eq!(first.deliveries, 1);
+        for (cmd, text) in [(PanicCommand::Always, "told to panic"), (PanicCommand::Error, "told to fail"), (PanicCommand::Once, "told to panic once")] {
+            match sys.ask::<_, Pong>(p, cmd, T).unwrap_err() {
+                Error::Poisoned { address, details, .. } => {
+                    assert_eq!(address, p);
+                    assert!(details.contains(text), "{details}");
+                }
+                other => panic!("expected Poisoned, got {other}"),
+            }
+        }
+        // One receive per failed message (a retry would make it 7), and the actor went on
+        // with its state.
+        let pong: Pong = sys.ask(p, PanicCommand::Ping, T).unwrap();
+        assert_eq!(pong.deliveries, 5);
+        assert_eq!(pong.pid, first.pid);
+    }
+
+    fn under_on_failure_restart_the_actor_starts_afresh_and_queued_messages_reach_it(sys) {
+        let parent = sys.create_actor::<Spawner>().unwrap();
+        let spec = ChildSpec { on_failure: OnFailure::Restart, ..ChildSpec::default() };
+        let p = spawn_child::<Panicker>(&sys, parent, spec);
+        let _: Pong = sys.ask(p, PanicCommand::Ping, T).unwrap();
+        let before: Pong = sys.ask(p, PanicCommand::Ping, T).unwrap();
+        assert_eq!(before.deliveries, 2);
+        sys.tell(p, PanicCommand::Always).unwrap();
+        for _ in 0..3 {
+            sys.tell(p, PanicCommand::Ping).unwrap();
+        }
+        let (mut poisoned, mut pongs, mut restarted) = (0, Vec::new(), None);
+        while poisoned == 0 || pongs.len() < 3 || restarted.is_none() {
+            match sys.listen(T) {
+                Err(Error::Poisoned { address, message, details }) => {
+                    assert_eq!(address, p);
+                    assert!(matches!(message.downcast::<PanicCommand>(), Some(PanicCommand::Always)), "{message:?}");
+                    // Returned by the actor's own process, before it ended: not recovered
+                    // from a dead process's ledger.
+                    assert!(details.contains("told to panic"), "{details}");
+                    assert!(!details.contains("process died"), "{details}");
+                    poisoned += 1;
+                }
+                Ok(Some((_, msg))) => {
+                    if let Some(pong) = msg.downcast::<Pong>() {
+                        pongs.push(pong);
+                    } else if let Some(seen) = msg.downcast::<ChildRestartSeen>() {
+                        restarted = Some(seen);
+                    }
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(poisoned, 1);
+        // Fresh state (the count starts again), and each queued message delivered once, in
+        // order, to the new incarnation.
+        assert_eq!(pongs.iter().map(|p| p.deliveries).collect::<Vec<_>>(), [1, 2, 3]);
+        assert!(pongs.iter().all(|pong| pong.pid == pongs[0].pid));
+        if !sys.is_simple() {
+            assert_ne!(pongs[0].pid, before.pid, "a new process");
+        }
+        let seen = restarted.unwrap();
+        assert_eq!((seen.parent, seen.child, seen.restart_count), (parent, p, 1));
+        assert!(matches!(&seen.cause, ExitCause::ReceiveFailed(d) if d.contains("told to panic")), "{:?}", seen.cause);
+        assert_eq!(sys.actor_info(p).unwrap().incarnation, 2);
+    }
+
+    fn under_on_failure_restart_a_temporary_actor_is_gone_and_its_parent_hears_why(sys) {
+        let parent = sys.create_actor::<Spawner>().unwrap();
+        let spec = ChildSpec { on_failure: OnFailure::Restart, restart: RestartType::Temporary, ..ChildSpec::default() };
+        let p = spawn_child::<Panicker>(&sys, parent, spec);
+        let err = sys.ask::<_, Pong>(p, PanicCommand::Error, T).unwrap_err();
+        assert!(matches!(&err, Error::Poisoned { details, .. } if details.contains("told to fail")), "{err}");
+        let seen = next_of::<ChildExitSeen>(&sys);
+        assert_eq!(seen.child, p);
+        assert!(matches!(&seen.cause, ExitCause::ReceiveFailed(d) if d.contains("told to fail")), "{:?}", seen.cause);
+        let err = sys.ask::<_, Pong>(p, PanicCommand::Ping, T).unwrap_err();
+        assert!(matches!(err, Error::ActorGone { cause: ExitCause::ReceiveFailed(_), .. }), "{err}");
     }
 }
 

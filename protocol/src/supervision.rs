@@ -24,6 +24,28 @@ pub enum RestartType {
     Temporary,
 }
 
+/// What happens when an actor's `receive` fails: panics, or returns an error.
+///
+/// | policy | `receive` calls for the message | the message | the actor |
+/// |---|---|---|---|
+/// | `RetryOnce` (default) | two (Thespian's rule) | back to its sender as `PoisonMessage` if the retry fails too | goes on with the next message, its state as the failed call left it |
+/// | `Poison` | one | back to its sender as `PoisonMessage` at once | goes on, as for `RetryOnce` |
+/// | `Restart` | one | back to its sender as `PoisonMessage` at once | its process ends (cause [`crate::ExitCause::ReceiveFailed`]) and its supervisor restarts it by its [`RestartType`] and limits, with fresh state, as in Erlang; messages queued behind the failed one reach the new incarnation |
+///
+/// `Poison` suits a handler that is not idempotent (a retry would do its work twice).
+/// `ActorExitRequest` is never retried and never restarts the actor (the exit goes ahead),
+/// and a failing `PoisonMessage` is never returned; a failed wakeup has no sender to go back
+/// to. With `Restart`, the actor's pending wakeups carry over to the new incarnation, except
+/// those the failed `receive` itself set. On the simple base `Restart` builds a fresh actor
+/// from the registry in place, with no backoff and no restart limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum OnFailure {
+    #[default]
+    RetryOnce,
+    Poison,
+    Restart,
+}
+
 /// Which siblings restart with a failed child (as in OTP).
 ///
 /// | strategy | restarted when child C fails |
@@ -136,6 +158,7 @@ pub struct ResourceLimits {
 /// | `limits` | none (see [`ResourceLimits`]) |
 /// | `lifetime` | `None`: the actor lives until it is asked to exit |
 /// | `idle_timeout` | `None`: an idle actor lives on |
+/// | `on_failure` | [`OnFailure::RetryOnce`]: a failed `receive` is tried once more |
 ///
 /// `lifetime` and `idle_timeout` make a transient actor (Thespian's `@transient` and
 /// `@transient_idle`): when either is up, the actor is stopped exactly as if the system
@@ -164,6 +187,8 @@ pub struct ChildSpec {
     pub lifetime: Option<Duration>,
     /// If set, the actor is asked to exit once it has been idle this long (see above).
     pub idle_timeout: Option<Duration>,
+    /// What a failed `receive` does to the message and to the actor.
+    pub on_failure: OnFailure,
 }
 
 /// The longest duration a spec may hold (a year): "forever" for all practical purposes, and

@@ -167,6 +167,9 @@ pub enum ExitCause {
     /// It ran on another member of the convention, which left or died (advertised at
     /// `member`): what became of it is unknown, and it is unreachable for good.
     MemberLost { member: String },
+    /// Its `receive` failed (the error text or panic message) and its failure policy,
+    /// `OnFailure::Restart`, ended its process: the host said so, then exited with status 4.
+    ReceiveFailed(String),
 }
 
 /// A kernel-enforced resource an actor can run out of.
@@ -224,6 +227,12 @@ impl fmt::Display for ExitCause {
             }
             ExitCause::MemberLost { member } => {
                 write!(f, "the convention member it ran on ({member}) left or died")
+            }
+            ExitCause::ReceiveFailed(details) => {
+                write!(
+                    f,
+                    "its receive failed and its failure policy ends the process ({details})"
+                )
             }
         }
     }
@@ -426,6 +435,10 @@ pub enum ToAdmin {
     HostStartFailed { failure: CreateFailure },
     /// Host: the actor has handled `ActorExitRequest` and sent one to each of its children.
     Exiting,
+    /// Host: the actor's `receive` failed (`details`) and its failure policy is
+    /// `OnFailure::Restart`: the process ends now (status 4), to be restarted by its
+    /// supervisor.
+    ReceiveFailed { details: String },
     /// Client: stop every actor and the admin. Answered by [`FromAdmin::ShutdownComplete`].
     Shutdown { request: u64 },
     /// Host: this actor starts (or stops) being the system's dead-letter handler. The last

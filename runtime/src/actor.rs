@@ -584,16 +584,19 @@ pub fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// The delivery rule both bases apply: `receive` gets a message up to twice (once only for
-/// `ActorExitRequest` and `PoisonMessage`, which are never retried); `once(attempt)` runs one
+/// The delivery rule both bases apply: `receive` gets a message up to twice under
+/// `OnFailure::RetryOnce`, once under the other policies, and once only for
+/// `ActorExitRequest` and `PoisonMessage`, which are never retried; `once(attempt)` runs one
 /// call and says what went wrong. Returns the last failure if every attempt failed, and
-/// whether the message may go back to its sender as poison (it was retried).
+/// whether the message may go back to its sender as poison (anything but those two).
 #[doc(hidden)]
 pub fn receive_with_retry(
     msg: &AnyMessage,
+    on_failure: greenroom_protocol::OnFailure,
     mut once: impl FnMut(u32) -> std::result::Result<(), String>,
 ) -> Option<(String, bool)> {
-    let retried = !(msg.is::<crate::ActorExitRequest>() || msg.is::<crate::PoisonMessage>());
+    let returnable = !(msg.is::<crate::ActorExitRequest>() || msg.is::<crate::PoisonMessage>());
+    let retried = returnable && on_failure == greenroom_protocol::OnFailure::RetryOnce;
     let attempts = if retried { 2 } else { 1 };
     let mut failure = None;
     for attempt in 1..=attempts {
@@ -602,7 +605,7 @@ pub fn receive_with_retry(
             Err(details) => failure = Some(details),
         }
     }
-    failure.map(|details| (details, retried))
+    failure.map(|details| (details, returnable))
 }
 
 #[cfg(test)]

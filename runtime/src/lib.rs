@@ -57,8 +57,8 @@ pub use actor::{actor_type_name, Actor, ActorResult, Backend, Context, Registry}
 pub use dispatch::Handle;
 pub use error::{Error, Result};
 pub use greenroom_protocol::{
-    ActorRow, ActorState, Address, Backoff, Capabilities, ChildSpec, CreateFailure, ExitCause, NodeId, ProtocolError,
-    Resource, ResourceLimits, RestartType, Strategy, SupervisorSpec, SystemDescription, TroupeLoad,
+    ActorRow, ActorState, Address, Backoff, Capabilities, ChildSpec, CreateFailure, ExitCause, NodeId, OnFailure,
+    ProtocolError, Resource, ResourceLimits, RestartType, Strategy, SupervisorSpec, SystemDescription, TroupeLoad,
 };
 pub use message::{
     ActorExitRequest, ActorSystemConventionUpdate, AnyMessage, ChildActorExited, ChildRestarted, DeadEnvelope, Message,

@@ -188,6 +188,9 @@ struct ActorRecord {
     next_probe: Option<Instant>,
     /// Why the admin killed the current process, when it did (overrides the wait status).
     kill_cause: Option<ExitCause>,
+    /// What the current process said failed, before it ended itself under
+    /// `OnFailure::Restart` (`ToAdmin::ReceiveFailed`).
+    receive_failure: Option<String>,
     /// What recent dead incarnations did: (incarnation, ledger, cause).
     reports: VecDeque<(u32, LedgerReport, ExitCause)>,
 }
@@ -1086,14 +1089,20 @@ impl Admin {
         if let Some(token) = self.actors.get_mut(&id).and_then(|r| r.log_pipe.take()) {
             self.read_log(token);
         }
+        // Frames it wrote before dying (HostReady, HostStartFailed, ReceiveFailed) count,
+        // for the cause too.
+        if let Some(token) = self.actors.get_mut(&id).and_then(|r| r.control.take()) {
+            self.read_peer(token);
+            self.drop_peer(token);
+        }
         let exit_requested = self.tree.exit_was_requested(id);
         let incarnation = self.tree.state(id).map_or(0, |(_, inc)| inc);
         let Some(rec) = self.actors.get_mut(&id) else { return };
-        let cause = match (&rec.start_failure, rec.kill_cause.take()) {
-            (Some(failure), _) => ExitCause::StartFailed(failure.to_string()),
-            (None, Some(cause)) => cause,
-            (None, None) => {
-                let cause = exit::cause_of(status, exit_requested).unwrap_or(ExitCause::ExitCode(-1));
+        let cause = match (&rec.start_failure, rec.kill_cause.take(), rec.receive_failure.take()) {
+            (Some(failure), _, _) => ExitCause::StartFailed(failure.to_string()),
+            (None, Some(cause), _) => cause,
+            (None, None, said) => {
+                let cause = exit::cause_of(status, exit_requested, said).unwrap_or(ExitCause::ExitCode(-1));
                 exit::limit_cause(&cause, &rec.limits, cpu_used).unwrap_or(cause)
             }
         };
@@ -1117,11 +1126,6 @@ impl Admin {
             if let Err(e) = ledger.reset() {
                 tracing::error!(actor = %rec.address, error = %e, "could not reset the delivery ledger");
             }
-        }
-        if let Some(token) = rec.control.take() {
-            // Frames it wrote before dying (HostReady, HostStartFailed) still count.
-            self.read_peer(token);
-            self.drop_peer(token);
         }
         self.orphan_remote_children(id);
         let cmds = self.tree.died(id, cause, Instant::now());
@@ -1463,6 +1467,12 @@ impl Admin {
                 if let Some(rec) = self.actors.get_mut(&id) {
                     tracing::warn!(actor = %rec.address, %failure, "actor failed to start");
                     rec.start_failure = Some(failure);
+                }
+            }
+            (ToAdmin::ReceiveFailed { details }, PeerKind::Host(id)) => {
+                if let Some(rec) = self.actors.get_mut(&id) {
+                    tracing::debug!(actor = %rec.address, %details, "receive failed; the actor's failure policy ends its process");
+                    rec.receive_failure = Some(details);
                 }
             }
             (ToAdmin::Exiting, PeerKind::Host(id)) => {
@@ -2238,6 +2248,7 @@ impl Admin {
                 busy_since: None,
                 next_probe: None,
                 kill_cause: None,
+                receive_failure: None,
                 reports: VecDeque::new(),
             },
         );
@@ -2335,6 +2346,7 @@ impl Admin {
         rec.start_failure = None;
         rec.orphaned_at = None;
         rec.kill_cause = None;
+        rec.receive_failure = None;
         rec.busy_since = None;
         rec.next_probe = rec.liveness.map(|l| Instant::now() + probe_interval(l));
         if rec.liveness.is_some() {

@@ -17,6 +17,9 @@
 //! The rules are the process base's, applied in one process:
 //! * a `receive` that panics or returns an error gets the same message once more; a second
 //!   failure returns it to its sender as [`PoisonMessage`] (an actor's own wakeups excepted);
+//!   `OnFailure::Poison` returns it at the first failure, and `OnFailure::Restart` too, then
+//!   builds a fresh actor from the registry at the same address (its children stopped, its
+//!   parent told `ChildRestarted`, `Temporary` actors gone instead) with no backoff or limit;
 //! * `ActorExitRequest`: the actor's `receive` sees it, then its children are asked to exit
 //!   (latest first); once their [`ChildActorExited`] notices have reached it, the actor is
 //!   gone, its timers are cancelled, its global name is freed, and its parent is told;
@@ -42,7 +45,8 @@ use std::{
 };
 
 use greenroom_protocol::{
-    supervision::LONGEST, ActorState, Address, Capabilities, ChildSpec, CreateFailure, ExitCause, Payload,
+    supervision::LONGEST, ActorState, Address, Capabilities, ChildSpec, CreateFailure, ExitCause, OnFailure, Payload,
+    RestartType,
 };
 
 use super::{for_client, ActorInfo, SystemConfig};
@@ -50,8 +54,8 @@ use crate::{
     actor::{panic_text, program_registry, receive_with_retry, Backend, Context, Registry},
     error::{Error, Result},
     message::{
-        is_exit_traffic, take_undecodable, ActorExitRequest, AnyMessage, ChildActorExited, DeadEnvelope, Message,
-        PoisonMessage, WakeupMessage,
+        is_exit_traffic, take_undecodable, ActorExitRequest, AnyMessage, ChildActorExited, ChildRestarted,
+        DeadEnvelope, Message, PoisonMessage, WakeupMessage,
     },
     troupe::{self, TroupeDone, TroupeWorkInProgress, WorkerRole},
 };
@@ -114,6 +118,15 @@ struct Slot {
     /// (or was created).
     idle_timeout: Option<Duration>,
     active_at: Duration,
+    /// `ChildSpec::restart` and `ChildSpec::on_failure`: whether and how a failed `receive`
+    /// restarts it.
+    restart: RestartType,
+    on_failure: OnFailure,
+    /// 1, then +1 per restart (`OnFailure::Restart`).
+    incarnation: u32,
+    /// Why it is gone once it has exited, if not `Normal` (a child of a restarted parent:
+    /// `ParentGone`).
+    stop_cause: Option<ExitCause>,
 }
 
 /// A pending timer of an actor, ordered by due time, then by the order they were set.
@@ -267,7 +280,7 @@ impl SimpleSystem {
             } else {
                 ActorState::Running
             };
-            (state, 1)
+            (state, slot.incarnation)
         } else if let Some(cause) = core.gone.get(&id) {
             (ActorState::Gone(cause.clone()), 1)
         } else if core.clients.contains_key(&id) {
@@ -547,6 +560,10 @@ impl Core {
                 worker: WorkerRole::default(),
                 idle_timeout: spec.idle_timeout,
                 active_at: self.now,
+                restart: spec.restart,
+                on_failure: spec.on_failure,
+                incarnation: 1,
+                stop_cause: None,
             },
         );
         // A transient actor's end, on the virtual clock.
@@ -743,8 +760,10 @@ impl Core {
             });
         }
         let is_exit = msg.is::<ActorExitRequest>();
+        let (on_failure, exiting) = (slot.on_failure, slot.exiting);
+        let timers_before = self.timers_set;
         let running = RunningActorCode::enter();
-        let failure = receive_with_retry(&msg, |attempt| {
+        let failure = receive_with_retry(&msg, on_failure, |attempt| {
             let mut backend = SimpleBackend { core: self, me: target };
             let mut ctx = Context::new(target, &mut backend);
             let outcome = match catch_unwind(AssertUnwindSafe(|| actor.receive(&mut ctx, &msg, sender))) {
@@ -776,12 +795,16 @@ impl Core {
                 "message does not decode as the type its tag names; handed to the dead-letter path");
             self.dead_letter(sender, target, msg.clone());
         }
-        if let Some((details, retried)) = failure {
+        let mut restart = None;
+        if let Some((details, returnable)) = failure {
+            if on_failure == OnFailure::Restart && !is_exit && !exiting {
+                restart = Some(details.clone());
+            }
             // A message the actor sent itself (a wakeup) has no one else to go back to, and a
             // sender that is gone cannot take it back (as on the process base, where the send
             // fails): logged, never a dead letter, which could fail again and loop.
             let sender_alive = self.actors.contains_key(&sender.id()) || self.clients.contains_key(&sender.id());
-            if retried && sender != target {
+            if returnable && sender != target {
                 if sender_alive {
                     self.enqueue_message(target, sender, &PoisonMessage { message: msg, details });
                 } else {
@@ -792,6 +815,10 @@ impl Core {
         }
         if job {
             self.enqueue_message(target, manager, &TroupeDone);
+        }
+        if let Some(details) = restart {
+            self.restart_after_failure(id, details, timers_before);
+            return;
         }
         if is_exit {
             self.begin_exit(id);
@@ -831,6 +858,13 @@ impl Core {
         if !slot.exiting || !slot.children.is_empty() {
             return;
         }
+        let cause = slot.stop_cause.clone().unwrap_or(ExitCause::Normal);
+        self.remove_actor(id, cause);
+    }
+
+    /// The actor is gone for good, for `cause`: its timers, global name and dead-letter
+    /// registration go with it, what it held back is refused, and its parent is told.
+    fn remove_actor(&mut self, id: u64, cause: ExitCause) {
         let Some(mut slot) = self.actors.remove(&id) else {
             return;
         };
@@ -839,16 +873,86 @@ impl Core {
             let _running = RunningActorCode::enter();
             slot.actor = None;
         }
-        self.gone.insert(id, ExitCause::Normal);
+        self.timers.retain(|Reverse(t)| t.actor != id);
+        if self.dead_letter_handler == Some(id) {
+            self.dead_letter_handler = None;
+        }
+        self.gone.insert(id, cause.clone());
         if let Some(name) = &slot.global_name {
             self.global_names.remove(name);
+        }
+        for (sender, msg) in std::mem::take(&mut slot.held) {
+            self.refuse_while_exiting(sender, Address::local(id), msg);
         }
         if let Some(parent) = slot.parent {
             let notice = ChildActorExited {
                 child: Address::local(id),
-                cause: ExitCause::Normal,
+                cause,
             };
             self.enqueue_message(Address::local(id), Address::local(parent), &notice);
+        }
+    }
+
+    /// A `receive` failed under `OnFailure::Restart` (its poison already queued): as the
+    /// process base's supervisor would after the process ends, the actor is built afresh
+    /// from the registry at the same address and its parent gets `ChildRestarted`, or, if
+    /// its restart type is `Temporary`, it is gone and its parent gets `ChildActorExited`.
+    /// Its children are stopped for good (`ParentGone`), its pending wakeups carry over but
+    /// for those the failed `receive` set (the process base never hears of them), and
+    /// messages queued for it reach the new actor. No backoff, no restart limit.
+    fn restart_after_failure(&mut self, id: u64, details: String, timers_before: u64) {
+        let cause = ExitCause::ReceiveFailed(details);
+        let me = Address::local(id);
+        self.timers.retain(|Reverse(t)| {
+            !(t.actor == id && t.order > timers_before && matches!(t.kind, TimerKind::Wakeup { .. }))
+        });
+        let Some(slot) = self.actors.get_mut(&id) else { return };
+        let children = std::mem::take(&mut slot.children);
+        let (restart, type_name, parent) = (slot.restart, slot.type_name.clone(), slot.parent);
+        for child in children.into_iter().rev() {
+            if let Some(child_slot) = self.actors.get_mut(&child) {
+                child_slot.parent = None;
+                child_slot.stop_cause = Some(ExitCause::ParentGone);
+            }
+            self.enqueue_message(Address::local(0), Address::local(child), &ActorExitRequest);
+        }
+        if restart == RestartType::Temporary {
+            tracing::warn!(actor = %me, %cause, "actor is gone: its receive failed and it is never restarted");
+            self.remove_actor(id, cause);
+            return;
+        }
+        let constructed = {
+            let _running = RunningActorCode::enter();
+            catch_unwind(AssertUnwindSafe(|| self.registry.construct(&type_name)))
+        };
+        let fresh = match constructed {
+            Ok(Some(fresh)) => fresh,
+            Ok(None) => unreachable!("a running actor's type is registered"),
+            Err(panic) => {
+                let failure = CreateFailure::StartFailed(format!("the constructor panicked: {}", panic_text(&*panic)));
+                tracing::warn!(actor = %me, %failure, "actor is gone: it could not be restarted");
+                self.remove_actor(id, ExitCause::StartFailed(failure.to_string()));
+                return;
+            }
+        };
+        let Some(slot) = self.actors.get_mut(&id) else { return };
+        let old = slot.actor.replace(fresh);
+        slot.incarnation += 1;
+        slot.active_at = self.now;
+        let restart_count = slot.incarnation - 1;
+        {
+            // The failed actor's `Drop` is user code.
+            let _running = RunningActorCode::enter();
+            drop(old);
+        }
+        tracing::warn!(actor = %me, actor_type = %type_name, %cause, restart_count, "actor restarted with fresh state");
+        if let Some(parent) = parent {
+            let notice = ChildRestarted {
+                child: me,
+                cause,
+                restart_count,
+            };
+            self.enqueue_message(me, Address::local(parent), &notice);
         }
     }
 
