@@ -22,8 +22,7 @@
 //! the actor with fresh state.
 
 use std::{
-    cmp::Reverse,
-    collections::{BinaryHeap, VecDeque},
+    collections::VecDeque,
     os::fd::FromRawFd,
     panic::{catch_unwind, AssertUnwindSafe},
     path::PathBuf,
@@ -46,7 +45,7 @@ use greenroom_protocol::{
     Capabilities, ChildSpec, FromAdmin, NodeId, OnFailure, Payload, PeerRole, ToAdmin, DEFAULT_MAX_FRAME,
 };
 
-use crate::lifespan::Lifespan;
+use crate::{lifespan::Lifespan, wakeups::Wakeups};
 
 const EXIT_OK: i32 = 0;
 const EXIT_START_FAILED: i32 = 2;
@@ -139,9 +138,8 @@ struct Host {
     me: Address,
     children: Vec<Address>,
     exiting: bool,
-    /// Pending wakeups, earliest first: (due, order asked, delay, payload).
-    wakeups: BinaryHeap<Reverse<Wakeup>>,
-    wakeups_asked: u64,
+    /// Pending wakeups, earliest first (the admin keeps a copy: see `wakeups.rs`).
+    wakeups: Wakeups,
     /// Messages the actor holds back for now (a troupe manager with no free worker), oldest
     /// first: read, but neither processed nor acknowledged.
     held: VecDeque<(Address, AnyMessage, Receipt)>,
@@ -169,16 +167,6 @@ struct Fit {
     checked: u64,
 }
 
-/// One pending `wakeup_after`; ordered by due time, then by the order they were asked.
-#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Wakeup {
-    due: Instant,
-    order: u64,
-    delay: Duration,
-    payload: Vec<u8>,
-    tag: String,
-}
-
 impl Host {
     /// Handshakes with the admin, constructs the actor, reports ready. `Ok(None)` if the
     /// actor could not be constructed (the admin has been told why).
@@ -201,6 +189,7 @@ impl Host {
             requirements,
             spec,
             lifetime_left,
+            wakeups,
             ..
         } = start
         else {
@@ -237,8 +226,7 @@ impl Host {
                     me,
                     children: Vec::new(),
                     exiting: false,
-                    wakeups: BinaryHeap::new(),
-                    wakeups_asked: 0,
+                    wakeups: Wakeups::rearm(wakeups),
                     held: VecDeque::new(),
                     worker: WorkerRole::default(),
                     fit: Fit {
@@ -324,8 +312,7 @@ impl Host {
             let lifespan_end = self.lifespan.next_deadline().filter(|_| !self.exiting);
             let timeout = self
                 .wakeups
-                .peek()
-                .map(|Reverse(w)| w.due)
+                .next_due()
                 .into_iter()
                 .chain(lifespan_end)
                 .min()
@@ -533,8 +520,24 @@ impl Host {
                 self.failed = Some(details);
             }
         }
+        self.report_wakeups();
         if is_exit && !self.exiting {
             self.begin_exit();
+        }
+    }
+
+    /// Tells the admin the wakeups the `receive` that just returned set, so that they outlive
+    /// this process; not those of one that failed under `OnFailure::Restart`, which go with
+    /// it (the actor's next incarnation starts afresh, and the message comes back).
+    fn report_wakeups(&mut self) {
+        let set = self.wakeups.take_unreported();
+        if self.failed.is_some() {
+            return;
+        }
+        for wakeup in set {
+            if let Err(e) = self.endpoint.send_control(&ToAdmin::WakeupSet(wakeup)) {
+                tracing::warn!(error = %e, "could not tell the admin of a wakeup; it will not outlive this process");
+            }
         }
     }
 
@@ -593,20 +596,26 @@ impl Host {
         }
     }
 
-    /// Delivers the wakeups that are due, in time order (dropped once the actor is exiting).
+    /// Delivers the wakeups that are due, in time order (dropped once the actor is exiting:
+    /// the admin drops its copies then). Each is marked fired with the admin, and that
+    /// written, before its `receive` runs, so that it fires at most once.
     fn deliver_due_wakeups(&mut self) {
         let now = Instant::now();
-        while self.failed.is_none() && self.wakeups.peek().is_some_and(|Reverse(w)| w.due <= now) {
-            let Some(Reverse(w)) = self.wakeups.pop() else { break };
+        while self.failed.is_none() {
+            let Some(w) = self.wakeups.pop_due(now) else { break };
             if self.exiting {
                 continue;
             }
+            let fired = self
+                .endpoint
+                .send_control(&ToAdmin::WakeupFired { id: w.id })
+                .and_then(|()| self.endpoint.flush_all());
+            if let Err(e) = fired {
+                tracing::warn!(error = %e, "could not tell the admin a wakeup fired");
+            }
             let wakeup = WakeupMessage {
                 delay: w.delay,
-                payload: AnyMessage::from_payload(greenroom_protocol::Payload {
-                    tag: w.tag.into(),
-                    bytes: w.payload,
-                }),
+                payload: AnyMessage::from_payload(w.into_payload()),
             };
             match AnyMessage::new(&wakeup) {
                 Ok(msg) => self.deliver(self.me, &msg),
@@ -623,7 +632,6 @@ impl Host {
             held_back: self.held.len(),
             worker: &mut self.worker,
             wakeups: &mut self.wakeups,
-            wakeups_asked: &mut self.wakeups_asked,
             send_window: self.send_window,
             endpoint: &mut self.endpoint,
             children: &mut self.children,
@@ -692,8 +700,7 @@ impl Host {
 struct HostBackend<'a> {
     held_back: usize,
     worker: &'a mut WorkerRole,
-    wakeups: &'a mut BinaryHeap<Reverse<Wakeup>>,
-    wakeups_asked: &'a mut u64,
+    wakeups: &'a mut Wakeups,
     send_window: usize,
     endpoint: &'a mut Endpoint,
     children: &'a mut Vec<Address>,
@@ -778,16 +785,10 @@ impl Backend for HostBackend<'_> {
     }
 
     fn wakeup_after(&mut self, delay: Duration, payload: AnyMessage) -> greenroom::Result<()> {
-        let due = greenroom::system::deadline_after(delay);
-        *self.wakeups_asked += 1;
-        let payload = payload.into_payload();
-        self.wakeups.push(Reverse(Wakeup {
-            due,
-            order: *self.wakeups_asked,
-            delay,
-            payload: payload.bytes,
-            tag: payload.tag.into_owned(),
-        }));
+        // An exiting actor's timers are dropped.
+        if !self.exiting {
+            self.wakeups.set(delay, payload);
+        }
         Ok(())
     }
 

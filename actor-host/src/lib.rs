@@ -31,6 +31,7 @@
 
 mod host;
 mod lifespan;
+mod wakeups;
 
 use greenroom::{process_role::Role, Registry};
 

@@ -827,3 +827,49 @@ impl Actor for Ephemeral {
         Ok(())
     }
 }
+
+/// Asks an [`Alarm`] for a wakeup after `delay_ms` that reports [`Rung`] to `report_to`
+/// (or, with `abort`, aborts the process instead); answered with the host's pid (`u32`).
+/// The wakeup's payload is this request itself, so a new incarnation knows whom to tell.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetAlarm {
+    pub delay_ms: u64,
+    pub label: String,
+    pub report_to: Address,
+    pub abort: bool,
+}
+
+/// Sent by an [`Alarm`] when a wakeup arrives: which, and in which process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rung {
+    pub label: String,
+    pub pid: u32,
+}
+
+/// Sets wakeups that carry everything they need, so that they mean the same to the
+/// incarnation they fire in; answers any `String` with its host's pid.
+#[derive(Default)]
+pub struct Alarm;
+
+impl Actor for Alarm {
+    fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, sender: Address) -> ActorResult {
+        if let Some(set) = msg.downcast::<SetAlarm>() {
+            ctx.wakeup_after(std::time::Duration::from_millis(set.delay_ms), set)?;
+            ctx.send(sender, std::process::id())?;
+        } else if let Some(w) = msg.downcast::<greenroom::WakeupMessage>() {
+            if let Some(set) = w.payload.downcast::<SetAlarm>() {
+                if set.abort {
+                    std::process::abort();
+                }
+                let rung = Rung {
+                    label: set.label,
+                    pid: std::process::id(),
+                };
+                ctx.send(set.report_to, rung)?;
+            }
+        } else if msg.is::<String>() {
+            ctx.send(sender, std::process::id())?;
+        }
+        Ok(())
+    }
+}

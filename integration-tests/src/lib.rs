@@ -34,6 +34,7 @@ pub fn registry() -> greenroom::Registry {
         .register::<ConventionWatcher>()
         .register::<Stillborn>()
         .register::<Ephemeral>()
+        .register::<Alarm>()
         .register::<troupe_actors::PoolWorker>()
         .register::<troupe_actors::Burster>()
 }

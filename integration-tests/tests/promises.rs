@@ -4,7 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use greenroom::{ActorState, Address, ChildSpec, Error, ExitCause, OnFailure, RestartType};
+use greenroom::{
+    ActorExitRequest, ActorState, Address, Backoff, ChildSpec, Error, ExitCause, OnFailure, RestartType,
+    SupervisorSpec, SystemConfig,
+};
 use greenroom_integration_tests::{actors::*, harness, on_both_bases, TestSystem};
 use nix::{
     sys::signal::{kill, Signal},
@@ -22,12 +25,19 @@ fn pid_of(sys: &TestSystem, actor: Address) -> u32 {
     sys.actor_info(actor).unwrap().pid.expect("a running actor has a pid")
 }
 
-/// The next message to the client of type `M`, skipping others.
+/// The next message to the client of type `M`, skipping others, and skipping a message of
+/// the client's that a kill returned as poison after it was answered (a kill that lands
+/// between a reply and the record that the message is done, see `supervision.rs`).
 fn next_of<M: greenroom::Message>(sys: &TestSystem) -> M {
     loop {
-        let (_, msg) = sys.listen(T).unwrap().expect("a message before the timeout");
-        if let Some(m) = msg.downcast::<M>() {
-            return m;
+        match sys.listen(T) {
+            Ok(Some((_, msg))) => {
+                if let Some(m) = msg.downcast::<M>() {
+                    return m;
+                }
+            }
+            Err(Error::Poisoned { message, .. }) if message.is::<SetAlarm>() || message.is::<String>() => {}
+            other => panic!("expected a {}, got {other:?}", M::type_tag()),
         }
     }
 }
@@ -42,6 +52,24 @@ fn spawn_child<A: greenroom::Actor>(sys: &TestSystem, parent: Address, spec: gre
     };
     let Spawned(children) = sys.ask(parent, spawn, T).unwrap();
     children[0]
+}
+
+/// Asks `alarm` (an [`Alarm`]) for a wakeup after `delay_ms` reporting to the client (or
+/// aborting its process); returns the pid of the process that set it.
+fn set_alarm(sys: &TestSystem, alarm: Address, delay_ms: u64, label: &str, abort: bool) -> u32 {
+    let set = SetAlarm {
+        delay_ms,
+        label: label.into(),
+        report_to: sys.address(),
+        abort,
+    };
+    match sys.ask(alarm, set, T) {
+        Ok(pid) => pid,
+        // An earlier message, answered, then returned by a kill (see `next_of`): this one is
+        // still on its way to the next incarnation, and its answer with it.
+        Err(Error::Poisoned { message, .. }) if message.is::<String>() => next_of::<u32>(sys),
+        Err(e) => panic!("setting an alarm: {e}"),
+    }
 }
 
 on_both_bases! {
@@ -238,4 +266,108 @@ fn a_transient_lifetime_counts_from_creation_across_restarts() {
     );
     let exited = next_of::<ChildExitSeen>(&sys);
     assert_eq!(exited.cause, ExitCause::Normal);
+}
+
+on_both_bases! {
+    fn an_exiting_actors_wakeups_never_fire(sys) {
+        let alarm = sys.create_actor::<Alarm>().unwrap();
+        set_alarm(&sys, alarm, 300, "never", false);
+        sys.tell(alarm, ActorExitRequest).unwrap();
+        assert!(sys.listen(Duration::from_millis(900)).unwrap().is_none(), "a wakeup fired after its actor exited");
+        assert_eq!(sys.actor_info(alarm).unwrap().state, ActorState::Gone(ExitCause::Normal));
+    }
+}
+
+#[test]
+fn a_killed_actors_pending_wakeup_fires_in_its_new_incarnation_at_its_original_due_time() {
+    let sys = TestSystem::start(HOST);
+    let alarm = sys.create_actor::<Alarm>().unwrap();
+    let set_at = Instant::now();
+    let first = set_alarm(&sys, alarm, 1500, "survivor", false);
+    set_alarm(&sys, alarm, 100, "early", false);
+    // The early one fires in the first process, before the kill.
+    assert_eq!(
+        next_of::<Rung>(&sys),
+        Rung {
+            label: "early".into(),
+            pid: first
+        }
+    );
+    sigkill(first);
+    assert!(harness::wait_for_exit(first, T));
+    let rung = next_of::<Rung>(&sys);
+    let at = set_at.elapsed();
+    assert_eq!(rung.label, "survivor");
+    assert_ne!(rung.pid, first, "it fired in the new process");
+    assert!(
+        at >= Duration::from_millis(1500),
+        "fired {at:?} after it was set, before its delay"
+    );
+    assert!(
+        at < Duration::from_millis(2500),
+        "fired {at:?} after it was set: not at its due time"
+    );
+    let info = sys.actor_info(alarm).unwrap();
+    assert_eq!((info.incarnation, info.pid), (2, Some(rung.pid)));
+    // The early one, fired already, is not re-armed.
+    assert!(sys.listen(Duration::from_millis(500)).unwrap().is_none());
+}
+
+#[test]
+fn a_wakeup_due_while_its_actor_was_down_fires_at_once_after_the_restart() {
+    // The first restart is immediate; the second waits 1 s.
+    let backoff = Backoff {
+        initial: Duration::from_secs(1),
+        max: Duration::from_secs(5),
+        multiplier: 2,
+        reset_after: Duration::from_secs(60),
+    };
+    let config = SystemConfig::default().root_supervision(SupervisorSpec {
+        backoff,
+        ..SupervisorSpec::default()
+    });
+    let sys = TestSystem::start_with(HOST, config);
+    let alarm = sys.create_actor::<Alarm>().unwrap();
+    let first: u32 = sys.ask(alarm, "pid?".to_string(), T).unwrap();
+    sigkill(first);
+    assert!(harness::wait_for_exit(first, T));
+    let second = set_alarm(&sys, alarm, 200, "overdue", false);
+    assert_ne!(second, first);
+    let killed = Instant::now();
+    sigkill(second);
+    assert!(harness::wait_for_exit(second, T));
+    let rung = next_of::<Rung>(&sys);
+    let at = killed.elapsed();
+    assert_eq!(rung.label, "overdue");
+    assert_ne!(rung.pid, second);
+    // Due 200 ms after it was set, while the actor was down for its 1 s backoff: it fires
+    // as soon as the new process is up.
+    assert!(
+        at >= Duration::from_secs(1),
+        "fired {at:?} after the kill, before the restart"
+    );
+    assert!(
+        at < Duration::from_secs(2),
+        "fired {at:?} after the kill: not at once after the restart"
+    );
+}
+
+#[test]
+fn a_wakeup_whose_receive_kills_the_process_is_not_delivered_again() {
+    let sys = TestSystem::start_with(HOST, harness::restart_at_once(10));
+    let alarm = sys.create_actor::<Alarm>().unwrap();
+    let first = set_alarm(&sys, alarm, 100, "fatal", true);
+    set_alarm(&sys, alarm, 600, "after", false);
+    assert!(harness::wait_for_exit(first, T), "the fatal wakeup aborts its process");
+    // The other wakeup survives the abort; the fatal one fired once: at most once.
+    let rung = next_of::<Rung>(&sys);
+    assert_eq!(rung.label, "after");
+    assert_ne!(rung.pid, first);
+    assert!(sys.listen(Duration::from_millis(500)).unwrap().is_none());
+    let info = sys.actor_info(alarm).unwrap();
+    assert_eq!(
+        (info.incarnation, info.pid),
+        (2, Some(rung.pid)),
+        "restarted once, not in a loop"
+    );
 }

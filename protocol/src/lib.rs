@@ -34,7 +34,7 @@ pub use handshake::{Handshake, HandshakeReply, PeerRole};
 pub use supervision::{Backoff, ChildSpec, OnFailure, ResourceLimits, RestartType, Strategy, SupervisorSpec};
 pub use wire::{
     ActorRow, ActorState, Address, ConventionMember, ConventionView, CreateFailure, DataFrame, DataReply, ExitCause,
-    FromAdmin, MemberRow, NodeId, Payload, Recovery, Resource, SystemDescription, ToAdmin, TroupeLoad,
+    FromAdmin, MemberRow, NodeId, Payload, PendingWakeup, Recovery, Resource, SystemDescription, ToAdmin, TroupeLoad,
 };
 
 /// The four bytes that open every handshake: `GRNR`.

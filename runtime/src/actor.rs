@@ -380,8 +380,11 @@ impl<'a> Context<'a> {
 
     /// Asks for a [`crate::WakeupMessage`] carrying `payload` to be delivered to this actor
     /// (with itself as sender) after `delay`. Any number can be pending at once; they are
-    /// delivered in time order, and dropped when the actor exits or its process dies (like
-    /// the rest of its in-memory state).
+    /// delivered in time order, and dropped when the actor exits. They survive a crash: if
+    /// the actor's process dies and it is restarted, its pending wakeups fire in the new
+    /// incarnation at their original due times (at once if that passed while it was down),
+    /// each at most once (one whose `receive` killed the process is not delivered again, and
+    /// one set by a `receive` that never returned goes with it).
     ///
     /// ```
     /// # use greenroom::{Actor, ActorResult, Address, AnyMessage, Context, WakeupMessage};

@@ -193,6 +193,10 @@ struct ActorRecord {
     receive_failure: Option<String>,
     /// What recent dead incarnations did: (incarnation, ledger, cause).
     reports: VecDeque<(u32, LedgerReport, ExitCause)>,
+    /// Its pending wakeups, by id, as its hosts told them (`ToAdmin::WakeupSet`, until
+    /// `WakeupFired`): handed to each new incarnation in `Start`, so that they survive a
+    /// crash; dropped when it exits or is gone.
+    wakeups: std::collections::BTreeMap<u64, greenroom_protocol::PendingWakeup>,
 }
 
 /// Who is waiting for a create's answer: a host or client of this system, or the admin of
@@ -1028,6 +1032,7 @@ impl Admin {
         let address = rec.address;
         let creator = rec.creator.take();
         let failure = rec.start_failure.take();
+        self.drop_wakeups(id, "it is gone");
         let _ = std::fs::remove_file(runtime_dir::socket_path(&self.rundir, address));
         if let Some((asker, request)) = creator {
             let failure = failure.unwrap_or_else(|| CreateFailure::StartFailed(cause.to_string()));
@@ -1035,6 +1040,16 @@ impl Admin {
         }
         self.report_load();
         self.answer_settled(id);
+    }
+
+    /// The actor's pending wakeups will never fire: it exits (its host drops them too) or
+    /// is gone.
+    fn drop_wakeups(&mut self, id: ActorId, why: &str) {
+        let Some(rec) = self.actors.get_mut(&id) else { return };
+        if !rec.wakeups.is_empty() {
+            tracing::debug!(actor = %rec.address, pending = rec.wakeups.len(), reason = why, "dropping the actor's pending wakeups");
+            rec.wakeups.clear();
+        }
     }
 
     // ---- signals and reaping ----
@@ -1469,6 +1484,16 @@ impl Admin {
                     rec.start_failure = Some(failure);
                 }
             }
+            (ToAdmin::WakeupSet(wakeup), PeerKind::Host(id)) => {
+                if let Some(rec) = self.actors.get_mut(&id) {
+                    rec.wakeups.insert(wakeup.id, wakeup);
+                }
+            }
+            (ToAdmin::WakeupFired { id: wakeup }, PeerKind::Host(id)) => {
+                if let Some(rec) = self.actors.get_mut(&id) {
+                    rec.wakeups.remove(&wakeup);
+                }
+            }
             (ToAdmin::ReceiveFailed { details }, PeerKind::Host(id)) => {
                 if let Some(rec) = self.actors.get_mut(&id) {
                     tracing::debug!(actor = %rec.address, %details, "receive failed; the actor's failure policy ends its process");
@@ -1480,6 +1505,7 @@ impl Admin {
                 if self.dead_letter_handler == Some(id) {
                     self.dead_letter_handler = None;
                 }
+                self.drop_wakeups(id, "it is exiting");
                 let cmds = self.tree.exit_requested(id, Instant::now());
                 self.execute(cmds);
             }
@@ -2250,6 +2276,7 @@ impl Admin {
                 kill_cause: None,
                 receive_failure: None,
                 reports: VecDeque::new(),
+                wakeups: Default::default(),
             },
         );
         // Once the host binary is known to register the type, a create returns as soon as
@@ -2420,7 +2447,12 @@ impl Admin {
             requirements: rec.requirements.clone(),
             spec: Box::new(rec.spec),
             lifetime_left: rec.ends_at.map(|t| t.saturating_duration_since(Instant::now())),
+            wakeups: rec.wakeups.values().cloned().collect(),
         };
+        if !rec.wakeups.is_empty() {
+            tracing::warn!(actor = %rec.address, actor_type = %rec.type_name, incarnation, pending = rec.wakeups.len(),
+                "re-arming the wakeups the actor's last process left pending, at their original due times");
+        }
         let stop_pending = std::mem::take(&mut rec.stop_pending);
         self.send(token, &start);
         if stop_pending {
