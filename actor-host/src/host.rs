@@ -258,6 +258,8 @@ impl Host {
 
     /// The main loop; returns the process exit code.
     fn serve(&mut self) -> i32 {
+        // A transient actor restarted after its lifetime is over takes nothing else first.
+        self.end_if_due();
         loop {
             while let Some(inbound) = self.endpoint.next_inbound() {
                 match inbound {
