@@ -171,6 +171,21 @@ pub struct ResourceLimits {
 /// runtime's notices); the actor's own wakeups and messages to itself do not count, so a
 /// periodic tick does not keep an idle actor alive. On the simple base both run on the
 /// virtual clock.
+///
+/// ```
+/// use std::time::Duration;
+/// use greenroom_protocol::{ChildSpec, ExitCause, OnFailure};
+/// // Asked to exit 10 minutes after its creation, or after 30 s without a message; a
+/// // failed `receive` returns its message and restarts it with fresh state.
+/// let spec = ChildSpec {
+///     lifetime: Some(Duration::from_secs(600)),
+///     idle_timeout: Some(Duration::from_secs(30)),
+///     on_failure: OnFailure::Restart,
+///     ..ChildSpec::default()
+/// };
+/// assert!(ExitCause::ReceiveFailed("boom".into()).is_abnormal(), "restarted even if Transient");
+/// # let _ = spec;
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct ChildSpec {
     /// When this actor is restarted by its parent.
