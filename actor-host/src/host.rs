@@ -12,14 +12,17 @@
 //! returns; the message is recorded as done only after that write, so a process killed in
 //! between returns the message to its sender as poison rather than losing its replies.
 //!
-//! Fault rules, as Thespian's: a `receive` that panics or returns an error is given the same
-//! message once more; if it fails again the sender gets [`PoisonMessage`] and the actor goes
-//! on with the next message, its state as the failed call left it. `ActorExitRequest` and
-//! `PoisonMessage` are never retried.
+//! Fault rules, as Thespian's by default (`OnFailure::RetryOnce`): a `receive` that panics or
+//! returns an error is given the same message once more; if it fails again the sender gets
+//! [`PoisonMessage`] and the actor goes on with the next message, its state as the failed
+//! call left it. `ActorExitRequest` and `PoisonMessage` are never retried. Under
+//! `OnFailure::Poison` the message goes back at the first failure; under `OnFailure::Restart`
+//! too, and then the process ends with status 4 once the message is recorded as processed,
+//! after telling the admin why (`ToAdmin::ReceiveFailed`), so that the supervisor restarts
+//! the actor with fresh state.
 
 use std::{
-    cmp::Reverse,
-    collections::{BinaryHeap, VecDeque},
+    collections::VecDeque,
     os::fd::FromRawFd,
     panic::{catch_unwind, AssertUnwindSafe},
     path::PathBuf,
@@ -33,15 +36,17 @@ use greenroom::{
 use greenroom::{
     ledger::{Ledger, LEDGER_FD},
     net::endpoint::{Endpoint, Inbound, LostCause, Receipt, Returned},
-    process_role::{CONTROL_FD, LISTENER_FD},
+    process_role::{CONTROL_FD, EXIT_RECEIVE_FAILED, LISTENER_FD},
     request::{PendingRequests, RequestKind},
     troupe::{self, TroupeDone, TroupeWork, TroupeWorkInProgress, WorkerRole},
     ActorExitRequest, Address, AnyMessage, Backend, ChildActorExited, Context, CreateFailure, Error, PoisonMessage,
     Registry, RequestError, RequestId, WakeupMessage,
 };
 use greenroom_protocol::{
-    Capabilities, ChildSpec, Correlation, FromAdmin, NodeId, Payload, PeerRole, ToAdmin, DEFAULT_MAX_FRAME,
+    Capabilities, ChildSpec, Correlation, FromAdmin, NodeId, OnFailure, Payload, PeerRole, ToAdmin, DEFAULT_MAX_FRAME,
 };
+
+use crate::{lifespan::Lifespan, wakeups::Wakeups};
 
 const EXIT_OK: i32 = 0;
 const EXIT_START_FAILED: i32 = 2;
@@ -134,9 +139,8 @@ struct Host {
     me: Address,
     children: Vec<Address>,
     exiting: bool,
-    /// Pending wakeups, earliest first: (due, order asked, delay, payload).
-    wakeups: BinaryHeap<Reverse<Wakeup>>,
-    wakeups_asked: u64,
+    /// Pending wakeups, earliest first (the admin keeps a copy: see `wakeups.rs`).
+    wakeups: Wakeups,
     /// Messages the actor holds back for now (a troupe manager with no free worker), oldest
     /// first: read, but neither processed nor acknowledged.
     held: VecDeque<(Address, AnyMessage, Receipt, Correlation)>,
@@ -146,6 +150,13 @@ struct Host {
     worker: WorkerRole,
     /// What the actor's capability check is run again with when the capabilities change.
     fit: Fit,
+    /// When a transient actor is to be asked to exit.
+    lifespan: Lifespan,
+    /// What a failed `receive` does (`ChildSpec::on_failure`).
+    on_failure: OnFailure,
+    /// Set when a `receive` failed under `OnFailure::Restart`: the process ends once the
+    /// failed message is recorded as processed.
+    failed: Option<String>,
 }
 
 /// An actor's capability check and what it was created with, for the re-check after a
@@ -157,16 +168,6 @@ struct Fit {
     requirements: Capabilities,
     /// The endpoint's capabilities version last checked.
     checked: u64,
-}
-
-/// One pending `wakeup_after`; ordered by due time, then by the order they were asked.
-#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Wakeup {
-    due: Instant,
-    order: u64,
-    delay: Duration,
-    payload: Vec<u8>,
-    tag: String,
 }
 
 impl Host {
@@ -189,6 +190,9 @@ impl Host {
             send_window,
             capabilities,
             requirements,
+            spec,
+            lifetime_left,
+            wakeups,
             ..
         } = start
         else {
@@ -225,8 +229,7 @@ impl Host {
                     me,
                     children: Vec::new(),
                     exiting: false,
-                    wakeups: BinaryHeap::new(),
-                    wakeups_asked: 0,
+                    wakeups: Wakeups::rearm(wakeups),
                     held: VecDeque::new(),
                     requests: PendingRequests::new(incarnation),
                     worker: WorkerRole::default(),
@@ -236,6 +239,9 @@ impl Host {
                         requirements,
                         checked: 0,
                     },
+                    lifespan: Lifespan::new(lifetime_left, spec.idle_timeout),
+                    on_failure: spec.on_failure,
+                    failed: None,
                 }));
             }
             Ok(None) if !fits => CreateFailure::StartFailed(format!(
@@ -256,6 +262,8 @@ impl Host {
 
     /// The main loop; returns the process exit code.
     fn serve(&mut self) -> i32 {
+        // A transient actor restarted after its lifetime is over takes nothing else first.
+        self.end_if_due();
         loop {
             while let Some(inbound) = self.endpoint.next_inbound() {
                 match inbound {
@@ -292,18 +300,28 @@ impl Host {
                         return EXIT_ADMIN_GONE;
                     }
                 }
+                if let Some(details) = self.failed.take() {
+                    return self.end_after_failure(details);
+                }
             }
             self.recheck_capabilities();
+            self.end_if_due();
             self.deliver_due_wakeups();
             self.expire_requests();
+            if let Some(details) = self.failed.take() {
+                return self.end_after_failure(details);
+            }
             if let Err(e) = self.release_held() {
                 tracing::error!(error = %e, "host event loop failed");
                 return EXIT_INTERNAL;
             }
             self.endpoint.flush();
-            let next_wakeup = self.wakeups.peek().map(|Reverse(w)| w.due);
-            let timeout = next_wakeup
+            let lifespan_end = self.lifespan.next_deadline().filter(|_| !self.exiting);
+            let timeout = self
+                .wakeups
+                .next_due()
                 .into_iter()
+                .chain(lifespan_end)
                 .chain(self.requests.next_due())
                 .min()
                 .map(|due| due.saturating_duration_since(Instant::now()));
@@ -493,7 +511,7 @@ impl Host {
     /// of its sender).
     fn release_held(&mut self) -> Result<(), Error> {
         while let Some((sender, msg, receipt, correlation)) = self.held.pop_front() {
-            if self.exiting || self.waits(&msg) {
+            if self.exiting || self.failed.is_some() || self.waits(&msg) {
                 // Still not wanted (or never will be, once exiting: left unprocessed, it goes
                 // back to its sender when this host exits).
                 self.held.push_front((sender, msg, receipt, correlation));
@@ -538,25 +556,77 @@ impl Host {
         if let Some(exited) = msg.downcast::<ChildActorExited>() {
             self.children.retain(|c| *c != exited.child);
         }
-        let failure = receive_with_retry(msg, |attempt| {
+        let failure = receive_with_retry(msg, self.on_failure, |attempt| {
             let outcome = self.receive_once(sender, msg, correlation);
             if let Err(details) = &outcome {
                 tracing::warn!(%sender, message_type = msg.tag(), attempt, %details, "receive failed");
             }
             outcome
         });
-        if let Some((details, retried)) = failure {
+        if sender != self.me {
+            self.lifespan.touch();
+        }
+        if let Some((details, returnable)) = failure {
+            let restart = self.on_failure == OnFailure::Restart && !is_exit && !self.exiting;
             // A message the actor sent itself (a wakeup) has no one else to go back to.
-            if retried && sender != self.me {
-                self.return_poisoned(sender, msg, details, correlation);
+            if returnable && sender != self.me {
+                self.return_poisoned(sender, msg, details.clone(), correlation);
+            }
+            if restart {
+                self.failed = Some(details);
             }
         }
+        self.report_wakeups();
         if is_exit && !self.exiting {
             self.begin_exit();
         }
     }
 
-    /// Delivers the wakeups that are due, in time order (dropped once the actor is exiting).
+    /// Tells the admin the wakeups the `receive` that just returned set, so that they outlive
+    /// this process; not those of one that failed under `OnFailure::Restart`, which go with
+    /// it (the actor's next incarnation starts afresh, and the message comes back).
+    fn report_wakeups(&mut self) {
+        let set = self.wakeups.take_unreported();
+        if self.failed.is_some() {
+            return;
+        }
+        for wakeup in set {
+            if let Err(e) = self.endpoint.send_control(&ToAdmin::WakeupSet(wakeup)) {
+                tracing::warn!(error = %e, "could not tell the admin of a wakeup; it will not outlive this process");
+            }
+        }
+    }
+
+    /// A `receive` failed under `OnFailure::Restart`, and the message is recorded as
+    /// processed (its poison written): tell the admin why, write what is left, and end the
+    /// process, for the supervisor to restart the actor with fresh state. What the actor
+    /// had not processed goes back to its senders, who send it again to the next
+    /// incarnation, as after a crash.
+    fn end_after_failure(&mut self, details: String) -> i32 {
+        tracing::warn!(%details, "receive failed; the failure policy (OnFailure::Restart) ends this process");
+        if let Err(e) = self.endpoint.send_control(&ToAdmin::ReceiveFailed { details }) {
+            tracing::error!(error = %e, "could not tell the admin why the actor ends");
+        }
+        self.endpoint.flush_blocking(Instant::now() + FINAL_FLUSH);
+        EXIT_RECEIVE_FAILED
+    }
+
+    /// A transient actor whose lifetime is over, or which has been idle too long, is asked to
+    /// exit by the system (`@0`), exactly as a supervisor would ask it.
+    fn end_if_due(&mut self) {
+        if self.exiting {
+            return;
+        }
+        let Some(end) = self.lifespan.due(Instant::now()) else {
+            return;
+        };
+        tracing::info!(reason = %end, "transient actor: asking it to exit");
+        match AnyMessage::new(&ActorExitRequest) {
+            Ok(exit) => self.deliver(Address::local(0), &exit, Correlation::None),
+            Err(e) => tracing::error!(error = %e, "could not encode an exit request"),
+        }
+    }
+
     /// After a capability change (from the admin, or this actor's own), runs the actor's
     /// check again with its creator's requirements; if it refuses, the actor is asked to
     /// exit, by the system (`@0`), as a supervisor would.
@@ -582,19 +652,26 @@ impl Host {
         }
     }
 
+    /// Delivers the wakeups that are due, in time order (dropped once the actor is exiting:
+    /// the admin drops its copies then). Each is marked fired with the admin, and that
+    /// written, before its `receive` runs, so that it fires at most once.
     fn deliver_due_wakeups(&mut self) {
         let now = Instant::now();
-        while self.wakeups.peek().is_some_and(|Reverse(w)| w.due <= now) {
-            let Some(Reverse(w)) = self.wakeups.pop() else { break };
+        while self.failed.is_none() {
+            let Some(w) = self.wakeups.pop_due(now) else { break };
             if self.exiting {
                 continue;
             }
+            let fired = self
+                .endpoint
+                .send_control(&ToAdmin::WakeupFired { id: w.id })
+                .and_then(|()| self.endpoint.flush_all());
+            if let Err(e) = fired {
+                tracing::warn!(error = %e, "could not tell the admin a wakeup fired");
+            }
             let wakeup = WakeupMessage {
                 delay: w.delay,
-                payload: AnyMessage::from_payload(greenroom_protocol::Payload {
-                    tag: w.tag.into(),
-                    bytes: w.payload,
-                }),
+                payload: AnyMessage::from_payload(w.into_payload()),
             };
             match AnyMessage::new(&wakeup) {
                 Ok(msg) => self.deliver(self.me, &msg, Correlation::None),
@@ -619,7 +696,6 @@ impl Host {
             requests: &mut self.requests,
             worker: &mut self.worker,
             wakeups: &mut self.wakeups,
-            wakeups_asked: &mut self.wakeups_asked,
             send_window: self.send_window,
             endpoint: &mut self.endpoint,
             children: &mut self.children,
@@ -692,8 +768,7 @@ struct HostBackend<'a> {
     held_back: usize,
     requests: &'a mut PendingRequests<Instant>,
     worker: &'a mut WorkerRole,
-    wakeups: &'a mut BinaryHeap<Reverse<Wakeup>>,
-    wakeups_asked: &'a mut u64,
+    wakeups: &'a mut Wakeups,
     send_window: usize,
     endpoint: &'a mut Endpoint,
     children: &'a mut Vec<Address>,
@@ -813,16 +888,10 @@ impl Backend for HostBackend<'_> {
     }
 
     fn wakeup_after(&mut self, delay: Duration, payload: AnyMessage) -> greenroom::Result<()> {
-        let due = greenroom::system::deadline_after(delay);
-        *self.wakeups_asked += 1;
-        let payload = payload.into_payload();
-        self.wakeups.push(Reverse(Wakeup {
-            due,
-            order: *self.wakeups_asked,
-            delay,
-            payload: payload.bytes,
-            tag: payload.tag.into_owned(),
-        }));
+        // An exiting actor's timers are dropped.
+        if !self.exiting {
+            self.wakeups.set(delay, payload);
+        }
         Ok(())
     }
 

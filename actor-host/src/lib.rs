@@ -27,11 +27,14 @@
 //! | 0 | the actor finished an `ActorExitRequest` |
 //! | 2 | the actor could not be started (unknown type, constructor panic); or [`init`] was reached on a test's thread (a test binary without [`test_support!`]) |
 //! | 3 | the admin went away |
+//! | 4 | a `receive` failed and the actor's failure policy is `OnFailure::Restart` (the host told the admin why first) |
 //! | 70 | the host itself failed (a socket error it cannot recover from); or [`test_support!`] failed before `main` |
 
 mod host;
+mod lifespan;
 #[doc(hidden)]
 pub mod test_support;
+mod wakeups;
 
 use std::io::Write;
 

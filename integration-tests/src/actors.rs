@@ -753,3 +753,132 @@ impl Actor for ConventionWatcher {
         Ok(())
     }
 }
+
+/// An actor whose constructor panics: it never starts.
+pub struct Stillborn;
+
+impl Default for Stillborn {
+    fn default() -> Self {
+        panic!("Stillborn's constructor always panics")
+    }
+}
+
+impl Actor for Stillborn {
+    fn receive(&mut self, _: &mut Context<'_>, _: &AnyMessage, _: Address) -> ActorResult {
+        Ok(())
+    }
+}
+
+/// Asks an [`Ephemeral`] to report to the asker from now on, creating a [`Silent`] child
+/// first if `with_child`; answered with [`Spawned`] (its children).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Hello {
+    pub with_child: bool,
+}
+
+/// Asks an [`Ephemeral`] to tick: a wakeup every `ms` milliseconds, forever.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Tick {
+    pub ms: u64,
+}
+
+/// Sent by an [`Ephemeral`] to whoever said [`Hello`] last when its `receive` sees
+/// `ActorExitRequest`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitSeen {
+    pub actor: Address,
+    /// Who asked it to exit (`@0`: the system).
+    pub from: Address,
+}
+
+/// For transient-actor tests: reports the `ActorExitRequest` it receives and its children's
+/// exits, ticks on request, and echoes `u64`s.
+#[derive(Default)]
+pub struct Ephemeral {
+    watcher: Option<Address>,
+    children: Vec<Address>,
+}
+
+impl Actor for Ephemeral {
+    fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, sender: Address) -> ActorResult {
+        if let Some(hello) = msg.downcast::<Hello>() {
+            self.watcher = Some(sender);
+            if hello.with_child {
+                self.children.push(ctx.create_actor::<Silent>()?.address());
+            }
+            ctx.send(sender, Spawned(self.children.clone()))?;
+        } else if let Some(tick) = msg.downcast::<Tick>() {
+            ctx.wakeup_after(std::time::Duration::from_millis(tick.ms), tick)?;
+        } else if let Some(w) = msg.downcast::<greenroom::WakeupMessage>() {
+            if let Some(tick) = w.payload.downcast::<Tick>() {
+                ctx.wakeup_after(w.delay, tick)?;
+            }
+        } else if let Some(n) = msg.downcast::<u64>() {
+            ctx.send(sender, n)?;
+        } else if msg.is::<greenroom::ActorExitRequest>() {
+            if let Some(watcher) = self.watcher {
+                let seen = ExitSeen {
+                    actor: ctx.my_address(),
+                    from: sender,
+                };
+                ctx.send(watcher, seen)?;
+            }
+        } else if let Some(exited) = msg.downcast::<ChildActorExited>() {
+            if let Some(watcher) = self.watcher {
+                let seen = ChildExitSeen {
+                    parent: ctx.my_address(),
+                    child: exited.child,
+                    cause: exited.cause,
+                };
+                ctx.send(watcher, seen)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Asks an [`Alarm`] for a wakeup after `delay_ms` that reports [`Rung`] to `report_to`
+/// (or, with `abort`, aborts the process instead); answered with the host's pid (`u32`).
+/// The wakeup's payload is this request itself, so a new incarnation knows whom to tell.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetAlarm {
+    pub delay_ms: u64,
+    pub label: String,
+    pub report_to: Address,
+    pub abort: bool,
+}
+
+/// Sent by an [`Alarm`] when a wakeup arrives: which, and in which process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rung {
+    pub label: String,
+    pub pid: u32,
+}
+
+/// Sets wakeups that carry everything they need, so that they mean the same to the
+/// incarnation they fire in; answers any `String` with its host's pid.
+#[derive(Default)]
+pub struct Alarm;
+
+impl Actor for Alarm {
+    fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, sender: Address) -> ActorResult {
+        if let Some(set) = msg.downcast::<SetAlarm>() {
+            ctx.wakeup_after(std::time::Duration::from_millis(set.delay_ms), set)?;
+            ctx.send(sender, std::process::id())?;
+        } else if let Some(w) = msg.downcast::<greenroom::WakeupMessage>() {
+            if let Some(set) = w.payload.downcast::<SetAlarm>() {
+                if set.abort {
+                    std::process::abort();
+                }
+                let rung = Rung {
+                    label: set.label,
+                    pid: std::process::id(),
+                };
+                ctx.send(set.report_to, rung)?;
+            }
+        } else if msg.is::<String>() {
+            ctx.send(sender, std::process::id())?;
+        }
+        Ok(())
+    }
+}

@@ -37,6 +37,9 @@ pub fn registry() -> greenroom::Registry {
         .register::<request_actors::Calculator>()
         .register::<request_actors::Aggregator>()
         .register::<request_actors::Peer>()
+        .register::<Stillborn>()
+        .register::<Ephemeral>()
+        .register::<Alarm>()
         .register::<troupe_actors::PoolWorker>()
         .register::<troupe_actors::Burster>()
 }

@@ -31,10 +31,11 @@ pub use capabilities::Capabilities;
 pub use error::ProtocolError;
 pub use frame::{encode_frame, FrameReader, ReadUntil};
 pub use handshake::{Handshake, HandshakeReply, PeerRole};
-pub use supervision::{Backoff, ChildSpec, ResourceLimits, RestartType, Strategy, SupervisorSpec};
+pub use supervision::{Backoff, ChildSpec, OnFailure, ResourceLimits, RestartType, Strategy, SupervisorSpec};
 pub use wire::{
     ActorRow, ActorState, Address, ConventionMember, ConventionView, Correlation, CreateFailure, DataFrame, DataReply,
-    ExitCause, FromAdmin, MemberRow, NodeId, Payload, Recovery, Resource, SystemDescription, ToAdmin, TroupeLoad,
+    ExitCause, FromAdmin, MemberRow, NodeId, Payload, PendingWakeup, Recovery, Resource, SystemDescription, ToAdmin,
+    TroupeLoad,
 };
 
 /// The four bytes that open every handshake: `GRNR`.

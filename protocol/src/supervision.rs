@@ -24,6 +24,28 @@ pub enum RestartType {
     Temporary,
 }
 
+/// What happens when an actor's `receive` fails: panics, or returns an error.
+///
+/// | policy | `receive` calls for the message | the message | the actor |
+/// |---|---|---|---|
+/// | `RetryOnce` (default) | two (Thespian's rule) | back to its sender as `PoisonMessage` if the retry fails too | goes on with the next message, its state as the failed call left it |
+/// | `Poison` | one | back to its sender as `PoisonMessage` at once | goes on, as for `RetryOnce` |
+/// | `Restart` | one | back to its sender as `PoisonMessage` at once | its process ends (cause [`crate::ExitCause::ReceiveFailed`]) and its supervisor restarts it by its [`RestartType`] and limits, with fresh state, as in Erlang; messages queued behind the failed one reach the new incarnation |
+///
+/// `Poison` suits a handler that is not idempotent (a retry would do its work twice).
+/// `ActorExitRequest` is never retried and never restarts the actor (the exit goes ahead),
+/// and a failing `PoisonMessage` is never returned; a failed wakeup has no sender to go back
+/// to. With `Restart`, the actor's pending wakeups carry over to the new incarnation, except
+/// those the failed `receive` itself set. On the simple base `Restart` builds a fresh actor
+/// from the registry in place, with no backoff and no restart limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum OnFailure {
+    #[default]
+    RetryOnce,
+    Poison,
+    Restart,
+}
+
 /// Which siblings restart with a failed child (as in OTP).
 ///
 /// | strategy | restarted when child C fails |
@@ -134,6 +156,36 @@ pub struct ResourceLimits {
 /// | `supervision` | [`SupervisorSpec::default`] |
 /// | `liveness` | `None`: an actor may spend as long as it likes on one message |
 /// | `limits` | none (see [`ResourceLimits`]) |
+/// | `lifetime` | `None`: the actor lives until it is asked to exit |
+/// | `idle_timeout` | `None`: an idle actor lives on |
+/// | `on_failure` | [`OnFailure::RetryOnce`]: a failed `receive` is tried once more |
+///
+/// `lifetime` and `idle_timeout` make a transient actor (Thespian's `@transient` and
+/// `@transient_idle`): when either is up, the actor is stopped exactly as if the system
+/// (`@0`) had sent it `ActorExitRequest`: its `receive` sees the request, its children are
+/// asked to exit, its parent gets `ChildActorExited` with `ExitCause::Normal`, and it is not
+/// restarted. The lifetime counts from the actor's creation, across restarts (an actor that
+/// keeps crashing does not live longer for it; one restarted after its lifetime is asked to
+/// exit at once). Idleness counts, in each incarnation, from its start or from the end of
+/// the last `receive` of a message from another endpoint (an actor, a client, or the
+/// runtime's notices); the actor's own wakeups and messages to itself do not count, so a
+/// periodic tick does not keep an idle actor alive. On the simple base both run on the
+/// virtual clock.
+///
+/// ```
+/// use std::time::Duration;
+/// use greenroom_protocol::{ChildSpec, ExitCause, OnFailure};
+/// // Asked to exit 10 minutes after its creation, or after 30 s without a message; a
+/// // failed `receive` returns its message and restarts it with fresh state.
+/// let spec = ChildSpec {
+///     lifetime: Some(Duration::from_secs(600)),
+///     idle_timeout: Some(Duration::from_secs(30)),
+///     on_failure: OnFailure::Restart,
+///     ..ChildSpec::default()
+/// };
+/// assert!(ExitCause::ReceiveFailed("boom".into()).is_abnormal(), "restarted even if Transient");
+/// # let _ = spec;
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct ChildSpec {
     /// When this actor is restarted by its parent.
@@ -146,6 +198,12 @@ pub struct ChildSpec {
     pub liveness: Option<std::time::Duration>,
     /// Kernel-enforced limits on the actor's process.
     pub limits: ResourceLimits,
+    /// If set, the actor is asked to exit this long after its creation (see above).
+    pub lifetime: Option<Duration>,
+    /// If set, the actor is asked to exit once it has been idle this long (see above).
+    pub idle_timeout: Option<Duration>,
+    /// What a failed `receive` does to the message and to the actor.
+    pub on_failure: OnFailure,
 }
 
 /// The longest duration a spec may hold (a year): "forever" for all practical purposes, and
@@ -176,6 +234,8 @@ impl ChildSpec {
         ChildSpec {
             supervision: self.supervision.clamped(),
             liveness: self.liveness.map(|l| l.min(LONGEST)),
+            lifetime: self.lifetime.map(|l| l.min(LONGEST)),
+            idle_timeout: self.idle_timeout.map(|l| l.min(LONGEST)),
             ..self
         }
     }
@@ -189,6 +249,8 @@ mod tests {
     fn clamping_caps_every_duration() {
         let forever = ChildSpec {
             liveness: Some(Duration::MAX),
+            lifetime: Some(Duration::MAX),
+            idle_timeout: Some(Duration::MAX),
             supervision: SupervisorSpec {
                 within: Duration::MAX,
                 stop_timeout: Duration::MAX,
@@ -204,6 +266,7 @@ mod tests {
         }
         .clamped();
         assert_eq!(forever.liveness, Some(LONGEST));
+        assert_eq!((forever.lifetime, forever.idle_timeout), (Some(LONGEST), Some(LONGEST)));
         assert_eq!(forever.supervision.stop_timeout, LONGEST);
         assert!(forever.supervision.backoff.delay(40) <= LONGEST);
         let now = std::time::Instant::now();

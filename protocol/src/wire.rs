@@ -190,6 +190,22 @@ pub enum DataReply {
     Ack { upto: u64 },
 }
 
+/// A `wakeup_after` an actor has pending, as its host tells the admin (`ToAdmin::WakeupSet`)
+/// and the admin hands it to the actor's next incarnation (`FromAdmin::Start`) if the process
+/// dies before it fires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingWakeup {
+    /// Unique among the actor's pending wakeups, across its incarnations; wakeups due at the
+    /// same time fire in the order of their ids.
+    pub id: u64,
+    /// When it is due, in nanoseconds of `CLOCK_MONOTONIC`, which every process of one
+    /// machine shares (unlike `Instant`, it can be sent).
+    pub due_ns: u64,
+    /// The delay the actor asked for (the `WakeupMessage`'s `delay`).
+    pub delay: std::time::Duration,
+    pub payload: Payload,
+}
+
 /// Why an actor's host process ended.
 ///
 /// Built from the wait status the admin reaps, so it says what really happened.
@@ -221,6 +237,9 @@ pub enum ExitCause {
     /// It ran on another member of the convention, which left or died (advertised at
     /// `member`): what became of it is unknown, and it is unreachable for good.
     MemberLost { member: String },
+    /// Its `receive` failed (the error text or panic message) and its failure policy,
+    /// `OnFailure::Restart`, ended its process: the host said so, then exited with status 4.
+    ReceiveFailed(String),
 }
 
 /// A kernel-enforced resource an actor can run out of.
@@ -278,6 +297,12 @@ impl fmt::Display for ExitCause {
             }
             ExitCause::MemberLost { member } => {
                 write!(f, "the convention member it ran on ({member}) left or died")
+            }
+            ExitCause::ReceiveFailed(details) => {
+                write!(
+                    f,
+                    "its receive failed and its failure policy ends the process ({details})"
+                )
             }
         }
     }
@@ -443,6 +468,9 @@ pub struct TroupeLoad {
 }
 
 /// Host or client → admin, on a control connection.
+// Control frames are few (a handful per actor's life, none per message): a `ChildSpec`
+// inline costs nothing that matters, where a box would cost every user an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToAdmin {
     /// Client: give me an endpoint address (answered by [`FromAdmin::ClientWelcome`]).
@@ -477,6 +505,15 @@ pub enum ToAdmin {
     HostStartFailed { failure: CreateFailure },
     /// Host: the actor has handled `ActorExitRequest` and sent one to each of its children.
     Exiting,
+    /// Host: the actor set this wakeup (told once the `receive` that set it has returned).
+    WakeupSet(PendingWakeup),
+    /// Host: the wakeup is about to be delivered (told, and written, before its `receive`
+    /// runs: a wakeup fires at most once, even if its `receive` kills the process).
+    WakeupFired { id: u64 },
+    /// Host: the actor's `receive` failed (`details`) and its failure policy is
+    /// `OnFailure::Restart`: the process ends now (status 4), to be restarted by its
+    /// supervisor.
+    ReceiveFailed { details: String },
     /// Client: stop every actor and the admin. Answered by [`FromAdmin::ShutdownComplete`].
     Shutdown { request: u64 },
     /// Host: this actor starts (or stops) being the system's dead-letter handler. The last
@@ -524,6 +561,14 @@ pub enum FromAdmin {
         capabilities: crate::Capabilities,
         /// What the actor's creator required (see [`ToAdmin::CreateActor`]).
         requirements: crate::Capabilities,
+        /// What its creator decided for it (clamped by the admin). Boxed: a host's inbox
+        /// holds control frames beside its messages, and should not grow for this one.
+        spec: Box<crate::ChildSpec>,
+        /// What is left of `spec.lifetime`, which counts from the actor's creation.
+        lifetime_left: Option<std::time::Duration>,
+        /// Wakeups an earlier incarnation set that have not fired: re-armed at their due
+        /// times (at once if passed).
+        wakeups: Vec<PendingWakeup>,
     },
     /// The answer to [`ToAdmin::CreateActor`].
     Created {
@@ -613,13 +658,15 @@ mod tests {
                 FromAdmin::Created { request, result: Err(CreateFailure::UnknownType { type_name: name.clone(), known: vec![name.clone()] }) },
                 FromAdmin::Status { request, actor, state: ActorState::Gone(ExitCause::Signal { signal: 9, core_dumped: false }), pid: Some(7), incarnation: 2, recovery: Some(Recovery { processed_upto: Some(3), in_flight: None, cause: ExitCause::Normal }), in_doubt: false },
                 FromAdmin::Deliver { sender: actor, payload },
-                FromAdmin::Start { actor, incarnation: 1, type_name: name.clone(), parent: Some(actor), runtime_dir: name, max_frame: 7, send_window: 9, capabilities: crate::Capabilities::new().with("k", &1u8).unwrap(), requirements: crate::Capabilities::new().with("gpu", &true).unwrap() },
+                FromAdmin::Start { actor, incarnation: 1, type_name: name.clone(), parent: Some(actor), runtime_dir: name, max_frame: 7, send_window: 9, capabilities: crate::Capabilities::new().with("k", &1u8).unwrap(), requirements: crate::Capabilities::new().with("gpu", &true).unwrap(), spec: Box::new(crate::ChildSpec { idle_timeout: Some(std::time::Duration::from_millis(5)), ..Default::default() }), lifetime_left: Some(std::time::Duration::from_secs(3)), wakeups: vec![PendingWakeup { id: 3, due_ns: 17, delay: std::time::Duration::from_millis(2), payload: Payload { tag: "t".into(), bytes: vec![1] } }] },
             ];
             for f in frames {
                 prop_assert_eq!(round_trip(&f), f);
             }
             let t = ToAdmin::ActorStatus { request, actor, settle: Some(4) };
             prop_assert_eq!(round_trip(&t), t);
+            let set = ToAdmin::WakeupSet(PendingWakeup { id: request, due_ns: request / 2, delay: std::time::Duration::from_nanos(request), payload: Payload { tag: "w".into(), bytes: vec![7] } });
+            prop_assert_eq!(round_trip(&set), set);
         }
 
         #[test]

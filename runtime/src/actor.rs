@@ -528,8 +528,11 @@ impl<'a> Context<'a> {
 
     /// Asks for a [`crate::WakeupMessage`] carrying `payload` to be delivered to this actor
     /// (with itself as sender) after `delay`. Any number can be pending at once; they are
-    /// delivered in time order, and dropped when the actor exits or its process dies (like
-    /// the rest of its in-memory state).
+    /// delivered in time order, and dropped when the actor exits. They survive a crash: if
+    /// the actor's process dies and it is restarted, its pending wakeups fire in the new
+    /// incarnation at their original due times (at once if that passed while it was down),
+    /// each at most once (one whose `receive` killed the process is not delivered again, and
+    /// one set by a `receive` that never returned goes with it).
     ///
     /// ```
     /// # use greenroom::{Actor, ActorResult, Address, AnyMessage, Context, WakeupMessage};
@@ -732,16 +735,19 @@ pub fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// The delivery rule both bases apply: `receive` gets a message up to twice (once only for
-/// `ActorExitRequest` and `PoisonMessage`, which are never retried); `once(attempt)` runs one
+/// The delivery rule both bases apply: `receive` gets a message up to twice under
+/// `OnFailure::RetryOnce`, once under the other policies, and once only for
+/// `ActorExitRequest` and `PoisonMessage`, which are never retried; `once(attempt)` runs one
 /// call and says what went wrong. Returns the last failure if every attempt failed, and
-/// whether the message may go back to its sender as poison (it was retried).
+/// whether the message may go back to its sender as poison (anything but those two).
 #[doc(hidden)]
 pub fn receive_with_retry(
     msg: &AnyMessage,
+    on_failure: greenroom_protocol::OnFailure,
     mut once: impl FnMut(u32) -> std::result::Result<(), String>,
 ) -> Option<(String, bool)> {
-    let retried = !(msg.is::<crate::ActorExitRequest>() || msg.is::<crate::PoisonMessage>());
+    let returnable = !(msg.is::<crate::ActorExitRequest>() || msg.is::<crate::PoisonMessage>());
+    let retried = returnable && on_failure == greenroom_protocol::OnFailure::RetryOnce;
     let attempts = if retried { 2 } else { 1 };
     let mut failure = None;
     for attempt in 1..=attempts {
@@ -750,7 +756,7 @@ pub fn receive_with_retry(
             Err(details) => failure = Some(details),
         }
     }
-    failure.map(|details| (details, retried))
+    failure.map(|details| (details, returnable))
 }
 
 #[cfg(test)]

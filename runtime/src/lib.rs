@@ -66,8 +66,8 @@ pub use actor_ref::{ActorRef, Answers, Recipient};
 pub use dispatch::Handle;
 pub use error::{Error, Result};
 pub use greenroom_protocol::{
-    ActorRow, ActorState, Address, Backoff, Capabilities, ChildSpec, CreateFailure, ExitCause, NodeId, ProtocolError,
-    Resource, ResourceLimits, RestartType, Strategy, SupervisorSpec, SystemDescription, TroupeLoad,
+    ActorRow, ActorState, Address, Backoff, Capabilities, ChildSpec, CreateFailure, ExitCause, NodeId, OnFailure,
+    ProtocolError, Resource, ResourceLimits, RestartType, Strategy, SupervisorSpec, SystemDescription, TroupeLoad,
 };
 pub use message::{
     ActorExitRequest, ActorSystemConventionUpdate, AnyMessage, ChildActorExited, ChildRestarted, DeadEnvelope, Message,

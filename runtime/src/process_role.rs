@@ -54,6 +54,10 @@ pub fn max_pending_connections() -> usize {
 pub const CONTROL_FD: RawFd = 3;
 /// The listening socket a host inherits: its actor's address on disk.
 pub const LISTENER_FD: RawFd = 4;
+/// The exit status of a host whose actor's `receive` failed under `OnFailure::Restart`
+/// (after it told the admin, `ToAdmin::ReceiveFailed`): the admin records
+/// `ExitCause::ReceiveFailed`.
+pub const EXIT_RECEIVE_FAILED: i32 = 4;
 
 /// What this process is in a Greenroom system.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

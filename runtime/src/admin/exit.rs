@@ -5,6 +5,8 @@ use std::time::Duration;
 use greenroom_protocol::{ExitCause, Resource, ResourceLimits};
 use nix::sys::wait::WaitStatus;
 
+use crate::process_role::EXIT_RECEIVE_FAILED;
+
 const SIGABRT: i32 = 6;
 const SIGKILL: i32 = 9;
 const SIGXCPU: i32 = 24;
@@ -37,8 +39,17 @@ pub(crate) fn limit_cause(cause: &ExitCause, limits: &ResourceLimits, cpu_used: 
 }
 
 /// The cause of a host's end, from its wait status. `exit_requested` is whether the host
-/// was finishing an `ActorExitRequest` (then status 0 is a normal exit).
-pub(crate) fn cause_of(status: WaitStatus, exit_requested: bool) -> Option<ExitCause> {
+/// was finishing an `ActorExitRequest` (then status 0 is a normal exit); `receive_failure`
+/// what it said failed before it ended itself under `OnFailure::Restart` (then with status
+/// [`EXIT_RECEIVE_FAILED`]).
+pub(crate) fn cause_of(status: WaitStatus, exit_requested: bool, receive_failure: Option<String>) -> Option<ExitCause> {
+    match (status, receive_failure) {
+        (WaitStatus::Exited(_, EXIT_RECEIVE_FAILED), Some(details)) => Some(ExitCause::ReceiveFailed(details)),
+        (status, _) => status_cause(status, exit_requested),
+    }
+}
+
+fn status_cause(status: WaitStatus, exit_requested: bool) -> Option<ExitCause> {
     match status {
         WaitStatus::Exited(_, 0) if exit_requested => Some(ExitCause::Normal),
         WaitStatus::Exited(_, code) => Some(ExitCause::ExitCode(code)),
@@ -96,19 +107,43 @@ mod tests {
     #[test]
     fn statuses_map_to_causes() {
         let pid = Pid::from_raw(1);
-        assert_eq!(cause_of(WaitStatus::Exited(pid, 0), true), Some(ExitCause::Normal));
         assert_eq!(
-            cause_of(WaitStatus::Exited(pid, 0), false),
+            cause_of(WaitStatus::Exited(pid, 0), true, None),
+            Some(ExitCause::Normal)
+        );
+        assert_eq!(
+            cause_of(WaitStatus::Exited(pid, 0), false, None),
             Some(ExitCause::ExitCode(0))
         );
-        assert_eq!(cause_of(WaitStatus::Exited(pid, 3), true), Some(ExitCause::ExitCode(3)));
         assert_eq!(
-            cause_of(WaitStatus::Signaled(pid, Signal::SIGSEGV, true), false),
+            cause_of(WaitStatus::Exited(pid, 3), true, None),
+            Some(ExitCause::ExitCode(3))
+        );
+        assert_eq!(
+            cause_of(WaitStatus::Signaled(pid, Signal::SIGSEGV, true), false, None),
             Some(ExitCause::Signal {
                 signal: 11,
                 core_dumped: true
             })
         );
-        assert_eq!(cause_of(WaitStatus::StillAlive, false), None);
+        assert_eq!(cause_of(WaitStatus::StillAlive, false, None), None);
+        // A host that said its receive failed and exited with the status for it.
+        let said = || Some("boom".to_owned());
+        assert_eq!(
+            cause_of(WaitStatus::Exited(pid, EXIT_RECEIVE_FAILED), false, said()),
+            Some(ExitCause::ReceiveFailed("boom".into()))
+        );
+        // Anything else it did afterwards is what the wait status says.
+        assert_eq!(
+            cause_of(WaitStatus::Signaled(pid, Signal::SIGKILL, false), false, said()),
+            Some(ExitCause::Signal {
+                signal: 9,
+                core_dumped: false
+            })
+        );
+        assert_eq!(
+            cause_of(WaitStatus::Exited(pid, EXIT_RECEIVE_FAILED), false, None),
+            Some(ExitCause::ExitCode(EXIT_RECEIVE_FAILED))
+        );
     }
 }

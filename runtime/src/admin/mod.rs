@@ -178,14 +178,25 @@ struct ActorRecord {
     liveness: Option<Duration>,
     /// Kernel limits applied to each of its processes.
     limits: greenroom_protocol::ResourceLimits,
+    /// What its creator decided for it, for every incarnation's `Start`.
+    spec: ChildSpec,
+    /// When its lifetime (`ChildSpec::lifetime`, counted from its creation) is up.
+    ends_at: Option<Instant>,
     /// The message seen in progress at the last liveness probe, and since when.
     busy_since: Option<((u64, u64), Instant)>,
     /// When to look at the ledger next.
     next_probe: Option<Instant>,
     /// Why the admin killed the current process, when it did (overrides the wait status).
     kill_cause: Option<ExitCause>,
+    /// What the current process said failed, before it ended itself under
+    /// `OnFailure::Restart` (`ToAdmin::ReceiveFailed`).
+    receive_failure: Option<String>,
     /// What recent dead incarnations did: (incarnation, ledger, cause).
     reports: VecDeque<(u32, LedgerReport, ExitCause)>,
+    /// Its pending wakeups, by id, as its hosts told them (`ToAdmin::WakeupSet`, until
+    /// `WakeupFired`): handed to each new incarnation in `Start`, so that they survive a
+    /// crash; dropped when it exits or is gone.
+    wakeups: std::collections::BTreeMap<u64, greenroom_protocol::PendingWakeup>,
 }
 
 /// Who is waiting for a create's answer: a host or client of this system, or the admin of
@@ -1021,6 +1032,7 @@ impl Admin {
         let address = rec.address;
         let creator = rec.creator.take();
         let failure = rec.start_failure.take();
+        self.drop_wakeups(id, "it is gone");
         let _ = std::fs::remove_file(runtime_dir::socket_path(&self.rundir, address));
         if let Some((asker, request)) = creator {
             let failure = failure.unwrap_or_else(|| CreateFailure::StartFailed(cause.to_string()));
@@ -1028,6 +1040,16 @@ impl Admin {
         }
         self.report_load();
         self.answer_settled(id);
+    }
+
+    /// The actor's pending wakeups will never fire: it exits (its host drops them too) or
+    /// is gone.
+    fn drop_wakeups(&mut self, id: ActorId, why: &str) {
+        let Some(rec) = self.actors.get_mut(&id) else { return };
+        if !rec.wakeups.is_empty() {
+            tracing::debug!(actor = %rec.address, pending = rec.wakeups.len(), reason = why, "dropping the actor's pending wakeups");
+            rec.wakeups.clear();
+        }
     }
 
     // ---- signals and reaping ----
@@ -1082,14 +1104,20 @@ impl Admin {
         if let Some(token) = self.actors.get_mut(&id).and_then(|r| r.log_pipe.take()) {
             self.read_log(token);
         }
+        // Frames it wrote before dying (HostReady, HostStartFailed, ReceiveFailed) count,
+        // for the cause too.
+        if let Some(token) = self.actors.get_mut(&id).and_then(|r| r.control.take()) {
+            self.read_peer(token);
+            self.drop_peer(token);
+        }
         let exit_requested = self.tree.exit_was_requested(id);
         let incarnation = self.tree.state(id).map_or(0, |(_, inc)| inc);
         let Some(rec) = self.actors.get_mut(&id) else { return };
-        let cause = match (&rec.start_failure, rec.kill_cause.take()) {
-            (Some(failure), _) => ExitCause::StartFailed(failure.to_string()),
-            (None, Some(cause)) => cause,
-            (None, None) => {
-                let cause = exit::cause_of(status, exit_requested).unwrap_or(ExitCause::ExitCode(-1));
+        let cause = match (&rec.start_failure, rec.kill_cause.take(), rec.receive_failure.take()) {
+            (Some(failure), _, _) => ExitCause::StartFailed(failure.to_string()),
+            (None, Some(cause), _) => cause,
+            (None, None, said) => {
+                let cause = exit::cause_of(status, exit_requested, said).unwrap_or(ExitCause::ExitCode(-1));
                 exit::limit_cause(&cause, &rec.limits, cpu_used).unwrap_or(cause)
             }
         };
@@ -1113,11 +1141,6 @@ impl Admin {
             if let Err(e) = ledger.reset() {
                 tracing::error!(actor = %rec.address, error = %e, "could not reset the delivery ledger");
             }
-        }
-        if let Some(token) = rec.control.take() {
-            // Frames it wrote before dying (HostReady, HostStartFailed) still count.
-            self.read_peer(token);
-            self.drop_peer(token);
         }
         self.orphan_remote_children(id);
         let cmds = self.tree.died(id, cause, Instant::now());
@@ -1461,11 +1484,28 @@ impl Admin {
                     rec.start_failure = Some(failure);
                 }
             }
+            (ToAdmin::WakeupSet(wakeup), PeerKind::Host(id)) => {
+                if let Some(rec) = self.actors.get_mut(&id) {
+                    rec.wakeups.insert(wakeup.id, wakeup);
+                }
+            }
+            (ToAdmin::WakeupFired { id: wakeup }, PeerKind::Host(id)) => {
+                if let Some(rec) = self.actors.get_mut(&id) {
+                    rec.wakeups.remove(&wakeup);
+                }
+            }
+            (ToAdmin::ReceiveFailed { details }, PeerKind::Host(id)) => {
+                if let Some(rec) = self.actors.get_mut(&id) {
+                    tracing::debug!(actor = %rec.address, %details, "receive failed; the actor's failure policy ends its process");
+                    rec.receive_failure = Some(details);
+                }
+            }
             (ToAdmin::Exiting, PeerKind::Host(id)) => {
                 // An exiting actor takes only exit traffic: dead letters are logged from now on.
                 if self.dead_letter_handler == Some(id) {
                     self.dead_letter_handler = None;
                 }
+                self.drop_wakeups(id, "it is exiting");
                 let cmds = self.tree.exit_requested(id, Instant::now());
                 self.execute(cmds);
             }
@@ -2229,10 +2269,14 @@ impl Admin {
                 orphaned_at: None,
                 liveness: spec.liveness,
                 limits: spec.limits,
+                spec,
+                ends_at: spec.lifetime.map(|l| Instant::now() + l),
                 busy_since: None,
                 next_probe: None,
                 kill_cause: None,
+                receive_failure: None,
                 reports: VecDeque::new(),
+                wakeups: Default::default(),
             },
         );
         // Once the host binary is known to register the type, a create returns as soon as
@@ -2329,6 +2373,7 @@ impl Admin {
         rec.start_failure = None;
         rec.orphaned_at = None;
         rec.kill_cause = None;
+        rec.receive_failure = None;
         rec.busy_since = None;
         rec.next_probe = rec.liveness.map(|l| Instant::now() + probe_interval(l));
         if rec.liveness.is_some() {
@@ -2400,7 +2445,14 @@ impl Admin {
             send_window: self.send_window,
             capabilities: self.capabilities.clone(),
             requirements: rec.requirements.clone(),
+            spec: Box::new(rec.spec),
+            lifetime_left: rec.ends_at.map(|t| t.saturating_duration_since(Instant::now())),
+            wakeups: rec.wakeups.values().cloned().collect(),
         };
+        if !rec.wakeups.is_empty() {
+            tracing::warn!(actor = %rec.address, actor_type = %rec.type_name, incarnation, pending = rec.wakeups.len(),
+                "re-arming the wakeups the actor's last process left pending, at their original due times");
+        }
         let stop_pending = std::mem::take(&mut rec.stop_pending);
         self.send(token, &start);
         if stop_pending {

@@ -17,15 +17,22 @@
 //! The rules are the process base's, applied in one process:
 //! * a `receive` that panics or returns an error gets the same message once more; a second
 //!   failure returns it to its sender as [`PoisonMessage`] (an actor's own wakeups excepted);
+//!   `OnFailure::Poison` returns it at the first failure, and `OnFailure::Restart` too, then
+//!   builds a fresh actor from the registry at the same address (its children stopped, its
+//!   parent told `ChildRestarted`, `Temporary` actors gone instead) with no backoff or limit;
 //! * `ActorExitRequest`: the actor's `receive` sees it, then its children are asked to exit
 //!   (latest first); once their [`ChildActorExited`] notices have reached it, the actor is
 //!   gone, its timers are cancelled, its global name is freed, and its parent is told;
 //! * a message to an actor that is gone (or exiting, unless it is exit traffic) is a dead
-//!   letter: a [`DeadEnvelope`] to the registered handler, or a warning in the log.
+//!   letter: a [`DeadEnvelope`] to the registered handler, or a warning in the log;
+//! * a child whose constructor panics still gets an address, gone at once with
+//!   `StartFailed`, and its parent gets [`ChildActorExited`] (a top-level create fails with
+//!   `Error::Create` instead, as the process base's first create of a system does).
 //!
 //! What it cannot do: isolate faults. An abort, a segfault or an infinite loop in one actor
 //! stops the whole program, so supervision restarts, liveness timeouts and resource limits
-//! do not apply (they are accepted and ignored), and a cycle of messages that never ends keeps
+//! do not apply (they are accepted and ignored; a transient actor's `lifetime` and
+//! `idle_timeout` do, on the virtual clock, as timers beside the wakeups), and a cycle of messages that never ends keeps
 //! `tell` from returning. Backpressure does not apply either: the queue is unbounded.
 
 use std::{
@@ -38,7 +45,8 @@ use std::{
 };
 
 use greenroom_protocol::{
-    supervision::LONGEST, ActorState, Address, Capabilities, ChildSpec, Correlation, CreateFailure, ExitCause, Payload,
+    supervision::LONGEST, ActorState, Address, Capabilities, ChildSpec, Correlation, CreateFailure, ExitCause,
+    OnFailure, Payload, RestartType,
 };
 
 use super::{for_client, request_error, ActorInfo, SystemConfig};
@@ -46,8 +54,8 @@ use crate::{
     actor::{panic_text, program_registry, receive_with_retry, Backend, Context, Registry},
     error::{Error, Result},
     message::{
-        is_exit_traffic, take_undecodable, ActorExitRequest, AnyMessage, ChildActorExited, DeadEnvelope, Message,
-        PoisonMessage, WakeupMessage,
+        is_exit_traffic, take_undecodable, ActorExitRequest, AnyMessage, ChildActorExited, ChildRestarted,
+        DeadEnvelope, Message, PoisonMessage, WakeupMessage,
     },
     request::{PendingRequests, RequestError, RequestId, RequestKind},
     troupe::{self, TroupeDone, TroupeWorkInProgress, WorkerRole},
@@ -139,9 +147,22 @@ struct Slot {
     worker: WorkerRole,
     /// Its requests waiting for answers (`Context::request`), on the virtual clock.
     requests: PendingRequests<Duration>,
+    /// `ChildSpec::idle_timeout`, and when it last processed a message from another endpoint
+    /// (or was created).
+    idle_timeout: Option<Duration>,
+    active_at: Duration,
+    /// `ChildSpec::restart` and `ChildSpec::on_failure`: whether and how a failed `receive`
+    /// restarts it.
+    restart: RestartType,
+    on_failure: OnFailure,
+    /// 1, then +1 per restart (`OnFailure::Restart`).
+    incarnation: u32,
+    /// Why it is gone once it has exited, if not `Normal` (a child of a restarted parent:
+    /// `ParentGone`).
+    stop_cause: Option<ExitCause>,
 }
 
-/// A pending timer of an actor's, ordered by due time, then by the order they were set.
+/// A pending timer of an actor, ordered by due time, then by the order they were set.
 struct Timer {
     due: Duration,
     order: u64,
@@ -150,10 +171,15 @@ struct Timer {
 }
 
 enum TimerKind {
-    /// `wakeup_after(delay, payload)`.
+    /// A `wakeup_after`.
     Wakeup { delay: Duration, payload: AnyMessage },
     /// A request's deadline: its timeout, if it still waits then.
     RequestDue,
+    /// The end of a transient actor's lifetime (`ChildSpec::lifetime`).
+    Lifetime,
+    /// When a transient actor may have been idle for its `ChildSpec::idle_timeout`: checked
+    /// against its last activity when it fires (one such timer per actor, moved on lazily).
+    Idle,
 }
 
 impl PartialEq for Timer {
@@ -257,8 +283,7 @@ impl SimpleSystem {
         global_name: Option<&str>,
         requirements: &Capabilities,
     ) -> Result<Address> {
-        let _ = spec; // restarts, liveness and limits need processes: see the module docs.
-        self.lock()?.create(type_name, None, global_name, requirements)
+        self.lock()?.create(type_name, spec, None, global_name, requirements)
     }
 
     pub(crate) fn tell(&self, to: Address, msg: AnyMessage) -> Result<()> {
@@ -305,7 +330,7 @@ impl SimpleSystem {
             } else {
                 ActorState::Running
             };
-            (state, 1)
+            (state, slot.incarnation)
         } else if let Some(cause) = core.gone.get(&id) {
             (ActorState::Gone(cause.clone()), 1)
         } else if core.clients.contains_key(&id) {
@@ -552,6 +577,7 @@ impl Core {
     fn create(
         &mut self,
         type_name: &str,
+        spec: ChildSpec,
         parent: Option<u64>,
         global_name: Option<&str>,
         requirements: &Capabilities,
@@ -576,19 +602,21 @@ impl Core {
             let _running = RunningActorCode::enter();
             catch_unwind(AssertUnwindSafe(|| self.registry.construct(type_name)))
         };
+        // A named actor belongs to the system, not to whoever asked first.
+        let parent = if global_name.is_some() { None } else { parent };
         let actor = match constructed {
             Ok(Some(actor)) => actor,
             Ok(None) => unreachable!("the registry was just asked for this type"),
             Err(panic) => {
-                return Err(refuse(CreateFailure::StartFailed(format!(
-                    "the constructor panicked: {}",
-                    panic_text(&*panic)
-                ))))
+                let failure = CreateFailure::StartFailed(format!("the constructor panicked: {}", panic_text(&*panic)));
+                let Some(parent) = parent else {
+                    // A top-level create reports it at once (see `ActorSystem::create_actor`).
+                    return Err(refuse(failure));
+                };
+                return Ok(self.stillborn(parent, type_name, failure));
             }
         };
         let id = self.allocate_id();
-        // A named actor belongs to the system, not to whoever asked first.
-        let parent = if global_name.is_some() { None } else { parent };
         if let Some(p) = parent.and_then(|p| self.actors.get_mut(&p)) {
             p.children.push(id);
         }
@@ -608,9 +636,36 @@ impl Core {
                 held: VecDeque::new(),
                 worker: WorkerRole::default(),
                 requests: PendingRequests::new(1),
+                idle_timeout: spec.idle_timeout,
+                active_at: self.now,
+                restart: spec.restart,
+                on_failure: spec.on_failure,
+                incarnation: 1,
+                stop_cause: None,
             },
         );
+        // A transient actor's end, on the virtual clock.
+        if let Some(lifetime) = spec.lifetime {
+            self.set_timer(id, lifetime, TimerKind::Lifetime);
+        }
+        if let Some(idle) = spec.idle_timeout {
+            self.set_timer(id, idle, TimerKind::Idle);
+        }
         Ok(Address::local(id))
+    }
+
+    /// A child whose constructor panicked, as on the process base (where the child's host
+    /// reports it after `create_actor` has returned): it gets an address, which is gone at
+    /// once with `StartFailed` (messages to it are dead letters), and its parent gets
+    /// `ChildActorExited`.
+    fn stillborn(&mut self, parent: u64, type_name: &str, failure: CreateFailure) -> Address {
+        let id = self.allocate_id();
+        let child = Address::local(id);
+        tracing::warn!(actor = %child, actor_type = %type_name, %failure, "actor failed to start");
+        let cause = ExitCause::StartFailed(failure.to_string());
+        self.gone.insert(id, cause.clone());
+        self.enqueue_message(child, Address::local(parent), &ChildActorExited { child, cause });
+        child
     }
 
     /// Delivers queued messages until none is left.
@@ -630,9 +685,10 @@ impl Core {
         };
         self.now = self.now.max(timer.due);
         let me = Address::local(timer.actor);
-        match timer.kind {
+        let end = match timer.kind {
             TimerKind::Wakeup { delay, payload } => {
                 self.enqueue_message(me, me, &WakeupMessage { delay, payload });
+                return true;
             }
             TimerKind::RequestDue => {
                 let expired = match self.actors.get_mut(&timer.actor) {
@@ -642,9 +698,41 @@ impl Core {
                 for (asked, reply) in expired {
                     self.enqueue(asked, me, reply);
                 }
+                return true;
             }
+            TimerKind::Lifetime => "its lifetime is over",
+            TimerKind::Idle => {
+                let Some(slot) = self.actors.get(&timer.actor) else {
+                    return true;
+                };
+                let Some(idle) = slot.idle_timeout else { return true };
+                let idle_end = slot.active_at.saturating_add(idle);
+                if idle_end > self.now {
+                    // It was active since this timer was set: look again then.
+                    self.timers.push(Reverse(Timer { due: idle_end, ..timer }));
+                    return true;
+                }
+                "it has been idle for its idle timeout"
+            }
+        };
+        // As on the process base: asked to exit by the system, as a supervisor would.
+        if self.actors.get(&timer.actor).is_some_and(|slot| !slot.exiting) {
+            tracing::info!(actor = %me, reason = end, "transient actor: asking it to exit");
+            self.enqueue_message(Address::local(0), me, &ActorExitRequest);
         }
         true
+    }
+
+    /// Sets a timer of actor `id`, due `after` from now.
+    fn set_timer(&mut self, id: u64, after: Duration, kind: TimerKind) {
+        self.timers_set += 1;
+        let due = self.deadline_after(after);
+        self.timers.push(Reverse(Timer {
+            due,
+            order: self.timers_set,
+            actor: id,
+            kind,
+        }));
     }
 
     /// The client's wait: run actors until what it waits for arrives, letting virtual time
@@ -843,8 +931,10 @@ impl Core {
             });
         }
         let is_exit = msg.is::<ActorExitRequest>();
+        let (on_failure, exiting) = (slot.on_failure, slot.exiting);
+        let timers_before = self.timers_set;
         let running = RunningActorCode::enter();
-        let failure = receive_with_retry(&msg, |attempt| {
+        let failure = receive_with_retry(&msg, on_failure, |attempt| {
             let mut backend = SimpleBackend { core: self, me: target };
             let mut ctx = Context::new(target, &mut backend, sender, correlation);
             let outcome = match catch_unwind(AssertUnwindSafe(|| actor.receive(&mut ctx, &msg, sender))) {
@@ -864,6 +954,10 @@ impl Core {
         drop(running);
         if let Some(slot) = self.actors.get_mut(&id) {
             slot.actor = Some(actor);
+            // Idleness is about other endpoints: its own wakeups do not make it busy.
+            if sender != target {
+                slot.active_at = self.now;
+            }
         }
         if take_undecodable() {
             // Its tag named a type the actor expects, but the bytes did not decode: as on the
@@ -872,12 +966,16 @@ impl Core {
                 "message does not decode as the type its tag names; handed to the dead-letter path");
             self.dead_letter(sender, target, msg.clone());
         }
-        if let Some((details, retried)) = failure {
+        let mut restart = None;
+        if let Some((details, returnable)) = failure {
+            if on_failure == OnFailure::Restart && !is_exit && !exiting {
+                restart = Some(details.clone());
+            }
             // A message the actor sent itself (a wakeup) has no one else to go back to, and a
             // sender that is gone cannot take it back (as on the process base, where the send
             // fails): logged, never a dead letter, which could fail again and loop.
             let sender_alive = self.actors.contains_key(&sender.id()) || self.clients.contains_key(&sender.id());
-            if retried && sender != target {
+            if returnable && sender != target {
                 if sender_alive {
                     // The answer to the request or ask it was, if it was one.
                     match AnyMessage::new(&PoisonMessage { message: msg, details }) {
@@ -892,6 +990,10 @@ impl Core {
         }
         if job {
             self.enqueue_message(target, manager, &TroupeDone);
+        }
+        if let Some(details) = restart {
+            self.restart_after_failure(id, details, timers_before);
+            return;
         }
         if is_exit {
             self.begin_exit(id);
@@ -931,6 +1033,13 @@ impl Core {
         if !slot.exiting || !slot.children.is_empty() {
             return;
         }
+        let cause = slot.stop_cause.clone().unwrap_or(ExitCause::Normal);
+        self.remove_actor(id, cause);
+    }
+
+    /// The actor is gone for good, for `cause`: its timers, global name and dead-letter
+    /// registration go with it, what it held back is refused, and its parent is told.
+    fn remove_actor(&mut self, id: u64, cause: ExitCause) {
         let Some(mut slot) = self.actors.remove(&id) else {
             return;
         };
@@ -939,16 +1048,86 @@ impl Core {
             let _running = RunningActorCode::enter();
             slot.actor = None;
         }
-        self.gone.insert(id, ExitCause::Normal);
+        self.timers.retain(|Reverse(t)| t.actor != id);
+        if self.dead_letter_handler == Some(id) {
+            self.dead_letter_handler = None;
+        }
+        self.gone.insert(id, cause.clone());
         if let Some(name) = &slot.global_name {
             self.global_names.remove(name);
+        }
+        for (sender, msg, correlation) in std::mem::take(&mut slot.held) {
+            self.refuse_while_exiting(sender, Address::local(id), msg, correlation);
         }
         if let Some(parent) = slot.parent {
             let notice = ChildActorExited {
                 child: Address::local(id),
-                cause: ExitCause::Normal,
+                cause,
             };
             self.enqueue_message(Address::local(id), Address::local(parent), &notice);
+        }
+    }
+
+    /// A `receive` failed under `OnFailure::Restart` (its poison already queued): as the
+    /// process base's supervisor would after the process ends, the actor is built afresh
+    /// from the registry at the same address and its parent gets `ChildRestarted`, or, if
+    /// its restart type is `Temporary`, it is gone and its parent gets `ChildActorExited`.
+    /// Its children are stopped for good (`ParentGone`), its pending wakeups carry over but
+    /// for those the failed `receive` set (the process base never hears of them), and
+    /// messages queued for it reach the new actor. No backoff, no restart limit.
+    fn restart_after_failure(&mut self, id: u64, details: String, timers_before: u64) {
+        let cause = ExitCause::ReceiveFailed(details);
+        let me = Address::local(id);
+        self.timers.retain(|Reverse(t)| {
+            !(t.actor == id && t.order > timers_before && matches!(t.kind, TimerKind::Wakeup { .. }))
+        });
+        let Some(slot) = self.actors.get_mut(&id) else { return };
+        let children = std::mem::take(&mut slot.children);
+        let (restart, type_name, parent) = (slot.restart, slot.type_name.clone(), slot.parent);
+        for child in children.into_iter().rev() {
+            if let Some(child_slot) = self.actors.get_mut(&child) {
+                child_slot.parent = None;
+                child_slot.stop_cause = Some(ExitCause::ParentGone);
+            }
+            self.enqueue_message(Address::local(0), Address::local(child), &ActorExitRequest);
+        }
+        if restart == RestartType::Temporary {
+            tracing::warn!(actor = %me, %cause, "actor is gone: its receive failed and it is never restarted");
+            self.remove_actor(id, cause);
+            return;
+        }
+        let constructed = {
+            let _running = RunningActorCode::enter();
+            catch_unwind(AssertUnwindSafe(|| self.registry.construct(&type_name)))
+        };
+        let fresh = match constructed {
+            Ok(Some(fresh)) => fresh,
+            Ok(None) => unreachable!("a running actor's type is registered"),
+            Err(panic) => {
+                let failure = CreateFailure::StartFailed(format!("the constructor panicked: {}", panic_text(&*panic)));
+                tracing::warn!(actor = %me, %failure, "actor is gone: it could not be restarted");
+                self.remove_actor(id, ExitCause::StartFailed(failure.to_string()));
+                return;
+            }
+        };
+        let Some(slot) = self.actors.get_mut(&id) else { return };
+        let old = slot.actor.replace(fresh);
+        slot.incarnation += 1;
+        slot.active_at = self.now;
+        let restart_count = slot.incarnation - 1;
+        {
+            // The failed actor's `Drop` is user code.
+            let _running = RunningActorCode::enter();
+            drop(old);
+        }
+        tracing::warn!(actor = %me, actor_type = %type_name, %cause, restart_count, "actor restarted with fresh state");
+        if let Some(parent) = parent {
+            let notice = ChildRestarted {
+                child: me,
+                cause,
+                restart_count,
+            };
+            self.enqueue_message(me, Address::local(parent), &notice);
         }
     }
 
@@ -1004,13 +1183,7 @@ impl Backend for SimpleBackend<'_> {
         };
         let id = slot.requests.next_id();
         slot.requests.start(id, kind, to, due, timeout);
-        core.timers_set += 1;
-        core.timers.push(Reverse(Timer {
-            due,
-            order: core.timers_set,
-            actor: self.me.id(),
-            kind: TimerKind::RequestDue,
-        }));
+        core.set_timer(self.me.id(), timeout, TimerKind::RequestDue);
         core.enqueue_correlated(self.me, to, msg, Correlation::Request(id.get()));
         Ok(id)
     }
@@ -1022,9 +1195,8 @@ impl Backend for SimpleBackend<'_> {
         global_name: Option<&str>,
         requirements: &Capabilities,
     ) -> Result<Address> {
-        let _ = spec; // see the module docs
         self.core
-            .create(type_name, Some(self.me.id()), global_name, requirements)
+            .create(type_name, spec, Some(self.me.id()), global_name, requirements)
     }
 
     fn wakeup_after(&mut self, delay: Duration, payload: AnyMessage) -> Result<()> {
@@ -1033,13 +1205,7 @@ impl Backend for SimpleBackend<'_> {
             // As on the process base: an exiting actor's timers are dropped.
             return Ok(());
         }
-        core.timers_set += 1;
-        core.timers.push(Reverse(Timer {
-            due: core.deadline_after(delay),
-            order: core.timers_set,
-            actor: self.me.id(),
-            kind: TimerKind::Wakeup { delay, payload },
-        }));
+        core.set_timer(self.me.id(), delay, TimerKind::Wakeup { delay, payload });
         Ok(())
     }
 
