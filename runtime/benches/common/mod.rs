@@ -24,7 +24,9 @@ pub fn bench<M: Message>(c: &mut Criterion, label: &str, value: M) {
     });
     let msg = AnyMessage::new(&value).unwrap();
     c.bench_function(&format!("{label}: is (hit)"), |b| b.iter(|| black_box(&msg).is::<M>()));
-    c.bench_function(&format!("{label}: is (miss)"), |b| b.iter(|| black_box(&msg).is::<Pong>()));
+    c.bench_function(&format!("{label}: is (miss)"), |b| {
+        b.iter(|| black_box(&msg).is::<Pong>())
+    });
     c.bench_function(&format!("{label}: new + is"), |b| {
         b.iter(|| {
             let m = AnyMessage::new(black_box(&value)).unwrap();
