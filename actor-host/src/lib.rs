@@ -38,6 +38,8 @@ use greenroom::{process_role::Role, Registry};
 /// returns**; in a client program it returns the registry unchanged. Call it first in
 /// `main`, before anything with side effects.
 pub fn init(registry: Registry) -> Registry {
+    // Conflicting `message_tag!` declarations fail here, in every role, not on a message.
+    greenroom::tag::check_tags();
     match Role::current() {
         Role::Client => {
             // Kept for a simple-base system, which runs the actors in this process.
@@ -52,6 +54,7 @@ pub fn init(registry: Registry) -> Registry {
 /// The `main` of a dedicated host binary: serves as an admin or a host and never returns.
 /// Run directly (not by Greenroom), it prints what it is and exits with status 2.
 pub fn serve(registry: Registry) -> ! {
+    greenroom::tag::check_tags();
     match Role::current() {
         Role::Admin => greenroom::admin::run_from_env(),
         Role::Host => host::run(&registry),
