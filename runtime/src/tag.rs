@@ -67,6 +67,18 @@ use crate::{
 /// Rules checked at the first lookup (or at startup, in [`check_tags`]): one tag names one
 /// type, and a type has one tag; a conflict is a programming error and panics, naming both
 /// types (or both tags) and where each was declared.
+///
+/// A path is not a tag, and neither is a type that is not a message:
+///
+/// ```compile_fail
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct Greeting;
+/// greenroom::message_tag!(Greeting = "my_app::Greeting");
+/// ```
+///
+/// ```compile_fail
+/// struct NotSerde;
+/// greenroom::message_tag!(NotSerde = "my_app.NotSerde");
+/// ```
 #[macro_export]
 macro_rules! message_tag {
     ($($ty:ty = $tag:expr),+ $(,)?) => {
@@ -219,7 +231,8 @@ fn gather() -> Option<FxHashMap<TypeId, &'static str>> {
         // meaning would win is arbitrary, and a message read as the wrong type is worse
         // than a program that refuses to start.
         Err(conflicts) => panic!(
-            "conflicting message tag declarations (greenroom::message_tag!):\n  {}",
+            "conflicting message tag declarations (greenroom::message_tag!; one tag names one type, \
+             and a type has one tag):\n  {}",
             conflicts.join("\n  ")
         ),
     }
