@@ -54,6 +54,8 @@ pub use greenroom::Registry as __Registry;
 /// `main`, before anything with side effects. In a test binary use [`test_support!`]
 /// instead: called from a `#[test]`, `init` is not reached when the binary is re-run.
 pub fn init(registry: Registry) -> Registry {
+    // Conflicting `message_tag!` declarations fail here, in every role, not on a message.
+    greenroom::tag::check_tags();
     match Role::current() {
         Role::Client => {
             // Kept for a simple-base system, which runs the actors in this process.
@@ -107,6 +109,7 @@ fn named_thread_other_than_main() -> Option<String> {
 /// The `main` of a dedicated host binary: serves as an admin or a host and never returns.
 /// Run directly (not by Greenroom), it prints what it is and exits with status 2.
 pub fn serve(registry: Registry) -> ! {
+    greenroom::tag::check_tags();
     match Role::current() {
         Role::Admin => greenroom::admin::run_from_env(),
         Role::Host => host::run(&registry),

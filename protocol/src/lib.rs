@@ -43,7 +43,8 @@ pub const MAGIC: [u8; 4] = *b"GRNR";
 
 /// The protocol version this build speaks. Peers must speak exactly this version.
 ///
-/// Bump it whenever the layout of any type in [`wire`] or [`handshake`] changes.
+/// Bump it whenever the layout of any type in [`wire`] or [`handshake`] changes, or the tag
+/// of one of the runtime's own messages (`greenroom.ActorExitRequest`, ...).
 pub const PROTOCOL_VERSION: u16 = 17;
 
 /// Default largest frame body accepted, in bytes (16 MiB). Configurable per system.

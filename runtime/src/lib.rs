@@ -59,7 +59,14 @@ pub mod process_role;
 pub mod request;
 pub mod runtime_dir;
 pub mod system;
+pub mod tag;
 pub mod troupe;
+
+/// What `message_tag!` expands to needs; not public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use inventory;
+}
 
 pub use actor::{actor_type_name, Actor, ActorResult, Backend, Context, Registry};
 pub use actor_ref::{ActorRef, Answers, Recipient};

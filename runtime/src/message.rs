@@ -18,10 +18,21 @@
 //! message never pays to decode it.
 //!
 //! ## The type tag
-//! The tag is [`std::any::type_name`] of the message type, e.g. `my_app::Greeting`. It is the
-//! same in every process built from the same source with the same compiler, which is what a
-//! Greenroom system is (the client, the admin and the hosts run one binary, or binaries built
-//! together). Renaming or moving a message type changes its tag.
+//! By default the tag is the type's path ([`std::any::type_name`]), e.g. `my_app::Greeting`.
+//! That is the same only in binaries built from the same source with the same compiler:
+//! moving the type to another module, or building the client and the hosts apart (or two
+//! versions of a program), changes it, and the other side no longer recognises the message.
+//! Message types belong in a crate both sides use; to decouple the tag from the path as
+//! well, declare a stable one with [`message_tag!`](crate::message_tag):
+//!
+//! ```
+//! # mod my_app { #[derive(serde::Serialize, serde::Deserialize)] pub struct Greeting; }
+//! greenroom::message_tag!(my_app::Greeting = "my_app.Greeting/v1");
+//! # assert_eq!(<my_app::Greeting as greenroom::Message>::type_tag(), "my_app.Greeting/v1");
+//! ```
+//!
+//! The runtime's own messages ([`ActorExitRequest`], [`PoisonMessage`], ...) have fixed
+//! tags (`greenroom.ActorExitRequest`, ...). See [`crate::tag`].
 
 use std::fmt;
 
@@ -32,11 +43,14 @@ use crate::error::{Error, Result};
 
 /// A type that can be sent between actors: any `Serialize + DeserializeOwned + Send` type.
 ///
-/// Implemented for every such type; there is nothing to derive beyond serde's traits.
+/// Implemented for every such type; there is nothing to derive beyond serde's traits. A
+/// type's wire tag is set with [`message_tag!`](crate::message_tag), not by overriding
+/// [`Message::type_tag`].
 pub trait Message: Serialize + DeserializeOwned + Send + 'static {
-    /// The stable tag naming this type on the wire.
+    /// The tag naming this type on the wire: the tag declared with
+    /// [`message_tag!`](crate::message_tag), or else the type's path (see [`crate::tag::of`]).
     fn type_tag() -> &'static str {
-        std::any::type_name::<Self>()
+        crate::tag::of::<Self>()
     }
 }
 
@@ -67,7 +81,7 @@ impl AnyMessage {
 
     /// Is this a message of type `M`?
     pub fn is<M: Message>(&self) -> bool {
-        self.0.tag == M::type_tag()
+        crate::tag::matches::<M>(&self.0.tag)
     }
 
     /// Decodes the message as `M`: `Ok(None)` if it is another type, an error if the tag

@@ -186,7 +186,7 @@ pub struct ConfigureTroupe(pub Troupe);
 
 /// The manager's own wakeup: stop `worker` if it is still idle since `generation`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-struct ReapIdle {
+pub(crate) struct ReapIdle {
     worker: Address,
     generation: u64,
 }
