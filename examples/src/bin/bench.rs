@@ -22,13 +22,13 @@ use std::{
 
 use greenroom::{
     Actor, ActorExitRequest, ActorRef, ActorResult, ActorSystem, Address, AnyMessage, Backoff, ChildSpec, Context,
-    Error, Registry, SupervisorSpec, SystemConfig, Troupe,
+    Error, Registry, Request, SupervisorSpec, SystemConfig, Troupe,
 };
 use serde::{Deserialize, Serialize};
 
 // ---- actors ----
 
-/// Replies to every message with the same bytes.
+/// Replies to every message with the same bytes; answers a [`Ping`] with its bytes.
 #[derive(Default)]
 struct Echo;
 
@@ -36,9 +36,20 @@ impl Actor for Echo {
     fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, sender: Address) -> ActorResult {
         if msg.is::<Vec<u8>>() || msg.is::<u64>() {
             ctx.send_any(sender, msg.clone())?;
+        } else if let Some(Ping(bytes)) = msg.downcast::<Ping>() {
+            // The same answer for `ask` and `request`: correlated with the question.
+            ctx.reply(bytes)?;
         }
         Ok(())
     }
+}
+
+/// A request answered with its own bytes.
+#[derive(Debug, Serialize, Deserialize)]
+struct Ping(Vec<u8>);
+
+impl Request for Ping {
+    type Reply = Vec<u8>;
 }
 
 /// Tells a [`Source`] to send `count` 64-byte messages to `to`, then a [`Flush`] whose
@@ -264,6 +275,32 @@ fn greenroom_round_trip(system: &ActorSystem, echo: Address, rounds: usize) -> R
         debug_assert_eq!(back.len(), 63);
     }
     Ok(latency_us(samples))
+}
+
+/// The round trip of a [`Ping`] through `ask` and through `request`, to the same actor with
+/// the same answer, in alternating blocks (so that both see the same machine): (ask,
+/// request).
+fn request_vs_ask(system: &ActorSystem, echo: Address, rounds: usize) -> Result<(Latency, Latency), Error> {
+    const BLOCK: usize = 500;
+    let timeout = Duration::from_secs(5);
+    let (mut asks, mut requests) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
+    for block in 0..(rounds / BLOCK).max(1) * 2 + 2 {
+        let warm_up = block < 2;
+        for _ in 0..BLOCK {
+            let t = Instant::now();
+            let back: Vec<u8> = if block % 2 == 0 {
+                system.ask(echo, Ping(vec![7u8; 60]), timeout)?
+            } else {
+                system.request(echo, Ping(vec![7u8; 60]), timeout)?
+            };
+            debug_assert_eq!(back.len(), 60);
+            if !warm_up {
+                let samples = if block % 2 == 0 { &mut asks } else { &mut requests };
+                samples.push(t.elapsed());
+            }
+        }
+    }
+    Ok((latency_us(asks), latency_us(requests)))
 }
 
 fn raw_throughput(messages: usize) -> std::io::Result<f64> {
@@ -663,6 +700,17 @@ fn run(quick: bool, json: Option<String>) -> Result<(), Box<dyn std::error::Erro
         ratio: Some(gr_pinned.p50 / raw_pinned.p50),
         target: "p50 <= 2x raw".into(),
         pass: gr_pinned.p50 <= 2.0 * raw_pinned.p50,
+    });
+
+    // Requests against asks: the price of taking only one's own answer.
+    let (ask, request) = request_vs_ask(&system, echo, rounds)?;
+    rows.push(Row {
+        figure: "request vs ask 64 B (p50/p99)".into(),
+        raw: format!("ask {}", fmt_us(ask)),
+        greenroom: fmt_us(request),
+        ratio: Some(request.p50 / ask.p50),
+        target: "p50 <= 1.1x ask".into(),
+        pass: request.p50 <= 1.1 * ask.p50,
     });
 
     // Idle host memory (the echo actor, after its work).

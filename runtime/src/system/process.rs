@@ -71,6 +71,9 @@ struct Shared {
     admin: Option<Child>,
     /// Threads waiting for the endpoint: a thread pumping it gives it up at once.
     wanted: usize,
+    /// Threads asleep on `changed` (the others need no wake-up: a lone caller's calls cost
+    /// no futex call).
+    sleepers: usize,
     /// Plain messages for `listen` and `ask`, oldest first, with what acknowledges them
     /// once taken (a message nobody takes keeps its sender's window occupied).
     mailbox: VecDeque<(Address, AnyMessage, Receipt)>,
@@ -204,6 +207,7 @@ impl ProcessSystem {
                 closed: false,
                 admin,
                 wanted: 0,
+                sleepers: 0,
                 mailbox: VecDeque::new(),
                 taken: Vec::new(),
                 answers: HashMap::default(),
@@ -299,8 +303,10 @@ impl ProcessSystem {
                 return Ok(endpoint);
             }
             shared.wanted += 1;
+            shared.sleepers += 1;
             let _ = self.waker.wake();
             shared = self.changed.wait(shared).unwrap_or_else(|p| p.into_inner());
+            shared.sleepers -= 1;
             shared.wanted -= 1;
         }
     }
@@ -310,8 +316,16 @@ impl ProcessSystem {
         let mut shared = self.lock();
         shared.sort_arrivals(&mut endpoint, self.address);
         shared.endpoint = Some(endpoint);
+        self.wake_sleepers(shared);
+    }
+
+    /// Wakes the threads asleep on `changed`, if any, after releasing the lock.
+    fn wake_sleepers(&self, shared: MutexGuard<'_, Shared>) {
+        let asleep = shared.sleepers > 0;
         drop(shared);
-        self.changed.notify_all();
+        if asleep {
+            self.changed.notify_all();
+        }
     }
 
     /// Runs `f` with the endpoint, taken for this thread.
@@ -348,16 +362,20 @@ impl ProcessSystem {
                     shared = self.lock();
                     shared.sort_arrivals(&mut endpoint, self.address);
                     shared.endpoint = Some(endpoint);
-                    self.changed.notify_all();
+                    if shared.sleepers > 0 {
+                        self.changed.notify_all();
+                    }
                     pumped?;
                     continue;
                 }
             }
+            shared.sleepers += 1;
             shared = self
                 .changed
                 .wait_timeout(shared, deadline - now)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+            shared.sleepers -= 1;
         }
     }
 
