@@ -289,8 +289,9 @@ impl ProcessSystem {
         self.shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Takes the endpoint for this thread, first making a thread that pumps it give it up.
-    fn take_endpoint(&self) -> Result<Box<Endpoint>> {
+    /// Takes the endpoint for this thread, first making a thread that pumps it give it up;
+    /// `prepare` runs under the same lock (registering an answer slot costs no extra lock).
+    fn take_endpoint(&self, prepare: impl FnOnce(&mut Shared)) -> Result<Box<Endpoint>> {
         let mut shared = self.lock();
         loop {
             if shared.closed {
@@ -300,6 +301,7 @@ impl ProcessSystem {
                 for receipt in shared.taken.drain(..) {
                     endpoint.processed(receipt);
                 }
+                prepare(&mut shared);
                 return Ok(endpoint);
             }
             shared.wanted += 1;
@@ -311,16 +313,11 @@ impl ProcessSystem {
         }
     }
 
-    /// Gives the endpoint back, sorting what arrived meanwhile into the shared state.
-    fn put_back(&self, mut endpoint: Box<Endpoint>) {
-        let mut shared = self.lock();
+    /// Gives the endpoint back, sorting what arrived meanwhile into the shared state, and
+    /// wakes the threads asleep on `changed`.
+    fn put_back(&self, mut shared: MutexGuard<'_, Shared>, mut endpoint: Box<Endpoint>) {
         shared.sort_arrivals(&mut endpoint, self.address);
         shared.endpoint = Some(endpoint);
-        self.wake_sleepers(shared);
-    }
-
-    /// Wakes the threads asleep on `changed`, if any, after releasing the lock.
-    fn wake_sleepers(&self, shared: MutexGuard<'_, Shared>) {
         let asleep = shared.sleepers > 0;
         drop(shared);
         if asleep {
@@ -330,18 +327,48 @@ impl ProcessSystem {
 
     /// Runs `f` with the endpoint, taken for this thread.
     fn with_endpoint<T>(&self, f: impl FnOnce(&mut Endpoint) -> Result<T>) -> Result<T> {
-        let mut endpoint = self.take_endpoint()?;
+        let mut endpoint = self.take_endpoint(|_| {})?;
         let result = f(&mut endpoint);
-        self.put_back(endpoint);
+        self.put_back(self.lock(), endpoint);
         result
     }
 
     /// Waits until `check` finds what this thread waits for in the shared state, or until
     /// `deadline` (`None`). While no other thread pumps the endpoint, this one does, outside
-    /// the lock, giving it up at once to a thread that wants it.
-    fn wait_for<T>(&self, deadline: Instant, mut check: impl FnMut(&mut Shared) -> Option<T>) -> Result<Option<T>> {
-        let mut shared = self.lock();
+    /// the lock (starting with `held`, the endpoint this thread already has), and gives it
+    /// up at once to a thread that wants it.
+    fn wait_for<T>(
+        &self,
+        deadline: Instant,
+        mut held: Option<Box<Endpoint>>,
+        mut check: impl FnMut(&mut Shared) -> Option<T>,
+    ) -> Result<Option<T>> {
         loop {
+            let mut shared = match held.take() {
+                None => self.lock(),
+                Some(mut endpoint) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let pumped = endpoint.pump(Some(left));
+                    let mut shared = self.lock();
+                    shared.sort_arrivals(&mut endpoint, self.address);
+                    if pumped.is_ok() && shared.wanted == 0 && Instant::now() < deadline {
+                        // Others may wait for what arrived; the endpoint stays this thread's
+                        // unless what it waits for came.
+                        if shared.sleepers > 0 {
+                            self.changed.notify_all();
+                        }
+                        if let Some(found) = check(&mut shared) {
+                            self.put_back(shared, endpoint);
+                            return Ok(Some(found));
+                        }
+                        held = Some(endpoint);
+                        continue;
+                    }
+                    self.put_back(shared, endpoint);
+                    pumped?;
+                    self.lock()
+                }
+            };
             if let Some(found) = check(&mut shared) {
                 return Ok(Some(found));
             }
@@ -357,24 +384,15 @@ impl ProcessSystem {
                     for receipt in shared.taken.drain(..) {
                         endpoint.processed(receipt);
                     }
-                    drop(shared);
-                    let pumped = endpoint.pump(Some(deadline - now));
-                    shared = self.lock();
-                    shared.sort_arrivals(&mut endpoint, self.address);
-                    shared.endpoint = Some(endpoint);
-                    if shared.sleepers > 0 {
-                        self.changed.notify_all();
-                    }
-                    pumped?;
+                    held = Some(endpoint);
                     continue;
                 }
             }
             shared.sleepers += 1;
-            shared = self
+            let (mut shared, _) = self
                 .changed
                 .wait_timeout(shared, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+                .unwrap_or_else(|p| p.into_inner());
             shared.sleepers -= 1;
         }
     }
@@ -451,22 +469,33 @@ impl ProcessSystem {
         }
     }
 
-    /// Sends `msg` as a request (or an ask) and registers the slot its answer goes to:
-    /// the request id.
-    fn send_awaiting(&self, to: Address, msg: &AnyMessage, ask: bool) -> Result<u64> {
+    /// Sends `msg` as a request (or an ask), its answer's slot registered first, and keeps
+    /// the endpoint for the wait that follows: the request id and the endpoint.
+    fn send_awaiting(&self, to: Address, msg: &AnyMessage, ask: bool) -> Result<(u64, Box<Endpoint>)> {
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
-        self.lock().answers.insert(id, None);
         let correlation = if ask {
             Correlation::Ask(id)
         } else {
             Correlation::Request(id)
         };
-        let sent = self.with_endpoint(|endpoint| self.send(endpoint, to, msg, correlation));
-        if let Err(e) = sent {
-            self.lock().answers.remove(&id);
-            return Err(e);
+        let mut endpoint = self.take_endpoint(|shared| {
+            shared.answers.insert(id, None);
+        })?;
+        match self.send(&mut endpoint, to, msg, correlation) {
+            Ok(_) => Ok((id, endpoint)),
+            Err(e) => {
+                let mut shared = self.lock();
+                shared.answers.remove(&id);
+                self.put_back(shared, endpoint);
+                Err(e)
+            }
         }
-        Ok(id)
+    }
+
+    /// Forgets the answer slot of request `id` once its call is over without taking it (a
+    /// later answer is then a dead letter).
+    fn forget_answer(&self, id: u64) {
+        self.lock().answers.remove(&id);
     }
 
     /// Sends `msg` as a request and waits for its own answer (undecoded): `None` at the
@@ -478,9 +507,11 @@ impl ProcessSystem {
         timeout: Duration,
     ) -> Result<Option<(Address, AnyMessage)>> {
         let deadline = deadline_after(timeout);
-        let id = self.send_awaiting(to, msg, false)?;
-        let answer = self.wait_for(deadline, |shared| shared.take_answer(id));
-        self.lock().answers.remove(&id);
+        let (id, endpoint) = self.send_awaiting(to, msg, false)?;
+        let answer = self.wait_for(deadline, Some(endpoint), |shared| shared.take_answer(id));
+        if !matches!(answer, Ok(Some(_))) {
+            self.forget_answer(id);
+        }
         answer?.transpose()
     }
 
@@ -488,14 +519,18 @@ impl ProcessSystem {
     /// (Thespian's `ask`).
     pub(crate) fn ask(&self, to: Address, msg: &AnyMessage, timeout: Duration) -> Result<(Address, AnyMessage)> {
         let deadline = deadline_after(timeout);
-        let id = self.send_awaiting(to, msg, true)?;
-        let answer = self.wait_for(deadline, |shared| {
-            shared
-                .take_answer(id)
-                .map(|answer| answer.and_then(|(sender, msg)| for_client(sender, msg)))
-                .or_else(|| shared.take_message())
+        let (id, endpoint) = self.send_awaiting(to, msg, true)?;
+        let mut own = false;
+        let answer = self.wait_for(deadline, Some(endpoint), |shared| match shared.take_answer(id) {
+            Some(answer) => {
+                own = true;
+                Some(answer.and_then(|(sender, msg)| for_client(sender, msg)))
+            }
+            None => shared.take_message(),
         });
-        self.lock().answers.remove(&id);
+        if !own {
+            self.forget_answer(id);
+        }
         match answer?.transpose()? {
             Some(Some(delivered)) => Ok(delivered),
             // Its own answer was a runtime notice, which is not for clients: as a timeout.
@@ -504,7 +539,7 @@ impl ProcessSystem {
     }
 
     pub(crate) fn listen(&self, timeout: Duration) -> Result<Option<(Address, AnyMessage)>> {
-        let answer = self.wait_for(deadline_after(timeout), Shared::take_message)?;
+        let answer = self.wait_for(deadline_after(timeout), None, Shared::take_message)?;
         Ok(answer.transpose()?.flatten())
     }
 
@@ -545,7 +580,7 @@ impl ProcessSystem {
     /// Closes this client — its control connection, its socket, its connections — first
     /// stopping the whole system if `stop_admin`. A second call does nothing.
     fn finish(&self, stop_admin: bool) -> Result<()> {
-        let mut endpoint = match self.take_endpoint() {
+        let mut endpoint = match self.take_endpoint(|_| {}) {
             Ok(endpoint) => endpoint,
             Err(_) => return Ok(()), // closed already
         };
