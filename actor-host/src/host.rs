@@ -341,7 +341,7 @@ impl Host {
         receipt: Receipt,
         correlation: Correlation,
     ) -> Result<(), Error> {
-        // The answer to one of the actor's requests becomes its `Reply<M>`, processed in its
+        // The answer to one of the actor's requests becomes its `Response<M>`, processed in its
         // place among the sender's messages; an answer nothing waits for any more (its
         // request timed out, or was made by an earlier incarnation) is a dead letter.
         let (msg, correlation) = match correlation {
@@ -379,7 +379,7 @@ impl Host {
 
     /// Messages a peer that is gone never processed: a troupe manager's hand-offs go back to
     /// it as poison, to return to their senders; anything else is a dead letter, and a
-    /// request among them fails with a `Reply` saying why.
+    /// request among them fails with a `Response` saying why.
     fn on_peer_lost(&mut self, peer: Address, cause: LostCause, returned: Vec<Returned>) {
         tracing::debug!(target_actor = %peer, cause = ?cause, count = returned.len(),
             "messages never processed by a peer that is gone");
@@ -680,7 +680,7 @@ impl Host {
         }
     }
 
-    /// The requests whose time is up: each gets its `Reply` saying so.
+    /// The requests whose time is up: each gets its `Response` saying so.
     fn expire_requests(&mut self) {
         for (asked, reply) in self.requests.expire(Instant::now()) {
             self.deliver(asked, &reply, Correlation::None);
@@ -834,7 +834,7 @@ impl Backend for HostBackend<'_> {
         let correlation = Correlation::Request(id.get());
         match self.endpoint.send_within(to, &msg, correlation, self.send_window) {
             Ok(_) => Ok(id),
-            // As a send to a dead actor: a dead letter, and the request's `Reply` says why.
+            // As a send to a dead actor: a dead letter, and the request's `Response` says why.
             Err(e @ (Error::ActorGone { .. } | Error::UnknownActor(_))) => {
                 tracing::debug!(sender = %self.me, target_actor = %to, message_type = kind.message_type(), reason = %e,
                     "request to an actor that is gone");

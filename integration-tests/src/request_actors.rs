@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use greenroom::{
-    dispatch, ActorRef, ActorResult, Address, Context, Handle, Later, Reply, ReplyTo, Request, WakeupMessage,
+    dispatch, ActorRef, ActorResult, Address, Context, Handle, Later, ReplyTo, Request, Response, WakeupMessage,
 };
 use serde::{Deserialize, Serialize};
 
@@ -224,9 +224,9 @@ impl Handle<SumVia> for Aggregator {
     }
 }
 
-impl Handle<Reply<Add>> for Aggregator {
+impl Handle<Response<Add>> for Aggregator {
     type Reply = ();
-    fn handle(&mut self, ctx: &mut Context<'_>, reply: Reply<Add>, _: Address) -> ActorResult {
+    fn handle(&mut self, ctx: &mut Context<'_>, reply: Response<Add>, _: Address) -> ActorResult {
         let Some(index) = self.parts.remove(&reply.id) else {
             return Err(format!("an answer to {}, which this aggregator never asked", reply.id).into());
         };
@@ -260,9 +260,9 @@ impl Handle<HoldVia> for Aggregator {
     }
 }
 
-impl Handle<Reply<Hold>> for Aggregator {
+impl Handle<Response<Hold>> for Aggregator {
     type Reply = ();
-    fn handle(&mut self, ctx: &mut Context<'_>, reply: Reply<Hold>, _: Address) -> ActorResult {
+    fn handle(&mut self, ctx: &mut Context<'_>, reply: Response<Hold>, _: Address) -> ActorResult {
         if let Some(answer) = self.holds.remove(&reply.id) {
             ctx.answer(answer, reply.into_result().map_err(|e| e.to_string()))?;
         }
@@ -270,7 +270,7 @@ impl Handle<Reply<Hold>> for Aggregator {
     }
 }
 
-dispatch!(Aggregator { SumVia, Reply<Add>, HoldVia, Reply<Hold> });
+dispatch!(Aggregator { SumVia, Response<Add>, HoldVia, Response<Hold> });
 
 /// Passes itself down a chain of peers: each hop requests the next with the rest of the
 /// chain and answers one more than what it got back. At the end of the chain the last
@@ -313,9 +313,9 @@ impl Handle<Relay> for Peer {
     }
 }
 
-impl Handle<Reply<Relay>> for Peer {
+impl Handle<Response<Relay>> for Peer {
     type Reply = ();
-    fn handle(&mut self, ctx: &mut Context<'_>, reply: Reply<Relay>, _: Address) -> ActorResult {
+    fn handle(&mut self, ctx: &mut Context<'_>, reply: Response<Relay>, _: Address) -> ActorResult {
         let Some(answer) = self.waiting.remove(&reply.id) else {
             return Ok(());
         };
@@ -330,4 +330,4 @@ impl Handle<Reply<Relay>> for Peer {
     }
 }
 
-dispatch!(Peer { Relay, Reply<Relay> });
+dispatch!(Peer { Relay, Response<Relay> });

@@ -173,7 +173,7 @@ on_both_bases! {
         watch_dead_letters(&sys);
         let calc = sys.create_actor::<Calculator>().unwrap();
         let aggregator = sys.create_actor::<Aggregator>().unwrap();
-        // A calculator that is gone: the Reply says so, at once.
+        // A calculator that is gone: the Response says so, at once.
         sys.stop(calc).unwrap();
         let _ = sys.request(calc, Add(0, 0), T); // the exit request has been processed
         let _ = next_of::<DeadSeen>(&sys); // that request's own message

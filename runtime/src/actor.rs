@@ -196,7 +196,7 @@ pub trait Backend {
     /// correlation (an answer's, or none).
     fn send(&mut self, to: Address, msg: AnyMessage, correlation: Correlation) -> Result<()>;
     /// Sends `msg` to `to` as a request of `kind`, whose answer (or timeout, after
-    /// `timeout`) this actor receives later as a `Reply`: never blocks.
+    /// `timeout`) this actor receives later as a `Response`: never blocks.
     fn request(&mut self, to: Address, msg: AnyMessage, kind: RequestKind, timeout: Duration) -> Result<RequestId>;
     /// Creates a child actor of the registered type `type_name`, supervised as `spec` says,
     /// and returns its address at once; messages to it wait until it is up.
@@ -299,16 +299,16 @@ impl<'a> Context<'a> {
     }
 
     /// Sends the request `msg` to `to` without waiting: the answer arrives later as a
-    /// [`Reply<M>`](crate::Reply) message with the returned id (its sender is `to`), or, if
-    /// none comes within `timeout`, a `Reply` whose `result` says why (timed out, failed on
-    /// by the receiver, receiver gone, in doubt). Exactly one `Reply` arrives per request
+    /// [`Response<M>`](crate::Reply) message with the returned id (its sender is `to`), or, if
+    /// none comes within `timeout`, a `Response` whose `result` says why (timed out, failed on
+    /// by the receiver, receiver gone, in doubt). Exactly one `Response` arrives per request
     /// while this actor's process lives; an answer that comes later is a dead letter, and so
     /// is one for a request of an earlier incarnation of this actor.
     ///
     /// Two actors that request from each other never block: each goes on with its mailbox.
     ///
     /// ```
-    /// use greenroom::{dispatch, ActorResult, Address, Context, Handle, Reply, Request};
+    /// use greenroom::{dispatch, ActorResult, Address, Context, Handle, Request, Response};
     /// use std::time::Duration;
     /// # #[derive(serde::Serialize, serde::Deserialize)] struct Count(String);
     /// # impl Request for Count { type Reply = usize; }
@@ -321,17 +321,17 @@ impl<'a> Context<'a> {
     ///     type Reply = ();
     ///     fn handle(&mut self, ctx: &mut Context<'_>, t: Tally, _: Address) -> ActorResult {
     ///         ctx.request(t.counter, Count(t.text), Duration::from_secs(5))?;
-    ///         Ok(()) // back to the mailbox; the answer comes as a Reply<Count>
+    ///         Ok(()) // back to the mailbox; the answer comes as a Response<Count>
     ///     }
     /// }
-    /// impl Handle<Reply<Count>> for Aggregator {
+    /// impl Handle<Response<Count>> for Aggregator {
     ///     type Reply = ();
-    ///     fn handle(&mut self, _: &mut Context<'_>, reply: Reply<Count>, _: Address) -> ActorResult {
+    ///     fn handle(&mut self, _: &mut Context<'_>, reply: Response<Count>, _: Address) -> ActorResult {
     ///         self.total += reply.into_result()?; // names the request if it failed
     ///         Ok(())
     ///     }
     /// }
-    /// dispatch!(Aggregator { Tally, Reply<Count> });
+    /// dispatch!(Aggregator { Tally, Response<Count> });
     /// ```
     pub fn request<M: Request>(&mut self, to: impl Answers<M>, msg: M, timeout: Duration) -> Result<RequestId> {
         let msg = AnyMessage::new(&msg)?;

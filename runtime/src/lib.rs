@@ -80,6 +80,6 @@ pub use message::{
     ActorExitRequest, ActorSystemConventionUpdate, AnyMessage, ChildActorExited, ChildRestarted, DeadEnvelope, Message,
     PoisonMessage, WakeupMessage,
 };
-pub use request::{IntoReply, Later, Reply, ReplyTo, Request, RequestError, RequestId};
+pub use request::{IntoReply, Later, ReplyTo, Request, RequestError, RequestId, Response};
 pub use system::{ActorInfo, ActorSystem, Base, Delivery, SystemConfig};
 pub use troupe::{Troupe, TroupeReport, TroupeStatus, UpdateTroupeSettings};

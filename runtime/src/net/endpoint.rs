@@ -441,7 +441,7 @@ impl Endpoint {
     }
 
     /// Queues `msg` from `sender` as if it had arrived, after everything already in the
-    /// inbox (a `Reply` made up for a request that could not be sent).
+    /// inbox (a `Response` made up for a request that could not be sent).
     pub fn deliver_local(&mut self, sender: Address, msg: AnyMessage) {
         self.inbox.push_back(Inbound::Message {
             sender,

@@ -8,7 +8,7 @@
 //! | who asks | call | the answer |
 //! |---|---|---|
 //! | a program | [`ActorSystem::request`](crate::ActorSystem::request) | returned, typed `M::Reply`; other messages stay for `listen`/`ask` |
-//! | an actor | [`Context::request`](crate::Context::request) | delivered later as a [`Reply<M>`] message: the actor's loop never blocks |
+//! | an actor | [`Context::request`](crate::Context::request) | delivered later as a [`Response<M>`] message: the actor's loop never blocks |
 //!
 //! The receiver answers by returning the reply from its [`Handle<M>`](crate::Handle) (with
 //! [`dispatch!`](macro@crate::dispatch)), or with [`Context::reply`](crate::Context::reply)
@@ -84,7 +84,7 @@ pub trait Request: Message {
     type Reply: Message;
 }
 
-/// Names one request among its requester's: what a [`Reply`] answers.
+/// Names one request among its requester's: what a [`Response`] answers.
 ///
 /// Unique among the requests of one endpoint for the system's life (an actor's include its
 /// incarnation).
@@ -107,13 +107,13 @@ impl fmt::Display for RequestId {
 
 /// What an actor receives for its [`Context::request`](crate::Context::request)`(to, M)`:
 /// the answer, or why there is none. Handle it like any message (e.g.
-/// `impl Handle<Reply<M>> for MyActor`) and tell requests apart by [`Reply::id`].
+/// `impl Handle<Response<M>> for MyActor`) and tell requests apart by [`Response::id`].
 ///
 /// Its sender is the actor that was asked (`from`), also for an error made up locally (a
 /// timeout, a message that came back).
 #[derive(Serialize, Deserialize)]
 #[serde(bound(serialize = "M::Reply: Serialize", deserialize = "M::Reply: DeserializeOwned"))]
-pub struct Reply<M: Request> {
+pub struct Response<M: Request> {
     /// The request this answers, as `Context::request` returned it.
     pub id: RequestId,
     /// The actor that was asked.
@@ -122,7 +122,7 @@ pub struct Reply<M: Request> {
     pub result: Result<M::Reply, RequestError>,
 }
 
-impl<M: Request> Reply<M> {
+impl<M: Request> Response<M> {
     /// The answer, or an [`Error::RequestFailed`](crate::Error::RequestFailed) that names the
     /// request, its type and the actor asked.
     pub fn into_result(self) -> crate::Result<M::Reply> {
@@ -135,12 +135,12 @@ impl<M: Request> Reply<M> {
     }
 }
 
-impl<M: Request> fmt::Debug for Reply<M>
+impl<M: Request> fmt::Debug for Response<M>
 where
     M::Reply: fmt::Debug,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Reply")
+        f.debug_struct("Response")
             .field("id", &self.id)
             .field("from", &self.from)
             .field("result", &self.result)
@@ -148,12 +148,12 @@ where
     }
 }
 
-impl<M: Request> Clone for Reply<M>
+impl<M: Request> Clone for Response<M>
 where
     M::Reply: Clone,
 {
     fn clone(&self) -> Self {
-        Reply {
+        Response {
             id: self.id,
             from: self.from,
             result: self.result.clone(),
@@ -161,7 +161,7 @@ where
     }
 }
 
-impl<M: Request> PartialEq for Reply<M>
+impl<M: Request> PartialEq for Response<M>
 where
     M::Reply: PartialEq,
 {

@@ -3,14 +3,14 @@
 //!
 //! ```text
 //! Context::request ──start──▶ waiting{id → kind, to, due}
-//! answer frame Reply(id) ──answer──▶ Reply<M>{Ok(value)} to deliver   (not waiting: a dead letter)
-//! PoisonMessage Reply(id) ──answer──▶ Reply<M>{Err(Poisoned)}
-//! message came back ──returned──▶ Reply<M>{Err(Gone | Unknown | InDoubt)}
-//! clock passes due ──expire──▶ Reply<M>{Err(Timeout)}
+//! answer frame Reply(id) ──answer──▶ Response<M>{Ok(value)} to deliver   (not waiting: a dead letter)
+//! PoisonMessage Reply(id) ──answer──▶ Response<M>{Err(Poisoned)}
+//! message came back ──returned──▶ Response<M>{Err(Gone | Unknown | InDoubt)}
+//! clock passes due ──expire──▶ Response<M>{Err(Timeout)}
 //! ```
 //!
-//! The host builds the `Reply<M>` message from the answer's bytes without knowing `M`: the
-//! request recorded `Reply<M>`'s tag and the tag its answer must have, and postcard lays a
+//! The host builds the `Response<M>` message from the answer's bytes without knowing `M`: the
+//! request recorded `Response<M>`'s tag and the tag its answer must have, and postcard lays a
 //! struct out as its fields one after another, so the answer's bytes are copied in place.
 
 use std::{cmp::Reverse, collections::BinaryHeap, time::Duration};
@@ -18,14 +18,14 @@ use std::{cmp::Reverse, collections::BinaryHeap, time::Duration};
 use greenroom_protocol::{Address, Payload};
 use rustc_hash::FxHashMap as HashMap;
 
-use super::{Reply, Request, RequestError, RequestId};
+use super::{Request, RequestError, RequestId, Response};
 use crate::message::{AnyMessage, Message, PoisonMessage};
 
-/// What a request expects, recorded when it is sent: the types behind the `Reply<M>` the
+/// What a request expects, recorded when it is sent: the types behind the `Response<M>` the
 /// requester will get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RequestKind {
-    /// `Reply<M>`'s tag: what the requester receives.
+    /// `Response<M>`'s tag: what the requester receives.
     reply_tag: &'static str,
     /// `M::Reply`'s tag: what the answer must be.
     value_tag: &'static str,
@@ -36,7 +36,7 @@ pub struct RequestKind {
 impl RequestKind {
     pub fn of<M: Request>() -> Self {
         RequestKind {
-            reply_tag: Reply::<M>::type_tag(),
+            reply_tag: Response::<M>::type_tag(),
             value_tag: M::Reply::type_tag(),
             message_type: M::type_tag(),
         }
@@ -96,7 +96,7 @@ impl<T: Ord + Copy> PendingRequests<T> {
         self.waiting.contains_key(&id)
     }
 
-    /// An answer to request `id` arrived from `from`: the `Reply<M>` to deliver, or the
+    /// An answer to request `id` arrived from `from`: the `Response<M>` to deliver, or the
     /// answer back (`Err`) if nothing waits for it (its requester gave up): a dead letter.
     pub fn answer(&mut self, id: u64, from: Address, msg: AnyMessage) -> Result<AnyMessage, AnyMessage> {
         let Some(waiting) = self.waiting.remove(&id) else {
@@ -118,7 +118,7 @@ impl<T: Ord + Copy> PendingRequests<T> {
         Ok(reply_message(&waiting.kind, RequestId(id), from, result))
     }
 
-    /// Request `id`'s message came back unprocessed: the `Reply<M>` error to deliver, if it
+    /// Request `id`'s message came back unprocessed: the `Response<M>` error to deliver, if it
     /// still waits.
     pub fn returned(&mut self, id: u64, error: RequestError) -> Option<(Address, AnyMessage)> {
         let waiting = self.waiting.remove(&id)?;
@@ -174,7 +174,7 @@ impl<T: Ord + Copy> PendingRequests<T> {
     }
 }
 
-/// `Reply<M> { id, from, result }` encoded without knowing `M`: postcard writes a struct as
+/// `Response<M> { id, from, result }` encoded without knowing `M`: postcard writes a struct as
 /// its fields in order and a `Result` as its variant index (0 `Ok`, 1 `Err`, one byte
 /// each) followed by the value, so an answer's bytes are `M::Reply`'s encoding as it came.
 fn reply_message(kind: &RequestKind, id: RequestId, from: Address, result: Result<&[u8], RequestError>) -> AnyMessage {
@@ -223,7 +223,7 @@ mod tests {
         pending.start(id, RequestKind::of::<Count>(), to, at(100), at(100));
         let answer = AnyMessage::new(&(7u64, "seven".to_string())).unwrap();
         let reply = pending.answer(id.get(), to, answer.clone()).unwrap();
-        let reply: Reply<Count> = reply.downcast().unwrap();
+        let reply: Response<Count> = reply.downcast().unwrap();
         assert_eq!((reply.id, reply.from), (id, to));
         assert_eq!(reply.result, Ok((7, "seven".to_string())));
         // A second answer, or one for an id never sent, waits for no one.
@@ -253,7 +253,7 @@ mod tests {
         let reply = pending
             .answer(ids[0].get(), to, AnyMessage::new(&poison).unwrap())
             .unwrap();
-        let reply: Reply<Count> = reply.downcast().unwrap();
+        let reply: Response<Count> = reply.downcast().unwrap();
         assert_eq!(
             reply.result,
             Err(RequestError::Poisoned {
@@ -263,21 +263,21 @@ mod tests {
         let reply = pending
             .answer(ids[1].get(), to, AnyMessage::new(&"text".to_string()).unwrap())
             .unwrap();
-        let reply: Reply<Count> = reply.downcast().unwrap();
+        let reply: Response<Count> = reply.downcast().unwrap();
         assert!(
             matches!(reply.result, Err(RequestError::UnexpectedReply { ref got }) if got == "alloc::string::String")
         );
         let (from, reply) = pending.returned(ids[2].get(), RequestError::Unknown).unwrap();
         assert_eq!(from, to);
         assert_eq!(
-            reply.downcast::<Reply<Count>>().unwrap().result,
+            reply.downcast::<Response<Count>>().unwrap().result,
             Err(RequestError::Unknown)
         );
         assert_eq!(pending.next_due(), Some(at(40)));
         assert!(pending.expire(at(39)).is_empty());
         let expired = pending.expire(at(40));
         assert_eq!(expired.len(), 1);
-        let reply: Reply<Count> = expired[0].1.downcast().unwrap();
+        let reply: Response<Count> = expired[0].1.downcast().unwrap();
         assert_eq!(reply.id, ids[3]);
         assert_eq!(reply.result, Err(RequestError::Timeout { after: at(10) }));
         let err = reply.into_result().unwrap_err().to_string();
