@@ -37,7 +37,7 @@ use greenroom::{
     ledger::{Ledger, LEDGER_FD},
     net::endpoint::{Endpoint, Inbound, LostCause, Receipt, Returned},
     process_role::{CONTROL_FD, EXIT_RECEIVE_FAILED, LISTENER_FD},
-    request::{PendingRequests, RequestKind},
+    request::{MadeUp, PendingRequests, RequestKind},
     troupe::{self, TroupeDone, TroupeWork, TroupeWorkInProgress, WorkerRole},
     ActorExitRequest, Address, AnyMessage, Backend, ChildActorExited, Context, CreateFailure, Error, PoisonMessage,
     Registry, RequestError, RequestId, WakeupMessage,
@@ -146,6 +146,9 @@ struct Host {
     held: VecDeque<(Address, AnyMessage, Receipt, Correlation)>,
     /// The actor's requests waiting for their answers (`Context::request`).
     requests: PendingRequests<Instant>,
+    /// `Response`s its requests made up (timeouts, messages that came back), to deliver in
+    /// the loop like any message.
+    made_up: VecDeque<MadeUp>,
     /// This actor's side of a troupe, if it works in one.
     worker: WorkerRole,
     /// What the actor's capability check is run again with when the capabilities change.
@@ -232,6 +235,7 @@ impl Host {
                     wakeups: Wakeups::rearm(wakeups),
                     held: VecDeque::new(),
                     requests: PendingRequests::new(incarnation),
+                    made_up: VecDeque::new(),
                     worker: WorkerRole::default(),
                     fit: Fit {
                         registry: registry.clone(),
@@ -307,7 +311,7 @@ impl Host {
             self.recheck_capabilities();
             self.end_if_due();
             self.deliver_due_wakeups();
-            self.expire_requests();
+            self.deliver_made_up();
             if let Some(details) = self.failed.take() {
                 return self.end_after_failure(details);
             }
@@ -344,18 +348,18 @@ impl Host {
         // The answer to one of the actor's requests becomes its `Response<M>`, processed in its
         // place among the sender's messages; an answer nothing waits for any more (its
         // request timed out, or was made by an earlier incarnation) is a dead letter.
-        let (msg, correlation) = match correlation {
+        let msg = match correlation {
             Correlation::Reply(id) => match self.requests.answer(id, sender, msg) {
-                Ok(reply) => (reply, Correlation::None),
+                Ok(response) => response,
                 Err(late) => {
                     tracing::debug!(%sender, request = id, message_type = late.tag(),
                         "an answer to a request nothing waits for: a dead letter");
-                    self.endpoint.dead_letters(self.me, vec![late]);
+                    self.endpoint.dead_letters_from(sender, self.me, vec![late]);
                     self.endpoint.processed(receipt);
                     return Ok(());
                 }
             },
-            c => (msg, c),
+            _ => msg,
         };
         if self.exiting && !is_exit_traffic(&msg) && !troupe::is_returned_hand_off(&msg) {
             if let Some(poison) = troupe::unrun(&msg) {
@@ -384,10 +388,9 @@ impl Host {
         tracing::debug!(target_actor = %peer, cause = ?cause, count = returned.len(),
             "messages never processed by a peer that is gone");
         let error = cause.request_error();
-        let mut failed = Vec::new();
         for back in &returned {
             if let Some(id) = back.correlation.request_id() {
-                failed.extend(self.requests.returned(id, error.clone()));
+                self.made_up.extend(self.requests.returned(id, error.clone()));
             }
         }
         let (jobs, others): (Vec<_>, Vec<_>) = returned
@@ -395,9 +398,6 @@ impl Host {
             .map(|back| back.msg)
             .partition(|m| m.is::<TroupeWork>());
         self.endpoint.dead_letters(peer, others);
-        for (asked, reply) in failed {
-            self.deliver(asked, &reply, Correlation::None);
-        }
         if jobs.is_empty() {
             return;
         }
@@ -556,20 +556,34 @@ impl Host {
         if let Some(exited) = msg.downcast::<ChildActorExited>() {
             self.children.retain(|c| *c != exited.child);
         }
+        let mut unanswered = None;
         let failure = receive_with_retry(msg, self.on_failure, |attempt| {
             let outcome = self.receive_once(sender, msg, correlation);
             if let Err(details) = &outcome {
                 tracing::warn!(%sender, message_type = msg.tag(), attempt, %details, "receive failed");
             }
-            outcome
+            outcome.map(|request| unanswered = request)
         });
+        if let Some(id) = unanswered {
+            // A request nothing answered fails at once, saying so, rather than time out.
+            let sent = greenroom::request::unanswered(&self.fit.type_name, msg.tag())
+                .and_then(|m| self.endpoint.send_correlated(sender, &m, Correlation::Reply(id)));
+            if let Err(e) = sent {
+                tracing::warn!(%sender, message_type = msg.tag(), error = %e, "could not tell a requester its request went unanswered");
+            }
+        }
         if sender != self.me {
             self.lifespan.touch();
         }
         if let Some((details, returnable)) = failure {
             let restart = self.on_failure == OnFailure::Restart && !is_exit && !self.exiting;
-            // A message the actor sent itself (a wakeup) has no one else to go back to.
-            if returnable && sender != self.me {
+            if returnable && matches!(correlation, Correlation::Reply(_)) {
+                // The `Response` to one of its own requests: not its sender's to take back.
+                tracing::warn!(%sender, message_type = msg.tag(),
+                    "the actor failed on the response to its request; handed to the dead-letter path");
+                self.endpoint.dead_letters_from(sender, self.me, vec![msg.clone()]);
+            } else if returnable && sender != self.me {
+                // A message the actor sent itself (a wakeup) has no one else to go back to.
                 self.return_poisoned(sender, msg, details.clone(), correlation);
             }
             if restart {
@@ -680,26 +694,43 @@ impl Host {
         }
     }
 
-    /// The requests whose time is up: each gets its `Response` saying so.
-    fn expire_requests(&mut self) {
-        for (asked, reply) in self.requests.expire(Instant::now()) {
-            self.deliver(asked, &reply, Correlation::None);
+    /// Delivers the `Response`s the actor's requests made up: those whose time is up, and
+    /// those whose message came back. An exiting actor takes none: they are dead letters.
+    fn deliver_made_up(&mut self) {
+        if !self.requests.is_empty() {
+            let expired = self.requests.expire(Instant::now());
+            self.made_up.extend(expired);
+        }
+        while let Some(MadeUp { from, id, msg }) = self.made_up.pop_front() {
+            if self.exiting {
+                tracing::debug!(%from, request = id, "a response for an exiting actor: a dead letter");
+                self.endpoint.dead_letters_from(from, self.me, vec![msg]);
+                continue;
+            }
+            self.deliver(from, &msg, Correlation::Reply(id));
         }
     }
 
-    fn receive_once(&mut self, sender: Address, msg: &AnyMessage, correlation: Correlation) -> Result<(), String> {
+    /// One call of `receive`: the id of the request it handled without answering, if it was
+    /// one, or what went wrong.
+    fn receive_once(
+        &mut self,
+        sender: Address,
+        msg: &AnyMessage,
+        correlation: Correlation,
+    ) -> Result<Option<u64>, String> {
         // A panic the actor caught itself in an earlier call left its record behind; it must
         // not read as "still unwinding" to the hook if this call panics.
         LAST_PANIC.with(|p| p.borrow_mut().take());
         let mut backend = HostBackend {
             held_back: self.held.len(),
             requests: &mut self.requests,
+            made_up: &mut self.made_up,
             worker: &mut self.worker,
             wakeups: &mut self.wakeups,
             send_window: self.send_window,
             endpoint: &mut self.endpoint,
             children: &mut self.children,
-            me: self.me,
             exiting: self.exiting,
         };
         let mut ctx = Context::new(self.me, &mut backend, sender, correlation);
@@ -707,7 +738,7 @@ impl Host {
         // A panic the actor caught itself leaves its text behind: not this call's.
         LAST_PANIC.with(|p| p.borrow_mut().take());
         match catch_unwind(AssertUnwindSafe(|| actor.receive(&mut ctx, msg, sender))) {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(())) => Ok(ctx.unanswered_request()),
             Ok(Err(e)) => Err(format!("receive returned an error: {e}")),
             Err(panic) => Err(format!("receive panicked: {}", last_panic_text(&*panic))),
         }
@@ -767,12 +798,12 @@ impl Host {
 struct HostBackend<'a> {
     held_back: usize,
     requests: &'a mut PendingRequests<Instant>,
+    made_up: &'a mut VecDeque<MadeUp>,
     worker: &'a mut WorkerRole,
     wakeups: &'a mut Wakeups,
     send_window: usize,
     endpoint: &'a mut Endpoint,
     children: &'a mut Vec<Address>,
-    me: Address,
     exiting: bool,
 }
 
@@ -808,15 +839,13 @@ impl Backend for HostBackend<'_> {
         // Past the window, a send fails and the actor decides what to do, rather than queue
         // without bound. (What it sent is written when `receive` returns; a receiver that
         // stops reading holds the actor there, see `Endpoint::flush_all`.)
-        match self.endpoint.send_within(to, &msg, correlation, self.send_window) {
-            Ok(_) => Ok(()),
+        match self
+            .endpoint
+            .send_live_within(to, &msg, correlation, Some(self.send_window))
+        {
             // Thespian's rule: sending to a dead actor is not the sender's failure; the
-            // message becomes a dead letter.
-            Err(e @ (Error::ActorGone { .. } | Error::UnknownActor(_))) => {
-                tracing::debug!(sender = %self.me, target_actor = %to, message_type = msg.tag(), reason = %e, "dead letter");
-                self.endpoint.dead_letters(to, vec![msg]);
-                Ok(())
-            }
+            // message became a dead letter.
+            Ok(_) | Err(Error::ActorGone { .. } | Error::UnknownActor(_)) => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -832,21 +861,19 @@ impl Backend for HostBackend<'_> {
         self.requests
             .start(id, kind, to, greenroom::system::deadline_after(timeout), timeout);
         let correlation = Correlation::Request(id.get());
-        match self.endpoint.send_within(to, &msg, correlation, self.send_window) {
+        match self
+            .endpoint
+            .send_live_within(to, &msg, correlation, Some(self.send_window))
+        {
             Ok(_) => Ok(id),
-            // As a send to a dead actor: a dead letter, and the request's `Response` says why.
+            // As a send to a dead actor: a dead letter, and the request's `Response`, after
+            // this receive, says why.
             Err(e @ (Error::ActorGone { .. } | Error::UnknownActor(_))) => {
-                tracing::debug!(sender = %self.me, target_actor = %to, message_type = kind.message_type(), reason = %e,
-                    "request to an actor that is gone");
                 let error = match e {
                     Error::ActorGone { cause, .. } => RequestError::Gone { cause },
                     _ => RequestError::Unknown,
                 };
-                self.endpoint.dead_letters(to, vec![msg]);
-                if let Some((_, reply)) = self.requests.returned(id.get(), error) {
-                    // Delivered like any message from `to`, after this receive.
-                    self.endpoint.deliver_local(to, reply);
-                }
+                self.made_up.extend(self.requests.returned(id.get(), error));
                 Ok(id)
             }
             Err(e) => {

@@ -525,6 +525,8 @@ pub struct TakeDeadLetters;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadSeen {
     pub target: Address,
+    /// Who sent the message.
+    pub sender: Address,
     pub text: Option<String>,
 }
 
@@ -544,6 +546,7 @@ impl Actor for Mortuary {
             if let Some(to) = self.report_to {
                 let seen = DeadSeen {
                     target: dead.target,
+                    sender: dead.sender,
                     text: dead.message.downcast::<String>(),
                 };
                 ctx.send(to, seen)?;

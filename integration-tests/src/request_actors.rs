@@ -331,3 +331,100 @@ impl Handle<Response<Relay>> for Peer {
 }
 
 dispatch!(Peer { Relay, Response<Relay> });
+
+/// Asks `to` a [`Hold`] with `timeout`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct AskHold {
+    pub to: Address,
+    pub timeout: Duration,
+}
+
+/// Fails: a [`Requester`] made with `OnFailure::Restart` is then restarted.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Die;
+
+/// Requests [`Hold`]s and fails on every `Response<Hold>` it gets (and on [`Die`]); with a
+/// slow child ([`AskHold`] creates a [`Sleeper`]) it stays exiting a while when stopped.
+#[derive(Default)]
+pub struct Requester {
+    watcher: Option<Address>,
+}
+
+impl Handle<AskHold> for Requester {
+    type Reply = ();
+    fn handle(&mut self, ctx: &mut Context<'_>, ask: AskHold, sender: Address) -> ActorResult {
+        self.watcher = Some(sender);
+        ctx.create_actor::<Sleeper>()?;
+        ctx.request(ask.to, Hold, ask.timeout)?;
+        Ok(())
+    }
+}
+
+impl Handle<Response<Hold>> for Requester {
+    type Reply = ();
+    fn handle(&mut self, ctx: &mut Context<'_>, response: Response<Hold>, _: Address) -> ActorResult {
+        if let Some(watcher) = self.watcher {
+            ctx.send(watcher, format!("a response reached receive: {:?}", response.result))?;
+        }
+        Err("the requester fails on its response".into())
+    }
+}
+
+impl Handle<Die> for Requester {
+    type Reply = ();
+    fn handle(&mut self, _: &mut Context<'_>, _: Die, _: Address) -> ActorResult {
+        Err("told to die".into())
+    }
+}
+
+dispatch!(Requester { AskHold, Response<Hold>, Die });
+
+/// Takes its time to exit (a child that keeps its parent exiting for a while).
+#[derive(Default)]
+pub struct Sleeper;
+
+/// Makes a [`Sleeper`] sleep `ms` in its `receive`; `pad` only makes the message big.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Nap {
+    pub ms: u64,
+    pub pad: Vec<u8>,
+}
+
+impl greenroom::Actor for Sleeper {
+    fn receive(&mut self, _: &mut Context<'_>, msg: &greenroom::AnyMessage, _: Address) -> ActorResult {
+        if let Some(nap) = msg.downcast::<Nap>() {
+            std::thread::sleep(Duration::from_millis(nap.ms));
+        } else if msg.is::<greenroom::ActorExitRequest>() {
+            std::thread::sleep(Duration::from_millis(1500));
+        }
+        Ok(())
+    }
+}
+
+/// A request that [`Forgetful`] has a handler for but does not list in its `dispatch!`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Forgotten;
+
+impl Request for Forgotten {
+    type Reply = u64;
+}
+
+/// Has a `Handle<Forgotten>` it never dispatches to: a request for it goes unanswered.
+#[derive(Default)]
+pub struct Forgetful;
+
+impl Handle<Forgotten> for Forgetful {
+    type Reply = u64;
+    fn handle(&mut self, _: &mut Context<'_>, _: Forgotten, _: Address) -> ActorResult<u64> {
+        Ok(7)
+    }
+}
+
+impl Handle<Add> for Forgetful {
+    type Reply = u64;
+    fn handle(&mut self, _: &mut Context<'_>, Add(a, b): Add, _: Address) -> ActorResult<u64> {
+        Ok(a + b)
+    }
+}
+
+dispatch!(Forgetful { Add });

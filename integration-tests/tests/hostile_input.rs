@@ -285,8 +285,13 @@ fn control_requests() -> impl Strategy<Value = ToAdmin> {
         proptest::collection::vec(".{0,20}", 0..3).prop_map(|types| ToAdmin::HostReady { types }),
         Just(ToAdmin::Exiting),
         any::<bool>().prop_map(|start| ToAdmin::HandleDeadLetters { start }),
-        (address(), proptest::collection::vec(payload(), 0..3))
-            .prop_map(|(target, messages)| ToAdmin::DeadLetters { target, messages }),
+        (address(), address(), proptest::collection::vec(payload(), 0..3)).prop_map(|(target, sender, messages)| {
+            ToAdmin::DeadLetters {
+                target,
+                sender,
+                messages,
+            }
+        }),
         (".{0,20}", proptest::option::of(payload())).prop_map(|(key, value)| ToAdmin::UpdateCapability { key, value }),
         (any::<u64>(), any::<bool>()).prop_map(|(request, include_gone)| ToAdmin::Describe { request, include_gone }),
     ]

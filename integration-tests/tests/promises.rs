@@ -92,7 +92,7 @@ on_both_bases! {
         let forwarder = sys.create_actor::<Forwarder>().unwrap().address();
         sys.tell(forwarder, Forward { to: child, text: "anyone there?".into() }).unwrap();
         let dead = next_of::<DeadSeen>(&sys);
-        assert_eq!(dead, DeadSeen { target: child, text: Some("anyone there?".into()) });
+        assert_eq!(dead, DeadSeen { target: child, sender: forwarder, text: Some("anyone there?".into()) });
         let err = sys.ask::<_, String>(child, "hello?".to_string(), T).unwrap_err();
         assert!(matches!(&err, Error::ActorGone { cause: ExitCause::StartFailed(_), .. }), "{err}");
     }

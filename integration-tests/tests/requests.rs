@@ -7,9 +7,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use greenroom::{ActorRef, ActorSystem, Error};
+use greenroom::{ActorRef, ActorSystem, ChildSpec, Error, OnFailure, SystemConfig};
 use greenroom_integration_tests::{
-    actors::{DeadSeen, Mortuary, TakeDeadLetters},
+    actors::{DeadSeen, Echo, Mortuary, Silent, TakeDeadLetters},
     lab::lab,
     on_both_bases,
     request_actors::*,
@@ -74,10 +74,11 @@ on_both_bases! {
         let err = sys.request(calc, Hold, timeout).unwrap_err();
         assert!(matches!(err, Error::Timeout { address, timeout: t } if address == calc && t == timeout), "{err}");
         assert!(sys.now() - started >= timeout, "it waited its timeout");
-        // The answer comes after the caller gave up: a dead letter addressed to the client.
+        // The answer comes after the caller gave up: a dead letter addressed to the client,
+        // from the calculator.
         sys.tell(calc, Release("too late".into())).unwrap();
         let seen = next_of::<DeadSeen>(&sys);
-        assert_eq!((seen.target, seen.text.as_deref()), (sys.address(), Some("too late")));
+        assert_eq!((seen.target, seen.sender, seen.text.as_deref()), (sys.address(), calc.address(), Some("too late")));
         // The next request gets its own answer.
         assert_eq!(sys.request(calc, Add(2, 3), T).unwrap(), 5);
         assert!(sys.listen(Duration::from_millis(50)).unwrap().is_none(), "nothing else came");
@@ -205,6 +206,174 @@ on_both_bases! {
             assert_eq!(slow.join().unwrap(), 42);
         });
     }
+}
+
+on_both_bases! {
+    fn a_request_nothing_answers_fails_at_once_saying_so(sys) {
+        let forgetful = sys.create_actor::<Forgetful>().unwrap();
+        // A handler the actor's dispatch! does not list: the request cannot be answered.
+        let err = sys.request(forgetful.address(), Forgotten, T).unwrap_err();
+        match &err {
+            Error::Unanswered { address, details } => {
+                assert_eq!(*address, forgetful);
+                assert!(details.contains("Forgotten") && details.contains("dispatch!"), "{details}");
+            }
+            other => panic!("expected Unanswered, got {other}"),
+        }
+        assert_eq!(sys.request(forgetful, Add(3, 4), T).unwrap(), 7);
+        // A hand-written receive that sends its value back instead of answering: the request
+        // fails at once, and the plain message waits for listen.
+        let echo = sys.create_actor::<Echo>().unwrap().address();
+        let err = sys.request(echo, Add(1, 1), T).unwrap_err();
+        assert!(matches!(&err, Error::Unanswered { details, .. } if details.contains("ctx.reply")), "{err}");
+        let (_, plain) = sys.listen(T).unwrap().expect("the plain send");
+        assert!(plain.is::<Add>());
+        // And one that does nothing with it.
+        let silent = sys.create_actor::<Silent>().unwrap().address();
+        assert!(matches!(sys.request(silent, Add(1, 1), T), Err(Error::Unanswered { .. })));
+    }
+
+    fn a_response_its_requester_fails_on_is_a_dead_letter_never_poison_for_the_one_asked(sys) {
+        watch_dead_letters(&sys);
+        let calc = sys.create_actor::<Calculator>().unwrap();
+        let requester = sys.create_actor::<Requester>().unwrap();
+        sys.tell(requester, AskHold { to: calc.address(), timeout: Duration::from_millis(300) }).unwrap();
+        // Its handler of the made-up timeout fails: the Response goes to the dead-letter
+        // path, and the calculator, which never got it, gets no poison for it.
+        let (_, report) = sys.listen(T).unwrap().expect("the requester reports its response");
+        assert!(report.downcast::<String>().is_some_and(|r| r.contains("Timeout")));
+        let seen = next_of::<DeadSeen>(&sys);
+        assert_eq!((seen.target, seen.sender), (requester.address(), calc.address()));
+        // A real answer it fails on is a dead letter too, not returned to the calculator.
+        sys.tell(requester, AskHold { to: calc.address(), timeout: T }).unwrap();
+        // The calculator still holds the first request (timed out at the requester): both
+        // are answered, the first as a dead letter.
+        while sys.request(calc, HeldCount, T).unwrap() < 2 {}
+        sys.tell(calc, Release("held".into())).unwrap();
+        // (Each failed response is offered twice, retry included: skip the timeout's.)
+        loop {
+            let (_, report) = sys.listen(T).unwrap().expect("the requester reports its response");
+            if report.downcast::<String>().is_some_and(|r| r.contains("held")) {
+                break;
+            }
+        }
+        let seen = next_of::<DeadSeen>(&sys);
+        assert_eq!((seen.target, seen.sender), (requester.address(), calc.address()));
+        assert_eq!(sys.request(calc, Add(1, 1), T).unwrap(), 2, "the calculator was never poisoned");
+    }
+
+    fn a_restarted_actor_never_gets_its_earlier_incarnation_s_answer(sys) {
+        watch_dead_letters(&sys);
+        let calc = sys.create_actor::<Calculator>().unwrap();
+        let spec = ChildSpec { on_failure: OnFailure::Restart, ..ChildSpec::default() };
+        let requester = sys.create_actor_with::<Requester>(spec).unwrap();
+        sys.tell(requester, AskHold { to: calc.address(), timeout: T }).unwrap();
+        while sys.request(calc, HeldCount, T).unwrap() == 0 {}
+        sys.tell(requester, Die).unwrap();
+        let _ = sys.listen(T); // Die's own poison
+        while sys.actor_info(requester).unwrap().incarnation < 2 {
+            let _ = sys.listen(Duration::from_millis(10));
+        }
+        // The answer to the first incarnation's request: a dead letter, not the new one's.
+        sys.tell(calc, Release("late".into())).unwrap();
+        let seen = next_of::<DeadSeen>(&sys);
+        assert_eq!((seen.target, seen.text.as_deref()), (requester.address(), Some("late")));
+    }
+
+    fn the_answer_to_an_ask_that_failed_on_another_message_is_a_dead_letter(sys) {
+        watch_dead_letters(&sys);
+        let calc = sys.create_actor::<Calculator>().unwrap();
+        sys.tell(calc, Explode).unwrap();
+        // The tell's poison reaches the client first and fails the ask (Thespian's ask).
+        let err = sys.ask::<_, String>(calc, Hold, T).unwrap_err();
+        assert!(matches!(err, Error::Poisoned { ref message, .. } if message.is::<Explode>()), "{err}");
+        // The ask's own answer, later: nobody waits for it.
+        sys.tell(calc, Release("late".into())).unwrap();
+        let seen = next_of::<DeadSeen>(&sys);
+        assert_eq!((seen.target, seen.text.as_deref()), (sys.address(), Some("late")));
+    }
+}
+
+#[test]
+fn an_exiting_actor_gets_no_made_up_response() {
+    let sys = TestSystem::start(HOST);
+    watch_dead_letters(&sys);
+    let calc = sys.create_actor::<Calculator>().unwrap();
+    let requester = sys.create_actor::<Requester>().unwrap();
+    // Its request times out while it waits for its slow child to exit.
+    sys.tell(
+        requester,
+        AskHold {
+            to: calc.address(),
+            timeout: Duration::from_millis(300),
+        },
+    )
+    .unwrap();
+    while sys.request(calc, HeldCount, T).unwrap() == 0 {}
+    sys.stop(requester).unwrap();
+    let seen = next_of::<DeadSeen>(&sys);
+    assert_eq!((seen.target, seen.sender), (requester.address(), calc.address()));
+    // Nothing reached its receive while it was exiting.
+    while let Some((_, msg)) = sys.listen(Duration::from_millis(500)).unwrap() {
+        assert!(!msg.is::<String>(), "{:?}", msg.downcast::<String>());
+    }
+}
+
+#[test]
+fn a_plain_message_a_client_never_takes_is_a_dead_letter_when_it_closes() {
+    let sys = TestSystem::start(HOST);
+    watch_dead_letters(&sys);
+    let calc = sys.create_actor::<Calculator>().unwrap();
+    let private = sys.private().unwrap();
+    let client = private.address();
+    // A stray, then the answer: the answer is taken, the stray never is.
+    assert_eq!(
+        private
+            .request(calc, StraysThenAnswer { strays: 1, value: 3 }, T)
+            .unwrap(),
+        3
+    );
+    drop(private);
+    let seen = next_of::<DeadSeen>(&sys);
+    assert_eq!(
+        (seen.target, seen.sender, seen.text.as_deref()),
+        (client, calc.address(), Some("stray 0"))
+    );
+}
+
+#[test]
+fn a_request_is_answered_while_another_thread_waits_for_room_to_tell() {
+    let sys = TestSystem::start_with(HOST, SystemConfig::default().send_window(4096));
+    let calc = sys.create_actor::<Calculator>().unwrap();
+    let sleeper = sys.create_actor::<Sleeper>().unwrap().address();
+    sys.tell(sleeper, Nap { ms: 2500, pad: vec![] }).unwrap();
+    std::thread::scope(|s| {
+        let telling = s.spawn(|| {
+            // Over the window while the sleeper naps: this tell waits for room.
+            sys.tell(
+                sleeper,
+                Nap {
+                    ms: 0,
+                    pad: vec![0; 8192],
+                },
+            )
+            .unwrap();
+            Instant::now()
+        });
+        // Answered after 300 ms, well within its timeout, while the tell still waits.
+        let slow = SlowAdd {
+            a: 1,
+            b: 2,
+            delay: Duration::from_millis(300),
+        };
+        assert_eq!(sys.request(calc, slow, Duration::from_secs(2)).unwrap(), 3);
+        let answered = Instant::now();
+        assert_eq!(sys.request(calc, Add(2, 2), Duration::from_secs(2)).unwrap(), 4);
+        assert!(
+            telling.join().unwrap() > answered,
+            "the tell was still waiting for room"
+        );
+    });
 }
 
 #[test]

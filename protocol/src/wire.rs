@@ -524,7 +524,14 @@ pub enum ToAdmin {
     ConventionNotices { on: bool },
     /// Messages that can never be delivered to `target` (it is gone for good). The admin
     /// hands each to the dead-letter handler as a `DeadEnvelope`, or logs it.
-    DeadLetters { target: Address, messages: Vec<Payload> },
+    DeadLetters {
+        target: Address,
+        /// Who sent them: the reporting endpoint for its own messages that came back, or
+        /// the sender of messages that reached the reporter too late (an answer whose
+        /// request timed out) or found its mailbox full.
+        sender: Address,
+        messages: Vec<Payload>,
+    },
     /// Client: describe the system and its actors (those gone for good too, if
     /// `include_gone`). Answered by [`FromAdmin::Description`].
     Describe { request: u64, include_gone: bool },

@@ -406,10 +406,26 @@ impl<'a> Context<'a> {
         self.correlation
     }
 
+    /// The answer to the message being handled is someone else's to give (a troupe manager
+    /// handing a request to a worker, which answers its requester directly).
+    pub(crate) fn pass_on_answer(&mut self) {
+        self.answered = true;
+    }
+
+    /// The id of the request being handled if nothing answered it (nor took the answer in
+    /// hand): the base then answers it with [`Unanswered`](crate::message::Unanswered), so
+    /// that it fails at once rather than time out.
+    #[doc(hidden)]
+    pub fn unanswered_request(&self) -> Option<u64> {
+        match self.correlation {
+            Correlation::Request(id) if !self.answered => Some(id),
+            _ => None,
+        }
+    }
+
     /// Sends `msg` with a correlation of the caller's choosing (a troupe manager returning a
     /// request that a worker died on to its requester, as that request's answer).
-    #[doc(hidden)]
-    pub fn send_correlated<M: Message>(&mut self, to: Address, msg: M, correlation: Correlation) -> Result<()> {
+    pub(crate) fn send_correlated<M: Message>(&mut self, to: Address, msg: M, correlation: Correlation) -> Result<()> {
         self.backend.send(to, AnyMessage::new(&msg)?, correlation)
     }
 

@@ -41,7 +41,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::{
     dispatch::Handle,
     message::Message,
-    request::{IntoReply, Request},
+    request::{Answer, Request},
 };
 
 /// The address of an actor of type `A`. See the [module docs](self).
@@ -199,6 +199,6 @@ impl<A, M> Answers<M> for ActorRef<A>
 where
     M: Request,
     A: Handle<M>,
-    <A as Handle<M>>::Reply: IntoReply<Value = M::Reply>,
+    <A as Handle<M>>::Reply: Answer<M::Reply>,
 {
 }

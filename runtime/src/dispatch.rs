@@ -94,8 +94,8 @@ macro_rules! dispatch {
         $crate::dispatch!(@impl $actor { $($msg),+ } |this, ctx, msg, sender| this.$unhandled(ctx, msg, sender));
     };
     ($actor:ty { $($msg:ty),+ $(,)? }) => {
-        $crate::dispatch!(@impl $actor { $($msg),+ } |_this, _ctx, msg, sender| {
-            $crate::dispatch::unhandled(msg, sender);
+        $crate::dispatch!(@impl $actor { $($msg),+ } |_this, ctx, msg, sender| {
+            $crate::dispatch::unhandled(ctx, msg, sender);
             Ok(())
         });
     };
@@ -123,19 +123,31 @@ macro_rules! dispatch {
 }
 
 /// What [`dispatch!`](macro@crate::dispatch) does with a handler's return value: the answer
-/// to a request or an ask (see [`Handle::Reply`]).
+/// to a request or an ask (see [`Handle::Reply`]). An answer that cannot be sent (its
+/// requester holds a full window of this actor's messages) is logged, not a failure of the
+/// handler, which would run it again.
 #[doc(hidden)]
 pub fn respond<R: IntoReply>(ctx: &mut Context<'_>, reply: R) -> ActorResult {
     if let Some(value) = reply.into_reply() {
-        ctx.answer_current(value)?;
+        if let Err(e) = ctx.answer_current(value) {
+            tracing::warn!(actor = %ctx.my_address(), error = %e, reply_type = R::Value::type_tag(),
+                "could not send the answer; its requester will time out");
+        }
     }
     Ok(())
 }
 
-/// What [`dispatch!`](macro@crate::dispatch) does with a message no handler takes: log it.
+/// What [`dispatch!`](macro@crate::dispatch) does with a message no handler takes: log it
+/// (at debug; a request, which its requester waits on, at warn: its base answers it as
+/// unanswered).
 #[doc(hidden)]
-pub fn unhandled(msg: &crate::message::AnyMessage, sender: Address) {
-    tracing::debug!(%sender, message_type = msg.tag(), "no handler for this message type; ignored");
+pub fn unhandled(ctx: &mut Context<'_>, msg: &crate::message::AnyMessage, sender: Address) {
+    if ctx.unanswered_request().is_some() {
+        tracing::warn!(actor = %ctx.my_address(), %sender, message_type = msg.tag(),
+            "a request of a type this actor's dispatch! does not list; answered as unanswered");
+    } else {
+        tracing::debug!(%sender, message_type = msg.tag(), "no handler for this message type; ignored");
+    }
 }
 
 #[cfg(test)]

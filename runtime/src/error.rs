@@ -72,7 +72,12 @@ pub enum Error {
         details: String,
     },
 
-    /// A request got no answer (see [`crate::Reply::into_result`]).
+    /// The actor handled the request without answering it (see
+    /// [`Context::reply`](crate::Context::reply)).
+    #[error("{address} handled the request without answering it: {details}")]
+    Unanswered { address: Address, details: String },
+
+    /// A request got no answer (see [`crate::Response::into_result`]).
     #[error("{request} (`{message_type}`) to {address} failed: {error}")]
     RequestFailed {
         request: crate::RequestId,

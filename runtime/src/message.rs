@@ -189,6 +189,8 @@ pub struct ChildRestarted {
 pub struct DeadEnvelope {
     /// Where the message was going.
     pub target: Address,
+    /// Who sent it.
+    pub sender: Address,
     /// The message, undecoded.
     pub message: AnyMessage,
 }
@@ -212,6 +214,17 @@ pub struct PoisonMessage {
     /// The message that failed.
     pub message: AnyMessage,
     /// What went wrong (the panic message or the error's text).
+    pub details: String,
+}
+
+/// The answer to a request its receiver handled without answering (a handler of a type not
+/// listed in its `dispatch!`, or a hand-written `receive` that never called `ctx.reply`):
+/// sent by the runtime, so that the request fails at once, saying so, instead of timing
+/// out. A client's `request` returns [`Error::Unanswered`](crate::Error::Unanswered); an
+/// actor's `Response` carries [`RequestError::Unanswered`](crate::RequestError::Unanswered).
+#[doc(hidden)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unanswered {
     pub details: String,
 }
 

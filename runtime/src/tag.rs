@@ -22,7 +22,7 @@ use rustc_hash::FxHashMap;
 use crate::{
     message::{
         ActorExitRequest, ActorSystemConventionUpdate, ChildActorExited, ChildRestarted, DeadEnvelope, PoisonMessage,
-        WakeupMessage,
+        Unanswered, WakeupMessage,
     },
     troupe::{
         ConfigureTroupe, ReapIdle, TroupeDone, TroupeReport, TroupeStatus, TroupeWork, TroupeWorkInProgress,
@@ -136,6 +136,7 @@ builtin_tags! {
     DeadEnvelope => "greenroom.DeadEnvelope",
     WakeupMessage => "greenroom.WakeupMessage",
     PoisonMessage => "greenroom.PoisonMessage",
+    Unanswered => "greenroom.Unanswered",
     ActorSystemConventionUpdate => "greenroom.ActorSystemConventionUpdate",
     TroupeStatus => "greenroom.TroupeStatus",
     UpdateTroupeSettings => "greenroom.UpdateTroupeSettings",
@@ -473,6 +474,7 @@ mod tests {
             DeadEnvelope,
             WakeupMessage,
             PoisonMessage,
+            Unanswered,
             ActorSystemConventionUpdate,
             TroupeStatus,
             UpdateTroupeSettings,

@@ -337,6 +337,7 @@ impl<W: Actor> TroupeManager<W> {
                 message: msg.clone(),
             },
         )?;
+        ctx.pass_on_answer();
         if let Some(w) = self.workers.get_mut(&worker) {
             w.in_hand += 1;
         }

@@ -1532,8 +1532,15 @@ impl Admin {
                     self.dead_letter_handler = None;
                 }
             }
-            (ToAdmin::DeadLetters { target, messages }, kind @ (PeerKind::Host(_) | PeerKind::Client(Some(_)))) => {
-                self.dead_letters(kind, target, messages);
+            (
+                ToAdmin::DeadLetters {
+                    target,
+                    sender,
+                    messages,
+                },
+                PeerKind::Host(_) | PeerKind::Client(Some(_)),
+            ) => {
+                self.dead_letters(sender, target, messages);
             }
             (ToAdmin::Describe { request, include_gone }, PeerKind::Client(Some(_))) => {
                 let system = self.describe(include_gone);
@@ -1737,11 +1744,7 @@ impl Admin {
     }
 
     /// Hands undeliverable messages to the dead-letter handler, or logs them.
-    fn dead_letters(&mut self, from: PeerKind, target: Address, messages: Vec<greenroom_protocol::Payload>) {
-        let sender = match from {
-            PeerKind::Host(id) | PeerKind::Client(Some(id)) => self.address_of(id),
-            PeerKind::Client(None) => self.address_of(0),
-        };
+    fn dead_letters(&mut self, sender: Address, target: Address, messages: Vec<greenroom_protocol::Payload>) {
         let handler = self
             .dead_letter_handler
             .and_then(|h| self.actors.get(&h))
@@ -1753,7 +1756,15 @@ impl Admin {
                     "dead letter: no handler registered; message dropped");
                 continue;
             };
-            self.deliver_runtime(token, target, &DeadEnvelope { target, message });
+            self.deliver_runtime(
+                token,
+                target,
+                &DeadEnvelope {
+                    target,
+                    sender,
+                    message,
+                },
+            );
         }
     }
 

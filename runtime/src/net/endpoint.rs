@@ -176,7 +176,7 @@ pub struct Returned {
 /// One message sent by this endpoint: its connection and its seq there. Unique for the
 /// endpoint's life (connection tokens are never reused; a connection that reconnects keeps
 /// its numbering).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SentId {
     conn: Token,
     seq: u64,
@@ -440,17 +440,6 @@ impl Endpoint {
         })
     }
 
-    /// Queues `msg` from `sender` as if it had arrived, after everything already in the
-    /// inbox (a `Response` made up for a request that could not be sent).
-    pub fn deliver_local(&mut self, sender: Address, msg: AnyMessage) {
-        self.inbox.push_back(Inbound::Message {
-            sender,
-            msg,
-            receipt: Receipt::local(),
-            correlation: Correlation::None,
-        });
-    }
-
     /// Sends a frame to the admin.
     pub fn send_control(&mut self, frame: &ToAdmin) -> Result<()> {
         if !self.control_open {
@@ -559,25 +548,61 @@ impl Endpoint {
         }
     }
 
-    /// Hands messages that can never reach `target` to the admin's dead-letter path. Notices
-    /// and dead envelopes themselves are only logged, so that dead letters cannot loop.
+    /// Hands messages this endpoint sent that can never reach `target` to the admin's
+    /// dead-letter path. Notices and dead envelopes themselves are only logged, so that dead
+    /// letters cannot loop.
     pub fn dead_letters(&mut self, target: Address, messages: Vec<AnyMessage>) {
+        self.dead_letters_from(self.me, target, messages);
+    }
+
+    /// Like [`Endpoint::dead_letters`], for messages `sender` sent (to this endpoint, which
+    /// can no longer take them: an answer whose request timed out, a full mailbox).
+    pub fn dead_letters_from(&mut self, sender: Address, target: Address, messages: Vec<AnyMessage>) {
         use crate::message::{is_system_tag, Message, PoisonMessage};
         let (forward, drop): (Vec<AnyMessage>, Vec<AnyMessage>) = messages
             .into_iter()
             .partition(|m| !is_system_tag(m.tag()) && m.tag() != PoisonMessage::type_tag());
         for m in drop {
-            tracing::warn!(endpoint = %self.me, target_actor = %target, message_type = m.tag(), "dead letter (not forwarded)");
+            tracing::warn!(endpoint = %self.me, target_actor = %target, %sender, message_type = m.tag(), "dead letter (not forwarded)");
         }
         if forward.is_empty() {
             return;
         }
         let frame = ToAdmin::DeadLetters {
             target,
+            sender,
             messages: forward.into_iter().map(AnyMessage::into_payload).collect(),
         };
         if let Err(e) = self.send_control(&frame) {
             tracing::warn!(endpoint = %self.me, target_actor = %target, error = %e, "dead letters lost with the admin");
+        }
+    }
+
+    /// Sends `msg` to `to` like [`Endpoint::send_correlated`]; if `to` is gone for good or
+    /// was never created, the message goes to the dead-letter path as well as the error
+    /// coming back: it never reached anyone, and is not for silence.
+    pub fn send_live(&mut self, to: Address, msg: &AnyMessage, correlation: Correlation) -> Result<SentId> {
+        self.send_live_within(to, msg, correlation, None)
+    }
+
+    /// [`Endpoint::send_live`], but with a `window`, it fails with [`Error::Backpressure`]
+    /// instead of queueing when `to` already holds `window` bytes of this endpoint's
+    /// unprocessed messages. A message bigger than the window still goes when nothing else
+    /// is outstanding.
+    pub fn send_live_within(
+        &mut self,
+        to: Address,
+        msg: &AnyMessage,
+        correlation: Correlation,
+        window: Option<usize>,
+    ) -> Result<SentId> {
+        match self.enqueue(to, msg, correlation, window) {
+            Err(e @ (Error::ActorGone { .. } | Error::UnknownActor(_))) => {
+                tracing::debug!(endpoint = %self.me, target_actor = %to, message_type = msg.tag(), reason = %e, "dead letter");
+                self.dead_letters(to, vec![msg.clone()]);
+                Err(e)
+            }
+            sent => sent,
         }
     }
 
@@ -594,20 +619,6 @@ impl Endpoint {
     /// a [`Inbound::PeerLost`] hands back.
     pub fn send_correlated(&mut self, to: Address, msg: &AnyMessage, correlation: Correlation) -> Result<SentId> {
         self.enqueue(to, msg, correlation, None)
-    }
-
-    /// Like [`Endpoint::send_correlated`], but fails with [`Error::Backpressure`] instead of
-    /// queueing when `to` already holds `window` bytes of this endpoint's unprocessed
-    /// messages. A message bigger than the window still goes when nothing else is
-    /// outstanding.
-    pub fn send_within(
-        &mut self,
-        to: Address,
-        msg: &AnyMessage,
-        correlation: Correlation,
-        window: usize,
-    ) -> Result<SentId> {
-        self.enqueue(to, msg, correlation, Some(window))
     }
 
     fn enqueue(

@@ -68,7 +68,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use crate::message::Message;
 
 #[doc(hidden)]
-pub use pending::{PendingRequests, RequestKind};
+pub use pending::{MadeUp, PendingRequests, RequestKind};
 
 /// A message that expects an answer of type [`Request::Reply`].
 ///
@@ -86,8 +86,8 @@ pub trait Request: Message {
 
 /// Names one request among its requester's: what a [`Response`] answers.
 ///
-/// Unique among the requests of one endpoint for the system's life (an actor's include its
-/// incarnation).
+/// Unique among the requests of one endpoint for the system's life: an actor's carry its
+/// incarnation, and show as `request #<incarnation>.<n>` (a client's as `request #<n>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct RequestId(pub(crate) u64);
@@ -101,7 +101,11 @@ impl RequestId {
 
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "request #{}", self.0)
+        let (incarnation, n) = (self.0 >> 40, self.0 & ((1 << 40) - 1));
+        match incarnation {
+            0 => write!(f, "request #{n}"),
+            _ => write!(f, "request #{incarnation}.{n}"),
+        }
     }
 }
 
@@ -116,7 +120,9 @@ impl fmt::Display for RequestId {
 pub struct Response<M: Request> {
     /// The request this answers, as `Context::request` returned it.
     pub id: RequestId,
-    /// The actor that was asked.
+    /// Who answered: the actor asked, or the one it handed the answer to (a troupe's
+    /// worker, the holder of a [`ReplyTo`]); for a `Response` made up by the requester (a
+    /// timeout, a message that came back), the actor asked.
     pub from: Address,
     /// The answer, or why there is none.
     pub result: Result<M::Reply, RequestError>,
@@ -190,11 +196,16 @@ pub enum RequestError {
     /// may not have been processed (it was not sent again).
     #[error("in doubt: the link to the receiver's member broke while it was on its way")]
     InDoubt,
+    /// The receiver handled it without answering (no handler for its type in its
+    /// `dispatch!`, or a `receive` that never called `ctx.reply`).
+    #[error("handled without an answer: {details}")]
+    Unanswered { details: String },
     /// The answer is of another type than the request's `Reply`.
     #[error("the answer is a `{got}`, not the request's reply type")]
     UnexpectedReply { got: String },
-    /// It could not be sent (for example the receiver already holds a full send window of
-    /// the requester's messages).
+    /// It could not be delivered: the receiver refused the connection, or the system's admin
+    /// is gone. (A full send window fails `Context::request` itself with
+    /// `Error::Backpressure`.)
     #[error("not sent: {why}")]
     NotSent { why: String },
 }
@@ -293,6 +304,33 @@ impl<T: Message> IntoReply for Later<T> {
         None
     }
 }
+
+/// What a base sends, correlated, for a request of type `message_type` that an actor of type
+/// `actor_type` handled without answering.
+#[doc(hidden)]
+pub fn unanswered(actor_type: &str, message_type: &str) -> crate::Result<crate::AnyMessage> {
+    crate::AnyMessage::new(&crate::message::Unanswered {
+        details: format!(
+            "`{actor_type}` handled `{message_type}` without answering it: an actor answers a request by returning \
+             the reply from its `Handle` (listed in its `dispatch!`), with `ctx.reply`, or later through \
+             `ctx.reply_later`"
+        ),
+    })
+}
+
+/// Whether a handler whose `Reply` is `Self` answers a request whose `Reply` is `R`: `R`
+/// itself, or [`Later<R>`]. (The bound behind [`Answers`](crate::Answers); its message is
+/// what a user sees for a handler that answers the wrong type.)
+#[diagnostic::on_unimplemented(
+    message = "a handler whose `type Reply` is `{Self}` does not answer a request whose `Reply` is `{R}`",
+    label = "this request's handler answers `{Self}`",
+    note = "set the handler's `type Reply` to `{R}` (or `Later<{R}>` to answer later through a `ReplyTo`)"
+)]
+pub trait Answer<R> {}
+
+impl<R: Message> Answer<R> for R {}
+
+impl<R: Message> Answer<R> for Later<R> {}
 
 /// Whether `R` is `()`: the answer an `ask` does not get (an `ask` takes the next message,
 /// and a handler of a one-way message answers `()`).

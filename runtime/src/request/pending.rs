@@ -19,7 +19,7 @@ use greenroom_protocol::{Address, Payload};
 use rustc_hash::FxHashMap as HashMap;
 
 use super::{Request, RequestError, RequestId, Response};
-use crate::message::{AnyMessage, Message, PoisonMessage};
+use crate::message::{AnyMessage, Message, PoisonMessage, Unanswered};
 
 /// What a request expects, recorded when it is sent: the types behind the `Response<M>` the
 /// requester will get.
@@ -45,6 +45,17 @@ impl RequestKind {
     pub fn message_type(&self) -> &'static str {
         self.message_type
     }
+}
+
+/// A `Response<M>` made up by the requester (a timeout, a message that came back), to
+/// deliver to it as if from the actor asked.
+#[derive(Debug)]
+pub struct MadeUp {
+    /// The actor the request went to.
+    pub from: Address,
+    /// The request it answers.
+    pub id: u64,
+    pub msg: AnyMessage,
 }
 
 struct Waiting<T> {
@@ -91,11 +102,6 @@ impl<T: Ord + Copy> PendingRequests<T> {
         self.deadlines.push(Reverse((due, id.0)));
     }
 
-    /// Whether request `id` still waits for its answer.
-    pub fn is_waiting(&self, id: u64) -> bool {
-        self.waiting.contains_key(&id)
-    }
-
     /// An answer to request `id` arrived from `from`: the `Response<M>` to deliver, or the
     /// answer back (`Err`) if nothing waits for it (its requester gave up): a dead letter.
     pub fn answer(&mut self, id: u64, from: Address, msg: AnyMessage) -> Result<AnyMessage, AnyMessage> {
@@ -104,6 +110,10 @@ impl<T: Ord + Copy> PendingRequests<T> {
         };
         let result = if msg.tag() == waiting.kind.value_tag {
             Ok(msg.payload().bytes.as_slice())
+        } else if let Ok(Some(unanswered)) = msg.try_downcast::<Unanswered>() {
+            Err(RequestError::Unanswered {
+                details: unanswered.details,
+            })
         } else if msg.is::<PoisonMessage>() {
             let details = match msg.try_downcast::<PoisonMessage>() {
                 Ok(Some(poison)) => poison.details,
@@ -120,10 +130,14 @@ impl<T: Ord + Copy> PendingRequests<T> {
 
     /// Request `id`'s message came back unprocessed: the `Response<M>` error to deliver, if it
     /// still waits.
-    pub fn returned(&mut self, id: u64, error: RequestError) -> Option<(Address, AnyMessage)> {
+    pub fn returned(&mut self, id: u64, error: RequestError) -> Option<MadeUp> {
         let waiting = self.waiting.remove(&id)?;
         let msg = reply_message(&waiting.kind, RequestId(id), waiting.to, Err(error));
-        Some((waiting.to, msg))
+        Some(MadeUp {
+            from: waiting.to,
+            id,
+            msg,
+        })
     }
 
     /// Forgets request `id` (its message could not be sent).
@@ -132,8 +146,8 @@ impl<T: Ord + Copy> PendingRequests<T> {
     }
 
     /// The requests whose deadline is `now` or earlier: their timeout errors, earliest
-    /// first, each with the actor it was sent to.
-    pub fn expire(&mut self, now: T) -> Vec<(Address, AnyMessage)> {
+    /// first.
+    pub fn expire(&mut self, now: T) -> Vec<MadeUp> {
         let mut expired = Vec::new();
         while let Some(&Reverse((due, id))) = self.deadlines.peek() {
             if due > now {
@@ -151,7 +165,11 @@ impl<T: Ord + Copy> PendingRequests<T> {
                 timeout = ?waiting.timeout, "request timed out");
             let error = RequestError::Timeout { after: waiting.timeout };
             let msg = reply_message(&waiting.kind, RequestId(id), waiting.to, Err(error));
-            expired.push((waiting.to, msg));
+            expired.push(MadeUp {
+                from: waiting.to,
+                id,
+                msg,
+            });
         }
         expired
     }
@@ -178,7 +196,8 @@ impl<T: Ord + Copy> PendingRequests<T> {
 /// its fields in order and a `Result` as its variant index (0 `Ok`, 1 `Err`, one byte
 /// each) followed by the value, so an answer's bytes are `M::Reply`'s encoding as it came.
 fn reply_message(kind: &RequestKind, id: RequestId, from: Address, result: Result<&[u8], RequestError>) -> AnyMessage {
-    let mut bytes = postcard::to_allocvec(&(id, from)).unwrap_or_default();
+    let head = Vec::with_capacity(16 + result.as_ref().map_or(0, |value| value.len()));
+    let mut bytes = postcard::to_extend(&(id, from), head).unwrap_or_default();
     match result {
         Ok(value) => {
             bytes.push(0);
@@ -219,6 +238,7 @@ mod tests {
         let mut pending = PendingRequests::<Duration>::new(3);
         let id = pending.next_id();
         assert_eq!(id.get() >> 40, 3, "ids carry the incarnation");
+        assert_eq!(id.to_string(), "request #3.1");
         let to = Address::local(9);
         pending.start(id, RequestKind::of::<Count>(), to, at(100), at(100));
         let answer = AnyMessage::new(&(7u64, "seven".to_string())).unwrap();
@@ -267,17 +287,17 @@ mod tests {
         assert!(
             matches!(reply.result, Err(RequestError::UnexpectedReply { ref got }) if got == "alloc::string::String")
         );
-        let (from, reply) = pending.returned(ids[2].get(), RequestError::Unknown).unwrap();
-        assert_eq!(from, to);
+        let made_up = pending.returned(ids[2].get(), RequestError::Unknown).unwrap();
+        assert_eq!((made_up.from, made_up.id), (to, ids[2].get()));
         assert_eq!(
-            reply.downcast::<Response<Count>>().unwrap().result,
+            made_up.msg.downcast::<Response<Count>>().unwrap().result,
             Err(RequestError::Unknown)
         );
         assert_eq!(pending.next_due(), Some(at(40)));
         assert!(pending.expire(at(39)).is_empty());
         let expired = pending.expire(at(40));
         assert_eq!(expired.len(), 1);
-        let reply: Response<Count> = expired[0].1.downcast().unwrap();
+        let reply: Response<Count> = expired[0].msg.downcast().unwrap();
         assert_eq!(reply.id, ids[3]);
         assert_eq!(reply.result, Err(RequestError::Timeout { after: at(10) }));
         let err = reply.into_result().unwrap_err().to_string();

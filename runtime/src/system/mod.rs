@@ -735,6 +735,12 @@ fn decode_reply<R: Message>(sender: Address, reply: AnyMessage) -> Result<R> {
 /// What a client makes of a message that reached it: a returned message is an error, the
 /// runtime's own notices are not for clients (`None`), anything else is for the caller.
 fn for_client(sender: Address, msg: AnyMessage) -> Result<Option<(Address, AnyMessage)>> {
+    if let Some(unanswered) = msg.try_downcast::<crate::message::Unanswered>()? {
+        return Err(Error::Unanswered {
+            address: sender,
+            details: unanswered.details,
+        });
+    }
     if let Some(poison) = msg.try_downcast::<PoisonMessage>()? {
         return Err(Error::Poisoned {
             address: sender,
@@ -746,28 +752,6 @@ fn for_client(sender: Address, msg: AnyMessage) -> Result<Option<(Address, AnyMe
         return Ok(None);
     }
     Ok(Some((sender, msg)))
-}
-
-/// A client's request or ask that failed before any answer came, as the error its call
-/// returns.
-fn request_error(address: Address, error: crate::RequestError) -> Error {
-    use crate::RequestError as E;
-    match error {
-        E::Gone { cause } => Error::ActorGone { address, cause },
-        E::Unknown => Error::UnknownActor(address),
-        E::InDoubt => Error::InDoubt(address),
-        E::Timeout { after } => Error::Timeout {
-            address,
-            timeout: after,
-        },
-        E::Poisoned { details } => Error::AdminProtocol(format!("{address} returned the request: {details}")),
-        E::UnexpectedReply { got } => Error::UnexpectedReply {
-            address,
-            expected: "the request's reply type",
-            got,
-        },
-        E::NotSent { why } => Error::AdminProtocol(format!("the request to {address} was not sent: {why}")),
-    }
 }
 
 /// `timeout` from now; a timeout too long for the clock (e.g. `Duration::MAX`) waits as good

@@ -44,7 +44,7 @@ use crate::{
     error::{Error, Result},
     logging,
     message::AnyMessage,
-    net::endpoint::{Endpoint, Inbound, Receipt, SentId},
+    net::endpoint::{Endpoint, Inbound, LostCause, SentId},
     process_role::Role,
     runtime_dir,
 };
@@ -61,6 +61,11 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// An answer a request or an ask waits for: `None` until it comes (or its call fails).
 type Answer = Option<Result<(Address, AnyMessage)>>;
 
+/// How many plain messages a client keeps for `listen` and `ask`: more, while nobody takes
+/// them, go to the dead-letter path (with a warning) rather than grow the client's memory
+/// without bound.
+const MAILBOX_LIMIT: usize = 65_536;
+
 /// The client's state shared by its threads, behind one mutex.
 struct Shared {
     /// `None` while a thread uses it outside the lock (see the module docs), and for good
@@ -74,16 +79,60 @@ struct Shared {
     /// Threads asleep on `changed` (the others need no wake-up: a lone caller's calls cost
     /// no futex call).
     sleepers: usize,
-    /// Plain messages for `listen` and `ask`, oldest first, with what acknowledges them
-    /// once taken (a message nobody takes keeps its sender's window occupied).
-    mailbox: VecDeque<(Address, AnyMessage, Receipt)>,
-    /// Receipts of messages taken from the mailbox, acknowledged by the next thread to hold
-    /// the endpoint.
-    taken: Vec<Receipt>,
+    /// Plain messages for `listen` and `ask`, oldest first. They are acknowledged when
+    /// they arrive (answers taken out of order would otherwise hold back the cumulative
+    /// acks of everything behind them); those still here when the client closes go to the
+    /// dead-letter path.
+    mailbox: VecDeque<(Address, AnyMessage)>,
+    /// Plain messages that found the mailbox full (for the warning's count).
+    overflowed: u64,
     /// The answers pending requests and asks wait for, by request id.
     answers: HashMap<u64, Answer>,
+    /// Sends a `tell` waits on for room, and why each came back, once it did.
+    watched: HashMap<SentId, Option<LostCause>>,
     /// The control connection to the admin ended.
     admin_lost: bool,
+}
+
+/// The endpoint, taken by one thread: given back (with what arrived sorted) when dropped,
+/// also if the thread panics, so that the client's other threads never wait for it forever.
+struct Held<'a> {
+    client: &'a ProcessSystem,
+    endpoint: Option<Box<Endpoint>>,
+}
+
+impl Held<'_> {
+    /// Gives the endpoint back under `shared`, the lock the caller already holds.
+    fn give_back(mut self, shared: MutexGuard<'_, Shared>) {
+        if let Some(endpoint) = self.endpoint.take() {
+            self.client.put_back(shared, endpoint);
+        }
+    }
+}
+
+impl std::ops::Deref for Held<'_> {
+    type Target = Endpoint;
+    fn deref(&self) -> &Endpoint {
+        self.endpoint
+            .as_ref()
+            .expect("a Held owns its endpoint until it is given back")
+    }
+}
+
+impl std::ops::DerefMut for Held<'_> {
+    fn deref_mut(&mut self) -> &mut Endpoint {
+        self.endpoint
+            .as_mut()
+            .expect("a Held owns its endpoint until it is given back")
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if let Some(endpoint) = self.endpoint.take() {
+            self.client.put_back(self.client.lock(), endpoint);
+        }
+    }
 }
 
 /// A client of the process base: an endpoint with its own address, talking to the admin
@@ -209,8 +258,9 @@ impl ProcessSystem {
                 wanted: 0,
                 sleepers: 0,
                 mailbox: VecDeque::new(),
-                taken: Vec::new(),
+                overflowed: 0,
                 answers: HashMap::default(),
+                watched: HashMap::default(),
                 admin_lost: false,
             }),
             changed: Condvar::new(),
@@ -291,23 +341,39 @@ impl ProcessSystem {
 
     /// Takes the endpoint for this thread, first making a thread that pumps it give it up;
     /// `prepare` runs under the same lock (registering an answer slot costs no extra lock).
-    fn take_endpoint(&self, prepare: impl FnOnce(&mut Shared)) -> Result<Box<Endpoint>> {
+    /// `None` if `deadline` passes first.
+    fn take_endpoint(&self, deadline: Option<Instant>, prepare: impl FnOnce(&mut Shared)) -> Result<Option<Held<'_>>> {
         let mut shared = self.lock();
         loop {
             if shared.closed {
                 return Err(Error::SystemStopped);
             }
-            if let Some(mut endpoint) = shared.endpoint.take() {
-                for receipt in shared.taken.drain(..) {
-                    endpoint.processed(receipt);
-                }
+            if let Some(endpoint) = shared.endpoint.take() {
                 prepare(&mut shared);
-                return Ok(endpoint);
+                return Ok(Some(Held {
+                    client: self,
+                    endpoint: Some(endpoint),
+                }));
             }
+            let left = match deadline {
+                Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => return Ok(None),
+                },
+                None => None,
+            };
             shared.wanted += 1;
             shared.sleepers += 1;
             let _ = self.waker.wake();
-            shared = self.changed.wait(shared).unwrap_or_else(|p| p.into_inner());
+            shared = match left {
+                Some(left) => {
+                    self.changed
+                        .wait_timeout(shared, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+                None => self.changed.wait(shared).unwrap_or_else(|p| p.into_inner()),
+            };
             shared.sleepers -= 1;
             shared.wanted -= 1;
         }
@@ -327,20 +393,18 @@ impl ProcessSystem {
 
     /// Runs `f` with the endpoint, taken for this thread.
     fn with_endpoint<T>(&self, f: impl FnOnce(&mut Endpoint) -> Result<T>) -> Result<T> {
-        let mut endpoint = self.take_endpoint(|_| {})?;
-        let result = f(&mut endpoint);
-        self.put_back(self.lock(), endpoint);
-        result
+        let mut held = self.take_endpoint(None, |_| {})?.ok_or(Error::SystemStopped)?;
+        f(&mut held)
     }
 
     /// Waits until `check` finds what this thread waits for in the shared state, or until
     /// `deadline` (`None`). While no other thread pumps the endpoint, this one does, outside
     /// the lock (starting with `held`, the endpoint this thread already has), and gives it
     /// up at once to a thread that wants it.
-    fn wait_for<T>(
-        &self,
+    fn wait_for<'a, T>(
+        &'a self,
         deadline: Instant,
-        mut held: Option<Box<Endpoint>>,
+        mut held: Option<Held<'a>>,
         mut check: impl FnMut(&mut Shared) -> Option<T>,
     ) -> Result<Option<T>> {
         loop {
@@ -350,7 +414,9 @@ impl ProcessSystem {
                     let left = deadline.saturating_duration_since(Instant::now());
                     let pumped = endpoint.pump(Some(left));
                     let mut shared = self.lock();
-                    shared.sort_arrivals(&mut endpoint, self.address);
+                    if let Some(inner) = endpoint.endpoint.as_mut() {
+                        shared.sort_arrivals(inner, self.address);
+                    }
                     if pumped.is_ok() && shared.wanted == 0 && Instant::now() < deadline {
                         // Others may wait for what arrived; the endpoint stays this thread's
                         // unless what it waits for came.
@@ -358,13 +424,13 @@ impl ProcessSystem {
                             self.changed.notify_all();
                         }
                         if let Some(found) = check(&mut shared) {
-                            self.put_back(shared, endpoint);
+                            endpoint.give_back(shared);
                             return Ok(Some(found));
                         }
                         held = Some(endpoint);
                         continue;
                     }
-                    self.put_back(shared, endpoint);
+                    endpoint.give_back(shared);
                     pumped?;
                     self.lock()
                 }
@@ -380,11 +446,11 @@ impl ProcessSystem {
                 return Ok(None);
             }
             if shared.wanted == 0 {
-                if let Some(mut endpoint) = shared.endpoint.take() {
-                    for receipt in shared.taken.drain(..) {
-                        endpoint.processed(receipt);
-                    }
-                    held = Some(endpoint);
+                if let Some(endpoint) = shared.endpoint.take() {
+                    held = Some(Held {
+                        client: self,
+                        endpoint: Some(endpoint),
+                    });
                     continue;
                 }
             }
@@ -430,63 +496,102 @@ impl ProcessSystem {
     /// Sends `msg`; waits (up to 60 s) while `to` has more than the send window of
     /// unprocessed messages from this client.
     pub(crate) fn tell(&self, to: Address, msg: &AnyMessage) -> Result<()> {
-        self.with_endpoint(|endpoint| self.send(endpoint, to, msg, Correlation::None))
-            .map(drop)
+        let held = self.take_endpoint(None, |_| {})?.ok_or(Error::SystemStopped)?;
+        self.send(held, to, msg, Correlation::None).map(drop)
     }
 
-    /// Sends `msg` with `correlation`, waiting while `to` has more than the send window of
-    /// this client's messages; returns which send it was. A message that cannot be sent
-    /// because `to` is gone goes to the dead-letter path (and the call fails); one that
-    /// comes back while the call waits for room fails it too.
-    fn send(&self, endpoint: &mut Endpoint, to: Address, msg: &AnyMessage, correlation: Correlation) -> Result<SentId> {
-        let sent = match endpoint.send_correlated(to, msg, correlation) {
-            Ok(sent) => sent,
-            Err(e @ (Error::ActorGone { .. } | Error::UnknownActor(_))) => {
-                endpoint.dead_letters(to, vec![msg.clone()]);
-                return Err(e);
-            }
-            Err(e) => return Err(e),
-        };
-        endpoint.flush();
+    /// Sends `msg` with `correlation` and waits while `to` has more than the send window of
+    /// this client's messages: which send it was, and the endpoint. A message that cannot
+    /// be sent because `to` is gone goes to the dead-letter path (and the call fails); one
+    /// that comes back while the call waits for room fails it too. While it waits for room
+    /// it shares what arrives and lets another thread that wants the endpoint have it.
+    fn send<'a>(
+        &'a self,
+        mut held: Held<'a>,
+        to: Address,
+        msg: &AnyMessage,
+        correlation: Correlation,
+    ) -> Result<(SentId, Held<'a>)> {
+        let sent = held.send_live(to, msg, correlation)?;
+        held.flush();
+        if let Some(cause) = held.returned_send(sent) {
+            return Err(cause.into_error(to));
+        }
+        if held.unacked_bytes(to) <= self.send_window {
+            return Ok((sent, held));
+        }
+        // Full: wait for room, without keeping the client to this thread.
         let deadline = Instant::now() + SEND_TIMEOUT;
-        loop {
-            if let Some(cause) = endpoint.returned_send(sent) {
-                return Err(cause.into_error(to));
-            }
-            let bytes = endpoint.unacked_bytes(to);
+        self.lock().watched.insert(sent, None);
+        let outcome = loop {
+            let bytes = held.unacked_bytes(to);
             if bytes <= self.send_window {
-                return Ok(sent);
+                break Ok(held);
             }
+            let backpressure = Error::Backpressure {
+                address: to,
+                bytes,
+                limit: self.send_window,
+            };
             let now = Instant::now();
             if now >= deadline {
-                return Err(Error::Backpressure {
-                    address: to,
-                    bytes,
-                    limit: self.send_window,
-                });
+                break Err(backpressure);
             }
-            endpoint.pump(Some(deadline - now))?;
+            if let Err(e) = held.pump(Some(deadline - now)) {
+                break Err(e);
+            }
+            let mut shared = self.lock();
+            if let Some(inner) = held.endpoint.as_mut() {
+                shared.sort_arrivals(inner, self.address);
+            }
+            if let Some(Some(cause)) = shared.watched.get(&sent) {
+                break Err(cause.clone().into_error(to));
+            }
+            if shared.wanted > 0 {
+                held.give_back(shared);
+                held = match self.take_endpoint(Some(deadline), |_| {}) {
+                    Ok(Some(held)) => held,
+                    Ok(None) => break Err(backpressure),
+                    Err(e) => break Err(e),
+                };
+            } else if shared.sleepers > 0 {
+                self.changed.notify_all();
+            }
+        };
+        // (Its own statement: the lock is released before a `Held` may give itself back.)
+        let came_back = self.lock().watched.remove(&sent).flatten();
+        match came_back {
+            Some(cause) => Err(cause.into_error(to)),
+            None => outcome.map(|held| (sent, held)),
         }
     }
 
     /// Sends `msg` as a request (or an ask), its answer's slot registered first, and keeps
-    /// the endpoint for the wait that follows: the request id and the endpoint.
-    fn send_awaiting(&self, to: Address, msg: &AnyMessage, ask: bool) -> Result<(u64, Box<Endpoint>)> {
+    /// the endpoint for the wait that follows: the request id and the endpoint (`None` if
+    /// the endpoint could not be had before `deadline`).
+    fn send_awaiting(
+        &self,
+        to: Address,
+        msg: &AnyMessage,
+        ask: bool,
+        deadline: Instant,
+    ) -> Result<(u64, Option<Held<'_>>)> {
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let correlation = if ask {
             Correlation::Ask(id)
         } else {
             Correlation::Request(id)
         };
-        let mut endpoint = self.take_endpoint(|shared| {
+        let held = self.take_endpoint(Some(deadline), |shared| {
             shared.answers.insert(id, None);
         })?;
-        match self.send(&mut endpoint, to, msg, correlation) {
-            Ok(_) => Ok((id, endpoint)),
+        let Some(held) = held else {
+            return Ok((id, None));
+        };
+        match self.send(held, to, msg, correlation) {
+            Ok((_, held)) => Ok((id, Some(held))),
             Err(e) => {
-                let mut shared = self.lock();
-                shared.answers.remove(&id);
-                self.put_back(shared, endpoint);
+                self.forget_answer(id);
                 Err(e)
             }
         }
@@ -507,8 +612,12 @@ impl ProcessSystem {
         timeout: Duration,
     ) -> Result<Option<(Address, AnyMessage)>> {
         let deadline = deadline_after(timeout);
-        let (id, endpoint) = self.send_awaiting(to, msg, false)?;
-        let answer = self.wait_for(deadline, Some(endpoint), |shared| shared.take_answer(id));
+        let (id, held) = self.send_awaiting(to, msg, false, deadline)?;
+        if held.is_none() {
+            self.forget_answer(id);
+            return Ok(None);
+        }
+        let answer = self.wait_for(deadline, held, |shared| shared.take_answer(id));
         if !matches!(answer, Ok(Some(_))) {
             self.forget_answer(id);
         }
@@ -519,15 +628,18 @@ impl ProcessSystem {
     /// (Thespian's `ask`).
     pub(crate) fn ask(&self, to: Address, msg: &AnyMessage, timeout: Duration) -> Result<(Address, AnyMessage)> {
         let deadline = deadline_after(timeout);
-        let (id, endpoint) = self.send_awaiting(to, msg, true)?;
+        let (id, held) = self.send_awaiting(to, msg, true, deadline)?;
         let mut own = false;
-        let answer = self.wait_for(deadline, Some(endpoint), |shared| match shared.take_answer(id) {
-            Some(answer) => {
-                own = true;
-                Some(answer.and_then(|(sender, msg)| for_client(sender, msg)))
-            }
-            None => shared.take_message(),
-        });
+        let answer = match held {
+            None => Ok(None),
+            Some(held) => self.wait_for(deadline, Some(held), |shared| match shared.take_answer(id) {
+                Some(answer) => {
+                    own = true;
+                    Some(answer.and_then(|(sender, msg)| for_client(sender, msg)))
+                }
+                None => shared.take_message(),
+            }),
+        };
         if !own {
             self.forget_answer(id);
         }
@@ -580,17 +692,28 @@ impl ProcessSystem {
     /// Closes this client — its control connection, its socket, its connections — first
     /// stopping the whole system if `stop_admin`. A second call does nothing.
     fn finish(&self, stop_admin: bool) -> Result<()> {
-        let mut endpoint = match self.take_endpoint(|_| {}) {
-            Ok(endpoint) => endpoint,
-            Err(_) => return Ok(()), // closed already
+        let mut endpoint = match self.take_endpoint(None, |_| {}) {
+            Ok(Some(mut held)) => match held.endpoint.take() {
+                Some(endpoint) => endpoint,
+                None => return Ok(()),
+            },
+            _ => return Ok(()), // closed already
         };
-        let admin = {
+        let (admin, untaken) = {
             let mut shared = self.lock();
             shared.closed = true;
             shared.sort_arrivals(&mut endpoint, self.address);
-            shared.admin.take()
+            let untaken = std::mem::take(&mut shared.mailbox);
+            (shared.admin.take(), untaken)
         };
         self.changed.notify_all();
+        // What reached this client and was never taken: not for silence.
+        if !untaken.is_empty() {
+            tracing::debug!(client = %self.address, count = untaken.len(), "closing with untaken messages: dead letters");
+        }
+        for (sender, msg) in untaken {
+            endpoint.dead_letters_from(sender, self.address, vec![msg]);
+        }
         let _ = std::fs::remove_file(runtime_dir::socket_path(&self.rundir, self.address));
         if !stop_admin {
             // Acknowledge what this client took before it goes, or its senders would count
@@ -628,20 +751,28 @@ impl Shared {
                     msg,
                     receipt,
                     correlation,
-                } => match correlation {
-                    Correlation::Reply(id) => {
-                        endpoint.processed(receipt);
-                        match self.answers.get_mut(&id) {
+                } => {
+                    endpoint.processed(receipt);
+                    match correlation {
+                        Correlation::Reply(id) => match self.answers.get_mut(&id) {
                             Some(slot @ None) => *slot = Some(Ok((sender, msg))),
                             _ => {
                                 tracing::debug!(%sender, request = id, message_type = msg.tag(),
                                     "an answer whose caller gave up: a dead letter");
-                                endpoint.dead_letters(me, vec![msg]);
+                                endpoint.dead_letters_from(sender, me, vec![msg]);
                             }
+                        },
+                        _ if self.mailbox.len() < MAILBOX_LIMIT => self.mailbox.push_back((sender, msg)),
+                        _ => {
+                            self.overflowed += 1;
+                            if self.overflowed.is_power_of_two() {
+                                tracing::warn!(client = %me, limit = MAILBOX_LIMIT, overflowed = self.overflowed,
+                                    "the client's mailbox is full (nobody calls listen or ask): further plain messages are dead letters");
+                            }
+                            endpoint.dead_letters_from(sender, me, vec![msg]);
                         }
                     }
-                    _ => self.mailbox.push_back((sender, msg, receipt)),
-                },
+                }
                 Inbound::PeerLost { peer, cause, returned } => {
                     let mut messages = Vec::with_capacity(returned.len());
                     for back in returned {
@@ -649,6 +780,9 @@ impl Shared {
                             back.correlation.request_id().map(|id| self.answers.get_mut(&id))
                         {
                             *slot = Some(Err(cause.clone().into_error(peer)));
+                        }
+                        if let Some(watched) = self.watched.get_mut(&back.id) {
+                            *watched = Some(cause.clone());
                         }
                         messages.push(back.msg);
                     }
@@ -677,8 +811,7 @@ impl Shared {
     /// The next plain message for `listen` or `ask` (`Some(Ok(None))`: only runtime
     /// notices, which are not for clients, were there), or the admin's loss.
     fn take_message(&mut self) -> Option<Result<Option<(Address, AnyMessage)>>> {
-        while let Some((sender, msg, receipt)) = self.mailbox.pop_front() {
-            self.taken.push(receipt);
+        while let Some((sender, msg)) = self.mailbox.pop_front() {
             match for_client(sender, msg) {
                 Ok(None) => continue,
                 other => return Some(other),

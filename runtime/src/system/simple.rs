@@ -49,7 +49,7 @@ use greenroom_protocol::{
     OnFailure, Payload, RestartType,
 };
 
-use super::{for_client, request_error, ActorInfo, SystemConfig};
+use super::{for_client, ActorInfo, SystemConfig};
 use crate::{
     actor::{panic_text, program_registry, receive_with_retry, Backend, Context, Registry},
     error::{Error, Result},
@@ -57,7 +57,7 @@ use crate::{
         is_exit_traffic, take_undecodable, ActorExitRequest, AnyMessage, ChildActorExited, ChildRestarted,
         DeadEnvelope, Message, PoisonMessage, WakeupMessage,
     },
-    request::{PendingRequests, RequestError, RequestId, RequestKind},
+    request::{MadeUp, PendingRequests, RequestError, RequestId, RequestKind},
     troupe::{self, TroupeDone, TroupeWorkInProgress, WorkerRole},
 };
 
@@ -118,6 +118,10 @@ struct Envelope {
     target: Address,
     msg: AnyMessage,
     correlation: Correlation,
+    /// Already the `Response<M>` the target's request gets (made up by the target's own
+    /// pending requests: a timeout, a message that could not be delivered), not an answer
+    /// to turn into one.
+    made_up: bool,
 }
 
 /// What reaches one client: plain messages for `listen`/`ask`, and the answers its pending
@@ -145,8 +149,10 @@ struct Slot {
     held: VecDeque<(Address, AnyMessage, Correlation)>,
     /// This actor's side of a troupe, if it works in one.
     worker: WorkerRole,
-    /// Its requests waiting for answers (`Context::request`), on the virtual clock.
+    /// Its requests waiting for answers (`Context::request`), on the virtual clock, and
+    /// the due time of the one timer set for the earliest of them.
     requests: PendingRequests<Duration>,
+    request_timer: Option<Duration>,
     /// `ChildSpec::idle_timeout`, and when it last processed a message from another endpoint
     /// (or was created).
     idle_timeout: Option<Duration>,
@@ -540,6 +546,18 @@ impl Core {
             target,
             msg,
             correlation,
+            made_up: false,
+        });
+    }
+
+    /// Queues a `Response` `requester`'s pending requests made up (see [`MadeUp`]).
+    fn enqueue_made_up(&mut self, requester: Address, made: MadeUp) {
+        self.queue.push_back(Envelope {
+            sender: made.from,
+            target: requester,
+            msg: made.msg,
+            correlation: Correlation::Reply(made.id),
+            made_up: true,
         });
     }
 
@@ -636,6 +654,7 @@ impl Core {
                 held: VecDeque::new(),
                 worker: WorkerRole::default(),
                 requests: PendingRequests::new(1),
+                request_timer: None,
                 idle_timeout: spec.idle_timeout,
                 active_at: self.now,
                 restart: spec.restart,
@@ -691,12 +710,21 @@ impl Core {
                 return true;
             }
             TimerKind::RequestDue => {
-                let expired = match self.actors.get_mut(&timer.actor) {
-                    Some(slot) => slot.requests.expire(self.now),
-                    None => Vec::new(),
+                let Some(slot) = self.actors.get_mut(&timer.actor) else {
+                    return true;
                 };
-                for (asked, reply) in expired {
-                    self.enqueue(asked, me, reply);
+                if slot.request_timer == Some(timer.due) {
+                    slot.request_timer = None;
+                }
+                let expired = slot.requests.expire(self.now);
+                // One timer per actor, for its earliest request still waiting.
+                let next = slot.requests.next_due().filter(|_| slot.request_timer.is_none());
+                if let Some(due) = next {
+                    slot.request_timer = Some(due);
+                    self.set_timer_at(timer.actor, due, TimerKind::RequestDue);
+                }
+                for made in expired {
+                    self.enqueue_made_up(me, made);
                 }
                 return true;
             }
@@ -725,8 +753,13 @@ impl Core {
 
     /// Sets a timer of actor `id`, due `after` from now.
     fn set_timer(&mut self, id: u64, after: Duration, kind: TimerKind) {
-        self.timers_set += 1;
         let due = self.deadline_after(after);
+        self.set_timer_at(id, due, kind);
+    }
+
+    /// Sets a timer of actor `id`, due at `due`.
+    fn set_timer_at(&mut self, id: u64, due: Duration, kind: TimerKind) {
+        self.timers_set += 1;
         self.timers.push(Reverse(Timer {
             due,
             order: self.timers_set,
@@ -764,15 +797,16 @@ impl Core {
             }
             if !matches!(wait, Wait::Answer(_)) {
                 if let Some((sender, msg)) = inbox.mailbox.pop_front() {
-                    match for_client(sender, msg)? {
-                        Some(delivered) => {
-                            if let Some(id) = wait.answer_id() {
-                                inbox.answers.remove(&id);
-                            }
-                            return Ok(Some(delivered));
-                        }
-                        None => continue,
+                    let taken = for_client(sender, msg);
+                    if matches!(taken, Ok(None)) {
+                        continue;
                     }
+                    // An ask ends with this message (or its error): a later answer of its own
+                    // is a dead letter.
+                    if let Some(id) = wait.answer_id() {
+                        inbox.answers.remove(&id);
+                    }
+                    return taken;
                 }
             }
             if let Some(envelope) = self.queue.pop_front() {
@@ -805,6 +839,7 @@ impl Core {
             target,
             msg,
             correlation,
+            made_up,
         }: Envelope,
     ) {
         let id = target.id();
@@ -823,16 +858,18 @@ impl Core {
             self.undeliverable(sender, target, msg, correlation);
             return;
         };
-        let (msg, correlation) = match correlation {
-            Correlation::Reply(request) => match slot.requests.answer(request, sender, msg) {
-                Ok(reply) => (reply, Correlation::None),
+        // The answer to one of its requests becomes its `Response`, delivered with the
+        // request's correlation (which keeps a failure on it from going back as poison).
+        let msg = match correlation {
+            Correlation::Reply(request) if !made_up => match slot.requests.answer(request, sender, msg) {
+                Ok(response) => response,
                 Err(msg) => {
                     // An answer nothing waits for: its request timed out.
                     self.dead_letter(sender, target, msg);
                     return;
                 }
             },
-            c => (msg, c),
+            _ => msg,
         };
         if slot.exiting && !is_exit_traffic(&msg) && !troupe::is_returned_hand_off(&msg) {
             self.refuse_while_exiting(sender, target, msg, correlation);
@@ -854,29 +891,34 @@ impl Core {
     /// requester hears that it failed (as the process base returns it to its sender).
     fn undeliverable(&mut self, sender: Address, target: Address, msg: AnyMessage, correlation: Correlation) {
         if let Some(request) = correlation.request_id() {
-            let error = match self.gone.get(&target.id()) {
-                Some(cause) => RequestError::Gone { cause: cause.clone() },
-                None => RequestError::Unknown,
-            };
-            self.fail_request(sender, target, request, error);
+            let cause = self.gone.get(&target.id()).cloned();
+            self.fail_request(sender, target, request, cause);
         }
         self.dead_letter(sender, target, msg);
     }
 
-    /// Request `request` of `requester` (an actor or a client) to `target` failed.
-    fn fail_request(&mut self, requester: Address, target: Address, request: u64, error: RequestError) {
+    /// Request `request` of `requester` (an actor or a client) to `target` failed: `target`
+    /// is gone (`Some(cause)`) or was never created.
+    fn fail_request(&mut self, requester: Address, target: Address, request: u64, cause: Option<ExitCause>) {
         if let Some(inbox) = self.clients.get_mut(&requester.id()) {
             if let Some(slot @ None) = inbox.answers.get_mut(&request) {
-                *slot = Some(Err(request_error(target, error)));
+                *slot = Some(Err(match cause {
+                    Some(cause) => Error::ActorGone { address: target, cause },
+                    None => Error::UnknownActor(target),
+                }));
             }
             return;
         }
+        let error = match cause {
+            Some(cause) => RequestError::Gone { cause },
+            None => RequestError::Unknown,
+        };
         let returned = self
             .actors
             .get_mut(&requester.id())
             .and_then(|slot| slot.requests.returned(request, error));
-        if let Some((asked, reply)) = returned {
-            self.enqueue(asked, requester, reply);
+        if let Some(made) = returned {
+            self.enqueue_made_up(requester, made);
         }
     }
 
@@ -934,11 +976,15 @@ impl Core {
         let (on_failure, exiting) = (slot.on_failure, slot.exiting);
         let timers_before = self.timers_set;
         let running = RunningActorCode::enter();
+        let mut unanswered = None;
         let failure = receive_with_retry(&msg, on_failure, |attempt| {
             let mut backend = SimpleBackend { core: self, me: target };
             let mut ctx = Context::new(target, &mut backend, sender, correlation);
             let outcome = match catch_unwind(AssertUnwindSafe(|| actor.receive(&mut ctx, &msg, sender))) {
-                Ok(Ok(())) => Ok(()),
+                Ok(Ok(())) => {
+                    unanswered = ctx.unanswered_request();
+                    Ok(())
+                }
                 Ok(Err(e)) => Err(format!("receive returned an error: {e}")),
                 Err(panic) => Err(format!("receive panicked: {}", panic_text(&*panic))),
             };
@@ -952,6 +998,14 @@ impl Core {
             outcome
         });
         drop(running);
+        if let Some(request) = unanswered {
+            // As on the process base: a request nothing answered fails at once, saying so.
+            let type_name = self.actors.get(&id).map_or("?", |s| s.type_name.as_str());
+            match crate::request::unanswered(type_name, msg.tag()) {
+                Ok(m) => self.enqueue_correlated(target, sender, m, Correlation::Reply(request)),
+                Err(e) => tracing::error!(error = %e, "simple base: could not encode an Unanswered"),
+            }
+        }
         if let Some(slot) = self.actors.get_mut(&id) {
             slot.actor = Some(actor);
             // Idleness is about other endpoints: its own wakeups do not make it busy.
@@ -975,7 +1029,12 @@ impl Core {
             // sender that is gone cannot take it back (as on the process base, where the send
             // fails): logged, never a dead letter, which could fail again and loop.
             let sender_alive = self.actors.contains_key(&sender.id()) || self.clients.contains_key(&sender.id());
-            if returnable && sender != target {
+            if returnable && matches!(correlation, Correlation::Reply(_)) {
+                // The `Response` to one of its own requests: not its sender's to take back.
+                tracing::warn!(actor = %target, %sender, message_type = msg.tag(),
+                    "the actor failed on the response to its request; handed to the dead-letter path");
+                self.dead_letter(sender, target, msg);
+            } else if returnable && sender != target {
                 if sender_alive {
                     // The answer to the request or ask it was, if it was one.
                     match AnyMessage::new(&PoisonMessage { message: msg, details }) {
@@ -1113,6 +1172,9 @@ impl Core {
         let Some(slot) = self.actors.get_mut(&id) else { return };
         let old = slot.actor.replace(fresh);
         slot.incarnation += 1;
+        // The new actor never gets its predecessor's answers: they are dead letters.
+        slot.requests = PendingRequests::new(slot.incarnation);
+        slot.request_timer = None;
         slot.active_at = self.now;
         let restart_count = slot.incarnation - 1;
         {
@@ -1139,10 +1201,7 @@ impl Core {
             Some(poison) => self.enqueue_message(target, sender, &poison),
             None => {
                 if let Some(request) = correlation.request_id() {
-                    let error = RequestError::Gone {
-                        cause: ExitCause::Normal,
-                    };
-                    self.fail_request(sender, target, request, error);
+                    self.fail_request(sender, target, request, Some(ExitCause::Normal));
                 }
                 self.dead_letter(sender, target, msg);
             }
@@ -1154,7 +1213,15 @@ impl Core {
         let handler = self.dead_letter_handler.filter(|h| self.actors.contains_key(h));
         match handler {
             Some(handler) if !message.is::<DeadEnvelope>() => {
-                self.enqueue_message(target, Address::local(handler), &DeadEnvelope { target, message });
+                self.enqueue_message(
+                    target,
+                    Address::local(handler),
+                    &DeadEnvelope {
+                        target,
+                        sender,
+                        message,
+                    },
+                );
             }
             _ => tracing::warn!(target_actor = %target, %sender, message_type = message.tag(),
                 "dead letter: no handler registered; message dropped"),
@@ -1183,7 +1250,10 @@ impl Backend for SimpleBackend<'_> {
         };
         let id = slot.requests.next_id();
         slot.requests.start(id, kind, to, due, timeout);
-        core.set_timer(self.me.id(), timeout, TimerKind::RequestDue);
+        if slot.request_timer.is_none_or(|set| due < set) {
+            slot.request_timer = Some(due);
+            core.set_timer_at(self.me.id(), due, TimerKind::RequestDue);
+        }
         core.enqueue_correlated(self.me, to, msg, Correlation::Request(id.get()));
         Ok(id)
     }
