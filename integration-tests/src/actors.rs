@@ -362,6 +362,12 @@ pub enum Crash {
     /// Reply [`Echoed`] with this nonce, this process's pid and the work counted by this
     /// incarnation.
     Ping(u64),
+    /// Count one unit of work, answer as [`Crash::Ping`] does, and send `bytes` bytes to
+    /// `stall`. Sent to a client of this system that never reads, those bytes do not all
+    /// fit in its socket, so the host waits in `flush_all` with the answer written and the
+    /// message not yet recorded as done: the instant in which a kill brings the message
+    /// back as poison although its answer went out.
+    PingThenStall { nonce: u64, stall: Address, bytes: u64 },
 }
 
 /// A [`Crasher`]'s answer to [`Crash::Ping`].
@@ -422,6 +428,15 @@ impl Actor for Crasher {
                 std::hint::spin_loop();
             },
             Crash::Inc => self.count += 1,
+            Crash::PingThenStall { nonce, stall, bytes } => {
+                self.count += 1;
+                let pong = Pong {
+                    pid: std::process::id(),
+                    deliveries: self.count,
+                };
+                ctx.send(sender, Echoed { nonce, pong })?;
+                ctx.send(stall, vec![0u8; bytes as usize])?;
+            }
             Crash::Ping(nonce) => ctx.send(
                 sender,
                 Echoed {
