@@ -83,6 +83,19 @@ fn hello_redux_prints_twice_then_says_the_actor_is_gone() {
 }
 
 #[test]
+fn word_count_answers_through_requests_between_actors_on_both_bases() {
+    let expected = "12 lines, 131 words; most frequent: the 26, actor 6, a 5, is 5, and 4; 1 line(s) recounted\n";
+    // Its counter's failure on one line is logged (and the line counted again).
+    for args in [&[][..], &["--base", "simple"]] {
+        assert_eq!(
+            run_example_with(env!("CARGO_BIN_EXE_word_count"), args, false),
+            expected,
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
 fn crash_recovery_loses_nothing() {
     let out = run_example_with(env!("CARGO_BIN_EXE_crash_recovery"), &["--kills", "3"], false);
     let last = out.lines().last().unwrap_or_default();
