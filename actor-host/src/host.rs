@@ -839,10 +839,7 @@ impl Backend for HostBackend<'_> {
         // Past the window, a send fails and the actor decides what to do, rather than queue
         // without bound. (What it sent is written when `receive` returns; a receiver that
         // stops reading holds the actor there, see `Endpoint::flush_all`.)
-        match self
-            .endpoint
-            .send_live_within(to, &msg, correlation, Some(self.send_window))
-        {
+        match self.endpoint.send_live(to, &msg, correlation, Some(self.send_window)) {
             // Thespian's rule: sending to a dead actor is not the sender's failure; the
             // message became a dead letter.
             Ok(_) | Err(Error::ActorGone { .. } | Error::UnknownActor(_)) => Ok(()),
@@ -861,10 +858,7 @@ impl Backend for HostBackend<'_> {
         self.requests
             .start(id, kind, to, greenroom::system::deadline_after(timeout), timeout);
         let correlation = Correlation::Request(id.get());
-        match self
-            .endpoint
-            .send_live_within(to, &msg, correlation, Some(self.send_window))
-        {
+        match self.endpoint.send_live(to, &msg, correlation, Some(self.send_window)) {
             Ok(_) => Ok(id),
             // As a send to a dead actor: a dead letter, and the request's `Response`, after
             // this receive, says why.

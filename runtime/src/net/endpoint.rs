@@ -580,16 +580,11 @@ impl Endpoint {
 
     /// Sends `msg` to `to` like [`Endpoint::send_correlated`]; if `to` is gone for good or
     /// was never created, the message goes to the dead-letter path as well as the error
-    /// coming back: it never reached anyone, and is not for silence.
-    pub fn send_live(&mut self, to: Address, msg: &AnyMessage, correlation: Correlation) -> Result<SentId> {
-        self.send_live_within(to, msg, correlation, None)
-    }
-
-    /// [`Endpoint::send_live`], but with a `window`, it fails with [`Error::Backpressure`]
-    /// instead of queueing when `to` already holds `window` bytes of this endpoint's
-    /// unprocessed messages. A message bigger than the window still goes when nothing else
-    /// is outstanding.
-    pub fn send_live_within(
+    /// coming back: it never reached anyone, and is not for silence. With a `window`, it
+    /// fails with [`Error::Backpressure`] instead of queueing when `to` already holds
+    /// `window` bytes of this endpoint's unprocessed messages (a message bigger than the
+    /// window still goes when nothing else is outstanding).
+    pub fn send_live(
         &mut self,
         to: Address,
         msg: &AnyMessage,

@@ -19,8 +19,9 @@
 //! ```
 //!
 //! So a `tell` never waits behind another thread's `request`, `ask` or `listen`, and each
-//! request gets its own answer. (A `tell` waiting for room in a full send window, a create
-//! and the other admin requests do hold the endpoint while they wait.)
+//! request gets its own answer. A `tell` waiting for room in a full send window shares what
+//! arrives and hands the endpoint over between its waits; a create and the other admin
+//! requests hold it while they wait for the admin (milliseconds).
 
 use std::{
     collections::VecDeque,
@@ -512,7 +513,7 @@ impl ProcessSystem {
         msg: &AnyMessage,
         correlation: Correlation,
     ) -> Result<(SentId, Held<'a>)> {
-        let sent = held.send_live(to, msg, correlation)?;
+        let sent = held.send_live(to, msg, correlation, None)?;
         held.flush();
         if let Some(cause) = held.returned_send(sent) {
             return Err(cause.into_error(to));
