@@ -299,7 +299,7 @@ impl<'a> Context<'a> {
     }
 
     /// Sends the request `msg` to `to` without waiting: the answer arrives later as a
-    /// [`Response<M>`](crate::Reply) message with the returned id (its sender is `to`), or, if
+    /// [`Response<M>`](crate::Response) message with the returned id (its sender is `to`), or, if
     /// none comes within `timeout`, a `Response` whose `result` says why (timed out, failed on
     /// by the receiver, receiver gone, in doubt). Exactly one `Response` arrives per request
     /// while this actor's process lives; an answer that comes later is a dead letter, and so
