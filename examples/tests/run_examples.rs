@@ -64,10 +64,10 @@ fn hello_prints_hello_world() {
     assert_eq!(run_example(env!("CARGO_BIN_EXE_hello")), "Hello, World!\n");
 }
 
-/// hello_redux's last question goes to an actor that is gone: the message is a dead letter,
+/// hello_redux's last request goes to an actor that is gone: the message is a dead letter,
 /// which its admin logs (the program registers no dead-letter handler).
 fn run_hello_redux(args: &[&str]) -> String {
-    let dead_letter = |line: &str| line.contains("dead letter") && line.contains("alloc::string::String");
+    let dead_letter = |line: &str| line.contains("dead letter") && line.contains("hello_redux::Hi");
     run_example_logging(env!("CARGO_BIN_EXE_hello_redux"), args, dead_letter)
 }
 

@@ -5,50 +5,52 @@
 //! ```
 //!
 //! A `Counter` actor runs in its own process under the root supervisor. The client keeps
-//! asking it `Add { seq }` with numbered requests, one at a time; after every 100 requests
-//! it kills the counter's host process with SIGKILL, from outside the runtime, the way an
-//! operator would: it looks up the pid with `system.actor_info(counter)?.pid` and calls
-//! `kill(2)` from another thread while the requests go on. Each `Add` takes 200 µs of
-//! simulated work, so a kill often lands while a request is being processed.
+//! requesting `Add { seq }` of it, numbered, one at a time; after every 100 requests it kills
+//! the counter's host process with SIGKILL, from outside the runtime, the way an operator
+//! would: it looks up the pid with `system.actor_info(counter)?.pid` and calls `kill(2)` from
+//! another thread while the requests go on. Each `Add` takes 200 µs of simulated work, so a
+//! kill often lands while a request is being processed.
 //!
 //! What it shows:
 //!
 //! * the admin restarts the actor at the **same address**: the client keeps using the
-//!   `Address` it got from `create_actor` and never learns a new one;
+//!   `ActorRef` it got from `create_actor` and never learns a new one;
 //! * requests waiting in the queue are kept and answered by the new process;
-//! * the request being processed when the process died comes back to its sender: the
-//!   pending `ask` fails with `Error::Poisoned` (it may be what killed the actor, so it is
-//!   not run again);
+//! * the request being processed when the process died comes back to its sender: its
+//!   `request` fails with `Error::Poisoned` (it may be what killed the actor, so it is not
+//!   run again);
 //! * the new process starts from a fresh `Counter` (its `handled` count starts again at 1):
 //!   state in memory dies with the process.
 //!
-//! Every number printed comes from the client's own count of replies: a request is
-//! *delivered* when a reply echoing its `seq` arrives, *poisoned* when its `ask` returns
-//! `Error::Poisoned`, and *lost* otherwise (timeout or any other error). Replies carry the
-//! pid of the process that produced them, which is how the client recognises the first
-//! reply of a new incarnation; the restart time is from `kill` returning to that reply. Only
-//! `restarts` is read from the system (`actor_info(..).incarnation - 1`). The supervisor is
-//! set to restart without backoff, so the figure is the restart itself.
+//! Every number printed comes from the client's own count of what its calls returned. Each
+//! `system.request` returns this request's fate and nothing else's: *delivered* (its answer),
+//! *poisoned* (`Error::Poisoned`), or *lost* (a timeout or any other error). An answer that
+//! comes after its call gave up, or a request returned after it was answered, cannot reach
+//! another call: it is a dead letter, which the admin logs. Each answer echoes its request's
+//! `seq` as a cross-check, and carries the pid of the process that produced it, which is how
+//! the client recognises the first answer of a new incarnation; the restart time is from
+//! `kill` returning to that answer. Only `restarts` is read from the system
+//! (`actor_info(..).incarnation - 1`). The supervisor is set to restart without backoff, so
+//! the figure is the restart itself.
 //!
 //! ```text
 //! kill 1: pid 13047 -> 13057, @2 -> @2, first reply after 2.01 ms (incarnation 2, its count restarted at 1; #101 poisoned)
 //! kill 2: pid 13057 -> 13068, @2 -> @2, first reply after 1.87 ms (incarnation 3, its count restarted at 1; nothing poisoned: no request was being processed at the kill)
 //! ...
-//! 611 requests: 608 answered, 3 poisoned, 0 lost, 0 answered twice
+//! 611 requests: 608 answered, 3 poisoned, 0 lost, 0 answered with another's answer
 //! kills=5 restarts=5 lost=0 poisoned=3 restart_p50_ms=1.95
 //! ```
 //!
-//! The program exits with status 1 if any request was lost or answered twice, or if the
-//! address changed or the pid did not.
+//! The program exits with status 1 if any request was lost or got another request's answer,
+//! or if the address changed or the pid did not.
 
 use std::{
-    collections::BTreeMap,
     fmt, thread,
     time::{Duration, Instant},
 };
 
 use greenroom::{
-    Actor, ActorExitRequest, ActorResult, ActorSystem, Address, AnyMessage, Backoff, Context, Error, Registry,
+    dispatch, ActorRef, ActorResult, ActorSystem, Address, Backoff, Context, Error, Handle, Registry, Request,
     SupervisorSpec, SystemConfig,
 };
 use nix::{
@@ -57,13 +59,13 @@ use nix::{
 };
 use serde::{Deserialize, Serialize};
 
-/// How long each `ask` waits for its reply.
-const ASK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long each request waits for its answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// Requests sent between two kills (steady load before each kill).
 const LOAD_PER_ROUND: u64 = 100;
 /// Simulated work per request, so that a kill is likely to find a request in flight.
 const WORK: Duration = Duration::from_micros(200);
-/// How long to wait for the first reply from a new incarnation before giving up.
+/// How long to wait for the first answer from a new incarnation before giving up.
 const RECOVERY_DEADLINE: Duration = Duration::from_secs(10);
 
 /// A numbered request.
@@ -72,12 +74,19 @@ struct Add {
     seq: u64,
 }
 
+impl Request for Add {
+    type Reply = Added;
+}
+
 /// The answer to `Add`: echoes `seq`, and says which process produced it.
 #[derive(Debug, Serialize, Deserialize)]
 struct Added {
+    /// The request's `seq`: a cross-check that each answer reaches the request it answers.
     seq: u64,
     /// The pid of the host process that handled the request.
     pid: u32,
+    /// The address the actor answered from, as it knows it.
+    address: Address,
     /// Requests handled by this incarnation: its in-memory state, lost on every restart.
     handled: u64,
 }
@@ -87,170 +96,118 @@ struct Counter {
     handled: u64,
 }
 
-impl Actor for Counter {
-    fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, sender: Address) -> ActorResult {
-        if let Some(Add { seq }) = msg.downcast::<Add>() {
-            thread::sleep(WORK);
-            self.handled += 1;
-            let reply = Added {
-                seq,
-                pid: std::process::id(),
-                handled: self.handled,
-            };
-            ctx.send(sender, reply)?;
-        }
-        Ok(())
+impl Handle<Add> for Counter {
+    type Reply = Added;
+    fn handle(&mut self, ctx: &mut Context<'_>, Add { seq }: Add, _: Address) -> ActorResult<Added> {
+        thread::sleep(WORK);
+        self.handled += 1;
+        Ok(Added {
+            seq,
+            pid: std::process::id(),
+            address: ctx.my_address(),
+            handled: self.handled,
+        })
     }
 }
 
-/// What became of one request, as the client saw it.
+dispatch!(Counter { Add });
+
+/// What became of one request, as the client saw it: the result of its own call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
-    /// No answer (yet): counted as lost at the end.
-    Pending,
     Delivered,
     Poisoned,
+    /// Timed out or failed otherwise.
+    Lost,
 }
 
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Outcome::Pending => "no answer",
             Outcome::Delivered => "delivered",
             Outcome::Poisoned => "poisoned",
+            Outcome::Lost => "lost",
         })
     }
 }
 
-/// The client's ledger: every request it sent and what came back.
+/// The client's ledger: what became of every request it sent, by `seq`.
 struct Load<'a> {
     system: &'a ActorSystem,
-    counter: Address,
-    next_seq: u64,
-    outcomes: BTreeMap<u64, Outcome>,
-    /// Replies for a request that had already been answered (should stay 0).
-    duplicates: u64,
-    /// Poison for a request whose reply had already arrived (a death in the instant between
-    /// writing the reply and recording the request as done).
-    poisoned_after_reply: u64,
-    /// Consecutive requests that got neither a reply nor a poison.
+    counter: ActorRef<Counter>,
+    /// `outcomes[seq - 1]`: request `seq`'s outcome.
+    outcomes: Vec<Outcome>,
+    /// Answers that echoed another request's `seq` (must stay 0).
+    misrouted: u64,
+    /// Consecutive requests that got neither an answer nor their message back.
     failures_in_a_row: u32,
 }
 
-/// One request's reply, as `Load::request` returns it.
+/// One request's answer, as `Load::request` returns it.
 struct Reply {
-    sender: Address,
     added: Added,
     at: Instant,
 }
 
 impl<'a> Load<'a> {
-    fn new(system: &'a ActorSystem, counter: Address) -> Self {
+    fn new(system: &'a ActorSystem, counter: ActorRef<Counter>) -> Self {
         Load {
             system,
             counter,
-            next_seq: 1,
-            outcomes: BTreeMap::new(),
-            duplicates: 0,
-            poisoned_after_reply: 0,
+            outcomes: Vec::new(),
+            misrouted: 0,
             failures_in_a_row: 0,
         }
     }
 
-    /// Sends the next `Add` and waits for its answer. Returns the reply if it came.
+    /// The `seq` the next request will carry.
+    fn next_seq(&self) -> u64 {
+        self.outcomes.len() as u64 + 1
+    }
+
+    /// Requests the next `Add` and waits for its answer. Returns the answer if it came.
+    ///
+    /// The call's result is this request's fate and nothing else's: an answer to an earlier
+    /// request cannot arrive here (one that comes after its call gave up is a dead letter,
+    /// which the admin logs), and neither can an earlier request coming back.
     fn request(&mut self) -> Result<Option<Reply>, Box<dyn std::error::Error>> {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.outcomes.insert(seq, Outcome::Pending);
-        let deadline = Instant::now() + ASK_TIMEOUT;
-        let mut answer = self.system.ask_any(self.counter, Add { seq }, ASK_TIMEOUT);
-        loop {
-            match answer {
-                Ok((sender, msg)) => {
-                    let at = Instant::now();
-                    let Some(added) = msg.try_downcast::<Added>()? else {
-                        return Err(format!("unexpected reply `{}` from {sender}", msg.tag()).into());
-                    };
-                    let for_this_one = added.seq == seq;
-                    self.record(added.seq, Outcome::Delivered);
-                    if for_this_one {
-                        self.failures_in_a_row = 0;
-                        return Ok(Some(Reply { sender, added, at }));
-                    }
-                    // A late reply to an earlier request: keep waiting for ours.
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    answer = match self.system.listen(left)? {
-                        Some(next) => Ok(next),
-                        None => Err(Error::Timeout {
-                            address: self.counter,
-                            timeout: ASK_TIMEOUT,
-                        }),
-                    };
+        let seq = self.next_seq();
+        let result = self.system.request(self.counter, Add { seq }, REQUEST_TIMEOUT);
+        let at = Instant::now();
+        let (outcome, reply) = match result {
+            Ok(added) => {
+                if added.seq != seq {
+                    eprintln!("request {seq} got the answer to request {}", added.seq);
+                    self.misrouted += 1;
                 }
-                Err(Error::Poisoned { message, .. }) => {
-                    // The request the actor was processing when its process died. It says
-                    // which request it was: usually this one.
-                    let Some(Add { seq: poisoned }) = message.try_downcast::<Add>()? else {
-                        return Err(format!("unexpected poison `{}`", message.tag()).into());
-                    };
-                    if self.outcomes.get(&poisoned) == Some(&Outcome::Delivered) {
-                        // The process died after writing the reply but before recording the
-                        // request as done: the poison says "may not have finished", and the
-                        // reply already came. Not a second answer.
-                        self.poisoned_after_reply += 1;
-                    } else {
-                        self.record(poisoned, Outcome::Poisoned);
-                    }
-                    if poisoned == seq {
-                        self.failures_in_a_row = 0;
-                        return Ok(None);
-                    }
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    answer = match self.system.listen(left) {
-                        Ok(Some(next)) => Ok(next),
-                        Ok(None) => Err(Error::Timeout {
-                            address: self.counter,
-                            timeout: ASK_TIMEOUT,
-                        }),
-                        Err(e) => Err(e),
-                    };
-                }
-                Err(e) => {
-                    eprintln!("request {seq}: {e}");
-                    self.failures_in_a_row += 1;
-                    if self.failures_in_a_row >= 5 {
-                        return Err(format!(
-                            "{} requests in a row went unanswered; giving up",
-                            self.failures_in_a_row
-                        )
-                        .into());
-                    }
-                    return Ok(None);
-                }
+                (Outcome::Delivered, Some(Reply { added, at }))
             }
-        }
-    }
-
-    fn record(&mut self, seq: u64, outcome: Outcome) {
-        match self.outcomes.get_mut(&seq) {
-            Some(o @ Outcome::Pending) => *o = outcome,
-            Some(_) => self.duplicates += 1,
-            None => eprintln!("answer for request {seq}, which was never sent"),
-        }
-    }
-
-    /// Collects replies that arrive after their `ask` gave up.
-    fn drain(&mut self) -> Result<(), Error> {
-        while let Some((_, msg)) = self.system.listen(Duration::from_millis(200))? {
-            if let Some(added) = msg.downcast::<Added>() {
-                self.record(added.seq, Outcome::Delivered);
+            // The request the actor was processing when its process died: it may be what
+            // killed the actor, so it is returned rather than run again.
+            Err(Error::Poisoned { .. }) => (Outcome::Poisoned, None),
+            Err(e) => {
+                eprintln!("request {seq}: {e}");
+                (Outcome::Lost, None)
             }
+        };
+        self.outcomes.push(outcome);
+        if outcome == Outcome::Lost {
+            self.failures_in_a_row += 1;
+            if self.failures_in_a_row >= 5 {
+                return Err(format!(
+                    "{} requests in a row went unanswered; giving up",
+                    self.failures_in_a_row
+                )
+                .into());
+            }
+        } else {
+            self.failures_in_a_row = 0;
         }
-        Ok(())
+        Ok(reply)
     }
 
     fn count(&self, outcome: Outcome) -> usize {
-        self.outcomes.values().filter(|o| **o == outcome).count()
+        self.outcomes.iter().filter(|o| **o == outcome).count()
     }
 }
 
@@ -306,7 +263,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         ..Default::default()
     };
     let system = ActorSystem::start_with(SystemConfig::default().root_supervision(supervision))?;
-    let counter = system.create_actor::<Counter>()?.address();
+    let counter = system.create_actor::<Counter>()?;
     let mut load = Load::new(&system, counter);
     let mut recoveries = Vec::new();
     let mut address_changed = false;
@@ -327,13 +284,13 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             kill(Pid::from_raw(old_pid as i32), Signal::SIGKILL).map(|()| Instant::now())
         });
 
-        // Keep asking until a reply comes from a process other than the one killed.
+        // Keep requesting until an answer comes from a process other than the one killed.
         let started = Instant::now();
-        let first_seq = load.next_seq;
+        let first_seq = load.next_seq();
         let reply = loop {
             if started.elapsed() > RECOVERY_DEADLINE {
                 return Err(
-                    format!("no reply from a new incarnation of {counter} within {RECOVERY_DEADLINE:?}").into(),
+                    format!("no answer from a new incarnation of {counter} within {RECOVERY_DEADLINE:?}").into(),
                 );
             }
             if let Some(reply) = load.request()? {
@@ -351,11 +308,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
 
         // The requests sent since the kill thread started: the one that died with the process
         // comes back poisoned, the others reach one process or the other.
-        let in_flight: Vec<String> = (first_seq..load.next_seq)
-            .filter_map(|seq| match load.outcomes.get(&seq) {
-                Some(Outcome::Delivered) | None => None,
-                Some(other) => Some(format!("#{seq} {other}")),
-            })
+        let in_flight: Vec<String> = (first_seq..load.next_seq())
+            .zip(&load.outcomes[first_seq as usize - 1..])
+            .filter(|(_, outcome)| **outcome != Outcome::Delivered)
+            .map(|(seq, outcome)| format!("#{seq} {outcome}"))
             .collect();
         let in_flight = if in_flight.is_empty() {
             "nothing poisoned: no request was being processed at the kill".to_string()
@@ -366,48 +322,45 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         let info = system.actor_info(counter)?;
         let new_pid = reply.added.pid;
         if info.pid != Some(new_pid) {
-            return Err(format!("reply came from pid {new_pid} but actor_info says {:?}", info.pid).into());
+            return Err(format!("answer came from pid {new_pid} but actor_info says {:?}", info.pid).into());
         }
-        address_changed |= reply.sender != counter;
+        address_changed |= reply.added.address != counter.address();
         println!(
             "kill {round}: pid {old_pid} -> {new_pid}, {counter} -> {}, first reply after {:.2} ms \
              (incarnation {}, its count restarted at {}; {in_flight})",
-            reply.sender,
+            reply.added.address,
             recovery.as_secs_f64() * 1e3,
             info.incarnation,
             reply.added.handled,
         );
     }
 
-    // A little more load after the last restart, then collect any late replies.
+    // A little more load after the last restart.
     for _ in 0..LOAD_PER_ROUND {
         load.request()?;
     }
-    load.drain()?;
 
     let restarts = system.actor_info(counter)?.incarnation.saturating_sub(1);
-    let lost = load.count(Outcome::Pending);
+    let lost = load.count(Outcome::Lost);
     let poisoned = load.count(Outcome::Poisoned);
     let delivered = load.count(Outcome::Delivered);
     println!(
-        "{} requests: {delivered} answered, {poisoned} poisoned, {lost} lost, {} answered twice, \
-         {} answered and then returned (died between reply and bookkeeping)",
+        "{} requests: {delivered} answered, {poisoned} poisoned, {lost} lost, {} answered with another's answer",
         load.outcomes.len(),
-        load.duplicates,
-        load.poisoned_after_reply,
+        load.misrouted,
     );
     println!(
         "kills={kills} restarts={restarts} lost={lost} poisoned={poisoned} restart_p50_ms={:.2}",
         median_ms(recoveries)
     );
 
-    system.tell(counter, ActorExitRequest)?;
+    system.stop(counter)?;
     system.shutdown()?;
 
-    if lost > 0 || address_changed || load.duplicates > 0 {
+    if lost > 0 || address_changed || load.misrouted > 0 {
         return Err(format!(
-            "recovery was not clean: lost={lost} duplicates={} address_changed={address_changed}",
-            load.duplicates
+            "recovery was not clean: lost={lost} misrouted={} address_changed={address_changed}",
+            load.misrouted
         )
         .into());
     }

@@ -6,85 +6,98 @@
 //! cargo run --release -p greenroom-examples --bin death_modes [-- --trials N]
 //! ```
 //!
-//! The actor dies while processing the fatal message, so that message comes back as poison;
-//! the next request is answered by the new process. Restarts are immediate (no backoff) so
-//! that the figure is the runtime's own cost: reap, spawn, handshake, reconnect, resend.
+//! The client tells the actor to die (or kills it), then requests its pid: the request waits
+//! in the actor's queue and is answered by the new process, and only that answer ends the
+//! call. The actor fails on the fatal message (its process dies; a panic, for comparison, is
+//! caught and its process lives on), so that message comes back to the client as poison,
+//! which it then takes with `listen`. Restarts are immediate (no backoff) so that the figure
+//! is the runtime's own cost: reap, spawn, handshake, reconnect, resend.
 
 use std::time::{Duration, Instant};
 
 use greenroom::{
-    Actor, ActorExitRequest, ActorResult, ActorSystem, Address, AnyMessage, Backoff, Context, Error, Registry,
+    dispatch, ActorRef, ActorResult, ActorSystem, Address, Backoff, Context, Error, Handle, Registry, Request,
     SupervisorSpec, SystemConfig,
 };
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-enum Order {
+/// How long a request waits for its answer (or its message back).
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Tells a [`Mortal`] to die one way (a one-way message: it comes back as poison).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+enum Die {
     Abort,
     Segfault,
     Exit,
     Panic,
-    /// Reply `(nonce, pid)`.
-    Pid(u64),
+}
+
+/// Asks a [`Mortal`] for the pid of its process.
+#[derive(Debug, Serialize, Deserialize)]
+struct WhatPid;
+
+impl Request for WhatPid {
+    type Reply = u32;
 }
 
 #[derive(Default)]
 struct Mortal;
 
-impl Actor for Mortal {
-    fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, sender: Address) -> ActorResult {
-        match msg.downcast::<Order>() {
-            Some(Order::Abort) => std::process::abort(),
-            Some(Order::Segfault) => {
+impl Handle<Die> for Mortal {
+    type Reply = ();
+    fn handle(&mut self, _: &mut Context<'_>, die: Die, _: Address) -> ActorResult {
+        match die {
+            Die::Abort => std::process::abort(),
+            Die::Segfault => {
                 let null = std::hint::black_box(std::ptr::null_mut::<u8>());
                 // SAFETY: none — this actor crashes its process on purpose with a real SIGSEGV.
                 unsafe { null.write_volatile(1) };
+                Ok(())
             }
-            Some(Order::Exit) => std::process::exit(3),
-            Some(Order::Panic) => panic!("told to panic"),
-            Some(Order::Pid(nonce)) => ctx.send(sender, (nonce, std::process::id()))?,
-            None => {}
+            Die::Exit => std::process::exit(3),
+            Die::Panic => panic!("told to panic"),
         }
-        Ok(())
     }
 }
+
+impl Handle<WhatPid> for Mortal {
+    type Reply = u32;
+    fn handle(&mut self, _: &mut Context<'_>, _: WhatPid, _: Address) -> ActorResult<u32> {
+        Ok(std::process::id())
+    }
+}
+
+dispatch!(Mortal { Die, WhatPid });
 
 fn median_ms(mut samples: Vec<Duration>) -> f64 {
     samples.sort_unstable();
     samples[samples.len() / 2].as_secs_f64() * 1e3
 }
 
-/// Asks for the actor's pid and waits for the answer to this very request (the fatal
-/// message comes back as poison first, and is skipped).
-fn pid(system: &ActorSystem, actor: Address, nonce: &mut u64) -> Result<u32, Error> {
-    *nonce += 1;
-    system.tell(actor, Order::Pid(*nonce))?;
+/// The pid of the actor's process. A request the process died on (a SIGKILL that caught it
+/// just as it arrived) comes back poisoned, and is asked again of the next incarnation.
+fn pid(system: &ActorSystem, actor: ActorRef<Mortal>) -> Result<u32, Error> {
     loop {
-        match system.listen(Duration::from_secs(5)) {
-            Ok(Some((_, msg))) => match msg.downcast::<(u64, u32)>() {
-                Some((n, pid)) if n == *nonce => return Ok(pid),
-                _ => continue,
-            },
-            Ok(None) => {
-                return Err(Error::Timeout {
-                    address: actor,
-                    timeout: Duration::from_secs(5),
-                })
-            }
-            Err(Error::Poisoned { message, .. }) => match message.downcast::<Order>() {
-                // Our own request died with the process: ask again.
-                Some(Order::Pid(n)) if n == *nonce => {
-                    *nonce += 1;
-                    system.tell(actor, Order::Pid(*nonce))?;
-                }
-                _ => continue,
-            },
-            Err(e) => return Err(e),
+        match system.request(actor, WhatPid, TIMEOUT) {
+            Err(Error::Poisoned { .. }) => continue,
+            answer => return answer,
         }
     }
 }
 
-fn main() -> Result<(), Error> {
+/// Takes the fatal message back: the actor failed on it (its process died, or it panicked on
+/// it twice), so it returns to this client as poison, which `listen` reports.
+fn came_back(system: &ActorSystem, die: Die) -> Result<(), Box<dyn std::error::Error>> {
+    match system.listen(TIMEOUT) {
+        Err(Error::Poisoned { message, .. }) if message.downcast::<Die>() == Some(die) => Ok(()),
+        Err(e) => Err(e.into()),
+        Ok(Some((sender, msg))) => Err(format!("{die:?}: unexpected `{}` from {sender}", msg.tag()).into()),
+        Ok(None) => Err(format!("{die:?} did not come back as poison within {TIMEOUT:?}").into()),
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     greenroom_host::init(Registry::new().register::<Mortal>());
     let mut trials = 10;
     let mut args = std::env::args().skip(1);
@@ -106,36 +119,41 @@ fn main() -> Result<(), Error> {
         ..SupervisorSpec::default()
     });
     let system = ActorSystem::start_with(config)?;
-    let actor = system.create_actor::<Mortal>()?.address();
-    let mut nonce = 0;
+    let actor = system.create_actor::<Mortal>()?;
     println!("{:<28} {:>12} {:>10}", "death mode", "recovery p50", "restarted");
-    for (name, order) in [
+    for (name, die) in [
         ("SIGKILL from outside", None),
-        ("std::process::abort()", Some(Order::Abort)),
-        ("segfault (null write)", Some(Order::Segfault)),
-        ("std::process::exit(3)", Some(Order::Exit)),
-        ("panic in receive (caught)", Some(Order::Panic)),
+        ("std::process::abort()", Some(Die::Abort)),
+        ("segfault (null write)", Some(Die::Segfault)),
+        ("std::process::exit(3)", Some(Die::Exit)),
+        ("panic in receive (caught)", Some(Die::Panic)),
     ] {
         let mut samples = Vec::with_capacity(trials);
         let mut restarted = 0;
         for _ in 0..trials {
-            let before = pid(&system, actor, &mut nonce)?;
+            let before = pid(&system, actor)?;
             let start = Instant::now();
-            match order {
+            match die {
                 None => {
                     let _ = nix::sys::signal::kill(
                         nix::unistd::Pid::from_raw(before as i32),
                         nix::sys::signal::Signal::SIGKILL,
                     );
                 }
-                Some(order) => system.tell(actor, order)?,
+                // Told, not requested, so that the pid request below waits in the queue behind
+                // it and goes to the new process as soon as there is one: the figure is the
+                // runtime's, with no round trip of this client's in it.
+                Some(die) => system.tell(actor, die)?,
             }
-            let after = pid(&system, actor, &mut nonce)?;
+            let after = pid(&system, actor)?;
             samples.push(start.elapsed());
             restarted += usize::from(after != before);
+            if let Some(die) = die {
+                came_back(&system, die)?;
+            }
         }
         println!("{name:<28} {:>10.2} ms {restarted:>6}/{trials}", median_ms(samples));
     }
-    system.tell(actor, ActorExitRequest)?;
-    system.shutdown()
+    system.stop(actor)?;
+    Ok(system.shutdown()?)
 }

@@ -1,5 +1,6 @@
-//! The seed's "Hello World, Distributed": the actors of Hello World Redux, unchanged but for
-//! one capability check, on two actor systems joined in a convention.
+//! The seed's "Hello World, Distributed": the actors of Hello World Redux (`hello_redux`),
+//! with one capability check and a note of where each ran, on two actor systems joined in a
+//! convention.
 //!
 //! ```text
 //! $ cargo run -p greenroom-examples --bin hello_distributed
@@ -11,9 +12,11 @@
 //! `beta` joins it with the capability `world = true`. `Hello` is created on `alpha` and
 //! creates a `World` and a `Punctuate`. `World::accepts` wants `world = true`, which `alpha`
 //! lacks, so the create goes to `beta`, where the `World` process runs; `Punctuate` runs
-//! beside `Hello`. The greeting travels alpha → beta → alpha → the asking client over the
-//! convention's authenticated links, and each actor writes where it ran (the `site`
-//! capability of its system) into it. Nothing in the actors knows about machines.
+//! beside `Hello`. The greeting travels alpha → beta → alpha over the convention's
+//! authenticated links, each actor writing where it ran (the `site` capability of its
+//! system) into it, and `Punctuate` answers the client's request through the `ReplyTo` that
+//! travelled with it: the answer reaches the request it belongs to even after a detour
+//! through another machine. Nothing in the actors knows about machines.
 
 use std::{
     net::{SocketAddr, TcpListener},
@@ -23,17 +26,47 @@ use std::{
 
 use greenroom::{
     convention::{ClusterSecret, ConventionConfig},
-    Actor, ActorExitRequest, ActorResult, ActorSystem, Address, AnyMessage, Capabilities, Context, Registry,
-    SystemConfig,
+    dispatch, Actor, ActorResult, ActorSystem, Address, AnyMessage, Capabilities, Context, Handle, Later, Registry,
+    ReplyTo, Request, SystemConfig,
 };
 use serde::{Deserialize, Serialize};
 
+/// Asks for a greeting.
+#[derive(Debug, Serialize, Deserialize)]
+struct Hi;
+
+impl Request for Hi {
+    type Reply = Greeting;
+}
+
+/// A greeting, and where it was made: the answer to [`Hi`].
 #[derive(Debug, Serialize, Deserialize)]
 struct Greeting {
     message: String,
-    send_to: Vec<Address>,
     /// Each actor's name and the site of the system it ran on, in the order they ran.
     ran_on: Vec<(String, String)>,
+}
+
+/// A [`Greeting`] on its way, with the answer owed to whoever said `Hi`.
+#[derive(Debug, Serialize, Deserialize)]
+struct Passing {
+    greeting: Greeting,
+    send_to: Vec<Address>,
+    answer: ReplyTo<Greeting>,
+}
+
+impl Passing {
+    /// Passes the greeting to the next actor on its list, or, at the end of the list,
+    /// answers the request it carries (across the convention if need be).
+    fn pass_on(mut self, ctx: &mut Context<'_>) -> ActorResult {
+        if self.send_to.is_empty() {
+            ctx.answer(self.answer, self.greeting)?;
+        } else {
+            let next = self.send_to.remove(0);
+            ctx.send(next, self)?;
+        }
+        Ok(())
+    }
 }
 
 /// The site of the system this actor runs on (its `site` capability).
@@ -44,32 +77,40 @@ fn site(ctx: &Context<'_>) -> String {
 #[derive(Default)]
 struct Hello;
 
-impl Actor for Hello {
-    fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, sender: Address) -> ActorResult {
-        if msg.downcast::<String>().as_deref() == Some("hi") {
-            let world = ctx.create_actor::<World>()?.address();
-            let punct = ctx.create_actor::<Punctuate>()?.address();
-            let greeting = Greeting {
+impl Handle<Hi> for Hello {
+    type Reply = Later<Greeting>;
+    fn handle(&mut self, ctx: &mut Context<'_>, _: Hi, _: Address) -> ActorResult<Later<Greeting>> {
+        let world = ctx.create_actor::<World>()?;
+        let punct = ctx.create_actor::<Punctuate>()?;
+        // The answer is the last actor's to give.
+        let (later, answer) = ctx.reply_later();
+        let passing = Passing {
+            greeting: Greeting {
                 message: "Hello".into(),
-                send_to: vec![punct, sender],
                 ran_on: vec![("Hello".into(), site(ctx))],
-            };
-            ctx.send(world, greeting)?;
-        }
-        Ok(())
+            },
+            send_to: vec![punct.address()],
+            answer,
+        };
+        // `World` has no `Handle<Passing>` for an `ActorRef` to check: send to its address.
+        ctx.send(world.address(), passing)?;
+        Ok(later)
     }
 }
+
+dispatch!(Hello { Hi });
 
 #[derive(Default)]
 struct World;
 
+/// Written by hand rather than with `dispatch!`, which writes `receive` only: a `World` also
+/// says where it may run (`accepts`).
 impl Actor for World {
     fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, _sender: Address) -> ActorResult {
-        if let Some(mut greeting) = msg.downcast::<Greeting>() {
-            greeting.message.push_str(", World");
-            greeting.ran_on.push(("World".into(), site(ctx)));
-            let next = greeting.send_to.remove(0);
-            ctx.send(next, greeting)?;
+        if let Some(mut passing) = msg.downcast::<Passing>() {
+            passing.greeting.message.push_str(", World");
+            passing.greeting.ran_on.push(("World".into(), site(ctx)));
+            passing.pass_on(ctx)?;
         }
         Ok(())
     }
@@ -84,17 +125,16 @@ impl Actor for World {
 #[derive(Default)]
 struct Punctuate;
 
-impl Actor for Punctuate {
-    fn receive(&mut self, ctx: &mut Context<'_>, msg: &AnyMessage, _sender: Address) -> ActorResult {
-        if let Some(mut greeting) = msg.downcast::<Greeting>() {
-            greeting.message.push('!');
-            greeting.ran_on.push(("Punctuate".into(), site(ctx)));
-            let next = greeting.send_to.remove(0);
-            ctx.send(next, greeting)?;
-        }
-        Ok(())
+impl Handle<Passing> for Punctuate {
+    type Reply = ();
+    fn handle(&mut self, ctx: &mut Context<'_>, mut passing: Passing, _: Address) -> ActorResult {
+        passing.greeting.message.push('!');
+        passing.greeting.ran_on.push(("Punctuate".into(), site(ctx)));
+        passing.pass_on(ctx)
     }
 }
+
+dispatch!(Punctuate { Passing });
 
 /// A free port on loopback (bound, then released for the admin to take).
 fn free_port() -> std::io::Result<SocketAddr> {
@@ -174,8 +214,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let beta = member(&secret, "beta", true, beta_addr, Some(alpha_addr))?;
     wait_for_member_with(&alpha, "world")?;
 
-    let hello = alpha.create_actor::<Hello>()?.address();
-    let greeting: Greeting = alpha.ask(hello, "hi".to_string(), Duration::from_secs(10))?;
+    let hello = alpha.create_actor::<Hello>()?;
+    let greeting = alpha.request(hello, Hi, Duration::from_secs(10))?;
     println!("{}", greeting.message);
     let ran_on: Vec<String> = greeting
         .ran_on
@@ -185,7 +225,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("{}", ran_on.join(", ").replacen(" on ", " ran on ", 1));
 
     // Hello's exit asks its children to exit too, the World on beta among them.
-    alpha.tell(hello, ActorExitRequest)?;
+    alpha.stop(hello)?;
     alpha.shutdown()?;
     beta.shutdown()?;
     Ok(())

@@ -1,10 +1,13 @@
 //! The same actors on both bases, with the same output.
 //!
-//! A `Census` coordinator creates three `Counter` children, deals sentences out to them, and
-//! arms a wakeup as its deadline. Counters count words and answer; one sentence makes a
-//! counter panic twice, so it comes back to the census as a `PoisonMessage`. When every
-//! answer is in and the deadline has rung, the census reports to the client, sorted. Asked to
-//! exit, it hears each child's `ChildActorExited` before it goes.
+//! The client requests a `Job` of a `Census` coordinator, which creates three `Counter`
+//! children, requests each sentence's word count of one of them, and arms a wakeup as its
+//! deadline; it answers the job later (`ctx.reply_later`). Each count comes back as a
+//! `Response<Count>` message, matched to its sentence by request id; one sentence makes a
+//! counter panic twice, so its `Response` says the request was poisoned. When every count is
+//! in and the deadline has rung, the census answers the job with its report, sorted. Stopped,
+//! it hears each child's `ChildActorExited` before it goes, and says goodbye (a plain
+//! message: Thespian's exit is one-way, and the client takes the goodbye with `listen`).
 //!
 //! On the process base each actor is a process and the answers race each other; on the simple
 //! base everything runs in this process in one fixed order on a virtual clock. What the
@@ -12,18 +15,18 @@
 //!
 //! ```text
 //! $ cargo run -p greenroom-examples --bin semi_deterministic
-//! processes: 4 words  "the quick brown fox"
+//! processes: 3 words  "nothing is lost"
 //! ...
 //! identical output on both bases
 //! ```
 //!
 //! `--base simple` or `--base processes` runs one base only.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use greenroom::{
-    ActorExitRequest, ActorRef, ActorResult, ActorSystem, Address, Base, ChildActorExited, Context, Handle,
-    PoisonMessage, Registry, SystemConfig, WakeupMessage,
+    ActorExitRequest, ActorRef, ActorResult, ActorSystem, Address, Base, ChildActorExited, Context, Handle, Later,
+    Registry, ReplyTo, Request, RequestError, RequestId, Response, SystemConfig, WakeupMessage,
 };
 use serde::{Deserialize, Serialize};
 
@@ -40,16 +43,21 @@ const SENTENCES: [&str; 6] = [
 #[derive(Debug, Serialize, Deserialize)]
 struct Job(Vec<String>);
 
-/// A counter's answer.
-#[derive(Debug, Serialize, Deserialize)]
-struct Counted {
-    sentence: String,
-    words: usize,
-}
-
-/// The census's report to the client: one line per sentence, sorted.
+/// The census's answer to a [`Job`]: one line per sentence, sorted.
 #[derive(Debug, Serialize, Deserialize)]
 struct Report(Vec<String>);
+
+impl Request for Job {
+    type Reply = Report;
+}
+
+/// One sentence, asked of a [`Counter`]: how many words?
+#[derive(Debug, Serialize, Deserialize)]
+struct Count(String);
+
+impl Request for Count {
+    type Reply = usize;
+}
 
 /// The census's last words: how many children it saw exit.
 #[derive(Debug, Serialize, Deserialize)]
@@ -58,25 +66,27 @@ struct Goodbye(usize);
 #[derive(Default)]
 struct Counter;
 
-impl Handle<String> for Counter {
-    type Reply = ();
-    fn handle(&mut self, ctx: &mut Context<'_>, sentence: String, sender: Address) -> ActorResult {
+impl Handle<Count> for Counter {
+    type Reply = usize;
+    fn handle(&mut self, _: &mut Context<'_>, Count(sentence): Count, _: Address) -> ActorResult<usize> {
         if sentence == "PANIC" {
             panic!("a counter cannot count a panic");
         }
-        let words = sentence.split_whitespace().count();
-        ctx.send(sender, Counted { sentence, words })?;
-        Ok(())
+        Ok(sentence.split_whitespace().count())
     }
 }
 
-greenroom::dispatch!(Counter { String });
+greenroom::dispatch!(Counter { Count });
 
 #[derive(Default)]
 struct Census {
+    /// Who exits with the census: told goodbye once its counters are gone.
     client: Option<Address>,
-    workers: Vec<Address>,
-    waiting: usize,
+    /// The answer owed for the job in progress.
+    report_to: Option<ReplyTo<Report>>,
+    workers: Vec<ActorRef<Counter>>,
+    /// The sentence each count in flight asked about, by request id.
+    asked: BTreeMap<RequestId, String>,
     deadline_rang: bool,
     lines: Vec<String>,
     exited: usize,
@@ -84,11 +94,11 @@ struct Census {
 
 impl Census {
     fn report_if_done(&mut self, ctx: &mut Context<'_>) -> ActorResult {
-        if self.waiting == 0 && self.deadline_rang {
-            if let Some(client) = self.client {
+        if self.asked.is_empty() && self.deadline_rang {
+            if let Some(report_to) = self.report_to.take() {
                 let mut lines = std::mem::take(&mut self.lines);
                 lines.sort();
-                ctx.send(client, Report(lines))?;
+                ctx.answer(report_to, Report(lines))?;
             }
         }
         Ok(())
@@ -96,40 +106,43 @@ impl Census {
 }
 
 impl Handle<Job> for Census {
-    type Reply = ();
-    fn handle(&mut self, ctx: &mut Context<'_>, job: Job, sender: Address) -> ActorResult {
+    type Reply = Later<Report>;
+    fn handle(&mut self, ctx: &mut Context<'_>, job: Job, sender: Address) -> ActorResult<Later<Report>> {
         self.client = Some(sender);
         if self.workers.is_empty() {
             self.workers = (0..3)
-                .map(|_| ctx.create_actor::<Counter>().map(ActorRef::address))
+                .map(|_| ctx.create_actor::<Counter>())
                 .collect::<Result<_, _>>()?;
         }
         for (i, sentence) in job.0.into_iter().enumerate() {
-            ctx.send(self.workers[i % self.workers.len()], sentence)?;
-            self.waiting += 1;
+            let worker = self.workers[i % self.workers.len()];
+            let id = ctx.request(worker, Count(sentence.clone()), Duration::from_secs(10))?;
+            self.asked.insert(id, sentence);
         }
         ctx.wakeup_after(Duration::from_millis(50), "deadline".to_string())?;
-        Ok(())
+        // The report waits for every count and the deadline.
+        let (later, report_to) = ctx.reply_later();
+        self.report_to = Some(report_to);
+        Ok(later)
     }
 }
 
-impl Handle<Counted> for Census {
+impl Handle<Response<Count>> for Census {
     type Reply = ();
-    fn handle(&mut self, ctx: &mut Context<'_>, counted: Counted, _sender: Address) -> ActorResult {
-        self.lines
-            .push(format!("{} words  {:?}", counted.words, counted.sentence));
-        self.waiting -= 1;
-        self.report_if_done(ctx)
-    }
-}
-
-impl Handle<PoisonMessage> for Census {
-    type Reply = ();
-    fn handle(&mut self, ctx: &mut Context<'_>, poison: PoisonMessage, _sender: Address) -> ActorResult {
-        let sentence = poison.message.downcast::<String>().unwrap_or_default();
-        let why = poison.details.split(" (at ").next().unwrap_or_default().to_owned();
-        self.lines.push(format!("failed   {sentence:?}: {why}"));
-        self.waiting -= 1;
+    fn handle(&mut self, ctx: &mut Context<'_>, response: Response<Count>, _sender: Address) -> ActorResult {
+        let Some(sentence) = self.asked.remove(&response.id) else {
+            return Ok(());
+        };
+        let line = match response.result {
+            Ok(words) => format!("{words} words  {sentence:?}"),
+            // The counter panicked on it twice and returned it.
+            Err(RequestError::Poisoned { details }) => {
+                let why = details.split(" (at ").next().unwrap_or_default();
+                format!("failed   {sentence:?}: {why}")
+            }
+            Err(other) => format!("failed   {sentence:?}: {other}"),
+        };
+        self.lines.push(line);
         self.report_if_done(ctx)
     }
 }
@@ -164,8 +177,7 @@ impl Handle<ActorExitRequest> for Census {
 
 greenroom::dispatch!(Census {
     Job,
-    Counted,
-    PoisonMessage,
+    Response<Count>,
     WakeupMessage,
     ChildActorExited,
     ActorExitRequest
@@ -174,10 +186,12 @@ greenroom::dispatch!(Census {
 /// Runs the census on `base`; returns what it printed.
 fn run(base: Base) -> Result<Vec<String>, greenroom::Error> {
     let system = ActorSystem::start_with(SystemConfig::default().base(base))?;
-    let census = system.create_actor::<Census>()?.address();
+    let census = system.create_actor::<Census>()?;
     let job = Job(SENTENCES.iter().map(|s| s.to_string()).collect());
-    let Report(mut lines) = system.ask(census, job, Duration::from_secs(10))?;
-    system.tell(census, ActorExitRequest)?;
+    let Report(mut lines) = system.request(census, job, Duration::from_secs(10))?;
+    // Thespian's exit, kept as it is: a one-way `ActorExitRequest`, after which the census
+    // hears its children exit and says goodbye with a plain message, which `listen` takes.
+    system.stop(census)?;
     let exited = loop {
         match system.listen(Duration::from_secs(10))? {
             Some((_, msg)) => match msg.downcast::<Goodbye>() {
@@ -186,7 +200,7 @@ fn run(base: Base) -> Result<Vec<String>, greenroom::Error> {
             },
             None => {
                 return Err(greenroom::Error::Timeout {
-                    address: census,
+                    address: census.address(),
                     timeout: Duration::from_secs(10),
                 })
             }
