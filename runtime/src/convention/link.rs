@@ -52,7 +52,7 @@
 //! pattern fixes each handshake message's length, so a peer announcing another is refused
 //! at once, before anything is buffered. After it, a chunk's length is checked against the
 //! link's frame maximum before its bytes are buffered. Buffers are kept and reused from
-//! frame to frame (one grown past 1 MiB for a huge frame is given back once empty); a
+//! frame to frame (one grown past 256 KiB for a big frame is given back once empty); a
 //! frame in costs no allocation beyond its own ([`LinkMachine::next_frame_ref`] not even
 //! that), a frame out none ([`LinkMachine::send_frame_with`] even writes it in place).
 //!
@@ -103,9 +103,9 @@ const HANDSHAKE_LENS: [usize; 3] = [
 ];
 /// The longest handshake message.
 const HANDSHAKE_MAX: usize = DH_LEN + DH_LEN + TAG_LEN + TAG_LEN;
-/// A buffer grown past this (for a huge frame) is given back once empty, down to
-/// [`KEPT_CAPACITY`].
-const TRIM_OVER: usize = 1 << 20;
+/// A buffer grown past this (for a big frame) is given back once empty, down to
+/// [`KEPT_CAPACITY`]: an event loop holds many links, and most frames are small.
+const TRIM_OVER: usize = 256 * 1024;
 const KEPT_CAPACITY: usize = 64 * 1024;
 
 /// How long a handshake may take, by default.
@@ -1323,5 +1323,533 @@ mod tests {
         }
         let (err, _) = stranger(&replay, Duration::from_secs(5));
         assert!(err.contains("handshake message 3"), "{err}");
+    }
+
+    // The machine alone, driven in memory: no sockets, no threads, no clock but the one given.
+
+    /// Memory a machine may hold before its handshake completes, whatever the peer sends.
+    const PRE_AUTH_BOUND: usize = 2048;
+
+    fn machines(ours: &LinkConfig, theirs: &LinkConfig, now: Instant) -> (LinkMachine, LinkMachine) {
+        (
+            LinkMachine::connecting(ours, "acceptor", now).unwrap(),
+            LinkMachine::accepting(theirs, "connector", now).unwrap(),
+        )
+    }
+
+    /// Moves all `from` has pending into `to`, `piece()` bytes per feed.
+    fn carry(
+        from: &mut LinkMachine,
+        to: &mut LinkMachine,
+        piece: &mut impl FnMut() -> usize,
+        now: Instant,
+    ) -> Result<()> {
+        while !from.pending_output().is_empty() {
+            let n = piece().clamp(1, from.pending_output().len());
+            let fed = to.feed(&from.pending_output()[..n], now);
+            from.written(n);
+            fed?;
+        }
+        Ok(())
+    }
+
+    /// Carries bytes both ways until both machines are quiet; the first error, with the side
+    /// whose feed it came from.
+    fn pump_with(
+        a: &mut LinkMachine,
+        b: &mut LinkMachine,
+        piece: &mut impl FnMut() -> usize,
+        now: Instant,
+    ) -> std::result::Result<(), (Side, Error)> {
+        while !a.pending_output().is_empty() || !b.pending_output().is_empty() {
+            carry(a, b, piece, now).map_err(|e| (b.side, e))?;
+            carry(b, a, piece, now).map_err(|e| (a.side, e))?;
+        }
+        Ok(())
+    }
+
+    fn pump(a: &mut LinkMachine, b: &mut LinkMachine, now: Instant) -> std::result::Result<(), (Side, Error)> {
+        pump_with(a, b, &mut || usize::MAX, now)
+    }
+
+    fn established(now: Instant) -> (LinkMachine, LinkMachine) {
+        let (mut a, mut b) = machines(&config("lab", 4), &config("lab", 4), now);
+        pump(&mut a, &mut b, now).unwrap();
+        (a, b)
+    }
+
+    fn frames_of(m: &mut LinkMachine) -> Vec<Vec<u8>> {
+        std::iter::from_fn(|| m.next_frame()).collect()
+    }
+
+    fn pattern(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect()
+    }
+
+    #[test]
+    fn machines_handshake_and_exchange_frames_of_any_size_in_memory() {
+        let now = Instant::now();
+        let (ours, theirs) = (config("lab", 7), config("lab", 7));
+        let (mut a, mut b) = machines(&ours, &theirs, now);
+        assert!(!a.is_established() && !b.is_established());
+        assert_eq!((a.peer_key(), b.peer_key()), (None, None), "no key before it is proven");
+        assert!(b.pending_output().is_empty(), "the acceptor waits for the hello");
+        pump(&mut a, &mut b, now).unwrap();
+        assert!(a.is_established() && b.is_established());
+        assert_eq!(
+            a.peer_key(),
+            Some(&theirs.static_key.public()[..]),
+            "each learns the other's key"
+        );
+        assert_eq!(b.peer_key(), Some(&ours.static_key.public()[..]));
+        assert_eq!((a.deadline(), b.deadline()), (None, None));
+
+        let frames = [
+            pattern(5, 1),
+            vec![],
+            pattern(CHUNK_DATA, 2),
+            pattern(CHUNK_DATA + 1, 3),
+            pattern(1_000_000, 4),
+        ];
+        for frame in &frames {
+            a.send_frame(frame).unwrap();
+        }
+        carry(&mut a, &mut b, &mut || 100_000, now).unwrap();
+        assert_eq!(frames_of(&mut b), frames, "a → b, in order, whole");
+        for frame in frames.iter().rev() {
+            b.send_frame(frame).unwrap();
+        }
+        carry(&mut b, &mut a, &mut || usize::MAX, now).unwrap();
+        let mut back = Vec::new();
+        while let Some(frame) = a.next_frame_ref() {
+            back.push(frame.to_vec());
+        }
+        assert!(back.iter().eq(frames.iter().rev()), "b → a, borrowed");
+        // The megabyte frame's buffers are given back once they are empty.
+        a.send_frame(b"small").unwrap();
+        carry(&mut a, &mut b, &mut || usize::MAX, now).unwrap();
+        assert_eq!(frames_of(&mut b), [b"small".to_vec()]);
+        a.feed(&[], now).unwrap();
+        b.feed(&[], now).unwrap();
+        assert!(
+            a.buffered() < 500_000 && b.buffered() < 500_000,
+            "{} {}",
+            a.buffered(),
+            b.buffered()
+        );
+    }
+
+    #[test]
+    fn a_byte_at_a_time_is_enough() {
+        let now = Instant::now();
+        let (mut a, mut b) = machines(&config("lab", 7), &config("lab", 7), now);
+        pump_with(&mut a, &mut b, &mut || 1, now).unwrap();
+        assert!(a.is_established() && b.is_established());
+        let frames = [pattern(100, 1), vec![], pattern(CHUNK_DATA + 1, 2)];
+        for frame in &frames {
+            a.send_frame(frame).unwrap();
+            b.send_frame(frame).unwrap();
+        }
+        pump_with(&mut a, &mut b, &mut || 1, now).unwrap();
+        assert_eq!(frames_of(&mut b), frames);
+        assert_eq!(frames_of(&mut a), frames);
+    }
+
+    #[test]
+    fn a_stream_pipelined_to_the_acceptor_in_one_piece_is_read_in_order() {
+        // The connector's message 3 and its first frames can come in the acceptor's same read
+        // as message 1: the acceptor must take them in turn, and hold the frames.
+        let now = Instant::now();
+        let (mut a, mut b) = machines(&config("lab", 7), &config("lab", 7), now);
+        let first = a.pending_output().to_vec();
+        a.written(first.len());
+        b.feed(&first, now).unwrap();
+        let second = b.pending_output().to_vec();
+        b.written(second.len());
+        a.feed(&second, now).unwrap();
+        assert!(a.is_established(), "the connector is established after message 2");
+        a.send_frame(b"one").unwrap();
+        a.send_frame(b"two").unwrap();
+        let third = a.pending_output().to_vec();
+        a.written(third.len());
+        b.feed(&third, now).unwrap();
+        assert!(b.is_established());
+        assert_eq!(frames_of(&mut b), [b"one".to_vec(), b"two".to_vec()]);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+        #[test]
+        fn any_split_of_the_streams_gives_the_same_frames(
+            splits in proptest::collection::vec(1usize..3000, 1..40),
+            lens in proptest::collection::vec(0usize..140_000, 0..5),
+        ) {
+            let now = Instant::now();
+            let (mut a, mut b) = machines(&config("lab", 7), &config("lab", 7), now);
+            let mut cycle = splits.iter().copied().cycle();
+            let mut piece = move || cycle.next().unwrap_or(1);
+            pump_with(&mut a, &mut b, &mut piece, now).unwrap();
+            proptest::prop_assert!(a.is_established() && b.is_established());
+            let frames: Vec<Vec<u8>> = lens.iter().enumerate().map(|(i, len)| pattern(*len, i as u8)).collect();
+            for frame in &frames {
+                a.send_frame(frame).unwrap();
+                b.send_frame(frame).unwrap();
+            }
+            pump_with(&mut a, &mut b, &mut piece, now).unwrap();
+            proptest::prop_assert_eq!(frames_of(&mut b), frames.clone());
+            proptest::prop_assert_eq!(frames_of(&mut a), frames);
+        }
+    }
+
+    #[test]
+    fn before_authentication_the_machine_holds_a_few_hundred_bytes_whatever_the_peer_sends() {
+        let now = Instant::now();
+        let lab = config("lab", 3);
+        let garbage = vec![0x5au8; 4 << 20];
+        let accepting = || LinkMachine::accepting(&lab, "stranger", now).unwrap();
+
+        // Megabytes of garbage for a hello: refused at its head, told why, nothing kept.
+        let mut m = accepting();
+        let err = m.feed(&garbage, now).unwrap_err().to_string();
+        assert!(err.contains("not a Greenroom convention link"), "{err}");
+        assert!(String::from_utf8_lossy(m.pending_output()).contains("not a Greenroom convention link"));
+        assert!(m.buffered() <= PRE_AUTH_BOUND, "{}", m.buffered());
+        assert!(m.feed(b"more", now).unwrap_err().to_string().contains("failed earlier"));
+
+        // A good hello, then the largest Noise length: refused at once, before its body.
+        let mut m = accepting();
+        let mut lying = encode_hello("lab").unwrap();
+        lying.extend_from_slice(&[0xff, 0xff]);
+        let err = m.feed(&lying, now).unwrap_err().to_string();
+        assert!(err.contains("handshake message 1 would be 65535 bytes"), "{err}");
+        assert!(m.pending_output().is_empty(), "nothing more goes to a failed peer");
+        assert!(m.buffered() <= PRE_AUTH_BOUND, "{}", m.buffered());
+
+        // A good hello and message 1's length, then megabytes of garbage in 64 KiB reads: the
+        // first 48 bytes are the message, which does not authenticate; the rest is not kept.
+        let mut m = accepting();
+        let mut opening = encode_hello("lab").unwrap();
+        opening.extend_from_slice(&48u16.to_be_bytes());
+        m.feed(&opening, now).unwrap();
+        let mut errors = garbage.chunks(64 * 1024).map(|piece| m.feed(piece, now));
+        let err = errors.next().unwrap().unwrap_err().to_string();
+        assert!(err.contains("first handshake message does not authenticate"), "{err}");
+        assert!(errors.all(|e| e.is_err()));
+        assert!(m.buffered() <= PRE_AUTH_BOUND, "{}", m.buffered());
+
+        // Fed a byte at a time, a genuine connector's opening never makes the acceptor hold more.
+        let (mut a, mut b) = machines(&lab, &lab, now);
+        let mut most = 0;
+        while !b.is_established() {
+            if let Some(&byte) = a.pending_output().first() {
+                b.feed(&[byte], now).unwrap();
+                a.written(1);
+            } else {
+                let answer = b.pending_output().to_vec();
+                b.written(answer.len());
+                a.feed(&answer, now).unwrap();
+            }
+            most = most.max(a.buffered()).max(b.buffered());
+        }
+        assert!(most <= PRE_AUTH_BOUND, "{most}");
+
+        // The connector: garbage for an answer, or an answer then a huge message 2.
+        let mut m = LinkMachine::connecting(&lab, "stranger", now).unwrap();
+        let err = m.feed(&garbage, now).unwrap_err().to_string();
+        assert!(err.contains("its answer"), "{err}");
+        assert!(m.buffered() <= PRE_AUTH_BOUND, "{}", m.buffered());
+        let mut m = LinkMachine::connecting(&lab, "stranger", now).unwrap();
+        let mut answer = encode_answer(None);
+        answer.extend_from_slice(&[0xff, 0xff]);
+        answer.extend_from_slice(&garbage);
+        let err = m.feed(&answer, now).unwrap_err().to_string();
+        assert!(err.contains("handshake message 2 would be 65535 bytes"), "{err}");
+        assert!(m.buffered() <= PRE_AUTH_BOUND, "{}", m.buffered());
+    }
+
+    #[test]
+    fn an_oversize_frame_is_refused_before_its_bytes_are_buffered() {
+        let now = Instant::now();
+        let mut big = config("lab", 4);
+        big.max_frame = 10_000_000;
+        let mut small = config("lab", 4);
+        small.max_frame = 100_000;
+        let (mut a, mut b) = machines(&big, &small, now);
+        pump(&mut a, &mut b, now).unwrap();
+
+        // b's own maximum: a frame over it is refused, and the link goes on.
+        let err = b.send_frame(&vec![1u8; 100_001]).unwrap_err().to_string();
+        assert!(err.contains("over the link's maximum of 100000 bytes"), "{err}");
+        assert!(!b.is_failed());
+        b.send_frame(&vec![2u8; 100_000]).unwrap();
+        carry(&mut b, &mut a, &mut || usize::MAX, now).unwrap();
+        assert_eq!(frames_of(&mut a), [vec![2u8; 100_000]]);
+
+        // a sends a megabyte: b refuses it when the second chunk's length says it would
+        // pass 100,000 bytes, before reading that chunk — the rest is never buffered.
+        a.send_frame(&vec![3u8; 1_000_000]).unwrap();
+        let sent = a.pending_output().to_vec();
+        let first_chunk = 2 + NOISE_MAX;
+        let before = b.buffered();
+        b.feed(&sent[..first_chunk + 1], now).unwrap();
+        let err = b.feed(&sent[first_chunk + 1..], now).unwrap_err().to_string();
+        assert!(
+            err.contains("the peer's frame is over the link's maximum of 100000 bytes"),
+            "{err}"
+        );
+        assert!(b.buffered() - before < 2 * NOISE_MAX, "{before} then {}", b.buffered());
+        assert_eq!(b.next_frame(), None);
+    }
+
+    #[test]
+    fn output_stays_pending_until_written_and_buffers_are_reused() {
+        let now = Instant::now();
+        let mut a = LinkMachine::connecting(&config("lab", 4), "acceptor", now).unwrap();
+        let all = a.pending_output().to_vec();
+        let hello = encode_hello("lab").unwrap();
+        assert_eq!(&all[..hello.len()], &hello[..], "the hello first");
+        assert_eq!(
+            all.len(),
+            hello.len() + 2 + HANDSHAKE_LENS[0],
+            "then message 1, at once"
+        );
+        let mut seen = Vec::new();
+        while !a.pending_output().is_empty() {
+            let n = a.pending_output().len().min(7);
+            seen.extend_from_slice(&a.pending_output()[..n]);
+            a.written(n);
+        }
+        assert_eq!(seen, all, "what was written is what was pending, once");
+
+        // Partly written output, more frames queued behind it: all arrive, in order.
+        let (mut a, mut b) = established(now);
+        for i in 0..3u8 {
+            a.send_frame(&[i; 10]).unwrap();
+        }
+        let mut wire = a.pending_output()[..10].to_vec();
+        a.written(10);
+        a.send_frame(&[3u8; 10]).unwrap();
+        wire.extend_from_slice(a.pending_output());
+        let n = a.pending_output().len();
+        a.written(n);
+        assert!(a.pending_output().is_empty());
+        b.feed(&wire, now).unwrap();
+        assert_eq!(frames_of(&mut b), (0..4u8).map(|i| vec![i; 10]).collect::<Vec<_>>());
+
+        // Steady traffic reuses the same buffers: after the first frame, no growth.
+        let round = |a: &mut LinkMachine, b: &mut LinkMachine| {
+            a.send_frame(&[7u8; 200]).unwrap();
+            carry(a, b, &mut || usize::MAX, now).unwrap();
+            assert_eq!(b.next_frame_ref(), Some(&[7u8; 200][..]));
+        };
+        round(&mut a, &mut b);
+        let held = (a.buffered(), b.buffered());
+        for _ in 0..1000 {
+            round(&mut a, &mut b);
+        }
+        b.feed(&[], now).unwrap();
+        assert_eq!((a.buffered(), b.buffered()), held);
+    }
+
+    #[test]
+    fn the_handshake_has_one_deadline_and_an_established_link_none() {
+        let t0 = Instant::now();
+        let mut lab = config("lab", 4);
+        lab.handshake_timeout = Duration::from_secs(5);
+        let mut m = LinkMachine::accepting(&lab, "slow", t0).unwrap();
+        assert_eq!(m.deadline(), Some(t0 + Duration::from_secs(5)));
+        m.feed(&encode_hello("lab").unwrap()[..3], t0 + Duration::from_secs(1))
+            .unwrap();
+        m.check_deadline(t0 + Duration::from_millis(4_999)).unwrap();
+        let err = m.check_deadline(t0 + Duration::from_secs(5)).unwrap_err().to_string();
+        assert!(
+            err.contains("deadline") && err.contains("waiting for its hello"),
+            "{err}"
+        );
+        assert!(m.is_failed());
+
+        // Bytes that come after the deadline do not complete it either.
+        let (mut a, mut b) = machines(&lab, &lab, t0);
+        let opening = a.pending_output().to_vec();
+        a.written(opening.len());
+        let err = b.feed(&opening, t0 + Duration::from_secs(6)).unwrap_err().to_string();
+        assert!(err.contains("deadline"), "{err}");
+
+        // Once established, no deadline: the link may be quiet for as long as it likes.
+        let (mut a, mut b) = machines(&lab, &lab, t0);
+        pump(&mut a, &mut b, t0 + Duration::from_secs(4)).unwrap();
+        assert_eq!((a.deadline(), b.deadline()), (None, None));
+        let later = t0 + Duration::from_secs(3600);
+        a.check_deadline(later).unwrap();
+        a.send_frame(b"later").unwrap();
+        carry(&mut a, &mut b, &mut || usize::MAX, later).unwrap();
+        assert_eq!(frames_of(&mut b), [b"later".to_vec()]);
+    }
+
+    #[test]
+    fn a_refused_hello_leaves_its_answer_to_be_written() {
+        let now = Instant::now();
+        let (mut a, mut b) = machines(&config("blue", 1), &config("green", 1), now);
+        let (side, err) = pump(&mut a, &mut b, now).unwrap_err();
+        assert!(
+            side == Side::Acceptor && err.to_string().contains("not \"blue\""),
+            "{err}"
+        );
+        assert!(!b.pending_output().is_empty(), "the refusal is still to be written");
+        let err = carry(&mut b, &mut a, &mut || usize::MAX, now).unwrap_err().to_string();
+        assert!(
+            err.contains("refused") && err.contains("\"green\"") && err.contains("\"blue\""),
+            "the connector learns why, with both names: {err}"
+        );
+
+        // Another version: both versions named, on both sides.
+        let mut b = LinkMachine::accepting(&config("lab", 1), "future", now).unwrap();
+        let mut hello = encode_hello("lab").unwrap();
+        hello[4..6].copy_from_slice(&(PROTOCOL_VERSION + 1).to_le_bytes());
+        let err = b.feed(&hello, now).unwrap_err().to_string();
+        let (theirs, ours) = (
+            format!("version {}", PROTOCOL_VERSION + 1),
+            format!("version {PROTOCOL_VERSION}"),
+        );
+        assert!(err.contains(&theirs) && err.contains(&ours), "{err}");
+        let mut a = LinkMachine::connecting(&config("lab", 1), "past", now).unwrap();
+        let err = a.feed(b.pending_output(), now).unwrap_err().to_string();
+        assert!(err.starts_with("convention link with past: refused:"), "{err}");
+        assert!(err.contains(&theirs) && err.contains(&ours), "{err}");
+    }
+
+    #[test]
+    fn a_refusal_reason_cannot_forge_log_lines() {
+        let now = Instant::now();
+        let mut a = LinkMachine::connecting(&config("lab", 1), "liar", now).unwrap();
+        let err = a
+            .feed(&encode_answer(Some("no\nINFO all is well\x1b[2J")), now)
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains('\n') && !err.contains('\x1b'), "{err:?}");
+    }
+
+    #[test]
+    fn frames_wait_for_the_handshake() {
+        let now = Instant::now();
+        let (mut a, mut b) = machines(&config("lab", 1), &config("lab", 1), now);
+        for m in [&mut a, &mut b] {
+            let err = m.send_frame(b"early").unwrap_err().to_string();
+            assert!(err.contains("has not completed"), "{err}");
+            assert!(!m.is_failed(), "a refused send does not end the link");
+        }
+        pump(&mut a, &mut b, now).unwrap();
+        a.send_frame(b"now").unwrap();
+        carry(&mut a, &mut b, &mut || usize::MAX, now).unwrap();
+        assert_eq!(frames_of(&mut b), [b"now".to_vec()]);
+    }
+
+    #[test]
+    fn a_replayed_or_tampered_message_ends_the_link_after_the_frames_before_it() {
+        let now = Instant::now();
+        let (mut a, mut b) = established(now);
+        a.send_frame(b"first").unwrap();
+        let first = a.pending_output().to_vec();
+        a.written(first.len());
+        b.feed(&first, now).unwrap();
+        let err = b.feed(&first, now).unwrap_err().to_string();
+        assert!(err.contains("does not decrypt"), "a replay: {err}");
+        assert_eq!(frames_of(&mut b), [b"first".to_vec()]);
+        assert!(b.send_frame(b"x").unwrap_err().to_string().contains("failed earlier"));
+
+        let (mut a, mut b) = established(now);
+        a.send_frame(b"kept").unwrap();
+        let kept = a.pending_output().len();
+        a.send_frame(b"tampered").unwrap();
+        let mut wire = a.pending_output().to_vec();
+        *wire.last_mut().unwrap() ^= 1;
+        let err = b.feed(&wire, now).unwrap_err().to_string();
+        assert!(err.contains("does not decrypt"), "{err}");
+        assert!(kept < wire.len());
+        assert_eq!(frames_of(&mut b), [b"kept".to_vec()], "what came before is still given");
+    }
+
+    #[test]
+    fn send_frame_with_writes_in_place_up_to_the_maximum() {
+        let now = Instant::now();
+        let mut small = config("lab", 4);
+        small.max_frame = 1000;
+        let (mut a, mut b) = machines(&small, &small, now);
+        pump(&mut a, &mut b, now).unwrap();
+        a.send_frame_with(|w| {
+            assert!(w.is_empty());
+            w.write_all(b"in ")?;
+            w.write_all(b"place")?;
+            assert_eq!(w.len(), 8);
+            std::io::Result::Ok(())
+        })
+        .unwrap();
+        let err = a
+            .send_frame_with(|w| w.write_all(&[0u8; 1001]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("over the link's maximum of 1000 bytes"), "{err}");
+        let err = a.send_frame_with(|_| Err("no encoding")).unwrap_err().to_string();
+        assert!(err.contains("could not write the frame: no encoding"), "{err}");
+        assert!(!a.is_failed(), "a frame not written does not end the link");
+        a.send_frame_with(|w| w.write_all(&[5u8; 1000])).unwrap();
+        carry(&mut a, &mut b, &mut || usize::MAX, now).unwrap();
+        assert_eq!(
+            frames_of(&mut b),
+            [b"in place".to_vec(), vec![5u8; 1000]],
+            "only the written ones"
+        );
+    }
+
+    #[test]
+    fn a_closed_peer_is_explained_by_what_it_cut_short() {
+        let now = Instant::now();
+        let mut a = LinkMachine::connecting(&config("lab", 1), "gone", now).unwrap();
+        let err = a.peer_closed().to_string();
+        assert!(
+            err.contains("closed the connection before the answer to our hello") && err.contains("secret"),
+            "{err}"
+        );
+        let (mut a, mut b) = established(now);
+        a.send_frame(&[1u8; 100]).unwrap();
+        b.feed(&a.pending_output()[..50], now).unwrap();
+        assert!(b.peer_closed().to_string().contains("in the middle of a frame"));
+        let (_, mut b) = established(now);
+        assert!(b.peer_closed().to_string().ends_with("the peer closed the link"));
+    }
+
+    #[test]
+    fn the_handshake_messages_have_the_lengths_the_pattern_fixes() {
+        let (mut a, mut b) = established(Instant::now());
+        // Rebuild the exchange with raw snow states to measure each message.
+        let prologue = config("lab", 3).prologue();
+        let build = |initiator: bool| {
+            let key = StaticKey::generate().unwrap();
+            let builder = snow::Builder::new(params())
+                .psk(0, &[3u8; 32])
+                .local_private_key(key.private())
+                .prologue(&prologue);
+            if initiator {
+                builder.build_initiator().unwrap()
+            } else {
+                builder.build_responder().unwrap()
+            }
+        };
+        let (mut i, mut r) = (build(true), build(false));
+        let (mut m, mut p) = (vec![0u8; NOISE_MAX], vec![0u8; NOISE_MAX]);
+        let n1 = i.write_message(&[], &mut m).unwrap();
+        r.read_message(&m[..n1], &mut p).unwrap();
+        let n2 = r.write_message(&[], &mut m).unwrap();
+        i.read_message(&m[..n2], &mut p).unwrap();
+        let n3 = i.write_message(&[], &mut m).unwrap();
+        assert_eq!([n1, n2, n3], HANDSHAKE_LENS);
+        assert_eq!(HANDSHAKE_LENS.iter().max(), Some(&HANDSHAKE_MAX));
+        // And the machines agree with each other after using exactly those.
+        a.send_frame(b"ok").unwrap();
+        carry(&mut a, &mut b, &mut || usize::MAX, Instant::now()).unwrap();
+        assert_eq!(frames_of(&mut b), [b"ok".to_vec()]);
     }
 }
