@@ -55,6 +55,8 @@
 //! frame to frame (one grown past 256 KiB for a big frame is given back once empty); a
 //! frame in costs no allocation beyond its own ([`LinkMachine::next_frame_ref`] not even
 //! that), a frame out none ([`LinkMachine::send_frame_with`] even writes it in place).
+//! Whole frames wait in the machine until taken, and output until written: the caller takes
+//! frames after each feed, and stops feeding a link whose output it cannot write.
 //!
 //! # The blocking link
 //!
@@ -733,8 +735,6 @@ impl LinkMachine {
         }
         self.peer_key = Some(key);
         self.convention = String::new();
-        // The handshake's units were small; a frame's may be 64 KiB.
-        self.partial.shrink_to_fit();
         self.expect(Reading::ChunkLen, 2)
     }
 
@@ -1819,6 +1819,13 @@ mod tests {
         assert!(b.peer_closed().to_string().contains("in the middle of a frame"));
         let (_, mut b) = established(now);
         assert!(b.peer_closed().to_string().ends_with("the peer closed the link"));
+    }
+
+    #[test]
+    fn a_machine_can_move_to_the_thread_of_the_loop_that_drives_it() {
+        fn send<T: Send>() {}
+        send::<LinkMachine>();
+        send::<Link>();
     }
 
     #[test]
