@@ -112,6 +112,9 @@ pub(crate) const CONVENTION_ENV: &str = "GREENROOM_CONVENTION";
 /// Entry point of an admin process: reads its settings from the environment, serves until
 /// shutdown, and exits. Called by `greenroom_host::init` when `GREENROOM_ROLE=admin`.
 pub fn run_from_env() -> ! {
+    // Before the spawner, which inherits it: the raised open-files limit (a spawner left with
+    // a low soft limit could start no host, and the error blamed the admin).
+    process_role::raise_open_files_limit();
     // First, while this process holds nothing but its owner socket: the spawner, whose small
     // fd table every host spawn then copies instead of the admin's.
     let spawner = host_exe_from_env().ok().and_then(|exe| zygote::Spawner::start(&exe));
@@ -2622,10 +2625,12 @@ fn role_fits(role: &PeerRole, kind: PeerKind) -> bool {
 
 /// An OS error with what to do about the common resource limits.
 fn explain(e: &std::io::Error) -> String {
+    if let Some(which) = process_role::fd_exhaustion(e, "the admin", std::process::id()) {
+        return format!(
+            "{e}: {which}; it holds 4 file descriptors per actor: raise the limit (ulimit -n) or stop some actors"
+        );
+    }
     match e.raw_os_error() {
-        Some(libc::EMFILE) | Some(libc::ENFILE) => format!(
-            "{e}: the admin is out of file descriptors (it holds 4 per actor); raise its open-files limit (ulimit -n) or stop some actors"
-        ),
         Some(libc::EAGAIN) | Some(libc::ENOMEM) => {
             format!("{e}: the system cannot start another process now (process or memory limit)")
         }
