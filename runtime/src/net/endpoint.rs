@@ -291,12 +291,16 @@ pub struct Endpoint {
     handshake_deadlines: Pending,
     /// When to try `accept` again after it failed for lack of resources.
     accept_retry: Option<Instant>,
+    /// The pid on the other end of the control connection: the admin's.
+    admin_pid: Option<u32>,
 }
 
 impl Endpoint {
     /// Wraps a control connection to the admin and sends our handshake on it.
     pub fn new(control: std::os::unix::net::UnixStream, role: PeerRole, max_frame: u32) -> Result<Self> {
         let socket = socket_name(&role);
+        // Who answers on the control connection, for an error that names it.
+        let admin_pid = super::peer::peer_cred(&control).ok().map(|c| c.pid as u32);
         control
             .set_nonblocking(true)
             .map_err(Error::io("making the control socket non-blocking"))?;
@@ -341,6 +345,7 @@ impl Endpoint {
             capabilities_version: 0,
             handshake_deadlines: Pending::new(crate::process_role::max_pending_connections()).named(socket),
             accept_retry: None,
+            admin_pid,
         };
         ep.flush_control();
         Ok(ep)
@@ -487,9 +492,7 @@ impl Endpoint {
             scanned = self.inbox.len();
             let now = Instant::now();
             if now >= deadline {
-                return Err(Error::AdminProtocol(format!(
-                    "the admin did not answer within {timeout:?}"
-                )));
+                return Err(Error::admin_not_answering(self.admin_pid, timeout));
             }
             self.pump(Some(deadline - now))?;
         }
@@ -1226,7 +1229,10 @@ impl Endpoint {
                     // Out of fds or memory: connections stay in the backlog, and readiness
                     // will not be signalled again for them, so try again shortly.
                     if self.handshake_deadlines.logs.refused.allow() {
-                        tracing::warn!(endpoint = %self.me, error = %e, "accept failed; retrying in 100 ms (raise the open-files limit if this is EMFILE)");
+                        let process = if self.incarnation > 0 { "this actor host" } else { "this client" };
+                        let why = crate::process_role::fd_exhaustion(&e, process, std::process::id())
+                            .map_or(e.to_string(), |which| format!("{e}: {which}; raise it (ulimit -n)"));
+                        tracing::warn!(endpoint = %self.me, error = %why, "accept failed; retrying in 100 ms");
                     }
                     self.accept_retry = Some(Instant::now() + ACCEPT_RETRY);
                     return;
