@@ -70,7 +70,10 @@ fn assert_not_answering(err: &Error, pid: u32) {
         other => panic!("expected the admin (pid {pid}) reported as not answering, got: {other}"),
     }
     let text = err.to_string();
-    assert!(text.contains(&format!("the admin (pid {pid}) is not answering")), "{text}");
+    assert!(
+        text.contains(&format!("the admin (pid {pid}) is not answering")),
+        "{text}"
+    );
     assert!(text.contains("stopped (SIGSTOP)"), "{text}");
 }
 
@@ -82,7 +85,9 @@ fn a_stopped_admin_is_reported_to_a_client_attaching_within_its_bound() {
     {
         let _stopped = Stopped::new(admin);
         let started = Instant::now();
-        let err = ActorSystem::connect_dir(&dir).err().expect("a stopped admin cannot welcome a client");
+        let err = ActorSystem::connect_dir(&dir)
+            .err()
+            .expect("a stopped admin cannot welcome a client");
         let connect_took = started.elapsed();
         assert_not_answering(&err, admin);
 
@@ -90,7 +95,9 @@ fn a_stopped_admin_is_reported_to_a_client_attaching_within_its_bound() {
         let err = sys.private().err().expect("nor a private client");
         let private_took = started.elapsed();
         assert_not_answering(&err, admin);
-        eprintln!("a stopped admin was reported to connect_dir after {connect_took:?}, to private() after {private_took:?}");
+        eprintln!(
+            "a stopped admin was reported to connect_dir after {connect_took:?}, to private() after {private_took:?}"
+        );
         assert!(connect_took < REPORTED_WITHIN, "connect_dir took {connect_took:?}");
         assert!(private_took < REPORTED_WITHIN, "private() took {private_took:?}");
     }
@@ -121,7 +128,11 @@ impl CliSystem {
         };
         let out = system.run(&["start", "--host-bin", HOST, "--name", name]);
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(out.status.success(), "greenroom start failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "greenroom start failed: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         system.admin = stdout
             .lines()
             .find_map(|l| l.trim().strip_prefix("admin pid")?.trim().parse().ok())
@@ -284,7 +295,11 @@ fn under_a_low_soft_open_files_limit_the_spawner_gets_the_raised_limit_and_actor
     let hard = hard_open_files_limit();
     let holder = Holder::start(40, hard);
     let spawner = holder.spawner().expect("the admin's spawner");
-    assert_eq!(open_files_limit(holder.admin), (hard, hard), "the admin raised its limit");
+    assert_eq!(
+        open_files_limit(holder.admin),
+        (hard, hard),
+        "the admin raised its limit"
+    );
     assert_eq!(
         open_files_limit(spawner),
         (hard, hard),

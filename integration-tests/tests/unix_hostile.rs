@@ -64,7 +64,9 @@ fn client_hello() -> Vec<u8> {
 
 /// Whether the other end closed `s` within `until` (read to its end, or reset).
 fn closed_by_peer(s: &mut UnixStream, until: Instant) -> bool {
-    let left = until.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+    let left = until
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1));
     let _ = s.set_read_timeout(Some(left));
     let mut sink = Vec::new();
     match s.read_to_end(&mut sink) {
@@ -140,7 +142,12 @@ fn cost_per_half_open_connection(target: &Target) -> f64 {
         "{}: connections announcing a 16 MiB frame before their handshake are refused at once",
         target.what
     );
-    assert_eq!(held, stalled.len(), "{}: stalled handshakes are still held", target.what);
+    assert_eq!(
+        held,
+        stalled.len(),
+        "{}: stalled handshakes are still held",
+        target.what
+    );
     assert!(
         harness::fd_count(target.pid) >= fds_before + stalled.len(),
         "{}: the listener accepted every stalled connection",
@@ -297,7 +304,11 @@ fn a_flood_of_idle_connections_logs_a_few_lines_and_a_count_per_socket() {
         .collect();
     let until = Instant::now() + HANDSHAKE_TIMEOUT + T;
     let closed = idle.iter_mut().map(|s| closed_by_peer(s, until)).filter(|c| *c).count();
-    assert_eq!(closed, idle.len(), "every idle connection is closed, refused or timed out");
+    assert_eq!(
+        closed,
+        idle.len(),
+        "every idle connection is closed, refused or timed out"
+    );
 
     // The counts come when each window ends (10 s after its first line).
     let labels = [
@@ -318,13 +329,19 @@ fn a_flood_of_idle_connections_logs_a_few_lines_and_a_count_per_socket() {
     eprintln!("{} idle connections on two sockets: {lines} log lines", 2 * flood);
     let burst = greenroom::net::log_limit::DEFAULT_BURST as usize;
     let one_by_one = [
-        count(&log, "closing a client connection that did not complete its handshake in time"),
+        count(
+            &log,
+            "closing a client connection that did not complete its handshake in time",
+        ),
         count(&log, "listener=\"admin.sock\"") + count(&log, "listener=admin.sock"),
         count(&log, "closing a connection that did not complete its handshake in time"),
         count(&log, "listener=\"actor socket\"") + count(&log, "listener=actor socket"),
     ];
     for ((label, events), logged) in labels.iter().zip(one_by_one) {
-        assert!(logged <= burst, "{label}: {logged} lines one by one, at most {burst}:\n{log}");
+        assert!(
+            logged <= burst,
+            "{label}: {logged} lines one by one, at most {burst}:\n{log}"
+        );
         assert_eq!(
             logged as u64 + reported(&log, label),
             *events as u64,

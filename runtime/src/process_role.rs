@@ -209,7 +209,10 @@ mod tests {
             format!("the admin (pid {me}) reached its open-files limit (RLIMIT_NOFILE: soft {soft}, hard {hard})")
         );
         let why = fd_exhaustion(&std::io::Error::from_raw_os_error(libc::ENFILE), "the spawner", 7).unwrap();
-        assert!(why.contains("system-wide") && why.contains("the spawner (pid 7)"), "{why}");
+        assert!(
+            why.contains("system-wide") && why.contains("the spawner (pid 7)"),
+            "{why}"
+        );
         assert_eq!(
             fd_exhaustion(&std::io::Error::from_raw_os_error(libc::EACCES), "x", 1),
             None

@@ -1229,7 +1229,11 @@ impl Endpoint {
                     // Out of fds or memory: connections stay in the backlog, and readiness
                     // will not be signalled again for them, so try again shortly.
                     if self.handshake_deadlines.logs.refused.allow() {
-                        let process = if self.incarnation > 0 { "this actor host" } else { "this client" };
+                        let process = if self.incarnation > 0 {
+                            "this actor host"
+                        } else {
+                            "this client"
+                        };
                         let why = crate::process_role::fd_exhaustion(&e, process, std::process::id())
                             .map_or(e.to_string(), |which| format!("{e}: {which}; raise it (ulimit -n)"));
                         tracing::warn!(endpoint = %self.me, error = %why, "accept failed; retrying in 100 ms");

@@ -241,7 +241,11 @@ mod tests {
         assert_eq!(allowed.iter().filter(|a| **a).count(), 3);
         assert!(allowed[..3].iter().all(|a| *a), "the first three: {allowed:?}");
         assert_eq!(limit.suppressed(), 7);
-        assert_eq!(limit.deadline(), Some(t0 + W), "the window ends 10 s after its first event");
+        assert_eq!(
+            limit.deadline(),
+            Some(t0 + W),
+            "the window ends 10 s after its first event"
+        );
     }
 
     #[test]
@@ -305,11 +309,18 @@ mod tests {
         for _ in 0..DEFAULT_BURST + 2 {
             logs.timed_out.allow_at(t0);
         }
-        assert!(logs.refused.allow_at(t0), "a flood of timeouts leaves refusals their own lines");
+        assert!(
+            logs.refused.allow_at(t0),
+            "a flood of timeouts leaves refusals their own lines"
+        );
         assert_eq!(logs.deadline(), Some(t0 + DEFAULT_WINDOW));
         let lines = logged_by(|| logs.tick(t0 + DEFAULT_WINDOW));
         assert_eq!(lines.len(), 1, "{lines:?}");
-        assert!(lines[0].contains("actor socket: handshake timeouts: 2 more"), "{}", lines[0]);
+        assert!(
+            lines[0].contains("actor socket: handshake timeouts: 2 more"),
+            "{}",
+            lines[0]
+        );
         assert_eq!(logs.deadline(), None);
     }
 }

@@ -43,7 +43,9 @@ pub(crate) fn check_same_user(socket: &impl AsFd) -> Result<PeerCred, String> {
 /// send timeout bounds that wait (`EAGAIN` when it runs out). The stream returned blocks,
 /// without timeouts.
 pub(crate) fn connect_within(path: &Path, timeout: Duration) -> std::io::Result<std::os::unix::net::UnixStream> {
-    use nix::sys::socket::{connect, setsockopt, socket, sockopt::SendTimeout, AddressFamily, SockFlag, SockType, UnixAddr};
+    use nix::sys::socket::{
+        connect, setsockopt, socket, sockopt::SendTimeout, AddressFamily, SockFlag, SockType, UnixAddr,
+    };
     let fd = socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
     let addr = UnixAddr::new(path)?;
     let bound = nix::sys::time::TimeVal::new(

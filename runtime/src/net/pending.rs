@@ -8,7 +8,7 @@
 //! on accept). Nor may a flood grow the log: what the listener refuses, times out or finds
 //! broken is logged through its [`SocketLogs`] (a few lines per window, then a count), whose
 //! deadlines this type folds into its own, so that a loop that waits for
-//! [`Pending::next_deadline`] and calls [`Pending::expired`] reports the counts in time.
+//! `Pending::next_deadline` and calls `Pending::expired` reports the counts in time.
 
 use std::{
     collections::VecDeque,

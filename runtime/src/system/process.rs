@@ -220,10 +220,12 @@ impl ProcessSystem {
         };
         let (mut child, control) = admin::start_admin(&exe, &rundir, settings)?;
         let admin_pid = child.id();
-        let registered = register_client(control, config.max_frame, &rundir, START_WELCOME_TIMEOUT).map(|(mut endpoint, address)| {
-            endpoint.set_max_pending(config.max_pending);
-            (endpoint, address)
-        });
+        let registered = register_client(control, config.max_frame, &rundir, START_WELCOME_TIMEOUT).map(
+            |(mut endpoint, address)| {
+                endpoint.set_max_pending(config.max_pending);
+                (endpoint, address)
+            },
+        );
         let registered = registered.and_then(|(endpoint, address)| Ok((endpoint.waker()?, endpoint, address)));
         let (waker, endpoint, address) = match registered {
             Ok(r) => r,
