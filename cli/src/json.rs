@@ -122,6 +122,8 @@ pub struct Troupe {
 pub struct Listed {
     pub name: String,
     pub running: bool,
+    /// `false` for a running admin that did not answer in time (stopped or hung).
+    pub answering: bool,
     pub admin_pid: Option<u32>,
     pub actors: Option<usize>,
     pub uptime_s: Option<f64>,

@@ -26,6 +26,11 @@
 //! | 4 | `start`: a system of that name is already running |
 //!
 //! Errors are one line on stderr saying what to do next.
+//!
+//! No command waits on a hung admin: one that is there but has not accepted the command
+//! within 4 s (stopped with `SIGSTOP`, hung, swamped) fails it with exit code 1 and
+//! `the admin (pid N) is not answering`; `list` shows it as not answering, and `logs` still
+//! prints its log.
 
 mod cmd;
 mod error;

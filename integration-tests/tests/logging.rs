@@ -417,3 +417,172 @@ fn a_log_sink_nobody_reads_holds_up_only_the_actor_that_logs() {
     // than wait at shutdown.
     drop(reader);
 }
+
+/// How long these tests let a record take from being made (its timestamp) to being in the
+/// file: generous, for a loaded machine; the aim is 100 ms, and the figures they print are
+/// what was measured.
+const PROMPT: Duration = Duration::from_secs(1);
+
+/// The time a sink line's record was made: its leading RFC 3339 UTC timestamp
+/// (`2026-11-25T10:00:00.123456Z`), as a duration since the Unix epoch.
+fn stamped(line: &str) -> Duration {
+    let stamp = line.split_whitespace().next().expect("a timestamp");
+    let num = |range: std::ops::Range<usize>| -> i64 { stamp[range].parse().expect("a timestamp") };
+    let (y, m, d) = (num(0..4), num(5..7), num(8..10));
+    // Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    let secs = days * 86_400 + num(11..13) * 3600 + num(14..16) * 60 + num(17..19);
+    let frac: f64 = format!("0{}", stamp[19..].trim_end_matches('Z')).parse().unwrap_or(0.0);
+    Duration::from_secs(secs as u64) + Duration::from_secs_f64(frac)
+}
+
+/// Waits (polling every millisecond) for a line after the first `skip` that satisfies
+/// `found`; how long after the record was made (its timestamp) it was in the file.
+fn arrival(log: &mut LogTail, skip: usize, since: Instant, found: impl Fn(&str) -> bool) -> Duration {
+    let deadline = since + ARRIVAL;
+    loop {
+        log.poll();
+        if let Some(line) = log.lines.iter().skip(skip).find(|l| found(l)) {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap();
+            return now.saturating_sub(stamped(line));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no such log line within {ARRIVAL:?}; the log has:\n{}",
+            log.lines.join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Keeps a system busy until dropped: a thread creates, asks and stops actors through a
+/// private client while another has a [`Logger`] write a thousand records at a time.
+struct Busy {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Busy {
+    fn start(sys: &TestSystem) -> Busy {
+        use std::sync::atomic::Ordering::Relaxed;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let churn = sys.private().unwrap();
+        let chatter = sys.private().unwrap();
+        let logger = chatter.create_actor::<Logger>().unwrap().address();
+        let threads = vec![
+            std::thread::spawn({
+                let stop = stop.clone();
+                move || {
+                    while !stop.load(Relaxed) {
+                        let echo = churn.create_actor::<Echo>().unwrap().address();
+                        let _: String = churn.ask(echo, "busy".to_string(), T).unwrap();
+                        churn.tell(echo, greenroom::ActorExitRequest).unwrap();
+                    }
+                }
+            }),
+            std::thread::spawn({
+                let stop = stop.clone();
+                move || {
+                    while !stop.load(Relaxed) {
+                        let lines = LogCommand::Lines {
+                            prefix: "busy line".into(),
+                            count: 1000,
+                        };
+                        let _: bool = chatter.ask(logger, lines, T).unwrap();
+                    }
+                }
+            }),
+        ];
+        Busy { stop, threads }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Makes the admin log a warning from its loop: a connection to `admin.sock` whose first
+/// bytes announce a frame far larger than a handshake.
+fn provoke_admin_warning(sys: &TestSystem) {
+    use std::io::Write;
+    let path = greenroom::runtime_dir::admin_socket_path(sys.runtime_dir());
+    let mut s = std::os::unix::net::UnixStream::connect(path).unwrap();
+    s.write_all(b"GARBAGE!").unwrap();
+}
+
+#[test]
+fn records_of_hosts_and_the_admin_reach_the_log_file_promptly_idle_or_busy() {
+    let (_dir, path, sys) = system(tracing::Level::INFO);
+    let logger = sys.create_actor::<Logger>().unwrap().address();
+    assert!(sys.ask::<_, bool>(logger, LogCommand::Info(nonce("first")), T).unwrap());
+    let mut log = LogTail::open(&path);
+    let mut figures = Vec::new();
+    for state in ["idle", "busy"] {
+        let busy = (state == "busy").then(|| Busy::start(&sys));
+        // Idle: every loop of the system has gone to sleep by now. Busy: churning.
+        std::thread::sleep(Duration::from_secs(1));
+
+        let text = nonce("a host's record");
+        log.poll();
+        let (skip, since) = (log.lines.len(), Instant::now());
+        assert!(sys.ask::<_, bool>(logger, LogCommand::Info(text.clone()), T).unwrap());
+        let host = arrival(&mut log, skip, since, |l| l.contains(&text));
+
+        let (skip, since) = (log.lines.len(), Instant::now());
+        provoke_admin_warning(&sys);
+        let admin = arrival(&mut log, skip, since, |l| {
+            l.contains("greenroom::admin") && l.contains("broke the protocol")
+        });
+        drop(busy);
+        eprintln!("{state} system: a host's record took {host:?}, the admin's {admin:?}");
+        figures.push((state, host, admin));
+    }
+    for (state, host, admin) in figures {
+        assert!(host <= PROMPT, "{state}: a host's record took {host:?}");
+        assert!(admin <= PROMPT, "{state}: the admin's record took {admin:?}");
+    }
+}
+
+#[test]
+fn a_record_of_a_thread_of_the_admin_reaches_the_log_file_promptly_idle_or_busy() {
+    use std::io::Write;
+    // A convention member: its links are served by threads of the admin, which log a
+    // refused link (and waited for the admin's loop to wake before they were written).
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("cluster.key");
+    greenroom::convention::ClusterSecret::generate(&secret).unwrap();
+    let path = dir.path().join("system.log");
+    let listen = greenroom_integration_tests::lab::free_addr("127.0.0.1");
+    let config = SystemConfig::default()
+        .convention(greenroom_integration_tests::lab::convention(&secret, listen, None))
+        .log_file(&path);
+    let sys = TestSystem::start_with(HOST, config);
+    let mut log = LogTail::open(&path);
+    let mut figures = Vec::new();
+    for state in ["idle", "busy"] {
+        let busy = (state == "busy").then(|| Busy::start(&sys));
+        std::thread::sleep(Duration::from_secs(1));
+        log.poll();
+        let (skip, since) = (log.lines.len(), Instant::now());
+        let mut stranger = std::net::TcpStream::connect(listen).unwrap();
+        stranger.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        let took = arrival(&mut log, skip, since, |l| l.contains("convention link refused"));
+        drop(busy);
+        eprintln!("{state} system: a record of an admin's thread took {took:?}");
+        figures.push((state, took));
+    }
+    for (state, took) in figures {
+        assert!(took <= PROMPT, "{state}: a record of an admin's thread took {took:?}");
+    }
+}

@@ -140,6 +140,33 @@ impl FrameReader {
         }
     }
 
+    /// The largest frame body this reader accepts now.
+    pub fn max_frame(&self) -> u32 {
+        self.max_frame
+    }
+
+    /// Changes the largest frame body accepted from the next frame on: an acceptor reads a
+    /// connection with [`crate::MAX_HANDSHAKE_FRAME`] until it has accepted the handshake,
+    /// then raises the limit to the configured maximum. Bytes already buffered are kept.
+    ///
+    /// ```
+    /// use greenroom_protocol::{encode_frame, FrameReader, DEFAULT_MAX_FRAME, MAX_HANDSHAKE_FRAME};
+    /// let mut reader = FrameReader::new(MAX_HANDSHAKE_FRAME);
+    /// let mut big = Vec::new();
+    /// encode_frame(&mut big, &vec![7u8; 4096], DEFAULT_MAX_FRAME, "example")?;
+    /// reader.push(&big);
+    /// assert!(reader.next_frame().is_err(), "too large before the handshake");
+    ///
+    /// let mut reader = FrameReader::new(MAX_HANDSHAKE_FRAME);
+    /// reader.push(&big);
+    /// reader.set_max_frame(DEFAULT_MAX_FRAME); // the handshake was accepted
+    /// assert!(reader.next_frame()?.is_some());
+    /// # Ok::<(), greenroom_protocol::ProtocolError>(())
+    /// ```
+    pub fn set_max_frame(&mut self, max_frame: u32) {
+        self.max_frame = max_frame;
+    }
+
     /// Bytes received but not yet handed out as frames.
     pub fn buffered(&self) -> usize {
         self.end - self.start

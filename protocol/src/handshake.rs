@@ -13,6 +13,11 @@
 //! A connector may pipeline frames after its handshake without waiting for the reply: if the
 //! acceptor refuses, it says why and closes, and the connector treats everything it sent on
 //! that connection as undelivered.
+//!
+//! Until an acceptor has accepted a connection's handshake, it reads that connection with a
+//! frame limit of [`MAX_HANDSHAKE_FRAME`] instead of the configured maximum (see
+//! [`crate::FrameReader::set_max_frame`]): a stranger that connects and sends a length prefix
+//! of 16 MiB is refused at once, and one that stalls mid-handshake holds a few KiB at most.
 
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +52,14 @@ pub struct HandshakeReply {
 }
 
 const HEADER: usize = 6;
+
+/// The largest handshake body an acceptor reads: a handshake is about 30 bytes (magic,
+/// version, a role with two addresses), so this leaves room for growth while keeping what a
+/// connection that has not yet said who it is can make its acceptor buffer to a few KiB.
+/// An acceptor raises its frame limit to the configured maximum once it has accepted the
+/// handshake (a connector reads the reply, whose refusal text may be longer, with its
+/// configured maximum).
+pub const MAX_HANDSHAKE_FRAME: u32 = 1024;
 
 fn check_header(body: &[u8]) -> Result<&[u8], ProtocolError> {
     if body.len() < HEADER {
@@ -151,6 +164,19 @@ mod tests {
         let mut buf = Vec::new();
         reply.encode(&mut buf).unwrap();
         assert_eq!(HandshakeReply::decode(&body_of(&buf)).unwrap(), reply);
+    }
+
+    #[test]
+    fn the_largest_handshake_fits_the_pre_handshake_limit() {
+        let far = Address::new(crate::NodeId(u32::MAX), u64::MAX);
+        for role in [PeerRole::Data { from: far, to: far }, PeerRole::Host, PeerRole::Client] {
+            let mut buf = Vec::new();
+            Handshake { role }.encode(&mut buf).unwrap();
+            let mut r = FrameReader::new(MAX_HANDSHAKE_FRAME);
+            r.push(&buf);
+            assert!(r.next_frame().unwrap().is_some());
+            assert!(buf.len() < 64, "a handshake is {} bytes", buf.len());
+        }
     }
 
     #[test]

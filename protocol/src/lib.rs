@@ -30,7 +30,7 @@ pub mod wire;
 pub use capabilities::Capabilities;
 pub use error::ProtocolError;
 pub use frame::{encode_frame, FrameReader, ReadUntil};
-pub use handshake::{Handshake, HandshakeReply, PeerRole};
+pub use handshake::{Handshake, HandshakeReply, PeerRole, MAX_HANDSHAKE_FRAME};
 pub use supervision::{Backoff, ChildSpec, OnFailure, ResourceLimits, RestartType, Strategy, SupervisorSpec};
 pub use wire::{
     ActorRow, ActorState, Address, ConventionMember, ConventionView, Correlation, CreateFailure, DataFrame, DataReply,

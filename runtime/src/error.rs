@@ -106,6 +106,21 @@ pub enum Error {
     #[error("unexpected answer from the admin: {0}")]
     AdminProtocol(String),
 
+    /// The admin process is there but did not answer in time: it is stopped (`SIGSTOP`),
+    /// hung, or swamped. A client does not wait on such an admin: attaching gives up after
+    /// 4 s, other requests after their own bounds (see the README's
+    /// "Security and robustness on one machine").
+    #[error("the admin{} is not answering: no reply within {waited:?}{state}", pid.map_or(String::new(), |p| format!(" (pid {p})")))]
+    AdminNotAnswering {
+        /// `None` when even `connect` timed out (the admin's backlog is full), before the
+        /// kernel could say who listens.
+        pid: Option<u32>,
+        waited: std::time::Duration,
+        /// What `/proc` says of it, when that explains the silence: `"; it is stopped
+        /// (SIGSTOP): `kill -CONT 4711` resumes it"`.
+        state: String,
+    },
+
     /// The runtime directory could not be prepared.
     #[error("runtime directory {path}: {why}")]
     RuntimeDir { path: PathBuf, why: String },
@@ -214,6 +229,30 @@ pub enum Error {
 }
 
 impl Error {
+    /// [`Error::AdminNotAnswering`] for admin `pid`, after `waited`.
+    pub(crate) fn admin_not_answering(pid: Option<u32>, waited: std::time::Duration) -> Error {
+        let Some(pid) = pid else {
+            return Error::AdminNotAnswering {
+                pid: None,
+                waited,
+                state: "; nobody accepted the connection".to_owned(),
+            };
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next());
+        let state = match state {
+            Some("T") | Some("t") => format!("; it is stopped (SIGSTOP): `kill -CONT {pid}` resumes it"),
+            Some("D") => "; it is waiting on the disk or the kernel".to_owned(),
+            None => "; it has exited".to_owned(),
+            Some(_) => "; it may be hung or overloaded".to_owned(),
+        };
+        Error::AdminNotAnswering {
+            pid: Some(pid),
+            waited,
+            state,
+        }
+    }
+
     #[doc(hidden)]
     pub fn io(doing: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
         let doing = doing.into();

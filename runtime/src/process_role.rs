@@ -158,3 +158,64 @@ pub fn raise_open_files_limit() -> u64 {
         Err(_) => 0,
     }
 }
+
+/// The open-files limit of process `pid` (this process for 0): (soft, hard). `(0, 0)` if it
+/// cannot be read (the process is gone, or belongs to another user).
+pub fn open_files_limit_of(pid: u32) -> (u64, u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit with a null new limit only writes the current one into `limit`.
+    let ok = unsafe { libc::prlimit(pid as libc::pid_t, libc::RLIMIT_NOFILE, std::ptr::null(), &mut limit) } == 0;
+    if ok {
+        (limit.rlim_cur, limit.rlim_max)
+    } else {
+        (0, 0)
+    }
+}
+
+/// If `e` says a process ran out of file descriptors, which process and which limit:
+/// `"the admin (pid 4711) reached its open-files limit (RLIMIT_NOFILE: soft 64, hard 64)"`
+/// for `EMFILE`, the system-wide limit for `ENFILE`; `None` for any other error. `process`
+/// names the process that got the error ("the admin", "the spawner"), `pid` is its pid.
+pub fn fd_exhaustion(e: &std::io::Error, process: &str, pid: u32) -> Option<String> {
+    match e.raw_os_error()? {
+        libc::EMFILE => {
+            let (soft, hard) = open_files_limit_of(pid);
+            Some(format!(
+                "{process} (pid {pid}) reached its open-files limit (RLIMIT_NOFILE: soft {soft}, hard {hard})"
+            ))
+        }
+        libc::ENFILE => Some(format!(
+            "the system-wide limit on open files (fs.file-max) is reached: {process} (pid {pid}) could not open another"
+        )),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fd_exhaustion_names_the_process_and_its_limit() {
+        let me = std::process::id();
+        let (soft, hard) = open_files_limit_of(me);
+        assert!(soft > 0 && hard >= soft, "{soft} {hard}");
+        let why = fd_exhaustion(&std::io::Error::from_raw_os_error(libc::EMFILE), "the admin", me).unwrap();
+        assert_eq!(
+            why,
+            format!("the admin (pid {me}) reached its open-files limit (RLIMIT_NOFILE: soft {soft}, hard {hard})")
+        );
+        let why = fd_exhaustion(&std::io::Error::from_raw_os_error(libc::ENFILE), "the spawner", 7).unwrap();
+        assert!(
+            why.contains("system-wide") && why.contains("the spawner (pid 7)"),
+            "{why}"
+        );
+        assert_eq!(
+            fd_exhaustion(&std::io::Error::from_raw_os_error(libc::EACCES), "x", 1),
+            None
+        );
+    }
+}

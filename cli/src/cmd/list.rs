@@ -13,11 +13,15 @@ pub fn run(as_json: bool) -> Result<(), CliError> {
     let mut listed = Vec::new();
     for name in runtime_dir::named_systems(&runtime_dir::default_base()) {
         let dir = system_dir(&name)?.to_string_lossy().into_owned();
-        let described = connect(&name).ok().and_then(|s| s.describe(false).ok());
+        let described = match connect(&name) {
+            Ok(system) => system.describe(false).map_err(CliError::Runtime),
+            Err(e) => Err(e),
+        };
         listed.push(match described {
-            Some(d) => Listed {
+            Ok(d) => Listed {
                 name,
                 running: true,
+                answering: true,
                 admin_pid: Some(d.admin_pid),
                 actors: Some(
                     d.actors
@@ -28,9 +32,20 @@ pub fn run(as_json: bool) -> Result<(), CliError> {
                 uptime_s: Some(now.saturating_sub(d.started_unix_ms) as f64 / 1000.0),
                 runtime_dir: dir,
             },
-            None => Listed {
+            // There, but silent: listed as such, not as a stale directory to reclaim.
+            Err(CliError::Runtime(greenroom::Error::AdminNotAnswering { pid, .. })) => Listed {
+                name,
+                running: true,
+                answering: false,
+                admin_pid: pid,
+                actors: None,
+                uptime_s: None,
+                runtime_dir: dir,
+            },
+            Err(_) => Listed {
                 name,
                 running: false,
+                answering: false,
                 admin_pid: None,
                 actors: None,
                 uptime_s: None,
@@ -48,6 +63,12 @@ pub fn run(as_json: bool) -> Result<(), CliError> {
     }
     for l in &listed {
         match (l.admin_pid, l.actors, l.uptime_s) {
+            _ if l.running && !l.answering => println!(
+                "{}  not answering  admin pid {}  (stopped or hung)  {}",
+                l.name,
+                l.admin_pid.map_or("?".to_owned(), |p| p.to_string()),
+                l.runtime_dir
+            ),
             (Some(pid), Some(actors), Some(up)) => println!(
                 "{}  running  admin pid {pid}  {actors} actors  up {}  {}",
                 l.name,

@@ -15,7 +15,15 @@ use crate::CliError;
 pub fn run(name: &str, follow: bool) -> Result<(), CliError> {
     // A running system says where its log is; for a stopped one (or one stopping as we ask)
     // only the default place can be tried (a `--log FILE` given at start is not recorded).
-    let described = connect(name).ok().and_then(|s| s.describe(false).ok());
+    let described = match connect(name) {
+        Ok(system) => system.describe(false).ok(),
+        Err(e @ CliError::Runtime(greenroom::Error::AdminNotAnswering { .. })) => {
+            // Its log is what may say why: show the default one, and say what is wrong.
+            eprintln!("greenroom: {e}");
+            None
+        }
+        Err(_) => None,
+    };
     let admin_pid = described.as_ref().map(|d| d.admin_pid);
     let path = match described {
         Some(d) => d.log_file.map(PathBuf::from).ok_or_else(|| {

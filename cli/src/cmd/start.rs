@@ -174,7 +174,9 @@ pub fn run(args: Start) -> Result<(), CliError> {
     let system = loop {
         match ActorSystem::connect_dir(&dir) {
             Ok(system) => break system,
-            Err(greenroom::Error::NoSuchSystem { .. }) => {}
+            // Not listening yet, or not answering yet (still starting on a loaded machine):
+            // READY_TIMEOUT bounds the wait.
+            Err(greenroom::Error::NoSuchSystem { .. } | greenroom::Error::AdminNotAnswering { .. }) => {}
             Err(e) => {
                 // It answers, but not as it should (another protocol version, say): do not
                 // leave it running unreachable.

@@ -7,6 +7,11 @@
 //! With `--hold-system BASE` it is a client program: it starts a system under runtime base
 //! BASE (itself as the host binary), prints `admin <pid> dir <runtime dir>`, and waits to be
 //! killed, so a test can kill a client and its admin together.
+//!
+//! With `--echo-client DIR` it is a client attached to the system running in runtime
+//! directory DIR: it prints `client <address id> pid <pid>` and sends every message it
+//! receives back to its sender, until its system is gone, so a test has a client process
+//! (and its socket) of its own to measure.
 
 use std::{io::Read, io::Write, os::unix::net::UnixStream, time::Duration};
 
@@ -17,6 +22,7 @@ fn main() {
     match args.next().as_deref() {
         Some("--probe-connect") => probe(&args.next().unwrap_or_default()),
         Some("--hold-system") => hold_system(&args.next().unwrap_or_default()),
+        Some("--echo-client") => echo_client(&args.next().unwrap_or_default()),
         _ => greenroom_host::serve(greenroom_integration_tests::registry()),
     }
 }
@@ -40,6 +46,27 @@ fn hold_system(base: &str) {
     println!("admin {} dir {dir}", system.admin_pid().unwrap_or_default());
     loop {
         std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// Attaches to the system in `dir` and echoes every message back to its sender.
+fn echo_client(dir: &str) {
+    let system = match greenroom::ActorSystem::connect_dir(std::path::Path::new(dir)) {
+        Ok(s) => s,
+        Err(e) => {
+            println!("failed: {e}");
+            return;
+        }
+    };
+    println!("client {} pid {}", system.address().id(), std::process::id());
+    loop {
+        match system.listen(Duration::from_secs(3600)) {
+            Ok(Some((sender, msg))) => {
+                let _ = system.tell_any(sender, msg);
+            }
+            Ok(None) => {}
+            Err(_) => return,
+        }
     }
 }
 

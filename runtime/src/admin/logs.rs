@@ -13,6 +13,11 @@
 //!   host logging faster than the sink can take it is slowed down by its own full pipe
 //!   instead of growing the admin. The admin's own records are never held back; past
 //!   [`HARD_CAP`] they are counted and dropped, and the count written once there is room.
+//!   Nor do they wait for the loop: each is written (without waiting) by the thread that
+//!   makes it, the loop's or another's, so that a record of a thread of the admin reaches
+//!   the sink at once even while the loop sleeps (it once waited for the loop's next
+//!   wake-up, 16 s or more on an idle system, and was lost if the admin was killed
+//!   meanwhile). Only what the sink refuses for now waits, for its writable event.
 //! * [`LogPipe`] — one per host process (incarnation): the read end of the pipe that is the
 //!   host's fd 2, non-blocking and close-on-exec, in the admin's loop. It is read with a
 //!   budget per wake-up, split into lines, and each line goes to the sink with the host's
@@ -140,8 +145,8 @@ impl State {
     }
 }
 
-/// The system's log sink, as the admin's loop and its `tracing` subscriber use it. Shared
-/// (the subscriber needs a `Send + Sync` writer) but used by the loop's thread only.
+/// The system's log sink, as the admin's loop and its `tracing` subscriber use it. Shared by
+/// the loop and any thread that logs (the subscriber needs a `Send + Sync` writer).
 #[derive(Clone)]
 pub(crate) struct Sink(Arc<Mutex<State>>);
 
@@ -281,6 +286,10 @@ pub(crate) struct SinkRecord<'a>(&'a Sink);
 impl Write for SinkRecord<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.0.push(buf);
+        // Written now, whichever thread logs: a thread other than the loop's has nobody to
+        // flush after it. A write that would block leaves the rest to the loop, which the
+        // sink's writable event wakes.
+        self.0.flush();
         Ok(buf.len())
     }
 
@@ -472,6 +481,30 @@ mod tests {
         }
         assert!(sink.flush() && sink.has_room());
         assert_eq!(got, pushed, "every byte was written once");
+    }
+
+    #[test]
+    fn a_record_made_on_another_thread_is_written_at_once() {
+        let (tx, mut rx) = pipe::new().unwrap();
+        let sink = Sink::with_output(Some(Output::NonBlocking(File::from(OwnedFd::from(tx)))));
+        // Nobody calls `flush` (the loop sleeps): the record is in the pipe when `write`
+        // returns on the logging thread.
+        let writer = sink.clone();
+        let started = Instant::now();
+        std::thread::spawn(move || {
+            use tracing_subscriber::fmt::MakeWriter;
+            writer
+                .make_writer()
+                .write_all(b"2026-11-25T10:00:00Z  WARN t: from a thread\n")
+                .unwrap();
+        })
+        .join()
+        .unwrap();
+        let mut got = vec![0u8; 256];
+        let n = rx.read(&mut got).expect("the record is in the pipe");
+        assert!(String::from_utf8_lossy(&got[..n]).contains("from a thread"));
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert_eq!(sink.lock().pending(), 0, "nothing left for the loop");
     }
 
     #[test]

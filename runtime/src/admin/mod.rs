@@ -112,6 +112,9 @@ pub(crate) const CONVENTION_ENV: &str = "GREENROOM_CONVENTION";
 /// Entry point of an admin process: reads its settings from the environment, serves until
 /// shutdown, and exits. Called by `greenroom_host::init` when `GREENROOM_ROLE=admin`.
 pub fn run_from_env() -> ! {
+    // Before the spawner, which inherits it: the raised open-files limit (a spawner left with
+    // a low soft limit could start no host, and the error blamed the admin).
+    process_role::raise_open_files_limit();
     // First, while this process holds nothing but its owner socket: the spawner, whose small
     // fd table every host spawn then copies instead of the admin's.
     let spawner = host_exe_from_env().ok().and_then(|exe| zygote::Spawner::start(&exe));
@@ -423,7 +426,7 @@ impl Admin {
             peers.insert(
                 OWNER,
                 ControlPeer {
-                    framed: Framed::new(owner, DEFAULT_MAX_FRAME),
+                    framed: Framed::accepting(owner, DEFAULT_MAX_FRAME),
                     kind: PeerKind::Client(None),
                     handshake_done: false,
                     write_armed: false,
@@ -449,7 +452,7 @@ impl Admin {
             next_id: 1,
             peers,
             client_listener,
-            handshake_deadlines: Pending::new(process_role::max_pending_connections()),
+            handshake_deadlines: Pending::new(process_role::max_pending_connections()).named("admin.sock"),
             next_token: FIRST_PEER,
             tree: Tree::new(root_spec),
             actors: HashMap::new(),
@@ -1235,7 +1238,9 @@ impl Admin {
                 return;
             }
             Err(ReadError::Protocol(e)) => {
-                tracing::warn!(peer = ?peer.kind, reason = %e, "closing a control connection that broke the protocol");
+                if self.handshake_deadlines.logs.broke_protocol.allow() {
+                    tracing::warn!(peer = ?peer.kind, reason = %e, "closing a control connection that broke the protocol");
+                }
                 self.peer_closed(token);
                 return;
             }
@@ -1251,7 +1256,9 @@ impl Admin {
             match decode::<ToAdmin>(&body, "control frame") {
                 Ok(frame) => self.on_frame(token, frame),
                 Err(e) => {
-                    tracing::warn!(peer = ?peer.kind, reason = %e, "closing a control connection that sent an undecodable frame");
+                    if self.handshake_deadlines.logs.broke_protocol.allow() {
+                        tracing::warn!(peer = ?peer.kind, reason = %e, "closing a control connection that sent an undecodable frame");
+                    }
                     self.peer_closed(token);
                     return;
                 }
@@ -1278,12 +1285,16 @@ impl Admin {
                 Err(e) => {
                     // Out of fds, most likely: the connection waits in the backlog, and the
                     // next event (or a later one) tries again.
-                    tracing::warn!(reason = %explain(&e), "cannot accept a client connection");
+                    if self.handshake_deadlines.logs.refused.allow() {
+                        tracing::warn!(reason = %explain(&e), "cannot accept a client connection");
+                    }
                     return;
                 }
             };
             if let Err(why) = crate::net::peer::check_same_user(&stream) {
-                tracing::warn!(reason = %why, "refused a client connection from another user");
+                if self.handshake_deadlines.logs.refused.allow() {
+                    tracing::warn!(reason = %why, "refused a client connection from another user");
+                }
                 continue;
             }
             if !self
@@ -1301,7 +1312,7 @@ impl Admin {
             self.peers.insert(
                 token,
                 ControlPeer {
-                    framed: Framed::new(stream, DEFAULT_MAX_FRAME),
+                    framed: Framed::accepting(stream, DEFAULT_MAX_FRAME),
                     kind: PeerKind::Client(None),
                     handshake_done: false,
                     write_armed: false,
@@ -1331,12 +1342,15 @@ impl Admin {
         .encode(&mut buf);
         peer.framed.queue_raw(&buf);
         if let Some(why) = refusal {
-            tracing::warn!(peer = ?peer.kind, reason = %why, "refused a control connection");
+            if self.handshake_deadlines.logs.broke_protocol.allow() {
+                tracing::warn!(peer = ?peer.kind, reason = %why, "refused a control connection");
+            }
             let _ = peer.framed.flush();
             self.peer_closed(token);
             return false;
         }
         peer.handshake_done = true;
+        peer.framed.handshake_accepted();
         if let PeerKind::Host(id) = peer.kind {
             self.send_start(token, id);
         }
@@ -2431,7 +2445,7 @@ impl Admin {
         self.peers.insert(
             token,
             ControlPeer {
-                framed: Framed::new(stream, DEFAULT_MAX_FRAME),
+                framed: Framed::accepting(stream, DEFAULT_MAX_FRAME),
                 kind: PeerKind::Host(id),
                 handshake_done: false,
                 write_armed: false,
@@ -2544,7 +2558,9 @@ impl Admin {
             .handshake_deadlines
             .expired(Instant::now(), awaiting_handshake(&self.peers))
         {
-            tracing::warn!(timeout = ?HANDSHAKE_TIMEOUT, "closing a client connection that did not complete its handshake in time");
+            if self.handshake_deadlines.logs.timed_out.allow() {
+                tracing::warn!(timeout = ?HANDSHAKE_TIMEOUT, "closing a client connection that did not complete its handshake in time");
+            }
             self.peer_closed(token);
         }
     }
@@ -2609,10 +2625,12 @@ fn role_fits(role: &PeerRole, kind: PeerKind) -> bool {
 
 /// An OS error with what to do about the common resource limits.
 fn explain(e: &std::io::Error) -> String {
+    if let Some(which) = process_role::fd_exhaustion(e, "the admin", std::process::id()) {
+        return format!(
+            "{e}: {which}; it holds 4 file descriptors per actor: raise the limit (ulimit -n) or stop some actors"
+        );
+    }
     match e.raw_os_error() {
-        Some(libc::EMFILE) | Some(libc::ENFILE) => format!(
-            "{e}: the admin is out of file descriptors (it holds 4 per actor); raise its open-files limit (ulimit -n) or stop some actors"
-        ),
         Some(libc::EAGAIN) | Some(libc::ENOMEM) => {
             format!("{e}: the system cannot start another process now (process or memory limit)")
         }

@@ -16,8 +16,9 @@ use std::{
 use greenroom_protocol::ResourceLimits;
 use nix::fcntl::{fcntl, FcntlArg};
 
-/// Fds at or above this number are safe sources for `dup2` onto the low fixed numbers.
-const HIGH_FD: RawFd = 64;
+/// Fds at or above this number are safe sources for `dup2` onto the low fixed numbers
+/// (3, 4, 5): above them, and low enough for a process with a small open-files limit.
+const HIGH_FD: RawFd = 10;
 
 /// How the child should react when its parent dies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

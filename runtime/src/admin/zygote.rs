@@ -10,7 +10,12 @@
 //! pair. The spawner creates the host with `clone(CLONE_PARENT)`, so that **the host is the
 //! admin's child**, as if the admin had forked it: the admin reaps it with `wait4`, gets its
 //! `SIGCHLD` and rusage, and `PR_SET_PDEATHSIG` follows the admin. The reply is the pid, or
-//! the errno of the failure.
+//! the errno of the failure and which process it happened in (the spawner, or the new
+//! process before its exec), so that an error such as running out of file descriptors names
+//! the process and the limit that ran out.
+//!
+//! The spawner inherits the admin's open-files limit, raised before the fork
+//! (`super::run_from_env`).
 //!
 //! ```text
 //! admin ──[SpawnRequest + fds 2,3,4,5]──▶ spawner ──clone(CLONE_PARENT)──▶ host (child of admin)
@@ -40,8 +45,15 @@ use crate::process_role;
 /// How long the admin waits for the spawner's answer.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Received fds are moved at or above this number before the clone, so that the child's
-/// `dup2` onto 2..5 clobbers none of them.
-const HIGH_FD: RawFd = 64;
+/// `dup2` onto 2..5 clobbers none of them. Just above the targets, so that a spawner with a
+/// low open-files limit can still use it.
+const HIGH_FD: RawFd = 6;
+/// The spawner's reply: the pid or `-errno`, then where a failure happened.
+const REPLY_LEN: usize = 8;
+/// A failure in the spawner itself.
+const IN_SPAWNER: i32 = 0;
+/// A failure in the new process, before its exec.
+const IN_CHILD: i32 = 1;
 
 /// One spawn, as the admin asks for it.
 #[derive(Debug, Serialize, Deserialize)]
@@ -153,19 +165,31 @@ impl Spawner {
                 Err(e) => return Err(e.into()),
             }
         }
-        let mut reply = [0u8; 4];
+        let mut reply = [0u8; REPLY_LEN];
         let n = loop {
             match nix::sys::socket::recv(self.socket.as_raw_fd(), &mut reply, MsgFlags::empty()) {
                 Err(nix::errno::Errno::EINTR) => continue,
                 got => break got.map_err(io::Error::from)?,
             }
         };
-        if n != 4 {
+        if n != REPLY_LEN {
             return Err(io::Error::new(io::ErrorKind::BrokenPipe, "the spawner has gone"));
         }
-        let answer = i32::from_le_bytes(reply);
+        let answer = i32::from_le_bytes([reply[0], reply[1], reply[2], reply[3]]);
+        let origin = i32::from_le_bytes([reply[4], reply[5], reply[6], reply[7]]);
         if answer < 0 {
-            return Err(io::Error::from_raw_os_error(-answer));
+            let e = io::Error::from_raw_os_error(-answer);
+            // Out of fds: say whose, and which limit (the new process has the spawner's).
+            let process = match origin {
+                IN_CHILD => "the new host process, before its exec, under the spawner",
+                _ => "the spawner",
+            };
+            if let Some(which) = process_role::fd_exhaustion(&e, process, self.pid as u32) {
+                return Err(io::Error::other(format!(
+                    "{e}: {which}; it inherits the admin's limit: raise it (ulimit -n)"
+                )));
+            }
+            return Err(e);
         }
         Ok(answer)
     }
@@ -218,25 +242,29 @@ fn serve(socket: OwnedFd, exe: &CString, env: &[CString], admin_pid: libc::pid_t
                 Err(_) => unsafe { libc::_exit(0) },
             }
         };
-        let answer = match postcard::from_bytes::<SpawnRequest>(&buf[..len]) {
+        let (answer, origin) = match postcard::from_bytes::<SpawnRequest>(&buf[..len]) {
             Ok(request) if fds.len() == 4 => spawn_one(&request, &fds, exe, &env_ptrs, admin_pid),
-            _ => -libc::EINVAL,
+            _ => (-libc::EINVAL, IN_SPAWNER),
         };
         drop(fds);
-        let _ = nix::sys::socket::send(sock, &answer.to_le_bytes(), MsgFlags::empty());
+        let mut reply = [0u8; REPLY_LEN];
+        reply[..4].copy_from_slice(&answer.to_le_bytes());
+        reply[4..].copy_from_slice(&origin.to_le_bytes());
+        let _ = nix::sys::socket::send(sock, &reply, MsgFlags::empty());
     }
 }
 
-/// Clones a child of the admin that becomes the host: its pid, or `-errno`.
+/// Clones a child of the admin that becomes the host: its pid, or `-errno` and where the
+/// failure happened ([`IN_SPAWNER`] or [`IN_CHILD`]).
 fn spawn_one(
     request: &SpawnRequest,
     fds: &[OwnedFd],
     exe: &CString,
     env: &[*const libc::c_char],
     admin_pid: libc::pid_t,
-) -> i32 {
+) -> (i32, i32) {
     let Ok(argv0) = CString::new(request.argv0.as_str()) else {
-        return -libc::EINVAL;
+        return (-libc::EINVAL, IN_SPAWNER);
     };
     // The child reports a failure before or at exec on this pipe; a successful exec closes
     // it (close-on-exec). So the answer comes after the exec, as with `std::process::Command`:
@@ -244,7 +272,10 @@ fn spawn_one(
     let mut report = [0 as RawFd; 2];
     // SAFETY: pipe2 writes two fds into the array.
     if unsafe { libc::pipe2(report.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return -io::Error::last_os_error().raw_os_error().unwrap_or(libc::EMFILE);
+        return (
+            -io::Error::last_os_error().raw_os_error().unwrap_or(libc::EMFILE),
+            IN_SPAWNER,
+        );
     }
     let [report_read, report_write] = report;
     let argv = [argv0.as_ptr(), std::ptr::null()];
@@ -254,7 +285,17 @@ fn spawn_one(
         // SAFETY: F_DUPFD_CLOEXEC on an fd this process owns.
         let h = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, HIGH_FD) };
         if h < 0 {
-            return -io::Error::last_os_error().raw_os_error().unwrap_or(libc::EBADF);
+            let errno = io::Error::last_os_error().raw_os_error().unwrap_or(libc::EBADF);
+            for made in high.iter().take_while(|h| **h > 0) {
+                // SAFETY: closing the copies this loop made so far.
+                unsafe { libc::close(*made) };
+            }
+            // SAFETY: closing the report pipe made above.
+            unsafe {
+                libc::close(report_read);
+                libc::close(report_write);
+            }
+            return (-errno, IN_SPAWNER);
         }
         *slot = h;
     }
@@ -295,7 +336,10 @@ fn spawn_one(
     // SAFETY: closing our copy of the write end, so that the read below ends at the exec.
     unsafe { libc::close(report_write) };
     let answer = if pid < 0 {
-        -io::Error::last_os_error().raw_os_error().unwrap_or(libc::EAGAIN)
+        (
+            -io::Error::last_os_error().raw_os_error().unwrap_or(libc::EAGAIN),
+            IN_SPAWNER,
+        )
     } else {
         let mut bytes = [0u8; 4];
         let n = loop {
@@ -308,9 +352,9 @@ fn spawn_one(
         };
         if n == 4 {
             // It failed before running the host; the admin reaps it like any child of its own.
-            -i32::from_le_bytes(bytes).max(1)
+            (-i32::from_le_bytes(bytes).max(1), IN_CHILD)
         } else {
-            pid as i32
+            (pid as i32, IN_SPAWNER)
         }
     };
     // SAFETY: closing the read end made above.

@@ -38,7 +38,7 @@ use super::pending::Pending;
 use greenroom_protocol::{
     encode_frame, frame::decode, ActorState, Address, Capabilities, ChildSpec, Correlation, DataFrame, DataReply,
     ExitCause, FrameReader, FromAdmin, Handshake, HandshakeReply, NodeId, PeerRole, ProtocolError, ReadUntil, Recovery,
-    ToAdmin,
+    ToAdmin, MAX_HANDSHAKE_FRAME,
 };
 use mio::{
     net::{UnixListener, UnixStream},
@@ -291,11 +291,16 @@ pub struct Endpoint {
     handshake_deadlines: Pending,
     /// When to try `accept` again after it failed for lack of resources.
     accept_retry: Option<Instant>,
+    /// The pid on the other end of the control connection: the admin's.
+    admin_pid: Option<u32>,
 }
 
 impl Endpoint {
     /// Wraps a control connection to the admin and sends our handshake on it.
     pub fn new(control: std::os::unix::net::UnixStream, role: PeerRole, max_frame: u32) -> Result<Self> {
+        let socket = socket_name(&role);
+        // Who answers on the control connection, for an error that names it.
+        let admin_pid = super::peer::peer_cred(&control).ok().map(|c| c.pid as u32);
         control
             .set_nonblocking(true)
             .map_err(Error::io("making the control socket non-blocking"))?;
@@ -338,8 +343,9 @@ impl Endpoint {
             incarnation: 0,
             capabilities: Capabilities::new(),
             capabilities_version: 0,
-            handshake_deadlines: Pending::new(crate::process_role::max_pending_connections()),
+            handshake_deadlines: Pending::new(crate::process_role::max_pending_connections()).named(socket),
             accept_retry: None,
+            admin_pid,
         };
         ep.flush_control();
         Ok(ep)
@@ -348,7 +354,9 @@ impl Endpoint {
     /// How many accepted connections may wait for their handshake at once (the default
     /// comes from the environment, see `process_role::max_pending_connections`).
     pub fn set_max_pending(&mut self, limit: usize) {
+        let logs = self.handshake_deadlines.logs.clone();
         self.handshake_deadlines = Pending::new(limit);
+        self.handshake_deadlines.logs = logs;
     }
 
     /// The system's capabilities as this endpoint last heard them.
@@ -484,9 +492,7 @@ impl Endpoint {
             scanned = self.inbox.len();
             let now = Instant::now();
             if now >= deadline {
-                return Err(Error::AdminProtocol(format!(
-                    "the admin did not answer within {timeout:?}"
-                )));
+                return Err(Error::admin_not_answering(self.admin_pid, timeout));
             }
             self.pump(Some(deadline - now))?;
         }
@@ -1222,7 +1228,16 @@ impl Endpoint {
                 Err(e) => {
                     // Out of fds or memory: connections stay in the backlog, and readiness
                     // will not be signalled again for them, so try again shortly.
-                    tracing::warn!(endpoint = %self.me, error = %e, "accept failed; retrying in 100 ms (raise the open-files limit if this is EMFILE)");
+                    if self.handshake_deadlines.logs.refused.allow() {
+                        let process = if self.incarnation > 0 {
+                            "this actor host"
+                        } else {
+                            "this client"
+                        };
+                        let why = crate::process_role::fd_exhaustion(&e, process, std::process::id())
+                            .map_or(e.to_string(), |which| format!("{e}: {which}; raise it (ulimit -n)"));
+                        tracing::warn!(endpoint = %self.me, error = %why, "accept failed; retrying in 100 ms");
+                    }
                     self.accept_retry = Some(Instant::now() + ACCEPT_RETRY);
                     return;
                 }
@@ -1230,7 +1245,9 @@ impl Endpoint {
             let cred = match check_same_user(&stream) {
                 Ok(cred) => cred,
                 Err(reason) => {
-                    tracing::warn!(endpoint = %self.me, %reason, "refused a data connection");
+                    if self.handshake_deadlines.logs.refused.allow() {
+                        tracing::warn!(endpoint = %self.me, %reason, "refused a data connection");
+                    }
                     continue;
                 }
             };
@@ -1250,7 +1267,9 @@ impl Endpoint {
                 token,
                 Conn::In(InConn {
                     stream,
-                    reader: FrameReader::new(self.max_frame),
+                    // Until its handshake is accepted, a connection may not make this
+                    // process buffer more than a handshake needs.
+                    reader: FrameReader::new(MAX_HANDSHAKE_FRAME),
                     peer: None,
                     peer_pid: cred.pid,
                     slot: None,
@@ -1274,8 +1293,10 @@ impl Endpoint {
     fn expire_handshakes(&mut self, now: Instant) {
         for token in self.handshake_deadlines.expired(now, awaiting_handshake(&self.conns)) {
             if let Some(Conn::In(conn)) = self.conns.get(&token) {
-                tracing::warn!(endpoint = %self.me, peer_pid = conn.peer_pid, timeout = ?HANDSHAKE_TIMEOUT,
-                    "closing a connection that did not complete its handshake in time");
+                if self.handshake_deadlines.logs.timed_out.allow() {
+                    tracing::warn!(endpoint = %self.me, peer_pid = conn.peer_pid, timeout = ?HANDSHAKE_TIMEOUT,
+                        "closing a connection that did not complete its handshake in time");
+                }
             }
             self.close_in(token);
         }
@@ -1310,6 +1331,9 @@ impl Endpoint {
                         role: PeerRole::Data { from, to },
                     }) if to == me => {
                         conn.peer = Some(from);
+                        // Accepted: what follows (pipelined behind the handshake) may be
+                        // as large as any frame.
+                        conn.reader.set_max_frame(self.max_frame);
                         conn.slot = self.ledger.as_mut().and_then(|l| l.claim(ledger_key(self.me, from)));
                         let _ = HandshakeReply {
                             refusal: None,
@@ -1389,7 +1413,9 @@ impl Endpoint {
                 },
                 _ => String::new(),
             };
-            tracing::warn!(endpoint = %me, %peer, %reason, "closing a data connection that broke the protocol");
+            if self.handshake_deadlines.logs.broke_protocol.allow() {
+                tracing::warn!(endpoint = %me, %peer, %reason, "closing a data connection that broke the protocol");
+            }
             self.close_in(token);
         } else if fill.eof {
             self.close_in(token);
@@ -1678,6 +1704,14 @@ pub(crate) fn ledger_key(me: Address, sender: Address) -> u64 {
         sender.id()
     } else {
         REMOTE | (((u64::from(sender.node().0) << 32) ^ sender.id()) & !REMOTE)
+    }
+}
+
+/// What an endpoint's listening socket is called in its log lines.
+fn socket_name(role: &PeerRole) -> &'static str {
+    match role {
+        PeerRole::Host => "actor socket",
+        _ => "client socket",
     }
 }
 

@@ -6,7 +6,7 @@
 
 use std::io::{self, Write};
 
-use greenroom_protocol::{encode_frame, FrameReader, ProtocolError, ReadUntil};
+use greenroom_protocol::{encode_frame, FrameReader, ProtocolError, ReadUntil, MAX_HANDSHAKE_FRAME};
 use mio::net::UnixStream;
 use serde::Serialize;
 
@@ -20,6 +20,9 @@ pub(crate) struct Framed {
     out: Vec<u8>,
     out_pos: usize,
     max_frame: u32,
+    /// Accepted, and the peer's handshake not yet accepted: frames are read one at a time
+    /// with the limit [`MAX_HANDSHAKE_FRAME`] (see [`Framed::accepting`]).
+    awaiting_handshake: bool,
 }
 
 /// What [`Framed::read`] saw.
@@ -40,7 +43,26 @@ impl Framed {
             out: Vec::new(),
             out_pos: 0,
             max_frame,
+            awaiting_handshake: false,
         }
+    }
+
+    /// An accepted connection, whose first frame must be the peer's handshake: until
+    /// [`Framed::handshake_accepted`], [`Framed::read`] hands out one frame at a time and
+    /// refuses one larger than [`MAX_HANDSHAKE_FRAME`], so that a peer that has not said who
+    /// it is cannot make this process buffer more than a handshake needs.
+    pub fn accepting(stream: UnixStream, max_frame: u32) -> Self {
+        let mut framed = Framed::new(stream, max_frame);
+        framed.reader.set_max_frame(MAX_HANDSHAKE_FRAME);
+        framed.awaiting_handshake = true;
+        framed
+    }
+
+    /// The peer's handshake was accepted: frames up to the configured maximum from now on.
+    /// Frames it sent behind the handshake are still buffered: read again to get them.
+    pub fn handshake_accepted(&mut self) {
+        self.awaiting_handshake = false;
+        self.reader.set_max_frame(self.max_frame);
     }
 
     /// Queues one frame; call [`Framed::flush`] to write it.
@@ -74,7 +96,9 @@ impl Framed {
         self.out_pos < self.out.len()
     }
 
-    /// Reads what the socket has and returns the complete frames.
+    /// Reads what the socket has and returns the complete frames (only the first, while the
+    /// handshake is awaited: what follows it may be larger than the handshake limit, and is
+    /// read once the handshake is accepted, `more` saying so).
     pub fn read(&mut self) -> Result<ReadOutcome, ReadError> {
         let fill = self
             .reader
@@ -83,6 +107,17 @@ impl Framed {
         let mut frames = Vec::new();
         while let Some(body) = self.reader.next_frame().map_err(ReadError::Protocol)? {
             frames.push(body.to_vec());
+            if self.awaiting_handshake {
+                break;
+            }
+        }
+        if self.awaiting_handshake && !frames.is_empty() && self.reader.buffered() > 0 {
+            // The end of the stream, if it came, is seen again on the next read.
+            return Ok(ReadOutcome {
+                frames,
+                closed: false,
+                more: true,
+            });
         }
         if fill.eof {
             self.reader.finish().map_err(ReadError::Protocol)?;

@@ -3,6 +3,7 @@
 
 pub mod endpoint;
 pub(crate) mod framed;
+pub mod log_limit;
 pub(crate) mod peer;
 pub mod pending;
 pub(crate) mod spin;

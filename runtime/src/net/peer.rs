@@ -1,7 +1,11 @@
 //! Who is on the other end of a Unix socket: the kernel's word (`SO_PEERCRED`), checked on
 //! every accepted connection before a byte of it is read.
 
-use std::os::fd::AsFd;
+use std::{
+    os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd},
+    path::Path,
+    time::Duration,
+};
 
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 
@@ -32,4 +36,37 @@ pub(crate) fn check_same_user(socket: &impl AsFd) -> Result<PeerCred, String> {
         ));
     }
     Ok(cred)
+}
+
+/// Connects to the Unix socket at `path`, waiting at most `timeout`: `connect` blocks while
+/// the listener's backlog is full (a stopped or hung admin accepts nothing), and a socket's
+/// send timeout bounds that wait (`EAGAIN` when it runs out). The stream returned blocks,
+/// without timeouts.
+pub(crate) fn connect_within(path: &Path, timeout: Duration) -> std::io::Result<std::os::unix::net::UnixStream> {
+    use nix::sys::socket::{
+        connect, setsockopt, socket, sockopt::SendTimeout, AddressFamily, SockFlag, SockType, UnixAddr,
+    };
+    let fd = socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    let addr = UnixAddr::new(path)?;
+    let bound = nix::sys::time::TimeVal::new(
+        timeout.as_secs().min(i64::MAX as u64) as i64,
+        timeout.subsec_micros().max(1) as _,
+    );
+    setsockopt(&fd, SendTimeout, &bound)?;
+    loop {
+        match connect(fd.as_raw_fd(), &addr) {
+            Ok(()) => break,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(nix::errno::Errno::EAGAIN) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("connect did not complete within {timeout:?}: nobody accepts"),
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    setsockopt(&fd, SendTimeout, &nix::sys::time::TimeVal::new(0, 0))?;
+    // SAFETY: `fd` is a connected stream socket this function owns; ownership moves.
+    Ok(unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd.into_raw_fd()) })
 }

@@ -5,7 +5,10 @@
 //! accepts from peers it does not know yet. A peer that connects and says nothing must not
 //! hold anything for long (each gets [`HANDSHAKE_TIMEOUT`]), and a flood of them must not
 //! grow the listener's state without bound (at most the limit wait at once; more are closed
-//! on accept, with one log line per burst).
+//! on accept). Nor may a flood grow the log: what the listener refuses, times out or finds
+//! broken is logged through its [`SocketLogs`] (a few lines per window, then a count), whose
+//! deadlines this type folds into its own, so that a loop that waits for
+//! `Pending::next_deadline` and calls `Pending::expired` reports the counts in time.
 
 use std::{
     collections::VecDeque,
@@ -13,6 +16,8 @@ use std::{
 };
 
 use mio::Token;
+
+use super::log_limit::SocketLogs;
 
 /// How long an accepted connection may take to complete its handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -28,17 +33,26 @@ pub(crate) struct Pending {
     /// needed); the `is_pending` callbacks tell them apart.
     deadlines: VecDeque<(Instant, Token)>,
     limit: usize,
-    /// Connections refused in the current burst, for its one log line.
-    refused: u64,
+    /// The listener's rate-limited log lines: refusals (these and the owner's), handshake
+    /// timeouts, protocol errors.
+    pub logs: SocketLogs,
 }
 
 impl Pending {
+    /// The pending connections of a listener; see [`Pending::named`].
     pub fn new(limit: usize) -> Self {
         Pending {
             deadlines: VecDeque::new(),
             limit: limit.max(1),
-            refused: 0,
+            logs: SocketLogs::new("listening socket"),
         }
+    }
+
+    /// Names the listener in the lines that report suppressed counts (`"admin.sock"`,
+    /// `"actor socket"`).
+    pub fn named(mut self, socket: &str) -> Self {
+        self.logs = SocketLogs::new(socket);
+        self
     }
 
     /// Whether one more connection may wait; `false` means close it at once. `what` names
@@ -48,22 +62,12 @@ impl Pending {
             self.deadlines.retain(|(_, t)| is_pending(*t));
         }
         if self.deadlines.len() < self.limit {
-            if self.refused > 0 {
-                tracing::warn!(
-                    listener = what,
-                    refused = self.refused,
-                    limit = self.limit,
-                    "accepting connections again after refusing some: too many were waiting for their handshake"
-                );
-                self.refused = 0;
-            }
             return true;
         }
-        if self.refused == 0 {
+        if self.logs.refused.allow() {
             tracing::warn!(listener = what, limit = self.limit,
-                "refusing connections: too many are waiting for their handshake (SystemConfig::max_pending_connections)");
+                "refused a connection: too many are waiting for their handshake (SystemConfig::max_pending_connections)");
         }
-        self.refused += 1;
         false
     }
 
@@ -72,13 +76,17 @@ impl Pending {
         self.deadlines.push_back((Instant::now() + HANDSHAKE_TIMEOUT, token));
     }
 
-    /// The earliest deadline, for the event loop's timeout.
+    /// The earliest deadline (a handshake's, or the end of a log window with a count to
+    /// report), for the event loop's timeout.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.deadlines.front().map(|(at, _)| *at)
+        let handshake = self.deadlines.front().map(|(at, _)| *at);
+        handshake.into_iter().chain(self.logs.deadline()).min()
     }
 
     /// The connections whose deadline has passed and that are still pending: to be closed.
+    /// Also reports the counts of log windows that have ended.
     pub fn expired(&mut self, now: Instant, is_pending: impl Fn(Token) -> bool) -> Vec<Token> {
+        self.logs.tick(now);
         let mut late = Vec::new();
         while let Some(&(deadline, token)) = self.deadlines.front() {
             if deadline > now {
@@ -99,7 +107,7 @@ mod tests {
 
     #[test]
     fn past_the_limit_connections_are_refused_until_room_is_made() {
-        let mut p = Pending::new(2);
+        let mut p = Pending::new(2).named("test");
         let done = std::cell::RefCell::new(Vec::<Token>::new());
         let pending = |t: Token| !done.borrow().contains(&t);
         assert!(p.admit(pending, "test"));
@@ -118,6 +126,24 @@ mod tests {
             p.expired(later, |t| !done.borrow().contains(&t)),
             vec![Token(2), Token(3)]
         );
+        assert_eq!(p.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_flood_of_refusals_logs_a_burst_and_counts_the_rest_until_the_window_ends() {
+        let mut p = Pending::new(1).named("test");
+        assert!(p.admit(|_| true, "test"));
+        p.push(Token(1));
+        for _ in 0..100 {
+            assert!(!p.admit(|_| true, "test"));
+        }
+        let burst = u64::from(p.logs.refused.burst());
+        assert_eq!(p.logs.refused.suppressed(), 100 - burst);
+        // The loop wakes for the handshake's deadline, then for the log window's end.
+        let window_end = p.logs.deadline().expect("a count to report");
+        assert!(p.next_deadline().is_some_and(|d| d <= window_end));
+        assert_eq!(p.expired(window_end, |_| true), vec![Token(1)]);
+        assert_eq!(p.logs.refused.suppressed(), 0, "reported when the window ended");
         assert_eq!(p.next_deadline(), None);
     }
 }

@@ -302,7 +302,11 @@ impl ActorSystem {
     /// dropping it) only closes this client, and [`ActorSystem::stop_system`] stops the
     /// system. Several programs may be attached at once.
     ///
-    /// Fails with [`Error::NoSuchSystem`] if no admin answers under that name.
+    /// Fails with [`Error::NoSuchSystem`] if no admin listens under that name, and with
+    /// [`Error::AdminNotAnswering`] (naming the admin's pid) if its admin has not accepted
+    /// and welcomed this client within 4 s: a stopped (`SIGSTOP`) or hung admin is
+    /// reported, not waited on. The same bound applies to [`ActorSystem::connect_dir`] and
+    /// [`ActorSystem::private`].
     pub fn connect(name: &str) -> Result<Self> {
         let dir = crate::runtime_dir::named_system_dir(&crate::runtime_dir::default_base(), name)?;
         Self::connect_dir(&dir)

@@ -58,6 +58,16 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 const CLOSE_FLUSH: Duration = Duration::from_secs(1);
 /// How long `shutdown` waits for every actor to stop.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long attaching to a running admin (`ActorSystem::connect`, `connect_dir`, a private
+/// client, every CLI command) waits for it to accept the connection and welcome the client:
+/// a running admin answers in milliseconds, so one that has not within this is stopped,
+/// hung or swamped, and is reported ([`Error::AdminNotAnswering`]) rather than waited on.
+pub(crate) const ATTACH_TIMEOUT: Duration = Duration::from_secs(4);
+/// How long the program that starts a system waits for its new admin's welcome (the admin
+/// process is being started: a loaded machine may take a while).
+const START_WELCOME_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a description of the system (`describe`, `greenroom status`) may take.
+const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// An answer a request or an ask waits for: `None` until it comes (or its call fails).
 type Answer = Option<Result<(Address, AnyMessage)>>;
@@ -210,10 +220,12 @@ impl ProcessSystem {
         };
         let (mut child, control) = admin::start_admin(&exe, &rundir, settings)?;
         let admin_pid = child.id();
-        let registered = register_client(control, config.max_frame, &rundir).map(|(mut endpoint, address)| {
-            endpoint.set_max_pending(config.max_pending);
-            (endpoint, address)
-        });
+        let registered = register_client(control, config.max_frame, &rundir, START_WELCOME_TIMEOUT).map(
+            |(mut endpoint, address)| {
+                endpoint.set_max_pending(config.max_pending);
+                (endpoint, address)
+            },
+        );
         let registered = registered.and_then(|(endpoint, address)| Ok((endpoint.waker()?, endpoint, address)));
         let (waker, endpoint, address) = match registered {
             Ok(r) => r,
@@ -285,16 +297,32 @@ impl ProcessSystem {
     /// a program attaching to a system started with `greenroom start`.
     pub(crate) fn attach(rundir: &Path, max_frame: u32, send_window: usize, max_pending: usize) -> Result<Self> {
         let path = runtime_dir::admin_socket_path(rundir);
-        let control = std::os::unix::net::UnixStream::connect(&path).map_err(|e| Error::NoSuchSystem {
-            runtime_dir: rundir.to_path_buf(),
-            why: e.to_string(),
+        let started = Instant::now();
+        let control = crate::net::peer::connect_within(&path, ATTACH_TIMEOUT).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::TimedOut {
+                Error::admin_not_answering(None, ATTACH_TIMEOUT)
+            } else {
+                Error::NoSuchSystem {
+                    runtime_dir: rundir.to_path_buf(),
+                    why: e.to_string(),
+                }
+            }
         })?;
         // The kernel's word for who answered, the same check the admin makes of us.
         let admin = crate::net::peer::check_same_user(&control).map_err(|why| Error::NoSuchSystem {
             runtime_dir: rundir.to_path_buf(),
             why,
         })?;
-        let (mut endpoint, address) = register_client(control, max_frame, rundir)?;
+        let left = ATTACH_TIMEOUT.saturating_sub(started.elapsed());
+        let (mut endpoint, address) = register_client(control, max_frame, rundir, left).map_err(|e| match e {
+            // Named by the whole wait, not by what was left of it after the connect.
+            Error::AdminNotAnswering { pid, state, .. } => Error::AdminNotAnswering {
+                pid,
+                waited: ATTACH_TIMEOUT,
+                state,
+            },
+            other => other,
+        })?;
         endpoint.set_max_pending(max_pending);
         let waker = endpoint.waker()?;
         let limits = (max_frame, send_window, max_pending);
@@ -314,7 +342,7 @@ impl ProcessSystem {
             let request = endpoint.next_request();
             endpoint.control_request(
                 &ToAdmin::Describe { request, include_gone },
-                Duration::from_secs(10),
+                DESCRIBE_TIMEOUT,
                 |f| matches!(f, FromAdmin::Description { request: r, .. } if *r == request),
             )
         })?;
@@ -836,9 +864,10 @@ fn register_client(
     control: std::os::unix::net::UnixStream,
     max_frame: u32,
     rundir: &Path,
+    timeout: Duration,
 ) -> Result<(Endpoint, Address)> {
     let mut endpoint = Endpoint::new(control, PeerRole::Client, max_frame)?;
-    let welcome = endpoint.control_request(&ToAdmin::RegisterClient, Duration::from_secs(30), |f| {
+    let welcome = endpoint.control_request(&ToAdmin::RegisterClient, timeout, |f| {
         matches!(f, FromAdmin::ClientWelcome { .. })
     })?;
     let FromAdmin::ClientWelcome {
