@@ -2627,7 +2627,7 @@ fn role_fits(role: &PeerRole, kind: PeerKind) -> bool {
 fn explain(e: &std::io::Error) -> String {
     if let Some(which) = process_role::fd_exhaustion(e, "the admin", std::process::id()) {
         return format!(
-            "{e}: {which}; it holds 4 file descriptors per actor: raise the limit (ulimit -n) or stop some actors"
+            "{e}: {which}; it holds 4 file descriptors per actor: raise its open-files limit (ulimit -n) or stop some actors"
         );
     }
     match e.raw_os_error() {
