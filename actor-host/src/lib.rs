@@ -77,12 +77,13 @@ pub fn init(registry: Registry) -> Registry {
                     std::io::stderr(),
                     "greenroom_host::init was reached on thread `{thread}`, not first thing in main, in a process \
                      started as a Greenroom {}: a test binary invokes greenroom_host::test_support!(registry) instead",
-                    if role == Role::Admin { "admin" } else { "host" },
+                    role.env_value(),
                 );
                 std::process::exit(EXIT_NOT_AN_ENTRY)
             }
             match role {
                 Role::Admin => greenroom::admin::run_from_env(),
+                Role::Gateway => greenroom::convention::gateway::run_from_env(),
                 _ => host::run(&registry),
             }
         }
@@ -112,6 +113,7 @@ pub fn serve(registry: Registry) -> ! {
     greenroom::tag::check_tags();
     match Role::current() {
         Role::Admin => greenroom::admin::run_from_env(),
+        Role::Gateway => greenroom::convention::gateway::run_from_env(),
         Role::Host => host::run(&registry),
         Role::Client => {
             eprintln!(

@@ -117,6 +117,7 @@ pub fn before_main(registry: impl FnOnce() -> Registry) {
                 let registry = registry();
                 match role {
                     Role::Admin => greenroom::admin::run_from_env(),
+                    Role::Gateway => greenroom::convention::gateway::run_from_env(),
                     _ => crate::host::run(&registry),
                 }
             }

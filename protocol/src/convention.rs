@@ -10,6 +10,8 @@
 //! Both fields are also bound into the Noise handshake as its prologue, so a peer cannot
 //! claim one convention here and speak for another afterwards. Nothing secret is in them.
 
+use std::net::SocketAddr;
+
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -17,16 +19,23 @@ use crate::{
     ProtocolError, Recovery, PROTOCOL_VERSION,
 };
 
-/// What travels on an established convention link, one per frame.
+/// What travels on an established convention link, one per frame. Links go one way: the
+/// member that opened a link writes on it, the one that accepted it reads.
+// The data path's frame is the large one and the common one: boxing it would cost an
+// allocation per message for the sake of the rare small ones.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ConventionFrame {
+    /// The first frame on every link: which member, in which life (its advertised address
+    /// and incarnation), opened it. The accepting member binds the link to that member if
+    /// the static key the link proved is the one first proven for that life; every later
+    /// frame on the link speaks for that member, and for no other.
+    Hello { member: SocketAddr, incarnation: u64 },
     /// A SWIM membership message (foca's own encoding), for the membership layer.
     Membership(#[serde(with = "serde_bytes")] Vec<u8>),
-    /// A member's capabilities: the member (its advertised address and incarnation), and a
-    /// version that grows with every change, so that an older copy never replaces a newer.
+    /// The sending member's capabilities, with a version that grows with every change, so
+    /// that an older copy never replaces a newer.
     Capabilities {
-        member: String,
-        incarnation: u64,
         version: u64,
         capabilities: Capabilities,
         /// How many actors the member runs now (for placement on the least loaded); the
@@ -35,7 +44,7 @@ pub enum ConventionFrame {
         /// The actor types the member's host binary registers, once it knows them.
         types: Option<Vec<String>>,
     },
-    /// The cross-machine data path, between two admins' gateways.
+    /// The cross-machine data path, between two members' gateways.
     Gateway(GatewayFrame),
 }
 
@@ -165,6 +174,53 @@ pub enum GatewayFrame {
     NameBound { name: String, holder: Address, bound: bool },
 }
 
+impl GatewayFrame {
+    /// Whether the member of node `sender`, whose authenticated link carried this frame to
+    /// the member of node `me`, may say it: a frame about a stream names the sender's node
+    /// on the side it speaks for (a message's and a close's `from`, an ack's, a loss's and
+    /// an acceptance's `to`) and this node on the other, and an admin's frame names the
+    /// sender where it says who asks. Otherwise it is refused with what was wrong, so that
+    /// a member holding the cluster secret cannot ack, lose or settle another member's
+    /// stream. (Answers matched by request number — `Created`, `Settled`, `NameClaim` — and
+    /// the leader's `NameBound` are checked by the admin, which knows whom it asked and who
+    /// leads.)
+    pub fn check_sender(&self, sender: NodeId, me: NodeId) -> Result<(), String> {
+        let (theirs, ours, what): (Option<NodeId>, Option<NodeId>, &str) = match self {
+            GatewayFrame::Message { from, to, .. } => (Some(from.node()), Some(to.node()), "a message's sender"),
+            GatewayFrame::Closed { from, to, .. } => (Some(from.node()), Some(to.node()), "a closed stream's sender"),
+            GatewayFrame::Ack { from, to, .. } => (Some(to.node()), Some(from.node()), "an ack's receiver"),
+            GatewayFrame::Lost { from, to, .. } => (Some(to.node()), Some(from.node()), "a loss's receiver"),
+            GatewayFrame::Accepted { from, to, .. } => (Some(to.node()), Some(from.node()), "an acceptance's receiver"),
+            GatewayFrame::Create { from, parent, .. } => match parent {
+                Some(parent) if parent.node() != *from => (Some(parent.node()), None, "a create's parent"),
+                _ => (Some(*from), None, "a create's asker"),
+            },
+            GatewayFrame::ChildNotice { parent, child, .. } => {
+                (Some(child.node()), Some(parent.node()), "a child notice's child")
+            }
+            GatewayFrame::ParentGone { parent, child } => {
+                (Some(parent.node()), Some(child.node()), "a parent-gone notice's parent")
+            }
+            GatewayFrame::Settle { actor, asker, .. } => (Some(asker.node()), Some(actor.node()), "a settle's asker"),
+            GatewayFrame::ClaimName { by, .. } => (Some(*by), None, "a name claim's claimant"),
+            GatewayFrame::Created { .. } | GatewayFrame::Settled { .. } | GatewayFrame::NameClaim { .. } => {
+                (None, None, "")
+            }
+            GatewayFrame::NameBound { .. } => (None, None, ""),
+        };
+        if let Some(theirs) = theirs.filter(|n| *n != sender) {
+            return Err(format!(
+                "{what} is on node {}, not on node {} whose link carried it",
+                theirs.0, sender.0
+            ));
+        }
+        if let Some(ours) = ours.filter(|n| *n != me) {
+            return Err(format!("it is about node {}, not this node ({})", ours.0, me.0));
+        }
+        Ok(())
+    }
+}
+
 /// What happened to an actor created for a parent on another member
 /// ([`GatewayFrame::ChildNotice`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -286,6 +342,57 @@ mod tests {
         assert!(encode_hello("").is_err());
         assert!(encode_hello("has space").is_err());
         assert!(encode_hello(&"x".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn a_frame_about_a_stream_is_taken_only_from_the_member_it_speaks_for() {
+        let (a, b, c) = (NodeId(1), NodeId(2), NodeId(3));
+        let (at_a, at_b) = (Address::new(a, 5), Address::new(b, 7));
+        // b's gateway acks a's sender to b's receiver: fine from b, refused from c.
+        let ack = GatewayFrame::Ack {
+            from: at_a,
+            to: at_b,
+            stream: 1,
+            upto: 3,
+            incarnation: 1,
+        };
+        assert_eq!(ack.check_sender(b, a), Ok(()));
+        let refused = ack.check_sender(c, a).unwrap_err();
+        assert!(refused.contains("node 2, not on node 3"), "{refused}");
+        // A message from b's actor to a's: only b may carry it, and only to a.
+        let message = GatewayFrame::Message {
+            from: at_b,
+            to: at_a,
+            stream: 1,
+            seq: 1,
+            correlation: crate::Correlation::None,
+            payload: crate::Payload {
+                tag: "t".into(),
+                bytes: vec![],
+            },
+        };
+        assert_eq!(message.check_sender(b, a), Ok(()));
+        assert!(message.check_sender(c, a).is_err());
+        assert!(message.check_sender(b, c).unwrap_err().contains("not this node"));
+        let settle = GatewayFrame::Settle {
+            request: 1,
+            actor: at_a,
+            incarnation: 1,
+            asker: at_b,
+        };
+        assert!(settle.check_sender(c, a).is_err());
+        let create = GatewayFrame::Create {
+            request: 1,
+            from: b,
+            parent: Some(Address::new(c, 1)),
+            type_name: "t".into(),
+            spec: ChildSpec::default(),
+            requirements: Capabilities::new(),
+        };
+        assert!(
+            create.check_sender(b, a).is_err(),
+            "a parent on another node than the asker"
+        );
     }
 
     #[test]

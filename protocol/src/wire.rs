@@ -399,6 +399,10 @@ pub struct ConventionView {
     pub leader: Option<String>,
     /// The other members believed alive, by address.
     pub members: Vec<MemberRow>,
+    /// The pid of this admin's gateway process (`None` while it is being restarted).
+    pub gateway_pid: Option<u32>,
+    /// How many times the gateway was started again after it died.
+    pub gateway_restarts: u64,
 }
 
 /// One admin of a convention.

@@ -1,4 +1,5 @@
-//! How one executable knows whether it was started as a client, an admin or an actor host.
+//! How one executable knows whether it was started as a client, an admin, an actor host or
+//! a convention gateway.
 //!
 //! Greenroom starts the admin and every host by running an executable (the user's own, by
 //! default) with `GREENROOM_ROLE` set and the sockets it needs already open at fixed fd
@@ -68,6 +69,9 @@ pub enum Role {
     Admin,
     /// An actor host started by an admin.
     Host,
+    /// An admin's convention gateway (`convention/gateway/mod.rs`): the process that owns
+    /// the network, so that the admin touches none of it.
+    Gateway,
 }
 
 impl Role {
@@ -76,15 +80,17 @@ impl Role {
         match std::env::var(ROLE_ENV).as_deref() {
             Ok("admin") => Role::Admin,
             Ok("host") => Role::Host,
+            Ok("gateway") => Role::Gateway,
             _ => Role::Client,
         }
     }
 
-    pub(crate) fn env_value(self) -> &'static str {
+    pub fn env_value(self) -> &'static str {
         match self {
             Role::Client => "client",
             Role::Admin => "admin",
             Role::Host => "host",
+            Role::Gateway => "gateway",
         }
     }
 }

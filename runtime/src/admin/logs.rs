@@ -339,6 +339,16 @@ impl LogPipe {
         }
     }
 
+    /// The admin's end of the stderr pipe of another process of the system (the gateway),
+    /// its lines attributed with `attribution` (` process=gateway pid=…`).
+    pub fn for_process(rx: pipe::Receiver, attribution: String) -> LogPipe {
+        LogPipe {
+            rx,
+            attribution,
+            partial: Vec::new(),
+        }
+    }
+
     /// Reads up to `budget` bytes and sends the complete lines to `sink`.
     pub fn read(&mut self, sink: &Sink, budget: usize) -> PipeRead {
         let mut chunk = [0u8; 16 * 1024];

@@ -29,6 +29,7 @@
 //! into events for the tree; carry out the [`supervisor::Command`]s it returns.
 
 mod exit;
+mod gateway;
 mod logs;
 mod names;
 pub(crate) mod spawn;
@@ -66,9 +67,8 @@ use supervisor::{ActorId, Notice, Tree};
 
 use crate::{
     convention::{
-        gateway::ForAdmin,
         membership::{MemberId, MembershipEvent},
-        ConventionConfig, Gateway, MemberNode,
+        ConventionConfig, ConventionEvent, GatewayHandle,
     },
     error::{Error, Result},
     ledger::{LedgerFile, LedgerReport},
@@ -87,7 +87,7 @@ const OWNER: Token = Token(1);
 const CLIENT_LISTENER: Token = Token(2);
 /// The log sink (a pipe, terminal or socket) can take more.
 const LOG_SINK: Token = Token(3);
-/// Woken by the convention's membership threads when they have events for the loop.
+/// The control socket of the convention's gateway process.
 const CONVENTION: Token = Token(4);
 /// Control peers and host stderr pipes get tokens from here on.
 const FIRST_PEER: usize = 5;
@@ -329,7 +329,7 @@ struct Admin {
     /// number of actors.
     watched: std::collections::BTreeSet<ActorId>,
     /// The convention this system is a member of: its settings, and the membership threads.
-    convention: Option<(ConventionConfig, MemberNode, Gateway)>,
+    convention: Option<GatewayHandle>,
     /// The node id of this admin's addresses: its convention member's, else 0.
     node: NodeId,
     /// Creates sent to other members, by our request number: (node, creator, its request,
@@ -404,21 +404,20 @@ impl Admin {
                 let config = decode_hex::<ConventionConfig>(&hex).ok_or_else(|| {
                     Error::NotStartedByGreenroom(format!("{CONVENTION_ENV} does not decode as a convention's settings"))
                 })?;
-                let waker = mio::Waker::new(poll.registry(), CONVENTION)
-                    .map_err(Error::io("creating the convention's waker"))?;
-                let (node, gateway) = config.start(
+                let handle = GatewayHandle::new(
+                    config,
                     capabilities.clone(),
-                    std::sync::Arc::new(waker),
                     rundir.clone(),
                     max_frame,
+                    process_role::max_pending_connections(),
                 )?;
-                tracing::info!(convention = %config.name, me = %node.me().addr, node = node.me().node().0,
-                    leader = ?config.leader, "convention membership started");
-                Some((config, node, gateway))
+                tracing::info!(convention = %handle.config.name, me = %handle.me().addr, node = handle.me().node().0,
+                    leader = ?handle.config.leader, "joining the convention (its gateway starts now)");
+                Some(handle)
             }
             Err(_) => None,
         };
-        let leads = convention.as_ref().is_some_and(|(config, ..)| config.leader.is_none());
+        let leads = convention.as_ref().is_some_and(|handle| handle.config.leader.is_none());
         let mut peers = HashMap::new();
         // A detached admin (`greenroom start`) has no owner: it runs until it is told to stop.
         if std::env::var_os(process_role::DETACHED_ENV).is_none() {
@@ -468,9 +467,7 @@ impl Admin {
             capabilities,
             identity,
             spawner,
-            node: convention
-                .as_ref()
-                .map_or(NodeId(0), |(_, member, _)| member.me().node()),
+            node: convention.as_ref().map_or(NodeId(0), |handle| handle.me().node()),
             convention,
             remote_creates: HashMap::new(),
             remote_settles: HashMap::new(),
@@ -528,6 +525,7 @@ impl Admin {
                     })
                     .chain(self.remote_settles.values().map(|asked| asked.deadline))
                     .min(),
+                self.convention.as_ref().and_then(|handle| handle.next_deadline()),
             ]
             .into_iter()
             .flatten()
@@ -563,7 +561,7 @@ impl Admin {
                     continue;
                 }
                 if token == CONVENTION {
-                    self.on_convention_events();
+                    self.on_gateway_ready(readable);
                     continue;
                 }
                 if self.log_pipes.contains_key(&token) {
@@ -585,6 +583,7 @@ impl Admin {
             self.check_shutdown_deadline();
             self.expire_handshakes();
             self.expire_remote_settles();
+            self.tend_gateway();
             if self.shutdown_finished() {
                 self.finish_shutdown();
                 return Ok(());
@@ -649,7 +648,7 @@ impl Admin {
         match asker {
             Asker::Local(token) => self.send(token, &FromAdmin::Created { request, result }),
             Asker::Remote(node) => {
-                if let Some((_, _, gateway)) = &self.convention {
+                if let Some(gateway) = &mut self.convention {
                     gateway.send(node, GatewayFrame::Created { request, result });
                 }
             }
@@ -668,12 +667,14 @@ impl Admin {
             } => (child, ChildEvent::Restarted { cause, restart_count }),
             Notice::Exited { child, cause } => (child, ChildEvent::Exited { cause }),
         };
-        let (Some(parent), Some((_, _, gateway))) =
-            (self.actors.get(&child).and_then(|r| r.remote_parent), &self.convention)
-        else {
+        let child_address = self.address_of(child);
+        let (Some(parent), Some(gateway)) = (
+            self.actors.get(&child).and_then(|r| r.remote_parent),
+            &mut self.convention,
+        ) else {
             return;
         };
-        let child = self.address_of(child);
+        let child = child_address;
         gateway.send(parent.node(), GatewayFrame::ChildNotice { parent, child, event });
     }
 
@@ -690,8 +691,8 @@ impl Admin {
             self.remote_children.push((parent, child));
             return;
         }
-        if let Some((_, _, gateway)) = &self.convention {
-            let parent = self.address_of(parent);
+        let parent = self.address_of(parent);
+        if let Some(gateway) = &mut self.convention {
             gateway.send(child.node(), GatewayFrame::ParentGone { parent, child });
         }
     }
@@ -704,10 +705,10 @@ impl Admin {
             .into_iter()
             .partition(|(p, _)| *p == parent);
         self.remote_children = kept;
-        let Some((_, _, gateway)) = &self.convention else {
+        let parent = self.address_of(parent);
+        let Some(gateway) = &mut self.convention else {
             return;
         };
-        let parent = self.address_of(parent);
         for (_, child) in orphans {
             gateway.send(child.node(), GatewayFrame::ParentGone { parent, child });
         }
@@ -715,20 +716,15 @@ impl Admin {
 
     /// What other members' admins sent this one: creates for their actors, the answers to
     /// ours, notices for our actors.
-    fn on_gateway_frames(&mut self) {
-        let frames = match &self.convention {
-            Some((_, _, gateway)) => gateway.take_for_admin(),
-            None => return,
-        };
-        for input in frames {
-            let frame = match input {
-                ForAdmin::Frame(frame) => *frame,
-                ForAdmin::LinkBroke(node) => {
-                    let why = format!("the link to node {} broke before it answered", node.0);
-                    self.fail_waiting_on(node, &why);
-                    continue;
-                }
-            };
+    /// A frame from the admin of node `sender` (the gateway checked that a frame about a
+    /// stream or an actor speaks for that node; answers to this admin's questions are
+    /// checked here, against the node each question went to).
+    fn on_gateway_frame(&mut self, sender: NodeId, frame: GatewayFrame) {
+        {
+            if let Err(why) = self.answer_is_from(sender, &frame) {
+                tracing::warn!(node = sender.0, reason = %why, "a frame from another member refused");
+                return;
+            }
             match frame {
                 GatewayFrame::Create {
                     request,
@@ -759,10 +755,10 @@ impl Admin {
                     let entry = (parent.id(), child);
                     if parent.node() != self.node || !self.remote_children.contains(&entry) {
                         tracing::debug!(%parent, %child, ?event, "a notice for a parent incarnation that is gone; dropped");
-                        continue;
+                        return;
                     }
                     let Some(token) = self.actors.get(&parent.id()).and_then(|r| r.control) else {
-                        continue;
+                        return;
                     };
                     match event {
                         ChildEvent::Restarted { cause, restart_count } => {
@@ -796,7 +792,7 @@ impl Admin {
                             incarnation,
                         };
                         self.answer_settle(w, ActorState::Unknown, None, 0, None, false);
-                        continue;
+                        return;
                     }
                     self.settle_waiters.push(SettleWaiter {
                         asker: SettleAsker::Remote {
@@ -851,13 +847,13 @@ impl Admin {
                         )),
                         None => Err("this member does not lead the convention".into()),
                     };
-                    if let Some((_, _, gateway)) = &self.convention {
+                    if let Some(gateway) = &mut self.convention {
                         gateway.send(by, GatewayFrame::NameClaim { request, result });
                     }
                 }
                 GatewayFrame::NameClaim { request, result } => {
                     let Some((token, create)) = self.name_claims.remove(&request) else {
-                        continue;
+                        return;
                     };
                     let name = create.global_name.clone().unwrap_or_default();
                     match result {
@@ -887,6 +883,26 @@ impl Admin {
                 }
                 other => tracing::debug!(?other, "a data-path frame for the admin; ignored"),
             }
+        }
+    }
+
+    /// Whether an answer to one of this admin's questions (or a global-name change) came
+    /// from the member it was asked of (or from the leader).
+    fn answer_is_from(&self, sender: NodeId, frame: &GatewayFrame) -> std::result::Result<(), String> {
+        let asked = match frame {
+            GatewayFrame::Created { request, .. } => self.remote_creates.get(request).map(|c| c.node),
+            GatewayFrame::Settled { request, .. } => self.remote_settles.get(request).map(|s| s.node),
+            GatewayFrame::NameClaim { .. } => self.leader_node(),
+            // The leader tells every change; a member tells its own actors' names.
+            GatewayFrame::NameBound { holder, .. } if self.leader_node() != Some(sender) => Some(holder.node()),
+            _ => return Ok(()),
+        };
+        match asked {
+            Some(node) if node != sender => Err(format!(
+                "an answer that belongs to node {}, from node {}",
+                node.0, sender.0
+            )),
+            _ => Ok(()),
         }
     }
 
@@ -1094,6 +1110,7 @@ impl Admin {
             let cpu_used = seconds(usage.ru_utime) + seconds(usage.ru_stime);
             if let Some(id) = self.by_pid.remove(&pid) {
                 self.on_host_exit(id, status, cpu_used);
+            } else if self.reap_gateway(pid, &status) {
             } else if self.spawner.as_ref().is_some_and(|s| s.pid() == pid.as_raw()) {
                 tracing::warn!(?status, "the spawner exited; spawning hosts directly from now on");
                 self.spawner = None;
@@ -1532,7 +1549,7 @@ impl Admin {
                     let members = self
                         .convention
                         .as_ref()
-                        .map(|(_, node, _)| node.member_infos())
+                        .map(|node| node.member_infos().to_vec())
                         .unwrap_or_default();
                     for member in members {
                         self.tell_convention_watcher(id, &member.id, member.capabilities, true);
@@ -1573,7 +1590,7 @@ impl Admin {
                 let mut members = self
                     .convention
                     .as_ref()
-                    .map(|(_, node, _)| node.member_infos())
+                    .map(|node| node.member_infos().to_vec())
                     .unwrap_or_default();
                 members.sort_by_key(|m| m.id.addr);
                 let members = members
@@ -1647,7 +1664,7 @@ impl Admin {
             convention: self
                 .convention
                 .as_ref()
-                .map(|(config, node, _)| convention_view(config, node, &self.capabilities, self.live_actors())),
+                .map(|handle| convention_view(handle, &self.capabilities, self.live_actors())),
         }
     }
 
@@ -1662,7 +1679,7 @@ impl Admin {
         tracing::info!(%key, set = updated.contains(&key), "capability updated");
         self.capabilities = updated;
         // The convention's other members hear of it too (they own no copy to update).
-        if let Some((_, node, _)) = &self.convention {
+        if let Some(node) = &mut self.convention {
             node.set_capabilities(self.capabilities.clone());
         }
         let frame = FromAdmin::CapabilitiesChanged {
@@ -1682,23 +1699,28 @@ impl Admin {
     /// Passes the membership's news to the actors that asked: a member whose capabilities are
     /// (first or newly) known is added; one that left or died is not.
     fn on_convention_events(&mut self) {
-        self.on_gateway_frames();
+        let events = match &mut self.convention {
+            Some(handle) => handle.take_events(),
+            None => return,
+        };
         let (mut updates, mut lost, mut joined) = (Vec::new(), Vec::new(), Vec::new());
-        if let Some((_, node, gateway)) = &self.convention {
-            while let Some(event) = node.next_event(Duration::ZERO) {
-                match event {
-                    MembershipEvent::Capabilities(member, capabilities) => {
-                        joined.push(member.node());
-                        updates.push((member, capabilities, true));
-                    }
-                    MembershipEvent::Down(member) => {
-                        gateway.node_lost(member.node(), &format!("the member at {} left or died", member.addr));
-                        lost.push(member.clone());
-                        updates.push((member, Capabilities::new(), false));
-                    }
-                    // Told once its capabilities arrive (they follow the join at once).
-                    MembershipEvent::Up(_) => {}
+        for event in events {
+            match event {
+                ConventionEvent::Frame { from, frame } => self.on_gateway_frame(from, frame),
+                ConventionEvent::LinkBroke(node) => {
+                    let why = format!("the link to node {} broke before it answered", node.0);
+                    self.fail_waiting_on(node, &why);
                 }
+                ConventionEvent::Membership(MembershipEvent::Capabilities(member, capabilities)) => {
+                    joined.push(member.node());
+                    updates.push((member, capabilities, true));
+                }
+                ConventionEvent::Membership(MembershipEvent::Down(member)) => {
+                    lost.push(member.clone());
+                    updates.push((member, Capabilities::new(), false));
+                }
+                // Told once its capabilities arrive (they follow the join at once).
+                ConventionEvent::Membership(MembershipEvent::Up(_)) => {}
             }
         }
         for member in lost {
@@ -1706,23 +1728,28 @@ impl Admin {
         }
         // A leader that joins (restarted, it knows no names) hears the names this member's
         // actors hold.
-        let leader = self.convention.as_ref().and_then(|(config, ..)| config.leader);
-        if let (Some(leader), Some((_, members, gateway))) = (leader, &self.convention) {
-            if let Some(leader) = members.members().into_iter().find(|m| m.addr == leader) {
-                if joined.contains(&leader.node()) {
-                    for (name, id) in &self.global_names {
-                        let frame = GatewayFrame::NameBound {
-                            name: name.clone(),
-                            holder: self.address_of(*id),
-                            bound: true,
-                        };
-                        gateway.send(leader.node(), frame);
-                    }
+        let leader = self.convention.as_ref().and_then(|handle| {
+            let leader = handle.config.leader?;
+            handle.members().into_iter().find(|m| m.addr == leader)
+        });
+        if let Some(leader) = leader.filter(|l| joined.contains(&l.node())) {
+            let held: Vec<GatewayFrame> = self
+                .global_names
+                .iter()
+                .map(|(name, id)| GatewayFrame::NameBound {
+                    name: name.clone(),
+                    holder: self.address_of(*id),
+                    bound: true,
+                })
+                .collect();
+            if let Some(gateway) = &mut self.convention {
+                for frame in held {
+                    gateway.send(leader.node(), frame);
                 }
             }
         }
         // The leader gives a member that joins (or is heard of again) the whole table.
-        if let (Some(table), Some((_, _, gateway))) = (&self.leader_table, &self.convention) {
+        if let (Some(table), Some(gateway)) = (&self.leader_table, &mut self.convention) {
             for node in joined {
                 for (name, holder) in table.bindings() {
                     let frame = GatewayFrame::NameBound {
@@ -1794,7 +1821,7 @@ impl Admin {
         if self.known_types.as_ref() == Some(&types) {
             return;
         }
-        if let Some((_, node, _)) = &self.convention {
+        if let Some(node) = &mut self.convention {
             node.set_types(types.clone());
         }
         self.known_types = Some(types);
@@ -1902,7 +1929,7 @@ impl Admin {
                 },
             ),
             SettleAsker::Remote { sender, .. } => {
-                if let Some((_, _, gateway)) = &self.convention {
+                if let Some(gateway) = &mut self.convention {
                     let settled = GatewayFrame::Settled {
                         request: w.request,
                         state,
@@ -1959,11 +1986,7 @@ impl Admin {
     /// is that node.
     fn settle_elsewhere(&mut self, token: Token, request: u64, actor: Address, incarnation: u32, asker: Address) {
         let node = actor.node();
-        let member = self
-            .convention
-            .as_ref()
-            .filter(|(_, members, _)| members.directory().addr_of(node).is_some())
-            .map(|(_, _, gateway)| gateway);
+        let member = self.convention.as_mut().filter(|handle| handle.addr_of(node).is_some());
         let Some(gateway) = member else {
             self.send(token, &unknown_status(request, actor, false));
             return;
@@ -2045,9 +2068,9 @@ impl Admin {
             }
             return;
         }
-        let leader = self.convention.as_ref().and_then(|(config, ..)| config.leader);
-        match (self.leader_node(), &self.convention) {
-            (Some(node), Some((_, _, gateway))) => {
+        let leader = self.convention.as_ref().and_then(|handle| handle.config.leader);
+        match (self.leader_node(), &mut self.convention) {
+            (Some(node), Some(gateway)) => {
                 self.next_remote_request += 1;
                 let request = self.next_remote_request;
                 gateway.send(
@@ -2076,15 +2099,17 @@ impl Admin {
     }
 
     /// Tells the convention how many actors this admin runs (for placement elsewhere).
-    fn report_load(&self) {
-        if let Some((_, members, _)) = &self.convention {
-            members.set_load(self.live_actors());
+    fn report_load(&mut self) {
+        let load = self.live_actors();
+        if let Some(members) = &mut self.convention {
+            members.set_load(load);
         }
     }
 
     /// The node of the convention's leader, while it is a live member (this one, if it leads).
     fn leader_node(&self) -> Option<NodeId> {
-        let (config, members, _) = self.convention.as_ref()?;
+        let members = self.convention.as_ref()?;
+        let config = &members.config;
         match config.leader {
             None => Some(self.node),
             Some(leader) => members
@@ -2123,7 +2148,7 @@ impl Admin {
                 self.broadcast_name(name, holder, bound);
             } else if let (true, Some(actual)) = (bound, table.holder(name)) {
                 // Not the claimant's to take: it learns who holds the name.
-                if let Some((_, _, gateway)) = &self.convention {
+                if let Some(gateway) = &mut self.convention {
                     let frame = GatewayFrame::NameBound {
                         name: name.to_owned(),
                         holder: actual,
@@ -2139,7 +2164,7 @@ impl Admin {
         } else if self.convention_names.get(name) == Some(&holder) {
             self.convention_names.remove(name);
         }
-        if let (Some(leader), Some((_, _, gateway))) = (self.leader_node(), &self.convention) {
+        if let (Some(leader), Some(gateway)) = (self.leader_node(), &mut self.convention) {
             let frame = GatewayFrame::NameBound {
                 name: name.to_owned(),
                 holder,
@@ -2156,8 +2181,8 @@ impl Admin {
         } else {
             self.convention_names.remove(name);
         }
-        if let Some((_, members, gateway)) = &self.convention {
-            for member in members.members() {
+        if let Some(gateway) = &mut self.convention {
+            for member in gateway.members() {
                 let frame = GatewayFrame::NameBound {
                     name: name.to_owned(),
                     holder,
@@ -2171,10 +2196,11 @@ impl Admin {
     /// Asks the admin of `node` to create the actor, with `parent` (an actor here; `None`
     /// for a client) as its parent of record, and answers the creator when it replies.
     fn create_elsewhere(&mut self, token: Token, node: NodeId, create: CreateRequest, parent: Option<ActorId>) {
+        let parent_address = parent.map(|p| self.address_of(p));
         let member = self
             .convention
-            .as_ref()
-            .and_then(|(_, members, gateway)| members.directory().addr_of(node).map(|addr| (addr, gateway)));
+            .as_mut()
+            .and_then(|handle| handle.addr_of(node).map(|addr| (addr, handle)));
         let Some((addr, gateway)) = member else {
             let why = format!("no member of the convention is node {}", node.0);
             self.answer_create(Asker::Local(token), create.request, Err(CreateFailure::Remote(why)));
@@ -2188,7 +2214,7 @@ impl Admin {
             GatewayFrame::Create {
                 request,
                 from: self.node,
-                parent: parent.map(|p| self.address_of(p)),
+                parent: parent_address,
                 type_name: create.type_name,
                 spec: create.spec,
                 requirements: create.requirements,
@@ -2583,6 +2609,10 @@ impl Admin {
     }
 
     fn finish_shutdown(&mut self) {
+        // The gateway first: it may be the spawner's last child to reap.
+        if let Some(mut handle) = self.convention.take() {
+            handle.stop();
+        }
         if let Some(spawner) = self.spawner.take() {
             spawner.stop();
         }
@@ -2671,16 +2701,11 @@ fn unknown_status(request: u64, actor: Address, in_doubt: bool) -> FromAdmin {
 }
 
 /// What `Describe` says of the convention.
-fn convention_view(
-    config: &ConventionConfig,
-    node: &MemberNode,
-    ours: &Capabilities,
-    load: u64,
-) -> greenroom_protocol::ConventionView {
+fn convention_view(node: &GatewayHandle, ours: &Capabilities, load: u64) -> greenroom_protocol::ConventionView {
     use crate::convention::secret::fingerprint;
     let me = node.me();
     greenroom_protocol::ConventionView {
-        name: config.name.clone(),
+        name: node.config.name.clone(),
         me: greenroom_protocol::MemberRow {
             address: me.addr.to_string(),
             incarnation: me.incarnation,
@@ -2689,19 +2714,21 @@ fn convention_view(
             key: fingerprint(node.public_key()),
             last_seen_ms: None,
         },
-        leader: config.leader.map(|l| l.to_string()),
+        leader: node.config.leader.map(|l| l.to_string()),
         members: node
             .member_infos()
-            .into_iter()
+            .iter()
             .map(|m| greenroom_protocol::MemberRow {
                 address: m.id.addr.to_string(),
                 incarnation: m.id.incarnation,
-                capabilities: m.capabilities,
+                capabilities: m.capabilities.clone(),
                 load: m.load,
                 key: m.key.as_deref().map(fingerprint).unwrap_or_default(),
                 last_seen_ms: m.heard.map(|at| at.elapsed().as_millis() as u64),
             })
             .collect(),
+        gateway_pid: node.pid().map(|p| p.as_raw() as u32),
+        gateway_restarts: node.restarts(),
     }
 }
 

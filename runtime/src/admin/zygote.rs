@@ -60,6 +60,8 @@ const IN_CHILD: i32 = 1;
 struct SpawnRequest {
     argv0: String,
     limits: ResourceLimits,
+    /// The gateway (`true`) or a host.
+    gateway: bool,
 }
 
 /// The admin's handle on its spawner.
@@ -84,14 +86,6 @@ impl Spawner {
                 kv.extend_from_slice(v.as_bytes());
                 CString::new(kv).ok()
             })
-            .chain(
-                CString::new(format!(
-                    "{}={}",
-                    process_role::ROLE_ENV,
-                    process_role::Role::Host.env_value()
-                ))
-                .ok(),
-            )
             .collect();
         let admin_pid = std::process::id() as libc::pid_t;
         // SAFETY: the admin is single-threaded here (it calls this before starting anything),
@@ -128,9 +122,22 @@ impl Spawner {
     /// Starts a host with `fds` as its stderr and fds 3, 4, 5; returns its pid, a child of
     /// the admin. An `Err` of kind `BrokenPipe` or `TimedOut` means the spawner is unusable.
     pub(crate) fn spawn(&self, argv0: &str, limits: &ResourceLimits, fds: [RawFd; 4]) -> io::Result<i32> {
+        self.spawn_role(process_role::Role::Host, argv0, limits, fds)
+    }
+
+    /// [`Spawner::spawn`] for a process of another role: the convention gateway, whose
+    /// fds 3, 4 and 5 are its control socket and its two listeners.
+    pub(crate) fn spawn_role(
+        &self,
+        role: process_role::Role,
+        argv0: &str,
+        limits: &ResourceLimits,
+        fds: [RawFd; 4],
+    ) -> io::Result<i32> {
         let request = postcard::to_allocvec(&SpawnRequest {
             argv0: argv0.to_owned(),
             limits: *limits,
+            gateway: role == process_role::Role::Gateway,
         })
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let rights = [ControlMessage::ScmRights(&fds)];
@@ -214,8 +221,22 @@ fn serve(socket: OwnedFd, exe: &CString, env: &[CString], admin_pid: libc::pid_t
         // SAFETY: _exit ends the process at once.
         unsafe { libc::_exit(0) };
     }
-    let mut env_ptrs: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
-    env_ptrs.push(std::ptr::null());
+    // The environment of each role: the admin's, with the role set.
+    let role_env = |role: process_role::Role| {
+        CString::new(format!("{}={}", process_role::ROLE_ENV, role.env_value())).unwrap_or_default()
+    };
+    let (host_role, gateway_role) = (
+        role_env(process_role::Role::Host),
+        role_env(process_role::Role::Gateway),
+    );
+    let env_of = |role: &CString| -> Vec<*const libc::c_char> {
+        env.iter()
+            .chain(std::iter::once(role))
+            .map(|e| e.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect()
+    };
+    let (host_env, gateway_env) = (env_of(&host_role), env_of(&gateway_role));
     loop {
         let mut buf = [0u8; 4096];
         let mut cmsg = nix::cmsg_space!([RawFd; 4]);
@@ -243,7 +264,10 @@ fn serve(socket: OwnedFd, exe: &CString, env: &[CString], admin_pid: libc::pid_t
             }
         };
         let (answer, origin) = match postcard::from_bytes::<SpawnRequest>(&buf[..len]) {
-            Ok(request) if fds.len() == 4 => spawn_one(&request, &fds, exe, &env_ptrs, admin_pid),
+            Ok(request) if fds.len() == 4 => {
+                let env = if request.gateway { &gateway_env } else { &host_env };
+                spawn_one(&request, &fds, exe, env, admin_pid)
+            }
             _ => (-libc::EINVAL, IN_SPAWNER),
         };
         drop(fds);

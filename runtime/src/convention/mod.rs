@@ -10,17 +10,22 @@
 //!   (a peer without it fails at the first message), then frames of any size, each carried
 //!   in Noise messages of at most 64 KiB.
 //! * [`membership`]: which admins are in and alive, by SWIM (foca) over those links; a dead
-//!   member is noticed within a few seconds;
-//! * [`gateway`]: the cross-machine data path: messages to addresses of other nodes, in
-//!   order, acknowledged end to end, handed back when their receiver cannot be reached.
+//!   member is noticed within a few seconds; each member's capabilities, and which static
+//!   key speaks for which member;
+//! * [`gateway`]: the gateway **process**, which runs all of the above and the cross-machine
+//!   data path (messages to addresses of other nodes, in order, acknowledged end to end,
+//!   handed back when their receiver cannot be reached) in one non-blocking loop, so that
+//!   the admin never parses a byte from the network;
+//! * [`handle`]: the admin's side of its gateway — the listeners it keeps, the control
+//!   socket, restarts.
 //!
-//! An admin started with a [`ConventionConfig`] runs a [`MemberNode`] and a [`Gateway`]
-//! (their threads, beside the admin's loop), gives its addresses its node id, and reports
-//! the members in `describe` and `greenroom status --convention`. The admin itself places
-//! actors by capabilities on other members and keeps the convention's global names
-//! (`admin/names.rs`). What is not built yet is listed in ARCHITECTURE.md.
+//! An admin started with a [`ConventionConfig`] starts a gateway, gives its addresses its
+//! node id, and reports the members in `describe` and `greenroom status --convention`. The
+//! admin itself places actors by capabilities on other members and keeps the convention's
+//! global names (`admin/names.rs`). What is not built yet is listed in ARCHITECTURE.md.
 
 pub mod gateway;
+pub(crate) mod handle;
 pub mod link;
 pub mod membership;
 pub mod secret;
@@ -58,8 +63,7 @@ impl ConventionConfig {
             peer: "-".into(),
             reason,
         };
-        greenroom_protocol::convention::check_name(&self.name).map_err(|e| refused(e.to_string()))?;
-        ClusterSecret::load(&self.secret_file)?;
+        self.check_secret()?;
         // Made now if it is not there yet, so that an unwritable place is reported here.
         if let Some(key_file) = &self.key_file {
             StaticKey::load_or_create(key_file)?;
@@ -77,56 +81,18 @@ impl ConventionConfig {
             .map_err(|e| refused(format!("cannot listen on {}: {e}", self.listen)))
     }
 
-    /// Starts this admin's membership and gateway: loads the secret, joins through the
-    /// leader, telling the others `capabilities`, and binds `gateway.sock` in `rundir`.
-    /// `waker` is woken whenever membership events, or frames from other admins, are queued.
-    pub(crate) fn start(
-        &self,
-        capabilities: greenroom_protocol::Capabilities,
-        waker: std::sync::Arc<mio::Waker>,
-        rundir: PathBuf,
-        max_frame: u32,
-    ) -> crate::Result<(MemberNode, Gateway)> {
-        let secret = ClusterSecret::load(&self.secret_file)?;
-        let links = LinkConfig::new(&self.name, secret)?;
-        let links = match &self.key_file {
-            Some(path) => {
-                let (key, created) = StaticKey::load_or_create(path)?;
-                let kept = if created { "made now and kept" } else { "kept" };
-                tracing::info!(key = %key.fingerprint(), file = %path.display(), "static key {kept}");
-                links.with_static_key(key)
-            }
-            None => {
-                tracing::info!(key = %links.static_key.fingerprint(), "static key new at this start (a key file keeps one)");
-                links
-            }
-        };
-        let advertise = self.advertise.unwrap_or(self.listen);
-        let prepared = Gateway::prepare()?;
-        let sink = prepared.sink();
-        let node = MemberNode::start(
-            self.listen,
-            advertise,
-            links.clone(),
-            self.leader,
-            capabilities,
-            Some(waker.clone()),
-            Some(sink),
-        )?;
-        let gateway = Gateway::start(
-            prepared,
-            rundir,
-            node.me().node(),
-            node.directory(),
-            links,
-            max_frame,
-            waker.clone(),
-        )?;
-        Ok((node, gateway))
+    /// Checks the name and the secret file (missing, malformed or readable by others is
+    /// refused, with the fix).
+    pub fn check_secret(&self) -> crate::Result<()> {
+        greenroom_protocol::convention::check_name(&self.name).map_err(|e| crate::Error::ConventionLink {
+            peer: "-".into(),
+            reason: e.to_string(),
+        })?;
+        ClusterSecret::load(&self.secret_file).map(drop)
     }
 }
 
-pub use gateway::Gateway;
+pub(crate) use handle::{ConventionEvent, GatewayHandle};
 pub use link::{Link, LinkConfig};
-pub use membership::{MemberId, MemberNode, Membership, MembershipEvent};
+pub use membership::{MemberId, Members, Membership, MembershipEvent};
 pub use secret::{ClusterSecret, StaticKey};

@@ -247,6 +247,11 @@ impl StaticKey {
         }
     }
 
+    /// The key pair whose private half is `bytes` (as a gateway is given it by its admin).
+    pub(crate) fn from_private_bytes(bytes: &[u8]) -> Option<StaticKey> {
+        Some(StaticKey::from_private(bytes.try_into().ok()?))
+    }
+
     fn from_private(private: [u8; SECRET_LEN]) -> StaticKey {
         use snow::{params::DHChoice, resolvers::CryptoResolver};
         let mut public = [0u8; SECRET_LEN];

@@ -53,225 +53,50 @@
 //! same way.) The receiver's incarnation travels with `Accepted`, every `Ack` and `Lost`,
 //! so that a sender knows which incarnation to ask about even if one of them is lost.
 //!
-//! The gateway runs on threads of the admin process for now, like membership: one loop
-//! (`mio`, the Unix side and everything the links bring) and one writer thread per member
-//! it sends to. What other members send arrives on the links membership accepts, whose
-//! readers hand gateway frames to [`GatewaySink`].
+//! [`Streams`] is the Unix side of this, run by the gateway process's loop (`mod.rs`): it
+//! owns `gateway.sock` and the connections to local senders and receivers, and hands the
+//! loop the frames for other members' gateways ([`Streams::take_outbox`]) and for the admin
+//! ([`Streams::take_for_admin`]); the loop hands it what other members' gateways sent
+//! ([`Streams::remote`], once the frame is checked against the member whose link carried
+//! it), and tells it when a member is gone or a link broke ([`Streams::node_lost`]).
+//!
+//! **A gateway that dies** (killed, or crashed) takes its connections with it: each local
+//! sender sees its connection end and asks its admin what became of what it had not seen
+//! acknowledged (as for a broken link: delivered, returned, or `InDoubt`, never silently
+//! lost, never sent twice); each other member's gateway sees its link end, and its senders
+//! do the same. The admin starts a new gateway on the same listeners; stream numbers start
+//! from the clock, so that a restarted gateway's streams are newer than any of the last
+//! one's.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     io::{self, Write},
-    net::{SocketAddr, TcpStream},
     path::PathBuf,
-    sync::{mpsc, Arc},
-    thread::JoinHandle,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use greenroom_protocol::{
-    convention::{ConventionFrame, GatewayFrame},
-    frame::decode,
-    Address, DataFrame, DataReply, FrameReader, Handshake, HandshakeReply, NodeId, PeerRole, ReadUntil,
+    convention::GatewayFrame, frame::decode, gateway::FromGateway, Address, DataFrame, DataReply, FrameReader,
+    Handshake, HandshakeReply, NodeId, PeerRole, ReadUntil, MAX_HANDSHAKE_FRAME,
 };
 use mio::{
     net::{UnixListener, UnixStream},
-    Events, Interest, Poll, Token, Waker,
+    Interest, Registry, Token,
 };
 
-use super::{
-    link::{Link, LinkConfig},
-    membership::Directory,
-};
 use crate::{
-    error::{Error, Result},
-    net::{
-        peer::check_same_user,
-        pending::{Pending, HANDSHAKE_TIMEOUT},
-    },
-    process_role, runtime_dir,
+    net::{peer::check_same_user, pending::Pending},
+    runtime_dir,
 };
 
-const LISTENER: Token = Token(0);
-const WAKER: Token = Token(1);
-const FIRST_CONN: usize = 2;
 /// Bytes read from one connection before the others get a turn.
 const READ_BUDGET: usize = 256 * 1024;
 /// How long a closed stream's number is remembered (longer than any frame of it can take
 /// to arrive on a link that was cut).
 const STREAM_MEMORY: Duration = Duration::from_secs(60);
-/// How long opening a link to another member's gateway may take.
-const LINK_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long one write to another member may block before its link counts as broken.
-const LINK_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A (sender, receiver) pair.
 type Pair = (Address, Address);
-
-/// What reaches the gateway's loop from other threads.
-#[derive(Debug)]
-pub enum GatewayInput {
-    /// A frame another member's gateway sent.
-    Remote(GatewayFrame),
-    /// Membership declared the member of this node down.
-    NodeLost(NodeId, String),
-    /// The link this gateway writes to that node on broke: a report from the writer of
-    /// that generation (a later writer's link is not affected).
-    LinkBroke(NodeId, u64, String),
-    /// The admin's frame for the admin of this node (creates and their answers, notices).
-    Send(NodeId, GatewayFrame),
-    Stop,
-}
-
-/// How other threads hand the gateway input: its channel and the waker of its poll.
-#[derive(Clone)]
-pub struct GatewaySink {
-    tx: mpsc::Sender<GatewayInput>,
-    waker: Arc<Waker>,
-}
-
-impl GatewaySink {
-    pub fn send(&self, input: GatewayInput) {
-        if self.tx.send(input).is_ok() {
-            let _ = self.waker.wake();
-        }
-    }
-}
-
-/// A gateway's poll and channel, made before membership starts so that membership's link
-/// readers can be given the sink.
-pub struct Prepared {
-    poll: Poll,
-    inputs: mpsc::Receiver<GatewayInput>,
-    sink: GatewaySink,
-}
-
-impl Prepared {
-    /// The sink the gateway will read from.
-    pub fn sink(&self) -> GatewaySink {
-        self.sink.clone()
-    }
-}
-
-/// What the gateway hands the admin's loop.
-#[derive(Debug)]
-pub enum ForAdmin {
-    /// Another admin's frame: a create, its answer, a notice, a global-name frame (boxed:
-    /// rare, and much larger than the other variant).
-    Frame(Box<GatewayFrame>),
-    /// The link to this node broke: frames for its admin may have been lost, so whatever
-    /// waits for an answer from it fails now.
-    LinkBroke(NodeId),
-}
-
-/// The running gateway; dropping it stops the loop and removes `gateway.sock`.
-pub struct Gateway {
-    sink: GatewaySink,
-    socket: PathBuf,
-    thread: Option<JoinHandle<()>>,
-    /// Frames other admins sent this one (creates, their answers, notices), and links lost.
-    for_admin: mpsc::Receiver<ForAdmin>,
-}
-
-impl Gateway {
-    /// The poll, channel and waker of a gateway about to start.
-    pub fn prepare() -> Result<Prepared> {
-        let poll = Poll::new().map_err(Error::io("creating the gateway's epoll instance"))?;
-        let waker = Waker::new(poll.registry(), WAKER).map_err(Error::io("creating the gateway's waker"))?;
-        let (tx, inputs) = mpsc::channel();
-        Ok(Prepared {
-            poll,
-            inputs,
-            sink: GatewaySink {
-                tx,
-                waker: Arc::new(waker),
-            },
-        })
-    }
-
-    /// Binds `gateway.sock` in `rundir` and starts the loop for node `me`.
-    pub fn start(
-        prepared: Prepared,
-        rundir: PathBuf,
-        me: NodeId,
-        directory: Directory,
-        links: LinkConfig,
-        max_frame: u32,
-        admin_waker: Arc<Waker>,
-    ) -> Result<Gateway> {
-        let Prepared { poll, inputs, sink } = prepared;
-        let (admin_tx, for_admin) = mpsc::channel();
-        let socket = runtime_dir::gateway_socket_path(&rundir);
-        let mut listener = UnixListener::bind(&socket).map_err(Error::io(format!("binding {}", socket.display())))?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)
-            .map_err(Error::io("registering the gateway's listener"))?;
-        let mut gateway_loop = Loop {
-            poll,
-            listener,
-            rundir,
-            me,
-            max_frame,
-            inputs,
-            sink: sink.clone(),
-            conns: HashMap::new(),
-            next_token: FIRST_CONN,
-            senders: HashMap::new(),
-            receivers: HashMap::new(),
-            streams: HashMap::new(),
-            next_forget: std::time::Instant::now() + STREAM_MEMORY,
-            next_stream: 1,
-            writers: HashMap::new(),
-            next_writer: 1,
-            directory,
-            links,
-            rescan: Vec::new(),
-            admin: (admin_tx, admin_waker),
-            pending: Pending::new(process_role::max_pending_connections()),
-        };
-        let thread = std::thread::Builder::new()
-            .name("convention-gateway".into())
-            .spawn(move || gateway_loop.run())
-            .map_err(Error::io("starting the gateway's thread"))?;
-        Ok(Gateway {
-            sink,
-            socket,
-            thread: Some(thread),
-            for_admin,
-        })
-    }
-
-    /// The sink that membership's link readers hand gateway frames to.
-    pub fn sink(&self) -> GatewaySink {
-        self.sink.clone()
-    }
-
-    /// Membership declared the member of node `node` down: its pairs fail now.
-    pub fn node_lost(&self, node: NodeId, reason: &str) {
-        self.sink.send(GatewayInput::NodeLost(node, reason.to_owned()));
-    }
-
-    /// Sends an admin's frame to the admin of `node`. A frame that cannot be sent (no such
-    /// member, link broken) is logged and dropped: the admin waiting for an answer learns
-    /// from membership that the member is gone.
-    pub fn send(&self, node: NodeId, frame: GatewayFrame) {
-        self.sink.send(GatewayInput::Send(node, frame));
-    }
-
-    /// What other admins sent this one since the last call, and the links lost.
-    pub fn take_for_admin(&self) -> Vec<ForAdmin> {
-        self.for_admin.try_iter().collect()
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        self.sink.send(GatewayInput::Stop);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-        let _ = std::fs::remove_file(&self.socket);
-    }
-}
 
 /// One Unix connection of the gateway.
 struct Side {
@@ -306,14 +131,15 @@ enum Kind {
     },
 }
 
-struct Loop {
-    poll: Poll,
+/// The Unix side of the data path: see [the module docs](self).
+pub struct Streams {
+    registry: Registry,
     listener: UnixListener,
+    /// The listener's token; connections get tokens from `next_token` on.
+    listener_token: Token,
     rundir: PathBuf,
     me: NodeId,
     max_frame: u32,
-    inputs: mpsc::Receiver<GatewayInput>,
-    sink: GatewaySink,
     conns: HashMap<Token, Side>,
     next_token: usize,
     /// Local senders' connections, by pair.
@@ -324,109 +150,138 @@ struct Loop {
     /// closed: a message of an older or the same stream without its connection is never
     /// delivered. Closed streams are forgotten after [`STREAM_MEMORY`], so that remote
     /// clients that come and go leave nothing behind.
-    streams: HashMap<Pair, (u64, Option<std::time::Instant>)>,
+    streams: HashMap<Pair, (u64, Option<Instant>)>,
     /// When closed streams are next forgotten.
-    next_forget: std::time::Instant,
+    next_forget: Instant,
     /// The number of the next local sender connection.
     next_stream: u64,
-    /// One writer thread per node sent to, with its generation.
-    writers: HashMap<NodeId, (u64, mpsc::Sender<ToWriter>)>,
-    next_writer: u64,
-    directory: Directory,
-    links: LinkConfig,
+    /// The live members' nodes: a sender may send only to one of them.
+    live: HashSet<NodeId>,
+    /// Frames for other members' gateways, in order, for the loop to send.
+    outbox: Vec<(NodeId, GatewayFrame)>,
+    /// Frames for this member's admin.
+    for_admin: Vec<FromGateway>,
     /// Connections whose read stopped at the budget, to read again before blocking.
     rescan: Vec<Token>,
-    /// Where frames for this admin go, and how to wake its loop.
-    admin: (mpsc::Sender<ForAdmin>, Arc<Waker>),
     /// Accepted connections waiting for their handshake: the same deadline and bound as
     /// every other listening socket of the system.
     pending: Pending,
 }
 
-impl Loop {
-    fn run(&mut self) {
-        let mut events = Events::with_capacity(256);
-        loop {
-            let timeout = if self.rescan.is_empty() {
-                self.pending
-                    .next_deadline()
-                    .map(|at| at.saturating_duration_since(std::time::Instant::now()))
-            } else {
-                Some(Duration::ZERO)
-            };
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                tracing::error!(error = %e, "gateway: waiting for events failed; the cross-machine data path stops");
-                return;
-            }
-            for token in std::mem::take(&mut self.rescan) {
-                self.read(token);
-            }
-            let conns = &self.conns;
-            let stalled = self
-                .pending
-                .expired(std::time::Instant::now(), |t| awaiting_handshake(conns, t));
-            for token in stalled {
-                tracing::warn!(timeout = ?HANDSHAKE_TIMEOUT, "gateway: closing a connection that did not complete its handshake in time");
-                self.drop_side(token);
-            }
-            let ready: Vec<(Token, bool, bool)> = events
-                .iter()
-                .map(|e| {
-                    (
-                        e.token(),
-                        e.is_readable() || e.is_read_closed() || e.is_error(),
-                        e.is_writable(),
-                    )
-                })
-                .collect();
-            for (token, readable, writable) in ready {
-                match token {
-                    LISTENER => self.accept_all(),
-                    WAKER => {
-                        if !self.take_inputs() {
-                            return;
-                        }
-                    }
-                    token => {
-                        if writable {
-                            self.flush(token);
-                        }
-                        if readable {
-                            self.read(token);
-                        }
-                    }
-                }
-            }
+impl Streams {
+    /// The data path of node `me`, serving `listener` (`gateway.sock` in `rundir`), its
+    /// connections registered with `registry` under tokens from `first_token` on
+    /// (`first_token - 1` is the listener's).
+    pub fn new(
+        registry: Registry,
+        mut listener: UnixListener,
+        first_token: usize,
+        rundir: PathBuf,
+        me: NodeId,
+        max_frame: u32,
+        max_pending: usize,
+    ) -> io::Result<Streams> {
+        let listener_token = Token(first_token - 1);
+        registry.register(&mut listener, listener_token, Interest::READABLE)?;
+        // Stream numbers grow across gateway restarts: a restarted gateway's streams are
+        // newer, at every receiving gateway, than any of the last one's.
+        let next_stream = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_micros() as u64);
+        Ok(Streams {
+            registry,
+            listener,
+            listener_token,
+            rundir,
+            me,
+            max_frame,
+            conns: HashMap::new(),
+            next_token: first_token,
+            senders: HashMap::new(),
+            receivers: HashMap::new(),
+            streams: HashMap::new(),
+            next_forget: Instant::now() + STREAM_MEMORY,
+            next_stream,
+            live: HashSet::new(),
+            outbox: Vec::new(),
+            for_admin: Vec::new(),
+            rescan: Vec::new(),
+            pending: Pending::new(max_pending).named("gateway.sock"),
+        })
+    }
+
+    /// Whether `token` is this side's: the listener's or a connection's.
+    pub fn owns(&self, token: Token) -> bool {
+        token == self.listener_token || self.conns.contains_key(&token)
+    }
+
+    /// Handles a readiness event for one of its tokens.
+    pub fn ready(&mut self, token: Token, readable: bool, writable: bool) {
+        if token == self.listener_token {
+            self.accept_all();
+            return;
+        }
+        if writable {
+            self.flush(token);
+        }
+        if readable {
+            self.read(token);
         }
     }
 
-    /// Handles everything other threads queued; `false` once told to stop.
-    fn take_inputs(&mut self) -> bool {
-        loop {
-            match self.inputs.try_recv() {
-                Ok(GatewayInput::Remote(frame)) => self.remote(frame),
-                Ok(GatewayInput::NodeLost(node, reason)) => self.node_lost(node, &reason, true),
-                Ok(GatewayInput::LinkBroke(node, generation, reason)) => {
-                    // A report from a writer already replaced is about a link already gone.
-                    if self.writers.get(&node).is_some_and(|(g, _)| *g == generation) {
-                        self.node_lost(node, &reason, false);
-                        self.to_admin(ForAdmin::LinkBroke(node));
-                    }
-                }
-                Ok(GatewayInput::Send(node, frame)) => {
-                    if let Err(why) = self.forward(node, frame) {
-                        tracing::warn!(node = node.0, reason = %why, "gateway: a frame for another admin could not be sent");
-                        // Whatever the admin waits for from that node (an answer to this
-                        // frame among it) fails now rather than at its timeout.
-                        self.to_admin(ForAdmin::LinkBroke(node));
-                    }
-                }
-                Ok(GatewayInput::Stop) | Err(mpsc::TryRecvError::Disconnected) => return false,
-                Err(mpsc::TryRecvError::Empty) => return true,
+    /// Reads the connections whose read budget ran out; `true` if any.
+    pub fn rescan(&mut self) -> bool {
+        let again = std::mem::take(&mut self.rescan);
+        for &token in &again {
+            self.read(token);
+        }
+        !again.is_empty()
+    }
+
+    /// Whether connections wait to be read again (the loop then does not block).
+    pub fn wants_rescan(&self) -> bool {
+        !self.rescan.is_empty()
+    }
+
+    /// When a connection's handshake deadline (or a log window) is next due.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.pending.next_deadline()
+    }
+
+    /// Closes the connections whose handshake did not come in time.
+    pub fn tick(&mut self, now: Instant) {
+        let conns = &self.conns;
+        let stalled = self.pending.expired(now, |t| awaiting_handshake(conns, t));
+        for token in stalled {
+            if self.pending.logs.timed_out.allow() {
+                tracing::warn!(timeout = ?crate::net::pending::HANDSHAKE_TIMEOUT,
+                    "gateway.sock: closing a connection that did not complete its handshake in time");
             }
+            self.drop_side(token);
+        }
+    }
+
+    /// The live members' nodes changed.
+    pub fn set_live(&mut self, live: HashSet<NodeId>) {
+        self.live = live;
+    }
+
+    /// Frames for other members' gateways since the last call, in order.
+    pub fn take_outbox(&mut self) -> Vec<(NodeId, GatewayFrame)> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// Frames for the admin since the last call.
+    pub fn take_for_admin(&mut self) -> Vec<FromGateway> {
+        std::mem::take(&mut self.for_admin)
+    }
+
+    /// The link to `node` broke (`gone: false`; frames for its admin may have been lost, so
+    /// the admin is told), or its member is gone (`gone: true`).
+    pub fn link_lost(&mut self, node: NodeId, reason: &str, gone: bool) {
+        self.node_lost(node, reason, gone);
+        if !gone {
+            self.for_admin.push(FromGateway::LinkBroke(node));
         }
     }
 
@@ -437,12 +292,16 @@ impl Loop {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    tracing::warn!(error = %e, "gateway: accept failed");
+                    if self.pending.logs.refused.allow() {
+                        tracing::warn!(error = %e, "gateway.sock: accept failed");
+                    }
                     return;
                 }
             };
             if let Err(why) = check_same_user(&stream) {
-                tracing::warn!(reason = %why, "gateway: connection refused");
+                if self.pending.logs.refused.allow() {
+                    tracing::warn!(reason = %why, "gateway.sock: connection refused");
+                }
                 continue;
             }
             let conns = &self.conns;
@@ -454,7 +313,8 @@ impl Loop {
                 token,
                 Side {
                     stream,
-                    reader: FrameReader::new(self.max_frame),
+                    // A handshake's worth until it has said who it is.
+                    reader: FrameReader::new(MAX_HANDSHAKE_FRAME),
                     out: Vec::new(),
                     written: 0,
                     kind: Kind::Sender(None),
@@ -474,8 +334,7 @@ impl Loop {
         let token = Token(self.next_token);
         self.next_token += 1;
         if let Err(e) = self
-            .poll
-            .registry()
+            .registry
             .register(stream, token, Interest::READABLE | Interest::WRITABLE)
         {
             tracing::warn!(error = %e, "gateway: could not register a connection");
@@ -501,7 +360,9 @@ impl Loop {
                 Ok(Some(body)) => bodies.push(body.to_vec()),
                 Ok(None) => break,
                 Err(e) => {
-                    tracing::warn!(error = %e, "gateway: a malformed frame; connection closed");
+                    if self.pending.logs.broke_protocol.allow() {
+                        tracing::warn!(error = %e, "gateway.sock: a malformed frame; connection closed");
+                    }
                     self.close(token, &format!("malformed frame: {e}"));
                     return;
                 }
@@ -565,7 +426,9 @@ impl Loop {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(%from, %to, error = %e, "gateway: a data frame that does not decode; connection closed");
+                    if self.pending.logs.broke_protocol.allow() {
+                        tracing::warn!(%from, %to, error = %e, "gateway.sock: a data frame that does not decode; connection closed");
+                    }
                     self.close(token, &format!("bad data frame: {e}"));
                 }
             },
@@ -634,7 +497,10 @@ impl Loop {
         let Some(side) = self.conns.get_mut(&token) else { return };
         match &checked {
             // Accepted: the reply waits for the remote receiver's incarnation.
-            Ok(pair) => side.kind = Kind::Sender(Some((*pair, stream))),
+            Ok(pair) => {
+                side.kind = Kind::Sender(Some((*pair, stream)));
+                side.reader.set_max_frame(self.max_frame);
+            }
             Err((why, _)) => {
                 let reply = HandshakeReply {
                     refusal: Some(why.clone()),
@@ -653,9 +519,13 @@ impl Loop {
                 }
             }
             Err((why, pair)) => {
-                match pair {
-                    Some((from, to)) => tracing::warn!(%from, %to, reason = %why, "gateway: connection refused"),
-                    None => tracing::warn!(reason = %why, "gateway: connection refused"),
+                if self.pending.logs.refused.allow() {
+                    match pair {
+                        Some((from, to)) => {
+                            tracing::warn!(%from, %to, reason = %why, "gateway.sock: connection refused")
+                        }
+                        None => tracing::warn!(reason = %why, "gateway.sock: connection refused"),
+                    }
                 }
                 self.close(token, &why);
             }
@@ -670,7 +540,7 @@ impl Loop {
         if to.node() == self.me || to.node() == NodeId(0) {
             return Err(format!("{to} is not an address of another node"));
         }
-        if self.directory.addr_of(to.node()).is_none() {
+        if !self.live.contains(&to.node()) {
             return Err(format!(
                 "no member of the convention is node {} (the member left, died or restarted as a new node)",
                 to.node().0
@@ -679,31 +549,18 @@ impl Loop {
         Ok((from, to))
     }
 
-    /// Queues `frame` for the gateway of `node`, starting its writer if needed.
+    /// Queues `frame` for the gateway of `node`, if it is a live member's.
     fn forward(&mut self, node: NodeId, frame: GatewayFrame) -> std::result::Result<(), String> {
-        let bytes = postcard::to_allocvec(&ConventionFrame::Gateway(frame))
-            .map_err(|e| format!("could not encode a gateway frame: {e}"))?;
-        if !self.writers.contains_key(&node) {
-            let Some(addr) = self.directory.addr_of(node) else {
-                return Err(format!("no member of the convention is node {}", node.0));
-            };
-            let generation = self.next_writer;
-            self.next_writer += 1;
-            let writer = start_writer(node, generation, addr, self.links.clone(), self.sink.clone())
-                .map_err(|e| format!("could not start a writer for {addr}: {e}"))?;
-            self.writers.insert(node, (generation, writer));
+        if !self.live.contains(&node) {
+            return Err(format!("no member of the convention is node {}", node.0));
         }
-        match self.writers.get(&node).map(|(_, w)| w.send(ToWriter::Frame(bytes))) {
-            Some(Ok(())) => Ok(()),
-            _ => {
-                self.writers.remove(&node);
-                Err(format!("the link to node {} is gone", node.0))
-            }
-        }
+        self.outbox.push((node, frame));
+        Ok(())
     }
 
-    /// A frame from another member's gateway.
-    fn remote(&mut self, frame: GatewayFrame) {
+    /// A frame from another member's gateway, checked already: it speaks for the member
+    /// whose link carried it ([`GatewayFrame::check_sender`]).
+    pub fn remote(&mut self, sender: NodeId, frame: GatewayFrame) {
         match frame {
             GatewayFrame::Message {
                 from,
@@ -811,7 +668,7 @@ impl Loop {
                 }
                 // The stream is over. Its number is kept a while: a frame of it may still
                 // come, on a link of an earlier generation that was cut.
-                let now = std::time::Instant::now();
+                let now = Instant::now();
                 if let Some((last, closed)) = self.streams.get_mut(&(from, to)) {
                     if *last == stream {
                         *closed = Some(now);
@@ -831,7 +688,10 @@ impl Loop {
             | GatewayFrame::Settled { .. }
             | GatewayFrame::ClaimName { .. }
             | GatewayFrame::NameClaim { .. }
-            | GatewayFrame::NameBound { .. }) => self.to_admin(ForAdmin::Frame(Box::new(frame))),
+            | GatewayFrame::NameBound { .. }) => self.for_admin.push(FromGateway::Frame {
+                from: sender,
+                frame: Box::new(frame),
+            }),
         }
     }
 
@@ -859,12 +719,6 @@ impl Loop {
         match self.conns.get(&token)?.kind {
             Kind::Sender(Some((_, s))) if s == stream => Some(token),
             _ => None,
-        }
-    }
-
-    fn to_admin(&self, input: ForAdmin) {
-        if self.admin.0.send(input).is_ok() {
-            let _ = self.admin.1.wake();
         }
     }
 
@@ -941,11 +795,6 @@ impl Loop {
     /// gone, the streams of its senders end too. (A broken link alone leaves its senders'
     /// streams: what they still send arrives on their own link.)
     fn node_lost(&mut self, node: NodeId, reason: &str, gone: bool) {
-        if let Some((_, writer)) = self.writers.remove(&node) {
-            // Its senders get what they sent back now: what the link still holds must not
-            // arrive after all when a partition heals.
-            let _ = writer.send(ToWriter::Abort);
-        }
         let ours: Vec<Token> = self
             .senders
             .iter()
@@ -1014,7 +863,7 @@ impl Loop {
         let Some(mut side) = self.conns.remove(&token) else {
             return;
         };
-        let _ = self.poll.registry().deregister(&mut side.stream);
+        let _ = self.registry.deregister(&mut side.stream);
         if let Kind::Sender(Some(((from, to), stream))) = side.kind {
             let _ = self.forward(to.node(), GatewayFrame::Closed { from, to, stream });
         }
@@ -1052,14 +901,6 @@ impl Loop {
     }
 }
 
-/// What the loop hands a writer thread.
-enum ToWriter {
-    /// An encoded `ConventionFrame`, to send in order.
-    Frame(Vec<u8>),
-    /// Reset the link, discarding what it has not sent: its member is given up on.
-    Abort,
-}
-
 /// Whether `token` is a local sender's connection whose handshake has not come yet.
 fn awaiting_handshake(conns: &HashMap<Token, Side>, token: Token) -> bool {
     matches!(
@@ -1069,57 +910,4 @@ fn awaiting_handshake(conns: &HashMap<Token, Side>, token: Token) -> bool {
             ..
         })
     )
-}
-
-/// The writer thread for the member of `node` at `addr`: opens the link, then writes what
-/// it is given in order. A failure ends it and tells the loop the node is lost; the loop
-/// starts a new writer for the next message.
-fn start_writer(
-    node: NodeId,
-    generation: u64,
-    addr: SocketAddr,
-    links: LinkConfig,
-    sink: GatewaySink,
-) -> io::Result<mpsc::Sender<ToWriter>> {
-    let (tx, rx) = mpsc::channel::<ToWriter>();
-    std::thread::Builder::new()
-        .name("convention-gateway-writer".into())
-        .spawn(move || {
-            let opened = TcpStream::connect_timeout(&addr, LINK_CONNECT_TIMEOUT)
-                .map_err(|e| format!("connecting to {addr}: {e}"))
-                .and_then(|stream| Link::connect(stream, &links).map_err(|e| e.to_string()))
-                .and_then(|link| {
-                    link.set_write_timeout(Some(LINK_WRITE_TIMEOUT))
-                        .map(|()| link)
-                        .map_err(|e| e.to_string())
-                });
-            let mut link = match opened {
-                Ok(link) => link,
-                Err(why) => {
-                    sink.send(GatewayInput::LinkBroke(node, generation, why));
-                    return;
-                }
-            };
-            for write in rx {
-                let bytes = match write {
-                    ToWriter::Frame(bytes) => bytes,
-                    ToWriter::Abort => {
-                        link.abort();
-                        return;
-                    }
-                };
-                if let Err(e) = link.send(&bytes) {
-                    // Reset, not closed: what the kernel still holds of it must not arrive
-                    // after a later link's frames (it is handed back as in doubt).
-                    link.abort();
-                    sink.send(GatewayInput::LinkBroke(
-                        node,
-                        generation,
-                        format!("link to {addr} broke: {e}"),
-                    ));
-                    return;
-                }
-            }
-        })?;
-    Ok(tx)
 }

@@ -1,0 +1,163 @@
+//! Starting, feeding and restarting the admin's gateway process (see
+//! `convention/gateway/mod.rs` for the process, `convention/handle.rs` for the handle and
+//! its restart policy).
+//!
+//! The gateway is started like a host: through the spawner (so that it is the admin's
+//! child, dies with it, and copies none of the admin's fds), with its stderr piped into the
+//! admin's log. Its control socket is registered under the `CONVENTION` token.
+
+use std::os::{fd::AsRawFd, unix::process::CommandExt};
+
+use mio::{net::UnixStream, Interest, Token};
+use nix::unistd::Pid;
+
+use super::{logs, process_role, spawn, Admin, CONVENTION, CONVENTION_ENV};
+
+/// The gateway's process title.
+const GATEWAY_ARGV0: &str = "greenroom-gateway";
+
+impl Admin {
+    /// Starts the gateway if one is due (none runs, and the backoff after the last one's
+    /// death is over).
+    pub(super) fn start_gateway_if_due(&mut self) {
+        let due = self
+            .convention
+            .as_ref()
+            .is_some_and(|handle| handle.start_due(std::time::Instant::now()));
+        if !due {
+            return;
+        }
+        if let Err(why) = self.start_gateway() {
+            if let Some(handle) = self.convention.as_mut() {
+                handle.start_failed(&why);
+            }
+        }
+    }
+
+    fn start_gateway(&mut self) -> Result<(), String> {
+        let Some(handle) = self.convention.as_ref() else {
+            return Ok(());
+        };
+        let [tcp, unix] = handle.listeners();
+        let (admin_end, gateway_end) =
+            std::os::unix::net::UnixStream::pair().map_err(|e| format!("cannot create a socket pair: {e}"))?;
+        let (gateway_stderr, log_end) =
+            logs::stderr_pipe().map_err(|e| format!("cannot create a pipe for the gateway's stderr: {e}"))?;
+        let limits = greenroom_protocol::ResourceLimits::default();
+        let by_spawner = self.spawner.as_ref().map(|spawner| {
+            spawner.spawn_role(
+                process_role::Role::Gateway,
+                GATEWAY_ARGV0,
+                &limits,
+                [
+                    gateway_stderr.as_raw_fd(),
+                    gateway_end.as_raw_fd(),
+                    tcp.as_raw_fd(),
+                    unix.as_raw_fd(),
+                ],
+            )
+        });
+        let pid = match by_spawner {
+            Some(Ok(pid)) => Pid::from_raw(pid),
+            Some(Err(e))
+                if !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::TimedOut | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                return Err(format!("cannot run {}: {e}", self.host_exe.display()));
+            }
+            unusable => {
+                if let Some(Err(e)) = unusable {
+                    tracing::warn!(error = %e, "the spawner is gone; spawning directly from now on");
+                    self.spawner = None;
+                }
+                let mut cmd = std::process::Command::new(&self.host_exe);
+                cmd.env(process_role::ROLE_ENV, process_role::Role::Gateway.env_value())
+                    .env_remove(CONVENTION_ENV)
+                    .arg0(GATEWAY_ARGV0)
+                    .stdin(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::from(
+                        gateway_stderr.try_clone().map_err(|e| e.to_string())?,
+                    ));
+                let child = spawn::spawn_with_fds(
+                    &mut cmd,
+                    &[&gateway_end, &tcp, &unix],
+                    spawn::ParentDeath::Kill,
+                    &limits,
+                )
+                .map_err(|e| format!("cannot run {}: {e}", self.host_exe.display()))?;
+                Pid::from_raw(child.id() as i32)
+            }
+        };
+        drop(gateway_end);
+        drop(gateway_stderr);
+        let log_token = Token(self.next_token);
+        self.next_token += 1;
+        let mut log_pipe = logs::LogPipe::for_process(log_end, format!(" process=gateway pid={}", pid.as_raw()));
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut log_pipe.rx, log_token, Interest::READABLE)
+        {
+            tracing::error!(error = %e, "cannot watch the gateway's stderr; its lines are lost");
+        } else {
+            self.log_pipes.insert(log_token, log_pipe);
+        }
+        admin_end
+            .set_nonblocking(true)
+            .map_err(|e| format!("cannot make the gateway's control socket non-blocking: {e}"))?;
+        let Some(handle) = self.convention.as_mut() else {
+            return Ok(());
+        };
+        handle.started(pid, UnixStream::from_std(admin_end));
+        if let Some(control) = handle.control_mut() {
+            if let Err(e) =
+                self.poll
+                    .registry()
+                    .register(&mut control.stream, CONVENTION, Interest::READABLE | Interest::WRITABLE)
+            {
+                tracing::error!(error = %e, "cannot watch the gateway's control socket; killing it");
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+        handle.flush();
+        Ok(())
+    }
+
+    /// The gateway's control socket is ready.
+    pub(super) fn on_gateway_ready(&mut self, readable: bool) {
+        let Some(handle) = self.convention.as_mut() else { return };
+        handle.flush();
+        if readable && !handle.read() {
+            // Its end of the socket is closed: the process is going (reaping says how).
+            if let Some(control) = handle.control_mut() {
+                let _ = self.poll.registry().deregister(&mut control.stream);
+            }
+        }
+        self.on_convention_events();
+    }
+
+    /// Whether `pid` was the gateway's; if so, its death is handled.
+    pub(super) fn reap_gateway(&mut self, pid: Pid, status: &nix::sys::wait::WaitStatus) -> bool {
+        let Some(handle) = self.convention.as_mut().filter(|h| h.is_gateway(pid)) else {
+            return false;
+        };
+        if let Some(control) = handle.control_mut() {
+            let _ = self.poll.registry().deregister(&mut control.stream);
+        }
+        handle.exited(&format!("{status:?}"));
+        self.on_convention_events();
+        true
+    }
+
+    /// Writes what waits for the gateway, and handles what it (or a failed send) brought.
+    pub(super) fn tend_gateway(&mut self) {
+        self.start_gateway_if_due();
+        let Some(handle) = self.convention.as_mut() else { return };
+        handle.flush();
+        if handle.has_events() {
+            self.on_convention_events();
+        }
+    }
+}
