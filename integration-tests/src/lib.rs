@@ -7,6 +7,7 @@
 pub mod actors;
 pub mod harness;
 pub mod lab;
+pub mod ledger_actors;
 pub mod request_actors;
 pub mod troupe_actors;
 
@@ -45,4 +46,7 @@ pub fn registry() -> greenroom::Registry {
         .register::<Alarm>()
         .register::<troupe_actors::PoolWorker>()
         .register::<troupe_actors::Burster>()
+        .register::<ledger_actors::Ledger>()
+        .register::<ledger_actors::DeadLedger>()
+        .register::<ledger_actors::Pump>()
 }
