@@ -354,10 +354,13 @@ impl Streams {
                 return;
             }
         };
-        let mut bodies = Vec::new();
+        // One frame at a time, each handled before the next is cut: the handshake raises the
+        // reader's limit from a handshake's to the largest message, and the sender writes
+        // its first messages right behind it, often read in the same fill.
         loop {
-            match side.reader.next_frame() {
-                Ok(Some(body)) => bodies.push(body.to_vec()),
+            let Some(side) = self.conns.get_mut(&token) else { return };
+            let body = match side.reader.next_frame() {
+                Ok(Some(body)) => body.to_vec(),
                 Ok(None) => break,
                 Err(e) => {
                     if self.pending.logs.broke_protocol.allow() {
@@ -366,12 +369,7 @@ impl Streams {
                     self.close(token, &format!("malformed frame: {e}"));
                     return;
                 }
-            }
-        }
-        for body in bodies {
-            if !self.conns.contains_key(&token) {
-                return;
-            }
+            };
             self.frame(token, &body);
         }
         if fill.eof {
