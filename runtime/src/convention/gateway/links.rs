@@ -184,14 +184,7 @@ impl Links {
 
     /// Handles a readiness event for one of its tokens. `bind` decides whether a link whose
     /// peer proved `key` may speak for the member its Hello names.
-    pub fn ready(
-        &mut self,
-        token: Token,
-        readable: bool,
-        writable: bool,
-        now: Instant,
-        bind: &mut Bind<'_>,
-    ) {
+    pub fn ready(&mut self, token: Token, readable: bool, writable: bool, now: Instant, bind: &mut Bind<'_>) {
         if token == self.listener_token {
             self.accept_all(now);
             return;
