@@ -58,7 +58,7 @@
 //! loop the frames for other members' gateways ([`Streams::take_outbox`]) and for the admin
 //! ([`Streams::take_for_admin`]); the loop hands it what other members' gateways sent
 //! ([`Streams::remote`], once the frame is checked against the member whose link carried
-//! it), and tells it when a member is gone or a link broke ([`Streams::node_lost`]).
+//! it), and tells it when a member is gone or a link broke ([`Streams::link_lost`]).
 //!
 //! **A gateway that dies** (killed, or crashed) takes its connections with it: each local
 //! sender sees its connection end and asks its admin what became of what it had not seen
@@ -881,7 +881,11 @@ impl Streams {
         let Some(side) = self.conns.get_mut(&token) else { return };
         while side.written < side.out.len() {
             match side.stream.write(&side.out[side.written..]) {
-                Ok(0) => break,
+                // Never cleared unwritten: what it holds would be lost without a word.
+                Ok(0) => {
+                    self.close(token, "the connection takes no more bytes");
+                    return;
+                }
                 Ok(n) => side.written += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
