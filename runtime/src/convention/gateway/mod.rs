@@ -30,9 +30,9 @@
 //!   ([`GatewayFrame::check_sender`]) before anything acts on it.
 //!
 //! **Restarts.** A gateway that dies is restarted by its admin (with a backoff, see
-//! `convention/handle.rs`), with the same identity one renewal further, so that the others
-//! take it for the same member. What was in flight is accounted for as when a link breaks:
-//! see [`streams`].
+//! `convention/handle.rs`), with the same identity (the last renewal it reported), so that
+//! the others take it for the same member. What was in flight is accounted for as when a
+//! link breaks: see [`streams`].
 
 pub mod admission;
 mod links;
