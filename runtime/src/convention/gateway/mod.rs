@@ -20,11 +20,11 @@
 //!
 //! The parts, each in its own file:
 //!
-//! * [`links`]: the TCP side — the port's budgets before authentication
+//! * `links.rs`: the TCP side — the port's budgets before authentication
 //!   ([`admission`]), one [`LinkMachine`](super::link::LinkMachine) per link, each link
 //!   bound to the member whose key it proved;
-//! * [`Members`](super::Members) (in `membership.rs`): SWIM, capabilities, keys;
-//! * [`streams`]: the Unix side of the cross-machine data path;
+//! * [`Members`] (in `membership.rs`): SWIM, capabilities, keys;
+//! * `streams.rs`: the Unix side of the cross-machine data path;
 //! * this file: the loop that moves frames between them and the admin. Every frame from a
 //!   member about a stream is checked against the member whose link carried it
 //!   ([`GatewayFrame::check_sender`]) before anything acts on it.
@@ -32,7 +32,7 @@
 //! **Restarts.** A gateway that dies is restarted by its admin (with a backoff, see
 //! `convention/handle.rs`), with the same identity (the last renewal it reported), so that
 //! the others take it for the same member. What was in flight is accounted for as when a
-//! link breaks: see [`streams`].
+//! link breaks: see `streams.rs`.
 
 pub mod admission;
 mod links;
