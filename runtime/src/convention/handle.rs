@@ -318,9 +318,12 @@ impl GatewayHandle {
         }
     }
 
-    /// The gateway process `pid` was reaped (`how`: its exit status): whatever waits on
-    /// another member fails now, and a new gateway is started after the backoff.
+    /// The gateway process `pid` was reaped (`how`: its exit status): what it wrote before
+    /// it died is read first (answers, membership news — its death may be reaped before its
+    /// socket is read), then whatever still waits on another member fails, and a new
+    /// gateway is started after the backoff.
     pub fn exited(&mut self, how: &str) {
+        self.read();
         let Some(running) = self.running.take() else { return };
         let lived = running.started.elapsed();
         tracing::warn!(pid = running.pid.as_raw(), status = %how, lived = ?lived,
@@ -469,5 +472,78 @@ fn member_info(view: MemberView, now: Instant) -> MemberInfo {
         heard: view
             .heard_ms_ago
             .and_then(|ms| now.checked_sub(Duration::from_millis(ms))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::convention::ClusterSecret;
+
+    #[test]
+    fn what_a_dying_gateway_wrote_is_read_before_its_waiters_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret_file = dir.path().join("cluster.key");
+        ClusterSecret::generate(&secret_file).unwrap();
+        let config = ConventionConfig {
+            name: "lab".into(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            advertise: None,
+            leader: None,
+            secret_file,
+            key_file: None,
+        };
+        let mut handle = GatewayHandle::new(config, Capabilities::new(), dir.path().to_owned(), 1 << 20, 16).unwrap();
+        let (admin, gateway) = std::os::unix::net::UnixStream::pair().unwrap();
+        admin.set_nonblocking(true).unwrap();
+        // A pid that is surely no child of this process: `stop` at drop finds nothing to reap.
+        handle.started(Pid::from_raw(i32::MAX), mio::net::UnixStream::from_std(admin));
+        let member: std::net::SocketAddr = "127.0.0.2:7400".parse().unwrap();
+        handle.members = vec![member_info(
+            MemberView {
+                addr: member,
+                incarnation: 5,
+                capabilities: Capabilities::new(),
+                load: 0,
+                key: None,
+                types: None,
+                heard_ms_ago: None,
+            },
+            Instant::now(),
+        )];
+        // Its last words: an answer from another admin, then the member's death.
+        let mut bytes = Vec::new();
+        let answer = FromGateway::Frame {
+            from: NodeId(9),
+            frame: Box::new(GatewayFrame::Created {
+                request: 1,
+                result: Err(greenroom_protocol::CreateFailure::Remote("x".into())),
+            }),
+        };
+        let down = FromGateway::Down {
+            addr: member,
+            incarnation: 5,
+        };
+        for frame in [answer, down] {
+            greenroom_protocol::encode_frame(&mut bytes, &frame, u32::MAX, "test").unwrap();
+        }
+        std::io::Write::write_all(&mut &gateway, &bytes).unwrap();
+        drop(gateway);
+        // Reaped before the admin read its socket.
+        handle.exited("killed");
+        let events = handle.take_events();
+        assert!(
+            matches!(events.first(), Some(ConventionEvent::Frame { from: NodeId(9), .. })),
+            "{events:?}"
+        );
+        assert!(
+            matches!(events.get(1), Some(ConventionEvent::Membership(MembershipEvent::Down(m))) if m.addr == member),
+            "{events:?}"
+        );
+        assert!(
+            matches!(events.get(2), Some(ConventionEvent::LinkBroke(_))),
+            "{events:?}"
+        );
+        assert!(handle.pid().is_none());
     }
 }

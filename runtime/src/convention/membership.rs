@@ -341,7 +341,12 @@ impl Members {
             next_announce: now,
             next_share: now + SHARE_AGAIN,
             capabilities,
-            version: 1,
+            // From the clock, so that versions grow across gateway restarts: the others keep
+            // what the last gateway of this life said (no restart takes the member down),
+            // and a restarted one's versions must be newer than any of its predecessor's.
+            version: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_micros() as u64),
             load,
             types,
             known: HashMap::new(),
@@ -819,5 +824,37 @@ mod tests {
             "{:?}",
             lab.events[0]
         );
+    }
+
+    #[test]
+    fn what_a_restarted_gateway_says_replaces_what_its_predecessor_said() {
+        let mut lab = Lab::new(2);
+        lab.run(Duration::from_secs(1));
+        let b = lab.members[1].me().clone();
+        lab.members[1].set_types(vec!["app::Worker".into()]);
+        lab.members[1].set_capabilities(Capabilities::new().with("gpu", &true).unwrap());
+        lab.run(Duration::from_millis(100));
+        let gpu = |lab: &Lab| {
+            let view = lab.members[0]
+                .views(lab.now)
+                .into_iter()
+                .find(|v| v.addr == b.addr)
+                .unwrap();
+            view.capabilities.get::<bool>("gpu")
+        };
+        assert_eq!(gpu(&lab), Some(true));
+        // b's gateway is restarted, as the same identity, with its admin's capabilities now;
+        // the leader never takes b for down, so it still holds what the last gateway said.
+        let now = lab.now;
+        let leader = Some(lab.members[0].me().addr);
+        let types = Some(vec!["app::Worker".into()]);
+        let no_gpu = Capabilities::new().with("gpu", &false).unwrap();
+        lab.members[1] = Members::new(b.clone(), leader, no_gpu, 0, types, now);
+        lab.run(SHARE_AGAIN * 2);
+        assert_eq!(gpu(&lab), Some(false), "the restarted gateway's capabilities are taken");
+        // And so is its next change.
+        lab.members[1].set_capabilities(Capabilities::new().with("gpu", &true).unwrap());
+        lab.run(Duration::from_millis(100));
+        assert_eq!(gpu(&lab), Some(true));
     }
 }

@@ -620,8 +620,9 @@ impl Links {
         }
     }
 
-    /// The peer ended a link: logged as a protocol error only if it was cut short before
-    /// its handshake (an accepted link's stranger, or a member that refused ours).
+    /// The peer ended a link: ended here too, without a warning (an accepted link's stranger
+    /// that gave up, or a member that refused ours, which logs why; an outgoing link's end
+    /// is logged at debug level by [`Links::fail`]).
     fn ended_by_peer(&mut self, token: Token, reason: String) {
         self.fail(token, reason);
     }

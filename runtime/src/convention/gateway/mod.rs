@@ -20,19 +20,19 @@
 //!
 //! The parts, each in its own file:
 //!
-//! * [`links`]: the TCP side — the port's budgets before authentication
+//! * `links.rs`: the TCP side — the port's budgets before authentication
 //!   ([`admission`]), one [`LinkMachine`](super::link::LinkMachine) per link, each link
 //!   bound to the member whose key it proved;
-//! * [`Members`](super::Members) (in `membership.rs`): SWIM, capabilities, keys;
-//! * [`streams`]: the Unix side of the cross-machine data path;
+//! * [`Members`] (in `membership.rs`): SWIM, capabilities, keys;
+//! * `streams.rs`: the Unix side of the cross-machine data path;
 //! * this file: the loop that moves frames between them and the admin. Every frame from a
 //!   member about a stream is checked against the member whose link carried it
 //!   ([`GatewayFrame::check_sender`]) before anything acts on it.
 //!
 //! **Restarts.** A gateway that dies is restarted by its admin (with a backoff, see
-//! `convention/handle.rs`), with the same identity one renewal further, so that the others
-//! take it for the same member. What was in flight is accounted for as when a link breaks:
-//! see [`streams`].
+//! `convention/handle.rs`), with the same identity (the last renewal it reported), so that
+//! the others take it for the same member. What was in flight is accounted for as when a
+//! link breaks: see `streams.rs`.
 
 pub mod admission;
 mod links;
@@ -516,42 +516,92 @@ fn gateway_frame_name(frame: &GatewayFrame) -> &'static str {
     }
 }
 
-/// Reads the admin's start frame from `control` (blocking, up to [`START_TIMEOUT`]).
+/// The largest start frame a gateway takes.
+const MAX_START: u32 = 1 << 20;
+
+/// Reads the admin's start frame from `control` (blocking, up to [`START_TIMEOUT`]), and not
+/// a byte past it: the admin writes on without waiting for [`FromGateway::Ready`]
+/// (capabilities, types, frames for other admins), and what follows the start is the loop's
+/// to read.
 fn read_start(control: &std::os::unix::net::UnixStream) -> Result<GatewayStart> {
     use std::io::Read;
+    let refused = |reason: String| Error::ConventionLink {
+        peer: "admin".into(),
+        reason,
+    };
+    let read_exact = |buf: &mut [u8]| {
+        let mut stream = control;
+        stream.read_exact(buf).map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => {
+                refused("the admin closed the control socket before starting the gateway".into())
+            }
+            _ => Error::io("reading the admin's start frame")(e),
+        })
+    };
     control
         .set_read_timeout(Some(START_TIMEOUT))
         .map_err(Error::io("setting the control socket's timeout"))?;
-    let mut reader = greenroom_protocol::FrameReader::new(1 << 20);
-    let mut stream = control;
-    let mut buf = [0u8; 4096];
-    loop {
-        if let Some(body) = reader.next_frame().map_err(|e| Error::ConventionLink {
-            peer: "admin".into(),
-            reason: format!("the admin's start frame: {e}"),
-        })? {
-            return match greenroom_protocol::frame::decode::<ToGateway>(body, "start frame") {
-                Ok(ToGateway::Start(start)) => Ok(*start),
-                Ok(_) => Err(Error::ConventionLink {
-                    peer: "admin".into(),
-                    reason: "the admin's first frame is not Start".into(),
-                }),
-                Err(e) => Err(Error::ConventionLink {
-                    peer: "admin".into(),
-                    reason: format!("the admin's start frame: {e}"),
-                }),
-            };
+    let mut prefix = [0u8; greenroom_protocol::LEN_PREFIX];
+    read_exact(&mut prefix)?;
+    let len = u32::from_le_bytes(prefix);
+    if len == 0 || len > MAX_START {
+        return Err(refused(format!(
+            "the admin's start frame announces {len} bytes (1 to {MAX_START})"
+        )));
+    }
+    let mut body = vec![0u8; len as usize];
+    read_exact(&mut body)?;
+    match greenroom_protocol::frame::decode::<ToGateway>(&body, "start frame") {
+        Ok(ToGateway::Start(start)) => Ok(*start),
+        Ok(_) => Err(refused("the admin's first frame is not Start".into())),
+        Err(e) => Err(refused(format!("the admin's start frame: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use greenroom_protocol::Capabilities;
+
+    #[test]
+    fn the_start_is_read_alone_and_what_the_admin_wrote_behind_it_stays_for_the_loop() {
+        let (admin, gateway) = std::os::unix::net::UnixStream::pair().unwrap();
+        let start = GatewayStart {
+            convention: "lab".into(),
+            advertise: "127.0.0.1:7400".parse().unwrap(),
+            leader: None,
+            incarnation: 1,
+            bump: 0,
+            secret_file: "/nonexistent".into(),
+            static_key: vec![7; 32],
+            runtime_dir: "/nonexistent".into(),
+            max_frame: 1 << 20,
+            max_pending: 16,
+            capabilities: Capabilities::new(),
+            load: 0,
+            types: None,
+        };
+        // The admin queues more behind the start before the gateway has read anything.
+        let mut bytes = Vec::new();
+        for frame in [
+            ToGateway::Start(Box::new(start.clone())),
+            ToGateway::Types(vec!["app::Worker".into()]),
+        ] {
+            greenroom_protocol::encode_frame(&mut bytes, &frame, u32::MAX, "test").unwrap();
         }
-        match stream.read(&mut buf) {
-            Ok(0) => {
-                return Err(Error::ConventionLink {
-                    peer: "admin".into(),
-                    reason: "the admin closed the control socket before starting the gateway".into(),
-                })
-            }
-            Ok(n) => reader.push(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Error::io("reading the admin's start frame")(e)),
-        }
+        std::io::Write::write_all(&mut &admin, &bytes).unwrap();
+        assert_eq!(read_start(&gateway).unwrap(), start);
+        gateway.set_nonblocking(true).unwrap();
+        let mut control = Framed::new(mio::net::UnixStream::from_std(gateway), u32::MAX);
+        let frames = control.read().unwrap().frames;
+        assert_eq!(frames.len(), 1, "the frame behind the start is still there");
+        let types = greenroom_protocol::frame::decode::<ToGateway>(&frames[0], "test").unwrap();
+        assert_eq!(types, ToGateway::Types(vec!["app::Worker".into()]));
+
+        // An admin that goes before starting its gateway: said so.
+        let (admin, gateway) = std::os::unix::net::UnixStream::pair().unwrap();
+        drop(admin);
+        let err = read_start(&gateway).unwrap_err().to_string();
+        assert!(err.contains("before starting the gateway"), "{err}");
     }
 }

@@ -58,7 +58,7 @@
 //! loop the frames for other members' gateways ([`Streams::take_outbox`]) and for the admin
 //! ([`Streams::take_for_admin`]); the loop hands it what other members' gateways sent
 //! ([`Streams::remote`], once the frame is checked against the member whose link carried
-//! it), and tells it when a member is gone or a link broke ([`Streams::node_lost`]).
+//! it), and tells it when a member is gone or a link broke ([`Streams::link_lost`]).
 //!
 //! **A gateway that dies** (killed, or crashed) takes its connections with it: each local
 //! sender sees its connection end and asks its admin what became of what it had not seen
@@ -354,10 +354,13 @@ impl Streams {
                 return;
             }
         };
-        let mut bodies = Vec::new();
+        // One frame at a time, each handled before the next is cut: the handshake raises the
+        // reader's limit from a handshake's to the largest message, and the sender writes
+        // its first messages right behind it, often read in the same fill.
         loop {
-            match side.reader.next_frame() {
-                Ok(Some(body)) => bodies.push(body.to_vec()),
+            let Some(side) = self.conns.get_mut(&token) else { return };
+            let body = match side.reader.next_frame() {
+                Ok(Some(body)) => body.to_vec(),
                 Ok(None) => break,
                 Err(e) => {
                     if self.pending.logs.broke_protocol.allow() {
@@ -366,12 +369,7 @@ impl Streams {
                     self.close(token, &format!("malformed frame: {e}"));
                     return;
                 }
-            }
-        }
-        for body in bodies {
-            if !self.conns.contains_key(&token) {
-                return;
-            }
+            };
             self.frame(token, &body);
         }
         if fill.eof {
@@ -883,7 +881,11 @@ impl Streams {
         let Some(side) = self.conns.get_mut(&token) else { return };
         while side.written < side.out.len() {
             match side.stream.write(&side.out[side.written..]) {
-                Ok(0) => break,
+                // Never cleared unwritten: what it holds would be lost without a word.
+                Ok(0) => {
+                    self.close(token, "the connection takes no more bytes");
+                    return;
+                }
                 Ok(n) => side.written += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
