@@ -45,6 +45,9 @@ pub const STEADY: Duration = Duration::from_secs(10);
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// The longest wait between restarts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How long a gateway may say nothing (it pings its admin every 250 ms) before the admin
+/// takes it for hung, kills it and starts another.
+pub const GATEWAY_SILENCE: Duration = Duration::from_secs(5);
 
 /// What this admin knows of another member believed alive.
 #[derive(Debug, Clone)]
@@ -82,7 +85,10 @@ struct Running {
     pid: Pid,
     control: Framed,
     started: Instant,
-    ready: bool,
+    /// When it last sent anything.
+    heard: Instant,
+    /// Killed for its silence: reaping it is all that is left.
+    killed: bool,
 }
 
 /// The admin's handle on its gateway: see [the module docs](self).
@@ -173,9 +179,25 @@ impl GatewayHandle {
         self.running.is_none() && self.restart_at.is_some_and(|at| at <= now)
     }
 
-    /// When the next start is due, for the admin's wait.
+    /// When the next start is due, or the running gateway's silence would be too long,
+    /// for the admin's wait.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.restart_at.filter(|_| self.running.is_none())
+        match &self.running {
+            Some(running) if !running.killed => Some(running.heard + GATEWAY_SILENCE),
+            Some(_) => None,
+            None => self.restart_at,
+        }
+    }
+
+    /// The running gateway, if it has said nothing for [`GATEWAY_SILENCE`]: hung (or
+    /// stopped). The admin kills it; reaping it starts another.
+    pub fn hung(&mut self, now: Instant) -> Option<Pid> {
+        let running = self.running.as_mut().filter(|r| !r.killed)?;
+        if now.saturating_duration_since(running.heard) < GATEWAY_SILENCE {
+            return None;
+        }
+        running.killed = true;
+        Some(running.pid)
     }
 
     /// The admin started gateway `pid`, talking on `control`: it is told who it is.
@@ -195,6 +217,8 @@ impl GatewayHandle {
             capabilities: self.capabilities.clone(),
             load: self.load,
             types: self.types.clone(),
+            // What the last gateway knew: its successor starts from it.
+            members: self.members.iter().map(member_view).collect(),
         };
         if let Err(e) = control.queue(&ToGateway::Start(Box::new(start)), "gateway start") {
             tracing::error!(error = %e, "could not encode the gateway's start");
@@ -204,7 +228,8 @@ impl GatewayHandle {
             pid,
             control,
             started: Instant::now(),
-            ready: false,
+            heard: Instant::now(),
+            killed: false,
         });
     }
 
@@ -243,6 +268,9 @@ impl GatewayHandle {
                     return false;
                 }
             };
+            if !outcome.frames.is_empty() {
+                running.heard = Instant::now();
+            }
             for body in outcome.frames {
                 match greenroom_protocol::frame::decode::<FromGateway>(&body, "gateway frame") {
                     Ok(frame) => self.gateway_frame(frame),
@@ -272,9 +300,6 @@ impl GatewayHandle {
     fn gateway_frame(&mut self, frame: FromGateway) {
         match frame {
             FromGateway::Ready { public_key } => {
-                if let Some(running) = self.running.as_mut() {
-                    running.ready = true;
-                }
                 if public_key != self.key.public() {
                     tracing::error!("the gateway proves another static key than the admin gave it");
                 }
@@ -460,6 +485,18 @@ impl Drop for GatewayHandle {
 
 fn member(addr: std::net::SocketAddr, incarnation: u64) -> MemberId {
     MemberId::renewed(addr, incarnation, 0)
+}
+
+fn member_view(info: &MemberInfo) -> MemberView {
+    MemberView {
+        addr: info.id.addr,
+        incarnation: info.id.incarnation,
+        capabilities: info.capabilities.clone(),
+        load: info.load,
+        key: info.key.clone(),
+        types: info.types.clone(),
+        heard_ms_ago: info.heard.map(|at| at.elapsed().as_millis() as u64),
+    }
 }
 
 fn member_info(view: MemberView, now: Instant) -> MemberInfo {

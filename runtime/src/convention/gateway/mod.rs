@@ -79,6 +79,9 @@ const LINKS: usize = 1 << 40;
 
 /// How long a gateway waits for its admin's first frame.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a gateway whose admin has gone keeps writing its links (its goodbye, the
+/// admin's last frames) before it exits.
+const FAREWELL: Duration = Duration::from_millis(300);
 /// How often the gateway asks whether its admin is answering.
 const ADMIN_PING: Duration = Duration::from_millis(250);
 /// How long the admin may be silent before the gateway stops speaking for it in SWIM (the
@@ -206,7 +209,7 @@ impl Gateway {
             start.max_pending as usize,
         )
         .map_err(Error::io("registering gateway.sock's listener"))?;
-        let members = Members::new(
+        let mut members = Members::new(
             me,
             start.leader,
             start.capabilities.clone(),
@@ -214,6 +217,9 @@ impl Gateway {
             start.types.clone(),
             Instant::now(),
         );
+        if !start.members.is_empty() {
+            members.seed(start.members.clone(), Instant::now());
+        }
         let mut gateway = Gateway {
             poll,
             control,
@@ -270,7 +276,8 @@ impl Gateway {
                 let readable = event.is_readable() || event.is_read_closed() || event.is_error();
                 if token == CONTROL {
                     if readable && !self.read_control(now)? {
-                        tracing::info!("the admin closed the control socket; the gateway exits");
+                        tracing::info!("the admin closed the control socket; the gateway says goodbye and exits");
+                        self.farewell(&mut events);
                         return Ok(());
                     }
                     continue;
@@ -293,6 +300,35 @@ impl Gateway {
             self.streams.tick(now);
             self.refused_frames.tick(now);
             self.watch_admin(now);
+        }
+    }
+
+    /// The admin is gone (it stopped, or died): what it sent last goes out, the others are
+    /// told this member leaves (so that they need not wait to notice), and the links are
+    /// written for up to [`FAREWELL`].
+    fn farewell(&mut self, events: &mut Events) {
+        let now = Instant::now();
+        self.members.leave(now);
+        let deadline = now + FAREWELL;
+        loop {
+            self.route(Instant::now());
+            self.links.flush();
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !self.links.unwritten() || left.is_zero() {
+                return;
+            }
+            if self.poll.poll(events, Some(left)).is_err() {
+                return;
+            }
+            let ready: Vec<(Token, bool)> = events.iter().map(|e| (e.token(), e.is_writable())).collect();
+            for (token, writable) in ready {
+                if writable && self.links.owns(token) {
+                    let members = &mut self.members;
+                    self.links.ready(token, false, true, Instant::now(), &mut |life, key| {
+                        members.bind(life, key)
+                    });
+                }
+            }
         }
     }
 
@@ -439,7 +475,11 @@ impl Gateway {
 
     fn link_event(&mut self, event: LinkEvent, now: Instant) {
         match event {
-            LinkEvent::Frame { from, frame } => self.member_frame(from, frame, now),
+            LinkEvent::Frame { from, link, frame } => self.member_frame(from, link, frame, now),
+            LinkEvent::Ended { from, link } => {
+                tracing::debug!(member = %from.0, "a member's link to this one ended; the streams it carried are over");
+                self.streams.link_ended(link);
+            }
             LinkEvent::Broke {
                 addr,
                 carried_data,
@@ -464,7 +504,7 @@ impl Gateway {
     }
 
     /// A frame from the member `from`, whose link it came on.
-    fn member_frame(&mut self, from: Life, frame: ConventionFrame, now: Instant) {
+    fn member_frame(&mut self, from: Life, link: u64, frame: ConventionFrame, now: Instant) {
         match frame {
             ConventionFrame::Membership(bytes) => self.members.membership_data(&bytes, now),
             ConventionFrame::Capabilities {
@@ -476,7 +516,7 @@ impl Gateway {
             ConventionFrame::Gateway(frame) => {
                 let sender = NodeId::for_member(&from.0.to_string(), from.1);
                 match frame.check_sender(sender, self.me) {
-                    Ok(()) => self.streams.remote(sender, frame),
+                    Ok(()) => self.streams.remote(sender, link, frame),
                     Err(why) => {
                         if self.refused_frames.allow() {
                             tracing::warn!(member = %from.0, incarnation = from.1, reason = %why, frame = gateway_frame_name(&frame),
@@ -580,6 +620,7 @@ mod tests {
             capabilities: Capabilities::new(),
             load: 0,
             types: None,
+            members: Vec::new(),
         };
         // The admin queues more behind the start before the gateway has read anything.
         let mut bytes = Vec::new();

@@ -157,6 +157,9 @@ pub struct Streams {
     next_stream: u64,
     /// The live members' nodes: a sender may send only to one of them.
     live: HashSet<NodeId>,
+    /// The accepted link that carries each receiver connection's stream (a stream's frames
+    /// all come on the one link its sender's gateway writes to this member).
+    receiver_links: HashMap<Token, u64>,
     /// Frames for other members' gateways, in order, for the loop to send.
     outbox: Vec<(NodeId, GatewayFrame)>,
     /// Frames for this member's admin.
@@ -203,6 +206,7 @@ impl Streams {
             next_forget: Instant::now() + STREAM_MEMORY,
             next_stream,
             live: HashSet::new(),
+            receiver_links: HashMap::new(),
             outbox: Vec::new(),
             for_admin: Vec::new(),
             rescan: Vec::new(),
@@ -282,6 +286,22 @@ impl Streams {
         self.node_lost(node, reason, gone);
         if !gone {
             self.for_admin.push(FromGateway::LinkBroke(node));
+        }
+    }
+
+    /// The accepted link `link` ended: the streams it carried are over (their sender's
+    /// gateway gave that link up, or died, and settles its senders' messages itself), so
+    /// their receiver connections close once what they hold is written — rather than stay
+    /// open for ever, an fd here and in each receiver's host.
+    pub fn link_ended(&mut self, link: u64) {
+        let carried: Vec<Token> = self
+            .receiver_links
+            .iter()
+            .filter(|(_, l)| **l == link)
+            .map(|(t, _)| *t)
+            .collect();
+        for token in carried {
+            self.close_after_writing(token);
         }
     }
 
@@ -558,7 +578,7 @@ impl Streams {
 
     /// A frame from another member's gateway, checked already: it speaks for the member
     /// whose link carried it ([`GatewayFrame::check_sender`]).
-    pub fn remote(&mut self, sender: NodeId, frame: GatewayFrame) {
+    pub fn remote(&mut self, sender: NodeId, link: u64, frame: GatewayFrame) {
         match frame {
             GatewayFrame::Message {
                 from,
@@ -585,7 +605,10 @@ impl Streams {
                         }
                         self.streams.insert(pair, (stream, None));
                         match self.open_receiver(pair, stream) {
-                            Ok(token) => token,
+                            Ok(token) => {
+                                self.receiver_links.insert(token, link);
+                                token
+                            }
                             Err(why) => {
                                 self.receiver_lost(pair, stream, 0, &why, false);
                                 return;
@@ -862,6 +885,7 @@ impl Streams {
             return;
         };
         let _ = self.registry.deregister(&mut side.stream);
+        self.receiver_links.remove(&token);
         if let Kind::Sender(Some(((from, to), stream))) = side.kind {
             let _ = self.forward(to.node(), GatewayFrame::Closed { from, to, stream });
         }
