@@ -331,6 +331,8 @@ pub struct Members {
     /// and reachable meanwhile, asked in, and declared down at their deadline if SWIM has
     /// not confirmed them by then (see [`Members::seed`]).
     seeded: HashMap<Life, (MemberView, Instant)>,
+    /// Since when this member is paused (its admin does not answer): see [`Members::pause`].
+    paused_since: Option<Instant>,
     out: MembersOutput,
 }
 
@@ -369,8 +371,50 @@ impl Members {
             keys: HashMap::new(),
             directory: HashMap::new(),
             seeded: HashMap::new(),
+            paused_since: None,
             out: MembersOutput::default(),
         }
+    }
+
+    /// Stops this member's membership clock at `now`, as if its process had been stopped:
+    /// it sends nothing, hears nothing and runs no timer, so that to the others it has
+    /// failed (its admin does not answer, though its gateway runs on).
+    ///
+    /// Frozen rather than merely silent: a member that kept running SWIM while deaf would
+    /// see every probe of its own go unanswered and declare the *others* down, and when it
+    /// speaks again it would gossip those deaths, making live members renew their
+    /// identities for nothing.
+    pub fn pause(&mut self, now: Instant) {
+        if self.paused_since.is_none() {
+            self.paused_since = Some(now);
+            self.out.send.clear();
+        }
+    }
+
+    /// Starts the clock again at `now`: every timer, and each seeded member's deadline, is
+    /// moved by the time paused, so that no probe or suspicion times out for the pause. The
+    /// others have most likely declared this member down meanwhile; the first of them it
+    /// speaks with tells it so, and it renews its identity and rejoins.
+    pub fn resume(&mut self, now: Instant) {
+        let Some(since) = self.paused_since.take() else {
+            return;
+        };
+        let paused = now.saturating_duration_since(since);
+        self.timers = self
+            .timers
+            .drain()
+            .map(|Due(at, order, timer)| Due(at + paused, order, timer))
+            .collect();
+        for (_, deadline) in self.seeded.values_mut() {
+            *deadline += paused;
+        }
+        self.next_announce = self.next_announce.max(now);
+        self.next_share = self.next_share.max(now);
+    }
+
+    /// Whether this member is paused (see [`Members::pause`]).
+    pub fn paused(&self) -> bool {
+        self.paused_since.is_some()
     }
 
     /// The members a previous gateway of this admin knew (this gateway replaces one that
@@ -436,11 +480,17 @@ impl Members {
 
     /// What this member wants sent and said since the last call.
     pub fn take_output(&mut self) -> MembersOutput {
+        if self.paused() {
+            self.out.send.clear();
+        }
         std::mem::take(&mut self.out)
     }
 
-    /// When [`Members::tick`] has work next.
-    pub fn next_deadline(&self) -> Instant {
+    /// When [`Members::tick`] has work next (never while paused).
+    pub fn next_deadline(&self) -> Option<Instant> {
+        if self.paused() {
+            return None;
+        }
         let timer = self.timers.peek().map(|d| d.0);
         let asking = self.leader.is_some() || !self.seeded.is_empty();
         let announce = asking.then_some(self.next_announce);
@@ -449,7 +499,6 @@ impl Members {
             .into_iter()
             .flatten()
             .min()
-            .unwrap_or(self.next_share)
     }
 
     /// Runs what is due at `now`: foca's timers, sharing this member's capabilities again,
@@ -457,6 +506,9 @@ impl Members {
     /// it, or cut off: a leader that was restarted knows no one, and only its followers can
     /// bring it back).
     pub fn tick(&mut self, now: Instant) {
+        if self.paused() {
+            return;
+        }
         while self.timers.peek().is_some_and(|d| d.0 <= now) {
             let Some(Due(_, _, timer)) = self.timers.pop() else {
                 break;
@@ -558,6 +610,9 @@ impl Members {
 
     /// A membership message, from a link bound to a member.
     pub fn membership_data(&mut self, bytes: &[u8], now: Instant) {
+        if self.paused() {
+            return;
+        }
         match self.membership.handle_data(bytes) {
             Ok(out) => self.apply(out, now),
             Err(e) => tracing::debug!(error = %e, "membership message refused"),
@@ -820,6 +875,39 @@ mod tests {
         assert_eq!(lab.members[0].addr_of(node), None);
         lab.run(DETECTION_TIME);
         assert_eq!(lab.addrs_seen_by(1), [addrs[0]]);
+    }
+
+    #[test]
+    fn a_paused_member_is_taken_for_dead_blames_no_one_and_rejoins_when_resumed() {
+        let mut lab = Lab::new(3);
+        lab.run(Duration::from_secs(3));
+        let addrs: Vec<SocketAddr> = lab.members.iter().map(|m| m.me().addr).collect();
+        lab.members[2].pause(lab.now);
+        lab.run(DETECTION_TIME * 2);
+        assert_eq!(lab.addrs_seen_by(0), [addrs[1]]);
+        assert_eq!(lab.addrs_seen_by(1), [addrs[0]]);
+        assert_eq!(lab.addrs_seen_by(2), [addrs[0], addrs[1]], "frozen: it judged no one");
+        assert_eq!(
+            lab.members[2].next_deadline(),
+            None,
+            "a paused member has nothing to do"
+        );
+
+        lab.members[2].resume(lab.now);
+        lab.run(DETECTION_TIME * 2);
+        assert_eq!(lab.addrs_seen_by(0), [addrs[1], addrs[2]]);
+        assert_eq!(lab.addrs_seen_by(1), [addrs[0], addrs[2]]);
+        assert_eq!(lab.addrs_seen_by(2), [addrs[0], addrs[1]]);
+        assert_eq!(lab.members[2].me().bump(), 1, "declared down, it came back renewed");
+        // The two that never stopped were never taken for dead, by anyone.
+        assert_eq!(lab.members[0].me().bump(), 0);
+        assert_eq!(lab.members[1].me().bump(), 0);
+        for events in &lab.events[..2] {
+            let others_down = events
+                .iter()
+                .filter(|e| matches!(e, MembershipEvent::Down(m) if m.addr != addrs[2]));
+            assert_eq!(others_down.count(), 0, "a live member was declared down: {events:?}");
+        }
     }
 
     #[test]

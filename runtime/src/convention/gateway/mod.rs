@@ -84,8 +84,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 const FAREWELL: Duration = Duration::from_millis(300);
 /// How often the gateway asks whether its admin is answering.
 const ADMIN_PING: Duration = Duration::from_millis(250);
-/// How long the admin may be silent before the gateway stops speaking for it in SWIM (the
-/// others then notice a failed member within the detection time, as for a dead one).
+/// How long the admin may be silent before the gateway pauses this member's membership
+/// ([`Members::pause`](super::membership::Members::pause)): the others then notice a failed
+/// member within the detection time, as for a dead one.
 pub const ADMIN_SILENCE: Duration = Duration::from_millis(1500);
 
 /// Entry point of a gateway process: reads its start from the admin, serves until the
@@ -117,9 +118,6 @@ pub(crate) struct Gateway {
     /// When the admin last said anything, and when it is next asked.
     admin_heard: Instant,
     next_ping: Instant,
-    /// Whether the admin has been silent for [`ADMIN_SILENCE`]: this member's membership
-    /// frames are not sent meanwhile.
-    muted: bool,
 }
 
 impl Gateway {
@@ -231,7 +229,6 @@ impl Gateway {
             live: HashSet::new(),
             admin_heard: Instant::now(),
             next_ping: Instant::now(),
-            muted: false,
         };
         gateway.tell_admin(&FromGateway::Ready {
             public_key: key.public().to_vec(),
@@ -255,7 +252,7 @@ impl Gateway {
                 Some(Duration::ZERO)
             } else {
                 let next = [
-                    Some(self.members.next_deadline()),
+                    self.members.next_deadline(),
                     Some(self.next_ping),
                     self.links.next_deadline(),
                     self.streams.next_deadline(),
@@ -308,6 +305,8 @@ impl Gateway {
     /// written for up to [`FAREWELL`].
     fn farewell(&mut self, events: &mut Events) {
         let now = Instant::now();
+        // Gone rather than silent: the goodbye goes out even if it had paused.
+        self.members.resume(now);
         self.members.leave(now);
         let deadline = now + FAREWELL;
         loop {
@@ -340,8 +339,8 @@ impl Gateway {
             self.next_ping = now + ADMIN_PING;
             self.tell_admin(&FromGateway::Ping);
         }
-        if !self.muted && now.saturating_duration_since(self.admin_heard) >= ADMIN_SILENCE {
-            self.muted = true;
+        if !self.members.paused() && now.saturating_duration_since(self.admin_heard) >= ADMIN_SILENCE {
+            self.members.pause(now);
             tracing::warn!(silent = ?ADMIN_SILENCE, "the admin does not answer; this member stops speaking in the convention until it does");
         }
     }
@@ -360,8 +359,8 @@ impl Gateway {
             };
             if !outcome.frames.is_empty() {
                 self.admin_heard = now;
-                if self.muted {
-                    self.muted = false;
+                if self.members.paused() {
+                    self.members.resume(now);
                     tracing::warn!("the admin answers again; this member speaks in the convention again");
                 }
             }
@@ -406,9 +405,7 @@ impl Gateway {
             let mut moved = false;
             let out = self.members.take_output();
             moved |= !out.send.is_empty() || !out.events.is_empty() || out.changed || out.renewed.is_some();
-            // Muted (the admin does not answer), this member says nothing: to the others,
-            // it has failed.
-            for (addr, frame) in out.send.into_iter().filter(|_| !self.muted) {
+            for (addr, frame) in out.send {
                 self.links.send_control(addr, &frame, now);
             }
             if let Some(bump) = out.renewed {
