@@ -85,7 +85,7 @@ use mio::{
 };
 
 use crate::{
-    net::{peer::check_same_user, pending::Pending},
+    net::{peer::check_same_user, pending::Pending, set_write_interest},
     runtime_dir,
 };
 
@@ -115,6 +115,10 @@ struct Side {
     replied: bool,
     /// A receiver's side whose stream is closed: dropped once `out` is written.
     closing: bool,
+    /// Whether the connection is registered for writable events: only while `out` waits
+    /// for room (see [`set_write_interest`]; a Unix socket says "writable" each time its
+    /// peer reads, which would wake the gateway once more for every frame it writes).
+    write_armed: bool,
 }
 
 enum Kind {
@@ -342,6 +346,7 @@ impl Streams {
                     acked: 0,
                     replied: false,
                     closing: false,
+                    write_armed: false,
                 },
             );
             self.pending.push(token);
@@ -353,10 +358,8 @@ impl Streams {
     fn register(&mut self, stream: &mut UnixStream) -> Token {
         let token = Token(self.next_token);
         self.next_token += 1;
-        if let Err(e) = self
-            .registry
-            .register(stream, token, Interest::READABLE | Interest::WRITABLE)
-        {
+        // Writable events only while a write waits for room: see `Side::write_armed`.
+        if let Err(e) = self.registry.register(stream, token, Interest::READABLE) {
             tracing::warn!(error = %e, "gateway: could not register a connection");
         }
         token
@@ -789,6 +792,7 @@ impl Streams {
                 acked: 0,
                 replied: false,
                 closing: false,
+                write_armed: false,
             },
         );
         self.receivers.insert(pair, token);
@@ -900,7 +904,8 @@ impl Streams {
         }
     }
 
-    /// Writes what a connection has queued, as far as the socket takes it now.
+    /// Writes what a connection has queued, as far as the socket takes it now; what it does
+    /// not take waits for the connection's writable event.
     fn flush(&mut self, token: Token) {
         let Some(side) = self.conns.get_mut(&token) else { return };
         while side.written < side.out.len() {
@@ -912,12 +917,17 @@ impl Streams {
                 }
                 Ok(n) => side.written += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
                     self.close(token, &format!("write failed: {e}"));
                     return;
                 }
             }
+        }
+        let blocked = side.written < side.out.len();
+        set_write_interest(&self.registry, &mut side.stream, token, &mut side.write_armed, blocked);
+        if blocked {
+            return;
         }
         side.out.clear();
         side.written = 0;
