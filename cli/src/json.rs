@@ -72,6 +72,10 @@ pub struct Convention {
     pub leader: Option<String>,
     /// The other members believed alive: address and incarnation (start time, ms).
     pub members: Vec<Member>,
+    /// The pid of this admin's gateway process (`null` while it is being restarted).
+    pub gateway_pid: Option<u32>,
+    /// How many times the gateway was started again after it died.
+    pub gateway_restarts: u64,
 }
 
 /// One member of a [`Convention`].
@@ -158,6 +162,8 @@ impl Status {
                         last_seen_s: m.last_seen_ms.map(|ms| ms as f64 / 1000.0),
                     })
                     .collect(),
+                gateway_pid: c.gateway_pid,
+                gateway_restarts: c.gateway_restarts,
             }),
         }
     }

@@ -551,6 +551,23 @@ fn asks_and_tells_cross_members_in_order_and_come_back_when_the_receiver_is_gone
 }
 
 #[test]
+fn a_first_message_larger_than_a_handshake_crosses_members() {
+    // The sender writes its first messages right behind its handshake, so the gateway
+    // often reads both at once: the message must be read with the message limit, not the
+    // handshake's (1 KiB).
+    let lab = lab([Capabilities::new(), Capabilities::new()]);
+    let [a, b] = &lab.systems;
+    let big = "x".repeat(64 * 1024);
+    for _ in 0..3 {
+        // A new receiver each time: a new connection to each gateway, both ways, its
+        // handshake and its first message written together.
+        let echo = b.create_actor::<Echo>().unwrap().address();
+        let answer: String = a.ask(echo, big.clone(), Duration::from_secs(10)).unwrap();
+        assert_eq!(answer.len(), big.len());
+    }
+}
+
+#[test]
 fn the_actors_of_a_killed_member_are_dead_letters_and_their_remote_parents_are_told() {
     let lab = lab([Capabilities::new(), gpus()]);
     let ([a, b], [_, b_addr]) = (&lab.systems, lab.addrs);

@@ -191,9 +191,11 @@ impl GatewayFrame {
             GatewayFrame::Ack { from, to, .. } => (Some(to.node()), Some(from.node()), "an ack's receiver"),
             GatewayFrame::Lost { from, to, .. } => (Some(to.node()), Some(from.node()), "a loss's receiver"),
             GatewayFrame::Accepted { from, to, .. } => (Some(to.node()), Some(from.node()), "an acceptance's receiver"),
-            GatewayFrame::Create { from, parent, .. } => match parent {
-                Some(parent) if parent.node() != *from => (Some(parent.node()), None, "a create's parent"),
-                _ => (Some(*from), None, "a create's asker"),
+            // Both the asker and the parent are the sender's: the answer goes to `from`, and
+            // the parent hears of the child.
+            GatewayFrame::Create { from, parent, .. } => match parent.map(|p| p.node()).filter(|n| *n != sender) {
+                Some(elsewhere) => (Some(elsewhere), None, "a create's parent"),
+                None => (Some(*from), None, "a create's asker"),
             },
             GatewayFrame::ChildNotice { parent, child, .. } => {
                 (Some(child.node()), Some(parent.node()), "a child notice's child")
@@ -393,6 +395,36 @@ mod tests {
             create.check_sender(b, a).is_err(),
             "a parent on another node than the asker"
         );
+        // An asker on another node than the sender, the parent on the sender's: refused too
+        // (the answer would go to the asker, as if this node had been asked).
+        let create = GatewayFrame::Create {
+            request: 1,
+            from: c,
+            parent: Some(at_b),
+            type_name: "t".into(),
+            spec: ChildSpec::default(),
+            requirements: Capabilities::new(),
+        };
+        assert!(create.check_sender(b, a).unwrap_err().contains("asker"));
+        // A create from b for b's actor, or for b's client, is b's to send.
+        let create = GatewayFrame::Create {
+            request: 1,
+            from: b,
+            parent: Some(at_b),
+            type_name: "t".into(),
+            spec: ChildSpec::default(),
+            requirements: Capabilities::new(),
+        };
+        assert_eq!(create.check_sender(b, a), Ok(()));
+        let create = GatewayFrame::Create {
+            request: 1,
+            from: b,
+            parent: None,
+            type_name: "t".into(),
+            spec: ChildSpec::default(),
+            requirements: Capabilities::new(),
+        };
+        assert_eq!(create.check_sender(b, a), Ok(()));
     }
 
     #[test]

@@ -74,6 +74,10 @@ pub struct GatewayStart {
     pub capabilities: Capabilities,
     pub load: u64,
     pub types: Option<Vec<String>>,
+    /// The members the admin knew when its previous gateway died (empty at the first
+    /// start): the new gateway lists and reaches them at once, asks them in, and declares
+    /// down any it does not find again.
+    pub members: Vec<MemberView>,
 }
 
 impl std::fmt::Debug for GatewayStart {
@@ -87,6 +91,7 @@ impl std::fmt::Debug for GatewayStart {
             .field("bump", &self.bump)
             .field("secret_file", &self.secret_file)
             .field("runtime_dir", &self.runtime_dir)
+            .field("members", &self.members.len())
             .finish_non_exhaustive()
     }
 }
@@ -176,6 +181,7 @@ mod tests {
             capabilities: Capabilities::new().with("gpu", &true).unwrap(),
             load: 4,
             types: Some(vec!["app::Worker".into()]),
+            members: Vec::new(),
         };
         assert!(!format!("{start:?}").contains("171"), "0xAB as decimal");
         assert!(!format!("{start:?}").to_lowercase().contains("ab, ab"));

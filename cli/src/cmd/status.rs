@@ -45,6 +45,18 @@ fn render_convention(name: &str, status: &Status) -> Result<String, CliError> {
         c.members.len(),
         if c.members.len() == 1 { "" } else { "s" }
     );
+    out.push_str(&match c.gateway_pid {
+        Some(pid) => format!("  gateway pid {pid}"),
+        None => "  gateway restarting".to_owned(),
+    });
+    if c.gateway_restarts > 0 {
+        out.push_str(&format!(
+            ", restarted {} time{}",
+            c.gateway_restarts,
+            if c.gateway_restarts == 1 { "" } else { "s" }
+        ));
+    }
+    out.push('\n');
     for m in &c.members {
         out.push_str(&format!(
             "  {}  incarnation {}  {} actor{}",
@@ -224,11 +236,13 @@ mod tests {
                 key: "8899aabbccddeeff".into(),
                 last_seen_s: Some(0.4),
             }],
+            gateway_pid: Some(4242),
+            gateway_restarts: 1,
         });
         let text = render_convention("lab", &status).unwrap();
         assert_eq!(
             text,
-            "convention \"lab\": this member 10.0.0.2:7400 (key 00112233aabbccdd), leader 10.0.0.1:7400, 1 other member alive\n  10.0.0.1:7400  incarnation 42  3 actors  seen 0.4s ago  key 8899aabbccddeeff  capabilities gpu,zone\n"
+            "convention \"lab\": this member 10.0.0.2:7400 (key 00112233aabbccdd), leader 10.0.0.1:7400, 1 other member alive\n  gateway pid 4242, restarted 1 time\n  10.0.0.1:7400  incarnation 42  3 actors  seen 0.4s ago  key 8899aabbccddeeff  capabilities gpu,zone\n"
         );
     }
 

@@ -1,8 +1,12 @@
 //! Greenroom against the raw Unix-socket limit, measured in the same run.
 //!
 //! ```text
-//! cargo run --release -p greenroom-examples --bin bench [-- --quick] [--json FILE]
+//! cargo run --release -p greenroom-examples --bin bench [-- --quick] [--json FILE] [--only GROUP,...]
 //! ```
+//!
+//! `--only` runs some groups of rows: `ask`, `throughput`, `create`, `kill`, `troupe`,
+//! `idle`, `many`, `convention` (a cross-machine ask between two members of a convention on
+//! loopback, against a TCP round trip).
 //!
 //! Each figure measures the raw primitive first — plain std/libc in this file, no Greenroom
 //! code — then the same work through Greenroom, and prints both, their ratio, the target and
@@ -15,12 +19,15 @@
 
 use std::{
     io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
     os::{fd::AsRawFd, unix::net::UnixStream, unix::process::CommandExt},
+    path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use greenroom::{
+    convention::{ClusterSecret, ConventionConfig},
     Actor, ActorExitRequest, ActorRef, ActorResult, ActorSystem, Address, AnyMessage, Backoff, ChildSpec, Context,
     Error, Registry, Request, SupervisorSpec, SystemConfig, Troupe,
 };
@@ -621,9 +628,124 @@ fn many_actors(n: usize) -> Result<(Duration, Duration, Duration, usize), Error>
     Ok((create, ask, shutdown, left))
 }
 
+/// The raw limit of the cross-machine figure: a 64-byte round trip over a TCP loopback
+/// connection (TCP_NODELAY on both ends) to a thread of this process that echoes it.
+fn raw_tcp_round_trip(rounds: usize) -> std::io::Result<Latency> {
+    let listener = TcpListener::bind("127.0.0.2:0")?;
+    let addr = listener.local_addr()?;
+    let echo = std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut sock, _) = listener.accept()?;
+        sock.set_nodelay(true)?;
+        let mut buf = [0u8; 64];
+        // Until the other end closes.
+        while sock.read_exact(&mut buf).is_ok() {
+            sock.write_all(&buf)?;
+        }
+        Ok(())
+    });
+    let mut me = TcpStream::connect(addr)?;
+    me.set_nodelay(true)?;
+    let mut buf = [7u8; 64];
+    let mut samples = Vec::with_capacity(rounds);
+    for i in 0..rounds + rounds / 10 {
+        let t = Instant::now();
+        me.write_all(&buf)?;
+        me.read_exact(&mut buf)?;
+        if i >= rounds / 10 {
+            samples.push(t.elapsed());
+        }
+    }
+    drop(me);
+    echo.join()
+        .map_err(|_| std::io::Error::other("the TCP echo thread panicked"))??;
+    Ok(latency_us(samples))
+}
+
+/// A member of the bench's two-member convention "bench": listening at `listen`, joining
+/// through `leader` (or leading).
+fn convention_member(secret: &Path, listen: SocketAddr, leader: Option<SocketAddr>) -> Result<ActorSystem, Error> {
+    ActorSystem::start_with(SystemConfig::default().convention(ConventionConfig {
+        name: "bench".into(),
+        listen,
+        advertise: None,
+        leader,
+        secret_file: secret.to_owned(),
+        key_file: None,
+    }))
+}
+
+/// A free port on `ip` (bound, then released for an admin to take).
+fn free_addr(ip: &str) -> std::io::Result<SocketAddr> {
+    TcpListener::bind(format!("{ip}:0"))?.local_addr()
+}
+
+/// Waits until `system` lists exactly `other` as the convention's other member.
+fn wait_for_member(
+    system: &ActorSystem,
+    other: SocketAddr,
+    within: Duration,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let started = Instant::now();
+    loop {
+        let view = system.describe(false)?.convention;
+        let listed: Vec<String> = view
+            .map(|v| v.members.into_iter().map(|m| m.address).collect())
+            .unwrap_or_default();
+        if listed == [other.to_string()] {
+            return Ok(());
+        }
+        if started.elapsed() >= within {
+            return Err(format!("after {within:?} the convention's members are {listed:?}, not [{other}]").into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The ask round trip from a client of member a (127.0.0.1) to an echo actor of member b
+/// (127.0.0.2) of a convention on loopback: client → a's gateway → link → b's gateway →
+/// actor, and back. Both systems are shut down and the secret's directory removed before
+/// it returns, whatever happened.
+fn cross_machine_round_trip(rounds: usize) -> Result<Latency, Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let secret = dir.path().join("cluster.key");
+    ClusterSecret::generate(&secret)?;
+    let (a_addr, b_addr) = (free_addr("127.0.0.1")?, free_addr("127.0.0.2")?);
+    let a = convention_member(&secret, a_addr, None)?;
+    let b = convention_member(&secret, b_addr, Some(a_addr));
+    let measured = b.map_err(Into::into).and_then(|b| {
+        let measured = (|| -> Result<Latency, Box<dyn std::error::Error>> {
+            wait_for_member(&a, b_addr, Duration::from_secs(10))?;
+            wait_for_member(&b, a_addr, Duration::from_secs(10))?;
+            let echo = b.create_actor::<Echo>()?.address();
+            // The first ask opens both links and both gateways' connections.
+            Ok(greenroom_round_trip(&a, echo, rounds)?)
+        })();
+        let stopped = b.shutdown();
+        measured.and_then(|l| stopped.map(|()| l).map_err(Into::into))
+    });
+    let stopped = a.shutdown();
+    let latency = measured.and_then(|l| stopped.map(|()| l).map_err(Into::into))?;
+    dir.close()?;
+    Ok(latency)
+}
+
 fn fmt_us(l: Latency) -> String {
     format!("{:.1}/{:.1} us", l.p50, l.p99)
 }
+
+const USAGE: &str = "bench [--quick] [--json FILE] [--only GROUP,...]";
+
+/// The groups of rows `--only` selects, in the order they run.
+const GROUPS: [&str; 8] = [
+    "ask",
+    "throughput",
+    "create",
+    "kill",
+    "troupe",
+    "idle",
+    "many",
+    "convention",
+];
 
 fn main() {
     greenroom_host::init(
@@ -634,7 +756,7 @@ fn main() {
             .register::<Hasher>(),
     );
     let mut args = std::env::args().skip(1);
-    let (mut quick, mut json) = (false, None);
+    let (mut quick, mut json, mut only) = (false, None, None);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--raw-child" => {
@@ -643,19 +765,27 @@ fn main() {
             }
             "--quick" => quick = true,
             "--json" => json = args.next(),
+            "--only" => {
+                let groups: Vec<String> = args.next().unwrap_or_default().split(',').map(str::to_owned).collect();
+                if let Some(bad) = groups.iter().find(|g| !GROUPS.contains(&g.as_str())) {
+                    eprintln!("bench: no group `{bad}`; the groups are {}", GROUPS.join(","));
+                    std::process::exit(2);
+                }
+                only = Some(groups);
+            }
             other => {
-                eprintln!("bench: unknown argument `{other}`; usage: bench [--quick] [--json FILE]");
+                eprintln!("bench: unknown argument `{other}`; usage: {USAGE}");
                 std::process::exit(2);
             }
         }
     }
-    if let Err(e) = run(quick, json) {
+    if let Err(e) = run(quick, json, only) {
         eprintln!("bench: {e}");
         std::process::exit(1);
     }
 }
 
-fn run(quick: bool, json: Option<String>) -> Result<(), Box<dyn std::error::Error>> {
+fn run(quick: bool, json: Option<String>, only: Option<Vec<String>>) -> Result<(), Box<dyn std::error::Error>> {
     let rounds = if quick { 5_000 } else { 30_000 };
     let trials = if quick { 20 } else { 60 };
     let messages = if quick { 400_000 } else { 2_000_000 };
@@ -668,174 +798,209 @@ fn run(quick: bool, json: Option<String>) -> Result<(), Box<dyn std::error::Erro
         },
         ..SupervisorSpec::default()
     });
-    let system = ActorSystem::start_with(config)?;
+    let want = |group: &str| only.as_ref().is_none_or(|groups| groups.iter().any(|g| g == group));
     let mut rows = Vec::new();
-
-    // 1. Ask round trip, unpinned and pinned to one CPU.
-    let raw = raw_round_trip(rounds)?;
-    let echo = system.create_actor::<Echo>()?.address();
-    let gr = greenroom_round_trip(&system, echo, rounds)?;
-    rows.push(Row {
-        figure: "ask round trip 64 B (p50/p99)".into(),
-        raw: fmt_us(raw),
-        greenroom: fmt_us(gr),
-        ratio: Some(gr.p50 / raw.p50),
-        target: "p50 <= 2x raw".into(),
-        pass: gr.p50 <= 2.0 * raw.p50,
-    });
-    pin(0, &[0]);
-    let raw_pinned = raw_round_trip(rounds)?;
-    if let Some(pid) = system.actor_info(echo)?.pid {
-        pin(pid as i32, &[0]);
-    }
-    let gr_pinned = greenroom_round_trip(&system, echo, rounds)?;
-    pin(0, &all_cpus());
-    if let Some(pid) = system.actor_info(echo)?.pid {
-        pin(pid as i32, &all_cpus());
-    }
-    rows.push(Row {
-        figure: "ask round trip 64 B, one CPU".into(),
-        raw: fmt_us(raw_pinned),
-        greenroom: fmt_us(gr_pinned),
-        ratio: Some(gr_pinned.p50 / raw_pinned.p50),
-        target: "p50 <= 2x raw".into(),
-        pass: gr_pinned.p50 <= 2.0 * raw_pinned.p50,
-    });
-
-    // Requests against asks: the price of taking only one's own answer.
-    let (ask, request) = request_vs_ask(&system, echo, rounds)?;
-    rows.push(Row {
-        figure: "request vs ask 64 B (p50/p99)".into(),
-        raw: format!("ask {}", fmt_us(ask)),
-        greenroom: fmt_us(request),
-        ratio: Some(request.p50 / ask.p50),
-        target: "p50 <= 1.1x ask".into(),
-        pass: request.p50 <= 1.1 * ask.p50,
-    });
-
-    // Idle host memory (the echo actor, after its work).
-    let echo_pid = system.actor_info(echo)?.pid.unwrap_or(0);
-    let (rss, pss) = memory_kib(echo_pid);
-    rows.push(Row {
-        figure: "idle actor host memory".into(),
-        raw: "-".into(),
-        greenroom: format!("RSS {:.2} MiB, PSS {:.2} MiB", rss as f64 / 1024.0, pss as f64 / 1024.0),
-        ratio: None,
-        target: "VmRSS <= 3 MiB".into(),
-        pass: rss <= 3 * 1024,
-    });
-    system.tell(echo, ActorExitRequest)?;
-
-    // 2. Actor-to-actor throughput.
-    let raw_rate = median((0..reps).map(|_| raw_throughput(messages)).collect::<Result<_, _>>()?);
-    let gr_rate = median(
-        (0..reps)
-            .map(|_| greenroom_throughput(&system, messages as u32))
-            .collect::<Result<_, _>>()?,
-    );
-    rows.push(Row {
-        figure: "actor->actor 64 B msgs/s".into(),
-        raw: format!("{:.0}", raw_rate),
-        greenroom: format!("{:.0}", gr_rate),
-        ratio: Some(gr_rate / raw_rate),
-        target: ">= 50% raw, >= 1M/s".into(),
-        pass: gr_rate >= 0.5 * raw_rate && gr_rate >= 1e6,
-    });
-
-    // 3. create_actor -> first reply.
-    let raw_spawn = raw_spawn_hello(trials)?;
-    let gr_create = greenroom_create(&system, trials)?;
-    rows.push(Row {
-        figure: "create_actor -> first reply".into(),
-        raw: fmt_us(raw_spawn),
-        greenroom: fmt_us(gr_create),
-        ratio: Some(gr_create.p50 / raw_spawn.p50),
-        target: "p50 <= 1.5x raw".into(),
-        pass: gr_create.p50 <= 1.5 * raw_spawn.p50,
-    });
-
-    // 4. SIGKILL -> restarted actor answers.
-    let raw_kill = raw_kill_respawn(trials)?;
-    let gr_kill = greenroom_kill_restart(&system, trials)?;
-    rows.push(Row {
-        figure: "SIGKILL -> restarted answers".into(),
-        raw: fmt_us(raw_kill),
-        greenroom: fmt_us(gr_kill),
-        ratio: Some(gr_kill.p50 / raw_kill.p50),
-        target: "p50 <= 1.5x raw, <= 5 ms".into(),
-        pass: gr_kill.p50 <= 1.5 * raw_kill.p50 && gr_kill.p50 <= 5000.0,
-    });
-
-    // 5. A troupe: CPU-bound jobs on two workers against one actor, and what the manager's
-    // hop costs an ask.
-    let jobs = if quick { 500 } else { 2_000 };
-    let raw_speedup = median(
-        (0..reps)
-            .map(|_| {
-                let (one, two) = raw_parallel_hash(jobs, HASH_ROUNDS);
-                one.as_secs_f64() / two.as_secs_f64()
-            })
-            .collect(),
-    );
-    let t = troupe_figures(&system, jobs, reps, rounds / 5)?;
-    rows.push(Row {
-        figure: format!("troupe of 2: {jobs} hash jobs"),
-        raw: format!("2 threads {raw_speedup:.2}x"),
-        greenroom: format!("{:.2} s vs 1 actor {:.2} s", t.pooled, t.alone),
-        ratio: Some(t.speedup),
-        target: "speed-up >= 1.8x".into(),
-        pass: t.speedup >= 1.8,
-    });
-    rows.push(Row {
-        figure: "ask via troupe vs direct (p50/p99)".into(),
-        raw: fmt_us(t.direct),
-        greenroom: fmt_us(t.relayed),
-        ratio: Some(t.relayed.p50 / t.direct.p50),
-        // Three hops instead of two (client, manager, worker): 1.5x is the floor.
-        target: "p50 <= 2.5x direct ask".into(),
-        pass: t.relayed.p50 <= 2.5 * t.direct.p50,
-    });
-
-    // 6. Admin CPU while idle.
-    let admin = system.admin_pid().unwrap_or_default();
-    let window = if quick {
-        Duration::from_secs(2)
+    // One system for the groups that need one, started only if one of them runs.
+    let system = if GROUPS[..6].iter().any(|g| want(g)) {
+        Some(ActorSystem::start_with(config)?)
     } else {
-        Duration::from_secs(10)
+        None
     };
-    let before = cpu_seconds(admin);
-    std::thread::sleep(window);
-    let admin_cpu = cpu_seconds(admin) - before;
-    rows.push(Row {
-        figure: format!("admin CPU idle over {} s", window.as_secs()),
-        raw: "-".into(),
-        greenroom: format!("{admin_cpu:.3} s"),
-        ratio: None,
-        target: "~0 (< 0.01 s)".into(),
-        pass: admin_cpu < 0.01,
-    });
-    system.shutdown()?;
 
-    // 7. Many actors: each its own process.
-    let n = if quick { 500 } else { 2_000 };
-    let (create, ask, shutdown, left) = many_actors(n)?;
-    let scale = n as f64 / 2_000.0;
-    rows.push(Row {
-        figure: format!("{n} actors: create/ask/shutdown"),
-        raw: "-".into(),
-        greenroom: format!(
-            "{:.2}/{:.2}/{:.2} s, {left} left",
-            create.as_secs_f64(),
-            ask.as_secs_f64(),
-            shutdown.as_secs_f64()
-        ),
-        ratio: None,
-        target: format!("<{:.1}/<{:.2}/<{:.1} s, 0 left", 5.0 * scale, 0.5 * scale, 2.0 * scale),
-        pass: create.as_secs_f64() < 5.0 * scale
-            && ask.as_secs_f64() < 0.5 * scale
-            && shutdown.as_secs_f64() < 2.0 * scale
-            && left == 0,
-    });
+    if let Some(system) = &system {
+        if want("ask") {
+            // 1. Ask round trip, unpinned and pinned to one CPU.
+            let raw = raw_round_trip(rounds)?;
+            let echo = system.create_actor::<Echo>()?.address();
+            let gr = greenroom_round_trip(system, echo, rounds)?;
+            rows.push(Row {
+                figure: "ask round trip 64 B (p50/p99)".into(),
+                raw: fmt_us(raw),
+                greenroom: fmt_us(gr),
+                ratio: Some(gr.p50 / raw.p50),
+                target: "p50 <= 2x raw".into(),
+                pass: gr.p50 <= 2.0 * raw.p50,
+            });
+            pin(0, &[0]);
+            let raw_pinned = raw_round_trip(rounds)?;
+            if let Some(pid) = system.actor_info(echo)?.pid {
+                pin(pid as i32, &[0]);
+            }
+            let gr_pinned = greenroom_round_trip(system, echo, rounds)?;
+            pin(0, &all_cpus());
+            if let Some(pid) = system.actor_info(echo)?.pid {
+                pin(pid as i32, &all_cpus());
+            }
+            rows.push(Row {
+                figure: "ask round trip 64 B, one CPU".into(),
+                raw: fmt_us(raw_pinned),
+                greenroom: fmt_us(gr_pinned),
+                ratio: Some(gr_pinned.p50 / raw_pinned.p50),
+                target: "p50 <= 2x raw".into(),
+                pass: gr_pinned.p50 <= 2.0 * raw_pinned.p50,
+            });
+
+            // Requests against asks: the price of taking only one's own answer.
+            let (ask, request) = request_vs_ask(system, echo, rounds)?;
+            rows.push(Row {
+                figure: "request vs ask 64 B (p50/p99)".into(),
+                raw: format!("ask {}", fmt_us(ask)),
+                greenroom: fmt_us(request),
+                ratio: Some(request.p50 / ask.p50),
+                target: "p50 <= 1.1x ask".into(),
+                pass: request.p50 <= 1.1 * ask.p50,
+            });
+
+            // Idle host memory (the echo actor, after its work).
+            let echo_pid = system.actor_info(echo)?.pid.unwrap_or(0);
+            let (rss, pss) = memory_kib(echo_pid);
+            rows.push(Row {
+                figure: "idle actor host memory".into(),
+                raw: "-".into(),
+                greenroom: format!("RSS {:.2} MiB, PSS {:.2} MiB", rss as f64 / 1024.0, pss as f64 / 1024.0),
+                ratio: None,
+                target: "VmRSS <= 3 MiB".into(),
+                pass: rss <= 3 * 1024,
+            });
+            system.tell(echo, ActorExitRequest)?;
+        }
+        if want("throughput") {
+            // 2. Actor-to-actor throughput.
+            let raw_rate = median((0..reps).map(|_| raw_throughput(messages)).collect::<Result<_, _>>()?);
+            let gr_rate = median(
+                (0..reps)
+                    .map(|_| greenroom_throughput(system, messages as u32))
+                    .collect::<Result<_, _>>()?,
+            );
+            rows.push(Row {
+                figure: "actor->actor 64 B msgs/s".into(),
+                raw: format!("{:.0}", raw_rate),
+                greenroom: format!("{:.0}", gr_rate),
+                ratio: Some(gr_rate / raw_rate),
+                target: ">= 50% raw, >= 1M/s".into(),
+                pass: gr_rate >= 0.5 * raw_rate && gr_rate >= 1e6,
+            });
+        }
+        if want("create") {
+            // 3. create_actor -> first reply.
+            let raw_spawn = raw_spawn_hello(trials)?;
+            let gr_create = greenroom_create(system, trials)?;
+            rows.push(Row {
+                figure: "create_actor -> first reply".into(),
+                raw: fmt_us(raw_spawn),
+                greenroom: fmt_us(gr_create),
+                ratio: Some(gr_create.p50 / raw_spawn.p50),
+                target: "p50 <= 1.5x raw".into(),
+                pass: gr_create.p50 <= 1.5 * raw_spawn.p50,
+            });
+        }
+        if want("kill") {
+            // 4. SIGKILL -> restarted actor answers.
+            let raw_kill = raw_kill_respawn(trials)?;
+            let gr_kill = greenroom_kill_restart(system, trials)?;
+            rows.push(Row {
+                figure: "SIGKILL -> restarted answers".into(),
+                raw: fmt_us(raw_kill),
+                greenroom: fmt_us(gr_kill),
+                ratio: Some(gr_kill.p50 / raw_kill.p50),
+                target: "p50 <= 1.5x raw, <= 5 ms".into(),
+                pass: gr_kill.p50 <= 1.5 * raw_kill.p50 && gr_kill.p50 <= 5000.0,
+            });
+        }
+        if want("troupe") {
+            // 5. A troupe: CPU-bound jobs on two workers against one actor, and what the manager's
+            // hop costs an ask.
+            let jobs = if quick { 500 } else { 2_000 };
+            let raw_speedup = median(
+                (0..reps)
+                    .map(|_| {
+                        let (one, two) = raw_parallel_hash(jobs, HASH_ROUNDS);
+                        one.as_secs_f64() / two.as_secs_f64()
+                    })
+                    .collect(),
+            );
+            let t = troupe_figures(system, jobs, reps, rounds / 5)?;
+            rows.push(Row {
+                figure: format!("troupe of 2: {jobs} hash jobs"),
+                raw: format!("2 threads {raw_speedup:.2}x"),
+                greenroom: format!("{:.2} s vs 1 actor {:.2} s", t.pooled, t.alone),
+                ratio: Some(t.speedup),
+                target: "speed-up >= 1.8x".into(),
+                pass: t.speedup >= 1.8,
+            });
+            rows.push(Row {
+                figure: "ask via troupe vs direct (p50/p99)".into(),
+                raw: fmt_us(t.direct),
+                greenroom: fmt_us(t.relayed),
+                ratio: Some(t.relayed.p50 / t.direct.p50),
+                // Three hops instead of two (client, manager, worker): 1.5x is the floor.
+                target: "p50 <= 2.5x direct ask".into(),
+                pass: t.relayed.p50 <= 2.5 * t.direct.p50,
+            });
+        }
+        if want("idle") {
+            // 6. Admin CPU while idle.
+            let admin = system.admin_pid().unwrap_or_default();
+            let window = if quick {
+                Duration::from_secs(2)
+            } else {
+                Duration::from_secs(10)
+            };
+            let before = cpu_seconds(admin);
+            std::thread::sleep(window);
+            let admin_cpu = cpu_seconds(admin) - before;
+            rows.push(Row {
+                figure: format!("admin CPU idle over {} s", window.as_secs()),
+                raw: "-".into(),
+                greenroom: format!("{admin_cpu:.3} s"),
+                ratio: None,
+                target: "~0 (< 0.01 s)".into(),
+                pass: admin_cpu < 0.01,
+            });
+        }
+        system.shutdown()?;
+    }
+
+    if want("many") {
+        // 7. Many actors: each its own process.
+        let n = if quick { 500 } else { 2_000 };
+        let (create, ask, shutdown, left) = many_actors(n)?;
+        let scale = n as f64 / 2_000.0;
+        rows.push(Row {
+            figure: format!("{n} actors: create/ask/shutdown"),
+            raw: "-".into(),
+            greenroom: format!(
+                "{:.2}/{:.2}/{:.2} s, {left} left",
+                create.as_secs_f64(),
+                ask.as_secs_f64(),
+                shutdown.as_secs_f64()
+            ),
+            ratio: None,
+            target: format!("<{:.1}/<{:.2}/<{:.1} s, 0 left", 5.0 * scale, 0.5 * scale, 2.0 * scale),
+            pass: create.as_secs_f64() < 5.0 * scale
+                && ask.as_secs_f64() < 0.5 * scale
+                && shutdown.as_secs_f64() < 2.0 * scale
+                && left == 0,
+        });
+    }
+
+    // 8. A cross-machine ask: two members of a convention on loopback, through both
+    // gateways and the link between them, against a TCP round trip. (The raw figure is
+    // bimodal like the Unix one: ~5-8 us while the other CPU is busy, ~50-65 us when the
+    // echoing thread sleeps on a halted CPU; the target is absolute.)
+    if want("convention") {
+        let cross_rounds = if quick { 1_000 } else { 3_000 };
+        let raw_tcp = raw_tcp_round_trip(rounds)?;
+        let cross = cross_machine_round_trip(cross_rounds)?;
+        rows.push(Row {
+            figure: "cross-machine ask 64 B (p50/p99)".into(),
+            raw: format!("TCP {}", fmt_us(raw_tcp)),
+            greenroom: fmt_us(cross),
+            ratio: Some(cross.p50 / raw_tcp.p50),
+            target: "p50 <= 300 us".into(),
+            pass: cross.p50 <= 300.0,
+        });
+    }
 
     println!(
         "{:<32} {:>24} {:>28} {:>7} {:>22}  result",

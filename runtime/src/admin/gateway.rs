@@ -155,6 +155,11 @@ impl Admin {
     pub(super) fn tend_gateway(&mut self) {
         self.start_gateway_if_due();
         let Some(handle) = self.convention.as_mut() else { return };
+        if let Some(pid) = handle.hung(std::time::Instant::now()) {
+            tracing::error!(pid = pid.as_raw(), silent = ?crate::convention::handle::GATEWAY_SILENCE,
+                "the convention gateway does not answer; killing it (another starts when it is reaped)");
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
         handle.flush();
         if handle.has_events() {
             self.on_convention_events();

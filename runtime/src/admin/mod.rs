@@ -341,6 +341,8 @@ struct Admin {
     /// Actors of other members created for actors here: (parent, child). When the child's
     /// member is lost, the parent is told `ChildActorExited` from here (nobody else can).
     remote_children: Vec<(ActorId, Address)>,
+    /// Dead letters logged without a handler: 20 per 10 s one by one, then a count.
+    dead_letter_log: crate::net::log_limit::LogLimit,
     /// This member's copy of the convention's global names (see `names.rs`).
     convention_names: HashMap<String, Address>,
     /// The table itself, if this admin leads the convention.
@@ -473,6 +475,11 @@ impl Admin {
             remote_settles: HashMap::new(),
             remote_children: Vec::new(),
             convention_names: HashMap::new(),
+            dead_letter_log: crate::net::log_limit::LogLimit::with_rate(
+                "dead letters without a handler",
+                20,
+                Duration::from_secs(10),
+            ),
             leader_table: leads.then(names::LeaderTable::default),
             name_claims: HashMap::new(),
             next_remote_request: 0,
@@ -526,6 +533,7 @@ impl Admin {
                     .chain(self.remote_settles.values().map(|asked| asked.deadline))
                     .min(),
                 self.convention.as_ref().and_then(|handle| handle.next_deadline()),
+                self.dead_letter_log.deadline(),
             ]
             .into_iter()
             .flatten()
@@ -584,6 +592,7 @@ impl Admin {
             self.expire_handshakes();
             self.expire_remote_settles();
             self.tend_gateway();
+            self.dead_letter_log.tick(Instant::now());
             if self.shutdown_finished() {
                 self.finish_shutdown();
                 return Ok(());
@@ -1793,8 +1802,12 @@ impl Admin {
         for payload in messages {
             let message = AnyMessage::from_payload(payload);
             let Some(token) = handler else {
-                tracing::warn!(target_actor = %target, %sender, message_type = message.tag(),
-                    "dead letter: no handler registered; message dropped");
+                // A sender flooding a gone address must not flood the log: a burst per window
+                // one by one, then a count.
+                if self.dead_letter_log.allow() {
+                    tracing::warn!(target_actor = %target, %sender, message_type = message.tag(),
+                        "dead letter: no handler registered; message dropped");
+                }
                 continue;
             };
             self.deliver_runtime(

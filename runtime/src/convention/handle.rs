@@ -45,6 +45,9 @@ pub const STEADY: Duration = Duration::from_secs(10);
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// The longest wait between restarts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How long a gateway may say nothing (it pings its admin every 250 ms) before the admin
+/// takes it for hung, kills it and starts another.
+pub const GATEWAY_SILENCE: Duration = Duration::from_secs(5);
 
 /// What this admin knows of another member believed alive.
 #[derive(Debug, Clone)]
@@ -82,7 +85,10 @@ struct Running {
     pid: Pid,
     control: Framed,
     started: Instant,
-    ready: bool,
+    /// When it last sent anything.
+    heard: Instant,
+    /// Killed for its silence: reaping it is all that is left.
+    killed: bool,
 }
 
 /// The admin's handle on its gateway: see [the module docs](self).
@@ -173,9 +179,25 @@ impl GatewayHandle {
         self.running.is_none() && self.restart_at.is_some_and(|at| at <= now)
     }
 
-    /// When the next start is due, for the admin's wait.
+    /// When the next start is due, or the running gateway's silence would be too long,
+    /// for the admin's wait.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.restart_at.filter(|_| self.running.is_none())
+        match &self.running {
+            Some(running) if !running.killed => Some(running.heard + GATEWAY_SILENCE),
+            Some(_) => None,
+            None => self.restart_at,
+        }
+    }
+
+    /// The running gateway, if it has said nothing for [`GATEWAY_SILENCE`]: hung (or
+    /// stopped). The admin kills it; reaping it starts another.
+    pub fn hung(&mut self, now: Instant) -> Option<Pid> {
+        let running = self.running.as_mut().filter(|r| !r.killed)?;
+        if now.saturating_duration_since(running.heard) < GATEWAY_SILENCE {
+            return None;
+        }
+        running.killed = true;
+        Some(running.pid)
     }
 
     /// The admin started gateway `pid`, talking on `control`: it is told who it is.
@@ -195,6 +217,8 @@ impl GatewayHandle {
             capabilities: self.capabilities.clone(),
             load: self.load,
             types: self.types.clone(),
+            // What the last gateway knew: its successor starts from it.
+            members: self.members.iter().map(member_view).collect(),
         };
         if let Err(e) = control.queue(&ToGateway::Start(Box::new(start)), "gateway start") {
             tracing::error!(error = %e, "could not encode the gateway's start");
@@ -204,7 +228,8 @@ impl GatewayHandle {
             pid,
             control,
             started: Instant::now(),
-            ready: false,
+            heard: Instant::now(),
+            killed: false,
         });
     }
 
@@ -243,6 +268,9 @@ impl GatewayHandle {
                     return false;
                 }
             };
+            if !outcome.frames.is_empty() {
+                running.heard = Instant::now();
+            }
             for body in outcome.frames {
                 match greenroom_protocol::frame::decode::<FromGateway>(&body, "gateway frame") {
                     Ok(frame) => self.gateway_frame(frame),
@@ -272,9 +300,6 @@ impl GatewayHandle {
     fn gateway_frame(&mut self, frame: FromGateway) {
         match frame {
             FromGateway::Ready { public_key } => {
-                if let Some(running) = self.running.as_mut() {
-                    running.ready = true;
-                }
                 if public_key != self.key.public() {
                     tracing::error!("the gateway proves another static key than the admin gave it");
                 }
@@ -318,9 +343,12 @@ impl GatewayHandle {
         }
     }
 
-    /// The gateway process `pid` was reaped (`how`: its exit status): whatever waits on
-    /// another member fails now, and a new gateway is started after the backoff.
+    /// The gateway process `pid` was reaped (`how`: its exit status): what it wrote before
+    /// it died is read first (answers, membership news — its death may be reaped before its
+    /// socket is read), then whatever still waits on another member fails, and a new
+    /// gateway is started after the backoff.
     pub fn exited(&mut self, how: &str) {
+        self.read();
         let Some(running) = self.running.take() else { return };
         let lived = running.started.elapsed();
         tracing::warn!(pid = running.pid.as_raw(), status = %how, lived = ?lived,
@@ -459,6 +487,18 @@ fn member(addr: std::net::SocketAddr, incarnation: u64) -> MemberId {
     MemberId::renewed(addr, incarnation, 0)
 }
 
+fn member_view(info: &MemberInfo) -> MemberView {
+    MemberView {
+        addr: info.id.addr,
+        incarnation: info.id.incarnation,
+        capabilities: info.capabilities.clone(),
+        load: info.load,
+        key: info.key.clone(),
+        types: info.types.clone(),
+        heard_ms_ago: info.heard.map(|at| at.elapsed().as_millis() as u64),
+    }
+}
+
 fn member_info(view: MemberView, now: Instant) -> MemberInfo {
     MemberInfo {
         id: member(view.addr, view.incarnation),
@@ -469,5 +509,78 @@ fn member_info(view: MemberView, now: Instant) -> MemberInfo {
         heard: view
             .heard_ms_ago
             .and_then(|ms| now.checked_sub(Duration::from_millis(ms))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::convention::ClusterSecret;
+
+    #[test]
+    fn what_a_dying_gateway_wrote_is_read_before_its_waiters_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret_file = dir.path().join("cluster.key");
+        ClusterSecret::generate(&secret_file).unwrap();
+        let config = ConventionConfig {
+            name: "lab".into(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            advertise: None,
+            leader: None,
+            secret_file,
+            key_file: None,
+        };
+        let mut handle = GatewayHandle::new(config, Capabilities::new(), dir.path().to_owned(), 1 << 20, 16).unwrap();
+        let (admin, gateway) = std::os::unix::net::UnixStream::pair().unwrap();
+        admin.set_nonblocking(true).unwrap();
+        // A pid that is surely no child of this process: `stop` at drop finds nothing to reap.
+        handle.started(Pid::from_raw(i32::MAX), mio::net::UnixStream::from_std(admin));
+        let member: std::net::SocketAddr = "127.0.0.2:7400".parse().unwrap();
+        handle.members = vec![member_info(
+            MemberView {
+                addr: member,
+                incarnation: 5,
+                capabilities: Capabilities::new(),
+                load: 0,
+                key: None,
+                types: None,
+                heard_ms_ago: None,
+            },
+            Instant::now(),
+        )];
+        // Its last words: an answer from another admin, then the member's death.
+        let mut bytes = Vec::new();
+        let answer = FromGateway::Frame {
+            from: NodeId(9),
+            frame: Box::new(GatewayFrame::Created {
+                request: 1,
+                result: Err(greenroom_protocol::CreateFailure::Remote("x".into())),
+            }),
+        };
+        let down = FromGateway::Down {
+            addr: member,
+            incarnation: 5,
+        };
+        for frame in [answer, down] {
+            greenroom_protocol::encode_frame(&mut bytes, &frame, u32::MAX, "test").unwrap();
+        }
+        std::io::Write::write_all(&mut &gateway, &bytes).unwrap();
+        drop(gateway);
+        // Reaped before the admin read its socket.
+        handle.exited("killed");
+        let events = handle.take_events();
+        assert!(
+            matches!(events.first(), Some(ConventionEvent::Frame { from: NodeId(9), .. })),
+            "{events:?}"
+        );
+        assert!(
+            matches!(events.get(1), Some(ConventionEvent::Membership(MembershipEvent::Down(m))) if m.addr == member),
+            "{events:?}"
+        );
+        assert!(
+            matches!(events.get(2), Some(ConventionEvent::LinkBroke(_))),
+            "{events:?}"
+        );
+        assert!(handle.pid().is_none());
     }
 }

@@ -207,6 +207,13 @@ impl Membership {
         Ok(self.take_outputs())
     }
 
+    /// Tells the others this member is leaving (gossiped as its own death), so that they
+    /// need not wait to notice it.
+    pub fn leave(&mut self) -> Result<Outputs> {
+        self.foca.leave_cluster(&mut self.runtime).map_err(failed)?;
+        Ok(self.take_outputs())
+    }
+
     /// This member's identity now (renewed if it was declared down while alive).
     pub fn identity(&self) -> &MemberId {
         self.foca.identity()
@@ -317,10 +324,21 @@ pub struct Members {
     /// The static key first proven for each member's life. Kept after the member leaves,
     /// so that one coming back with another key is noticed.
     keys: HashMap<Life, Vec<u8>>,
-    /// The live members by node id (for the data path's lookups, which are many).
+    /// The live members by node id (for the data path's lookups, which are many), the
+    /// seeded ones included.
     directory: HashMap<NodeId, SocketAddr>,
+    /// Members a previous gateway of this admin knew, not yet confirmed by SWIM: listed
+    /// and reachable meanwhile, asked in, and declared down at their deadline if SWIM has
+    /// not confirmed them by then (see [`Members::seed`]).
+    seeded: HashMap<Life, (MemberView, Instant)>,
+    /// Since when this member is paused (its admin does not answer): see [`Members::pause`].
+    paused_since: Option<Instant>,
     out: MembersOutput,
 }
+
+/// How long a member a restarted gateway was told of (seeded) may take to be confirmed by
+/// SWIM before it is declared down: enough to be asked in twice and probed.
+pub const SEED_GRACE: Duration = Duration::from_millis(2 * 1000 + 2250);
 
 impl Members {
     /// The membership of `me`, which joins through `leader` (none: it leads), telling the
@@ -341,14 +359,108 @@ impl Members {
             next_announce: now,
             next_share: now + SHARE_AGAIN,
             capabilities,
-            version: 1,
+            // From the clock, so that versions grow across gateway restarts: the others keep
+            // what the last gateway of this life said (no restart takes the member down),
+            // and a restarted one's versions must be newer than any of its predecessor's.
+            version: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_micros() as u64),
             load,
             types,
             known: HashMap::new(),
             keys: HashMap::new(),
             directory: HashMap::new(),
+            seeded: HashMap::new(),
+            paused_since: None,
             out: MembersOutput::default(),
         }
+    }
+
+    /// Stops this member's membership clock at `now`, as if its process had been stopped:
+    /// it sends nothing, hears nothing and runs no timer, so that to the others it has
+    /// failed (its admin does not answer, though its gateway runs on).
+    ///
+    /// Frozen rather than merely silent: a member that kept running SWIM while deaf would
+    /// see every probe of its own go unanswered and declare the *others* down, and when it
+    /// speaks again it would gossip those deaths, making live members renew their
+    /// identities for nothing.
+    pub fn pause(&mut self, now: Instant) {
+        if self.paused_since.is_none() {
+            self.paused_since = Some(now);
+            self.out.send.clear();
+        }
+    }
+
+    /// Starts the clock again at `now`: every timer, and each seeded member's deadline, is
+    /// moved by the time paused, so that no probe or suspicion times out for the pause. The
+    /// others have most likely declared this member down meanwhile; the first of them it
+    /// speaks with tells it so, and it renews its identity and rejoins.
+    pub fn resume(&mut self, now: Instant) {
+        let Some(since) = self.paused_since.take() else {
+            return;
+        };
+        let paused = now.saturating_duration_since(since);
+        self.timers = self
+            .timers
+            .drain()
+            .map(|Due(at, order, timer)| Due(at + paused, order, timer))
+            .collect();
+        for (_, deadline) in self.seeded.values_mut() {
+            *deadline += paused;
+        }
+        self.next_announce = self.next_announce.max(now);
+        self.next_share = self.next_share.max(now);
+    }
+
+    /// Whether this member is paused (see [`Members::pause`]).
+    pub fn paused(&self) -> bool {
+        self.paused_since.is_some()
+    }
+
+    /// The members a previous gateway of this admin knew (this gateway replaces one that
+    /// died): they stay listed and reachable at once, rather than refused until SWIM has
+    /// found them again; each is asked in as the leader is, and one SWIM has not confirmed
+    /// within [`SEED_GRACE`] is declared down (it died, or left, while no gateway listened),
+    /// so that the admin cleans up after it as after any lost member. Their keys are taken
+    /// as proven: a restart lets no one else speak for them.
+    pub fn seed(&mut self, known: Vec<MemberView>, now: Instant) {
+        for view in known {
+            let life = (view.addr, view.incarnation);
+            if let Some(key) = &view.key {
+                self.keys.entry(life).or_insert_with(|| key.clone());
+            }
+            // What it last said holds until it says more (version 0: anything it sends is
+            // newer), so that placement does not see it bare meanwhile.
+            let heard = view
+                .heard_ms_ago
+                .and_then(|ms| now.checked_sub(Duration::from_millis(ms)))
+                .unwrap_or(now);
+            self.known.insert(
+                view.addr,
+                Known {
+                    incarnation: view.incarnation,
+                    version: 0,
+                    capabilities: view.capabilities.clone(),
+                    load: view.load,
+                    types: view.types.clone(),
+                    heard,
+                },
+            );
+            self.seeded.insert(life, (view, now + SEED_GRACE));
+        }
+        self.refresh_directory();
+        self.out.changed = true;
+    }
+
+    fn refresh_directory(&mut self) {
+        let alive = self.membership.members();
+        self.seeded
+            .retain(|(addr, incarnation), _| !alive.iter().any(|m| m.addr == *addr && m.incarnation == *incarnation));
+        self.directory = alive
+            .iter()
+            .map(|m| (m.node(), m.addr))
+            .chain(self.seeded.values().map(|(view, _)| (view.node(), view.addr)))
+            .collect();
     }
 
     /// This member's identity now.
@@ -368,18 +480,25 @@ impl Members {
 
     /// What this member wants sent and said since the last call.
     pub fn take_output(&mut self) -> MembersOutput {
+        if self.paused() {
+            self.out.send.clear();
+        }
         std::mem::take(&mut self.out)
     }
 
-    /// When [`Members::tick`] has work next.
-    pub fn next_deadline(&self) -> Instant {
+    /// When [`Members::tick`] has work next (never while paused).
+    pub fn next_deadline(&self) -> Option<Instant> {
+        if self.paused() {
+            return None;
+        }
         let timer = self.timers.peek().map(|d| d.0);
-        let announce = self.leader.map(|_| self.next_announce);
-        [timer, announce, Some(self.next_share)]
+        let asking = self.leader.is_some() || !self.seeded.is_empty();
+        let announce = asking.then_some(self.next_announce);
+        let seeded = self.seeded.values().map(|(_, deadline)| *deadline).min();
+        [timer, announce, seeded, Some(self.next_share)]
             .into_iter()
             .flatten()
             .min()
-            .unwrap_or(self.next_share)
     }
 
     /// Runs what is due at `now`: foca's timers, sharing this member's capabilities again,
@@ -387,6 +506,9 @@ impl Members {
     /// it, or cut off: a leader that was restarted knows no one, and only its followers can
     /// bring it back).
     pub fn tick(&mut self, now: Instant) {
+        if self.paused() {
+            return;
+        }
         while self.timers.peek().is_some_and(|d| d.0 <= now) {
             let Some(Due(_, _, timer)) = self.timers.pop() else {
                 break;
@@ -400,14 +522,39 @@ impl Members {
             self.next_share = now + SHARE_AGAIN;
             self.share_with_all();
         }
-        if let Some(leader) = self.leader.filter(|_| now >= self.next_announce) {
+        let asking = self.leader.is_some() || !self.seeded.is_empty();
+        if asking && now >= self.next_announce {
             self.next_announce = now + REANNOUNCE;
-            if !self.membership.members().iter().any(|m| m.addr == leader) {
-                match self.membership.announce(leader) {
+            let alive = self.membership.members();
+            let unconfirmed = self.seeded.values().map(|(view, _)| view.addr);
+            let mut ask: Vec<SocketAddr> = self.leader.into_iter().chain(unconfirmed).collect();
+            ask.sort();
+            ask.dedup();
+            for addr in ask.into_iter().filter(|addr| !alive.iter().any(|m| m.addr == *addr)) {
+                match self.membership.announce(addr) {
                     Ok(out) => self.apply(out, now),
-                    Err(e) => tracing::debug!(error = %e, "could not announce to the leader"),
+                    Err(e) => tracing::debug!(error = %e, %addr, "could not ask a member in"),
                 }
             }
+        }
+        let expired: Vec<Life> = self
+            .seeded
+            .iter()
+            .filter(|(_, (_, deadline))| *deadline <= now)
+            .map(|(life, _)| *life)
+            .collect();
+        for life in expired {
+            self.seeded.remove(&life);
+            if self.known.get(&life.0).is_some_and(|k| k.incarnation == life.1) {
+                self.known.remove(&life.0);
+            }
+            tracing::info!(member = %life.0, incarnation = life.1,
+                "a member known before this gateway started was not found again; it is taken for gone");
+            self.out
+                .events
+                .push(MembershipEvent::Down(MemberId::renewed(life.0, life.1, 0)));
+            self.out.changed = true;
+            self.refresh_directory();
         }
     }
 
@@ -453,8 +600,19 @@ impl Members {
         Ok(())
     }
 
+    /// This member leaves: the others hear it at once (see [`Membership::leave`]).
+    pub fn leave(&mut self, now: Instant) {
+        match self.membership.leave() {
+            Ok(out) => self.apply(out, now),
+            Err(e) => tracing::debug!(error = %e, "could not say goodbye to the convention"),
+        }
+    }
+
     /// A membership message, from a link bound to a member.
     pub fn membership_data(&mut self, bytes: &[u8], now: Instant) {
+        if self.paused() {
+            return;
+        }
         match self.membership.handle_data(bytes) {
             Ok(out) => self.apply(out, now),
             Err(e) => tracing::debug!(error = %e, "membership message refused"),
@@ -534,6 +692,7 @@ impl Members {
 
     /// The members believed alive, with what each last told this one, at `now`.
     pub fn views(&self, now: Instant) -> Vec<MemberView> {
+        let seeded = self.seeded.values().map(|(view, _)| view.clone());
         self.membership
             .members()
             .into_iter()
@@ -549,6 +708,7 @@ impl Members {
                     heard_ms_ago: known.map(|k| now.saturating_duration_since(k.heard).as_millis() as u64),
                 }
             })
+            .chain(seeded)
             .collect()
     }
 
@@ -586,7 +746,7 @@ impl Members {
         }
         if out.renamed || !out.events.is_empty() {
             self.out.changed = true;
-            self.directory = self.membership.members().iter().map(|m| (m.node(), m.addr)).collect();
+            self.refresh_directory();
         }
         for event in out.events {
             match &event {
@@ -718,6 +878,39 @@ mod tests {
     }
 
     #[test]
+    fn a_paused_member_is_taken_for_dead_blames_no_one_and_rejoins_when_resumed() {
+        let mut lab = Lab::new(3);
+        lab.run(Duration::from_secs(3));
+        let addrs: Vec<SocketAddr> = lab.members.iter().map(|m| m.me().addr).collect();
+        lab.members[2].pause(lab.now);
+        lab.run(DETECTION_TIME * 2);
+        assert_eq!(lab.addrs_seen_by(0), [addrs[1]]);
+        assert_eq!(lab.addrs_seen_by(1), [addrs[0]]);
+        assert_eq!(lab.addrs_seen_by(2), [addrs[0], addrs[1]], "frozen: it judged no one");
+        assert_eq!(
+            lab.members[2].next_deadline(),
+            None,
+            "a paused member has nothing to do"
+        );
+
+        lab.members[2].resume(lab.now);
+        lab.run(DETECTION_TIME * 2);
+        assert_eq!(lab.addrs_seen_by(0), [addrs[1], addrs[2]]);
+        assert_eq!(lab.addrs_seen_by(1), [addrs[0], addrs[2]]);
+        assert_eq!(lab.addrs_seen_by(2), [addrs[0], addrs[1]]);
+        assert_eq!(lab.members[2].me().bump(), 1, "declared down, it came back renewed");
+        // The two that never stopped were never taken for dead, by anyone.
+        assert_eq!(lab.members[0].me().bump(), 0);
+        assert_eq!(lab.members[1].me().bump(), 0);
+        for events in &lab.events[..2] {
+            let others_down = events
+                .iter()
+                .filter(|e| matches!(e, MembershipEvent::Down(m) if m.addr != addrs[2]));
+            assert_eq!(others_down.count(), 0, "a live member was declared down: {events:?}");
+        }
+    }
+
+    #[test]
     fn a_member_s_types_load_key_and_last_word_reach_the_others() {
         let mut lab = Lab::new(2);
         lab.run(Duration::from_secs(1));
@@ -819,5 +1012,67 @@ mod tests {
             "{:?}",
             lab.events[0]
         );
+    }
+
+    #[test]
+    fn what_a_restarted_gateway_says_replaces_what_its_predecessor_said() {
+        let mut lab = Lab::new(2);
+        lab.run(Duration::from_secs(1));
+        let b = lab.members[1].me().clone();
+        lab.members[1].set_types(vec!["app::Worker".into()]);
+        lab.members[1].set_capabilities(Capabilities::new().with("gpu", &true).unwrap());
+        lab.run(Duration::from_millis(100));
+        let gpu = |lab: &Lab| {
+            let view = lab.members[0]
+                .views(lab.now)
+                .into_iter()
+                .find(|v| v.addr == b.addr)
+                .unwrap();
+            view.capabilities.get::<bool>("gpu")
+        };
+        assert_eq!(gpu(&lab), Some(true));
+        // b's gateway is restarted, as the same identity, with its admin's capabilities now;
+        // the leader never takes b for down, so it still holds what the last gateway said.
+        let now = lab.now;
+        let leader = Some(lab.members[0].me().addr);
+        let types = Some(vec!["app::Worker".into()]);
+        let no_gpu = Capabilities::new().with("gpu", &false).unwrap();
+        lab.members[1] = Members::new(b.clone(), leader, no_gpu, 0, types, now);
+        lab.run(SHARE_AGAIN * 2);
+        assert_eq!(gpu(&lab), Some(false), "the restarted gateway's capabilities are taken");
+        // And so is its next change.
+        lab.members[1].set_capabilities(Capabilities::new().with("gpu", &true).unwrap());
+        lab.run(Duration::from_millis(100));
+        assert_eq!(gpu(&lab), Some(true));
+    }
+
+    #[test]
+    fn a_restarted_gateway_reaches_the_members_it_was_told_of_and_drops_those_gone_meanwhile() {
+        let mut lab = Lab::new(3);
+        lab.run(Duration::from_secs(2));
+        let (b, c) = (lab.members[1].me().clone(), lab.members[2].me().clone());
+        let told = lab.members[0].views(lab.now);
+        assert_eq!(told.len(), 2);
+        // The leader's gateway dies; c dies too while no gateway listens.
+        lab.cut[0] = true;
+        lab.cut[2] = true;
+        lab.run(Duration::from_millis(500));
+        lab.cut[0] = false;
+        let (me, now) = (lab.members[0].me().clone(), lab.now);
+        lab.members[0] = Members::new(me, None, Capabilities::new(), 0, None, now);
+        lab.members[0].seed(told, now);
+        // At once: both listed and reachable, though SWIM has confirmed neither yet.
+        assert_eq!(lab.members[0].addr_of(b.node()), Some(b.addr));
+        assert_eq!(lab.members[0].addr_of(c.node()), Some(c.addr));
+        assert_eq!(lab.members[0].views(lab.now).len(), 2);
+        lab.run(SEED_GRACE + Duration::from_millis(100));
+        assert_eq!(lab.members[0].addr_of(c.node()), None, "c is gone");
+        assert_eq!(lab.addrs_seen_by(0), [b.addr], "b is confirmed");
+        let downs: Vec<&MembershipEvent> = lab.events[0]
+            .iter()
+            .filter(|e| matches!(e, MembershipEvent::Down(_)))
+            .collect();
+        assert_eq!(downs.len(), 1, "{downs:?}");
+        assert!(matches!(downs[0], MembershipEvent::Down(m) if m.node() == c.node()));
     }
 }

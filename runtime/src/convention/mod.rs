@@ -16,7 +16,7 @@
 //!   data path (messages to addresses of other nodes, in order, acknowledged end to end,
 //!   handed back when their receiver cannot be reached) in one non-blocking loop, so that
 //!   the admin never parses a byte from the network;
-//! * [`handle`]: the admin's side of its gateway — the listeners it keeps, the control
+//! * `handle.rs`: the admin's side of its gateway — the listeners it keeps, the control
 //!   socket, restarts.
 //!
 //! An admin started with a [`ConventionConfig`] starts a gateway, gives its addresses its

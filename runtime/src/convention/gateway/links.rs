@@ -73,8 +73,14 @@ pub type Bind<'a> = dyn FnMut(Life, &[u8]) -> Result<(), String> + 'a;
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum LinkEvent {
-    /// A frame from the member a link is bound to.
-    Frame { from: Life, frame: ConventionFrame },
+    /// A frame from the member an accepted link (`link`, a number never reused) is bound to.
+    Frame {
+        from: Life,
+        link: u64,
+        frame: ConventionFrame,
+    },
+    /// An accepted link bound to a member ended: the streams it carried are over.
+    Ended { from: Life, link: u64 },
     /// The link this member writes to `addr` failed (`carried_data`: data frames were
     /// queued or sent on it, so their senders must be told).
     Broke {
@@ -184,14 +190,7 @@ impl Links {
 
     /// Handles a readiness event for one of its tokens. `bind` decides whether a link whose
     /// peer proved `key` may speak for the member its Hello names.
-    pub fn ready(
-        &mut self,
-        token: Token,
-        readable: bool,
-        writable: bool,
-        now: Instant,
-        bind: &mut Bind<'_>,
-    ) {
+    pub fn ready(&mut self, token: Token, readable: bool, writable: bool, now: Instant, bind: &mut Bind<'_>) {
         if token == self.listener_token {
             self.accept_all(now);
             return;
@@ -214,6 +213,16 @@ impl Links {
     /// Whether links wait to be read again.
     pub fn wants_rescan(&self) -> bool {
         !self.rescan.is_empty()
+    }
+
+    /// Whether an outgoing link still holds something unwritten or unsealed.
+    pub fn unwritten(&self) -> bool {
+        self.conns.values().any(|conn| match &conn.direction {
+            Direction::Outgoing(out) => {
+                !conn.machine.pending_output().is_empty() || !out.control.is_empty() || !out.data.is_empty()
+            }
+            Direction::Accepted { .. } => false,
+        })
     }
 
     /// Writes what was sealed this turn, as far as the sockets take it.
@@ -544,7 +553,11 @@ impl Links {
                     self.protocol_error(token, "a second Hello on one link".into());
                     return;
                 }
-                (Some(from), frame) => self.events.push(LinkEvent::Frame { from, frame }),
+                (Some(from), frame) => self.events.push(LinkEvent::Frame {
+                    from,
+                    link: token.0 as u64,
+                    frame,
+                }),
             }
         }
     }
@@ -627,8 +640,9 @@ impl Links {
         }
     }
 
-    /// The peer ended a link: logged as a protocol error only if it was cut short before
-    /// its handshake (an accepted link's stranger, or a member that refused ours).
+    /// The peer ended a link: ended here too, without a warning (an accepted link's stranger
+    /// that gave up, or a member that refused ours, which logs why; an outgoing link's end
+    /// is logged at debug level by [`Links::fail`]).
     fn ended_by_peer(&mut self, token: Token, reason: String) {
         self.fail(token, reason);
     }
@@ -651,9 +665,7 @@ impl Links {
             return;
         };
         let _ = self.registry.deregister(&mut conn.stream);
-        if let Direction::Accepted { source, .. } = conn.direction {
-            self.admission.ended(source, conn.machine.is_established());
-        }
+        self.forget(token, &conn);
         // One try: an answer is a few hundred bytes, which an empty socket buffer takes.
         let _ = conn.stream.write(conn.machine.pending_output());
         let _ = conn.stream.shutdown(std::net::Shutdown::Write);
@@ -687,8 +699,20 @@ impl Links {
         if reset_it {
             reset(&conn.stream);
         }
-        if let Direction::Accepted { source, .. } = conn.direction {
+        self.forget(token, &conn);
+    }
+
+    /// What ends with an accepted link: its share of the budgets, and the streams it
+    /// carried for the member it was bound to.
+    fn forget(&mut self, token: Token, conn: &Conn) {
+        if let Direction::Accepted { source, bound } = conn.direction {
             self.admission.ended(source, conn.machine.is_established());
+            if let Some(from) = bound {
+                self.events.push(LinkEvent::Ended {
+                    from,
+                    link: token.0 as u64,
+                });
+            }
         }
     }
 }

@@ -20,19 +20,19 @@
 //!
 //! The parts, each in its own file:
 //!
-//! * [`links`]: the TCP side — the port's budgets before authentication
+//! * `links.rs`: the TCP side — the port's budgets before authentication
 //!   ([`admission`]), one [`LinkMachine`](super::link::LinkMachine) per link, each link
 //!   bound to the member whose key it proved;
-//! * [`Members`](super::Members) (in `membership.rs`): SWIM, capabilities, keys;
-//! * [`streams`]: the Unix side of the cross-machine data path;
+//! * [`Members`] (in `membership.rs`): SWIM, capabilities, keys;
+//! * `streams.rs`: the Unix side of the cross-machine data path;
 //! * this file: the loop that moves frames between them and the admin. Every frame from a
 //!   member about a stream is checked against the member whose link carried it
 //!   ([`GatewayFrame::check_sender`]) before anything acts on it.
 //!
 //! **Restarts.** A gateway that dies is restarted by its admin (with a backoff, see
-//! `convention/handle.rs`), with the same identity one renewal further, so that the others
-//! take it for the same member. What was in flight is accounted for as when a link breaks:
-//! see [`streams`].
+//! `convention/handle.rs`), with the same identity (the last renewal it reported), so that
+//! the others take it for the same member. What was in flight is accounted for as when a
+//! link breaks: see `streams.rs`.
 
 pub mod admission;
 mod links;
@@ -63,7 +63,7 @@ use super::{
 };
 use crate::{
     error::{Error, Result},
-    net::{framed::Framed, log_limit::LogLimit},
+    net::{framed::Framed, log_limit::LogLimit, spin::Spinner, Ready},
     process_role::CONTROL_FD,
 };
 
@@ -79,10 +79,14 @@ const LINKS: usize = 1 << 40;
 
 /// How long a gateway waits for its admin's first frame.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a gateway whose admin has gone keeps writing its links (its goodbye, the
+/// admin's last frames) before it exits.
+const FAREWELL: Duration = Duration::from_millis(300);
 /// How often the gateway asks whether its admin is answering.
 const ADMIN_PING: Duration = Duration::from_millis(250);
-/// How long the admin may be silent before the gateway stops speaking for it in SWIM (the
-/// others then notice a failed member within the detection time, as for a dead one).
+/// How long the admin may be silent before the gateway pauses this member's membership
+/// ([`Members::pause`](super::membership::Members::pause)): the others then notice a failed
+/// member within the detection time, as for a dead one.
 pub const ADMIN_SILENCE: Duration = Duration::from_millis(1500);
 
 /// Entry point of a gateway process: reads its start from the admin, serves until the
@@ -114,9 +118,8 @@ pub(crate) struct Gateway {
     /// When the admin last said anything, and when it is next asked.
     admin_heard: Instant,
     next_ping: Instant,
-    /// Whether the admin has been silent for [`ADMIN_SILENCE`]: this member's membership
-    /// frames are not sent meanwhile.
-    muted: bool,
+    /// Spins briefly before blocking while the gateway is in a conversation.
+    spinner: Spinner,
 }
 
 impl Gateway {
@@ -206,7 +209,7 @@ impl Gateway {
             start.max_pending as usize,
         )
         .map_err(Error::io("registering gateway.sock's listener"))?;
-        let members = Members::new(
+        let mut members = Members::new(
             me,
             start.leader,
             start.capabilities.clone(),
@@ -214,6 +217,9 @@ impl Gateway {
             start.types.clone(),
             Instant::now(),
         );
+        if !start.members.is_empty() {
+            members.seed(start.members.clone(), Instant::now());
+        }
         let mut gateway = Gateway {
             poll,
             control,
@@ -225,7 +231,7 @@ impl Gateway {
             live: HashSet::new(),
             admin_heard: Instant::now(),
             next_ping: Instant::now(),
-            muted: false,
+            spinner: Spinner::new(),
         };
         gateway.tell_admin(&FromGateway::Ready {
             public_key: key.public().to_vec(),
@@ -238,6 +244,7 @@ impl Gateway {
     /// Serves until the admin closes the control socket.
     pub fn run(mut self) -> Result<()> {
         let mut events = Events::with_capacity(256);
+        let mut ready = Vec::with_capacity(256);
         loop {
             self.route(Instant::now());
             self.links.flush();
@@ -249,7 +256,7 @@ impl Gateway {
                 Some(Duration::ZERO)
             } else {
                 let next = [
-                    Some(self.members.next_deadline()),
+                    self.members.next_deadline(),
                     Some(self.next_ping),
                     self.links.next_deadline(),
                     self.streams.next_deadline(),
@@ -259,30 +266,34 @@ impl Gateway {
                 .min();
                 next.map(|at| at.saturating_duration_since(Instant::now()))
             };
-            match self.poll.poll(&mut events, timeout) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::io("waiting for events")(e)),
-            }
+            // A short adaptive spin first, as endpoints do: every hop of a cross-machine
+            // message passes through two gateways, and a gateway asleep on a halted CPU
+            // costs tens of microseconds to wake (see `net/spin.rs`).
+            self.spinner
+                .wait(&mut self.poll, &mut events, timeout, &mut ready)
+                .map_err(Error::io("waiting for events"))?;
             let now = Instant::now();
-            for event in events.iter() {
-                let token = event.token();
-                let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+            for &Ready {
+                token,
+                readable,
+                writable,
+                ..
+            } in &ready
+            {
                 if token == CONTROL {
                     if readable && !self.read_control(now)? {
-                        tracing::info!("the admin closed the control socket; the gateway exits");
+                        tracing::info!("the admin closed the control socket; the gateway says goodbye and exits");
+                        self.farewell(&mut events);
                         return Ok(());
                     }
                     continue;
                 }
                 if self.streams.owns(token) {
-                    self.streams.ready(token, readable, event.is_writable());
+                    self.streams.ready(token, readable, writable);
                 } else if self.links.owns(token) {
                     let members = &mut self.members;
                     self.links
-                        .ready(token, readable, event.is_writable(), now, &mut |life, key| {
-                            members.bind(life, key)
-                        });
+                        .ready(token, readable, writable, now, &mut |life, key| members.bind(life, key));
                 }
             }
             let members = &mut self.members;
@@ -296,6 +307,37 @@ impl Gateway {
         }
     }
 
+    /// The admin is gone (it stopped, or died): what it sent last goes out, the others are
+    /// told this member leaves (so that they need not wait to notice), and the links are
+    /// written for up to [`FAREWELL`].
+    fn farewell(&mut self, events: &mut Events) {
+        let now = Instant::now();
+        // Gone rather than silent: the goodbye goes out even if it had paused.
+        self.members.resume(now);
+        self.members.leave(now);
+        let deadline = now + FAREWELL;
+        loop {
+            self.route(Instant::now());
+            self.links.flush();
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !self.links.unwritten() || left.is_zero() {
+                return;
+            }
+            if self.poll.poll(events, Some(left)).is_err() {
+                return;
+            }
+            let ready: Vec<(Token, bool)> = events.iter().map(|e| (e.token(), e.is_writable())).collect();
+            for (token, writable) in ready {
+                if writable && self.links.owns(token) {
+                    let members = &mut self.members;
+                    self.links.ready(token, false, true, Instant::now(), &mut |life, key| {
+                        members.bind(life, key)
+                    });
+                }
+            }
+        }
+    }
+
     /// Asks the admin whether it answers, and mutes this member's membership while it does
     /// not: a member whose admin is stopped or hung must look failed to the others, though
     /// its gateway runs on.
@@ -304,8 +346,8 @@ impl Gateway {
             self.next_ping = now + ADMIN_PING;
             self.tell_admin(&FromGateway::Ping);
         }
-        if !self.muted && now.saturating_duration_since(self.admin_heard) >= ADMIN_SILENCE {
-            self.muted = true;
+        if !self.members.paused() && now.saturating_duration_since(self.admin_heard) >= ADMIN_SILENCE {
+            self.members.pause(now);
             tracing::warn!(silent = ?ADMIN_SILENCE, "the admin does not answer; this member stops speaking in the convention until it does");
         }
     }
@@ -324,8 +366,8 @@ impl Gateway {
             };
             if !outcome.frames.is_empty() {
                 self.admin_heard = now;
-                if self.muted {
-                    self.muted = false;
+                if self.members.paused() {
+                    self.members.resume(now);
                     tracing::warn!("the admin answers again; this member speaks in the convention again");
                 }
             }
@@ -370,9 +412,7 @@ impl Gateway {
             let mut moved = false;
             let out = self.members.take_output();
             moved |= !out.send.is_empty() || !out.events.is_empty() || out.changed || out.renewed.is_some();
-            // Muted (the admin does not answer), this member says nothing: to the others,
-            // it has failed.
-            for (addr, frame) in out.send.into_iter().filter(|_| !self.muted) {
+            for (addr, frame) in out.send {
                 self.links.send_control(addr, &frame, now);
             }
             if let Some(bump) = out.renewed {
@@ -439,7 +479,11 @@ impl Gateway {
 
     fn link_event(&mut self, event: LinkEvent, now: Instant) {
         match event {
-            LinkEvent::Frame { from, frame } => self.member_frame(from, frame, now),
+            LinkEvent::Frame { from, link, frame } => self.member_frame(from, link, frame, now),
+            LinkEvent::Ended { from, link } => {
+                tracing::debug!(member = %from.0, "a member's link to this one ended; the streams it carried are over");
+                self.streams.link_ended(link);
+            }
             LinkEvent::Broke {
                 addr,
                 carried_data,
@@ -464,7 +508,7 @@ impl Gateway {
     }
 
     /// A frame from the member `from`, whose link it came on.
-    fn member_frame(&mut self, from: Life, frame: ConventionFrame, now: Instant) {
+    fn member_frame(&mut self, from: Life, link: u64, frame: ConventionFrame, now: Instant) {
         match frame {
             ConventionFrame::Membership(bytes) => self.members.membership_data(&bytes, now),
             ConventionFrame::Capabilities {
@@ -476,7 +520,7 @@ impl Gateway {
             ConventionFrame::Gateway(frame) => {
                 let sender = NodeId::for_member(&from.0.to_string(), from.1);
                 match frame.check_sender(sender, self.me) {
-                    Ok(()) => self.streams.remote(sender, frame),
+                    Ok(()) => self.streams.remote(sender, link, frame),
                     Err(why) => {
                         if self.refused_frames.allow() {
                             tracing::warn!(member = %from.0, incarnation = from.1, reason = %why, frame = gateway_frame_name(&frame),
@@ -516,42 +560,93 @@ fn gateway_frame_name(frame: &GatewayFrame) -> &'static str {
     }
 }
 
-/// Reads the admin's start frame from `control` (blocking, up to [`START_TIMEOUT`]).
+/// The largest start frame a gateway takes.
+const MAX_START: u32 = 1 << 20;
+
+/// Reads the admin's start frame from `control` (blocking, up to [`START_TIMEOUT`]), and not
+/// a byte past it: the admin writes on without waiting for [`FromGateway::Ready`]
+/// (capabilities, types, frames for other admins), and what follows the start is the loop's
+/// to read.
 fn read_start(control: &std::os::unix::net::UnixStream) -> Result<GatewayStart> {
     use std::io::Read;
+    let refused = |reason: String| Error::ConventionLink {
+        peer: "admin".into(),
+        reason,
+    };
+    let read_exact = |buf: &mut [u8]| {
+        let mut stream = control;
+        stream.read_exact(buf).map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => {
+                refused("the admin closed the control socket before starting the gateway".into())
+            }
+            _ => Error::io("reading the admin's start frame")(e),
+        })
+    };
     control
         .set_read_timeout(Some(START_TIMEOUT))
         .map_err(Error::io("setting the control socket's timeout"))?;
-    let mut reader = greenroom_protocol::FrameReader::new(1 << 20);
-    let mut stream = control;
-    let mut buf = [0u8; 4096];
-    loop {
-        if let Some(body) = reader.next_frame().map_err(|e| Error::ConventionLink {
-            peer: "admin".into(),
-            reason: format!("the admin's start frame: {e}"),
-        })? {
-            return match greenroom_protocol::frame::decode::<ToGateway>(body, "start frame") {
-                Ok(ToGateway::Start(start)) => Ok(*start),
-                Ok(_) => Err(Error::ConventionLink {
-                    peer: "admin".into(),
-                    reason: "the admin's first frame is not Start".into(),
-                }),
-                Err(e) => Err(Error::ConventionLink {
-                    peer: "admin".into(),
-                    reason: format!("the admin's start frame: {e}"),
-                }),
-            };
+    let mut prefix = [0u8; greenroom_protocol::LEN_PREFIX];
+    read_exact(&mut prefix)?;
+    let len = u32::from_le_bytes(prefix);
+    if len == 0 || len > MAX_START {
+        return Err(refused(format!(
+            "the admin's start frame announces {len} bytes (1 to {MAX_START})"
+        )));
+    }
+    let mut body = vec![0u8; len as usize];
+    read_exact(&mut body)?;
+    match greenroom_protocol::frame::decode::<ToGateway>(&body, "start frame") {
+        Ok(ToGateway::Start(start)) => Ok(*start),
+        Ok(_) => Err(refused("the admin's first frame is not Start".into())),
+        Err(e) => Err(refused(format!("the admin's start frame: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use greenroom_protocol::Capabilities;
+
+    #[test]
+    fn the_start_is_read_alone_and_what_the_admin_wrote_behind_it_stays_for_the_loop() {
+        let (admin, gateway) = std::os::unix::net::UnixStream::pair().unwrap();
+        let start = GatewayStart {
+            convention: "lab".into(),
+            advertise: "127.0.0.1:7400".parse().unwrap(),
+            leader: None,
+            incarnation: 1,
+            bump: 0,
+            secret_file: "/nonexistent".into(),
+            static_key: vec![7; 32],
+            runtime_dir: "/nonexistent".into(),
+            max_frame: 1 << 20,
+            max_pending: 16,
+            capabilities: Capabilities::new(),
+            load: 0,
+            types: None,
+            members: Vec::new(),
+        };
+        // The admin queues more behind the start before the gateway has read anything.
+        let mut bytes = Vec::new();
+        for frame in [
+            ToGateway::Start(Box::new(start.clone())),
+            ToGateway::Types(vec!["app::Worker".into()]),
+        ] {
+            greenroom_protocol::encode_frame(&mut bytes, &frame, u32::MAX, "test").unwrap();
         }
-        match stream.read(&mut buf) {
-            Ok(0) => {
-                return Err(Error::ConventionLink {
-                    peer: "admin".into(),
-                    reason: "the admin closed the control socket before starting the gateway".into(),
-                })
-            }
-            Ok(n) => reader.push(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Error::io("reading the admin's start frame")(e)),
-        }
+        std::io::Write::write_all(&mut &admin, &bytes).unwrap();
+        assert_eq!(read_start(&gateway).unwrap(), start);
+        gateway.set_nonblocking(true).unwrap();
+        let mut control = Framed::new(mio::net::UnixStream::from_std(gateway), u32::MAX);
+        let frames = control.read().unwrap().frames;
+        assert_eq!(frames.len(), 1, "the frame behind the start is still there");
+        let types = greenroom_protocol::frame::decode::<ToGateway>(&frames[0], "test").unwrap();
+        assert_eq!(types, ToGateway::Types(vec!["app::Worker".into()]));
+
+        // An admin that goes before starting its gateway: said so.
+        let (admin, gateway) = std::os::unix::net::UnixStream::pair().unwrap();
+        drop(admin);
+        let err = read_start(&gateway).unwrap_err().to_string();
+        assert!(err.contains("before starting the gateway"), "{err}");
     }
 }

@@ -58,7 +58,7 @@
 //! loop the frames for other members' gateways ([`Streams::take_outbox`]) and for the admin
 //! ([`Streams::take_for_admin`]); the loop hands it what other members' gateways sent
 //! ([`Streams::remote`], once the frame is checked against the member whose link carried
-//! it), and tells it when a member is gone or a link broke ([`Streams::node_lost`]).
+//! it), and tells it when a member is gone or a link broke ([`Streams::link_lost`]).
 //!
 //! **A gateway that dies** (killed, or crashed) takes its connections with it: each local
 //! sender sees its connection end and asks its admin what became of what it had not seen
@@ -85,7 +85,7 @@ use mio::{
 };
 
 use crate::{
-    net::{peer::check_same_user, pending::Pending},
+    net::{peer::check_same_user, pending::Pending, set_write_interest},
     runtime_dir,
 };
 
@@ -115,6 +115,10 @@ struct Side {
     replied: bool,
     /// A receiver's side whose stream is closed: dropped once `out` is written.
     closing: bool,
+    /// Whether the connection is registered for writable events: only while `out` waits
+    /// for room (see [`set_write_interest`]; a Unix socket says "writable" each time its
+    /// peer reads, which would wake the gateway once more for every frame it writes).
+    write_armed: bool,
 }
 
 enum Kind {
@@ -157,6 +161,9 @@ pub struct Streams {
     next_stream: u64,
     /// The live members' nodes: a sender may send only to one of them.
     live: HashSet<NodeId>,
+    /// The accepted link that carries each receiver connection's stream (a stream's frames
+    /// all come on the one link its sender's gateway writes to this member).
+    receiver_links: HashMap<Token, u64>,
     /// Frames for other members' gateways, in order, for the loop to send.
     outbox: Vec<(NodeId, GatewayFrame)>,
     /// Frames for this member's admin.
@@ -203,6 +210,7 @@ impl Streams {
             next_forget: Instant::now() + STREAM_MEMORY,
             next_stream,
             live: HashSet::new(),
+            receiver_links: HashMap::new(),
             outbox: Vec::new(),
             for_admin: Vec::new(),
             rescan: Vec::new(),
@@ -285,6 +293,22 @@ impl Streams {
         }
     }
 
+    /// The accepted link `link` ended: the streams it carried are over (their sender's
+    /// gateway gave that link up, or died, and settles its senders' messages itself), so
+    /// their receiver connections close once what they hold is written — rather than stay
+    /// open for ever, an fd here and in each receiver's host.
+    pub fn link_ended(&mut self, link: u64) {
+        let carried: Vec<Token> = self
+            .receiver_links
+            .iter()
+            .filter(|(_, l)| **l == link)
+            .map(|(t, _)| *t)
+            .collect();
+        for token in carried {
+            self.close_after_writing(token);
+        }
+    }
+
     fn accept_all(&mut self) {
         loop {
             let mut stream = match self.listener.accept() {
@@ -322,6 +346,7 @@ impl Streams {
                     acked: 0,
                     replied: false,
                     closing: false,
+                    write_armed: false,
                 },
             );
             self.pending.push(token);
@@ -333,10 +358,8 @@ impl Streams {
     fn register(&mut self, stream: &mut UnixStream) -> Token {
         let token = Token(self.next_token);
         self.next_token += 1;
-        if let Err(e) = self
-            .registry
-            .register(stream, token, Interest::READABLE | Interest::WRITABLE)
-        {
+        // Writable events only while a write waits for room: see `Side::write_armed`.
+        if let Err(e) = self.registry.register(stream, token, Interest::READABLE) {
             tracing::warn!(error = %e, "gateway: could not register a connection");
         }
         token
@@ -354,10 +377,13 @@ impl Streams {
                 return;
             }
         };
-        let mut bodies = Vec::new();
+        // One frame at a time, each handled before the next is cut: the handshake raises the
+        // reader's limit from a handshake's to the largest message, and the sender writes
+        // its first messages right behind it, often read in the same fill.
         loop {
-            match side.reader.next_frame() {
-                Ok(Some(body)) => bodies.push(body.to_vec()),
+            let Some(side) = self.conns.get_mut(&token) else { return };
+            let body = match side.reader.next_frame() {
+                Ok(Some(body)) => body.to_vec(),
                 Ok(None) => break,
                 Err(e) => {
                     if self.pending.logs.broke_protocol.allow() {
@@ -366,12 +392,7 @@ impl Streams {
                     self.close(token, &format!("malformed frame: {e}"));
                     return;
                 }
-            }
-        }
-        for body in bodies {
-            if !self.conns.contains_key(&token) {
-                return;
-            }
+            };
             self.frame(token, &body);
         }
         if fill.eof {
@@ -560,7 +581,7 @@ impl Streams {
 
     /// A frame from another member's gateway, checked already: it speaks for the member
     /// whose link carried it ([`GatewayFrame::check_sender`]).
-    pub fn remote(&mut self, sender: NodeId, frame: GatewayFrame) {
+    pub fn remote(&mut self, sender: NodeId, link: u64, frame: GatewayFrame) {
         match frame {
             GatewayFrame::Message {
                 from,
@@ -587,7 +608,10 @@ impl Streams {
                         }
                         self.streams.insert(pair, (stream, None));
                         match self.open_receiver(pair, stream) {
-                            Ok(token) => token,
+                            Ok(token) => {
+                                self.receiver_links.insert(token, link);
+                                token
+                            }
                             Err(why) => {
                                 self.receiver_lost(pair, stream, 0, &why, false);
                                 return;
@@ -768,6 +792,7 @@ impl Streams {
                 acked: 0,
                 replied: false,
                 closing: false,
+                write_armed: false,
             },
         );
         self.receivers.insert(pair, token);
@@ -864,6 +889,7 @@ impl Streams {
             return;
         };
         let _ = self.registry.deregister(&mut side.stream);
+        self.receiver_links.remove(&token);
         if let Kind::Sender(Some(((from, to), stream))) = side.kind {
             let _ = self.forward(to.node(), GatewayFrame::Closed { from, to, stream });
         }
@@ -878,20 +904,30 @@ impl Streams {
         }
     }
 
-    /// Writes what a connection has queued, as far as the socket takes it now.
+    /// Writes what a connection has queued, as far as the socket takes it now; what it does
+    /// not take waits for the connection's writable event.
     fn flush(&mut self, token: Token) {
         let Some(side) = self.conns.get_mut(&token) else { return };
         while side.written < side.out.len() {
             match side.stream.write(&side.out[side.written..]) {
-                Ok(0) => break,
+                // Never cleared unwritten: what it holds would be lost without a word.
+                Ok(0) => {
+                    self.close(token, "the connection takes no more bytes");
+                    return;
+                }
                 Ok(n) => side.written += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
                     self.close(token, &format!("write failed: {e}"));
                     return;
                 }
             }
+        }
+        let blocked = side.written < side.out.len();
+        set_write_interest(&self.registry, &mut side.stream, token, &mut side.write_armed, blocked);
+        if blocked {
+            return;
         }
         side.out.clear();
         side.written = 0;
