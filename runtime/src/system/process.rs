@@ -56,6 +56,10 @@ const CREATE_TIMEOUT: Duration = Duration::from_secs(50);
 const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a closing client waits to write its last acknowledgements.
 const CLOSE_FLUSH: Duration = Duration::from_secs(1);
+/// How long a closing client waits for the admin's word on a connection it lost (across
+/// members the answer may take the other admin's 5 s), so that what the connection held is
+/// delivered or handed to the dead-letter path rather than dropped with the client.
+const CLOSE_SETTLE: Duration = Duration::from_secs(6);
 /// How long `shutdown` waits for every actor to stop.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long attaching to a running admin (`ActorSystem::connect`, `connect_dir`, a private
@@ -543,6 +547,14 @@ impl ProcessSystem {
     ) -> Result<(SentId, Held<'a>)> {
         let sent = held.send_live(to, msg, correlation, None)?;
         held.flush();
+        // A lost connection waits for the admin's word on its receiver, which only a pump
+        // reads: without one, a client that only tells would keep its messages to that
+        // receiver unsent (and anything the loss handed back unsorted) until its window
+        // filled. One poll that does not block, only then.
+        if held.is_settling() {
+            let _ = held.pump(Some(Duration::ZERO));
+            held.flush();
+        }
         if let Some(cause) = held.returned_send(sent) {
             return Err(cause.into_error(to));
         }
@@ -750,6 +762,7 @@ impl ProcessSystem {
             // closes the control connection, which unregisters the client.
             endpoint.flush_acks();
             endpoint.flush_blocking(Instant::now() + CLOSE_FLUSH);
+            self.hand_back_before_closing(&mut endpoint);
             return Ok(());
         }
         let request = endpoint.next_request();
@@ -768,12 +781,47 @@ impl ProcessSystem {
     }
 }
 
+impl ProcessSystem {
+    /// A closing client's last word on what it sent: a connection it lost whose receiver's
+    /// fate the admin has not yet told is waited for (up to [`CLOSE_SETTLE`]), and what
+    /// comes back meanwhile (a settle answered while the last messages were flushed) goes to
+    /// the dead-letter path like everything else returned, not away with the client.
+    fn hand_back_before_closing(&self, endpoint: &mut Endpoint) {
+        let deadline = Instant::now() + CLOSE_SETTLE;
+        loop {
+            while endpoint.is_settling() && Instant::now() < deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if endpoint.pump(Some(left.min(Duration::from_millis(50)))).is_err() {
+                    break;
+                }
+                endpoint.flush();
+            }
+            let (sorted, untaken) = {
+                let mut shared = self.lock();
+                let sorted = shared.sort_arrivals(endpoint, self.address);
+                (sorted, std::mem::take(&mut shared.mailbox))
+            };
+            for (sender, msg) in &untaken {
+                endpoint.dead_letters_from(*sender, self.address, vec![msg.clone()]);
+            }
+            // Writes the dead letters, and what a settled connection sends again.
+            endpoint.flush_blocking(Instant::now() + CLOSE_FLUSH);
+            let calm = sorted == 0 && untaken.is_empty() && !endpoint.is_settling();
+            if calm || Instant::now() >= deadline {
+                return;
+            }
+        }
+    }
+}
+
 impl Shared {
     /// Sorts what reached the endpoint: answers into the slots their calls wait on (or the
     /// dead-letter path, if no call waits any more), plain messages into the mailbox, and
     /// messages that came back to the calls they fail and the dead-letter path.
-    fn sort_arrivals(&mut self, endpoint: &mut Endpoint, me: Address) {
+    fn sort_arrivals(&mut self, endpoint: &mut Endpoint, me: Address) -> usize {
+        let mut sorted = 0;
         while let Some(inbound) = endpoint.next_inbound() {
+            sorted += 1;
             match inbound {
                 Inbound::Message {
                     sender,
@@ -826,6 +874,7 @@ impl Shared {
                 }
             }
         }
+        sorted
     }
 
     /// The answer to request `id`, once it came.
