@@ -58,6 +58,16 @@ use nix::{
 };
 
 const HOST: &str = env!("CARGO_BIN_EXE_greenroom-test-host");
+
+/// Taken by every test of this file for its whole length: the flood compares latencies
+/// measured before, during and after it, and the other tests' traffic and kills, run
+/// meanwhile on a 2-core machine, would weigh on one window and not the others.
+static ALONE: Mutex<()> = Mutex::new(());
+
+/// This file's tests run one at a time (see [`ALONE`]); one that failed frees the others.
+fn alone() -> std::sync::MutexGuard<'static, ()> {
+    ALONE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 const T: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------------------
@@ -369,7 +379,10 @@ fn cpu_time(pid: u32) -> Duration {
         .rsplit_once(')')
         .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
     // After the command: state is field 3, utime 14 and stime 15.
-    let ticks: u64 = [11, 12].iter().filter_map(|i| fields.get(*i)?.parse::<u64>().ok()).sum();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i)?.parse::<u64>().ok())
+        .sum();
     Duration::from_millis(ticks * 10)
 }
 
@@ -422,6 +435,7 @@ const RSS_BOUND_KIB: u64 = 64 * 1024;
 
 #[test]
 fn a_flood_before_authentication_keeps_no_member_out_slows_no_message_and_costs_bounded_log_and_memory() {
+    let _alone = alone();
     greenroom::process_role::raise_open_files_limit();
     let (dir, secret) = new_secret();
     let log = dir.path().join("leader.log");
@@ -459,6 +473,7 @@ fn a_flood_before_authentication_keeps_no_member_out_slows_no_message_and_costs_
     let sampling = AtomicBool::new(false);
     let load_before = load_average();
     let (flooded, join, rss_max, flood_took, d) = std::thread::scope(|s| {
+        let _stop = (StopOnDrop(&stop), StopOnDrop(&sampling));
         let flooders: Vec<_> = (0..2)
             .map(|_| s.spawn(|| flooder(source, a_addr, FLOOD_RATE_PER_THREAD, &stop, &counts)))
             .collect();
@@ -569,11 +584,16 @@ fn a_flood_before_authentication_keeps_no_member_out_slows_no_message_and_costs_
         join <= 2 * DETECTION_TIME,
         "a new member took {join:?} to join during the flood"
     );
-    // (b) Messages between members are not slowed.
-    let (p99_quiet, p99_flooded) = (quantile(&unflooded, 0.99), quantile(&flooded, 0.99));
+    // (b) Messages between members are not slowed: the flooded p99 within twice the
+    // unflooded one. A p99 is a handful of slow asks, and on a shared 2-core VM the same
+    // quiet workload's p99 moved 1.6–9.7 ms between windows a minute apart (the machine
+    // two-thirds idle throughout), so the quiet p99 is that of the slower of the two quiet
+    // windows, each of SAMPLES asks, rather than of their union.
+    let p99_quiet = quantile(&quiet, 0.99).max(quantile(&after, 0.99));
+    let p99_flooded = quantile(&flooded, 0.99);
     assert!(
         p99_flooded <= 2 * p99_quiet,
-        "ask p99 {p99_flooded:?} during the flood, {p99_quiet:?} without"
+        "ask p99 {p99_flooded:?} during the flood, {p99_quiet:?} in the slower quiet window"
     );
     // (c) The log grows by a bounded number of lines.
     assert!(port_lines <= port_log_bound(), "{port_lines} lines about the port");
@@ -590,7 +610,11 @@ fn a_flood_before_authentication_keeps_no_member_out_slows_no_message_and_costs_
     // Every socket of the flood is closed, here and in the gateway (the held ones it
     // admitted end at their deadline at the latest; the member that joined leaves first).
     drop(d);
-    assert!(own_fds() <= fds_before + 2, "{} fds here, {fds_before} before", own_fds());
+    assert!(
+        own_fds() <= fds_before + 2,
+        "{} fds here, {fds_before} before",
+        own_fds()
+    );
     let deadline = Instant::now() + HANDSHAKE_DEADLINE + T;
     while harness::fd_count(gateway) > gateway_fds_before + 2 {
         assert!(
@@ -682,6 +706,7 @@ const FRAMES_REFUSED: &str = "a gateway frame from a member refused";
 
 #[test]
 fn an_insider_cannot_ack_lose_close_or_accept_another_member_s_stream() {
+    let _alone = alone();
     let (dir, secret) = new_secret();
     let (a_log, b_log) = (dir.path().join("a.log"), dir.path().join("b.log"));
     let (a_addr, b_addr) = (free_addr("127.0.0.1"), free_addr("127.0.0.2"));
@@ -711,7 +736,16 @@ fn an_insider_cannot_ack_lose_close_or_accept_another_member_s_stream() {
     std::thread::scope(|s| {
         // Meanwhile the real senders send numbered messages.
         let blasting = s.spawn(|| {
-            let done: bool = a.ask(blaster, Blast { to: recorder2, count: TOLD }, T).unwrap();
+            let done: bool = a
+                .ask(
+                    blaster,
+                    Blast {
+                        to: recorder2,
+                        count: TOLD,
+                    },
+                    T,
+                )
+                .unwrap();
             assert!(done);
         });
         for n in 1..=TOLD {
@@ -792,7 +826,10 @@ fn an_insider_cannot_ack_lose_close_or_accept_another_member_s_stream() {
             "{what}: {forged} forged frames: {} refusals logged one by one, {} counted",
             count.0, count.1
         );
-        assert!(count.0 >= 1 && count.0 <= 2 * DEFAULT_BURST as usize, "{what}: {count:?}");
+        assert!(
+            count.0 >= 1 && count.0 <= 2 * DEFAULT_BURST as usize,
+            "{what}: {count:?}"
+        );
         assert_eq!(
             count.0 as u64 + count.1,
             forged as u64,
@@ -837,6 +874,7 @@ fn closed_by_peer(s: &mut UnixStream, until: Instant) -> bool {
 
 #[test]
 fn half_open_connections_on_gateway_sock_cost_the_gateway_at_most_64_kib_each_and_are_cut_in_time() {
+    let _alone = alone();
     let lab = lab([Capabilities::new(), Capabilities::new()]);
     let [a, b] = &lab.systems;
     let echo = b.create_actor::<Echo>().unwrap().address();
@@ -907,7 +945,10 @@ fn half_open_connections_on_gateway_sock_cost_the_gateway_at_most_64_kib_each_an
         }
         let (first, last) = (cut_after[0], *cut_after.last().unwrap());
         eprintln!("gateway.sock round {round}: stalled connections cut after {first:?} to {last:?}");
-        assert!(first >= HANDSHAKE_TIMEOUT - Duration::from_millis(100), "cut early: {first:?}");
+        assert!(
+            first >= HANDSHAKE_TIMEOUT - Duration::from_millis(100),
+            "cut early: {first:?}"
+        );
         assert!(last <= HANDSHAKE_TIMEOUT + Duration::from_secs(2), "cut late: {last:?}");
         drop(stalled);
         drop(huge);
@@ -937,6 +978,7 @@ fn threads_of(pid: u32) -> Vec<String> {
 
 #[test]
 fn the_admin_of_a_convention_member_runs_one_thread() {
+    let _alone = alone();
     let lab = lab([Capabilities::new(), Capabilities::new(), Capabilities::new()]);
     let [a, b, c] = &lab.systems;
     for sys in [a, b, c] {
@@ -958,7 +1000,16 @@ fn the_admin_of_a_convention_member_runs_one_thread() {
     }
     let recorder = c.create_actor::<Recorder>().unwrap().address();
     let blaster = a.create_actor::<Blaster>().unwrap().address();
-    let done: bool = a.ask(blaster, Blast { to: recorder, count: 500 }, T).unwrap();
+    let done: bool = a
+        .ask(
+            blaster,
+            Blast {
+                to: recorder,
+                count: 500,
+            },
+            T,
+        )
+        .unwrap();
     assert!(done);
     for sys in [a, b, c] {
         let threads = threads_of(sys.admin_pid());
@@ -981,6 +1032,10 @@ fn the_admin_of_a_convention_member_runs_one_thread() {
 // ---------------------------------------------------------------------------------------
 // 5. A gateway SIGKILLed under traffic
 // ---------------------------------------------------------------------------------------
+
+/// How long a client waits for a receipt: an answer lost on its way back (in doubt, and
+/// returned to the ledger's dead-letter path) is learnt only this way.
+const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Nonce ranges: one per sender, so that every nonce names who sent it and how.
 const ASKS: u64 = 1_000_000;
@@ -1011,8 +1066,10 @@ fn error_kind(e: &Error) -> String {
     }
 }
 
-/// The traffic of one member to a ledger on the other, until `stop`: a client asking, a
-/// client telling, and an actor ([`Pump`]) telling runs of 20. Each sender records what it
+/// The traffic of one member to a ledger on the other, until `stop`: a client asking (one
+/// ask every 5 ms), a client telling (5 every 25 ms), and an actor ([`Pump`]) telling (10
+/// every 50 ms): about 600 messages a second each way, a fraction of what the debug build's
+/// gateways carry (a saturated path is another test's subject). Each sender records what it
 /// sent in `sent`.
 fn traffic<'s>(
     s: &'s std::thread::Scope<'s, '_>,
@@ -1026,10 +1083,12 @@ fn traffic<'s>(
     s.spawn(move || {
         let client = sys.private().unwrap();
         let mut n = base + ASKS;
+        let mut pace = Pace::every(Duration::from_millis(5));
         while !stop.load(Ordering::Relaxed) {
+            pace.wait();
             n += 1;
             sent.lock().unwrap().nonces.push(n);
-            match client.ask::<_, Receipt>(to, Asked(n), 4 * T) {
+            match client.ask::<_, Receipt>(to, Asked(n), ASK_TIMEOUT) {
                 Ok(Receipt(m)) => {
                     assert_eq!(m, n, "an ask's own answer");
                     sent.lock().unwrap().asks_ok.push(n);
@@ -1041,36 +1100,72 @@ fn traffic<'s>(
     s.spawn(move || {
         let client = sys.private().unwrap();
         let mut n = base + TELLS;
+        let mut pace = Pace::every(Duration::from_millis(25));
         while !stop.load(Ordering::Relaxed) {
-            for _ in 0..10 {
+            pace.wait();
+            for _ in 0..5 {
                 n += 1;
                 sent.lock().unwrap().nonces.push(n);
                 if let Err(e) = client.tell(to, Told(n)) {
                     sent.lock().unwrap().failed.push((n, error_kind(&e)));
                 }
             }
-            std::thread::sleep(Duration::from_millis(5));
         }
     });
     s.spawn(move || {
         let client = sys.private().unwrap();
         let mut first = base + PUMPED + 1;
+        let mut pace = Pace::every(Duration::from_millis(50));
         while !stop.load(Ordering::Relaxed) {
-            let run = PumpRun { to, first, count: 20 };
+            pace.wait();
+            let run = PumpRun { to, first, count: 10 };
             let done: bool = client.ask(pump, run, 4 * T).expect("the pump is local");
             assert!(done);
-            sent.lock().unwrap().nonces.extend(first..first + 20);
-            first += 20;
-            std::thread::sleep(Duration::from_millis(5));
+            sent.lock().unwrap().nonces.extend(first..first + 10);
+            first += 10;
         }
     });
 }
 
-/// SIGKILLs `sys`'s gateway; returns once a new one runs and every system lists all the
-/// others again (and how long that took).
-fn kill_gateway(sys: &TestSystem, all: &[(&TestSystem, SocketAddr)]) -> Duration {
+/// A fixed rate: [`Pace::wait`] returns at each tick (at once if late, without bursts to
+/// catch up).
+struct Pace {
+    every: Duration,
+    next: Instant,
+}
+
+impl Pace {
+    fn every(every: Duration) -> Pace {
+        Pace {
+            every,
+            next: Instant::now(),
+        }
+    }
+
+    fn wait(&mut self) {
+        let now = Instant::now();
+        if self.next > now {
+            std::thread::sleep(self.next - now);
+        }
+        self.next = self.next.max(now) + self.every;
+    }
+}
+
+/// Sets its flag when dropped: the threads of a scope that watch it stop even when the
+/// scope's body panics (the scope waits for them before it unwinds).
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// SIGKILLs `sys`'s gateway; returns once a new one runs (a child of the same admin,
+/// counted as a restart): when it was killed, and how long the new one took.
+fn kill_gateway(sys: &TestSystem) -> (Instant, Duration) {
     let (old, restarts) = gateway_of(sys, T);
-    let t = Instant::now();
+    let killed = Instant::now();
     kill(Pid::from_raw(old as i32), Signal::SIGKILL).unwrap();
     assert!(harness::wait_for_exit(old, T), "the gateway died");
     let deadline = Instant::now() + T;
@@ -1080,17 +1175,57 @@ fn kill_gateway(sys: &TestSystem, all: &[(&TestSystem, SocketAddr)]) -> Duration
             break (pid, now);
         }
         assert!(Instant::now() < deadline, "no new gateway");
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(5));
     };
-    let restarted = t.elapsed();
-    assert!(restarts_now > restarts, "restarts counted: {restarts} -> {restarts_now}");
-    assert_eq!(harness::parent_of(new), Some(sys.admin_pid()));
-    wait_all_list_each_other(all, 4 * DETECTION_TIME);
-    eprintln!(
-        "gateway {old} killed: {new} runs after {restarted:?}, all members listed again after {:?}",
-        t.elapsed()
+    let restarted = killed.elapsed();
+    assert!(
+        restarts_now > restarts,
+        "restarts counted: {restarts} -> {restarts_now}"
     );
-    t.elapsed()
+    assert_eq!(
+        harness::parent_of(new),
+        Some(sys.admin_pid()),
+        "the new gateway is the admin's"
+    );
+    eprintln!("gateway {old} SIGKILLed: gateway {new} runs after {restarted:?} (restarts: {restarts_now})");
+    (killed, restarted)
+}
+
+/// The incarnation each system lists for each other member, by address.
+fn identities(all: &[(&TestSystem, SocketAddr)]) -> Vec<Vec<(String, u64)>> {
+    all.iter()
+        .map(|(sys, _)| {
+            let view = sys.describe(false).unwrap().convention.unwrap();
+            view.members.into_iter().map(|m| (m.address, m.incarnation)).collect()
+        })
+        .collect()
+}
+
+/// Waits until `ledger` (asked through `sys`) has a tell of the client whose nonces start at
+/// `base` that was sent after this call began: how long that took.
+fn wait_for_tells(sys: &TestSystem, ledger: Address, sent: &Mutex<Sent>, base: u64, within: Duration) -> Duration {
+    let ours = |n: &u64| (base..base + 1_000_000).contains(n);
+    let mark = sent
+        .lock()
+        .unwrap()
+        .nonces
+        .iter()
+        .copied()
+        .filter(ours)
+        .max()
+        .unwrap_or(base);
+    let started = Instant::now();
+    loop {
+        let seen: Vec<u64> = sys.ask(ledger, LedgerReport, T).unwrap();
+        if seen.iter().any(|n| ours(n) && *n > mark) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "no tell sent after {mark} arrived within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// How much `sent` has had answered so far.
@@ -1116,6 +1251,7 @@ fn wait_for_traffic(sents: [&Mutex<Sent>; 2], more: usize, within: Duration) {
 
 #[test]
 fn a_gateway_killed_under_traffic_is_restarted_and_every_message_is_delivered_once_or_returned() {
+    let _alone = alone();
     let lab = lab([Capabilities::new(), Capabilities::new()]);
     let ([a, b], [a_addr, b_addr]) = (&lab.systems, lab.addrs);
     let all = [(a, a_addr), (b, b_addr)];
@@ -1129,15 +1265,35 @@ fn a_gateway_killed_under_traffic_is_restarted_and_every_message_is_delivered_on
     });
     let sent = [Mutex::new(Sent::default()), Mutex::new(Sent::default())];
     let stop = AtomicBool::new(false);
+    let before = identities(&all);
     let mut downtime = Vec::new();
     std::thread::scope(|s| {
+        // However this ends (a failed assertion included), the traffic stops with it.
+        let _stop = StopOnDrop(&stop);
         traffic(s, a, ledger[1], pump[0], 0, &stop, &sent[0]);
         traffic(s, b, ledger[0], pump[1], FROM_B, &stop, &sent[1]);
         wait_for_traffic([&sent[0], &sent[1]], 50, T);
         // Phase 1: the first member's gateway; phase 2: the second's.
-        for sys in [a, b] {
-            downtime.push(kill_gateway(sys, &all));
-            wait_for_traffic([&sent[0], &sent[1]], 50, 4 * T);
+        for (what, sys) in [("a", a), ("b", b)] {
+            let (killed, restarted) = kill_gateway(sys);
+            // The members list each other again, as the same lives (node ids unchanged: the
+            // addresses of their actors still good), and asks cross again both ways.
+            wait_all_list_each_other(&all, 2 * DETECTION_TIME);
+            wait_for_traffic([&sent[0], &sent[1]], 1, ASK_TIMEOUT + T);
+            let flowing = killed.elapsed();
+            // A client that only tells carries on too: its tells sent from now on arrive.
+            for (sys, ledger, sent, base) in [
+                (b, ledger[1], &sent[0], TELLS),
+                (a, ledger[0], &sent[1], FROM_B + TELLS),
+            ] {
+                let took = wait_for_tells(sys, ledger, sent, base, ASK_TIMEOUT + T);
+                eprintln!("{what}'s gateway: new client tells from the other member arrive {took:?} later");
+            }
+            wait_for_traffic([&sent[0], &sent[1]], 50, ASK_TIMEOUT + T);
+            assert!(all_list_each_other(&all), "{:?}", identities(&all));
+            assert_eq!(identities(&all), before, "the same member lives");
+            eprintln!("{what}'s gateway: restarted after {restarted:?}, asks answered both ways after {flowing:?}");
+            downtime.push((restarted, flowing));
         }
         stop.store(true, Ordering::Relaxed);
     });
@@ -1149,7 +1305,8 @@ fn a_gateway_killed_under_traffic_is_restarted_and_every_message_is_delivered_on
     let (delivered, books) = loop {
         let delivered: [Vec<u64>; 2] =
             [(a, ledger[0]), (b, ledger[1])].map(|(sys, ledger)| sys.ask(ledger, LedgerReport, T).unwrap());
-        let books: [DeadBook; 2] = [(a, dead[0]), (b, dead[1])].map(|(sys, dead)| sys.ask(dead, DeadReport, T).unwrap());
+        let books: [DeadBook; 2] =
+            [(a, dead[0]), (b, dead[1])].map(|(sys, dead)| sys.ask(dead, DeadReport, T).unwrap());
         let known: std::collections::HashSet<u64> = delivered
             .iter()
             .flatten()
@@ -1169,6 +1326,7 @@ fn a_gateway_killed_under_traffic_is_restarted_and_every_message_is_delivered_on
 
     // The accounting, per direction: the first member's senders to the second's ledger, and
     // back.
+    let receipts: std::collections::HashSet<u64> = books.iter().flat_map(|b| b.receipts.iter().copied()).collect();
     let mut failures = Vec::new();
     for (dir, (sent, (delivered, book))) in sent.iter().zip(delivered.iter().rev().zip(books.iter())).enumerate() {
         let what = if dir == 0 { "a -> b" } else { "b -> a" };
@@ -1186,7 +1344,20 @@ fn a_gateway_killed_under_traffic_is_restarted_and_every_message_is_delivered_on
             .filter(|n| !times.contains_key(n) && !returned.contains(n))
             .copied()
             .collect();
-        let ok_not_delivered: Vec<u64> = sent.asks_ok.iter().filter(|n| !times.contains_key(n)).copied().collect();
+        let ok_not_delivered: Vec<u64> = sent
+            .asks_ok
+            .iter()
+            .filter(|n| !times.contains_key(n))
+            .copied()
+            .collect();
+        // An ask that timed out was returned, or processed and its receipt came back (to the
+        // ledger's dead-letter path, or to the asker's after it gave up): not silence.
+        let unexplained_timeouts: Vec<u64> = sent
+            .failed
+            .iter()
+            .filter(|(n, kind)| kind == "Timeout" && !returned.contains(n) && !receipts.contains(n))
+            .map(|(n, _)| *n)
+            .collect();
         let both = sent
             .nonces
             .iter()
@@ -1203,7 +1374,10 @@ fn a_gateway_killed_under_traffic_is_restarted_and_every_message_is_delivered_on
         }
         let by_sender = |range: u64| {
             let base = if dir == 0 { range } else { FROM_B + range };
-            sent.nonces.iter().filter(|n| (base..base + 1_000_000).contains(*n)).count()
+            sent.nonces
+                .iter()
+                .filter(|n| (base..base + 1_000_000).contains(*n))
+                .count()
         };
         eprintln!(
             "{what}: sent {} ({} asks, {} client tells, {} actor tells); delivered {}, of which {both} also came back \
@@ -1222,10 +1396,18 @@ fn a_gateway_killed_under_traffic_is_restarted_and_every_message_is_delivered_on
             failures.push(format!("{what}: delivered but never sent: {strangers:?}"));
         }
         if !lost.is_empty() {
-            failures.push(format!("{what}: neither delivered nor returned: {} ({lost:?})", lost.len()));
+            failures.push(format!(
+                "{what}: neither delivered nor returned: {} ({lost:?})",
+                lost.len()
+            ));
         }
         if !ok_not_delivered.is_empty() {
             failures.push(format!("{what}: answered but not delivered: {ok_not_delivered:?}"));
+        }
+        if !unexplained_timeouts.is_empty() {
+            failures.push(format!(
+                "{what}: asks timed out, neither returned nor their receipt: {unexplained_timeouts:?}"
+            ));
         }
     }
     for (what, book) in ["a", "b"].iter().zip(&books) {
@@ -1236,7 +1418,7 @@ fn a_gateway_killed_under_traffic_is_restarted_and_every_message_is_delivered_on
             book.other
         );
     }
-    eprintln!("gateways back, and members listed again, after {downtime:?}");
+    eprintln!("gateways restarted, and asks answered both ways again, after {downtime:?}");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert_eq!(threads_of(a.admin_pid()).len(), 1);
 }
