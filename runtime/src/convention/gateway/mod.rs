@@ -248,8 +248,16 @@ impl Gateway {
         loop {
             self.route(Instant::now());
             self.links.flush();
-            if let Err(e) = self.control.flush() {
-                return Err(Error::io("writing to the admin")(e));
+            match self.control.flush() {
+                Ok(_) => {}
+                // The admin died (its end of the socketpair closed) before its closing was
+                // read: the same goodbye as for a close.
+                Err(e) if matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset) => {
+                    tracing::info!("the admin is gone; the gateway says goodbye and exits");
+                    self.farewell(&mut events);
+                    return Ok(());
+                }
+                Err(e) => return Err(Error::io("writing to the admin")(e)),
             }
             let busy = self.links.wants_rescan() || self.streams.wants_rescan();
             let timeout = if busy {
