@@ -6,8 +6,10 @@
 //! link runs a [`LinkMachine`] (the handshake and the encryption, without I/O); this module
 //! moves its bytes.
 //!
-//! **Accepting.** Every accepted connection first passes the port's budgets
-//! ([`super::admission`]); a refused one is reset at once, before a byte is read. An
+//! **Accepting.** Connections are accepted after the links' own events, at most
+//! [`ACCEPT_BATCH`] per turn of the loop, so that members' frames go first. Every accepted
+//! connection first passes the port's budgets ([`super::admission`]); a refused one is
+//! reset at once, before a byte is read. An
 //! admitted one holds a few hundred bytes until its handshake completes (the machine's
 //! pre-handshake bound) and is cut at its deadline ([`HANDSHAKE_DEADLINE`]). Its first frame
 //! must be [`ConventionFrame::Hello`], naming the member that opened it; the link is bound
@@ -57,6 +59,12 @@ pub const MAX_BACKLOG: usize = 256 * 1024 * 1024;
 const MAX_CONTROL_QUEUE: usize = 64;
 /// Bytes read from one link before the others get a turn.
 const READ_BUDGET: usize = 256 * 1024;
+/// How many connections the port accepts per turn of the loop, after the links' own events:
+/// a flood of strangers then delays a member's frame by at most this many accepts (each an
+/// `accept`, a budget check and, mostly, a reset), never by the whole backlog.
+const ACCEPT_BATCH: usize = 16;
+/// How long after an accept failed for want of fds or memory it is tried again.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// How long an accepted connection that broke the protocol is kept, its answer (if any)
 /// sent and its write side shut, before it is closed: closed at once with bytes unread,
 /// the peer would get a reset instead of the answer.
@@ -134,6 +142,10 @@ pub struct Links {
     logs: SocketLogs,
     /// Links whose read stopped at the budget, to read again before blocking.
     rescan: Vec<Token>,
+    /// The convention port has connections waiting to be accepted (see [`ACCEPT_BATCH`]).
+    accept_pending: bool,
+    /// When to try accepting again after an accept failed for want of fds or memory.
+    accept_retry: Option<Instant>,
     /// Links with sealed bytes to write before the loop blocks.
     dirty: Vec<Token>,
     events: Vec<LinkEvent>,
@@ -171,6 +183,8 @@ impl Links {
             deadlines: VecDeque::new(),
             logs: SocketLogs::new("convention port"),
             rescan: Vec::new(),
+            accept_pending: false,
+            accept_retry: None,
             dirty: Vec::new(),
             events: Vec::new(),
             read_buf: vec![0; 64 * 1024],
@@ -192,7 +206,8 @@ impl Links {
     /// peer proved `key` may speak for the member its Hello names.
     pub fn ready(&mut self, token: Token, readable: bool, writable: bool, now: Instant, bind: &mut Bind<'_>) {
         if token == self.listener_token {
-            self.accept_all(now);
+            // Accepted once the links' own events are dealt with: [`Links::accept_waiting`].
+            self.accept_pending = true;
             return;
         }
         if writable {
@@ -210,9 +225,18 @@ impl Links {
         }
     }
 
-    /// Whether links wait to be read again.
+    /// Accepts up to [`ACCEPT_BATCH`] of the connections waiting on the convention port.
+    /// Called once the frames read from the links have been passed on and written, so that
+    /// a flood's accepts never stand between a member's frame and where it goes.
+    pub fn accept_waiting(&mut self, now: Instant) {
+        if self.accept_pending {
+            self.accept_pending = self.accept_some(now);
+        }
+    }
+
+    /// Whether links wait to be read again, or connections to be accepted.
     pub fn wants_rescan(&self) -> bool {
-        !self.rescan.is_empty()
+        !self.rescan.is_empty() || self.accept_pending
     }
 
     /// Whether an outgoing link still holds something unwritten or unsealed.
@@ -236,12 +260,19 @@ impl Links {
     pub fn next_deadline(&self) -> Option<Instant> {
         let handshake = self.deadlines.front().map(|(at, _)| *at);
         let lingering = self.lingering.front().map(|(at, _)| *at);
-        handshake.into_iter().chain(lingering).chain(self.logs.deadline()).min()
+        [handshake, lingering, self.logs.deadline(), self.accept_retry]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
-    /// Cuts the links whose handshake is late.
+    /// Cuts the links whose handshake is late; tries a failed accept again.
     pub fn tick(&mut self, now: Instant) {
         self.logs.tick(now);
+        if self.accept_retry.is_some_and(|at| at <= now) {
+            self.accept_retry = None;
+            self.accept_pending = true;
+        }
         while self.lingering.front().is_some_and(|(at, _)| *at <= now) {
             self.lingering.pop_front();
         }
@@ -412,18 +443,22 @@ impl Links {
         Some(token)
     }
 
-    fn accept_all(&mut self, now: Instant) {
-        loop {
+    /// Accepts up to [`ACCEPT_BATCH`] connections; `true` if more may be waiting.
+    fn accept_some(&mut self, now: Instant) -> bool {
+        for _ in 0..ACCEPT_BATCH {
             let (stream, peer) = match self.listener.accept() {
                 Ok(accepted) => accepted,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    // Out of fds or memory: the next connection's readiness tries again.
+                    // Out of fds or memory. The port's readiness is edge-triggered: the
+                    // connections waiting now would not be announced again, so they are
+                    // tried again after a pause rather than at the next arrival.
                     if self.logs.refused.allow() {
-                        tracing::warn!(error = %e, "convention port: accept failed");
+                        tracing::warn!(error = %e, retry_in = ?ACCEPT_RETRY, "convention port: accept failed");
                     }
-                    return;
+                    self.accept_retry = Some(now + ACCEPT_RETRY);
+                    return false;
                 }
             };
             if let Err(refusal) = self.admission.admit(peer.ip(), now) {
@@ -451,6 +486,7 @@ impl Links {
                 None => self.admission.ended(peer.ip(), false),
             }
         }
+        true
     }
 
     fn read(&mut self, token: Token, now: Instant, bind: &mut Bind<'_>) {

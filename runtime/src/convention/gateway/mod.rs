@@ -259,6 +259,7 @@ impl Gateway {
                 }
                 Err(e) => return Err(Error::io("writing to the admin")(e)),
             }
+            self.links.accept_waiting(Instant::now());
             let busy = self.links.wants_rescan() || self.streams.wants_rescan();
             let timeout = if busy {
                 Some(Duration::ZERO)
