@@ -460,6 +460,12 @@ fn a_flood_before_authentication_keeps_no_member_out_slows_no_message_and_costs_
     eprintln!("{}", describe_samples("unflooded", &quiet));
     eprintln!("unflooded: a member joined in {quiet_join:?}");
 
+    // The control, measured at the same time as the flooded asks: asks from the third
+    // member to the same one, whose path crosses no flooded gateway.
+    let control_echo = b.create_actor::<Echo>().unwrap().address();
+    let control_client = c.private().unwrap();
+    ask_round_trips(&control_client, control_echo, &never, 50, Duration::ZERO);
+
     let admin = a.admin_pid();
     let rss_before = (harness::rss_kib(gateway), harness::rss_kib(admin));
     let gateway_fds_before = harness::fd_count(gateway);
@@ -472,7 +478,7 @@ fn a_flood_before_authentication_keeps_no_member_out_slows_no_message_and_costs_
     let stop = AtomicBool::new(false);
     let sampling = AtomicBool::new(false);
     let load_before = load_average();
-    let (flooded, join, rss_max, flood_took, d) = std::thread::scope(|s| {
+    let (flooded, control, join, rss_max, flood_took, d) = std::thread::scope(|s| {
         let _stop = (StopOnDrop(&stop), StopOnDrop(&sampling));
         let flooders: Vec<_> = (0..2)
             .map(|_| s.spawn(|| flooder(source, a_addr, FLOOD_RATE_PER_THREAD, &stop, &counts)))
@@ -480,6 +486,7 @@ fn a_flood_before_authentication_keeps_no_member_out_slows_no_message_and_costs_
         let held = s.spawn(|| holder(source, a_addr, HELD, &stop, &counts));
         let flood_started = Instant::now();
         let sampler = s.spawn(|| ask_round_trips(&client, echo, &sampling, usize::MAX, PACE));
+        let control = s.spawn(|| ask_round_trips(&control_client, control_echo, &sampling, usize::MAX, PACE));
         let mut rss_max = rss_before;
         let mut join = None;
         let mut d = None;
@@ -505,7 +512,8 @@ fn a_flood_before_authentication_keeps_no_member_out_slows_no_message_and_costs_
         }
         held.join().expect("the holder");
         let flooded = sampler.join().expect("the sampler");
-        (flooded, join.expect("the member joined"), rss_max, took, d)
+        let control = control.join().expect("the control sampler");
+        (flooded, control, join.expect("the member joined"), rss_max, took, d)
     });
     let load_during = load_average();
     let log_during = lines_of(&log);
@@ -549,6 +557,10 @@ fn a_flood_before_authentication_keeps_no_member_out_slows_no_message_and_costs_
     eprintln!("{}", describe_samples("before the flood", &quiet));
     eprintln!("{}", describe_samples("during the flood", &flooded));
     eprintln!("{}", describe_samples("after the flood", &after));
+    eprintln!(
+        "{}",
+        describe_samples("meanwhile, the control (no flooded gateway on its path)", &control)
+    );
     eprintln!("{}", describe_samples("unflooded (before and after)", &unflooded));
     eprintln!("load average (1 min): {load_before} before, {load_during} at the end of the flood, {load_after} after");
     eprintln!("a member joined in {join:?} during the flood ({quiet_join:?} without)");
@@ -573,10 +585,13 @@ fn a_flood_before_authentication_keeps_no_member_out_slows_no_message_and_costs_
         counts.held_opened.load(Ordering::Relaxed) >= HELD as u64,
         "the half-open connections were opened"
     );
-    // Half-open connections are cut at the handshake deadline, however many.
+    // Half-open connections are cut at the handshake deadline, however many. (As the holder
+    // sees it: it notices a cut only between its connects, each of which may wait 200 ms
+    // for a port whose backlog the flood keeps full, so its figure runs late by up to a
+    // second or two; the gateway.sock test measures the cut precisely.)
     let longest = Duration::from_millis(counts.longest_held_ms.load(Ordering::Relaxed));
     assert!(
-        longest <= HANDSHAKE_DEADLINE + Duration::from_secs(1),
+        longest <= 2 * HANDSHAKE_DEADLINE,
         "a half-open connection was held {longest:?}"
     );
     // (a) A member joins as fast as a member is noticed.
@@ -585,15 +600,23 @@ fn a_flood_before_authentication_keeps_no_member_out_slows_no_message_and_costs_
         "a new member took {join:?} to join during the flood"
     );
     // (b) Messages between members are not slowed: the flooded p99 within twice the
-    // unflooded one. A p99 is a handful of slow asks, and on a shared 2-core VM the same
-    // quiet workload's p99 moved 1.6–9.7 ms between windows a minute apart (the machine
-    // two-thirds idle throughout), so the quiet p99 is that of the slower of the two quiet
-    // windows, each of SAMPLES asks, rather than of their union.
-    let p99_quiet = quantile(&quiet, 0.99).max(quantile(&after, 0.99));
+    // unflooded one. Unflooded is measured three ways: before and after the flood (the
+    // machine quiet), and during it on a path that crosses no flooded gateway (the third
+    // member asking the same one: the same moment, the same load on the machine, the
+    // attacker included, who here shares the members' two cores). A p99 is a handful of
+    // slow asks, and on this shared VM the same quiet workload's p99 moved 1.0–13 ms
+    // between windows a minute apart, as the host's other tenants came and went; the
+    // control taken at the same moment is what makes the comparison fair. The baseline is
+    // the slowest of the three.
+    let p99_unflooded = [&quiet, &after, &control]
+        .iter()
+        .map(|w| quantile(w, 0.99))
+        .max()
+        .unwrap_or_default();
     let p99_flooded = quantile(&flooded, 0.99);
     assert!(
-        p99_flooded <= 2 * p99_quiet,
-        "ask p99 {p99_flooded:?} during the flood, {p99_quiet:?} in the slower quiet window"
+        p99_flooded <= 2 * p99_unflooded,
+        "ask p99 {p99_flooded:?} during the flood, {p99_unflooded:?} in the slowest unflooded window"
     );
     // (c) The log grows by a bounded number of lines.
     assert!(port_lines <= port_log_bound(), "{port_lines} lines about the port");
