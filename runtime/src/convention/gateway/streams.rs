@@ -91,6 +91,8 @@ use crate::{
 
 /// Bytes read from one connection before the others get a turn.
 const READ_BUDGET: usize = 256 * 1024;
+/// How long after an accept failed for want of fds or memory it is tried again.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// How long a closed stream's number is remembered (longer than any frame of it can take
 /// to arrive on a link that was cut).
 const STREAM_MEMORY: Duration = Duration::from_secs(60);
@@ -170,6 +172,8 @@ pub struct Streams {
     for_admin: Vec<FromGateway>,
     /// Connections whose read stopped at the budget, to read again before blocking.
     rescan: Vec<Token>,
+    /// When to try accepting again after an accept failed for want of fds or memory.
+    accept_retry: Option<Instant>,
     /// Accepted connections waiting for their handshake: the same deadline and bound as
     /// every other listening socket of the system.
     pending: Pending,
@@ -214,6 +218,7 @@ impl Streams {
             outbox: Vec::new(),
             for_admin: Vec::new(),
             rescan: Vec::new(),
+            accept_retry: None,
             pending: Pending::new(max_pending).named("gateway.sock"),
         })
     }
@@ -253,11 +258,18 @@ impl Streams {
 
     /// When a connection's handshake deadline (or a log window) is next due.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.pending.next_deadline()
+        [self.pending.next_deadline(), self.accept_retry]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Closes the connections whose handshake did not come in time.
     pub fn tick(&mut self, now: Instant) {
+        if self.accept_retry.is_some_and(|at| at <= now) {
+            self.accept_retry = None;
+            self.accept_all();
+        }
         let conns = &self.conns;
         let stalled = self.pending.expired(now, |t| awaiting_handshake(conns, t));
         for token in stalled {
@@ -316,9 +328,13 @@ impl Streams {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
+                    // Out of fds or memory. Readiness is edge-triggered: the connections
+                    // waiting now would not be announced again, so they are tried again
+                    // after a pause (see `tick`).
                     if self.pending.logs.refused.allow() {
-                        tracing::warn!(error = %e, "gateway.sock: accept failed");
+                        tracing::warn!(error = %e, retry_in = ?ACCEPT_RETRY, "gateway.sock: accept failed");
                     }
+                    self.accept_retry = Some(Instant::now() + ACCEPT_RETRY);
                     return;
                 }
             };
@@ -332,7 +348,13 @@ impl Streams {
             if !self.pending.admit(|t| awaiting_handshake(conns, t), "gateway.sock") {
                 continue;
             }
-            let token = self.register(&mut stream);
+            let token = match self.register(&mut stream) {
+                Ok(token) => token,
+                Err(e) => {
+                    tracing::warn!(error = %e, "gateway.sock: could not watch a new connection; closed");
+                    continue;
+                }
+            };
             self.conns.insert(
                 token,
                 Side {
@@ -355,14 +377,14 @@ impl Streams {
         }
     }
 
-    fn register(&mut self, stream: &mut UnixStream) -> Token {
+    /// Registers a new connection for readable events (writable ones only while a write
+    /// waits for room: see `Side::write_armed`). A connection that cannot be registered
+    /// would never be read: the caller drops it.
+    fn register(&mut self, stream: &mut UnixStream) -> io::Result<Token> {
         let token = Token(self.next_token);
         self.next_token += 1;
-        // Writable events only while a write waits for room: see `Side::write_armed`.
-        if let Err(e) = self.registry.register(stream, token, Interest::READABLE) {
-            tracing::warn!(error = %e, "gateway: could not register a connection");
-        }
-        token
+        self.registry.register(stream, token, Interest::READABLE)?;
+        Ok(token)
     }
 
     fn read(&mut self, token: Token) {
@@ -774,7 +796,9 @@ impl Streams {
         }
         .encode(&mut out)
         .map_err(|e| format!("handshake: {e}"))?;
-        let token = self.register(&mut socket);
+        let token = self
+            .register(&mut socket)
+            .map_err(|e| format!("watching the connection to {to}: {e}"))?;
         self.conns.insert(
             token,
             Side {
