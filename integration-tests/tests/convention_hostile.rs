@@ -7,6 +7,8 @@
 //!   member's stream, nor speak for a member whose life another key proved;
 //! * a half-open connection on `gateway.sock` costs the gateway at most 64 KiB, and a
 //!   stalled one is cut at the handshake timeout;
+//! * a gateway that ran out of fds accepts the connections that waited meanwhile once it
+//!   has fds again, though nothing announces them again;
 //! * the admin of a convention runs one thread;
 //! * a gateway SIGKILLed under traffic both ways is restarted, and every message across is
 //!   delivered once, or returned to its sender (both, when in doubt), never lost, never
@@ -893,6 +895,62 @@ fn closed_by_peer(s: &mut UnixStream, until: Instant) -> bool {
         Ok(_) => true,
         Err(e) => e.kind() == ErrorKind::ConnectionReset,
     }
+}
+
+/// Sets `pid`'s soft limit on open files (its hard limit unchanged); returns the old one.
+fn set_open_files_limit(pid: u32, soft: u64) -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit reads and writes only the rlimit structs passed; the first call only
+    // reads `pid`'s limits into `limit`, the second sets them from it.
+    let rc = unsafe { libc::prlimit(pid as libc::pid_t, libc::RLIMIT_NOFILE, std::ptr::null(), &mut limit) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let old = limit.rlim_cur;
+    limit.rlim_cur = soft;
+    // SAFETY: as above.
+    let rc = unsafe { libc::prlimit(pid as libc::pid_t, libc::RLIMIT_NOFILE, &limit, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    old
+}
+
+#[test]
+fn a_gateway_out_of_fds_accepts_the_waiting_connections_once_it_has_fds_again() {
+    let _alone = alone();
+    let lab = lab([Capabilities::new(), Capabilities::new()]);
+    let ([a, b], [a_addr, _]) = (&lab.systems, lab.addrs);
+    let echo = b.create_actor::<Echo>().unwrap().address();
+    // Links up and connections open both ways: what follows needs no new fd in the gateway.
+    let sync = || {
+        let back: String = a.ask(echo, "sync".to_string(), T).unwrap();
+        assert_eq!(back, "sync");
+    };
+    sync();
+    let (gateway, _) = gateway_of(a, T);
+    let fds = harness::fd_count(gateway);
+    // Not one fd more: the accepts of the two connections below fail (EMFILE).
+    let limit = set_open_files_limit(gateway, fds as u64);
+    let tcp = TcpStream::connect(a_addr).unwrap();
+    let unix = UnixStream::connect(runtime_dir::gateway_socket_path(a.runtime_dir())).unwrap();
+    // A round trip through the gateway's loop: it has seen both connections, and failed
+    // to accept them.
+    sync();
+    assert_eq!(harness::fd_count(gateway), fds, "nothing was accepted without an fd");
+    // Room again, and nothing new happens on either socket: the gateway must come back to
+    // them by itself (readiness is edge-triggered, and was announced once).
+    set_open_files_limit(gateway, limit);
+    let deadline = Instant::now() + T;
+    while harness::fd_count(gateway) < fds + 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the waiting connections were not accepted: {} fds, {fds} before",
+            harness::fd_count(gateway)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop((tcp, unix));
+    sync();
 }
 
 #[test]
