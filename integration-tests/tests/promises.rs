@@ -226,9 +226,22 @@ on_both_bases! {
         let parent = sys.create_actor::<Spawner>().unwrap().address();
         let spec = ChildSpec { on_failure: OnFailure::Restart, restart: RestartType::Temporary, ..ChildSpec::default() };
         let p = spawn_child::<Panicker>(&sys, parent, spec);
-        let err = sys.ask::<_, Pong>(p, PanicCommand::Error, T).unwrap_err();
-        assert!(matches!(&err, Error::Poisoned { details, .. } if details.contains("told to fail")), "{err}");
-        let seen = next_of::<ChildExitSeen>(&sys);
+        // The poison comes back from the child and the parent's word from the parent: two
+        // processes, so either may come first.
+        sys.tell(p, PanicCommand::Error).unwrap();
+        let (mut poisoned, mut seen) = (false, None);
+        while !poisoned || seen.is_none() {
+            match sys.listen(T) {
+                Err(Error::Poisoned { address, details, .. }) => {
+                    assert_eq!(address, p);
+                    assert!(details.contains("told to fail"), "{details}");
+                    poisoned = true;
+                }
+                Ok(Some((_, msg))) if msg.is::<ChildExitSeen>() => seen = msg.downcast::<ChildExitSeen>(),
+                other => panic!("expected the poison and the parent's word, got {other:?}"),
+            }
+        }
+        let seen = seen.unwrap();
         assert_eq!(seen.child, p);
         assert!(matches!(&seen.cause, ExitCause::ReceiveFailed(d) if d.contains("told to fail")), "{:?}", seen.cause);
         let err = sys.ask::<_, Pong>(p, PanicCommand::Ping, T).unwrap_err();
