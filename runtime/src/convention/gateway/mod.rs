@@ -347,7 +347,7 @@ impl Gateway {
         }
     }
 
-    /// Asks the admin whether it answers, and mutes this member's membership while it does
+    /// Asks the admin whether it answers, and pauses this member's membership while it does
     /// not: a member whose admin is stopped or hung must look failed to the others, though
     /// its gateway runs on.
     fn watch_admin(&mut self, now: Instant) {
