@@ -211,14 +211,7 @@ fn raw_child_main(mode: &str, arg: Option<String>) -> ! {
             let mut rest = Vec::new();
             let _ = sock.read_to_end(&mut rest); // stay alive until told to go
         }
-        "echo" => {
-            let mut buf = [0u8; 64];
-            while sock.read_exact(&mut buf).is_ok() {
-                if sock.write_all(&buf).is_err() {
-                    break;
-                }
-            }
-        }
+        "echo" => echo_64(&mut sock),
         "write" => {
             let n: usize = arg.and_then(|a| a.parse().ok()).unwrap_or(0);
             // Frames of 4-byte length + 60-byte body = 64 bytes, coalesced into 64 KiB writes.
@@ -255,33 +248,49 @@ fn raw_round_trip(rounds: usize) -> std::io::Result<Latency> {
     let (mut me, peer) = UnixStream::pair()?;
     let mut child = raw_child("echo", None, &peer)?;
     drop(peer);
-    let mut buf = [7u8; 64];
-    let mut samples = Vec::with_capacity(rounds);
-    for i in 0..rounds + rounds / 10 {
-        let t = Instant::now();
-        me.write_all(&buf)?;
-        me.read_exact(&mut buf)?;
-        if i >= rounds / 10 {
-            samples.push(t.elapsed());
-        }
-    }
+    let latency = echo_round_trips(&mut me, rounds)?;
     drop(me);
     child.wait()?;
+    Ok(latency)
+}
+
+/// The echoing end of [`echo_round_trips`]: sends back each 64 bytes it reads, until the
+/// other end closes.
+fn echo_64(sock: &mut (impl Read + Write)) {
+    let mut buf = [0u8; 64];
+    while sock.read_exact(&mut buf).is_ok() && sock.write_all(&buf).is_ok() {}
+}
+
+/// `rounds` timings of `one` (a round trip), after a tenth as many untimed to warm up.
+fn timed<E>(rounds: usize, mut one: impl FnMut() -> Result<(), E>) -> Result<Latency, E> {
+    for _ in 0..rounds / 10 {
+        one()?;
+    }
+    let mut samples = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let t = Instant::now();
+        one()?;
+        samples.push(t.elapsed());
+    }
     Ok(latency_us(samples))
+}
+
+/// Round trips of 64 bytes through `peer`, which echoes them.
+fn echo_round_trips(peer: &mut (impl Read + Write), rounds: usize) -> std::io::Result<Latency> {
+    let mut buf = [7u8; 64];
+    timed(rounds, || {
+        peer.write_all(&buf)?;
+        peer.read_exact(&mut buf)
+    })
 }
 
 fn greenroom_round_trip(system: &ActorSystem, echo: Address, rounds: usize) -> Result<Latency, Error> {
     let payload = vec![7u8; 63];
-    let mut samples = Vec::with_capacity(rounds);
-    for i in 0..rounds + rounds / 10 {
-        let t = Instant::now();
+    timed(rounds, || {
         let back: Vec<u8> = system.ask(echo, payload.clone(), Duration::from_secs(5))?;
-        if i >= rounds / 10 {
-            samples.push(t.elapsed());
-        }
         debug_assert_eq!(back.len(), 63);
-    }
-    Ok(latency_us(samples))
+        Ok(())
+    })
 }
 
 /// The round trip of a [`Ping`] through `ask` and through `request`, to the same actor with
@@ -636,29 +645,16 @@ fn raw_tcp_round_trip(rounds: usize) -> std::io::Result<Latency> {
     let echo = std::thread::spawn(move || -> std::io::Result<()> {
         let (mut sock, _) = listener.accept()?;
         sock.set_nodelay(true)?;
-        let mut buf = [0u8; 64];
-        // Until the other end closes.
-        while sock.read_exact(&mut buf).is_ok() {
-            sock.write_all(&buf)?;
-        }
+        echo_64(&mut sock);
         Ok(())
     });
     let mut me = TcpStream::connect(addr)?;
     me.set_nodelay(true)?;
-    let mut buf = [7u8; 64];
-    let mut samples = Vec::with_capacity(rounds);
-    for i in 0..rounds + rounds / 10 {
-        let t = Instant::now();
-        me.write_all(&buf)?;
-        me.read_exact(&mut buf)?;
-        if i >= rounds / 10 {
-            samples.push(t.elapsed());
-        }
-    }
+    let latency = echo_round_trips(&mut me, rounds)?;
     drop(me);
     echo.join()
         .map_err(|_| std::io::Error::other("the TCP echo thread panicked"))??;
-    Ok(latency_us(samples))
+    Ok(latency)
 }
 
 /// A member of the bench's two-member convention "bench": listening at `listen`, joining
