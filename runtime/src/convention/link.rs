@@ -1108,6 +1108,22 @@ mod tests {
 
     use super::*;
 
+    /// A bare snow handshake state with a fresh static key, speaking as a link of
+    /// `config("lab", 3)` does: for tests that take the exchange apart message by message.
+    fn raw_noise(initiator: bool) -> snow::HandshakeState {
+        let key = StaticKey::generate().unwrap();
+        let prologue = config("lab", 3).prologue();
+        let builder = snow::Builder::new(params())
+            .psk(0, &[3u8; 32])
+            .local_private_key(key.private())
+            .prologue(&prologue);
+        if initiator {
+            builder.build_initiator().unwrap()
+        } else {
+            builder.build_responder().unwrap()
+        }
+    }
+
     fn config(name: &str, secret: u8) -> LinkConfig {
         LinkConfig::new(name, ClusterSecret::from_bytes([secret; 32])).unwrap()
     }
@@ -1288,20 +1304,7 @@ mod tests {
         // An honest connector and acceptor (secret 3, as `stranger`'s) handshake; an
         // eavesdropper records the connector's messages 1 and 3 and replays them to a new
         // acceptor, whose message 2 is different: message 3 no longer authenticates.
-        let prologue = config("lab", 3).prologue();
-        let build = |initiator: bool| {
-            let key = StaticKey::generate().unwrap();
-            let builder = snow::Builder::new(params())
-                .psk(0, &[3u8; 32])
-                .local_private_key(key.private())
-                .prologue(&prologue);
-            if initiator {
-                builder.build_initiator().unwrap()
-            } else {
-                builder.build_responder().unwrap()
-            }
-        };
-        let (mut connector, mut acceptor) = (build(true), build(false));
+        let (mut connector, mut acceptor) = (raw_noise(true), raw_noise(false));
         let (mut m1, mut m2, mut m3, mut scratch) = (
             vec![0u8; NOISE_MAX],
             vec![0u8; NOISE_MAX],
@@ -1832,20 +1835,7 @@ mod tests {
     fn the_handshake_messages_have_the_lengths_the_pattern_fixes() {
         let (mut a, mut b) = established(Instant::now());
         // Rebuild the exchange with raw snow states to measure each message.
-        let prologue = config("lab", 3).prologue();
-        let build = |initiator: bool| {
-            let key = StaticKey::generate().unwrap();
-            let builder = snow::Builder::new(params())
-                .psk(0, &[3u8; 32])
-                .local_private_key(key.private())
-                .prologue(&prologue);
-            if initiator {
-                builder.build_initiator().unwrap()
-            } else {
-                builder.build_responder().unwrap()
-            }
-        };
-        let (mut i, mut r) = (build(true), build(false));
+        let (mut i, mut r) = (raw_noise(true), raw_noise(false));
         let (mut m, mut p) = (vec![0u8; NOISE_MAX], vec![0u8; NOISE_MAX]);
         let n1 = i.write_message(&[], &mut m).unwrap();
         r.read_message(&m[..n1], &mut p).unwrap();
