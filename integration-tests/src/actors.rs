@@ -216,6 +216,19 @@ pub struct ChildExitSeen {
     pub cause: greenroom::ExitCause,
 }
 
+/// Tells `watcher`, if there is one, of the exit of a child of the actor behind `ctx`.
+fn report_child_exit(ctx: &mut Context<'_>, watcher: Option<Address>, exited: ChildActorExited) -> ActorResult {
+    if let Some(watcher) = watcher {
+        let seen = ChildExitSeen {
+            parent: ctx.my_address(),
+            child: exited.child,
+            cause: exited.cause,
+        };
+        ctx.send(watcher, seen)?;
+    }
+    Ok(())
+}
+
 /// Creates children on request and reports their exits to a watcher.
 #[derive(Default)]
 pub struct Spawner {
@@ -256,14 +269,7 @@ impl Actor for Spawner {
                 ctx.send(watcher, seen)?;
             }
         } else if let Some(exited) = msg.downcast::<ChildActorExited>() {
-            if let Some(watcher) = self.watcher {
-                let seen = ChildExitSeen {
-                    parent: ctx.my_address(),
-                    child: exited.child,
-                    cause: exited.cause,
-                };
-                ctx.send(watcher, seen)?;
-            }
+            report_child_exit(ctx, self.watcher, exited)?;
         }
         Ok(())
     }
@@ -842,14 +848,7 @@ impl Actor for Ephemeral {
                 ctx.send(watcher, seen)?;
             }
         } else if let Some(exited) = msg.downcast::<ChildActorExited>() {
-            if let Some(watcher) = self.watcher {
-                let seen = ChildExitSeen {
-                    parent: ctx.my_address(),
-                    child: exited.child,
-                    cause: exited.cause,
-                };
-                ctx.send(watcher, seen)?;
-            }
+            report_child_exit(ctx, self.watcher, exited)?;
         }
         Ok(())
     }
