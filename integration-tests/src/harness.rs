@@ -276,6 +276,30 @@ pub fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Memory the process's own allocations hold, in KiB: `Private_Dirty` of
+/// `/proc/PID/smaps_rollup` (shared pages of the executable do not count), else its RSS.
+pub fn private_dirty_kib(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Private_Dirty:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or_else(|| rss_kib(pid))
+}
+
+/// The handshake of a data connection from `from` to `to`, as a peer sends it first.
+pub fn data_handshake(from: greenroom::Address, to: greenroom::Address) -> Vec<u8> {
+    let mut buf = Vec::new();
+    greenroom_protocol::Handshake {
+        role: greenroom_protocol::PeerRole::Data { from, to },
+    }
+    .encode(&mut buf)
+    .expect("a handshake encodes");
+    buf
+}
+
 /// Number of open fds of `pid`.
 pub fn fd_count(pid: u32) -> usize {
     fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())

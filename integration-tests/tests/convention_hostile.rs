@@ -49,10 +49,7 @@ use greenroom_integration_tests::{
     },
     TestSystem,
 };
-use greenroom_protocol::{
-    convention::{encode_hello, ConventionFrame, GatewayFrame},
-    Handshake, PeerRole,
-};
+use greenroom_protocol::convention::{encode_hello, ConventionFrame, GatewayFrame};
 use nix::{
     poll::{poll, PollFd, PollFlags, PollTimeout},
     sys::signal::{kill, Signal},
@@ -133,19 +130,6 @@ fn wait_all_list_each_other(systems: &[(&TestSystem, SocketAddr)], within: Durat
         std::thread::sleep(Duration::from_millis(20));
     }
     started.elapsed()
-}
-
-/// Memory the process's own allocations hold, in KiB: `Private_Dirty` of
-/// `/proc/PID/smaps_rollup`, else its RSS.
-fn private_dirty_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Private_Dirty:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or_else(|| harness::rss_kib(pid))
 }
 
 /// Lines of the file at `path` now (0 if it does not exist yet).
@@ -967,20 +951,12 @@ fn half_open_connections_on_gateway_sock_cost_the_gateway_at_most_64_kib_each_an
     sync();
     let (gateway, _) = gateway_of(a, T);
     let path = runtime_dir::gateway_socket_path(a.runtime_dir());
-    let mut hello = Vec::new();
-    Handshake {
-        role: PeerRole::Data {
-            from: Address::new(a.address().node(), 777_777),
-            to: echo,
-        },
-    }
-    .encode(&mut hello)
-    .unwrap();
+    let hello = harness::data_handshake(Address::new(a.address().node(), 777_777), echo);
 
     for round in 1..=2 {
         sync();
         let fds_before = harness::fd_count(gateway);
-        let before = private_dirty_kib(gateway);
+        let before = harness::private_dirty_kib(gateway);
         // Half announce a 16 MiB frame and send 512 KiB of it; half send half a handshake.
         let mut huge: Vec<UnixStream> = (0..CONNS / 2)
             .map(|_| {
@@ -1006,7 +982,7 @@ fn half_open_connections_on_gateway_sock_cost_the_gateway_at_most_64_kib_each_an
             std::thread::sleep(Duration::from_millis(5));
         }
         sync();
-        let after = private_dirty_kib(gateway);
+        let after = harness::private_dirty_kib(gateway);
         let held = harness::fd_count(gateway).saturating_sub(fds_before);
         let per = after.saturating_sub(before) as f64 / CONNS as f64;
         eprintln!(

@@ -41,17 +41,9 @@ enum Attack {
     ForAnother(u64),
 }
 
+/// A data handshake from a stranger to `to`.
 fn handshake(to: Address) -> Vec<u8> {
-    let mut buf = Vec::new();
-    Handshake {
-        role: PeerRole::Data {
-            from: Address::local(777_777),
-            to,
-        },
-    }
-    .encode(&mut buf)
-    .unwrap();
-    buf
+    harness::data_handshake(Address::local(777_777), to)
 }
 
 fn bytes_of(attack: &Attack, to: Address) -> Vec<u8> {

@@ -29,33 +29,6 @@ const BUDGET_KIB: f64 = 64.0;
 /// What a connection announcing a huge frame sends after its length prefix.
 const HUGE_BODY: usize = 512 * 1024;
 
-/// Memory the process's own allocations grow, in KiB: `Private_Dirty` of
-/// `/proc/PID/smaps_rollup` (shared pages of the executable do not count), else its RSS.
-fn private_dirty_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Private_Dirty:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or_else(|| harness::rss_kib(pid))
-}
-
-/// A data handshake from a stranger to `to`.
-fn data_hello(to: Address) -> Vec<u8> {
-    let mut buf = Vec::new();
-    Handshake {
-        role: PeerRole::Data {
-            from: Address::local(777_777),
-            to,
-        },
-    }
-    .encode(&mut buf)
-    .unwrap();
-    buf
-}
-
 fn client_hello() -> Vec<u8> {
     let mut buf = Vec::new();
     Handshake { role: PeerRole::Client }.encode(&mut buf).unwrap();
@@ -99,7 +72,7 @@ struct Target<'a> {
 fn cost_per_half_open_connection(target: &Target) -> f64 {
     (target.sync)();
     let fds_before = harness::fd_count(target.pid);
-    let before = private_dirty_kib(target.pid);
+    let before = harness::private_dirty_kib(target.pid);
 
     let mut huge: Vec<UnixStream> = (0..CONNS / 2)
         .map(|_| {
@@ -129,7 +102,7 @@ fn cost_per_half_open_connection(target: &Target) -> f64 {
         std::thread::sleep(Duration::from_millis(5));
     }
     (target.sync)();
-    let after = private_dirty_kib(target.pid);
+    let after = harness::private_dirty_kib(target.pid);
     let held = stalled.iter().filter(|s| still_open(s)).count();
     let per = after.saturating_sub(before) as f64 / CONNS as f64;
     eprintln!(
@@ -238,14 +211,14 @@ fn half_open_connections_on_each_kind_of_unix_socket_cost_at_most_64_kib_each() 
             what: "actor socket (host)",
             pid: sys.actor_info(echo).unwrap().pid.unwrap(),
             path: runtime_dir::socket_path(sys.runtime_dir(), echo),
-            hello: data_hello(echo),
+            hello: harness::data_handshake(Address::local(777_777), echo),
             sync: Box::new(|| ask(echo)),
         },
         Target {
             what: "client socket (client)",
             pid: client.pid,
             path: runtime_dir::socket_path(sys.runtime_dir(), client.address),
-            hello: data_hello(client.address),
+            hello: harness::data_handshake(Address::local(777_777), client.address),
             sync: Box::new(|| ask(client.address)),
         },
     ];
