@@ -881,6 +881,13 @@ fn closed_by_peer(s: &mut UnixStream, until: Instant) -> bool {
     }
 }
 
+/// An ask from `sys` to `echo` on another member and its answer: a round trip through both
+/// gateways' loops, so that whatever reached them before has been seen.
+fn round_trip(sys: &TestSystem, echo: Address) {
+    let back: String = sys.ask(echo, "sync".to_string(), T).unwrap();
+    assert_eq!(back, "sync");
+}
+
 /// Sets `pid`'s soft limit on open files (its hard limit unchanged); returns the old one.
 fn set_open_files_limit(pid: u32, soft: u64) -> u64 {
     let mut limit = libc::rlimit {
@@ -906,10 +913,7 @@ fn a_gateway_out_of_fds_accepts_the_waiting_connections_once_it_has_fds_again() 
     let ([a, b], [a_addr, _]) = (&lab.systems, lab.addrs);
     let echo = b.create_actor::<Echo>().unwrap().address();
     // Links up and connections open both ways: what follows needs no new fd in the gateway.
-    let sync = || {
-        let back: String = a.ask(echo, "sync".to_string(), T).unwrap();
-        assert_eq!(back, "sync");
-    };
+    let sync = || round_trip(a, echo);
     sync();
     let (gateway, _) = gateway_of(a, T);
     let fds = harness::fd_count(gateway);
@@ -943,11 +947,7 @@ fn half_open_connections_on_gateway_sock_cost_the_gateway_at_most_64_kib_each_an
     let lab = lab([Capabilities::new(), Capabilities::new()]);
     let [a, b] = &lab.systems;
     let echo = b.create_actor::<Echo>().unwrap().address();
-    // A round trip through the gateway's loop.
-    let sync = || {
-        let back: String = a.ask(echo, "sync".to_string(), T).unwrap();
-        assert_eq!(back, "sync");
-    };
+    let sync = || round_trip(a, echo);
     sync();
     let (gateway, _) = gateway_of(a, T);
     let path = runtime_dir::gateway_socket_path(a.runtime_dir());
