@@ -6,12 +6,10 @@
 //! child, dies with it, and copies none of the admin's fds), with its stderr piped into the
 //! admin's log. Its control socket is registered under the `CONVENTION` token.
 
-use std::os::{fd::AsRawFd, unix::process::CommandExt};
-
 use mio::{net::UnixStream, Interest, Token};
 use nix::unistd::Pid;
 
-use super::{logs, process_role, spawn, Admin, CONVENTION, CONVENTION_ENV};
+use super::{logs, process_role, Admin, CONVENTION};
 
 /// The gateway's process title.
 const GATEWAY_ARGV0: &str = "greenroom-gateway";
@@ -43,53 +41,15 @@ impl Admin {
             std::os::unix::net::UnixStream::pair().map_err(|e| format!("cannot create a socket pair: {e}"))?;
         let (gateway_stderr, log_end) =
             logs::stderr_pipe().map_err(|e| format!("cannot create a pipe for the gateway's stderr: {e}"))?;
-        let limits = greenroom_protocol::ResourceLimits::default();
-        let by_spawner = self.spawner.as_ref().map(|spawner| {
-            spawner.spawn_role(
-                process_role::Role::Gateway,
-                GATEWAY_ARGV0,
-                &limits,
-                [
-                    gateway_stderr.as_raw_fd(),
-                    gateway_end.as_raw_fd(),
-                    tcp.as_raw_fd(),
-                    unix.as_raw_fd(),
-                ],
-            )
-        });
-        let pid = match by_spawner {
-            Some(Ok(pid)) => Pid::from_raw(pid),
-            Some(Err(e))
-                if !matches!(
-                    e.kind(),
-                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::TimedOut | std::io::ErrorKind::ConnectionReset
-                ) =>
-            {
-                return Err(format!("cannot run {}: {e}", self.host_exe.display()));
-            }
-            unusable => {
-                if let Some(Err(e)) = unusable {
-                    tracing::warn!(error = %e, "the spawner is gone; spawning directly from now on");
-                    self.spawner = None;
-                }
-                let mut cmd = std::process::Command::new(&self.host_exe);
-                cmd.env(process_role::ROLE_ENV, process_role::Role::Gateway.env_value())
-                    .env_remove(CONVENTION_ENV)
-                    .arg0(GATEWAY_ARGV0)
-                    .stdin(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::from(
-                        gateway_stderr.try_clone().map_err(|e| e.to_string())?,
-                    ));
-                let child = spawn::spawn_with_fds(
-                    &mut cmd,
-                    &[&gateway_end, &tcp, &unix],
-                    spawn::ParentDeath::Kill,
-                    &limits,
-                )
-                .map_err(|e| format!("cannot run {}: {e}", self.host_exe.display()))?;
-                Pid::from_raw(child.id() as i32)
-            }
-        };
+        let pid = super::run_host_binary(
+            &mut self.spawner,
+            &self.host_exe,
+            process_role::Role::Gateway,
+            GATEWAY_ARGV0,
+            &greenroom_protocol::ResourceLimits::default(),
+            &gateway_stderr,
+            [&gateway_end, &tcp, &unix],
+        )?;
         drop(gateway_end);
         drop(gateway_stderr);
         let log_token = Token(self.next_token);

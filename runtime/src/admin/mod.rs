@@ -2384,50 +2384,15 @@ impl Admin {
         let (host_stderr, log_end) =
             logs::stderr_pipe().map_err(|e| format!("cannot create a pipe for the host's stderr: {}", explain(&e)))?;
         let argv0 = format!("greenroom-host {}", short_type_name(&rec.type_name));
-        let by_spawner = self.spawner.as_ref().map(|spawner| {
-            spawner.spawn(
-                &argv0,
-                &rec.limits,
-                [
-                    host_stderr.as_raw_fd(),
-                    host_end.as_raw_fd(),
-                    listener.as_raw_fd(),
-                    ledger.as_fd().as_raw_fd(),
-                ],
-            )
-        });
-        let pid = match by_spawner {
-            Some(Ok(pid)) => Pid::from_raw(pid),
-            Some(Err(e))
-                if !matches!(
-                    e.kind(),
-                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::TimedOut | std::io::ErrorKind::ConnectionReset
-                ) =>
-            {
-                return Err(format!("cannot run {}: {}", self.host_exe.display(), explain(&e)));
-            }
-            unusable => {
-                if let Some(Err(e)) = unusable {
-                    tracing::warn!(error = %e, "the spawner is gone; spawning hosts directly from now on");
-                    self.spawner = None;
-                }
-                let mut cmd = Command::new(&self.host_exe);
-                cmd.env(process_role::ROLE_ENV, process_role::Role::Host.env_value())
-                    .env_remove(CONVENTION_ENV)
-                    .arg0(argv0)
-                    .stdin(Stdio::null())
-                    .stderr(Stdio::from(host_stderr.try_clone().map_err(|e| explain(&e))?));
-                let child = spawn::spawn_with_fds(
-                    &mut cmd,
-                    &[&host_end, listener, ledger],
-                    spawn::ParentDeath::Kill,
-                    &rec.limits,
-                )
-                .map_err(|e| format!("cannot run {}: {}", self.host_exe.display(), explain(&e)))?;
-                // The admin reaps with wait4(-1); the std handle is not needed.
-                Pid::from_raw(child.id() as i32)
-            }
-        };
+        let pid = run_host_binary(
+            &mut self.spawner,
+            &self.host_exe,
+            process_role::Role::Host,
+            &argv0,
+            &rec.limits,
+            &host_stderr,
+            [&host_end, listener, ledger],
+        )?;
         // The admin's copies of the host's ends: with the pipe's write end closed, its end of
         // file comes when the host (and whatever inherited its stderr) is gone.
         drop(host_end);
@@ -2667,6 +2632,52 @@ fn role_fits(role: &PeerRole, kind: PeerKind) -> bool {
 }
 
 /// An OS error with what to do about the common resource limits.
+/// Starts `host_exe` in `role`, with `stderr` as its stderr and `fds` as its fds 3, 4 and
+/// 5: through `spawner` while it works (so that the process copies none of the admin's
+/// fds), else directly, and directly from then on (`spawner` is emptied). The process is the
+/// admin's child, killed if the admin dies, and reaped by the admin's `wait4(-1)`. (A
+/// function of the two fields it needs, so that callers may hold other parts of the admin.)
+fn run_host_binary(
+    spawner: &mut Option<zygote::Spawner>,
+    host_exe: &std::path::Path,
+    role: process_role::Role,
+    argv0: &str,
+    limits: &greenroom_protocol::ResourceLimits,
+    stderr: &std::os::fd::OwnedFd,
+    fds: [&dyn AsFd; 3],
+) -> Result<Pid, String> {
+    let cannot_run = |e: &std::io::Error| format!("cannot run {}: {}", host_exe.display(), explain(e));
+    let by_spawner = spawner.as_ref().map(|spawner| {
+        let [a, b, c] = fds.map(|fd| fd.as_fd().as_raw_fd());
+        spawner.spawn(role, argv0, limits, [stderr.as_raw_fd(), a, b, c])
+    });
+    match by_spawner {
+        Some(Ok(pid)) => return Ok(Pid::from_raw(pid)),
+        Some(Err(e))
+            if !matches!(
+                e.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::TimedOut | std::io::ErrorKind::ConnectionReset
+            ) =>
+        {
+            return Err(cannot_run(&e));
+        }
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "the spawner is gone; spawning processes directly from now on");
+            *spawner = None;
+        }
+        None => {}
+    }
+    let mut cmd = Command::new(host_exe);
+    cmd.env(process_role::ROLE_ENV, role.env_value())
+        .env_remove(CONVENTION_ENV)
+        .arg0(argv0)
+        .stdin(Stdio::null())
+        .stderr(Stdio::from(stderr.try_clone().map_err(|e| explain(&e))?));
+    let child = spawn::spawn_with_fds(&mut cmd, &fds, spawn::ParentDeath::Kill, limits).map_err(|e| cannot_run(&e))?;
+    // The admin reaps with wait4(-1); the std handle is not needed.
+    Ok(Pid::from_raw(child.id() as i32))
+}
+
 fn explain(e: &std::io::Error) -> String {
     if let Some(which) = process_role::fd_exhaustion(e, "the admin", std::process::id()) {
         return format!(

@@ -119,15 +119,11 @@ impl Spawner {
         while let Err(nix::errno::Errno::EINTR) = nix::sys::wait::waitpid(pid, None) {}
     }
 
-    /// Starts a host with `fds` as its stderr and fds 3, 4, 5; returns its pid, a child of
-    /// the admin. An `Err` of kind `BrokenPipe` or `TimedOut` means the spawner is unusable.
-    pub(crate) fn spawn(&self, argv0: &str, limits: &ResourceLimits, fds: [RawFd; 4]) -> io::Result<i32> {
-        self.spawn_role(process_role::Role::Host, argv0, limits, fds)
-    }
-
-    /// [`Spawner::spawn`] for a process of another role: the convention gateway, whose
-    /// fds 3, 4 and 5 are its control socket and its two listeners.
-    pub(crate) fn spawn_role(
+    /// Starts the host binary in `role` with `fds` as its stderr and fds 3, 4, 5 (a host's
+    /// control socket, listener and ledger; the gateway's control socket and its two
+    /// listeners); returns its pid, a child of the admin. An `Err` of kind `BrokenPipe` or
+    /// `TimedOut` means the spawner is unusable.
+    pub(crate) fn spawn(
         &self,
         role: process_role::Role,
         argv0: &str,
