@@ -740,21 +740,13 @@ impl ProcessSystem {
             },
             _ => return Ok(()), // closed already
         };
-        let (admin, untaken) = {
+        let admin = {
             let mut shared = self.lock();
             shared.closed = true;
-            shared.sort_arrivals(&mut endpoint, self.address);
-            let untaken = std::mem::take(&mut shared.mailbox);
-            (shared.admin.take(), untaken)
+            shared.admin.take()
         };
         self.changed.notify_all();
-        // What reached this client and was never taken: not for silence.
-        if !untaken.is_empty() {
-            tracing::debug!(client = %self.address, count = untaken.len(), "closing with untaken messages: dead letters");
-        }
-        for (sender, msg) in untaken {
-            endpoint.dead_letters_from(sender, self.address, vec![msg]);
-        }
+        self.dead_letter_untaken(&mut endpoint);
         let _ = std::fs::remove_file(runtime_dir::socket_path(&self.rundir, self.address));
         if !stop_admin {
             // Acknowledge what this client took before it goes, or its senders would count
@@ -782,6 +774,25 @@ impl ProcessSystem {
 }
 
 impl ProcessSystem {
+    /// A closing client's: sorts what reached the endpoint, and hands what reached this
+    /// client and was never taken to the dead-letter path (not for silence). How many
+    /// arrivals were sorted, and how many messages handed on.
+    fn dead_letter_untaken(&self, endpoint: &mut Endpoint) -> (usize, usize) {
+        let (sorted, untaken) = {
+            let mut shared = self.lock();
+            let sorted = shared.sort_arrivals(endpoint, self.address);
+            (sorted, std::mem::take(&mut shared.mailbox))
+        };
+        let handed = untaken.len();
+        if handed > 0 {
+            tracing::debug!(client = %self.address, count = handed, "closing with untaken messages: dead letters");
+        }
+        for (sender, msg) in untaken {
+            endpoint.dead_letters_from(sender, self.address, vec![msg]);
+        }
+        (sorted, handed)
+    }
+
     /// A closing client's last word on what it sent: a connection it lost whose receiver's
     /// fate the admin has not yet told is waited for (up to [`CLOSE_SETTLE`]), and what
     /// comes back meanwhile (a settle answered while the last messages were flushed) goes to
@@ -796,17 +807,10 @@ impl ProcessSystem {
                 }
                 endpoint.flush();
             }
-            let (sorted, untaken) = {
-                let mut shared = self.lock();
-                let sorted = shared.sort_arrivals(endpoint, self.address);
-                (sorted, std::mem::take(&mut shared.mailbox))
-            };
-            for (sender, msg) in &untaken {
-                endpoint.dead_letters_from(*sender, self.address, vec![msg.clone()]);
-            }
+            let (sorted, untaken) = self.dead_letter_untaken(endpoint);
             // Writes the dead letters, and what a settled connection sends again.
             endpoint.flush_blocking(Instant::now() + CLOSE_FLUSH);
-            let calm = sorted == 0 && untaken.is_empty() && !endpoint.is_settling();
+            let calm = sorted == 0 && untaken == 0 && !endpoint.is_settling();
             if calm || Instant::now() >= deadline {
                 return;
             }
