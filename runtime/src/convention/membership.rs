@@ -385,10 +385,8 @@ impl Members {
     /// speaks again it would gossip those deaths, making live members renew their
     /// identities for nothing.
     pub fn pause(&mut self, now: Instant) {
-        if self.paused_since.is_none() {
-            self.paused_since = Some(now);
-            self.out.send.clear();
-        }
+        // What it meant to send is dropped by `take_output` while it is paused.
+        self.paused_since.get_or_insert(now);
     }
 
     /// Starts the clock again at `now`: every timer, and each seeded member's deadline, is

@@ -9,9 +9,9 @@
 //! **Accepting.** Connections are accepted after the links' own events, at most
 //! [`ACCEPT_BATCH`] per turn of the loop, so that members' frames go first. Every accepted
 //! connection first passes the port's budgets ([`super::admission`]); a refused one is
-//! reset at once, before a byte is read. An
-//! admitted one holds a few hundred bytes until its handshake completes (the machine's
-//! pre-handshake bound) and is cut at its deadline ([`HANDSHAKE_DEADLINE`]). Its first frame
+//! reset at once, before a byte is read. An admitted one holds a few hundred bytes until
+//! its handshake completes (the machine's pre-handshake bound) and is cut at its deadline
+//! ([`HANDSHAKE_DEADLINE`]). Its first frame
 //! must be [`ConventionFrame::Hello`], naming the member that opened it; the link is bound
 //! to that member if the key it proved may speak for it (the caller's `bind`, which is
 //! [`crate::convention::Members::bind`]), and every later frame on it is handed on as that

@@ -246,7 +246,8 @@ impl Gateway {
         let mut events = Events::with_capacity(256);
         let mut ready = Vec::with_capacity(256);
         loop {
-            self.route(Instant::now());
+            let turn = Instant::now();
+            self.route(turn);
             self.links.flush();
             match self.control.flush() {
                 Ok(_) => {}
@@ -259,7 +260,7 @@ impl Gateway {
                 }
                 Err(e) => return Err(Error::io("writing to the admin")(e)),
             }
-            self.links.accept_waiting(Instant::now());
+            self.links.accept_waiting(turn);
             let busy = self.links.wants_rescan() || self.streams.wants_rescan();
             let timeout = if busy {
                 Some(Duration::ZERO)
