@@ -177,11 +177,8 @@ struct ActorRecord {
     /// The host closed its control connection without being reaped yet: kill it if it is
     /// still there at this time (it usually is already dying; reaping will tell).
     orphaned_at: Option<Instant>,
-    /// The liveness timeout, if the creator set one.
-    liveness: Option<Duration>,
-    /// Kernel limits applied to each of its processes.
-    limits: greenroom_protocol::ResourceLimits,
-    /// What its creator decided for it, for every incarnation's `Start`.
+    /// What its creator decided for it, for every incarnation's `Start`: its liveness
+    /// timeout and the kernel limits of each of its processes among them.
     spec: ChildSpec,
     /// When its lifetime (`ChildSpec::lifetime`, counted from its creation) is up.
     ends_at: Option<Instant>,
@@ -1147,7 +1144,7 @@ impl Admin {
             (None, Some(cause), _) => cause,
             (None, None, said) => {
                 let cause = exit::cause_of(status, exit_requested, said).unwrap_or(ExitCause::ExitCode(-1));
-                exit::limit_cause(&cause, &rec.limits, cpu_used).unwrap_or(cause)
+                exit::limit_cause(&cause, &rec.spec.limits, cpu_used).unwrap_or(cause)
             }
         };
         rec.busy_since = None;
@@ -2331,8 +2328,6 @@ impl Admin {
                 start_failure: None,
                 stop_pending: false,
                 orphaned_at: None,
-                liveness: spec.liveness,
-                limits: spec.limits,
                 spec,
                 ends_at: spec.lifetime.map(|l| Instant::now() + l),
                 busy_since: None,
@@ -2389,7 +2384,7 @@ impl Admin {
             &self.host_exe,
             process_role::Role::Host,
             &argv0,
-            &rec.limits,
+            &rec.spec.limits,
             &host_stderr,
             [&host_end, listener, ledger],
         )?;
@@ -2404,8 +2399,8 @@ impl Admin {
         rec.kill_cause = None;
         rec.receive_failure = None;
         rec.busy_since = None;
-        rec.next_probe = rec.liveness.map(|l| Instant::now() + probe_interval(l));
-        if rec.liveness.is_some() {
+        rec.next_probe = rec.spec.liveness.map(|l| Instant::now() + probe_interval(l));
+        if rec.spec.liveness.is_some() {
             self.watched.insert(id);
         }
         self.by_pid.insert(pid, id);
@@ -2511,7 +2506,7 @@ impl Admin {
         let now = Instant::now();
         for id in &self.watched {
             let Some(rec) = self.actors.get_mut(id) else { continue };
-            let (Some(liveness), Some(at), Some(pid)) = (rec.liveness, rec.next_probe, rec.pid) else {
+            let (Some(liveness), Some(at), Some(pid)) = (rec.spec.liveness, rec.next_probe, rec.pid) else {
                 continue;
             };
             if at > now {
@@ -2631,7 +2626,6 @@ fn role_fits(role: &PeerRole, kind: PeerKind) -> bool {
     )
 }
 
-/// An OS error with what to do about the common resource limits.
 /// Starts `host_exe` in `role`, with `stderr` as its stderr and `fds` as its fds 3, 4 and
 /// 5: through `spawner` while it works (so that the process copies none of the admin's
 /// fds), else directly, and directly from then on (`spawner` is emptied). The process is the
@@ -2678,6 +2672,7 @@ fn run_host_binary(
     Ok(Pid::from_raw(child.id() as i32))
 }
 
+/// An OS error with what to do about the common resource limits.
 fn explain(e: &std::io::Error) -> String {
     if let Some(which) = process_role::fd_exhaustion(e, "the admin", std::process::id()) {
         return format!(
