@@ -34,7 +34,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::pending::Pending;
+use super::pending::{accept_failure, AcceptRetry, Pending, ACCEPT_RETRY};
 use greenroom_protocol::{
     encode_frame, frame::decode, ActorState, Address, Capabilities, ChildSpec, Correlation, DataFrame, DataReply,
     ExitCause, FrameReader, FromAdmin, Handshake, HandshakeReply, NodeId, PeerRole, ProtocolError, ReadUntil, Recovery,
@@ -62,8 +62,6 @@ use crate::{
 
 /// Acknowledge after this many processed messages even if more keep coming.
 pub const ACK_BATCH: u64 = 64;
-/// How long to wait before accepting again after `accept` failed (out of fds or memory).
-const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 pub use super::pending::HANDSHAKE_TIMEOUT;
 /// Acknowledge at the latest this long after a processed message if no batch filled up
 /// and the endpoint never went to sleep.
@@ -290,7 +288,7 @@ pub struct Endpoint {
     /// Accepted connections by the time their handshake must be complete, oldest first.
     handshake_deadlines: Pending,
     /// When to try `accept` again after it failed for lack of resources.
-    accept_retry: Option<Instant>,
+    accept_retry: AcceptRetry,
     /// The pid on the other end of the control connection: the admin's.
     admin_pid: Option<u32>,
 }
@@ -344,7 +342,7 @@ impl Endpoint {
             capabilities: Capabilities::new(),
             capabilities_version: 0,
             handshake_deadlines: Pending::new(crate::process_role::max_pending_connections()).named(socket),
-            accept_retry: None,
+            accept_retry: AcceptRetry::default(),
             admin_pid,
         };
         ep.flush_control();
@@ -859,8 +857,7 @@ impl Endpoint {
         self.ready = ready;
         let now = Instant::now();
         self.expire_handshakes(now);
-        if self.accept_retry.is_some_and(|at| at <= now) {
-            self.accept_retry = None;
+        if self.accept_retry.due(now) {
             self.accept_all();
         }
         if self.ack_due.is_some_and(|due| Instant::now() >= due) {
@@ -901,7 +898,7 @@ impl Endpoint {
         let now = Instant::now();
         [
             self.ack_due,
-            self.accept_retry,
+            self.accept_retry.deadline(),
             self.handshake_deadlines.next_deadline(),
         ]
         .into_iter()
@@ -1226,19 +1223,17 @@ impl Endpoint {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    // Out of fds or memory: connections stay in the backlog, and readiness
-                    // will not be signalled again for them, so try again shortly.
+                    // Out of fds or memory: see `AcceptRetry`.
+                    let process = if self.incarnation > 0 {
+                        "this actor host"
+                    } else {
+                        "this client"
+                    };
+                    self.accept_retry.failed(Instant::now());
+                    let why = accept_failure(&e, process);
                     if self.handshake_deadlines.logs.refused.allow() {
-                        let process = if self.incarnation > 0 {
-                            "this actor host"
-                        } else {
-                            "this client"
-                        };
-                        let why = crate::process_role::fd_exhaustion(&e, process, std::process::id())
-                            .map_or(e.to_string(), |which| format!("{e}: {which}; raise it (ulimit -n)"));
-                        tracing::warn!(endpoint = %self.me, error = %why, "accept failed; retrying in 100 ms");
+                        tracing::warn!(endpoint = %self.me, error = %why, retry_in = ?ACCEPT_RETRY, "accept failed");
                     }
-                    self.accept_retry = Some(Instant::now() + ACCEPT_RETRY);
                     return;
                 }
             };

@@ -25,6 +25,44 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 /// The default bound on connections waiting for their handshake, per listening socket.
 pub const DEFAULT_MAX_PENDING: usize = 256;
 
+/// How long after an accept failed for want of fds or memory it is tried again.
+pub const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// What to log of an accept of `process` (`"the gateway"`, `"this actor host"`…) that
+/// failed with `e`: the error, and the limit to raise when it is one of fds.
+pub(crate) fn accept_failure(e: &std::io::Error, process: &str) -> String {
+    crate::process_role::fd_exhaustion(e, process, std::process::id())
+        .map_or(e.to_string(), |which| format!("{e}: {which}; raise it (ulimit -n)"))
+}
+
+/// When a listener whose `accept` failed for want of fds or memory tries again. Its
+/// readiness is edge-triggered: the connections waiting in its backlog would not be
+/// announced again, only the next one to arrive, so the owner's loop counts this deadline
+/// among its own and accepts again when [`AcceptRetry::due`].
+#[derive(Debug, Default)]
+pub(crate) struct AcceptRetry(Option<Instant>);
+
+impl AcceptRetry {
+    /// An accept failed at `now` for want of resources: tried again in [`ACCEPT_RETRY`].
+    pub fn failed(&mut self, now: Instant) {
+        self.0 = Some(now + ACCEPT_RETRY);
+    }
+
+    /// When to accept again, if an accept failed.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.0
+    }
+
+    /// Whether to accept again at `now` (once: the retry is then cleared).
+    pub fn due(&mut self, now: Instant) -> bool {
+        let due = self.0.is_some_and(|at| at <= now);
+        if due {
+            self.0 = None;
+        }
+        due
+    }
+}
+
 /// Connections waiting for their handshake, by deadline (one timeout for all, so the order
 /// of acceptance is the order of deadlines).
 #[derive(Debug)]

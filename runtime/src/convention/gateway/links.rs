@@ -47,7 +47,10 @@ use crate::{
         link::{LinkConfig, LinkMachine},
         membership::Life,
     },
-    net::log_limit::SocketLogs,
+    net::{
+        log_limit::SocketLogs,
+        pending::{accept_failure, AcceptRetry, ACCEPT_RETRY},
+    },
 };
 
 /// How many bytes a link may hold sealed and unwritten before more frames are sealed.
@@ -63,8 +66,7 @@ const READ_BUDGET: usize = 256 * 1024;
 /// a flood of strangers then delays a member's frame by at most this many accepts (each an
 /// `accept`, a budget check and, mostly, a reset), never by the whole backlog.
 const ACCEPT_BATCH: usize = 16;
-/// How long after an accept failed for want of fds or memory it is tried again.
-const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
 /// How long an accepted connection that broke the protocol is kept, its answer (if any)
 /// sent and its write side shut, before it is closed: closed at once with bytes unread,
 /// the peer would get a reset instead of the answer.
@@ -145,7 +147,7 @@ pub struct Links {
     /// The convention port has connections waiting to be accepted (see [`ACCEPT_BATCH`]).
     accept_pending: bool,
     /// When to try accepting again after an accept failed for want of fds or memory.
-    accept_retry: Option<Instant>,
+    accept_retry: AcceptRetry,
     /// Links with sealed bytes to write before the loop blocks.
     dirty: Vec<Token>,
     events: Vec<LinkEvent>,
@@ -184,7 +186,7 @@ impl Links {
             logs: SocketLogs::new("convention port"),
             rescan: Vec::new(),
             accept_pending: false,
-            accept_retry: None,
+            accept_retry: AcceptRetry::default(),
             dirty: Vec::new(),
             events: Vec::new(),
             read_buf: vec![0; 64 * 1024],
@@ -260,7 +262,7 @@ impl Links {
     pub fn next_deadline(&self) -> Option<Instant> {
         let handshake = self.deadlines.front().map(|(at, _)| *at);
         let lingering = self.lingering.front().map(|(at, _)| *at);
-        [handshake, lingering, self.logs.deadline(), self.accept_retry]
+        [handshake, lingering, self.logs.deadline(), self.accept_retry.deadline()]
             .into_iter()
             .flatten()
             .min()
@@ -269,8 +271,7 @@ impl Links {
     /// Cuts the links whose handshake is late; tries a failed accept again.
     pub fn tick(&mut self, now: Instant) {
         self.logs.tick(now);
-        if self.accept_retry.is_some_and(|at| at <= now) {
-            self.accept_retry = None;
+        if self.accept_retry.due(now) {
             self.accept_pending = true;
         }
         while self.lingering.front().is_some_and(|(at, _)| *at <= now) {
@@ -451,13 +452,12 @@ impl Links {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    // Out of fds or memory. The port's readiness is edge-triggered: the
-                    // connections waiting now would not be announced again, so they are
-                    // tried again after a pause rather than at the next arrival.
+                    // Out of fds or memory: see `AcceptRetry`.
+                    self.accept_retry.failed(now);
+                    let why = accept_failure(&e, "the gateway");
                     if self.logs.refused.allow() {
-                        tracing::warn!(error = %e, retry_in = ?ACCEPT_RETRY, "convention port: accept failed");
+                        tracing::warn!(error = %why, retry_in = ?ACCEPT_RETRY, "convention port: accept failed");
                     }
-                    self.accept_retry = Some(now + ACCEPT_RETRY);
                     return false;
                 }
             };

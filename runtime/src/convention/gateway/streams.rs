@@ -85,14 +85,17 @@ use mio::{
 };
 
 use crate::{
-    net::{peer::check_same_user, pending::Pending, set_write_interest},
+    net::{
+        peer::check_same_user,
+        pending::{accept_failure, AcceptRetry, Pending, ACCEPT_RETRY},
+        set_write_interest,
+    },
     runtime_dir,
 };
 
 /// Bytes read from one connection before the others get a turn.
 const READ_BUDGET: usize = 256 * 1024;
-/// How long after an accept failed for want of fds or memory it is tried again.
-const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
 /// How long a closed stream's number is remembered (longer than any frame of it can take
 /// to arrive on a link that was cut).
 const STREAM_MEMORY: Duration = Duration::from_secs(60);
@@ -173,7 +176,7 @@ pub struct Streams {
     /// Connections whose read stopped at the budget, to read again before blocking.
     rescan: Vec<Token>,
     /// When to try accepting again after an accept failed for want of fds or memory.
-    accept_retry: Option<Instant>,
+    accept_retry: AcceptRetry,
     /// Accepted connections waiting for their handshake: the same deadline and bound as
     /// every other listening socket of the system.
     pending: Pending,
@@ -218,7 +221,7 @@ impl Streams {
             outbox: Vec::new(),
             for_admin: Vec::new(),
             rescan: Vec::new(),
-            accept_retry: None,
+            accept_retry: AcceptRetry::default(),
             pending: Pending::new(max_pending).named("gateway.sock"),
         })
     }
@@ -258,7 +261,7 @@ impl Streams {
 
     /// When a connection's handshake deadline (or a log window) is next due.
     pub fn next_deadline(&self) -> Option<Instant> {
-        [self.pending.next_deadline(), self.accept_retry]
+        [self.pending.next_deadline(), self.accept_retry.deadline()]
             .into_iter()
             .flatten()
             .min()
@@ -266,8 +269,7 @@ impl Streams {
 
     /// Closes the connections whose handshake did not come in time.
     pub fn tick(&mut self, now: Instant) {
-        if self.accept_retry.is_some_and(|at| at <= now) {
-            self.accept_retry = None;
+        if self.accept_retry.due(now) {
             self.accept_all();
         }
         let conns = &self.conns;
@@ -328,13 +330,12 @@ impl Streams {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    // Out of fds or memory. Readiness is edge-triggered: the connections
-                    // waiting now would not be announced again, so they are tried again
-                    // after a pause (see `tick`).
+                    // Out of fds or memory: see `AcceptRetry`.
+                    self.accept_retry.failed(Instant::now());
+                    let why = accept_failure(&e, "the gateway");
                     if self.pending.logs.refused.allow() {
-                        tracing::warn!(error = %e, retry_in = ?ACCEPT_RETRY, "gateway.sock: accept failed");
+                        tracing::warn!(error = %why, retry_in = ?ACCEPT_RETRY, "gateway.sock: accept failed");
                     }
-                    self.accept_retry = Some(Instant::now() + ACCEPT_RETRY);
                     return;
                 }
             };
