@@ -300,9 +300,37 @@ pub fn data_handshake(from: greenroom::Address, to: greenroom::Address) -> Vec<u
     buf
 }
 
+/// Sets `pid`'s soft limit on open files (its hard limit unchanged); returns the old one.
+pub fn set_open_files_limit(pid: u32, soft: u64) -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit reads and writes only the rlimit structs passed; the first call only
+    // reads `pid`'s limits into `limit`, the second sets them from it.
+    let rc = unsafe { libc::prlimit(pid as libc::pid_t, libc::RLIMIT_NOFILE, std::ptr::null(), &mut limit) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let old = limit.rlim_cur;
+    limit.rlim_cur = soft;
+    // SAFETY: as above.
+    let rc = unsafe { libc::prlimit(pid as libc::pid_t, libc::RLIMIT_NOFILE, &limit, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    old
+}
+
 /// Number of open fds of `pid`.
 pub fn fd_count(pid: u32) -> usize {
     fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// The lowest fd number `pid` has free: the number its next new fd takes. An open-files
+/// limit of this value (RLIMIT_NOFILE bounds fd *numbers*) makes its next `accept` or
+/// `open` fail with EMFILE.
+pub fn lowest_free_fd(pid: u32) -> u64 {
+    let open: BTreeSet<u64> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
+        .unwrap_or_default();
+    (0..).find(|fd| !open.contains(fd)).unwrap_or(0)
 }
 
 /// Waits until `pid` has exited (an event: its pidfd becoming readable), up to `timeout`.

@@ -4,7 +4,9 @@
 //!   command fail within their bound (4 s), naming the admin's pid;
 //! * a system started under a low open-files limit starts its actors (the admin raises the
 //!   limit before it forks its spawner), and one that cannot raise it says, when it runs
-//!   out, which process ran out and of which limit.
+//!   out, which process ran out and of which limit;
+//! * an admin that ran out of fds accepts the client that waited meanwhile once it has fds
+//!   again, though nothing announces that client again.
 
 use std::{
     io::BufRead,
@@ -14,10 +16,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use greenroom::{ActorSystem, Error};
+use greenroom::{runtime_dir, ActorSystem, Error};
 use greenroom_integration_tests::{
     actors::Echo,
     harness::{self, is_alive, wait_for_exit, workspace_bin},
+    TestSystem,
 };
 use nix::{
     sys::signal::{kill, Signal},
@@ -342,4 +345,32 @@ fn running_out_of_file_descriptors_names_the_process_and_its_limit() {
         )),
         "{text}"
     );
+}
+
+#[test]
+fn an_admin_out_of_fds_accepts_the_waiting_client_once_it_has_fds_again() {
+    let sys = TestSystem::start(HOST);
+    let admin = sys.admin_pid();
+    let echo = sys.create_actor::<Echo>().unwrap().address();
+    let back: String = sys.ask(echo, "up".to_string(), T).unwrap();
+    assert_eq!(back, "up");
+    let fds = harness::fd_count(admin);
+    // Not one fd more: the admin's accept of the client below fails (EMFILE).
+    let limit = harness::set_open_files_limit(admin, harness::lowest_free_fd(admin));
+    let waiting = std::os::unix::net::UnixStream::connect(runtime_dir::admin_socket_path(sys.runtime_dir())).unwrap();
+    // A round trip through the admin's loop: it has seen the connection, and failed to
+    // accept it.
+    sys.describe(false).unwrap();
+    assert_eq!(harness::fd_count(admin), fds, "nothing was accepted without an fd");
+    // Room again, and nothing new on admin.sock: the admin must come back to the waiting
+    // client by itself (readiness is edge-triggered, and was announced once).
+    harness::set_open_files_limit(admin, limit);
+    let deadline = Instant::now() + T;
+    while harness::fd_count(admin) <= fds {
+        assert!(Instant::now() < deadline, "the waiting client was not accepted");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(waiting);
+    let back: String = sys.ask(echo, "still up".to_string(), T).unwrap();
+    assert_eq!(back, "still up");
 }

@@ -888,24 +888,6 @@ fn round_trip(sys: &TestSystem, echo: Address) {
     assert_eq!(back, "sync");
 }
 
-/// Sets `pid`'s soft limit on open files (its hard limit unchanged); returns the old one.
-fn set_open_files_limit(pid: u32, soft: u64) -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: prlimit reads and writes only the rlimit structs passed; the first call only
-    // reads `pid`'s limits into `limit`, the second sets them from it.
-    let rc = unsafe { libc::prlimit(pid as libc::pid_t, libc::RLIMIT_NOFILE, std::ptr::null(), &mut limit) };
-    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
-    let old = limit.rlim_cur;
-    limit.rlim_cur = soft;
-    // SAFETY: as above.
-    let rc = unsafe { libc::prlimit(pid as libc::pid_t, libc::RLIMIT_NOFILE, &limit, std::ptr::null_mut()) };
-    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
-    old
-}
-
 #[test]
 fn a_gateway_out_of_fds_accepts_the_waiting_connections_once_it_has_fds_again() {
     let _alone = alone();
@@ -918,7 +900,7 @@ fn a_gateway_out_of_fds_accepts_the_waiting_connections_once_it_has_fds_again() 
     let (gateway, _) = gateway_of(a, T);
     let fds = harness::fd_count(gateway);
     // Not one fd more: the accepts of the two connections below fail (EMFILE).
-    let limit = set_open_files_limit(gateway, fds as u64);
+    let limit = harness::set_open_files_limit(gateway, harness::lowest_free_fd(gateway));
     let tcp = TcpStream::connect(a_addr).unwrap();
     let unix = UnixStream::connect(runtime_dir::gateway_socket_path(a.runtime_dir())).unwrap();
     // A round trip through the gateway's loop: it has seen both connections, and failed
@@ -927,7 +909,7 @@ fn a_gateway_out_of_fds_accepts_the_waiting_connections_once_it_has_fds_again() 
     assert_eq!(harness::fd_count(gateway), fds, "nothing was accepted without an fd");
     // Room again, and nothing new happens on either socket: the gateway must come back to
     // them by itself (readiness is edge-triggered, and was announced once).
-    set_open_files_limit(gateway, limit);
+    harness::set_open_files_limit(gateway, limit);
     let deadline = Instant::now() + T;
     while harness::fd_count(gateway) < fds + 2 {
         assert!(

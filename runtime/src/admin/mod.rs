@@ -76,7 +76,7 @@ use crate::{
         ActorExitRequest, ActorSystemConventionUpdate, AnyMessage, ChildActorExited, ChildRestarted, DeadEnvelope,
     },
     net::framed::{Framed, ReadError},
-    net::pending::{Pending, HANDSHAKE_TIMEOUT},
+    net::pending::{AcceptRetry, Pending, ACCEPT_RETRY, HANDSHAKE_TIMEOUT},
     net::{set_write_interest, spin::Spinner, Ready},
     process_role::{self, CONTROL_FD},
     runtime_dir,
@@ -294,6 +294,8 @@ struct Admin {
     client_listener: mio::net::UnixListener,
     /// Clients accepted on `admin.sock` that have not completed their handshake.
     handshake_deadlines: Pending,
+    /// When to try accepting clients again after an accept failed for lack of resources.
+    accept_retry: AcceptRetry,
     next_token: usize,
     tree: Tree,
     actors: HashMap<ActorId, ActorRecord>,
@@ -451,6 +453,7 @@ impl Admin {
             peers,
             client_listener,
             handshake_deadlines: Pending::new(process_role::max_pending_connections()).named("admin.sock"),
+            accept_retry: AcceptRetry::default(),
             next_token: FIRST_PEER,
             tree: Tree::new(root_spec),
             actors: HashMap::new(),
@@ -515,6 +518,7 @@ impl Admin {
                 self.tree.next_deadline(),
                 self.shutdown.as_ref().filter(|s| !s.killed).map(|s| s.deadline),
                 self.handshake_deadlines.next_deadline(),
+                self.accept_retry.deadline(),
                 self.watched
                     .iter()
                     .filter_map(|id| self.actors.get(id))
@@ -581,6 +585,9 @@ impl Admin {
                 }
             }
             self.ready = ready;
+            if self.accept_retry.due(Instant::now()) {
+                self.accept_clients();
+            }
             let cmds = self.tree.tick(Instant::now());
             self.execute(cmds);
             self.kill_lingering_hosts();
@@ -1306,10 +1313,10 @@ impl Admin {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    // Out of fds, most likely: the connection waits in the backlog, and the
-                    // next event (or a later one) tries again.
+                    // Out of fds, most likely: see `AcceptRetry`.
+                    self.accept_retry.failed(Instant::now());
                     if self.handshake_deadlines.logs.refused.allow() {
-                        tracing::warn!(reason = %explain(&e), "cannot accept a client connection");
+                        tracing::warn!(reason = %explain(&e), retry_in = ?ACCEPT_RETRY, "cannot accept a client connection");
                     }
                     return;
                 }
