@@ -35,7 +35,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use greenroom_protocol::convention::{ConventionFrame, GatewayFrame};
+use greenroom_protocol::{
+    convention::{ConventionFrame, GatewayFrame},
+    NodeId,
+};
 use mio::{
     net::{TcpListener, TcpStream},
     Interest, Registry, Token,
@@ -83,9 +86,11 @@ pub type Bind<'a> = dyn FnMut(Life, &[u8]) -> Result<(), String> + 'a;
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum LinkEvent {
-    /// A frame from the member an accepted link (`link`, a number never reused) is bound to.
+    /// A frame from the member an accepted link (`link`, a number never reused) is bound to:
+    /// its life, and its node id (computed once, when the link was bound).
     Frame {
         from: Life,
+        node: NodeId,
         link: u64,
         frame: ConventionFrame,
     },
@@ -101,9 +106,12 @@ pub enum LinkEvent {
 }
 
 enum Direction {
-    /// A link a member opened to us, from `source`; bound to that member once its Hello
-    /// is taken.
-    Accepted { source: IpAddr, bound: Option<Life> },
+    /// A link a member opened to us, from `source`; bound to that member (its life and node
+    /// id) once its Hello is taken.
+    Accepted {
+        source: IpAddr,
+        bound: Option<(Life, NodeId)>,
+    },
     /// Our link to the member at `addr`.
     Outgoing(Box<Outgoing>),
 }
@@ -571,7 +579,8 @@ impl Links {
                     match bind((member, incarnation), key) {
                         Ok(()) => {
                             if let Direction::Accepted { bound, .. } = &mut conn.direction {
-                                *bound = Some((member, incarnation));
+                                let node = NodeId::for_member(&member.to_string(), incarnation);
+                                *bound = Some(((member, incarnation), node));
                             }
                         }
                         Err(why) => {
@@ -589,8 +598,9 @@ impl Links {
                     self.protocol_error(token, "a second Hello on one link".into());
                     return;
                 }
-                (Some(from), frame) => self.events.push(LinkEvent::Frame {
+                (Some((from, node)), frame) => self.events.push(LinkEvent::Frame {
                     from,
+                    node,
                     link: token.0 as u64,
                     frame,
                 }),
@@ -743,7 +753,7 @@ impl Links {
     fn forget(&mut self, token: Token, conn: &Conn) {
         if let Direction::Accepted { source, bound } = conn.direction {
             self.admission.ended(source, conn.machine.is_established());
-            if let Some(from) = bound {
+            if let Some((from, _)) = bound {
                 self.events.push(LinkEvent::Ended {
                     from,
                     link: token.0 as u64,

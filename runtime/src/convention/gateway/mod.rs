@@ -489,7 +489,12 @@ impl Gateway {
 
     fn link_event(&mut self, event: LinkEvent, now: Instant) {
         match event {
-            LinkEvent::Frame { from, link, frame } => self.member_frame(from, link, frame, now),
+            LinkEvent::Frame {
+                from,
+                node,
+                link,
+                frame,
+            } => self.member_frame(from, node, link, frame, now),
             LinkEvent::Ended { from, link } => {
                 tracing::debug!(member = %from.0, "a member's link to this one ended; the streams it carried are over");
                 self.streams.link_ended(link);
@@ -517,8 +522,8 @@ impl Gateway {
         }
     }
 
-    /// A frame from the member `from`, whose link it came on.
-    fn member_frame(&mut self, from: Life, link: u64, frame: ConventionFrame, now: Instant) {
+    /// A frame from the member `from` (node `sender`), whose link it came on.
+    fn member_frame(&mut self, from: Life, sender: NodeId, link: u64, frame: ConventionFrame, now: Instant) {
         match frame {
             ConventionFrame::Membership(bytes) => self.members.membership_data(&bytes, now),
             ConventionFrame::Capabilities {
@@ -527,18 +532,15 @@ impl Gateway {
                 load,
                 types,
             } => self.members.capabilities(from, version, capabilities, load, types, now),
-            ConventionFrame::Gateway(frame) => {
-                let sender = NodeId::for_member(&from.0.to_string(), from.1);
-                match frame.check_sender(sender, self.me) {
-                    Ok(()) => self.streams.remote(sender, link, frame),
-                    Err(why) => {
-                        if self.refused_frames.allow() {
-                            tracing::warn!(member = %from.0, incarnation = from.1, reason = %why, frame = gateway_frame_name(&frame),
+            ConventionFrame::Gateway(frame) => match frame.check_sender(sender, self.me) {
+                Ok(()) => self.streams.remote(sender, link, frame),
+                Err(why) => {
+                    if self.refused_frames.allow() {
+                        tracing::warn!(member = %from.0, incarnation = from.1, reason = %why, frame = gateway_frame_name(&frame),
                                 "a gateway frame from a member refused: it is not that member's to send");
-                        }
                     }
                 }
-            }
+            },
             ConventionFrame::Hello { .. } => {}
         }
     }
