@@ -205,10 +205,10 @@ impl GatewayFrame {
             }
             GatewayFrame::Settle { actor, asker, .. } => (Some(asker.node()), Some(actor.node()), "a settle's asker"),
             GatewayFrame::ClaimName { by, .. } => (Some(*by), None, "a name claim's claimant"),
-            GatewayFrame::Created { .. } | GatewayFrame::Settled { .. } | GatewayFrame::NameClaim { .. } => {
-                (None, None, "")
-            }
-            GatewayFrame::NameBound { .. } => (None, None, ""),
+            GatewayFrame::Created { .. }
+            | GatewayFrame::Settled { .. }
+            | GatewayFrame::NameClaim { .. }
+            | GatewayFrame::NameBound { .. } => (None, None, ""),
         };
         if let Some(theirs) = theirs.filter(|n| *n != sender) {
             return Err(format!(

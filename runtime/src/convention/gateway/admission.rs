@@ -172,7 +172,8 @@ impl Admission {
     }
 
     /// Handshakes in progress, and links established, now.
-    pub fn counts(&self) -> (usize, usize) {
+    #[cfg(test)]
+    fn counts(&self) -> (usize, usize) {
         (self.handshaking, self.established)
     }
 }

@@ -51,6 +51,7 @@ use crate::{
         membership::Life,
     },
     net::{
+        framed::READ_BUDGET,
         log_limit::SocketLogs,
         pending::{accept_failure, AcceptRetry, ACCEPT_RETRY},
     },
@@ -63,8 +64,6 @@ pub const SEALED_AHEAD: usize = 256 * 1024;
 pub const MAX_BACKLOG: usize = 256 * 1024 * 1024;
 /// How many membership frames may wait for one member's link; more are dropped.
 const MAX_CONTROL_QUEUE: usize = 64;
-/// Bytes read from one link before the others get a turn.
-const READ_BUDGET: usize = 256 * 1024;
 /// How many connections the port accepts per turn of the loop, after the links' own events:
 /// a flood of strangers then delays a member's frame by at most this many accepts (each an
 /// `accept`, a budget check and, mostly, a reset), never by the whole backlog.
@@ -508,7 +507,9 @@ impl Links {
             let n = match conn.stream.read(&mut self.read_buf) {
                 Ok(0) => {
                     let e = conn.machine.peer_closed();
-                    self.ended_by_peer(token, e.to_string());
+                    // Ended here too, without a warning (an accepted link's stranger that
+                    // gave up, or a member that refused ours, which logs why).
+                    self.fail(token, e.to_string());
                     return;
                 }
                 Ok(n) => n,
@@ -684,13 +685,6 @@ impl Links {
                 }
             }
         }
-    }
-
-    /// The peer ended a link: ended here too, without a warning (an accepted link's stranger
-    /// that gave up, or a member that refused ours, which logs why; an outgoing link's end
-    /// is logged at debug level by [`Links::fail`]).
-    fn ended_by_peer(&mut self, token: Token, reason: String) {
-        self.fail(token, reason);
     }
 
     /// A link broke the protocol: logged (rate-limited), and ended. An accepted one gets the

@@ -86,15 +86,13 @@ use mio::{
 
 use crate::{
     net::{
+        framed::READ_BUDGET,
         peer::check_same_user,
         pending::{accept_failure, AcceptRetry, Pending, ACCEPT_RETRY},
         set_write_interest,
     },
     runtime_dir,
 };
-
-/// Bytes read from one connection before the others get a turn.
-const READ_BUDGET: usize = 256 * 1024;
 
 /// How long a closed stream's number is remembered (longer than any frame of it can take
 /// to arrive on a link that was cut).
@@ -245,13 +243,11 @@ impl Streams {
         }
     }
 
-    /// Reads the connections whose read budget ran out; `true` if any.
-    pub fn rescan(&mut self) -> bool {
-        let again = std::mem::take(&mut self.rescan);
-        for &token in &again {
+    /// Reads the connections whose read budget ran out.
+    pub fn rescan(&mut self) {
+        for token in std::mem::take(&mut self.rescan) {
             self.read(token);
         }
-        !again.is_empty()
     }
 
     /// Whether connections wait to be read again (the loop then does not block).
