@@ -1609,7 +1609,7 @@ impl Admin {
                 let members = members
                     .into_iter()
                     .map(|m| greenroom_protocol::ConventionMember {
-                        node: m.id.node(),
+                        node: m.node,
                         capabilities: m.capabilities,
                         load: m.load,
                         types: m.types,
@@ -1743,9 +1743,9 @@ impl Admin {
         // actors hold.
         let leader = self.convention.as_ref().and_then(|handle| {
             let leader = handle.config.leader?;
-            handle.members().into_iter().find(|m| m.addr == leader)
+            handle.member_at(leader).map(|m| m.node)
         });
-        if let Some(leader) = leader.filter(|l| joined.contains(&l.node())) {
+        if let Some(leader) = leader.filter(|node| joined.contains(node)) {
             let held: Vec<GatewayFrame> = self
                 .global_names
                 .iter()
@@ -1757,7 +1757,7 @@ impl Admin {
                 .collect();
             if let Some(gateway) = &mut self.convention {
                 for frame in held {
-                    gateway.send(leader.node(), frame);
+                    gateway.send(leader, frame);
                 }
             }
         }
@@ -2129,11 +2129,7 @@ impl Admin {
         let config = &members.config;
         match config.leader {
             None => Some(self.node),
-            Some(leader) => members
-                .members()
-                .into_iter()
-                .find(|m| m.addr == leader)
-                .map(|m| m.node()),
+            Some(leader) => members.member_at(leader).map(|m| m.node),
         }
     }
 
@@ -2199,13 +2195,14 @@ impl Admin {
             self.convention_names.remove(name);
         }
         if let Some(gateway) = &mut self.convention {
-            for member in gateway.members() {
+            let nodes: Vec<NodeId> = gateway.member_infos().iter().map(|m| m.node).collect();
+            for node in nodes {
                 let frame = GatewayFrame::NameBound {
                     name: name.to_owned(),
                     holder,
                     bound,
                 };
-                gateway.send(member.node(), frame);
+                gateway.send(node, frame);
             }
         }
     }

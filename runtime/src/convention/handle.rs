@@ -53,6 +53,8 @@ pub const GATEWAY_SILENCE: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct MemberInfo {
     pub id: MemberId,
+    /// Its node id (`id.node()`, kept: the data path looks members up by it).
+    pub node: NodeId,
     /// Its capabilities, as it last told this admin (empty until it has).
     pub capabilities: Capabilities,
     /// How many actors it runs, as it last told this admin (a few seconds old at most).
@@ -354,7 +356,7 @@ impl GatewayHandle {
         tracing::warn!(pid = running.pid.as_raw(), status = %how, lived = ?lived,
             "the convention gateway exited; cross-machine messages in flight come back to their senders or are in doubt");
         for member in &self.members {
-            self.events.push_back(ConventionEvent::LinkBroke(member.id.node()));
+            self.events.push_back(ConventionEvent::LinkBroke(member.node));
         }
         // Its successor speaks as the same identity (the last renewal it reported): to the
         // others, probes went unanswered for a moment, no more, unless it stayed away long
@@ -395,14 +397,14 @@ impl GatewayHandle {
         &self.members
     }
 
-    /// The other members believed alive.
-    pub fn members(&self) -> Vec<MemberId> {
-        self.members.iter().map(|m| m.id.clone()).collect()
+    /// The live member at `addr` (the leader's address, most often).
+    pub fn member_at(&self, addr: std::net::SocketAddr) -> Option<&MemberInfo> {
+        self.members.iter().find(|m| m.id.addr == addr)
     }
 
     /// The convention address of the live member whose node id is `node`.
     pub fn addr_of(&self, node: NodeId) -> Option<std::net::SocketAddr> {
-        self.members.iter().find(|m| m.id.node() == node).map(|m| m.id.addr)
+        self.members.iter().find(|m| m.node == node).map(|m| m.id.addr)
     }
 
     /// Tells every member this admin's new capabilities.
@@ -500,8 +502,10 @@ fn member_view(info: &MemberInfo) -> MemberView {
 }
 
 fn member_info(view: MemberView, now: Instant) -> MemberInfo {
+    let id = member(view.addr, view.incarnation);
     MemberInfo {
-        id: member(view.addr, view.incarnation),
+        node: id.node(),
+        id,
         capabilities: view.capabilities,
         load: view.load,
         key: view.key,
