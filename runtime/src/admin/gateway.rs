@@ -41,6 +41,10 @@ impl Admin {
             std::os::unix::net::UnixStream::pair().map_err(|e| format!("cannot create a socket pair: {e}"))?;
         let (gateway_stderr, log_end) =
             logs::stderr_pipe().map_err(|e| format!("cannot create a pipe for the gateway's stderr: {e}"))?;
+        // Before the process exists: after, a failure here would leave it running unowned.
+        admin_end
+            .set_nonblocking(true)
+            .map_err(|e| format!("cannot make the gateway's control socket non-blocking: {e}"))?;
         let pid = super::run_host_binary(
             &mut self.spawner,
             &self.host_exe,
@@ -64,9 +68,6 @@ impl Admin {
         } else {
             self.log_pipes.insert(log_token, log_pipe);
         }
-        admin_end
-            .set_nonblocking(true)
-            .map_err(|e| format!("cannot make the gateway's control socket non-blocking: {e}"))?;
         let Some(handle) = self.convention.as_mut() else {
             return Ok(());
         };
