@@ -62,8 +62,10 @@
 //!
 //! [`Link`] drives a machine on a `TcpStream` of its own with blocking I/O: its handshake
 //! bounds every read and write by what is left of the one deadline, and after any error in
-//! `send` or `recv` it refuses further use. It serves the threads that still hold one link
-//! each, until the admin's event loop drives the machines itself.
+//! `send` or `recv` it refuses further use. The runtime itself drives machines from the
+//! gateway's loop ([`super::gateway`]); `Link` is the simple client of the same protocol,
+//! for tools and tests that speak to a convention port from a thread (the hostile-network
+//! tests forge frames with it).
 
 use std::{
     collections::VecDeque,
@@ -984,27 +986,6 @@ impl Link {
     /// The peer admin's static public key, proven in the handshake.
     pub fn peer_key(&self) -> &[u8] {
         self.machine.peer_key().unwrap_or_default()
-    }
-
-    /// How long one write of `send` may block (`None`: as long as it takes). A `send` that
-    /// times out ends the link.
-    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> Result<()> {
-        self.stream
-            .set_write_timeout(timeout)
-            .map_err(|e| self.machine.error(format!("{e}")))
-    }
-
-    /// Ends the link at once with a reset, discarding what the kernel has not sent yet:
-    /// for a peer given up on (its senders got those messages back), so that nothing is
-    /// delivered after all once a partition heals.
-    pub fn abort(self) {
-        let linger = libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        };
-        if let Err(e) = nix::sys::socket::setsockopt(&self.stream, nix::sys::socket::sockopt::Linger, &linger) {
-            tracing::debug!(peer = %self.peer(), error = %e, "could not set SO_LINGER to reset a link");
-        }
     }
 
     /// Sends one frame (up to the peer's maximum), in as many Noise messages as it takes.
