@@ -142,8 +142,6 @@ pub enum FromGateway {
     Renewed { bump: u16 },
     /// The members believed alive now, each time the list or what one of them said changes.
     Members(Vec<MemberView>),
-    /// A member joined (or came back after a partition).
-    Up { addr: SocketAddr, incarnation: u64 },
     /// A member left, died or was cut off.
     Down { addr: SocketAddr, incarnation: u64 },
     /// A live member's capabilities, first heard or changed.

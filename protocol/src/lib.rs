@@ -46,7 +46,7 @@ pub const MAGIC: [u8; 4] = *b"GRNR";
 ///
 /// Bump it whenever the layout of any type in [`wire`] or [`handshake`] changes, or the tag
 /// of one of the runtime's own messages (`greenroom.ActorExitRequest`, ...).
-pub const PROTOCOL_VERSION: u16 = 18;
+pub const PROTOCOL_VERSION: u16 = 19;
 
 /// Default largest frame body accepted, in bytes (16 MiB). Configurable per system.
 pub const DEFAULT_MAX_FRAME: u32 = 16 * 1024 * 1024;

@@ -1732,7 +1732,8 @@ impl Admin {
                     lost.push(member.clone());
                     updates.push((member, Capabilities::new(), false));
                 }
-                // Told once its capabilities arrive (they follow the join at once).
+                // Not sent by the gateway: a member is taken in with its capabilities,
+                // which follow its join at once.
                 ConventionEvent::Membership(MembershipEvent::Up(_)) => {}
             }
         }

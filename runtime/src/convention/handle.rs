@@ -316,13 +316,6 @@ impl GatewayHandle {
                 let now = Instant::now();
                 self.members = views.into_iter().map(|view| member_info(view, now)).collect();
             }
-            FromGateway::Up { addr, incarnation } => {
-                self.events
-                    .push_back(ConventionEvent::Membership(MembershipEvent::Up(member(
-                        addr,
-                        incarnation,
-                    ))))
-            }
             FromGateway::Down { addr, incarnation } => {
                 self.events
                     .push_back(ConventionEvent::Membership(MembershipEvent::Down(member(

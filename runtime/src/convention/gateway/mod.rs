@@ -464,10 +464,8 @@ impl Gateway {
     fn membership_event(&mut self, event: super::MembershipEvent) {
         use super::MembershipEvent as E;
         let frame = match event {
-            E::Up(m) => FromGateway::Up {
-                addr: m.addr,
-                incarnation: m.incarnation,
-            },
+            // The admin takes a member in with its capabilities, which follow at once.
+            E::Up(_) => return,
             E::Down(m) => {
                 // Its streams end, and what our link to it still holds never arrives.
                 self.links.reset(m.addr);
