@@ -130,11 +130,14 @@ enum Kind {
     Sender(Option<(Pair, u64)>),
     /// The gateway's connection to a local receiver, for a remote sender's stream;
     /// `accepted` once the receiver's handshake reply has come, with its `incarnation`.
+    /// `link` is the accepted link that carries the stream (all its frames come on the one
+    /// link its sender's gateway writes to this member).
     Receiver {
         pair: Pair,
         stream: u64,
         accepted: bool,
         incarnation: u32,
+        link: u64,
     },
 }
 
@@ -164,9 +167,6 @@ pub struct Streams {
     next_stream: u64,
     /// The live members' nodes: a sender may send only to one of them.
     live: HashSet<NodeId>,
-    /// The accepted link that carries each receiver connection's stream (a stream's frames
-    /// all come on the one link its sender's gateway writes to this member).
-    receiver_links: HashMap<Token, u64>,
     /// Frames for other members' gateways, in order, for the loop to send.
     outbox: Vec<(NodeId, GatewayFrame)>,
     /// Frames for this member's admin.
@@ -215,7 +215,6 @@ impl Streams {
             next_forget: Instant::now() + STREAM_MEMORY,
             next_stream,
             live: HashSet::new(),
-            receiver_links: HashMap::new(),
             outbox: Vec::new(),
             for_admin: Vec::new(),
             rescan: Vec::new(),
@@ -309,9 +308,9 @@ impl Streams {
     /// open for ever, an fd here and in each receiver's host.
     pub fn link_ended(&mut self, link: u64) {
         let carried: Vec<Token> = self
-            .receiver_links
+            .conns
             .iter()
-            .filter(|(_, l)| **l == link)
+            .filter(|(_, side)| matches!(side.kind, Kind::Receiver { link: l, .. } if l == link))
             .map(|(t, _)| *t)
             .collect();
         for token in carried {
@@ -439,6 +438,7 @@ impl Streams {
                 stream,
                 accepted,
                 incarnation,
+                ..
             }) => (None, Some((*pair, *stream, *accepted, *incarnation))),
             None => return,
         };
@@ -477,13 +477,18 @@ impl Streams {
                     refusal: None,
                     incarnation,
                 }) => {
-                    if let Some(side) = self.conns.get_mut(&token) {
-                        side.kind = Kind::Receiver {
-                            pair,
-                            stream,
-                            accepted: true,
-                            incarnation,
-                        };
+                    if let Some(Side {
+                        kind:
+                            Kind::Receiver {
+                                accepted,
+                                incarnation: i,
+                                ..
+                            },
+                        ..
+                    }) = self.conns.get_mut(&token)
+                    {
+                        *accepted = true;
+                        *i = incarnation;
                     }
                     let (from, to) = pair;
                     let accepted = GatewayFrame::Accepted {
@@ -611,10 +616,7 @@ impl Streams {
                 payload,
             } => {
                 let pair = (from, to);
-                let current = self.receivers.get(&pair).copied().filter(|t| {
-                    matches!(self.conns.get(t), Some(Side { kind: Kind::Receiver { stream: s, .. }, .. }) if *s == stream)
-                });
-                let token = match current {
+                let token = match self.receiver_of(pair, stream) {
                     Some(token) => token,
                     // A new stream of this pair (a new connection of the sender, which may
                     // start past seq 1: a sender that reconnects after its receiver was
@@ -626,11 +628,8 @@ impl Streams {
                             self.close_after_writing(old);
                         }
                         self.streams.insert(pair, (stream, None));
-                        match self.open_receiver(pair, stream) {
-                            Ok(token) => {
-                                self.receiver_links.insert(token, link);
-                                token
-                            }
+                        match self.open_receiver(pair, stream, link) {
+                            Ok(token) => token,
                             Err(why) => {
                                 self.receiver_lost(pair, stream, 0, &why, false);
                                 return;
@@ -702,10 +701,7 @@ impl Streams {
                 }
             }
             GatewayFrame::Closed { from, to, stream } => {
-                let current = self.receivers.get(&(from, to)).copied().filter(|t| {
-                    matches!(self.conns.get(t), Some(Side { kind: Kind::Receiver { stream: s, .. }, .. }) if *s == stream)
-                });
-                if let Some(token) = current {
+                if let Some(token) = self.receiver_of((from, to), stream) {
                     self.receivers.remove(&(from, to));
                     self.close_after_writing(token);
                 }
@@ -757,6 +753,15 @@ impl Streams {
     }
 
     /// The local sender's connection of `stream` of the pair, if it is still the current one.
+    /// The receiver connection of `pair` if it carries `stream`.
+    fn receiver_of(&self, pair: Pair, stream: u64) -> Option<Token> {
+        let token = *self.receivers.get(&pair)?;
+        match self.conns.get(&token)?.kind {
+            Kind::Receiver { stream: s, .. } if s == stream => Some(token),
+            _ => None,
+        }
+    }
+
     fn sender_of(&self, from: Address, to: Address, stream: u64) -> Option<Token> {
         let token = *self.senders.get(&(from, to))?;
         match self.conns.get(&token)?.kind {
@@ -775,7 +780,7 @@ impl Streams {
     }
 
     /// Opens a data connection to the local receiver of `pair`, as its remote sender.
-    fn open_receiver(&mut self, pair: Pair, stream: u64) -> std::result::Result<Token, String> {
+    fn open_receiver(&mut self, pair: Pair, stream: u64, link: u64) -> std::result::Result<Token, String> {
         let (from, to) = pair;
         if to.node() != self.me {
             return Err(format!("{to} is not an address of this node"));
@@ -808,6 +813,7 @@ impl Streams {
                     stream,
                     accepted: false,
                     incarnation: 0,
+                    link,
                 },
                 forwarded: 0,
                 acked: 0,
@@ -910,7 +916,6 @@ impl Streams {
             return;
         };
         let _ = self.registry.deregister(&mut side.stream);
-        self.receiver_links.remove(&token);
         if let Kind::Sender(Some(((from, to), stream))) = side.kind {
             let _ = self.forward(to.node(), GatewayFrame::Closed { from, to, stream });
         }
