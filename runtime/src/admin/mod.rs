@@ -452,7 +452,7 @@ impl Admin {
             next_id: 1,
             peers,
             client_listener,
-            handshake_deadlines: Pending::new(process_role::max_pending_connections()).named("admin.sock"),
+            handshake_deadlines: Pending::new(process_role::max_pending_connections(), "admin.sock"),
             accept_retry: AcceptRetry::default(),
             next_token: FIRST_PEER,
             tree: Tree::new(root_spec),
@@ -1327,10 +1327,7 @@ impl Admin {
                 }
                 continue;
             }
-            if !self
-                .handshake_deadlines
-                .admit(awaiting_handshake(&self.peers), "admin.sock")
-            {
+            if !self.handshake_deadlines.admit(awaiting_handshake(&self.peers)) {
                 continue;
             }
             let token = Token(self.next_token);

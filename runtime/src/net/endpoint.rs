@@ -341,7 +341,7 @@ impl Endpoint {
             incarnation: 0,
             capabilities: Capabilities::new(),
             capabilities_version: 0,
-            handshake_deadlines: Pending::new(crate::process_role::max_pending_connections()).named(socket),
+            handshake_deadlines: Pending::new(crate::process_role::max_pending_connections(), socket),
             accept_retry: AcceptRetry::default(),
             admin_pid,
         };
@@ -352,9 +352,7 @@ impl Endpoint {
     /// How many accepted connections may wait for their handshake at once (the default
     /// comes from the environment, see `process_role::max_pending_connections`).
     pub fn set_max_pending(&mut self, limit: usize) {
-        let logs = self.handshake_deadlines.logs.clone();
-        self.handshake_deadlines = Pending::new(limit);
-        self.handshake_deadlines.logs = logs;
+        self.handshake_deadlines.set_limit(limit);
     }
 
     /// The system's capabilities as this endpoint last heard them.
@@ -1246,10 +1244,7 @@ impl Endpoint {
                     continue;
                 }
             };
-            if !self
-                .handshake_deadlines
-                .admit(awaiting_handshake(&self.conns), "actor socket")
-            {
+            if !self.handshake_deadlines.admit(awaiting_handshake(&self.conns)) {
                 continue;
             }
             let token = Token(self.next_token);

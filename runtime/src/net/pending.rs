@@ -71,31 +71,32 @@ pub(crate) struct Pending {
     /// needed); the `is_pending` callbacks tell them apart.
     deadlines: VecDeque<(Instant, Token)>,
     limit: usize,
+    /// The listener, in log lines: `"admin.sock"`, `"actor socket"`.
+    socket: &'static str,
     /// The listener's rate-limited log lines: refusals (these and the owner's), handshake
     /// timeouts, protocol errors.
     pub logs: SocketLogs,
 }
 
 impl Pending {
-    /// The pending connections of a listener; see [`Pending::named`].
-    pub fn new(limit: usize) -> Self {
+    /// The pending connections of the listener named `socket` in its log lines
+    /// (`"admin.sock"`, `"actor socket"`), at most `limit` at once.
+    pub fn new(limit: usize, socket: &'static str) -> Self {
         Pending {
             deadlines: VecDeque::new(),
             limit: limit.max(1),
-            logs: SocketLogs::new("listening socket"),
+            socket,
+            logs: SocketLogs::new(socket),
         }
     }
 
-    /// Names the listener in the lines that report suppressed counts (`"admin.sock"`,
-    /// `"actor socket"`).
-    pub fn named(mut self, socket: &str) -> Self {
-        self.logs = SocketLogs::new(socket);
-        self
+    /// Changes how many connections may wait at once (those waiting now stay).
+    pub fn set_limit(&mut self, limit: usize) {
+        self.limit = limit.max(1);
     }
 
-    /// Whether one more connection may wait; `false` means close it at once. `what` names
-    /// the listener for the log.
-    pub fn admit(&mut self, is_pending: impl Fn(Token) -> bool, what: &str) -> bool {
+    /// Whether one more connection may wait; `false` means close it at once.
+    pub fn admit(&mut self, is_pending: impl Fn(Token) -> bool) -> bool {
         if self.deadlines.len() >= self.limit {
             self.deadlines.retain(|(_, t)| is_pending(*t));
         }
@@ -103,7 +104,7 @@ impl Pending {
             return true;
         }
         if self.logs.refused.allow() {
-            tracing::warn!(listener = what, limit = self.limit,
+            tracing::warn!(listener = self.socket, limit = self.limit,
                 "refused a connection: too many are waiting for their handshake (SystemConfig::max_pending_connections)");
         }
         false
@@ -145,19 +146,16 @@ mod tests {
 
     #[test]
     fn past_the_limit_connections_are_refused_until_room_is_made() {
-        let mut p = Pending::new(2).named("test");
+        let mut p = Pending::new(2, "test");
         let done = std::cell::RefCell::new(Vec::<Token>::new());
         let pending = |t: Token| !done.borrow().contains(&t);
-        assert!(p.admit(pending, "test"));
+        assert!(p.admit(pending));
         p.push(Token(1));
-        assert!(p.admit(pending, "test"));
+        assert!(p.admit(pending));
         p.push(Token(2));
-        assert!(!p.admit(pending, "test"), "two wait: the third is refused");
+        assert!(!p.admit(pending), "two wait: the third is refused");
         done.borrow_mut().push(Token(1));
-        assert!(
-            p.admit(|t| !done.borrow().contains(&t), "test"),
-            "one finished its handshake"
-        );
+        assert!(p.admit(|t| !done.borrow().contains(&t)), "one finished its handshake");
         p.push(Token(3));
         let later = Instant::now() + HANDSHAKE_TIMEOUT + Duration::from_millis(1);
         assert_eq!(
@@ -169,11 +167,11 @@ mod tests {
 
     #[test]
     fn a_flood_of_refusals_logs_a_burst_and_counts_the_rest_until_the_window_ends() {
-        let mut p = Pending::new(1).named("test");
-        assert!(p.admit(|_| true, "test"));
+        let mut p = Pending::new(1, "test");
+        assert!(p.admit(|_| true));
         p.push(Token(1));
         for _ in 0..100 {
-            assert!(!p.admit(|_| true, "test"));
+            assert!(!p.admit(|_| true));
         }
         let burst = u64::from(p.logs.refused.burst());
         assert_eq!(p.logs.refused.suppressed(), 100 - burst);

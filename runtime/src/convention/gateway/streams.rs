@@ -219,7 +219,7 @@ impl Streams {
             for_admin: Vec::new(),
             rescan: Vec::new(),
             accept_retry: AcceptRetry::default(),
-            pending: Pending::new(max_pending).named("gateway.sock"),
+            pending: Pending::new(max_pending, "gateway.sock"),
         })
     }
 
@@ -341,7 +341,7 @@ impl Streams {
                 continue;
             }
             let conns = &self.conns;
-            if !self.pending.admit(|t| awaiting_handshake(conns, t), "gateway.sock") {
+            if !self.pending.admit(|t| awaiting_handshake(conns, t)) {
                 continue;
             }
             let token = match self.register(&mut stream) {
