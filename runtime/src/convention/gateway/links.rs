@@ -414,7 +414,6 @@ impl Links {
                 data_bytes: 0,
                 carried_data: false,
             })),
-            now,
         )?;
         self.outgoing.insert(addr, token);
         // The hello and the first handshake message are ready: written once connected.
@@ -422,13 +421,7 @@ impl Links {
         Some(token)
     }
 
-    fn add(
-        &mut self,
-        mut stream: TcpStream,
-        machine: LinkMachine,
-        direction: Direction,
-        now: Instant,
-    ) -> Option<Token> {
+    fn add(&mut self, mut stream: TcpStream, machine: LinkMachine, direction: Direction) -> Option<Token> {
         let token = Token(self.next_token);
         self.next_token += 1;
         if let Err(e) = self
@@ -439,7 +432,9 @@ impl Links {
             return None;
         }
         let _ = stream.set_nodelay(true);
-        self.deadlines.push_back((now + HANDSHAKE_DEADLINE, token));
+        if let Some(deadline) = machine.deadline() {
+            self.deadlines.push_back((deadline, token));
+        }
         self.conns.insert(
             token,
             Conn {
@@ -487,7 +482,7 @@ impl Links {
                 source: peer.ip(),
                 bound: None,
             };
-            match self.add(stream, machine, direction, now) {
+            match self.add(stream, machine, direction) {
                 // Bytes may be waiting already: an edge-triggered poll would not say so again.
                 Some(token) => self.rescan.push(token),
                 None => self.admission.ended(peer.ip(), false),
