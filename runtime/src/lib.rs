@@ -42,7 +42,8 @@
 //! # mod greenroom_host { pub fn init(_: greenroom::Registry) {} }
 //! ```
 //!
-//! See `ARCHITECTURE.md` in the repository for how the processes and sockets fit together.
+//! The guide is `docs/guide.md` in the repository; `ARCHITECTURE.md` says how the processes
+//! and sockets fit together.
 
 pub mod actor;
 pub mod actor_ref;
@@ -84,12 +85,14 @@ pub use request::{IntoReply, Later, ReplyTo, Request, RequestError, RequestId, R
 pub use system::{ActorInfo, ActorSystem, Base, Delivery, SystemConfig};
 pub use troupe::{Troupe, TroupeReport, TroupeStatus, UpdateTroupeSettings};
 
-/// The guide in `docs/`, compiled (and, on the simple base, run) as doctests so that
-/// their examples cannot drift from the API. Every file is included, even one without Rust,
-/// so that a fenced block without a language (which rustdoc takes for Rust) fails here rather
-/// than go unchecked. Only `cargo test --doc` sees this module.
+/// The README and the guide in `docs/`, compiled (and, on the simple base, run) as doctests
+/// so that their examples cannot drift from the API. Every file is included, even one
+/// without Rust, so that a fenced block without a language (which rustdoc takes for Rust)
+/// fails here rather than go unchecked. Only `cargo test --doc` sees this module.
 #[cfg(doctest)]
 pub mod markdown_doctests {
+    #[doc = include_str!("../../README.md")]
+    pub struct Readme;
     #[doc = include_str!("../../docs/guide.md")]
     pub struct Guide;
     #[doc = include_str!("../../docs/conventions.md")]
