@@ -2,7 +2,7 @@
 //! break them on purpose.
 //!
 //! ```text
-//! greenroom start --host-bin PATH [--name NAME] [--capability KEY=VALUE]... [--log FILE] [--foreground]
+//! greenroom start --host-bin PATH [--name NAME] [--capability KEY=VALUE]... [--log FILE] [--log-level FILTER] [--foreground]
 //!                 [--convention-name NAME --listen ADDR --secret-file FILE [--advertise ADDR] [--convention LEADER_ADDR] [--key-file FILE]]
 //! greenroom status [NAME] [--json] [--all] [--convention]
 //! greenroom kill ADDRESS|GLOBAL_NAME [--signal KILL] [--system NAME]

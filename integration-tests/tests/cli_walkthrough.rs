@@ -1,6 +1,6 @@
-//! The README's CLI walk-through, run exactly as a user runs it: the real `greenroom` binary
-//! starts a detached admin for `demo_host`, `demo_client` attaches by name, `greenroom kill`
-//! SIGKILLs an actor, `status --json` shows it back at the same address with one restart, the
+//! The CLI walk-through of `docs/cli.md`, run exactly as a user runs it: the real `greenroom`
+//! binary starts a detached admin for `demo_host`, `demo_client` attaches by name, `greenroom
+//! kill` SIGKILLs an actor, `status --json` shows it back at the same address with one restart, the
 //! client's next ask succeeds, and `greenroom stop` leaves nothing running.
 
 use std::{

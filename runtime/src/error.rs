@@ -108,8 +108,8 @@ pub enum Error {
 
     /// The admin process is there but did not answer in time: it is stopped (`SIGSTOP`),
     /// hung, or swamped. A client does not wait on such an admin: attaching gives up after
-    /// 4 s, other requests after their own bounds (see the README's
-    /// "Security and robustness on one machine").
+    /// 4 s, other requests after their own bounds (see `docs/security.md` in the
+    /// repository).
     #[error("the admin{} is not answering: no reply within {waited:?}{state}", pid.map_or(String::new(), |p| format!(" (pid {p})")))]
     AdminNotAnswering {
         /// `None` when even `connect` timed out (the admin's backlog is full), before the

@@ -42,7 +42,8 @@
 //! # mod greenroom_host { pub fn init(_: greenroom::Registry) {} }
 //! ```
 //!
-//! See `ARCHITECTURE.md` in the repository for how the processes and sockets fit together.
+//! The guide is `docs/guide.md` in the repository; `ARCHITECTURE.md` says how the processes
+//! and sockets fit together.
 
 pub mod actor;
 pub mod actor_ref;
@@ -83,3 +84,25 @@ pub use message::{
 pub use request::{IntoReply, Later, ReplyTo, Request, RequestError, RequestId, Response};
 pub use system::{ActorInfo, ActorSystem, Base, Delivery, SystemConfig};
 pub use troupe::{Troupe, TroupeReport, TroupeStatus, UpdateTroupeSettings};
+
+/// The README and the guide in `docs/`, compiled (and, on the simple base, run) as doctests
+/// so that their examples cannot drift from the API. Every file is included, even one
+/// without Rust, so that a fenced block without a language (which rustdoc takes for Rust)
+/// fails here rather than go unchecked. Only `cargo test --doc` sees this module.
+#[cfg(doctest)]
+pub mod markdown_doctests {
+    #[doc = include_str!("../../README.md")]
+    pub struct Readme;
+    #[doc = include_str!("../../docs/guide.md")]
+    pub struct Guide;
+    #[doc = include_str!("../../docs/conventions.md")]
+    pub struct Conventions;
+    #[doc = include_str!("../../docs/cli.md")]
+    pub struct Cli;
+    #[doc = include_str!("../../docs/logging.md")]
+    pub struct Logging;
+    #[doc = include_str!("../../docs/security.md")]
+    pub struct Security;
+    #[doc = include_str!("../../docs/performance.md")]
+    pub struct Performance;
+}
