@@ -1124,6 +1124,7 @@ impl Admin {
             if let Some(id) = self.by_pid.remove(&pid) {
                 self.on_host_exit(id, status, cpu_used);
             } else if self.reap_gateway(pid, &status) {
+                // The convention's gateway: reaped, and restarted after its backoff.
             } else if self.spawner.as_ref().is_some_and(|s| s.pid() == pid.as_raw()) {
                 tracing::warn!(?status, "the spawner exited; spawning hosts directly from now on");
                 self.spawner = None;
