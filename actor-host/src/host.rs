@@ -635,10 +635,7 @@ impl Host {
             return;
         };
         tracing::info!(reason = %end, "transient actor: asking it to exit");
-        match AnyMessage::new(&ActorExitRequest) {
-            Ok(exit) => self.deliver(Address::local(0), &exit, Correlation::None),
-            Err(e) => tracing::error!(error = %e, "could not encode an exit request"),
-        }
+        self.ask_to_exit();
     }
 
     /// After a capability change (from the admin, or this actor's own), runs the actor's
@@ -660,6 +657,12 @@ impl Host {
             return;
         }
         tracing::info!("the actor's capability check refuses the changed capabilities; asking it to exit");
+        self.ask_to_exit();
+    }
+
+    /// Asks the actor to exit as the system (`@0`) would: an `ActorExitRequest` delivered
+    /// to its `receive`, exactly as a supervisor's.
+    fn ask_to_exit(&mut self) {
         match AnyMessage::new(&ActorExitRequest) {
             Ok(exit) => self.deliver(Address::local(0), &exit, Correlation::None),
             Err(e) => tracing::error!(error = %e, "could not encode an exit request"),
