@@ -863,20 +863,18 @@ impl Backend for HostBackend<'_> {
         let correlation = Correlation::Request(id.get());
         match self.endpoint.send_live(to, &msg, correlation, Some(self.send_window)) {
             Ok(_) => Ok(id),
-            // As a send to a dead actor: a dead letter, and the request's `Response`, after
-            // this receive, says why.
-            Err(e @ (Error::ActorGone { .. } | Error::UnknownActor(_))) => {
-                let error = match e {
-                    Error::ActorGone { cause, .. } => RequestError::Gone { cause },
-                    _ => RequestError::Unknown,
-                };
-                self.made_up.extend(self.requests.returned(id.get(), error));
-                Ok(id)
-            }
-            Err(e) => {
-                self.requests.cancel(id);
-                Err(e)
-            }
+            Err(e) => match RequestError::from_send_error(&e) {
+                // As a send to a dead actor: a dead letter, and the request's `Response`,
+                // after this receive, says why.
+                Some(error) => {
+                    self.made_up.extend(self.requests.returned(id.get(), error));
+                    Ok(id)
+                }
+                None => {
+                    self.requests.cancel(id);
+                    Err(e)
+                }
+            },
         }
     }
 
