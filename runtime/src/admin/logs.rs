@@ -332,11 +332,10 @@ pub(crate) fn stderr_pipe() -> io::Result<(OwnedFd, pipe::Receiver)> {
 impl LogPipe {
     /// The admin's end of the stderr pipe of `actor`'s host process `pid`.
     pub fn new(rx: pipe::Receiver, actor: Address, type_name: &str, pid: i32, incarnation: u32) -> LogPipe {
-        LogPipe {
+        LogPipe::for_process(
             rx,
-            attribution: format!(" actor={actor} actor_type={type_name} pid={pid} incarnation={incarnation}"),
-            partial: Vec::new(),
-        }
+            format!(" actor={actor} actor_type={type_name} pid={pid} incarnation={incarnation}"),
+        )
     }
 
     /// The admin's end of the stderr pipe of another process of the system (the gateway),
