@@ -628,7 +628,8 @@ impl Host {
     /// A transient actor whose lifetime is over, or which has been idle too long, is asked to
     /// exit by the system (`@0`), exactly as a supervisor would ask it.
     fn end_if_due(&mut self) {
-        if self.exiting {
+        // Most actors have no end: they pay no clock reading per turn for it.
+        if self.exiting || !self.lifespan.may_end() {
             return;
         }
         let Some(end) = self.lifespan.due(Instant::now()) else {
