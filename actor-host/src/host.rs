@@ -628,17 +628,15 @@ impl Host {
     /// A transient actor whose lifetime is over, or which has been idle too long, is asked to
     /// exit by the system (`@0`), exactly as a supervisor would ask it.
     fn end_if_due(&mut self) {
-        if self.exiting {
+        // Most actors have no end: they pay no clock reading per turn for it.
+        if self.exiting || !self.lifespan.may_end() {
             return;
         }
         let Some(end) = self.lifespan.due(Instant::now()) else {
             return;
         };
         tracing::info!(reason = %end, "transient actor: asking it to exit");
-        match AnyMessage::new(&ActorExitRequest) {
-            Ok(exit) => self.deliver(Address::local(0), &exit, Correlation::None),
-            Err(e) => tracing::error!(error = %e, "could not encode an exit request"),
-        }
+        self.ask_to_exit();
     }
 
     /// After a capability change (from the admin, or this actor's own), runs the actor's
@@ -660,6 +658,12 @@ impl Host {
             return;
         }
         tracing::info!("the actor's capability check refuses the changed capabilities; asking it to exit");
+        self.ask_to_exit();
+    }
+
+    /// Asks the actor to exit as the system (`@0`) would: an `ActorExitRequest` delivered
+    /// to its `receive`, exactly as a supervisor's.
+    fn ask_to_exit(&mut self) {
         match AnyMessage::new(&ActorExitRequest) {
             Ok(exit) => self.deliver(Address::local(0), &exit, Correlation::None),
             Err(e) => tracing::error!(error = %e, "could not encode an exit request"),
@@ -860,20 +864,18 @@ impl Backend for HostBackend<'_> {
         let correlation = Correlation::Request(id.get());
         match self.endpoint.send_live(to, &msg, correlation, Some(self.send_window)) {
             Ok(_) => Ok(id),
-            // As a send to a dead actor: a dead letter, and the request's `Response`, after
-            // this receive, says why.
-            Err(e @ (Error::ActorGone { .. } | Error::UnknownActor(_))) => {
-                let error = match e {
-                    Error::ActorGone { cause, .. } => RequestError::Gone { cause },
-                    _ => RequestError::Unknown,
-                };
-                self.made_up.extend(self.requests.returned(id.get(), error));
-                Ok(id)
-            }
-            Err(e) => {
-                self.requests.cancel(id);
-                Err(e)
-            }
+            Err(e) => match RequestError::from_send_error(&e) {
+                // As a send to a dead actor: a dead letter, and the request's `Response`,
+                // after this receive, says why.
+                Some(error) => {
+                    self.made_up.extend(self.requests.returned(id.get(), error));
+                    Ok(id)
+                }
+                None => {
+                    self.requests.cancel(id);
+                    Err(e)
+                }
+            },
         }
     }
 

@@ -54,6 +54,12 @@ impl Lifespan {
         }
     }
 
+    /// Whether the actor has an end at all (a lifetime or an idle timeout): if not,
+    /// [`Lifespan::due`] never says yes, so the host need not read the clock to ask it.
+    pub(crate) fn may_end(&self) -> bool {
+        self.ends_at.is_some() || self.idle_timeout.is_some()
+    }
+
     /// The next moment [`Lifespan::due`] may say yes.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         let idle_end = self.idle_timeout.map(|idle| self.active_at + idle);
@@ -79,6 +85,7 @@ mod tests {
     #[test]
     fn no_settings_never_end() {
         let l = Lifespan::new(None, None);
+        assert!(!l.may_end());
         assert_eq!(l.next_deadline(), None);
         assert_eq!(l.due(Instant::now() + Duration::from_secs(3600)), None);
     }
@@ -86,6 +93,9 @@ mod tests {
     #[test]
     fn the_lifetime_ends_whatever_the_activity_and_idleness_is_reset_by_it() {
         let mut l = Lifespan::new(Some(Duration::from_secs(10)), Some(Duration::from_secs(2)));
+        assert!(l.may_end());
+        assert!(Lifespan::new(Some(Duration::from_secs(10)), None).may_end());
+        assert!(Lifespan::new(None, Some(Duration::from_secs(2))).may_end());
         let start = Instant::now();
         assert!(l.next_deadline().is_some_and(|d| d <= start + Duration::from_secs(3)));
         l.touch();

@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use greenroom::{runtime_dir, ActorSystem, Error};
+use greenroom::{process_role::process_state, runtime_dir, ActorSystem, Error};
 use greenroom_integration_tests::{
     actors::Echo,
     harness::{self, is_alive, wait_for_exit, workspace_bin},
@@ -37,12 +37,6 @@ fn signal(pid: u32, sig: Signal) {
     let _ = kill(Pid::from_raw(pid as i32), sig);
 }
 
-/// The state letter of `pid` in `/proc` (`T` when stopped).
-fn state_of(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit(')').next()?.split_whitespace().next()?.chars().next()
-}
-
 /// Stops `pid` with SIGSTOP, waits until `/proc` shows it stopped, and resumes it with
 /// SIGCONT when dropped (also when the test fails), so that nothing is left stopped.
 struct Stopped(u32);
@@ -52,7 +46,7 @@ impl Stopped {
         signal(pid, Signal::SIGSTOP);
         let stopped = Stopped(pid);
         let until = Instant::now() + T;
-        while state_of(pid) != Some('T') {
+        while process_state(pid) != Some('T') {
             assert!(Instant::now() < until, "pid {pid} did not stop");
             std::thread::sleep(Duration::from_millis(5));
         }

@@ -238,11 +238,9 @@ impl Error {
                 state: "; nobody accepted the connection".to_owned(),
             };
         };
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next());
-        let state = match state {
-            Some("T") | Some("t") => format!("; it is stopped (SIGSTOP): `kill -CONT {pid}` resumes it"),
-            Some("D") => "; it is waiting on the disk or the kernel".to_owned(),
+        let state = match crate::process_role::process_state(pid) {
+            Some('T') | Some('t') => format!("; it is stopped (SIGSTOP): `kill -CONT {pid}` resumes it"),
+            Some('D') => "; it is waiting on the disk or the kernel".to_owned(),
             None => "; it has exited".to_owned(),
             Some(_) => "; it may be hung or overloaded".to_owned(),
         };

@@ -200,9 +200,51 @@ pub fn fd_exhaustion(e: &std::io::Error, process: &str, pid: u32) -> Option<Stri
     }
 }
 
+/// The state letter of process `pid` from `/proc/<pid>/stat` (`R` running, `S` sleeping,
+/// `D` waiting on the disk or the kernel, `T` stopped, `t` traced, `Z` a zombie awaiting
+/// its parent, ...), or `None` if there is no such process (or its `stat` cannot be read).
+///
+/// ```
+/// use greenroom::process_role::process_state;
+///
+/// assert!(process_state(std::process::id()).is_some(), "this process");
+/// assert_eq!(process_state(u32::MAX), None, "no process has that pid");
+/// ```
+pub fn process_state(pid: u32) -> Option<char> {
+    state_in_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// The state field of a `/proc/<pid>/stat` line. It follows the command name, which is in
+/// parentheses and may itself hold spaces and parentheses: so it is read after the last `)`.
+fn state_in_stat(stat: &str) -> Option<char> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().next()?.chars().next()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_state_is_read_after_the_command_name_whatever_it_holds() {
+        assert_eq!(state_in_stat("42 (sleepy) S 1 42 42 0 -1"), Some('S'));
+        assert_eq!(state_in_stat("42 (a) Z (b) T 1 42 42 0 -1"), Some('T'));
+        assert_eq!(state_in_stat("42 (x) "), None);
+        assert_eq!(state_in_stat(""), None);
+    }
+
+    #[test]
+    fn a_child_is_a_zombie_until_reaped_and_then_has_no_state() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while process_state(pid) != Some('Z') {
+            assert!(std::time::Instant::now() < deadline, "{pid} never became a zombie");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        child.wait().unwrap();
+        assert_eq!(process_state(pid), None);
+    }
 
     #[test]
     fn fd_exhaustion_names_the_process_and_its_limit() {

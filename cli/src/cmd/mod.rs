@@ -41,11 +41,5 @@ pub fn human_duration(seconds: f64) -> String {
 /// Whether `pid` is a running process (one that exited but awaits reaping by its parent, a
 /// zombie, is not).
 pub fn process_running(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
+    greenroom::process_role::process_state(pid).is_some_and(|state| state != 'Z')
 }

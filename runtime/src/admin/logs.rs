@@ -143,6 +143,52 @@ impl State {
     fn pending(&self) -> usize {
         self.buf.len() - self.written
     }
+
+    /// [`Sink::push`] under the sink's lock (`lines` not empty).
+    fn push(&mut self, lines: &[u8]) {
+        if self.pending() >= HARD_CAP {
+            self.dropped += 1;
+            return;
+        }
+        self.buf.extend_from_slice(lines);
+    }
+
+    /// [`Sink::flush`] under the sink's lock.
+    fn flush(&mut self) -> bool {
+        if self.dropped > 0 && self.pending() < HARD_CAP {
+            let note = format!(
+                "greenroom: {} log records of the admin were dropped: the log sink did not keep up\n",
+                std::mem::take(&mut self.dropped)
+            );
+            self.buf.extend_from_slice(note.as_bytes());
+        }
+        let Some(out) = self.out.as_mut() else {
+            return self.pending() == 0;
+        };
+        while self.written < self.buf.len() {
+            match out.write(&self.buf[self.written..]) {
+                Ok(0) => break,
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // Refused for now: the rest waits for the sink's writable event.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // The sink is gone (its reader closed it, the disk is full): nowhere to
+                // report it, so what is pending is dropped rather than held forever.
+                Err(_) => self.written = self.buf.len(),
+            }
+        }
+        let done = self.written == self.buf.len();
+        if done {
+            self.buf.clear();
+            self.written = 0;
+        } else if self.written >= SOFT_CAP {
+            // Keep the buffer from only ever growing while the sink is slow.
+            let written = self.written;
+            self.buf.drain(..written);
+            self.written = 0;
+        }
+        done
+    }
 }
 
 /// The system's log sink, as the admin's loop and its `tracing` subscriber use it. Shared by
@@ -199,51 +245,12 @@ impl Sink {
         if lines.is_empty() {
             return;
         }
-        let mut st = self.lock();
-        if st.pending() >= HARD_CAP {
-            st.dropped += 1;
-            return;
-        }
-        st.buf.extend_from_slice(lines);
+        self.lock().push(lines);
     }
 
     /// Writes what it can without waiting. `true` when everything is written.
     pub fn flush(&self) -> bool {
-        let mut st = self.lock();
-        if st.dropped > 0 && st.pending() < HARD_CAP {
-            let note = format!(
-                "greenroom: {} log records of the admin were dropped: the log sink did not keep up\n",
-                std::mem::take(&mut st.dropped)
-            );
-            st.buf.extend_from_slice(note.as_bytes());
-        }
-        let st = &mut *st;
-        let Some(out) = st.out.as_mut() else {
-            return st.pending() == 0;
-        };
-        while st.written < st.buf.len() {
-            match out.write(&st.buf[st.written..]) {
-                Ok(0) => break,
-                Ok(n) => st.written += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // Refused for now: the rest waits for the sink's writable event.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                // The sink is gone (its reader closed it, the disk is full): nowhere to
-                // report it, so what is pending is dropped rather than held forever.
-                Err(_) => st.written = st.buf.len(),
-            }
-        }
-        let done = st.written == st.buf.len();
-        if done {
-            st.buf.clear();
-            st.written = 0;
-        } else if st.written >= SOFT_CAP {
-            // Keep the buffer from only ever growing while the sink is slow.
-            let written = st.written;
-            st.buf.drain(..written);
-            st.written = 0;
-        }
-        done
+        self.lock().flush()
     }
 
     /// Writes what is left, waiting up to `timeout` for the sink (the admin is exiting; a
@@ -285,11 +292,14 @@ pub(crate) struct SinkRecord<'a>(&'a Sink);
 
 impl Write for SinkRecord<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.push(buf);
-        // Written now, whichever thread logs: a thread other than the loop's has nobody to
-        // flush after it. A write that would block leaves the rest to the loop, which the
-        // sink's writable event wakes.
-        self.0.flush();
+        // Added and written now under one lock, whichever thread logs: a thread other than
+        // the loop's has nobody to flush after it. A write that would block leaves the rest
+        // to the loop, which the sink's writable event wakes.
+        let mut st = self.0.lock();
+        if !buf.is_empty() {
+            st.push(buf);
+        }
+        st.flush();
         Ok(buf.len())
     }
 
@@ -332,11 +342,10 @@ pub(crate) fn stderr_pipe() -> io::Result<(OwnedFd, pipe::Receiver)> {
 impl LogPipe {
     /// The admin's end of the stderr pipe of `actor`'s host process `pid`.
     pub fn new(rx: pipe::Receiver, actor: Address, type_name: &str, pid: i32, incarnation: u32) -> LogPipe {
-        LogPipe {
+        LogPipe::for_process(
             rx,
-            attribution: format!(" actor={actor} actor_type={type_name} pid={pid} incarnation={incarnation}"),
-            partial: Vec::new(),
-        }
+            format!(" actor={actor} actor_type={type_name} pid={pid} incarnation={incarnation}"),
+        )
     }
 
     /// The admin's end of the stderr pipe of another process of the system (the gateway),

@@ -65,7 +65,7 @@ use std::{fmt, marker::PhantomData, time::Duration};
 use greenroom_protocol::{Address, Correlation, ExitCause};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-use crate::message::Message;
+use crate::{error::Error, message::Message};
 
 #[doc(hidden)]
 pub use pending::{MadeUp, PendingRequests, RequestKind};
@@ -129,7 +129,7 @@ pub struct Response<M: Request> {
 }
 
 impl<M: Request> Response<M> {
-    /// The answer, or an [`Error::RequestFailed`](crate::Error::RequestFailed) that names the
+    /// The answer, or an [`Error::RequestFailed`] that names the
     /// request, its type and the actor asked.
     pub fn into_result(self) -> crate::Result<M::Reply> {
         self.result.map_err(|error| crate::Error::RequestFailed {
@@ -208,6 +208,33 @@ pub enum RequestError {
     /// `Error::Backpressure`.)
     #[error("not sent: {why}")]
     NotSent { why: String },
+}
+
+impl RequestError {
+    /// Why a request got no answer when sending it failed with `error` because its receiver
+    /// will never process it: [`RequestError::Gone`] for [`Error::ActorGone`] (with its
+    /// cause), [`RequestError::Unknown`] for [`Error::UnknownActor`]. `None` for any other
+    /// error, which is the send's own failure rather than the request's fate.
+    ///
+    /// ```
+    /// use greenroom::{Address, Error, ExitCause, RequestError};
+    ///
+    /// let gone = Error::ActorGone { address: Address::local(7), cause: ExitCause::Normal };
+    /// assert_eq!(
+    ///     RequestError::from_send_error(&gone),
+    ///     Some(RequestError::Gone { cause: ExitCause::Normal })
+    /// );
+    /// let never = Error::UnknownActor(Address::local(8));
+    /// assert_eq!(RequestError::from_send_error(&never), Some(RequestError::Unknown));
+    /// assert_eq!(RequestError::from_send_error(&Error::AdminGone), None);
+    /// ```
+    pub fn from_send_error(error: &Error) -> Option<RequestError> {
+        match error {
+            Error::ActorGone { cause, .. } => Some(RequestError::Gone { cause: cause.clone() }),
+            Error::UnknownActor(_) => Some(RequestError::Unknown),
+            _ => None,
+        }
+    }
 }
 
 /// A handle on the answer to one message, to give later, from anywhere: kept by the

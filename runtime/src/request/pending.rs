@@ -73,7 +73,8 @@ pub struct PendingRequests<T> {
     base: u64,
     next: u64,
     waiting: HashMap<u64, Waiting<T>>,
-    /// Deadlines, earliest first; entries of requests already answered are skipped.
+    /// Deadlines, earliest first; entries of requests already answered are skipped, and
+    /// dropped all at once when they outnumber the waiting ones (see [`Self::forget`]).
     deadlines: BinaryHeap<Reverse<(T, u64)>>,
 }
 
@@ -105,7 +106,7 @@ impl<T: Ord + Copy> PendingRequests<T> {
     /// An answer to request `id` arrived from `from`: the `Response<M>` to deliver, or the
     /// answer back (`Err`) if nothing waits for it (its requester gave up): a dead letter.
     pub fn answer(&mut self, id: u64, from: Address, msg: AnyMessage) -> Result<AnyMessage, AnyMessage> {
-        let Some(waiting) = self.waiting.remove(&id) else {
+        let Some(waiting) = self.forget(id) else {
             return Err(msg);
         };
         let result = if msg.tag() == waiting.kind.value_tag {
@@ -131,7 +132,7 @@ impl<T: Ord + Copy> PendingRequests<T> {
     /// Request `id`'s message came back unprocessed: the `Response<M>` error to deliver, if it
     /// still waits.
     pub fn returned(&mut self, id: u64, error: RequestError) -> Option<MadeUp> {
-        let waiting = self.waiting.remove(&id)?;
+        let waiting = self.forget(id)?;
         let msg = reply_message(&waiting.kind, RequestId(id), waiting.to, Err(error));
         Some(MadeUp {
             from: waiting.to,
@@ -142,7 +143,23 @@ impl<T: Ord + Copy> PendingRequests<T> {
 
     /// Forgets request `id` (its message could not be sent).
     pub fn cancel(&mut self, id: RequestId) {
-        self.waiting.remove(&id.0);
+        self.forget(id.0);
+    }
+
+    /// Takes request `id` out of those waiting, before its deadline. Its deadline entry
+    /// stays in the heap (removing it there would cost a search), to be skipped when it
+    /// comes up; but a high request rate with long timeouts would then hold rate × timeout
+    /// stale entries, so once they outnumber the waiting ones (by more than a few) the heap
+    /// keeps only the entries still waiting. Each pass costs the heap's size and comes only
+    /// after as many removals as requests still wait, so it is paid for by them.
+    fn forget(&mut self, id: u64) -> Option<Waiting<T>> {
+        let waiting = self.waiting.remove(&id)?;
+        if self.deadlines.len() > 2 * self.waiting.len() + 32 {
+            let still = &self.waiting;
+            self.deadlines
+                .retain(|&Reverse((due, id))| still.get(&id).is_some_and(|w| w.due == due));
+        }
+        Some(waiting)
     }
 
     /// The requests whose deadline is `now` or earlier: their timeout errors, earliest
@@ -305,6 +322,47 @@ mod tests {
             err.contains(&ids[3].to_string()) && err.contains("Count") && err.contains("@4"),
             "{err}"
         );
+        assert!(pending.is_empty());
+        assert_eq!(pending.next_due(), None);
+    }
+
+    #[test]
+    fn requests_answered_long_before_their_deadline_leave_the_heap_bounded() {
+        let mut pending = PendingRequests::<Duration>::new(1);
+        let to = Address::local(5);
+        let kind = RequestKind::of::<Count>();
+        // Some requests that stay waiting, with deadlines among the others'.
+        let kept: Vec<RequestId> = (0..50)
+            .map(|n| {
+                let id = pending.next_id();
+                pending.start(id, kind, to, at(3_600_000 + n), at(3_600_000));
+                id
+            })
+            .collect();
+        let answer = AnyMessage::new(&(1u64, String::new())).unwrap();
+        let mut largest = 0;
+        // Many more, each with an hour's timeout, each done with at once: answered, come
+        // back, or cancelled.
+        for n in 0..10_000u64 {
+            let id = pending.next_id();
+            pending.start(id, kind, to, at(3_600_000 + n % 100), at(3_600_000));
+            match n % 3 {
+                0 => assert!(pending.answer(id.get(), to, answer.clone()).is_ok()),
+                1 => assert!(pending.returned(id.get(), RequestError::Unknown).is_some()),
+                _ => pending.cancel(id),
+            }
+            largest = largest.max(pending.deadlines.len());
+        }
+        assert!(
+            largest <= 2 * kept.len() + 33,
+            "the heap held {largest} deadlines for {} waiting requests",
+            kept.len()
+        );
+        // The requests still waiting time out as before, each once, in deadline order.
+        assert_eq!(pending.next_due(), Some(at(3_600_000)));
+        let expired = pending.expire(at(7_200_000));
+        let ids: Vec<u64> = expired.iter().map(|m| m.id).collect();
+        assert_eq!(ids, kept.iter().map(|id| id.get()).collect::<Vec<_>>());
         assert!(pending.is_empty());
         assert_eq!(pending.next_due(), None);
     }

@@ -900,23 +900,23 @@ impl Core {
     /// Request `request` of `requester` (an actor or a client) to `target` failed: `target`
     /// is gone (`Some(cause)`) or was never created.
     fn fail_request(&mut self, requester: Address, target: Address, request: u64, cause: Option<ExitCause>) {
+        // What sending it would have failed with: a client's call returns it, an actor's
+        // `Response` says the same (as the process base's host does).
+        let failed = match cause {
+            Some(cause) => Error::ActorGone { address: target, cause },
+            None => Error::UnknownActor(target),
+        };
         if let Some(inbox) = self.clients.get_mut(&requester.id()) {
             if let Some(slot @ None) = inbox.answers.get_mut(&request) {
-                *slot = Some(Err(match cause {
-                    Some(cause) => Error::ActorGone { address: target, cause },
-                    None => Error::UnknownActor(target),
-                }));
+                *slot = Some(Err(failed));
             }
             return;
         }
-        let error = match cause {
-            Some(cause) => RequestError::Gone { cause },
-            None => RequestError::Unknown,
-        };
-        let returned = self
-            .actors
-            .get_mut(&requester.id())
-            .and_then(|slot| slot.requests.returned(request, error));
+        let returned = RequestError::from_send_error(&failed).and_then(|error| {
+            self.actors
+                .get_mut(&requester.id())
+                .and_then(|slot| slot.requests.returned(request, error))
+        });
         if let Some(made) = returned {
             self.enqueue_made_up(requester, made);
         }
